@@ -1,0 +1,77 @@
+// Command pgtide is a PostgreSQL connection pooler and read-scaling proxy.
+//
+//	pgtide run -c pgtide.toml   run the proxy
+//	pgtide local                run a throwaway local cluster with the proxy in front
+//	pgtide version              print the version
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime/debug"
+)
+
+// version is set at build time with -ldflags "-X main.version=..."; otherwise the module version.
+var version = ""
+
+const usage = `pgtide - a PostgreSQL connection pooler and read-scaling proxy
+
+Usage:
+  pgtide run -c pgtide.toml   run the proxy with a configuration file
+  pgtide local [flags]        start a local primary + replicas and the proxy in front of them
+  pgtide version              print the version
+
+Run "pgtide <command> --help" for a command's flags.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:], stdout, stderr)
+	case "local":
+		return cmdLocal(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "pgtide", versionString())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "pgtide: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
+
+// newLogger builds the process logger; level can be changed later (reload).
+func newLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func parseLevel(s string) slog.Level {
+	var l slog.Level
+	l.UnmarshalText([]byte(s))
+	return l
+}

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"pgtide/internal/config"
+	"pgtide/internal/proxy"
+)
+
+const runUsage = `Usage: pgtide run -c pgtide.toml
+
+Runs the proxy. Clients connect to [proxy] listen as to PostgreSQL.
+
+Signals:
+  SIGHUP           reload the configuration and users file (pool sizes, users, timeouts,
+                   limits, log level) without dropping connections; the files are also
+                   watched and reloaded when they change
+  SIGTERM, SIGINT  stop accepting clients, let running transactions finish (up to
+                   [proxy] shutdown_timeout), then exit
+
+Flags:
+`
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", "pgtide.toml", "configuration file")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), runUsage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, "pgtide:", err)
+		return 1
+	}
+	if err := serve(cfg, stderr, nil); err != nil {
+		fmt.Fprintln(stderr, "pgtide:", err)
+		return 1
+	}
+	return 0
+}
+
+// serve runs the proxy for cfg until SIGTERM/SIGINT, reloading on SIGHUP and on file changes.
+// ready, if set, is called with the listening proxy.
+func serve(cfg *config.Config, logOut io.Writer, ready func(*proxy.Server)) error {
+	level := new(slog.LevelVar)
+	level.Set(parseLevel(cfg.Proxy.LogLevel))
+	logger := newLogger(logOut, cfg.Proxy.LogFormat, level)
+
+	srv, err := proxy.New(cfg, logger)
+	if err != nil {
+		return err
+	}
+	logger.Info("pgtide listening", "version", versionString(), "listen", srv.Addr().String(),
+		"pool_mode", cfg.Proxy.PoolMode, "server", cfg.Cluster.Hosts[0])
+
+	srv.OnReload = func(c *config.Config) { level.Set(parseLevel(c.Proxy.LogLevel)) }
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if cfg.Path != "" {
+		go srv.WatchConfig(ctx, cfg.Path, 2*time.Second)
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-ctx.Done():
+				srv.Shutdown()
+				return
+			case sig := <-sigs:
+				if sig == syscall.SIGHUP {
+					if cfg.Path != "" {
+						srv.ReloadFile(cfg.Path)
+					}
+					continue
+				}
+				logger.Info("received signal; shutting down", "signal", sig.String())
+				srv.Shutdown()
+				return
+			}
+		}
+	}()
+	if ready != nil {
+		ready(srv)
+	}
+	err = srv.Serve() // returns when Shutdown closes the listener
+	cancel()
+	<-stopped // Shutdown has finished: transactions ended, pools closed
+	return err
+}

@@ -1,0 +1,272 @@
+// Package config owns pgtide's configuration: the TOML file's struct, its defaults, loading and the
+// validation that checks fields against each other. A *Config is immutable once loaded; a reload
+// builds a new one and the proxy swaps it in atomically.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Pool modes.
+const (
+	PoolModeSession     = "session"
+	PoolModeTransaction = "transaction"
+)
+
+// Client authentication methods.
+const (
+	AuthTrust = "trust"
+	AuthMD5   = "md5"
+	AuthSCRAM = "scram-sha-256"
+)
+
+// Config is the whole configuration file. Zero values are replaced by Defaults before validation.
+type Config struct {
+	Proxy   Proxy   `toml:"proxy"`
+	Auth    Auth    `toml:"auth"`
+	Cluster Cluster `toml:"cluster"`
+
+	// Users is loaded from Auth.UsersFile, not from the main file.
+	Users Users `toml:"-"`
+	// Path is the file this config was loaded from ("" when built in code).
+	Path string `toml:"-"`
+}
+
+// Proxy configures the client-facing side.
+type Proxy struct {
+	// Listen is the address clients connect to.
+	Listen string `toml:"listen"`
+	// PoolMode is "session" (a client keeps one server connection for its whole life) or
+	// "transaction" (a server connection is lent per transaction).
+	PoolMode string `toml:"pool_mode"`
+	// MaxClientConnections caps concurrent client connections; the next one is refused with
+	// SQLSTATE 53300.
+	MaxClientConnections int `toml:"max_client_connections"`
+	// ClientLoginTimeout bounds the time from TCP accept to the end of authentication.
+	ClientLoginTimeout Duration `toml:"client_login_timeout"`
+	// ShutdownTimeout bounds how long SIGTERM/SIGINT waits for running transactions to finish.
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// MaxMessageSize caps the length of any protocol message, from clients or servers, in bytes.
+	MaxMessageSize int `toml:"max_message_size"`
+	// LogFormat is "text" or "json"; LogLevel is "debug", "info", "warn" or "error".
+	LogFormat string `toml:"log_format"`
+	LogLevel  string `toml:"log_level"`
+}
+
+// Auth configures client authentication.
+type Auth struct {
+	// Method is how clients prove who they are: "trust", "md5" or "scram-sha-256".
+	Method string `toml:"method"`
+	// UsersFile lists users and passwords (relative paths are relative to the config file). The same
+	// password logs pgtide in to the server. Optional with trust.
+	UsersFile string `toml:"users_file"`
+}
+
+// Cluster configures the servers and the pools of server connections to them.
+type Cluster struct {
+	// Hosts lists the PostgreSQL servers as host:port. The first one is the server.
+	Hosts []string `toml:"hosts"`
+	// PoolSize caps server connections per (node, database, user) pool.
+	PoolSize int `toml:"pool_size"`
+	// MaxServerConnections caps server connections per node across all pools. Never crossed.
+	MaxServerConnections int `toml:"max_server_connections"`
+	// MinIdle is the number of idle server connections kept open per pool once the pool exists.
+	MinIdle int `toml:"min_idle"`
+	// ServerLifetime closes a server connection that has been open this long, when it is next idle.
+	ServerLifetime Duration `toml:"server_lifetime"`
+	// ServerIdleTimeout closes a server connection idle this long (down to MinIdle).
+	ServerIdleTimeout Duration `toml:"server_idle_timeout"`
+	// ServerCheckQuery runs on a server connection idle longer than ServerCheckDelay before it is
+	// handed to a client; "" disables the check.
+	ServerCheckQuery string   `toml:"server_check_query"`
+	ServerCheckDelay Duration `toml:"server_check_delay"`
+	// ServerResetQuery runs in session mode before a server connection is reused by another
+	// client; "" disables it.
+	ServerResetQuery string `toml:"server_reset_query"`
+	// ServerConnectTimeout bounds dialing and logging in to a server.
+	ServerConnectTimeout Duration `toml:"server_connect_timeout"`
+	// QueryWaitTimeout bounds how long a client waits for a server connection; then it gets an
+	// ErrorResponse (SQLSTATE 53300) instead of hanging.
+	QueryWaitTimeout Duration `toml:"query_wait_timeout"`
+}
+
+// Duration is a time.Duration written in TOML as a string such as "250ms" or "30s".
+type Duration struct{ time.Duration }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+
+// Defaults returns a configuration with every default filled in and no hosts.
+func Defaults() *Config {
+	return &Config{
+		Proxy: Proxy{
+			Listen:               "127.0.0.1:6432",
+			PoolMode:             PoolModeTransaction,
+			MaxClientConnections: 10000,
+			ClientLoginTimeout:   Duration{15 * time.Second},
+			ShutdownTimeout:      Duration{30 * time.Second},
+			MaxMessageSize:       64 << 20,
+			LogFormat:            "text",
+			LogLevel:             "info",
+		},
+		Auth: Auth{Method: AuthTrust},
+		Cluster: Cluster{
+			PoolSize:             20,
+			MaxServerConnections: 100,
+			ServerLifetime:       Duration{time.Hour},
+			ServerIdleTimeout:    Duration{10 * time.Minute},
+			ServerCheckQuery:     "select 1",
+			ServerCheckDelay:     Duration{30 * time.Second},
+			ServerResetQuery:     "DISCARD ALL",
+			ServerConnectTimeout: Duration{5 * time.Second},
+			QueryWaitTimeout:     Duration{30 * time.Second},
+		},
+	}
+}
+
+// Load reads the config file at path (and its users file), applies defaults and validates it.
+func Load(path string) (*Config, error) {
+	c := Defaults()
+	md, err := toml.DecodeFile(path, c)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return nil, fmt.Errorf("config %s: unknown setting %q", path, und[0].String())
+	}
+	c.Path = path
+	if c.Auth.UsersFile != "" {
+		users, err := LoadUsers(c.resolve(c.Auth.UsersFile))
+		if err != nil {
+			return nil, err
+		}
+		c.Users = users
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// UsersPath is the users file's path as the process opens it.
+func (c *Config) UsersPath() string {
+	if c.Auth.UsersFile == "" {
+		return ""
+	}
+	return c.resolve(c.Auth.UsersFile)
+}
+
+func (c *Config) resolve(p string) string {
+	if c.Path == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(filepath.Dir(c.Path), p)
+}
+
+// Validate checks every field and the fields against each other.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	p := &c.Proxy
+	if _, _, err := net.SplitHostPort(p.Listen); err != nil {
+		add("proxy.listen %q: %v", p.Listen, err)
+	}
+	if p.PoolMode != PoolModeSession && p.PoolMode != PoolModeTransaction {
+		add("proxy.pool_mode %q: must be \"session\" or \"transaction\"", p.PoolMode)
+	}
+	if p.MaxClientConnections < 1 {
+		add("proxy.max_client_connections must be at least 1")
+	}
+	if p.ClientLoginTimeout.Duration <= 0 {
+		add("proxy.client_login_timeout must be positive")
+	}
+	if p.ShutdownTimeout.Duration < 0 {
+		add("proxy.shutdown_timeout must not be negative")
+	}
+	if p.MaxMessageSize < 8192 || p.MaxMessageSize > 1<<30 {
+		add("proxy.max_message_size %d: must be between 8192 and 1073741824 bytes", p.MaxMessageSize)
+	}
+	if p.LogFormat != "text" && p.LogFormat != "json" {
+		add("proxy.log_format %q: must be \"text\" or \"json\"", p.LogFormat)
+	}
+	switch p.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		add("proxy.log_level %q: must be debug, info, warn or error", p.LogLevel)
+	}
+
+	switch c.Auth.Method {
+	case AuthTrust:
+	case AuthMD5, AuthSCRAM:
+		if c.Auth.UsersFile == "" {
+			add("auth.users_file is required with auth.method = %q", c.Auth.Method)
+		}
+	default:
+		add("auth.method %q: must be trust, md5 or scram-sha-256", c.Auth.Method)
+	}
+
+	cl := &c.Cluster
+	if len(cl.Hosts) == 0 {
+		add("cluster.hosts: at least one host:port is required")
+	}
+	for _, h := range cl.Hosts {
+		host, port, err := net.SplitHostPort(h)
+		if err != nil || host == "" {
+			add("cluster.hosts: %q is not host:port", h)
+			continue
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			add("cluster.hosts: %q has an invalid port", h)
+		}
+	}
+	if cl.PoolSize < 1 {
+		add("cluster.pool_size must be at least 1")
+	}
+	if cl.MaxServerConnections < 1 {
+		add("cluster.max_server_connections must be at least 1")
+	}
+	if cl.MinIdle < 0 || cl.MinIdle > cl.PoolSize {
+		add("cluster.min_idle %d: must be between 0 and pool_size (%d)", cl.MinIdle, cl.PoolSize)
+	}
+	if cl.MinIdle > cl.MaxServerConnections {
+		add("cluster.min_idle %d: must not exceed max_server_connections (%d)", cl.MinIdle, cl.MaxServerConnections)
+	}
+	if cl.ServerLifetime.Duration <= 0 {
+		add("cluster.server_lifetime must be positive")
+	}
+	if cl.ServerIdleTimeout.Duration <= 0 {
+		add("cluster.server_idle_timeout must be positive")
+	}
+	if cl.ServerCheckDelay.Duration < 0 {
+		add("cluster.server_check_delay must not be negative")
+	}
+	if cl.ServerConnectTimeout.Duration <= 0 {
+		add("cluster.server_connect_timeout must be positive")
+	}
+	if cl.QueryWaitTimeout.Duration <= 0 {
+		add("cluster.query_wait_timeout must be positive")
+	}
+	if cl.QueryWaitTimeout.Duration < cl.ServerConnectTimeout.Duration {
+		add("cluster.query_wait_timeout (%s) must be at least server_connect_timeout (%s)",
+			cl.QueryWaitTimeout.Duration, cl.ServerConnectTimeout.Duration)
+	}
+	return errors.Join(errs...)
+}

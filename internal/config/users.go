@@ -1,0 +1,54 @@
+package config
+
+import (
+	"fmt"
+
+	"github.com/BurntSushi/toml"
+)
+
+// User is one entry of the users file.
+type User struct {
+	// Name is the PostgreSQL role name clients log in as.
+	Name string `toml:"name"`
+	// Password authenticates the client (md5, scram-sha-256) and logs pgtide in to the server.
+	Password string `toml:"password"`
+}
+
+// String never shows the password, so a User can be logged or printed in an error.
+func (u User) String() string { return fmt.Sprintf("user %q", u.Name) }
+
+// Users maps user names to entries.
+type Users map[string]User
+
+// LoadUsers reads a users file:
+//
+//	[[user]]
+//	name = "app"
+//	password = "secret"
+func LoadUsers(path string) (Users, error) {
+	var f struct {
+		User []User `toml:"user"`
+	}
+	md, err := toml.DecodeFile(path, &f)
+	if err != nil {
+		// The TOML error quotes the offending line, which may hold a password: report position only.
+		if pe, ok := err.(toml.ParseError); ok {
+			return nil, fmt.Errorf("users file %s: syntax error at line %d", path, pe.Position.Line)
+		}
+		return nil, fmt.Errorf("users file %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return nil, fmt.Errorf("users file %s: unknown setting %q", path, und[0].String())
+	}
+	users := make(Users, len(f.User))
+	for i, u := range f.User {
+		if u.Name == "" {
+			return nil, fmt.Errorf("users file %s: entry %d has no name", path, i+1)
+		}
+		if _, dup := users[u.Name]; dup {
+			return nil, fmt.Errorf("users file %s: user %q listed twice", path, u.Name)
+		}
+		users[u.Name] = u
+	}
+	return users, nil
+}

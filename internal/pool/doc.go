@@ -1,0 +1,10 @@
+// Package pool owns the server connections: one pool per (node, database, user), each capped at
+// pool_size, and every node capped at max_server_connections across all its pools — a hard cap
+// that a connection storm cannot cross, because a slot is counted before the dial starts.
+//
+// A Conn is owned by exactly one party at a time: the pool while it is idle, the session that
+// acquired it until it calls Release. Clients that find their pool full wait in FIFO order, bounded
+// by the caller's context (query_wait_timeout); a released connection goes straight to the longest
+// waiter. Idle connections past server_idle_timeout or server_lifetime are closed by Run, which
+// also keeps min_idle connections open.
+package pool

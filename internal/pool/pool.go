@@ -1,0 +1,488 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Key identifies a pool: one node, one database, one user.
+type Key struct {
+	Node     string // host:port
+	Database string
+	User     string
+}
+
+func (k Key) String() string { return fmt.Sprintf("%s@%s/%s", k.User, k.Node, k.Database) }
+
+// Settings are the limits and timeouts a Manager applies. They can be replaced at any time
+// (reload); each decision reads the current ones.
+type Settings struct {
+	PoolSize             int
+	MaxServerConnections int
+	MinIdle              int
+	ServerLifetime       time.Duration
+	ServerIdleTimeout    time.Duration
+	ServerCheckQuery     string
+	ServerCheckDelay     time.Duration
+	ServerResetQuery     string
+	ServerConnectTimeout time.Duration
+	MaxMessageSize       int
+}
+
+// WaitTimeoutError is returned by Acquire when no connection became free in time.
+type WaitTimeoutError struct {
+	Key     Key
+	Waited  time.Duration
+	Limit  string // which limit was full
+}
+
+func (e *WaitTimeoutError) Error() string {
+	return fmt.Sprintf("no server connection became free within %s (pool %s is at its %s)", e.Waited, e.Key, e.Limit)
+}
+
+// ErrClosed is returned by Acquire after Close.
+var ErrClosed = errors.New("pool: closed")
+
+// Manager owns every pool and every server connection.
+type Manager struct {
+	// Password returns the password for logging user in to a server. Set before use.
+	Password func(user string) string
+	// DialFunc, when set, opens TCP connections (tests inject failures here).
+	DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+	Logger   *slog.Logger
+
+	settings atomic.Pointer[Settings]
+
+	mu     sync.Mutex
+	nodes  map[string]*node // guarded by mu
+	pools  map[Key]*pool    // guarded by mu
+	closed bool             // guarded by mu
+}
+
+// node counts the connections open to one server across its pools. Guarded by Manager.mu.
+type node struct {
+	total int
+	pools []*pool
+}
+
+// pool is one key's connections. Guarded by Manager.mu.
+type pool struct {
+	key     Key
+	node    *node
+	total   int     // open or being dialed
+	idle    []*Conn // LIFO: the most recently used is the warmest
+	waiters []*waiter
+	// params are the ParameterStatus values of the first connection dialed, shown to clients at
+	// login without borrowing a connection.
+	params map[string]string
+}
+
+// grant is handed to a waiter: a connection, or (conn == nil) a counted slot to dial into.
+type grant struct{ conn *Conn }
+
+type waiter struct {
+	ch    chan grant // 1-buffered so a grant never blocks the granter
+	since time.Time
+}
+
+// NewManager returns a Manager with the given settings.
+func NewManager(s Settings) *Manager {
+	m := &Manager{
+		nodes:  make(map[string]*node),
+		pools:  make(map[Key]*pool),
+		Logger: slog.Default(),
+	}
+	m.settings.Store(&s)
+	return m
+}
+
+// SetSettings replaces the settings (reload). Existing connections are kept; a smaller pool
+// shrinks as connections are released.
+func (m *Manager) SetSettings(s Settings) { m.settings.Store(&s) }
+
+// Settings returns the current settings.
+func (m *Manager) Settings() Settings { return *m.settings.Load() }
+
+func (m *Manager) poolLocked(k Key) *pool {
+	p := m.pools[k]
+	if p == nil {
+		n := m.nodes[k.Node]
+		if n == nil {
+			n = &node{}
+			m.nodes[k.Node] = n
+		}
+		p = &pool{key: k, node: n}
+		n.pools = append(n.pools, p)
+		m.pools[k] = p
+	}
+	return p
+}
+
+// Acquire returns a server connection for k, dialing one if the limits allow, else waiting until
+// ctx is done. The caller owns the Conn until it calls Release.
+func (m *Manager) Acquire(ctx context.Context, k Key) (*Conn, error) {
+	start := time.Now()
+	for {
+		c, slot, w, err := m.tryAcquire(k)
+		if err != nil {
+			return nil, err
+		}
+		if w != nil {
+			g, err := m.wait(ctx, k, w, start)
+			if err != nil {
+				return nil, err
+			}
+			c, slot = g.conn, g.conn == nil
+		}
+		if slot {
+			return m.dialSlot(ctx, k)
+		}
+		if m.check(c) {
+			return c, nil
+		}
+		// The check failed: the connection is closed and its slot freed; try again.
+	}
+}
+
+// tryAcquire takes an idle connection, or a slot to dial into, or queues a waiter.
+func (m *Manager) tryAcquire(k Key) (c *Conn, slot bool, w *waiter, err error) {
+	s := m.settings.Load()
+	var toClose []*Conn
+	defer func() { closeAll(toClose) }()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, false, nil, ErrClosed
+	}
+	p := m.poolLocked(k)
+	now := time.Now()
+	for len(p.idle) > 0 {
+		c := p.idle[len(p.idle)-1]
+		p.idle = p.idle[:len(p.idle)-1]
+		if now.Sub(c.created) >= s.ServerLifetime {
+			m.forgetLocked(p, c)
+			toClose = append(toClose, c)
+			continue
+		}
+		return c, false, nil, nil
+	}
+	if m.takeSlotLocked(p, s) {
+		return nil, true, nil, nil
+	}
+	// The node is full but this pool is not: an idle connection of another pool gives way.
+	if p.total < s.PoolSize {
+		if victim := m.evictIdleLocked(p.node, p); victim != nil {
+			toClose = append(toClose, victim)
+			if m.takeSlotLocked(p, s) {
+				return nil, true, nil, nil
+			}
+		}
+	}
+	w = &waiter{ch: make(chan grant, 1), since: now}
+	p.waiters = append(p.waiters, w)
+	return nil, false, w, nil
+}
+
+func (m *Manager) takeSlotLocked(p *pool, s *Settings) bool {
+	if p.total < s.PoolSize && p.node.total < s.MaxServerConnections {
+		p.total++
+		p.node.total++
+		return true
+	}
+	return false
+}
+
+// evictIdleLocked closes the longest-idle connection of another pool on n.
+func (m *Manager) evictIdleLocked(n *node, except *pool) *Conn {
+	var victim *pool
+	for _, q := range n.pools {
+		if q != except && len(q.idle) > 0 && (victim == nil || q.idle[0].lastUsed.Before(victim.idle[0].lastUsed)) {
+			victim = q
+		}
+	}
+	if victim == nil {
+		return nil
+	}
+	c := victim.idle[0]
+	victim.idle = victim.idle[1:]
+	m.forgetLocked(victim, c)
+	return c
+}
+
+// forgetLocked uncounts c, which the caller will close.
+func (m *Manager) forgetLocked(p *pool, _ *Conn) {
+	p.total--
+	p.node.total--
+}
+
+func (m *Manager) wait(ctx context.Context, k Key, w *waiter, start time.Time) (grant, error) {
+	select {
+	case g := <-w.ch:
+		return g, nil
+	case <-ctx.Done():
+	}
+	m.mu.Lock()
+	p := m.pools[k]
+	for i, x := range p.waiters {
+		if x == w {
+			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			m.mu.Unlock()
+			s := m.settings.Load()
+			limit := fmt.Sprintf("pool_size of %d", s.PoolSize)
+			if p.total < s.PoolSize {
+				limit = fmt.Sprintf("node's max_server_connections of %d", s.MaxServerConnections)
+			}
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return grant{}, &WaitTimeoutError{Key: k, Waited: time.Since(start).Round(time.Millisecond), Limit: limit}
+			}
+			return grant{}, ctx.Err()
+		}
+	}
+	m.mu.Unlock()
+	// Granted while we were giving up: use it rather than waste it.
+	return <-w.ch, nil
+}
+
+func (m *Manager) dialSlot(ctx context.Context, k Key) (*Conn, error) {
+	s := m.settings.Load()
+	c, err := Dial(ctx, k, DialOptions{
+		Password:       m.Password(k.User),
+		ConnectTimeout: s.ServerConnectTimeout,
+		MaxMessageSize: s.MaxMessageSize,
+		Dial:           m.DialFunc,
+	})
+	if err != nil {
+		m.mu.Lock()
+		p := m.pools[k]
+		p.total--
+		p.node.total--
+		m.grantSlotsLocked(p.node)
+		m.mu.Unlock()
+		return nil, err
+	}
+	m.mu.Lock()
+	if p := m.pools[k]; p.params == nil {
+		p.params = c.Params
+	}
+	m.mu.Unlock()
+	return c, nil
+}
+
+// Params returns the ParameterStatus values a server connection of pool k reported at login, if
+// one has been dialed. The map is read-only.
+func (m *Manager) Params(k Key) (map[string]string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p := m.pools[k]; p != nil && p.params != nil {
+		return p.params, true
+	}
+	return nil, false
+}
+
+// check runs server_check_query on a connection idle longer than server_check_delay. A failed
+// connection is closed and its slot given to a waiter.
+func (m *Manager) check(c *Conn) bool {
+	s := m.settings.Load()
+	if s.ServerCheckQuery == "" || time.Since(c.lastUsed) < s.ServerCheckDelay {
+		return true
+	}
+	if err := c.Exec(s.ServerCheckQuery, s.ServerConnectTimeout); err != nil {
+		m.Logger.Info("server connection failed its check; closing it", "pool", c.key.String(), "err", err)
+		c.broken = true
+		m.discard(c)
+		return false
+	}
+	return true
+}
+
+// Release gives c back. reset runs server_reset_query first (session mode, after the client left).
+// A connection marked broken, past its lifetime, or over a shrunken pool_size is closed instead.
+func (m *Manager) Release(c *Conn, reset bool) {
+	s := m.settings.Load()
+	if reset && !c.broken && s.ServerResetQuery != "" {
+		if err := c.Exec(s.ServerResetQuery, s.ServerConnectTimeout); err != nil {
+			m.Logger.Info("server reset query failed; closing the connection", "pool", c.key.String(), "err", err)
+			c.broken = true
+		}
+	}
+	if c.broken {
+		m.discard(c)
+		return
+	}
+	var toClose *Conn
+	m.mu.Lock()
+	p := m.pools[c.key]
+	now := time.Now()
+	c.lastUsed = now
+	switch {
+	case m.closed || p.total > s.PoolSize || now.Sub(c.created) >= s.ServerLifetime:
+		m.forgetLocked(p, c)
+		toClose = c
+		m.grantSlotsLocked(p.node)
+	case len(p.waiters) > 0:
+		w := p.waiters[0]
+		p.waiters = p.waiters[1:]
+		w.ch <- grant{conn: c}
+	case p.node.total >= s.MaxServerConnections && m.starvedLocked(p.node, s) != nil:
+		// Another pool on this node waits for a slot this idle connection holds.
+		m.forgetLocked(p, c)
+		toClose = c
+		m.grantSlotsLocked(p.node)
+	default:
+		p.idle = append(p.idle, c)
+	}
+	m.mu.Unlock()
+	if toClose != nil {
+		toClose.close()
+	}
+}
+
+// discard closes c and gives its slot to a waiter.
+func (m *Manager) discard(c *Conn) {
+	m.mu.Lock()
+	p := m.pools[c.key]
+	m.forgetLocked(p, c)
+	m.grantSlotsLocked(p.node)
+	m.mu.Unlock()
+	c.close()
+}
+
+// starvedLocked returns the pool on n whose longest waiter has waited longest and which is below
+// its pool_size (so it waits for a node slot, not for its own connections).
+func (m *Manager) starvedLocked(n *node, s *Settings) *pool {
+	var best *pool
+	for _, q := range n.pools {
+		if len(q.waiters) > 0 && q.total < s.PoolSize &&
+			(best == nil || q.waiters[0].since.Before(best.waiters[0].since)) {
+			best = q
+		}
+	}
+	return best
+}
+
+// grantSlotsLocked hands free node slots to waiting pools, longest waiter first.
+func (m *Manager) grantSlotsLocked(n *node) {
+	s := m.settings.Load()
+	for n.total < s.MaxServerConnections {
+		q := m.starvedLocked(n, s)
+		if q == nil {
+			return
+		}
+		w := q.waiters[0]
+		q.waiters = q.waiters[1:]
+		q.total++
+		n.total++
+		w.ch <- grant{}
+	}
+}
+
+// Stats is a snapshot of one pool.
+type Stats struct {
+	Key     Key
+	Total   int // open or being dialed
+	Idle    int
+	Waiting int
+}
+
+// Stats returns a snapshot of every pool.
+func (m *Manager) Stats() []Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Stats, 0, len(m.pools))
+	for _, p := range m.pools {
+		out = append(out, Stats{Key: p.key, Total: p.total, Idle: len(p.idle), Waiting: len(p.waiters)})
+	}
+	return out
+}
+
+// NodeTotal returns the number of server connections open or being dialed to node.
+func (m *Manager) NodeTotal(addr string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if n := m.nodes[addr]; n != nil {
+		return n.total
+	}
+	return 0
+}
+
+// Run closes idle connections past server_idle_timeout (down to min_idle) or server_lifetime, and
+// opens connections up to min_idle, once per tick until ctx is done.
+func (m *Manager) Run(ctx context.Context, tick time.Duration) {
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.maintain(ctx)
+		}
+	}
+}
+
+func (m *Manager) maintain(ctx context.Context) {
+	s := m.settings.Load()
+	now := time.Now()
+	var toClose []*Conn
+	var toDial []Key
+	m.mu.Lock()
+	for _, p := range m.pools {
+		kept := p.idle[:0]
+		for i, c := range p.idle {
+			// idle is LIFO, so the oldest-used come first; keep min_idle of the warmest.
+			expired := now.Sub(c.created) >= s.ServerLifetime
+			idleTooLong := now.Sub(c.lastUsed) >= s.ServerIdleTimeout && p.total > s.MinIdle
+			if expired || idleTooLong {
+				m.forgetLocked(p, c)
+				toClose = append(toClose, c)
+				continue
+			}
+			kept = append(kept, p.idle[i])
+		}
+		clear(p.idle[len(kept):])
+		p.idle = kept
+		// Top up to min_idle, a few per tick so a restart does not become a storm.
+		for i := 0; i < 4 && p.total < s.MinIdle && len(p.waiters) == 0 && m.takeSlotLocked(p, s); i++ {
+			toDial = append(toDial, p.key)
+		}
+	}
+	m.mu.Unlock()
+	closeAll(toClose)
+	for _, k := range toDial {
+		c, err := m.dialSlot(ctx, k)
+		if err != nil {
+			m.Logger.Warn("could not open a min_idle server connection", "pool", k.String(), "err", err)
+			continue
+		}
+		m.Release(c, false)
+	}
+}
+
+// Close closes every idle connection and makes Acquire fail. Connections held by sessions are
+// closed when released.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	m.closed = true
+	var toClose []*Conn
+	for _, p := range m.pools {
+		for _, c := range p.idle {
+			m.forgetLocked(p, c)
+			toClose = append(toClose, c)
+		}
+		p.idle = nil
+	}
+	m.mu.Unlock()
+	closeAll(toClose)
+}
+
+func closeAll(cs []*Conn) {
+	for _, c := range cs {
+		c.close()
+	}
+}

@@ -1,0 +1,85 @@
+package proxy
+
+import (
+	"context"
+	"os"
+	"slices"
+	"time"
+
+	"pgtide/internal/config"
+)
+
+// Reload applies a new configuration without dropping connections: pool sizes, timeouts, users
+// and limits take effect for the next decision each makes. Settings that need a restart
+// (proxy.listen, cluster.hosts) keep their running values, with a warning. pool_mode applies to
+// clients that connect after the reload.
+func (s *Server) Reload(next *config.Config) {
+	cur := s.cfg.Load()
+	if next.Proxy.Listen != cur.Proxy.Listen {
+		s.logger.Warn("reload: proxy.listen changes only on restart", "running", cur.Proxy.Listen, "configured", next.Proxy.Listen)
+		next.Proxy.Listen = cur.Proxy.Listen
+	}
+	if !slices.Equal(next.Cluster.Hosts, cur.Cluster.Hosts) {
+		s.logger.Warn("reload: cluster.hosts changes only on restart", "running", cur.Cluster.Hosts, "configured", next.Cluster.Hosts)
+		next.Cluster.Hosts = cur.Cluster.Hosts
+	}
+	s.cfg.Store(next)
+	s.pools.SetSettings(PoolSettings(next))
+	if s.OnReload != nil {
+		s.OnReload(next)
+	}
+	s.logger.Info("configuration reloaded", "pool_size", next.Cluster.PoolSize,
+		"max_server_connections", next.Cluster.MaxServerConnections, "users", len(next.Users))
+}
+
+// ReloadFile loads path and applies it; a config that does not load or validate is logged and
+// the running one kept.
+func (s *Server) ReloadFile(path string) error {
+	next, err := config.Load(path)
+	if err != nil {
+		s.logger.Error("reload failed; keeping the running configuration", "err", err)
+		return err
+	}
+	s.Reload(next)
+	return nil
+}
+
+// WatchConfig reloads path whenever it or its users file changes (size or modification time),
+// checking every interval until ctx is done.
+func (s *Server) WatchConfig(ctx context.Context, path string, interval time.Duration) {
+	stamp := func() [2]fileStamp {
+		return [2]fileStamp{stampOf(path), stampOf(s.cfg.Load().UsersPath())}
+	}
+	last := stamp()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if now := stamp(); now != last {
+			last = now
+			s.logger.Info("configuration file changed; reloading", "path", path)
+			s.ReloadFile(path)
+			last = stamp() // the users file may have moved
+		}
+	}
+}
+
+type fileStamp struct {
+	size  int64
+	mtime time.Time
+}
+
+func stampOf(path string) fileStamp {
+	if path == "" {
+		return fileStamp{}
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}
+	}
+	return fileStamp{fi.Size(), fi.ModTime()}
+}

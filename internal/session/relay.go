@@ -1,0 +1,295 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"time"
+
+	"pgtide/internal/pool"
+	"pgtide/internal/wire"
+)
+
+// Serve runs the client loop until the client leaves or the session is ended. It returns after
+// the server connection, if any, has been given back.
+func (s *Session) Serve(ctx context.Context) {
+	err := s.clientLoop(ctx)
+	if err != nil && !isNetErr(err) {
+		s.logger.Debug("client session ended", "err", err)
+	}
+	s.detach()
+	s.relays.Wait()
+	s.conn.Close()
+}
+
+func (s *Session) clientLoop(ctx context.Context) error {
+	for {
+		typ, _, err := s.r.Next()
+		if err != nil {
+			if wire.IsProtocolError(err) {
+				s.fail(&wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeProtocolViolation, Message: err.Error()})
+			}
+			return err
+		}
+		if typ == 'X' { // Terminate: the server connection stays with the pool
+			return nil
+		}
+		if s.skipToSync {
+			if err := s.r.Skip(); err != nil {
+				return err
+			}
+			if typ == 'S' {
+				s.skipToSync = false
+				if err := s.send(wire.AppendReadyForQuery(nil, 'I')); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		srv, err := s.attach(ctx, typ)
+		if err != nil {
+			return err
+		}
+		if srv == nil {
+			continue // the request was answered with an error
+		}
+		if err := s.r.Forward(srv.Writer); err != nil {
+			return err
+		}
+		if s.r.Buffered() == 0 {
+			// The client has nothing more in flight: send what we have in one segment.
+			if err := srv.Writer.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// attach returns the server connection the current message (of type typ) goes to, acquiring one
+// if the session has none, and accounts for the message. A nil Conn with a nil error means the
+// client was answered with an ErrorResponse and the message consumed.
+func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
+	s.mu.Lock()
+	if s.closing && s.server == nil {
+		s.mu.Unlock()
+		return nil, errShutdown
+	}
+	srv := s.server
+	if srv == nil {
+		s.mu.Unlock()
+		var err error
+		if srv, err = s.acquire(ctx); err != nil {
+			return nil, s.refuse(typ, err)
+		}
+		s.mu.Lock()
+		s.server = srv
+		s.pending, s.open = 0, false
+		s.relays.Add(1)
+		go s.relay(srv)
+	}
+	switch typ {
+	case 'Q', 'F':
+		s.pending++
+	case 'S':
+		s.pending++
+		s.open = false
+	case 'd', 'c', 'f':
+		// COPY data belongs to a request already counted.
+	default:
+		s.open = true // Parse, Bind, Describe, Execute, Close, Flush: a request until Sync
+	}
+	s.mu.Unlock()
+	return srv, nil
+}
+
+var errShutdown = errors.New("session: shutting down")
+
+func (s *Session) acquire(ctx context.Context) (*pool.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.env.Config().Cluster.QueryWaitTimeout.Duration)
+	defer cancel()
+	return s.env.Pools.Acquire(ctx, s.key)
+}
+
+// refuse answers a request that could not get a server connection, as PostgreSQL answers a failed
+// request: ErrorResponse, then ReadyForQuery once the request is over (at Sync for the extended
+// protocol). It returns an error only when the session must end.
+func (s *Session) refuse(typ byte, err error) error {
+	we := serverError(err, wire.SeverityError, s.key)
+	s.logger.Warn("request refused: no server connection", "err", we.Message)
+	if err := s.r.Skip(); err != nil {
+		return err
+	}
+	msg := we.Append(nil)
+	if we.Severity == wire.SeverityFatal {
+		s.send(msg)
+		return err
+	}
+	switch typ {
+	case 'Q', 'F', 'S':
+		msg = wire.AppendReadyForQuery(msg, 'I')
+	default:
+		s.skipToSync = true
+	}
+	return s.send(msg)
+}
+
+// relay forwards srv's messages to the client until it gives srv back (transaction mode, at an
+// idle ReadyForQuery) or srv fails or is interrupted by detach.
+func (s *Session) relay(srv *pool.Conn) {
+	defer s.relays.Done()
+	sr := srv.Reader
+	for {
+		typ, _, err := sr.Next()
+		if err != nil {
+			s.relayStopped(srv, err)
+			return
+		}
+		s.wmu.Lock()
+		if typ != 'Z' {
+			err = sr.Forward(s.w)
+			if err == nil && sr.Buffered() == 0 {
+				err = s.w.Flush()
+			}
+			s.wmu.Unlock()
+			if err != nil {
+				s.relayStopped(srv, err)
+				return
+			}
+			continue
+		}
+		body, err := sr.Body()
+		if err == nil && len(body) != 1 {
+			err = &wire.MalformedError{Type: 'Z', Len: len(body) + 4}
+		}
+		if err != nil {
+			s.wmu.Unlock()
+			s.relayStopped(srv, err)
+			return
+		}
+		status := body[0]
+		s.w.Write(wire.AppendReadyForQuery(s.w.AvailableBuffer(), status))
+		err = s.w.Flush()
+		s.wmu.Unlock()
+		if err != nil {
+			s.relayStopped(srv, err)
+			return
+		}
+
+		s.mu.Lock()
+		if s.pending > 0 {
+			s.pending--
+		}
+		s.txStatus = status
+		idle := s.pending == 0 && !s.open && status == 'I'
+		release := idle && (s.txMode || s.closing)
+		if release {
+			s.server = nil
+		}
+		closing := s.closing
+		s.mu.Unlock()
+		if release {
+			s.env.Pools.Release(srv, !s.txMode)
+			if closing {
+				s.endAtBoundary()
+			}
+			return
+		}
+	}
+}
+
+// relayStopped handles the end of the relay other than a release: the server failed, the client
+// could not be written to, or detach interrupted the read.
+func (s *Session) relayStopped(srv *pool.Conn, err error) {
+	interrupted := errors.Is(err, os.ErrDeadlineExceeded)
+	s.mu.Lock()
+	clean := interrupted && s.pending == 0 && !s.open && s.txStatus == 'I' && srv.Reader.Buffered() == 0
+	s.server = nil
+	closing := s.closing
+	s.mu.Unlock()
+	if clean {
+		srv.NetConn().SetReadDeadline(time.Time{})
+		s.env.Pools.Release(srv, !s.txMode)
+		return
+	}
+	srv.MarkBroken()
+	s.env.Pools.Release(srv, false)
+	if !closing {
+		// The server went away under the client (crash, restart, terminated backend): the
+		// client's session or transaction is lost, so end it, as a direct connection would.
+		s.logger.Warn("server connection lost", "server", srv.Key().Node, "err", err)
+		s.fail(&wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeConnectionFailure,
+			Message: "pgtide: the server connection was lost: " + err.Error()})
+	}
+	s.conn.Close() // ends the client loop
+}
+
+// detach stops the relay (if any) once the client loop has ended; the relay gives the server
+// back, reset for reuse when it was idle, closed otherwise.
+func (s *Session) detach() {
+	s.mu.Lock()
+	s.closing = true
+	s.interruptLocked()
+	s.mu.Unlock()
+}
+
+// interruptLocked makes the relay's blocked read return, so it gives the server back. It must run
+// under mu: once the relay has released the server, the connection belongs to someone else.
+func (s *Session) interruptLocked() {
+	if s.server != nil {
+		s.server.NetConn().SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// Shutdown asks the session to end at its next transaction boundary: at once if it is between
+// transactions, otherwise when the running transaction ends.
+func (s *Session) Shutdown() {
+	s.mu.Lock()
+	s.closing = true
+	boundary := s.server == nil || (s.pending == 0 && !s.open && s.txStatus == 'I')
+	s.mu.Unlock()
+	if boundary {
+		s.endAtBoundary()
+	}
+}
+
+// endAtBoundary tells the client pgtide is shutting down and closes its connection.
+func (s *Session) endAtBoundary() {
+	s.fail(&wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeAdminShutdown,
+		Message: "terminating connection because pgtide is shutting down"})
+	s.conn.Close()
+}
+
+// Kill closes the client connection now (shutdown_timeout passed); a transaction in progress is
+// rolled back by the server when its connection is closed.
+func (s *Session) Kill() {
+	s.mu.Lock()
+	s.closing = true
+	s.interruptLocked()
+	s.mu.Unlock()
+	s.conn.Close()
+}
+
+// Cancel forwards a CancelRequest to the server running this client's request. It does nothing
+// when the client has nothing running, so a late cancel cannot hit another client's query.
+// The session lock is held while the request is sent, so the server cannot be handed to
+// another client in between.
+func (s *Session) Cancel(dial func(network, addr string) (net.Conn, error)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	srv := s.server
+	if srv == nil || (s.pending == 0 && !s.open) {
+		return
+	}
+	c, err := dial("tcp", srv.Key().Node)
+	if err != nil {
+		s.logger.Warn("could not forward cancel request", "server", srv.Key().Node, "err", err)
+		return
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	c.Write(wire.AppendCancelRequest(nil, srv.PID, srv.Secret))
+	// The server closes the connection once it has read the request.
+	var b [1]byte
+	c.Read(b[:])
+}

@@ -1,0 +1,196 @@
+package session
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"pgtide/internal/auth"
+	"pgtide/internal/config"
+	"pgtide/internal/pool"
+	"pgtide/internal/wire"
+)
+
+// Env is what sessions share: the pools, the authenticator and the live configuration.
+type Env struct {
+	Pools  *pool.Manager
+	Auth   *auth.Authenticator
+	Config func() *config.Config
+	Logger *slog.Logger
+}
+
+// Session is one client connection.
+type Session struct {
+	env     *Env
+	conn    net.Conn
+	startup *wire.Startup
+	key     pool.Key
+	txMode  bool // pool_mode = transaction, fixed at login
+	logger  *slog.Logger
+
+	// PID and Secret are the BackendKeyData pgtide gave this client. Set before the session is
+	// registered for cancels; read-only after.
+	PID    uint32
+	Secret uint32
+
+	// Owned by the client loop.
+	br        *bufio.Reader
+	r         *wire.Reader
+	skipToSync bool // an extended-protocol request failed before reaching a server
+
+	wmu sync.Mutex    // guards w
+	w   *bufio.Writer // to the client
+
+	mu       sync.Mutex
+	server   *pool.Conn // the attached server connection; guarded by mu
+	pending  int        // Query, Sync and FunctionCall sent and not yet answered; guarded by mu
+	open     bool       // extended-protocol messages sent since the last Sync; guarded by mu
+	txStatus byte       // last ReadyForQuery status from the server; guarded by mu
+	closing  bool       // shutting down: end the session at the next transaction boundary; guarded by mu
+	relays   sync.WaitGroup
+}
+
+// New returns a session for a client that sent startup. br holds anything the client sent after
+// the startup packet.
+func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup) *Session {
+	cfg := env.Config()
+	user, _ := startup.Get("user")
+	db, ok := startup.Get("database")
+	if !ok || db == "" {
+		db = user
+	}
+	s := &Session{
+		env:      env,
+		conn:     conn,
+		startup:  startup,
+		key:      pool.Key{Node: cfg.Cluster.Hosts[0], Database: db, User: user},
+		txMode:   cfg.Proxy.PoolMode == config.PoolModeTransaction,
+		br:       br,
+		r:        wire.NewReader(br, cfg.Proxy.MaxMessageSize),
+		w:        bufio.NewWriterSize(conn, wire.BufferSize),
+		txStatus: 'I',
+	}
+	s.logger = env.Logger.With("client", conn.RemoteAddr().String(), "user", user, "database", db)
+	var b [8]byte
+	rand.Read(b[:])
+	s.PID = binary.BigEndian.Uint32(b[:4]) & 0x7fffffff
+	s.Secret = binary.BigEndian.Uint32(b[4:])
+	return s
+}
+
+// Key returns the pool this session draws from.
+func (s *Session) Key() pool.Key { return s.key }
+
+// Login authenticates the client and greets it. On failure the client has been sent a FATAL
+// ErrorResponse and the caller should close the connection.
+func (s *Session) Login(ctx context.Context) error {
+	cfg := s.env.Config()
+	if err := s.env.Auth.Authenticate(exchange{s}, cfg.Auth.Method, s.key.User, cfg.Users); err != nil {
+		s.fail(err)
+		return err
+	}
+	params, ok := s.env.Pools.Params(s.key)
+	if !ok {
+		// First client of this pool: log in to the server now, so an unknown database or a
+		// refused login is reported at connect time, as PostgreSQL would.
+		ctx, cancel := context.WithTimeout(ctx, cfg.Cluster.QueryWaitTimeout.Duration)
+		c, err := s.env.Pools.Acquire(ctx, s.key)
+		cancel()
+		if err != nil {
+			err = serverError(err, wire.SeverityFatal, s.key)
+			s.fail(err)
+			return err
+		}
+		params = c.Params
+		s.env.Pools.Release(c, false)
+	}
+
+	msg := wire.AppendHeader(nil, 'R', 4)
+	msg = binary.BigEndian.AppendUint32(msg, 0) // AuthenticationOk
+	names := make([]string, 0, len(params))
+	for n := range params {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		msg = wire.AppendParameterStatus(msg, n, params[n])
+	}
+	msg = wire.AppendBackendKeyData(msg, s.PID, s.Secret)
+	msg = wire.AppendReadyForQuery(msg, 'I')
+	return s.send(msg)
+}
+
+// exchange adapts the client connection for package auth.
+type exchange struct{ s *Session }
+
+func (e exchange) Send(msg []byte) error { return e.s.send(msg) }
+
+func (e exchange) Receive() (byte, []byte, error) {
+	typ, _, err := e.s.r.Next()
+	if err != nil {
+		return 0, nil, err
+	}
+	body, err := e.s.r.Body()
+	return typ, body, err
+}
+
+// send writes and flushes msg to the client.
+func (s *Session) send(msg []byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if _, err := s.w.Write(msg); err != nil {
+		return err
+	}
+	return s.w.Flush()
+}
+
+// fail sends err to the client as a FATAL ErrorResponse (errors that are not a *wire.Error are
+// reported as internal errors without their text).
+func (s *Session) fail(err error) {
+	var we *wire.Error
+	if !errors.As(err, &we) {
+		if isNetErr(err) {
+			return // nobody to tell
+		}
+		we = &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeProtocolViolation, Message: err.Error()}
+	}
+	s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	s.send(we.Append(nil))
+}
+
+func isNetErr(err error) bool {
+	var ne net.Error
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne)
+}
+
+// serverError turns a failure to get a server connection into what the client sees.
+func serverError(err error, severity string, k pool.Key) *wire.Error {
+	var pgErr *pgconn.PgError
+	var wt *pool.WaitTimeoutError
+	switch {
+	case errors.As(err, &pgErr):
+		// The server's own refusal (unknown database, failed login): pass it on as it is.
+		return &wire.Error{Severity: severity, Code: pgErr.Code, Message: pgErr.Message, Detail: pgErr.Detail}
+	case errors.As(err, &wt):
+		return &wire.Error{Severity: severity, Code: wire.CodeTooManyConnections,
+			Message: "pgtide: query_wait_timeout: " + wt.Error()}
+	case errors.Is(err, pool.ErrClosed):
+		return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeAdminShutdown,
+			Message: "pgtide is shutting down"}
+	}
+	return &wire.Error{Severity: severity, Code: wire.CodeUnableToConnect,
+		Message: fmt.Sprintf("pgtide could not connect to server %s: %v", k.Node, err)}
+}

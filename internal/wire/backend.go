@@ -1,0 +1,132 @@
+package wire
+
+import "encoding/binary"
+
+// SQLSTATE codes pgtide uses in its own ErrorResponses.
+const (
+	CodeProtocolViolation    = "08P01"
+	CodeConnectionFailure    = "08006"
+	CodeCannotConnectNow     = "57P03"
+	CodeUnableToConnect      = "08001"
+	CodeFeatureNotSupported  = "0A000"
+	CodeInvalidPassword      = "28P01"
+	CodeInvalidAuthorization = "28000"
+	CodeTooManyConnections   = "53300"
+	CodeAdminShutdown        = "57P01"
+	CodeQueryCanceled        = "57014"
+	CodeInternalError        = "XX000"
+)
+
+// Severities.
+const (
+	SeverityError = "ERROR"
+	SeverityFatal = "FATAL"
+)
+
+// Error is an ErrorResponse pgtide sends to a client. Message is written for the person reading it.
+type Error struct {
+	Severity string
+	Code     string
+	Message  string
+	Detail   string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Append appends e as an ErrorResponse message.
+func (e *Error) Append(dst []byte) []byte {
+	start := len(dst)
+	dst = append(dst, 'E', 0, 0, 0, 0)
+	dst = appendField(dst, 'S', e.Severity)
+	dst = appendField(dst, 'V', e.Severity)
+	dst = appendField(dst, 'C', e.Code)
+	dst = appendField(dst, 'M', e.Message)
+	if e.Detail != "" {
+		dst = appendField(dst, 'D', e.Detail)
+	}
+	dst = append(dst, 0)
+	binary.BigEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-1))
+	return dst
+}
+
+func appendField(dst []byte, field byte, v string) []byte {
+	dst = append(dst, field)
+	dst = append(dst, v...)
+	return append(dst, 0)
+}
+
+// AppendReadyForQuery appends a ReadyForQuery message with the given transaction status.
+func AppendReadyForQuery(dst []byte, status byte) []byte {
+	return append(dst, 'Z', 0, 0, 0, 5, status)
+}
+
+// AppendMessage appends a message with the given type and body.
+func AppendMessage(dst []byte, typ byte, body []byte) []byte {
+	dst = AppendHeader(dst, typ, len(body))
+	return append(dst, body...)
+}
+
+// AppendParameterStatus appends a ParameterStatus message.
+func AppendParameterStatus(dst []byte, name, value string) []byte {
+	dst = AppendHeader(dst, 'S', len(name)+len(value)+2)
+	dst = append(dst, name...)
+	dst = append(dst, 0)
+	dst = append(dst, value...)
+	return append(dst, 0)
+}
+
+// AppendBackendKeyData appends a BackendKeyData message (protocol 3.0: 4-byte secret).
+func AppendBackendKeyData(dst []byte, pid, secret uint32) []byte {
+	dst = AppendHeader(dst, 'K', 8)
+	dst = binary.BigEndian.AppendUint32(dst, pid)
+	return binary.BigEndian.AppendUint32(dst, secret)
+}
+
+// AppendCancelRequest appends a CancelRequest packet for the server connection (pid, secret).
+func AppendCancelRequest(dst []byte, pid uint32, secret []byte) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, uint32(12+len(secret)))
+	dst = binary.BigEndian.AppendUint32(dst, codeCancel)
+	dst = binary.BigEndian.AppendUint32(dst, pid)
+	return append(dst, secret...)
+}
+
+// AppendNegotiateProtocolVersion appends a NegotiateProtocolVersion message offering newest and
+// listing the protocol options the server did not recognise.
+func AppendNegotiateProtocolVersion(dst []byte, newest uint32, unrecognized []string) []byte {
+	n := 8
+	for _, o := range unrecognized {
+		n += len(o) + 1
+	}
+	dst = AppendHeader(dst, 'v', n)
+	dst = binary.BigEndian.AppendUint32(dst, newest)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(unrecognized)))
+	for _, o := range unrecognized {
+		dst = append(dst, o...)
+		dst = append(dst, 0)
+	}
+	return dst
+}
+
+// ParseErrorFields extracts the SQLSTATE and message of an ErrorResponse or NoticeResponse body.
+func ParseErrorFields(body []byte) (code, message string) {
+	for len(body) > 0 && body[0] != 0 {
+		f := body[0]
+		body = body[1:]
+		end := 0
+		for end < len(body) && body[end] != 0 {
+			end++
+		}
+		v := body[:end]
+		if end < len(body) {
+			end++
+		}
+		body = body[end:]
+		switch f {
+		case 'C':
+			code = string(v)
+		case 'M':
+			message = string(v)
+		}
+	}
+	return code, message
+}

@@ -1,0 +1,173 @@
+package wire
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+)
+
+// HeaderLen is the size of a regular message header: a type byte and a big-endian int32 length
+// that counts itself but not the type byte.
+const HeaderLen = 5
+
+// BufferSize is the size of the buffers on each side of a relay. A message that fits is forwarded
+// with one copy; a larger one is streamed through in BufferSize pieces.
+const BufferSize = 16 << 10
+
+// MessageTooLargeError reports a message whose declared length exceeds the reader's limit.
+type MessageTooLargeError struct {
+	Type byte
+	Len  int
+	Max  int
+}
+
+func (e *MessageTooLargeError) Error() string {
+	return fmt.Sprintf("message of type %q is %d bytes long, more than the limit of %d", e.Type, e.Len, e.Max)
+}
+
+// MalformedError reports a message header that cannot be valid.
+type MalformedError struct {
+	Type byte
+	Len  int
+}
+
+func (e *MalformedError) Error() string {
+	return fmt.Sprintf("invalid message length %d for message of type %q", e.Len, e.Type)
+}
+
+// Reader frames messages from a buffered stream. It is owned by one goroutine at a time.
+//
+// Use: Next to learn the type and length of the next message, then exactly one of Body, Forward or
+// Skip to consume it.
+type Reader struct {
+	br      *bufio.Reader
+	max     int
+	typ     byte
+	bodyLen int // body length of the current message; -1 when consumed
+	scratch []byte
+}
+
+// NewReader returns a Reader over br that refuses messages longer than max bytes.
+func NewReader(br *bufio.Reader, max int) *Reader {
+	return &Reader{br: br, max: max, bodyLen: -1}
+}
+
+// Reset points r at a new buffered stream, keeping its scratch buffer.
+func (r *Reader) Reset(br *bufio.Reader) {
+	r.br = br
+	r.bodyLen = -1
+}
+
+// SetMax changes the message length limit.
+func (r *Reader) SetMax(max int) { r.max = max }
+
+// Buffered reports how many bytes can be read without blocking. Zero means the peer has nothing
+// more in flight that we have seen: the moment to flush what was forwarded.
+func (r *Reader) Buffered() int { return r.br.Buffered() }
+
+// Next reads the next message header and returns its type and body length. The body is not
+// consumed.
+func (r *Reader) Next() (typ byte, bodyLen int, err error) {
+	if r.bodyLen >= 0 {
+		if err := r.Skip(); err != nil {
+			return 0, 0, err
+		}
+	}
+	hdr, err := r.br.Peek(HeaderLen)
+	if err != nil {
+		if err == io.EOF && len(hdr) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, 0, err
+	}
+	typ = hdr[0]
+	n := int(int32(binary.BigEndian.Uint32(hdr[1:])))
+	if n < 4 {
+		return 0, 0, &MalformedError{Type: typ, Len: n}
+	}
+	if n > r.max {
+		return 0, 0, &MessageTooLargeError{Type: typ, Len: n, Max: r.max}
+	}
+	r.typ = typ
+	r.bodyLen = n - 4
+	return typ, r.bodyLen, nil
+}
+
+// Body consumes the current message and returns its body. The slice is only valid until the next
+// call on r.
+func (r *Reader) Body() ([]byte, error) {
+	n := r.bodyLen
+	if n < 0 {
+		panic("wire: Body without Next")
+	}
+	r.bodyLen = -1
+	if HeaderLen+n <= r.br.Size() {
+		b, err := r.br.Peek(HeaderLen + n)
+		if err != nil {
+			return nil, unexpected(err)
+		}
+		r.br.Discard(HeaderLen + n)
+		return b[HeaderLen:], nil
+	}
+	r.br.Discard(HeaderLen)
+	if cap(r.scratch) < n {
+		r.scratch = make([]byte, n)
+	}
+	b := r.scratch[:n]
+	if _, err := io.ReadFull(r.br, b); err != nil {
+		return nil, unexpected(err)
+	}
+	return b, nil
+}
+
+// Forward consumes the current message and writes it, header and all, to w. Bytes go from r's
+// buffer to w's without an intermediate copy; large messages are streamed.
+func (r *Reader) Forward(w *bufio.Writer) error {
+	n := r.bodyLen
+	if n < 0 {
+		panic("wire: Forward without Next")
+	}
+	r.bodyLen = -1
+	remaining := HeaderLen + n
+	for remaining > 0 {
+		chunk := min(remaining, r.br.Size())
+		if b := r.br.Buffered(); b > 0 && b < chunk {
+			chunk = b // forward what has arrived rather than wait for the rest
+		}
+		b, err := r.br.Peek(chunk)
+		if err != nil {
+			return unexpected(err)
+		}
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		r.br.Discard(chunk)
+		remaining -= chunk
+	}
+	return nil
+}
+
+// Skip consumes the current message without looking at it.
+func (r *Reader) Skip() error {
+	n := r.bodyLen
+	if n < 0 {
+		return nil
+	}
+	r.bodyLen = -1
+	_, err := r.br.Discard(HeaderLen + n)
+	return unexpected(err)
+}
+
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// AppendHeader appends a message header for a body of bodyLen bytes.
+func AppendHeader(dst []byte, typ byte, bodyLen int) []byte {
+	dst = append(dst, typ)
+	return binary.BigEndian.AppendUint32(dst, uint32(bodyLen+4))
+}
