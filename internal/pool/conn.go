@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -20,7 +21,10 @@ import (
 // and one writing goroutine); while it is idle, the pool owns it.
 type Conn struct {
 	Reader *wire.Reader
-	Writer *bufio.Writer
+	// Writer is written by the session's client loop under WriteMu. Whoever gives the Conn back
+	// takes WriteMu once first, so a Flush still returning cannot overlap the next owner's writes.
+	Writer  *bufio.Writer
+	WriteMu sync.Mutex
 	// PID and Secret are the server's BackendKeyData, for CancelRequests.
 	PID    uint32
 	Secret []byte

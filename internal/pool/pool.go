@@ -37,8 +37,8 @@ type Settings struct {
 
 // WaitTimeoutError is returned by Acquire when no connection became free in time.
 type WaitTimeoutError struct {
-	Key     Key
-	Waited  time.Duration
+	Key    Key
+	Waited time.Duration
 	Limit  string // which limit was full
 }
 

@@ -54,14 +54,15 @@ func (s *Session) clientLoop(ctx context.Context) error {
 		if srv == nil {
 			continue // the request was answered with an error
 		}
-		if err := s.r.Forward(srv.Writer); err != nil {
-			return err
-		}
-		if s.r.Buffered() == 0 {
+		srv.WriteMu.Lock()
+		err = s.r.Forward(srv.Writer)
+		if err == nil && s.r.Buffered() == 0 {
 			// The client has nothing more in flight: send what we have in one segment.
-			if err := srv.Writer.Flush(); err != nil {
-				return err
-			}
+			err = srv.Writer.Flush()
+		}
+		srv.WriteMu.Unlock()
+		if err != nil {
+			return err
 		}
 	}
 }
@@ -189,6 +190,12 @@ func (s *Session) relay(srv *pool.Conn) {
 		closing := s.closing
 		s.mu.Unlock()
 		if release {
+			// detach may have set a read deadline just before we took mu; no one can after.
+			srv.NetConn().SetReadDeadline(time.Time{})
+			// The server has answered everything, but the client loop may still be returning
+			// from the Flush that sent it: wait for that before anyone else may write.
+			srv.WriteMu.Lock()
+			srv.WriteMu.Unlock()
 			s.env.Pools.Release(srv, !s.txMode)
 			if closing {
 				s.endAtBoundary()
@@ -208,11 +215,15 @@ func (s *Session) relayStopped(srv *pool.Conn, err error) {
 	closing := s.closing
 	s.mu.Unlock()
 	if clean {
+		// Only detach interrupts a clean relay, after the client loop ended: nothing is writing.
 		srv.NetConn().SetReadDeadline(time.Time{})
 		s.env.Pools.Release(srv, !s.txMode)
 		return
 	}
 	srv.MarkBroken()
+	srv.NetConn().Close() // unblocks a client loop writing to it
+	srv.WriteMu.Lock()
+	srv.WriteMu.Unlock()
 	s.env.Pools.Release(srv, false)
 	if !closing {
 		// The server went away under the client (crash, restart, terminated backend): the

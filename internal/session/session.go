@@ -46,8 +46,8 @@ type Session struct {
 	Secret uint32
 
 	// Owned by the client loop.
-	br        *bufio.Reader
-	r         *wire.Reader
+	br         *bufio.Reader
+	r          *wire.Reader
 	skipToSync bool // an extended-protocol request failed before reaching a server
 
 	wmu sync.Mutex    // guards w
