@@ -37,6 +37,10 @@ type Server struct {
 
 	clients atomic.Int64 // client connections being served, logging in included
 
+	// cfgStamps are the sizes and times of the files the first config came from, stamped just
+	// after loading, so WatchConfig also sees changes made before it started. Set by New only.
+	cfgStamps [2]fileStamp
+
 	mu       sync.Mutex
 	sessions map[uint32]*session.Session // logged-in sessions by the PID pgtide gave them; guarded by mu
 	closing  bool                        // guarded by mu
@@ -77,6 +81,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		dialServer: func(network, addr string) (net.Conn, error) { return net.DialTimeout(network, addr, 2*time.Second) },
 	}
 	s.cfg.Store(cfg)
+	s.cfgStamps = configStamps(cfg)
 	s.pools.Logger = logger
 	s.pools.Password = func(user string) string { return s.cfg.Load().Users[user].Password }
 	s.env = &session.Env{Pools: s.pools, Auth: auth.NewAuthenticator(), Config: s.cfg.Load, Logger: logger}

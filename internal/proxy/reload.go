@@ -46,11 +46,12 @@ func (s *Server) ReloadFile(path string) error {
 
 // WatchConfig reloads path whenever it or its users file changes (size or modification time),
 // checking every interval until ctx is done.
+// Changes made after the running configuration was loaded and before the watch started count.
 func (s *Server) WatchConfig(ctx context.Context, path string, interval time.Duration) {
 	stamp := func() [2]fileStamp {
 		return [2]fileStamp{stampOf(path), stampOf(s.cfg.Load().UsersPath())}
 	}
-	last := stamp()
+	last := s.cfgStamps
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -82,4 +83,9 @@ func stampOf(path string) fileStamp {
 		return fileStamp{}
 	}
 	return fileStamp{fi.Size(), fi.ModTime()}
+}
+
+// configStamps stamps the files c was loaded from.
+func configStamps(c *config.Config) [2]fileStamp {
+	return [2]fileStamp{stampOf(c.Path), stampOf(c.UsersPath())}
 }

@@ -1,0 +1,407 @@
+package proxy_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"pgtide/internal/config"
+)
+
+// serverConns counts the server connections of user on the primary, as PostgreSQL sees them.
+func serverConns(t *testing.T, c *pgx.Conn, user string) int {
+	t.Helper()
+	var n int
+	if err := c.QueryRow(context.Background(),
+		"SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND backend_type = 'client backend'", user).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestConnectionStorm: 1000 concurrent clients, each running transactions, share pool_size 10;
+// pg_stat_activity never shows more than max_server_connections for the user.
+func TestConnectionStorm(t *testing.T) {
+	const clients, cap = 1000, 10
+	p := startProxy(t, func(c *config.Config) {
+		c.Cluster.PoolSize = 10
+		c.Cluster.MaxServerConnections = cap
+		c.Cluster.QueryWaitTimeout.Duration = 60 * time.Second
+	})
+	mon := direct(t, "postgres")
+
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	monDone := make(chan struct{})
+	go func() {
+		defer close(monDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var n int64
+			if err := mon.QueryRow(context.Background(),
+				"SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND backend_type = 'client backend'").Scan(&n); err == nil {
+				for {
+					old := peak.Load()
+					if n <= old || peak.CompareAndSwap(old, n) {
+						break
+					}
+				}
+			}
+		}
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	var failures atomic.Int64
+	var firstErr atomic.Value
+	start := make(chan struct{})
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			<-start
+			cfg, _ := pgx.ParseConfig(p.connString("app", "appdb"))
+			cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
+			c, err := pgx.ConnectConfig(ctx, cfg)
+			if err != nil {
+				failures.Add(1)
+				firstErr.CompareAndSwap(nil, err)
+				return
+			}
+			defer c.Close(context.Background())
+			for j := 0; j < 5; j++ {
+				var got int
+				err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+					return tx.QueryRow(ctx, "SELECT $1::int", i*10+j).Scan(&got)
+				})
+				if err != nil || got != i*10+j {
+					failures.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Errorf("client %d: got %d, err %v", i, got, err))
+					return
+				}
+			}
+		}(i)
+	}
+	close(start)
+	wg.Wait()
+	close(stop)
+	<-monDone
+	if n := failures.Load(); n > 0 {
+		t.Fatalf("%d of %d clients failed; first: %v", n, clients, firstErr.Load())
+	}
+	t.Logf("peak server connections for app in pg_stat_activity: %d (cap %d)", peak.Load(), cap)
+	if peak.Load() > cap {
+		t.Fatalf("pg_stat_activity showed %d server connections, cap is %d", peak.Load(), cap)
+	}
+	if peak.Load() == 0 {
+		t.Fatal("monitor never saw a server connection")
+	}
+}
+
+// TestCancel cancels a pg_sleep through the proxy, and a late cancel for an idle client does
+// nothing to other clients.
+func TestCancel(t *testing.T) {
+	for _, mode := range bothModes {
+		t.Run(mode, func(t *testing.T) {
+			p := startProxy(t, func(c *config.Config) { c.Proxy.PoolMode = mode; c.Cluster.PoolSize = 2 })
+			c := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
+			ctx := context.Background()
+			errc := make(chan error, 1)
+			start := time.Now()
+			go func() {
+				_, err := c.Exec(ctx, "SELECT pg_sleep(30)")
+				errc <- err
+			}()
+			mon := direct(t, "postgres")
+			waitFor(t, 10*time.Second, "pg_sleep to start", func() bool {
+				var n int
+				mon.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'").Scan(&n)
+				return n == 1
+			})
+			if err := c.PgConn().CancelRequest(ctx); err != nil {
+				t.Fatal(err)
+			}
+			err := <-errc
+			if pgCode(err) != "57014" {
+				t.Fatalf("cancelled query: got %v", err)
+			}
+			if time.Since(start) > 20*time.Second {
+				t.Fatalf("cancel took %s", time.Since(start))
+			}
+			// The connection is still good.
+			if _, err := c.Exec(ctx, "SELECT 1"); err != nil {
+				t.Fatal(err)
+			}
+			// A cancel while the client is idle must not hit another client's query on the server
+			// connection it used before.
+			other := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
+			go func() {
+				_, err := other.Exec(ctx, "SELECT pg_sleep(1)")
+				errc <- err
+			}()
+			waitFor(t, 10*time.Second, "other's pg_sleep to start", func() bool {
+				var n int
+				mon.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(1)' AND state = 'active'").Scan(&n)
+				return n == 1
+			})
+			if err := c.PgConn().CancelRequest(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-errc; err != nil {
+				t.Fatalf("idle client's cancel hit another client: %v", err)
+			}
+		})
+	}
+}
+
+// TestSessionModeReset: a server connection goes back to the pool with DISCARD ALL, so the next
+// client does not inherit the previous one's session state.
+func TestSessionModeReset(t *testing.T) {
+	p := startProxy(t, func(c *config.Config) { c.Proxy.PoolMode = config.PoolModeSession; c.Cluster.PoolSize = 1 })
+	ctx := context.Background()
+	c1 := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
+	var pid1 int
+	if err := c1.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid1); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, c1, "SET statement_timeout = '123s'")
+	mustExec(t, c1, "CREATE TEMP TABLE leftover (x int)")
+	mustExec(t, c1, "PREPARE leftover_stmt AS SELECT 1")
+	c1.Close(ctx)
+
+	c2 := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
+	var pid2 int
+	var timeout string
+	if err := c2.QueryRow(ctx, "SELECT pg_backend_pid(), current_setting('statement_timeout')").Scan(&pid2, &timeout); err != nil {
+		t.Fatal(err)
+	}
+	if pid2 != pid1 {
+		t.Fatalf("expected the same server connection to be reused (pool_size 1): %d then %d", pid1, pid2)
+	}
+	if timeout != "0" {
+		t.Fatalf("statement_timeout leaked to the next client: %q", timeout)
+	}
+	var n int
+	if err := c2.QueryRow(ctx, "SELECT count(*) FROM pg_prepared_statements").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("prepared statements leaked: %d %v", n, err)
+	}
+	if _, err := c2.Exec(ctx, "SELECT * FROM leftover"); pgCode(err) != "42P01" {
+		t.Fatalf("temp table leaked: %v", err)
+	}
+}
+
+// TestTransactionModeSharing: in transaction mode two clients take turns on one server
+// connection, and a transaction keeps its server connection until it ends.
+func TestTransactionModeSharing(t *testing.T) {
+	p := startProxy(t, func(c *config.Config) {
+		c.Cluster.PoolSize = 1
+		c.Cluster.QueryWaitTimeout.Duration = 2 * time.Second
+		c.Cluster.ServerConnectTimeout.Duration = 2 * time.Second
+	})
+	ctx := context.Background()
+	a := p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
+	b := p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
+	var pa, pb int
+	a.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pa)
+	b.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pb)
+	if pa == 0 || pa != pb {
+		t.Fatalf("pool_size 1: both clients should share one server connection, got %d and %d", pa, pb)
+	}
+	tx, err := a.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// b must wait for a's transaction: with a 2s query_wait_timeout it gets a clear error...
+	_, err = b.Exec(ctx, "SELECT 1")
+	if pgCode(err) != "53300" || !strings.Contains(err.Error(), "query_wait_timeout") {
+		t.Fatalf("waiting client: got %v", err)
+	}
+	// ...and its connection stays usable once a commits.
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatalf("after the wait timeout: %v", err)
+	}
+	// An extended-protocol request refused the same way is answered at its Sync.
+	tx, _ = a.Begin(ctx)
+	var x int
+	err = b.QueryRow(ctx, "SELECT $1::int", 7).Scan(&x)
+	if pgCode(err) != "53300" {
+		t.Fatalf("extended request while waiting: %v", err)
+	}
+	tx.Rollback(ctx)
+	if err := b.QueryRow(ctx, "SELECT $1::int", 7).Scan(&x); err != nil || x != 7 {
+		t.Fatalf("extended after refusal: %d %v", x, err)
+	}
+}
+
+// TestReload changes pool_size and the users file under a running proxy without dropping
+// connections, through the file watcher path used by SIGHUP.
+func TestReload(t *testing.T) {
+	p := startProxy(t, func(c *config.Config) { c.Cluster.PoolSize = 1; c.Auth.Method = config.AuthSCRAM })
+	ctx := context.Background()
+	c := p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
+	mustExec(t, c, "SELECT 1")
+
+	// A user not in the users file cannot log in...
+	if _, err := pgx.Connect(ctx, strings.Replace(p.connString("app", "appdb"), "user=app ", "user=newbie ", 1)); pgCode(err) != "28P01" {
+		t.Fatalf("unknown user: %v", err)
+	}
+	// ...until the users file lists them; pool_size grows at the same time.
+	cfg := p.Config()
+	next := *cfg
+	next.Cluster.PoolSize = 3
+	writeFile(t, p.cfgPath, &next)
+	writeUsers(t, filepath.Join(filepath.Dir(p.cfgPath), "users.toml"), append(testUsers[:len(testUsers):len(testUsers)], config.User{Name: "newbie", Password: "app secret"}))
+	if err := p.ReloadFile(p.cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Config().Cluster.PoolSize; got != 3 {
+		t.Fatalf("pool_size after reload: %d", got)
+	}
+	// The newbie user exists in pgtide's users file but not on the server: the server refuses.
+	_, err := pgx.Connect(ctx, strings.Replace(p.connString("app", "appdb"), "user=app ", "user=newbie ", 1)+" password='app secret'")
+	if code := pgCode(err); code != "28P01" && code != "28000" {
+		t.Fatalf("newbie login: want the server's refusal, got %v", err)
+	}
+	// Existing connection still works, and three transactions can now run at once.
+	mustExec(t, c, "SELECT 1")
+	var conns [3]*pgx.Conn
+	var txs [3]pgx.Tx
+	for i := range conns {
+		conns[i] = p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
+		tx, err := conns[i].Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatalf("transaction %d with pool_size 3: %v", i, err)
+		}
+		txs[i] = tx
+	}
+	for _, tx := range txs {
+		tx.Rollback(ctx)
+	}
+
+	// An invalid file is rejected and the running configuration kept.
+	os.WriteFile(p.cfgPath, []byte("[cluster]\npool_size = 0\n"), 0o600)
+	if err := p.ReloadFile(p.cfgPath); err == nil {
+		t.Fatal("invalid config accepted")
+	}
+	if got := p.Config().Cluster.PoolSize; got != 3 {
+		t.Fatalf("pool_size after a failed reload: %d", got)
+	}
+}
+
+// TestReloadWatch: editing the file is enough; the watcher reloads it.
+func TestReloadWatch(t *testing.T) {
+	p := startProxy(t, func(c *config.Config) { c.Cluster.PoolSize = 1 })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.WatchConfig(ctx, p.cfgPath, 50*time.Millisecond); close(done) }()
+	defer func() { cancel(); <-done }()
+	next := *p.Config()
+	next.Cluster.PoolSize = 7
+	writeFile(t, p.cfgPath, &next)
+	waitFor(t, 10*time.Second, "the watcher to reload", func() bool { return p.Config().Cluster.PoolSize == 7 })
+}
+
+// TestGracefulShutdown: idle clients are told at once, a client in a transaction may finish it,
+// new clients are refused, then Shutdown returns.
+func TestGracefulShutdown(t *testing.T) {
+	for _, mode := range bothModes {
+		t.Run(mode, func(t *testing.T) {
+			p := startProxy(t, func(c *config.Config) { c.Proxy.PoolMode = mode; c.Proxy.ShutdownTimeout.Duration = 30 * time.Second })
+			ctx := context.Background()
+			idle := p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
+			busy := p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
+			mustExec(t, idle, "SELECT 1")
+			mustExec(t, busy, "CREATE TABLE IF NOT EXISTS t_shutdown_"+mode+" (x int)")
+			tx, err := busy.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO t_shutdown_"+mode+" VALUES (1)"); err != nil {
+				t.Fatal(err)
+			}
+			shut := make(chan struct{})
+			go func() { p.Shutdown(); close(shut) }()
+
+			// The idle client's next query fails: its connection was ended with 57P01.
+			waitFor(t, 10*time.Second, "the idle client to be closed", func() bool {
+				_, err := idle.Exec(ctx, "SELECT 1")
+				return err != nil
+			})
+			// New clients are refused.
+			if _, err := pgx.Connect(ctx, p.connString("app", "appdb")); err == nil {
+				t.Fatal("new client accepted during shutdown")
+			}
+			select {
+			case <-shut:
+				t.Fatal("Shutdown returned while a transaction was running")
+			default:
+			}
+			// The running transaction can finish; its commit is acknowledged and durable.
+			if _, err := tx.Exec(ctx, "INSERT INTO t_shutdown_"+mode+" VALUES (2)"); err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatalf("commit during shutdown: %v", err)
+			}
+			select {
+			case <-shut:
+			case <-time.After(20 * time.Second):
+				t.Fatal("Shutdown did not return after the last transaction ended")
+			}
+			var n int
+			if err := direct(t, "appdb").QueryRow(ctx, "SELECT count(*) FROM t_shutdown_"+mode).Scan(&n); err != nil || n != 2 {
+				t.Fatalf("rows committed during shutdown: %d %v", n, err)
+			}
+		})
+	}
+}
+
+// TestShutdownTimeout: a transaction that outlives shutdown_timeout is cut off (and rolled back by
+// the server).
+func TestShutdownTimeout(t *testing.T) {
+	p := startProxy(t, func(c *config.Config) { c.Proxy.ShutdownTimeout.Duration = 500 * time.Millisecond })
+	ctx := context.Background()
+	c := p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	p.Shutdown()
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("Shutdown took %s with a 500ms shutdown_timeout", d)
+	}
+	if _, err := tx.Exec(ctx, "SELECT 1"); err == nil {
+		t.Fatal("transaction survived shutdown_timeout")
+	}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
