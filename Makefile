@@ -1,0 +1,27 @@
+# The two commands the README promises: `make local` and `make test`. Each installs what it needs.
+GO ?= go
+
+.PHONY: local test build deps bench-deps bench vet
+
+## local: start a local primary + 2 replicas with pgtide in front (Ctrl-C stops and cleans up)
+local: deps
+	$(GO) run ./cmd/pgtide local
+
+## test: vet, format check and the whole test suite under the race detector
+test: deps vet
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+vet:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+## build: the binary in bin/pgtide
+build:
+	$(GO) build -o bin/pgtide ./cmd/pgtide
+
+deps:
+	@scripts/ensure-postgres.sh
+
+bench-deps:
+	@scripts/ensure-postgres.sh --pgbouncer

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the PostgreSQL server binaries (initdb, pg_ctl, postgres, pg_basebackup) and the psql and
+# pgbench clients when this machine lacks them. With --pgbouncer it also installs PgBouncer (used by
+# the benchmarks only). Debian/Ubuntu only; other systems print what to install.
+set -euo pipefail
+
+want_pgbouncer=0
+[ "${1:-}" = "--pgbouncer" ] && want_pgbouncer=1
+
+have_server() {
+  if command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then return 0; fi
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
+}
+
+pkgs=()
+have_server || pkgs+=(postgresql)
+command -v psql >/dev/null 2>&1 || pkgs+=(postgresql-client)
+if [ "$want_pgbouncer" = 1 ] && ! command -v pgbouncer >/dev/null 2>&1; then pkgs+=(pgbouncer); fi
+[ ${#pkgs[@]} -eq 0 ] && exit 0
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "please install: ${pkgs[*]} (PostgreSQL server binaries are needed for the local cluster)" >&2
+  exit 1
+fi
+sudo=""
+[ "$(id -u)" -ne 0 ] && sudo="sudo"
+echo "installing ${pkgs[*]} ..." >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq "${pkgs[@]}" >/dev/null
