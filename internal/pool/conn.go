@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -54,6 +55,34 @@ func (c *Conn) close() {
 		c.netConn.Write([]byte{'X', 0, 0, 0, 4}) // Terminate: a clean goodbye in the server's log
 	}
 	c.netConn.Close()
+}
+
+// alive reports whether the connection looks usable without a round trip: an idle server sends
+// nothing unless it is going away (a FATAL before closing, as after pg_terminate_backend or a
+// shutdown), so readable data or EOF on an idle connection means it is dead.
+func (c *Conn) alive() bool {
+	if c.Reader.Buffered() > 0 {
+		return false
+	}
+	sc, ok := c.netConn.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	readable := false
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		readable = n > 0 || (err == nil && n == 0) // data, or EOF
+		if err != nil && err != syscall.EAGAIN {
+			readable = true // reset or another error: dead too
+		}
+		return true // never wait
+	})
+	return err == nil && !readable
 }
 
 // Exec runs a simple query to completion and reports whether the server is left idle and healthy.

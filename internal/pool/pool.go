@@ -285,11 +285,24 @@ func (m *Manager) Params(k Key) (map[string]string, bool) {
 	return nil, false
 }
 
-// check runs server_check_query on a connection idle longer than server_check_delay. A failed
-// connection is closed and its slot given to a waiter.
+// livenessAfter is how long a connection must have been idle before Acquire peeks at its socket
+// (one non-blocking recv) to make sure the server has not closed it. Connections passed straight
+// from one transaction to the next skip it.
+const livenessAfter = time.Second
+
+// check makes sure an idle connection is fit to lend: a peek at the socket after livenessAfter
+// idle, and server_check_query after server_check_delay idle. A failed connection is closed and
+// its slot given to a waiter.
 func (m *Manager) check(c *Conn) bool {
 	s := m.settings.Load()
-	if s.ServerCheckQuery == "" || time.Since(c.lastUsed) < s.ServerCheckDelay {
+	idle := time.Since(c.lastUsed)
+	if idle >= livenessAfter && !c.alive() {
+		m.Logger.Info("idle server connection was closed by the server; replacing it", "pool", c.key.String())
+		c.broken = true
+		m.discard(c)
+		return false
+	}
+	if s.ServerCheckQuery == "" || idle < s.ServerCheckDelay {
 		return true
 	}
 	if err := c.Exec(s.ServerCheckQuery, s.ServerConnectTimeout); err != nil {
