@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"log/slog"
 
 	"github.com/BurntSushi/toml"
 )
@@ -14,8 +15,11 @@ type User struct {
 	Password string `toml:"password"`
 }
 
-// String never shows the password, so a User can be logged or printed in an error.
+// String never shows the password, so a User can be printed in an error.
 func (u User) String() string { return fmt.Sprintf("user %q", u.Name) }
+
+// LogValue never shows the password, so a User can be logged with slog (text or JSON).
+func (u User) LogValue() slog.Value { return slog.StringValue(u.Name) }
 
 // Users maps user names to entries.
 type Users map[string]User

@@ -46,11 +46,12 @@ type Startup struct {
 // Param is one name/value pair of a StartupMessage.
 type Param struct{ Name, Value string }
 
-// Get returns the value of the named parameter and whether it was sent.
+// Get returns the value of the named parameter and whether it was sent. When a name is sent
+// twice the last value counts, as in PostgreSQL.
 func (s *Startup) Get(name string) (string, bool) {
-	for _, p := range s.Params {
-		if p.Name == name {
-			return p.Value, true
+	for i := len(s.Params) - 1; i >= 0; i-- {
+		if s.Params[i].Name == name {
+			return s.Params[i].Value, true
 		}
 	}
 	return "", false

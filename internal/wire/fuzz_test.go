@@ -1,0 +1,219 @@
+package wire
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"reflect"
+	"testing"
+	"testing/iotest"
+)
+
+// FuzzReader feeds arbitrary bytes through a Reader with a 16-byte buffer and a 64-byte limit, so
+// that messages fit the buffer, exceed it, and exceed the limit. Each op byte picks what to do with
+// one message: Body, Forward, Skip or nothing (the next Next skips it); a high bit in the first op
+// byte makes the source return one byte per Read. The Reader is checked against a model that
+// frames data directly: every result, every error, and the forwarded bytes, which must be exactly
+// the input bytes of the forwarded messages (a prefix of the message when the input ends inside
+// it).
+func FuzzReader(f *testing.F) {
+	z := AppendReadyForQuery(nil, 'I')
+	q := AppendMessage(nil, 'Q', []byte("SELECT 1\x00"))
+	big := AppendMessage(nil, 'd', bytes.Repeat([]byte{'x'}, 50)) // over the buffer, under the limit
+	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+
+	f.Add([]byte{}, []byte{})                                           // empty input: clean io.EOF
+	f.Add([]byte{0, 1, 2, 3}, cat(q, z, q, z))                          // Body, Forward, Skip, implicit skip of small messages
+	f.Add([]byte{1}, cat(big, z, big))                                  // Forward streams messages larger than the buffer
+	f.Add([]byte{0}, cat(big, big[:30]))                                // Body through scratch, then EOF mid-body
+	f.Add([]byte{0x81}, cat(q, big, z))                                 // one byte per Read: Forward must still be byte-exact
+	f.Add([]byte{3, 3}, cat(z, big[:20]))                               // unconsumed truncated message: Next reports ErrUnexpectedEOF
+	f.Add([]byte{2}, cat(z, z[:3]))                                     // EOF mid-header
+	f.Add([]byte{0}, []byte{'Q', 0, 0, 0, 3})                           // length < 4: MalformedError
+	f.Add([]byte{0}, []byte{'D', 0xff, 0xff, 0xff, 0xff})               // negative length: MalformedError
+	f.Add([]byte{1}, cat(z, []byte{'D', 0, 0, 0, 65}))                  // one over the limit: MessageTooLargeError
+	f.Add([]byte{1}, cat(AppendMessage(nil, 'D', make([]byte, 60)), z)) // exactly at the limit
+
+	f.Fuzz(func(t *testing.T, ops []byte, data []byte) {
+		const bufSize, max = 16, 64
+		var src io.Reader = bytes.NewReader(data)
+		if len(ops) > 0 && ops[0]&0x80 != 0 {
+			src = iotest.OneByteReader(src)
+		}
+		r := NewReader(bufio.NewReaderSize(src, bufSize), max)
+		var out bytes.Buffer
+		w := bufio.NewWriterSize(&out, bufSize)
+		var want []byte // the bytes forwarded so far, from the model
+
+		off := 0 // where the current message starts in data
+		for i := 0; ; i++ {
+			typ, n, err := r.Next()
+			rest := data[off:]
+			switch {
+			case len(rest) == 0:
+				if err != io.EOF {
+					t.Fatalf("message %d: Next at end of input = %q, %d, %v; want io.EOF", i, typ, n, err)
+				}
+				return
+			case len(rest) < HeaderLen:
+				if err != io.ErrUnexpectedEOF {
+					t.Fatalf("message %d: Next with %d header bytes = %v; want io.ErrUnexpectedEOF", i, len(rest), err)
+				}
+				return
+			}
+			l := int(int32(binary.BigEndian.Uint32(rest[1:])))
+			switch {
+			case l < 4:
+				var me *MalformedError
+				if !errors.As(err, &me) || me.Len != l || me.Type != rest[0] {
+					t.Fatalf("message %d: Next with length %d = %v; want MalformedError", i, l, err)
+				}
+				return
+			case l > max:
+				var te *MessageTooLargeError
+				if !errors.As(err, &te) || te.Len != l || te.Max != max || te.Type != rest[0] {
+					t.Fatalf("message %d: Next with length %d = %v; want MessageTooLargeError", i, l, err)
+				}
+				return
+			}
+			if err != nil || typ != rest[0] || n != l-4 {
+				t.Fatalf("message %d: Next = %q, %d, %v; want %q, %d", i, typ, n, err, rest[0], l-4)
+			}
+			msg := rest[:min(len(rest), HeaderLen+n)]
+			complete := len(msg) == HeaderLen+n
+			wantErr := error(nil)
+			if !complete {
+				wantErr = io.ErrUnexpectedEOF
+			}
+
+			op := byte(3)
+			if len(ops) > 0 {
+				op = ops[i%len(ops)] & 3
+			}
+			switch op {
+			case 0:
+				b, err := r.Body()
+				if err != wantErr {
+					t.Fatalf("message %d: Body error %v, want %v", i, err, wantErr)
+				}
+				if complete && !bytes.Equal(b, msg[HeaderLen:]) {
+					t.Fatalf("message %d: Body = %q, want %q", i, b, msg[HeaderLen:])
+				}
+				if !complete && b != nil {
+					t.Fatalf("message %d: Body returned %d bytes with an error", i, len(b))
+				}
+			case 1:
+				err := r.Forward(w)
+				if err != wantErr {
+					t.Fatalf("message %d: Forward error %v, want %v", i, err, wantErr)
+				}
+				if err := w.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				got := out.Bytes()
+				if !bytes.HasPrefix(got, want) {
+					t.Fatalf("message %d: Forward rewrote earlier output", i)
+				}
+				this := got[len(want):]
+				if complete && !bytes.Equal(this, msg) || !complete && !bytes.HasPrefix(msg, this) {
+					t.Fatalf("message %d: forwarded %q, want (a prefix of) %q", i, this, msg)
+				}
+				want = got
+			case 2:
+				if err := r.Skip(); err != wantErr {
+					t.Fatalf("message %d: Skip error %v, want %v", i, err, wantErr)
+				}
+			case 3:
+				if !complete {
+					if _, _, err := r.Next(); err != io.ErrUnexpectedEOF {
+						t.Fatalf("message %d: Next over a truncated message = %v; want io.ErrUnexpectedEOF", i, err)
+					}
+				}
+			}
+			if out.Len() > len(data) {
+				t.Fatalf("forwarded %d bytes from %d bytes of input", out.Len(), len(data))
+			}
+			if !complete {
+				return
+			}
+			off += len(msg)
+		}
+	})
+}
+
+// FuzzParseStartup parses arbitrary startup packet bodies. It must never panic; every error is a
+// protocol error; every accepted body re-encodes to itself (a StartupMessage from its version and
+// params, a CancelRequest with AppendCancelRequest) and parses to the same result; ReadStartup of
+// the length-prefixed body agrees with ParseStartup.
+func FuzzParseStartup(f *testing.F) {
+	f.Add(startupBody(ProtocolVersion30, "user", "app", "database", "shop")) // StartupMessage with params
+	f.Add(startupBody(3<<16|2, "user", "app", "_pq_.x", ""))                 // protocol 3.2 with an extension and an empty value
+	f.Add(startupBody(ProtocolVersion30, "database", "shop"))                // missing user
+	f.Add(startupBody(ProtocolVersion30, "user", "app")[:12])                // missing terminator
+	f.Add(append(startupBody(ProtocolVersion30, "user", "app"), 'x'))        // bytes after the terminator
+	f.Add(startupBody(2<<16, "user", "app"))                                 // protocol 2.0: unsupported
+	f.Add(startupBody(4<<16, "user", "app"))                                 // protocol 4.0: unsupported
+	f.Add(codeBody(codeSSL))                                                 // SSLRequest
+	f.Add(codeBody(codeGSSENC, 0))                                           // GSSENCRequest with a stray byte
+	f.Add(codeBody(codeCancel, 0, 0, 0, 9, 1, 2, 3, 4))                      // CancelRequest, 4-byte secret
+	f.Add(codeBody(codeCancel, append([]byte{0, 0, 0, 9}, seq(32)...)...))   // CancelRequest, 32-byte secret
+	f.Add([]byte{0, 3})                                                      // shorter than a code
+
+	f.Fuzz(func(t *testing.T, body []byte) {
+		s, err := ParseStartup(body)
+		if err != nil {
+			if s != nil {
+				t.Fatalf("ParseStartup returned %+v with error %v", s, err)
+			}
+			if !IsProtocolError(err) {
+				t.Fatalf("ParseStartup error %T %v is not a protocol error", err, err)
+			}
+		} else {
+			var re []byte
+			switch s.Kind {
+			case KindStartup:
+				if s.Protocol>>16 != 3 {
+					t.Fatalf("accepted protocol %d.%d", s.Protocol>>16, s.Protocol&0xffff)
+				}
+				if v, ok := s.Get("user"); !ok || v == "" {
+					t.Fatalf("accepted a StartupMessage without a user: %+v", s)
+				}
+				kv := make([]string, 0, 2*len(s.Params))
+				for _, p := range s.Params {
+					kv = append(kv, p.Name, p.Value)
+				}
+				re = startupBody(s.Protocol, kv...)
+			case KindCancel:
+				re = AppendCancelRequest(nil, s.PID, s.Secret)[4:]
+			case KindSSLRequest:
+				re = codeBody(codeSSL)
+			case KindGSSENCRequest:
+				re = codeBody(codeGSSENC)
+			default:
+				t.Fatalf("unknown kind %d", s.Kind)
+			}
+			if !bytes.Equal(re, body) {
+				t.Fatalf("%+v re-encodes to %q, parsed from %q", s, re, body)
+			}
+			s2, err := ParseStartup(re)
+			if err != nil || !reflect.DeepEqual(s2, s) {
+				t.Fatalf("re-encoded body parses to %+v, %v; want %+v", s2, err, s)
+			}
+		}
+
+		pkt := packet(body)
+		s3, err3 := ReadStartup(bytes.NewReader(pkt), nil)
+		if len(pkt) < 8 || len(pkt) > MaxStartupLen {
+			var pe *ProtocolError
+			if s3 != nil || !errors.As(err3, &pe) {
+				t.Fatalf("ReadStartup of a %d-byte packet = %+v, %v; want a ProtocolError", len(pkt), s3, err3)
+			}
+			return
+		}
+		if !reflect.DeepEqual(s3, s) || (err == nil) != (err3 == nil) || err != nil && err.Error() != err3.Error() {
+			t.Fatalf("ReadStartup = %+v, %v; ParseStartup = %+v, %v", s3, err3, s, err)
+		}
+	})
+}
