@@ -131,10 +131,13 @@ func (r *Reader) Forward(w *bufio.Writer) error {
 	r.bodyLen = -1
 	remaining := HeaderLen + n
 	for remaining > 0 {
-		chunk := min(remaining, r.br.Size())
-		if b := r.br.Buffered(); b > 0 && b < chunk {
-			chunk = b // forward what has arrived rather than wait for the rest
+		if r.br.Buffered() == 0 {
+			if _, err := r.br.Peek(1); err != nil { // wait for more to arrive
+				return unexpected(err)
+			}
 		}
+		// Forward what has arrived rather than wait for the rest of a large message.
+		chunk := min(remaining, r.br.Buffered())
 		b, err := r.br.Peek(chunk)
 		if err != nil {
 			return unexpected(err)
