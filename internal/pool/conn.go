@@ -2,16 +2,12 @@ package pool
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"pgtide/internal/wire"
 )
@@ -130,70 +126,4 @@ func (c *Conn) Exec(query string, timeout time.Duration) error {
 			}
 		}
 	}
-}
-
-// DialOptions are what a dial needs beyond the key.
-type DialOptions struct {
-	Password       string
-	ConnectTimeout time.Duration
-	MaxMessageSize int
-	// Dial opens the TCP connection; nil means net.Dialer.
-	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-}
-
-// Dial opens and logs in a server connection for key. Authentication (scram-sha-256, md5,
-// password or trust, as the server asks) is pgconn's; after login pgtide takes over the socket.
-// A server's refusal comes back as a *pgconn.PgError.
-func Dial(ctx context.Context, key Key, o DialOptions) (*Conn, error) {
-	host, port, err := net.SplitHostPort(key.Node)
-	if err != nil {
-		return nil, err
-	}
-	cs := fmt.Sprintf("host=%s port=%s user=%s dbname=%s sslmode=disable max_protocol_version=3.0",
-		quote(host), quote(port), quote(key.User), quote(key.Database))
-	cfg, err := pgconn.ParseConfig(cs)
-	if err != nil {
-		return nil, err
-	}
-	cfg.Password = o.Password
-	cfg.ConnectTimeout = o.ConnectTimeout
-	if o.Dial != nil {
-		cfg.DialFunc = o.Dial
-	} else {
-		d := &net.Dialer{Timeout: o.ConnectTimeout, KeepAlive: 5 * time.Minute}
-		cfg.DialFunc = d.DialContext
-	}
-	ctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
-	defer cancel()
-	pc, err := pgconn.ConnectConfig(ctx, cfg)
-	if err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) {
-			return nil, pgErr
-		}
-		return nil, err
-	}
-	hj, err := pc.Hijack()
-	if err != nil {
-		pc.Close(context.Background())
-		return nil, err
-	}
-	now := time.Now()
-	br := bufio.NewReaderSize(hj.Conn, wire.BufferSize)
-	return &Conn{
-		Reader:   wire.NewReader(br, o.MaxMessageSize),
-		Writer:   bufio.NewWriterSize(hj.Conn, wire.BufferSize),
-		PID:      hj.PID,
-		Secret:   hj.SecretKey,
-		Params:   hj.ParameterStatuses,
-		netConn:  hj.Conn,
-		key:      key,
-		created:  now,
-		lastUsed: now,
-	}, nil
-}
-
-// quote quotes a connection-string value.
-func quote(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
 }

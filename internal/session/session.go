@@ -15,8 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
-
 	"pgtide/internal/auth"
 	"pgtide/internal/config"
 	"pgtide/internal/pool"
@@ -178,12 +176,12 @@ func isNetErr(err error) bool {
 
 // serverError turns a failure to get a server connection into what the client sees.
 func serverError(err error, severity string, k pool.Key) *wire.Error {
-	var pgErr *pgconn.PgError
+	var se *pool.ServerError
 	var wt *pool.WaitTimeoutError
 	switch {
-	case errors.As(err, &pgErr):
+	case errors.As(err, &se):
 		// The server's own refusal (unknown database, failed login): pass it on as it is.
-		return &wire.Error{Severity: severity, Code: pgErr.Code, Message: pgErr.Message, Detail: pgErr.Detail}
+		return &wire.Error{Severity: severity, Code: se.Code, Message: se.Message, Detail: se.Detail}
 	case errors.As(err, &wt):
 		return &wire.Error{Severity: severity, Code: wire.CodeTooManyConnections,
 			Message: "pgtide: query_wait_timeout: " + wt.Error()}

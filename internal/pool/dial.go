@@ -1,0 +1,251 @@
+package pool
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"slices"
+	"time"
+
+	"github.com/xdg-go/scram"
+
+	"pgtide/internal/auth"
+	"pgtide/internal/wire"
+)
+
+// ServerError is a server's refusal during login (unknown database, failed authentication, too
+// many connections): what the server said, to be passed on to the client.
+type ServerError struct {
+	Severity, Code, Message, Detail string
+}
+
+func (e *ServerError) Error() string {
+	return fmt.Sprintf("%s: %s (SQLSTATE %s)", e.Severity, e.Message, e.Code)
+}
+
+// DialOptions are what a dial needs beyond the key.
+type DialOptions struct {
+	Password       string
+	ConnectTimeout time.Duration
+	MaxMessageSize int
+	// Dial opens the TCP connection; nil means net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Dial opens a server connection for key and logs in as key.User, answering whichever
+// authentication the server asks for (scram-sha-256, md5, password or trust). The whole login is
+// bounded by o.ConnectTimeout. pgtide speaks the protocol itself here rather than through a
+// driver, so nothing but the Conn ever reads the socket.
+func Dial(ctx context.Context, key Key, o DialOptions) (*Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
+	defer cancel()
+	dial := o.Dial
+	if dial == nil {
+		d := &net.Dialer{KeepAlive: 5 * time.Minute}
+		dial = d.DialContext
+	}
+	nc, err := dial(ctx, "tcp", key.Node)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	c := &Conn{
+		Reader:  wire.NewReader(bufio.NewReaderSize(nc, wire.BufferSize), o.MaxMessageSize),
+		Writer:  bufio.NewWriterSize(nc, wire.BufferSize),
+		Params:  make(map[string]string),
+		netConn: nc,
+		key:     key,
+	}
+	if err := c.login(key, o.Password); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	nc.SetDeadline(time.Time{})
+	c.created = time.Now()
+	c.lastUsed = c.created
+	return c, nil
+}
+
+// login runs the startup exchange up to the first ReadyForQuery.
+func (c *Conn) login(key Key, password string) error {
+	msg := []byte{0, 0, 0, 0}
+	msg = binary.BigEndian.AppendUint32(msg, wire.ProtocolVersion30)
+	for _, kv := range [][2]string{{"user", key.User}, {"database", key.Database}} {
+		msg = append(append(msg, kv[0]...), 0)
+		msg = append(append(msg, kv[1]...), 0)
+	}
+	msg = append(msg, 0)
+	binary.BigEndian.PutUint32(msg, uint32(len(msg)))
+	if err := c.send(msg); err != nil {
+		return err
+	}
+	var sc *scram.ClientConversation
+	for {
+		typ, _, err := c.Reader.Next()
+		if err != nil {
+			return err
+		}
+		body, err := c.Reader.Body()
+		if err != nil {
+			return err
+		}
+		switch typ {
+		case 'R':
+			if len(body) < 4 {
+				return errMalformed
+			}
+			if sc, err = c.authenticate(key, password, binary.BigEndian.Uint32(body), body[4:], sc); err != nil {
+				return err
+			}
+		case 'E':
+			return parseServerError(body)
+		case 'S':
+			name, rest, ok := cstring(body)
+			value, _, ok2 := cstring(rest)
+			if !ok || !ok2 {
+				return errMalformed
+			}
+			c.Params[name] = value
+		case 'K':
+			if len(body) < 8 {
+				return errMalformed
+			}
+			c.PID = binary.BigEndian.Uint32(body)
+			c.Secret = slices.Clone(body[4:])
+		case 'Z':
+			return nil
+		case 'N', 'v':
+			// Notices and protocol negotiation (we ask for plain 3.0) need no answer.
+		default:
+			return fmt.Errorf("unexpected message %q during login", typ)
+		}
+	}
+}
+
+var errMalformed = fmt.Errorf("malformed message from server during login")
+
+// authenticate answers one AuthenticationRequest.
+func (c *Conn) authenticate(key Key, password string, code uint32, data []byte, sc *scram.ClientConversation) (*scram.ClientConversation, error) {
+	needPassword := func() error {
+		if password == "" {
+			return fmt.Errorf("server asks for a password for user %q and the users file has none", key.User)
+		}
+		return nil
+	}
+	switch code {
+	case 0: // AuthenticationOk
+		return sc, nil
+	case 3: // cleartext password
+		if err := needPassword(); err != nil {
+			return nil, err
+		}
+		return sc, c.send(passwordMessage([]byte(password + "\x00")))
+	case 5: // md5
+		if err := needPassword(); err != nil {
+			return nil, err
+		}
+		if len(data) != 4 {
+			return nil, errMalformed
+		}
+		return sc, c.send(passwordMessage([]byte(auth.MD5Response(key.User, password, [4]byte(data)) + "\x00")))
+	case 10: // SASL: pick SCRAM-SHA-256
+		if err := needPassword(); err != nil {
+			return nil, err
+		}
+		if !slices.Contains(splitCStrings(data), "SCRAM-SHA-256") {
+			return nil, fmt.Errorf("server offers no SASL mechanism pgtide supports (%q)", splitCStrings(data))
+		}
+		client, err := scram.SHA256.NewClient("", password, "")
+		if err != nil {
+			if client, err = scram.SHA256.NewClientUnprepped("", password, ""); err != nil {
+				return nil, err
+			}
+		}
+		sc = client.NewConversation()
+		first, err := sc.Step("")
+		if err != nil {
+			return nil, err
+		}
+		body := append([]byte("SCRAM-SHA-256\x00"), binary.BigEndian.AppendUint32(nil, uint32(len(first)))...)
+		return sc, c.send(passwordMessage(append(body, first...)))
+	case 11, 12: // SASLContinue, SASLFinal
+		if sc == nil {
+			return nil, errMalformed
+		}
+		resp, err := sc.Step(string(data))
+		if err != nil {
+			return nil, fmt.Errorf("SCRAM authentication with the server failed: %w", err)
+		}
+		if code == 12 {
+			if !sc.Valid() {
+				return nil, fmt.Errorf("server's SCRAM signature is invalid")
+			}
+			return sc, nil
+		}
+		return sc, c.send(passwordMessage([]byte(resp)))
+	}
+	return nil, fmt.Errorf("server asks for an authentication method pgtide does not support (code %d)", code)
+}
+
+func passwordMessage(body []byte) []byte {
+	return wire.AppendMessage(nil, 'p', body)
+}
+
+func (c *Conn) send(msg []byte) error {
+	if _, err := c.Writer.Write(msg); err != nil {
+		return err
+	}
+	return c.Writer.Flush()
+}
+
+func parseServerError(body []byte) *ServerError {
+	e := &ServerError{}
+	for len(body) > 0 && body[0] != 0 {
+		field := body[0]
+		v, rest, ok := cstring(body[1:])
+		if !ok {
+			break
+		}
+		body = rest
+		switch field {
+		case 'V':
+			e.Severity = v
+		case 'S':
+			if e.Severity == "" {
+				e.Severity = v
+			}
+		case 'C':
+			e.Code = v
+		case 'M':
+			e.Message = v
+		case 'D':
+			e.Detail = v
+		}
+	}
+	return e
+}
+
+func cstring(b []byte) (string, []byte, bool) {
+	for i, x := range b {
+		if x == 0 {
+			return string(b[:i]), b[i+1:], true
+		}
+	}
+	return "", nil, false
+}
+
+func splitCStrings(b []byte) []string {
+	var out []string
+	for {
+		s, rest, ok := cstring(b)
+		if !ok || s == "" {
+			return out
+		}
+		out = append(out, s)
+		b = rest
+	}
+}
