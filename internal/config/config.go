@@ -20,6 +20,12 @@ const (
 	PoolModeTransaction = "transaction"
 )
 
+// Pin policies.
+const (
+	PinPolicyPin   = "pin"
+	PinPolicyError = "error"
+)
+
 // Client authentication methods.
 const (
 	AuthTrust = "trust"
@@ -55,6 +61,14 @@ type Proxy struct {
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
 	// MaxMessageSize caps the length of any protocol message, from clients or servers, in bytes.
 	MaxMessageSize int `toml:"max_message_size"`
+	// MaxPreparedStatements caps the protocol-level prepared statements pgtide keeps on each
+	// server connection in transaction mode (least recently used ones are closed); 0 turns the
+	// translation of named statements off, so they only work in session mode or when pinned.
+	MaxPreparedStatements int `toml:"max_prepared_statements"`
+	// PinPolicy says what happens when a transaction-mode client creates session state pgtide
+	// cannot move between server connections: "pin" keeps its server connection until it
+	// disconnects; "error" refuses the statement.
+	PinPolicy string `toml:"pin_policy"`
 	// LogFormat is "text" or "json"; LogLevel is "debug", "info", "warn" or "error".
 	LogFormat string `toml:"log_format"`
 	LogLevel  string `toml:"log_level"`
@@ -117,14 +131,16 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.Strin
 func Defaults() *Config {
 	return &Config{
 		Proxy: Proxy{
-			Listen:               "127.0.0.1:6432",
-			PoolMode:             PoolModeTransaction,
-			MaxClientConnections: 10000,
-			ClientLoginTimeout:   Duration{15 * time.Second},
-			ShutdownTimeout:      Duration{30 * time.Second},
-			MaxMessageSize:       64 << 20,
-			LogFormat:            "text",
-			LogLevel:             "info",
+			Listen:                "127.0.0.1:6432",
+			PoolMode:              PoolModeTransaction,
+			MaxClientConnections:  10000,
+			ClientLoginTimeout:    Duration{15 * time.Second},
+			ShutdownTimeout:       Duration{30 * time.Second},
+			MaxMessageSize:        64 << 20,
+			MaxPreparedStatements: 200,
+			PinPolicy:             PinPolicyPin,
+			LogFormat:             "text",
+			LogLevel:              "info",
 		},
 		Auth: Auth{Method: AuthTrust},
 		Cluster: Cluster{
@@ -203,6 +219,12 @@ func (c *Config) Validate() error {
 	}
 	if p.MaxMessageSize < 8192 || p.MaxMessageSize > 1<<30 {
 		add("proxy.max_message_size %d: must be between 8192 and 1073741824 bytes", p.MaxMessageSize)
+	}
+	if p.MaxPreparedStatements < 0 {
+		add("proxy.max_prepared_statements must not be negative")
+	}
+	if p.PinPolicy != PinPolicyPin && p.PinPolicy != PinPolicyError {
+		add("proxy.pin_policy %q: must be \"pin\" or \"error\"", p.PinPolicy)
 	}
 	if p.LogFormat != "text" && p.LogFormat != "json" {
 		add("proxy.log_format %q: must be \"text\" or \"json\"", p.LogFormat)

@@ -56,6 +56,8 @@ max_client_connections = 500
 client_login_timeout = "5s"
 shutdown_timeout = "1m"
 max_message_size = 1048576
+max_prepared_statements = 50
+pin_policy = "error"
 log_format = "json"
 log_level = "debug"
 
@@ -98,14 +100,16 @@ func TestLoadFull(t *testing.T) {
 	}
 	want := &Config{
 		Proxy: Proxy{
-			Listen:               "0.0.0.0:7432",
-			PoolMode:             PoolModeSession,
-			MaxClientConnections: 500,
-			ClientLoginTimeout:   Duration{5 * time.Second},
-			ShutdownTimeout:      Duration{time.Minute},
-			MaxMessageSize:       1 << 20,
-			LogFormat:            "json",
-			LogLevel:             "debug",
+			Listen:                "0.0.0.0:7432",
+			PoolMode:              PoolModeSession,
+			MaxClientConnections:  500,
+			ClientLoginTimeout:    Duration{5 * time.Second},
+			ShutdownTimeout:       Duration{time.Minute},
+			MaxMessageSize:        1 << 20,
+			MaxPreparedStatements: 50,
+			PinPolicy:             "error",
+			LogFormat:             "json",
+			LogLevel:              "debug",
 		},
 		Auth: Auth{Method: AuthSCRAM, UsersFile: "users.toml"},
 		Cluster: Cluster{
@@ -333,6 +337,8 @@ func TestValidate(t *testing.T) {
 		{"max_message_size too small", func(c *Config) { c.Proxy.MaxMessageSize = 8191 }, "proxy.max_message_size"},
 		{"max_message_size too large", func(c *Config) { c.Proxy.MaxMessageSize = 1<<30 + 1 }, "proxy.max_message_size"},
 		{"max_message_size zero", func(c *Config) { c.Proxy.MaxMessageSize = 0 }, "proxy.max_message_size"},
+		{"negative max_prepared_statements", func(c *Config) { c.Proxy.MaxPreparedStatements = -1 }, "proxy.max_prepared_statements"},
+		{"unknown pin_policy", func(c *Config) { c.Proxy.PinPolicy = "ignore" }, "proxy.pin_policy"},
 		{"log_format", func(c *Config) { c.Proxy.LogFormat = "logfmt" }, "proxy.log_format"},
 		{"log_level", func(c *Config) { c.Proxy.LogLevel = "trace" }, "proxy.log_level"},
 		{"auth method", func(c *Config) { c.Auth.Method = "password" }, "auth.method"},

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -25,8 +27,22 @@ type Conn struct {
 	// PID and Secret are the server's BackendKeyData, for CancelRequests.
 	PID    uint32
 	Secret []byte
-	// Params holds the ParameterStatus values the server sent at login. Read-only.
+	// Params holds the current values of the parameters the server reports (ParameterStatus):
+	// from login, then updated by whoever reads the connection's messages.
 	Params map[string]string
+
+	// The server-side session state below is what sessions need to move clients between server
+	// connections. Like Reader and Writer it belongs to the connection's holder.
+
+	// Extra holds parameters the server does not report that pgtide has SET on this connection
+	// (search_path, startup options); absent means the server's default.
+	Extra map[string]string
+	// Statements are the prepared statements pgtide created on this connection, by their key
+	// (query text and parameter types), so clients preparing the same statement share one.
+	Statements map[string]*Statement
+	// UnnamedKey is the key of the unnamed statement the server holds, "" when none or unknown.
+	UnnamedKey string
+	stmtClock  uint64
 
 	netConn  net.Conn
 	key      Key
@@ -101,6 +117,12 @@ func (c *Conn) Exec(query string, timeout time.Duration) error {
 			return err
 		}
 		switch typ {
+		case 'S':
+			body, err := c.Reader.Body()
+			if err != nil {
+				return err
+			}
+			c.recordParameterStatus(body)
 		case 'E':
 			body, err := c.Reader.Body()
 			if err != nil {
@@ -126,4 +148,70 @@ func (c *Conn) Exec(query string, timeout time.Duration) error {
 			}
 		}
 	}
+}
+
+// recordParameterStatus applies a ParameterStatus body to Params.
+func (c *Conn) recordParameterStatus(body []byte) {
+	name, rest, ok := cstring(body)
+	value, _, ok2 := cstring(rest)
+	if ok && ok2 {
+		c.Params[name] = value
+	}
+}
+
+// RecordParameterStatus applies a ParameterStatus message body the holder read from the server.
+func (c *Conn) RecordParameterStatus(body []byte) { c.recordParameterStatus(body) }
+
+// Statement is a prepared statement pgtide created on a server connection.
+type Statement struct {
+	Name  string // the server-side name, unique in the process
+	Key   string // query text and parameter types, as in the Parse message after the name
+	Ready bool   // the server confirmed the Parse (ParseComplete)
+	used  uint64 // Conn.stmtClock at last use, for eviction
+}
+
+var statementSeq atomic.Uint64
+
+// LookupStatement returns the statement prepared (or being prepared) under key, marking it used.
+func (c *Conn) LookupStatement(key string) *Statement {
+	st := c.Statements[key]
+	if st != nil {
+		c.stmtClock++
+		st.used = c.stmtClock
+	}
+	return st
+}
+
+// AddStatement records a new statement for key under a fresh server-side name. If that makes more
+// than max statements, it also returns the least recently used one, which the caller must Close
+// on the server; it is already forgotten here.
+func (c *Conn) AddStatement(key string, max int) (st, evicted *Statement) {
+	if c.Statements == nil {
+		c.Statements = make(map[string]*Statement)
+	}
+	c.stmtClock++
+	st = &Statement{Name: "pgtide_" + strconv.FormatUint(statementSeq.Add(1), 10), Key: key, used: c.stmtClock}
+	if max > 0 && len(c.Statements) >= max {
+		for _, x := range c.Statements {
+			if evicted == nil || x.used < evicted.used {
+				evicted = x
+			}
+		}
+		delete(c.Statements, evicted.Key)
+	}
+	c.Statements[key] = st
+	return st, evicted
+}
+
+// ForgetStatement drops st from the cache (its Parse failed or never ran, or it was closed).
+func (c *Conn) ForgetStatement(st *Statement) {
+	if c.Statements[st.Key] == st {
+		delete(c.Statements, st.Key)
+	}
+}
+
+// ForgetAllStatements empties the cache (after DEALLOCATE ALL or DISCARD ALL on the server).
+func (c *Conn) ForgetAllStatements() {
+	clear(c.Statements)
+	c.UnnamedKey = ""
 }

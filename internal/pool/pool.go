@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -268,7 +269,7 @@ func (m *Manager) dialSlot(ctx context.Context, k Key) (*Conn, error) {
 	}
 	m.mu.Lock()
 	if p := m.pools[k]; p.params == nil {
-		p.params = c.Params
+		p.params = maps.Clone(c.Params) // c.Params changes with the connection's session
 	}
 	m.mu.Unlock()
 	return c, nil
@@ -323,6 +324,11 @@ func (m *Manager) Release(c *Conn, reset bool) {
 			m.Logger.Info("server reset query failed; closing the connection", "pool", c.key.String(), "err", err)
 			c.broken = true
 		}
+		// DISCARD ALL (the default) drops prepared statements and returns parameters to their
+		// defaults; the ParameterStatus messages it caused were recorded by Exec. Any other reset
+		// query leaves the state unknown, so forget it too: a later client re-establishes what it needs.
+		c.ForgetAllStatements()
+		clear(c.Extra)
 	}
 	if c.broken {
 		m.discard(c)

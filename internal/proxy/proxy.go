@@ -84,7 +84,8 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	s.cfgStamps = configStamps(cfg)
 	s.pools.Logger = logger
 	s.pools.Password = func(user string) string { return s.cfg.Load().Users[user].Password }
-	s.env = &session.Env{Pools: s.pools, Auth: auth.NewAuthenticator(), Config: s.cfg.Load, Logger: logger}
+	s.env = &session.Env{Pools: s.pools, Auth: auth.NewAuthenticator(), Config: s.cfg.Load, Logger: logger,
+		Pins: new(session.PinCounter)}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	s.bg.Add(1)
@@ -100,6 +101,9 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
 // Pools returns the pool manager (for tests and, later, the admin console).
 func (s *Server) Pools() *pool.Manager { return s.pools }
+
+// Pins returns the counts of pinned clients and refused statements by reason.
+func (s *Server) Pins() *session.PinCounter { return s.env.Pins }
 
 // Config returns the configuration in force.
 func (s *Server) Config() *config.Config { return s.cfg.Load() }

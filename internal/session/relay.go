@@ -55,7 +55,7 @@ func (s *Session) clientLoop(ctx context.Context) error {
 			continue // the request was answered with an error
 		}
 		srv.WriteMu.Lock()
-		err = s.r.Forward(srv.Writer)
+		err = s.forward(srv, typ)
 		if err == nil && s.r.Buffered() == 0 {
 			// The client has nothing more in flight: send what we have in one segment.
 			err = srv.Writer.Flush()
@@ -86,14 +86,27 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 		s.mu.Lock()
 		s.server = srv
 		s.pending, s.open = 0, false
+		s.reqSent, s.reqDone = 0, 0
+		s.expect = s.expect[:0]
+		// Bring the server connection's settings in line with the client's, hidden from the
+		// client: the relay swallows everything up to the preamble's ReadyForQuery.
+		preamble := appendParamSync(s.scratch[:0], srv, s.params, s.extra)
+		if len(preamble) > 0 {
+			applyExtra(srv, s.extra)
+			q := wire.AppendHeader(nil, 'Q', len(preamble)+1)
+			q = append(append(q, preamble...), 0)
+			srv.Writer.Write(q) // buffered; flushed with the client's message
+		}
 		s.relays.Add(1)
-		go s.relay(srv)
+		go s.relay(srv, len(preamble) > 0)
 	}
 	switch typ {
 	case 'Q', 'F':
 		s.pending++
+		s.reqSent++
 	case 'S':
 		s.pending++
+		s.reqSent++
 		s.open = false
 	case 'd', 'c', 'f':
 		// COPY data belongs to a request already counted.
@@ -137,7 +150,7 @@ func (s *Session) refuse(typ byte, err error) error {
 
 // relay forwards srv's messages to the client until it gives srv back (transaction mode, at an
 // idle ReadyForQuery) or srv fails or is interrupted by detach.
-func (s *Session) relay(srv *pool.Conn) {
+func (s *Session) relay(srv *pool.Conn, preamble bool) {
 	defer s.relays.Done()
 	sr := srv.Reader
 	for {
@@ -146,9 +159,17 @@ func (s *Session) relay(srv *pool.Conn) {
 			s.relayStopped(srv, err)
 			return
 		}
+		if preamble {
+			// The settings pgtide sent at attach: record what they changed, show nothing.
+			if preamble, err = s.preambleMessage(srv, typ); err != nil {
+				s.relayStopped(srv, err)
+				return
+			}
+			continue
+		}
 		s.wmu.Lock()
 		if typ != 'Z' {
-			err = sr.Forward(s.w)
+			err = s.relayMessage(srv, typ)
 			if err == nil && sr.Buffered() == 0 {
 				err = s.w.Flush()
 			}
@@ -182,8 +203,11 @@ func (s *Session) relay(srv *pool.Conn) {
 			s.pending--
 		}
 		s.txStatus = status
+		s.onReadyLocked(srv)
+		s.applyPendingLocked(srv, status)
 		idle := s.pending == 0 && !s.open && status == 'I'
-		release := idle && (s.txMode || s.closing)
+		release := idle && (s.txMode && !s.pinned || s.closing)
+		reset := !s.txMode || s.pinned
 		if release {
 			s.server = nil
 		}
@@ -196,7 +220,7 @@ func (s *Session) relay(srv *pool.Conn) {
 			// from the Flush that sent it: wait for that before anyone else may write.
 			srv.WriteMu.Lock()
 			srv.WriteMu.Unlock()
-			s.env.Pools.Release(srv, !s.txMode)
+			s.env.Pools.Release(srv, reset)
 			if closing {
 				s.endAtBoundary()
 			}
@@ -213,11 +237,12 @@ func (s *Session) relayStopped(srv *pool.Conn, err error) {
 	clean := interrupted && s.pending == 0 && !s.open && s.txStatus == 'I' && srv.Reader.Buffered() == 0
 	s.server = nil
 	closing := s.closing
+	reset := !s.txMode || s.pinned
 	s.mu.Unlock()
 	if clean {
 		// Only detach interrupts a clean relay, after the client loop ended: nothing is writing.
 		srv.NetConn().SetReadDeadline(time.Time{})
-		s.env.Pools.Release(srv, !s.txMode)
+		s.env.Pools.Release(srv, reset)
 		return
 	}
 	srv.MarkBroken()

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"sort"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"pgtide/internal/auth"
+	"pgtide/internal/classify"
 	"pgtide/internal/config"
 	"pgtide/internal/pool"
 	"pgtide/internal/wire"
@@ -27,6 +29,8 @@ type Env struct {
 	Auth   *auth.Authenticator
 	Config func() *config.Config
 	Logger *slog.Logger
+	// Pins counts pinned clients and refused statements by reason.
+	Pins *PinCounter
 }
 
 // Session is one client connection.
@@ -51,13 +55,39 @@ type Session struct {
 	wmu sync.Mutex    // guards w
 	w   *bufio.Writer // to the client
 
+	// Transaction-mode state owned by the client loop.
+	maxPrepared int              // max_prepared_statements at login; 0: no statement translation
+	analysis    classify.Session // scratch for checkPins
+	pinErr      *pinRefusal      // the statement being forwarded is refused (pin_policy = error)
+	scratch     []byte           // for rewritten messages
+	prefix      []byte           // for a rewritten Bind's names
+
 	mu       sync.Mutex
 	server   *pool.Conn // the attached server connection; guarded by mu
 	pending  int        // Query, Sync and FunctionCall sent and not yet answered; guarded by mu
 	open     bool       // extended-protocol messages sent since the last Sync; guarded by mu
 	txStatus byte       // last ReadyForQuery status from the server; guarded by mu
 	closing  bool       // shutting down: end the session at the next transaction boundary; guarded by mu
+	pinned   bool       // keeps its server connection until it disconnects; guarded by mu
 	relays   sync.WaitGroup
+
+	// Session settings the client expects, re-established on each server connection it gets.
+	// Guarded by mu (the relay follows ParameterStatus messages).
+	params       map[string]string // reported parameters, by canonical name
+	extra        map[string]string // other settings, by lower-case name, as SQL text
+	startupExtra map[string]string // extra as of login (what DISCARD ALL returns to)
+	// Statement tracking (see prepared.go). Guarded by mu.
+	stmts      map[string]*clientStmt
+	unnamedKey string
+	expect     []expectation
+	reqSent    int               // Query, Sync and FunctionCall sent in this attachment
+	reqDone    int               // ReadyForQuery received in this attachment
+	duplicate  map[string]string // stand-in statement name → the client's duplicate name
+	// Effects of the Query in flight, applied at its ReadyForQuery unless it failed. Guarded by mu.
+	pendingExtra      *extraChange
+	pendingDeallocate bool
+	pendingDiscard    bool
+	failed            bool // an ErrorResponse arrived since the last ReadyForQuery
 }
 
 // New returns a session for a client that sent startup. br holds anything the client sent after
@@ -79,7 +109,13 @@ func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup) *Sess
 		r:        wire.NewReader(br, cfg.Proxy.MaxMessageSize),
 		w:        bufio.NewWriterSize(conn, wire.BufferSize),
 		txStatus: 'I',
+
+		maxPrepared: cfg.Proxy.MaxPreparedStatements,
+		stmts:       make(map[string]*clientStmt),
+		duplicate:   make(map[string]string),
 	}
+	s.params, s.extra = startupParams(startup)
+	s.startupExtra = maps.Clone(s.extra)
 	s.logger = env.Logger.With("client", conn.RemoteAddr().String(), "user", user, "database", db)
 	var b [8]byte
 	rand.Read(b[:])
@@ -111,9 +147,26 @@ func (s *Session) Login(ctx context.Context) error {
 			s.fail(err)
 			return err
 		}
-		params = c.Params
+		params = maps.Clone(c.Params)
 		s.env.Pools.Release(c, false)
 	}
+	// The client sees the server's values, except those it asked for at startup, as PostgreSQL
+	// would report them; they are SET on each server connection the client gets. Settings that
+	// are not reported are tried once here so a bad one fails the login, as it would on a server.
+	if len(s.extra) > 0 {
+		if err := s.tryExtra(ctx, cfg); err != nil {
+			s.fail(err)
+			return err
+		}
+	}
+	s.mu.Lock()
+	for name, value := range params {
+		if _, ok := s.params[name]; !ok {
+			s.params[name] = value
+		}
+	}
+	params = maps.Clone(s.params)
+	s.mu.Unlock()
 
 	msg := wire.AppendHeader(nil, 'R', 4)
 	msg = binary.BigEndian.AppendUint32(msg, 0) // AuthenticationOk
@@ -128,6 +181,27 @@ func (s *Session) Login(ctx context.Context) error {
 	msg = wire.AppendBackendKeyData(msg, s.PID, s.Secret)
 	msg = wire.AppendReadyForQuery(msg, 'I')
 	return s.send(msg)
+}
+
+// tryExtra SETs the client's startup settings on a server connection to check they are valid.
+func (s *Session) tryExtra(ctx context.Context, cfg *config.Config) error {
+	ctx, cancel := context.WithTimeout(ctx, cfg.Cluster.QueryWaitTimeout.Duration)
+	c, err := s.env.Pools.Acquire(ctx, s.key)
+	cancel()
+	if err != nil {
+		return serverError(err, wire.SeverityFatal, s.key)
+	}
+	sql := appendParamSync(nil, c, nil, s.extra)
+	err = c.Exec(string(sql), cfg.Cluster.ServerConnectTimeout.Duration)
+	if err != nil {
+		c.MarkBroken() // its settings are now unknown
+		s.env.Pools.Release(c, false)
+		return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeInvalidParameterValue,
+			Message: "invalid startup parameter: " + err.Error()}
+	}
+	applyExtra(c, s.extra)
+	s.env.Pools.Release(c, false)
+	return nil
 }
 
 // exchange adapts the client connection for package auth.

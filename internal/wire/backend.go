@@ -4,17 +4,18 @@ import "encoding/binary"
 
 // SQLSTATE codes pgtide uses in its own ErrorResponses.
 const (
-	CodeProtocolViolation    = "08P01"
-	CodeConnectionFailure    = "08006"
-	CodeCannotConnectNow     = "57P03"
-	CodeUnableToConnect      = "08001"
-	CodeFeatureNotSupported  = "0A000"
-	CodeInvalidPassword      = "28P01"
-	CodeInvalidAuthorization = "28000"
-	CodeTooManyConnections   = "53300"
-	CodeAdminShutdown        = "57P01"
-	CodeQueryCanceled        = "57014"
-	CodeInternalError        = "XX000"
+	CodeProtocolViolation     = "08P01"
+	CodeConnectionFailure     = "08006"
+	CodeCannotConnectNow      = "57P03"
+	CodeUnableToConnect       = "08001"
+	CodeFeatureNotSupported   = "0A000"
+	CodeInvalidPassword       = "28P01"
+	CodeInvalidAuthorization  = "28000"
+	CodeTooManyConnections    = "53300"
+	CodeAdminShutdown         = "57P01"
+	CodeQueryCanceled         = "57014"
+	CodeInternalError         = "XX000"
+	CodeInvalidParameterValue = "22023"
 )
 
 // Severities.

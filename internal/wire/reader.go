@@ -129,7 +129,12 @@ func (r *Reader) Forward(w *bufio.Writer) error {
 		panic("wire: Forward without Next")
 	}
 	r.bodyLen = -1
-	remaining := HeaderLen + n
+	return r.stream(w, HeaderLen+n)
+}
+
+// stream copies the next remaining bytes from r's buffer to w, passing on whatever part has
+// arrived rather than waiting for all of it.
+func (r *Reader) stream(w *bufio.Writer, remaining int) error {
 	for remaining > 0 {
 		if r.br.Buffered() == 0 {
 			if _, err := r.br.Peek(1); err != nil { // wait for more to arrive
@@ -173,4 +178,44 @@ func unexpected(err error) error {
 func AppendHeader(dst []byte, typ byte, bodyLen int) []byte {
 	dst = append(dst, typ)
 	return binary.BigEndian.AppendUint32(dst, uint32(bodyLen+4))
+}
+
+// PeekBody returns the first n bytes of the current message's body without consuming it
+// (n is capped at the body length). n plus the header must fit in the buffer. The slice is
+// only valid until the next call on r.
+func (r *Reader) PeekBody(n int) ([]byte, error) {
+	if r.bodyLen < 0 {
+		panic("wire: PeekBody without Next")
+	}
+	n = min(n, r.bodyLen, r.br.Size()-HeaderLen)
+	b, err := r.br.Peek(HeaderLen + n)
+	if err != nil {
+		return nil, unexpected(err)
+	}
+	return b[HeaderLen:], nil
+}
+
+// MaxPeek is the most PeekBody can return.
+func (r *Reader) MaxPeek() int { return r.br.Size() - HeaderLen }
+
+// ForwardReplacing consumes the current message and writes it to w with its first skip body
+// bytes replaced by prefix (the length in the header adjusted), streaming the rest as Forward does.
+func (r *Reader) ForwardReplacing(w *bufio.Writer, skip int, prefix []byte) error {
+	n := r.bodyLen
+	if n < 0 {
+		panic("wire: ForwardReplacing without Next")
+	}
+	if skip > n {
+		panic("wire: ForwardReplacing skips past the body")
+	}
+	w.Write(AppendHeader(w.AvailableBuffer(), r.typ, n-skip+len(prefix)))
+	w.Write(prefix)
+	if _, err := r.br.Discard(HeaderLen + skip); err != nil {
+		r.bodyLen = -1
+		return unexpected(err)
+	}
+	// What is left is a message of type typ with a body of n-skip bytes, minus its header:
+	// stream it with Forward's loop.
+	r.bodyLen = -1
+	return r.stream(w, n-skip)
 }

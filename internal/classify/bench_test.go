@@ -1,0 +1,57 @@
+package classify
+
+import "testing"
+
+// kilobyteQuery is a report-style query of about 1 KiB with comments, string literals, a quoted
+// identifier, a dollar-quoted string and a cast: the kind of text an ORM or a BI tool sends.
+const kilobyteQuery = `/* dashboard: weekly revenue, owner=analytics, ticket='BI-1234' */
+WITH recent AS (
+    SELECT o.id, o.customer_id, o.total_cents, o.created_at -- orders of the last week
+    FROM public.orders AS o
+    WHERE o.created_at >= now() - interval '7 days'
+      AND o.status IN ('paid', 'shipped', 'it''s complicated')
+      AND o.note NOT LIKE E'%\\%refund%'
+), per_customer AS (
+    SELECT r.customer_id, count(*) AS n, sum(r.total_cents)::numeric / 100 AS revenue
+    FROM recent r
+    GROUP BY r.customer_id
+    HAVING sum(r.total_cents) > 0
+)
+SELECT c.id,
+       c."Display Name" AS name,
+       coalesce(c.segment, $$unknown$$) AS segment,
+       pc.n,
+       round(pc.revenue, 2) AS revenue,
+       /* rank customers inside their segment; ties broken by id */
+       rank() OVER (PARTITION BY c.segment ORDER BY pc.revenue DESC, c.id) AS segment_rank
+FROM per_customer pc
+JOIN public.customers c ON c.id = pc.customer_id
+WHERE c.deleted_at IS NULL
+  AND c.country = ANY ($1::text[])
+ORDER BY revenue DESC
+LIMIT 100 OFFSET $2`
+
+func BenchmarkAnalyzeSession(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		sql  string
+	}{
+		{"pgbench_select", "SELECT abalance FROM pgbench_accounts WHERE aid = $1"},
+		{"pgbench_update", "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2"},
+		{"1KB_comments_strings", kilobyteQuery},
+		{"set_timezone", "SET TimeZone = 'UTC'"},
+		{"set_search_path", "SET search_path TO app, public"},
+		{"advisory_lock", "SELECT pg_advisory_lock(42)"},
+		{"multi_statement", "BEGIN; SET LOCAL statement_timeout = '5s'; SELECT set_config('app.user', $1, true); COMMIT"},
+	} {
+		sql := []byte(bc.sql)
+		b.Run(bc.name, func(b *testing.B) {
+			var s Session
+			b.ReportAllocs()
+			b.SetBytes(int64(len(sql)))
+			for b.Loop() {
+				AnalyzeSession(sql, &s)
+			}
+		})
+	}
+}

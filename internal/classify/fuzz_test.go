@@ -1,0 +1,110 @@
+package classify
+
+import (
+	"bytes"
+	"testing"
+	"unsafe"
+)
+
+// within reports whether b lies inside buf's backing array (a nil b lies anywhere).
+func within(b, buf []byte) bool {
+	if b == nil {
+		return true
+	}
+	if len(buf) == 0 {
+		return len(b) == 0 && cap(b) == 0
+	}
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(buf)))
+	p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	return p >= start && p+uintptr(len(b)) <= start+uintptr(len(buf))
+}
+
+// FuzzAnalyzeSession checks, for any text, that AnalyzeSession does not panic, returns slices
+// that lie inside the input or the Session's buffers, answers the same way twice (also into a
+// Session left over from another text), and that whitespace and a comment in front of the text
+// change nothing. Seeds: testdata/fuzz/FuzzAnalyzeSession plus the ones below.
+func FuzzAnalyzeSession(f *testing.F) {
+	// Each rule once.
+	f.Add([]byte("SET statement_timeout = 0"))
+	f.Add([]byte("SET LOCAL work_mem = '64MB'; SET TIME ZONE 'UTC'; SET NAMES 'UTF8'"))
+	f.Add([]byte(`SET "MyExt"."Setting" TO 1`))
+	f.Add([]byte("SET search_path TO \"$user\", public; RESET search_path; RESET ALL"))
+	f.Add([]byte("SET SESSION SESSION AUTHORIZATION bob; SET ROLE NONE"))
+	f.Add([]byte("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"))
+	f.Add([]byte("SELECT set_config('x.y', (SELECT set_config('p.q', 'v', false)), true)"))
+	f.Add([]byte("PREPARE q (int) AS SELECT $1; PREPARE TRANSACTION 'g'"))
+	f.Add([]byte("SELECT pg_catalog.pg_try_advisory_lock_shared(1)"))
+	f.Add([]byte("CREATE OR REPLACE GLOBAL TEMP VIEW v AS SELECT 1; SELECT * INTO TEMP t FROM s"))
+	f.Add([]byte("EXPLAIN (ANALYZE, FORMAT json) CREATE TEMP TABLE t AS SELECT 1"))
+	f.Add([]byte("LISTEN c; DECLARE c CURSOR WITH HOLD FOR SELECT 1; LOAD 'x'"))
+	f.Add([]byte(`DISCARD ALL; DEALLOCATE PREPARE "Q""1"; DEALLOCATE ALL; COMMIT`))
+	// Lexing corners: escapes, continuation, dollar tags, nested comments, Unicode escapes.
+	f.Add([]byte("SELECT E'a'\n'\\'; SET ROLE x; '"))
+	f.Add([]byte("SELECT $a$ $ba$a$; SELECT $1$$"))
+	f.Add([]byte("/* /* */ */ SELECT 1 -- x\r\n"))
+	f.Add([]byte(`SELECT U&"d!0061t" UESCAPE '!', U&"\D83D\DE00"`))
+	f.Add([]byte("CREATE FUNCTION f() BEGIN ATOMIC SELECT CASE WHEN true THEN 1 END; END; END"))
+	// Truncated constructs.
+	f.Add([]byte("SELECT 'x"))
+	f.Add([]byte("SELECT set_config('a', 'b'"))
+	f.Add([]byte("U&\""))
+	f.Add([]byte("$"))
+
+	f.Fuzz(func(t *testing.T, sql []byte) {
+		orig := bytes.Clone(sql)
+		var s Session
+		AnalyzeSession(sql, &s)
+		if !bytes.Equal(sql, orig) {
+			t.Fatal("input modified")
+		}
+		checkSession(t, sql, &s)
+
+		// Deterministic, and nothing leaks from a previous analysis.
+		var dirty Session
+		AnalyzeSession([]byte(`SET x.y = 1; DEALLOCATE "Z"; SET search_path TO q; DISCARD ALL; BEGIN`), &dirty)
+		AnalyzeSession(sql, &dirty)
+		if a, b := resultOf(&s), resultOf(&dirty); a != b || s.Statements != dirty.Statements {
+			t.Fatalf("not deterministic:\n%+v\n%+v", a, b)
+		}
+
+		// Leading whitespace and a comment are not part of any statement.
+		padded := append([]byte(" /**/\n"), sql...)
+		var p Session
+		AnalyzeSession(padded, &p)
+		if a, b := resultOf(&s), resultOf(&p); a != b || s.Statements != p.Statements {
+			t.Fatalf("a leading comment changed the result:\n%+v\n%+v", a, b)
+		}
+	})
+}
+
+func checkSession(t *testing.T, sql []byte, s *Session) {
+	t.Helper()
+	if s.Pin > Load {
+		t.Fatalf("Pin %d out of range", s.Pin)
+	}
+	if (s.Pin == SessionSet) != (s.PinParam != nil) {
+		t.Fatalf("Pin %v with PinParam %q", s.Pin, s.PinParam)
+	}
+	if !within(s.PinParam, sql) && !within(s.PinParam, s.pinBuf[:]) {
+		t.Fatalf("PinParam %q outside the input and the Session", s.PinParam)
+	}
+	if !within(s.Deallocate, sql) && !within(s.Deallocate, s.deallocBuf[:]) {
+		t.Fatalf("Deallocate %q outside the input and the Session", s.Deallocate)
+	}
+	if len(s.Deallocate) > maxIdentLen {
+		t.Fatalf("Deallocate %q longer than %d bytes", s.Deallocate, maxIdentLen)
+	}
+	sp := s.SearchPath
+	if sp.Set && sp.Reset {
+		t.Fatal("SearchPath both Set and Reset")
+	}
+	if sp.Set != (len(sp.Value) > 0) || !within(sp.Value, sql) {
+		t.Fatalf("SearchPath %+v", sp)
+	}
+	if s.DiscardAll && !s.DeallocateAll {
+		t.Fatal("DiscardAll without DeallocateAll")
+	}
+	if s.Statements < 0 || s.Statements > len(sql) {
+		t.Fatalf("Statements = %d for %d bytes", s.Statements, len(sql))
+	}
+}

@@ -1,0 +1,160 @@
+package session
+
+import (
+	"strings"
+
+	"pgtide/internal/pool"
+	"pgtide/internal/wire"
+)
+
+// reportedParams are the parameters the server reports with ParameterStatus whenever they change,
+// under their canonical names. pgtide follows a client's values of these from the messages its
+// server sends, and re-establishes them when the client moves to another server connection.
+var reportedParams = []string{
+	"application_name", "client_encoding", "DateStyle", "IntervalStyle",
+	"standard_conforming_strings", "TimeZone",
+}
+
+// canonicalReported returns the canonical name of a reported parameter (names are
+// case-insensitive), or "".
+func canonicalReported(name string) string {
+	for _, p := range reportedParams {
+		if strings.EqualFold(p, name) {
+			return p
+		}
+	}
+	return ""
+}
+
+// fixedStartupParams are startup parameters that are not session settings.
+var fixedStartupParams = map[string]bool{"user": true, "database": true, "replication": true, "options": true}
+
+// startupParams splits a client's startup parameters into reported ones (the values it wants,
+// by canonical name) and others, which pgtide SETs on the server connection (by lower-case name,
+// as SQL literal text). "options" is read for -c name=value settings, as PostgreSQL does.
+func startupParams(st *wire.Startup) (reported, extra map[string]string) {
+	reported = make(map[string]string)
+	extra = make(map[string]string)
+	set := func(name, value string) {
+		if c := canonicalReported(name); c != "" {
+			reported[c] = value
+		} else {
+			extra[strings.ToLower(name)] = quoteLiteral(value)
+		}
+	}
+	for _, p := range st.Params {
+		if p.Name == "options" {
+			for name, value := range parseOptions(p.Value) {
+				set(name, value)
+			}
+			continue
+		}
+		if !fixedStartupParams[p.Name] {
+			set(p.Name, p.Value)
+		}
+	}
+	return reported, extra
+}
+
+// parseOptions reads the -c name=value and --name=value settings of a startup "options" value
+// (backslash escapes a space, as in PostgreSQL). Other switches are ignored.
+func parseOptions(s string) map[string]string {
+	var args []string
+	var cur strings.Builder
+	escaped := false
+	for _, r := range s {
+		switch {
+		case escaped:
+			cur.WriteRune(r)
+			escaped = false
+		case r == '\\':
+			escaped = true
+		case r == ' ' || r == '\t':
+			if cur.Len() > 0 {
+				args = append(args, cur.String())
+				cur.Reset()
+			}
+		default:
+			cur.WriteRune(r)
+		}
+	}
+	if cur.Len() > 0 {
+		args = append(args, cur.String())
+	}
+	out := make(map[string]string)
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		var kv string
+		switch {
+		case a == "-c" && i+1 < len(args):
+			i++
+			kv = args[i]
+		case strings.HasPrefix(a, "-c"):
+			kv = a[2:]
+		case strings.HasPrefix(a, "--"):
+			kv = a[2:]
+		default:
+			continue
+		}
+		if name, value, ok := strings.Cut(kv, "="); ok {
+			out[strings.ReplaceAll(name, "-", "_")] = value
+		}
+	}
+	return out
+}
+
+// quoteLiteral quotes s as an SQL string literal.
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
+
+// quoteIdent quotes s as an SQL identifier.
+func quoteIdent(s string) string {
+	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+}
+
+// appendParamSync appends the SET and RESET statements that make srv's session settings match
+// what the client expects, and returns whether there were any.
+func appendParamSync(dst []byte, srv *pool.Conn, reported, extra map[string]string) []byte {
+	for _, name := range reportedParams {
+		want, ok := reported[name]
+		if !ok || srv.Params[name] == want {
+			continue
+		}
+		dst = append(dst, "SET "...)
+		dst = append(dst, quoteIdent(name)...)
+		dst = append(dst, " TO "...)
+		dst = append(dst, quoteLiteral(want)...)
+		dst = append(dst, ';')
+	}
+	for name, want := range extra {
+		if srv.Extra[name] == want {
+			continue
+		}
+		dst = append(dst, "SET "...)
+		dst = append(dst, quoteIdent(name)...)
+		dst = append(dst, " TO "...)
+		dst = append(dst, want...)
+		dst = append(dst, ';')
+	}
+	for name := range srv.Extra {
+		if _, ok := extra[name]; !ok {
+			dst = append(dst, "RESET "...)
+			dst = append(dst, quoteIdent(name)...)
+			dst = append(dst, ';')
+		}
+	}
+	return dst
+}
+
+// applyExtra records that srv now has the client's extra settings (after appendParamSync's
+// statements were sent).
+func applyExtra(srv *pool.Conn, extra map[string]string) {
+	if srv.Extra == nil {
+		srv.Extra = make(map[string]string, len(extra))
+	}
+	clear(srv.Extra)
+	for k, v := range extra {
+		srv.Extra[k] = v
+	}
+}

@@ -1,0 +1,127 @@
+package session
+
+import (
+	"fmt"
+	"sync/atomic"
+
+	"pgtide/internal/classify"
+	"pgtide/internal/config"
+)
+
+// Pinning: session state transaction pooling cannot carry from one server connection to the
+// next (a SET of an untracked parameter, SQL PREPARE, session advisory locks, temporary objects,
+// LISTEN, WITH HOLD cursors, role changes) ties the client to its server connection until it
+// disconnects, or, with pin_policy = "error", is refused.
+
+// extraChange is a session setting a Query will change if it succeeds: applied to the client's
+// expected settings at the Query's ReadyForQuery, dropped on error.
+type extraChange struct {
+	name  string
+	value string // SQL text; "" resets to the default
+}
+
+// checkPins looks at the SQL of a Query (simple) or Parse and decides: track, pin or refuse.
+// A refusal is left in s.pinErr for the caller to turn into a failing statement.
+func (s *Session) checkPins(sql []byte, simple bool) error {
+	a := &s.analysis
+	classify.AnalyzeSession(sql, a)
+	reason := a.Pin
+	param := string(a.PinParam)
+	s.mu.Lock()
+	idle := s.txStatus == 'I' && !s.open && s.pending <= 1
+	s.mu.Unlock()
+	if reason == classify.None && a.SearchPath.Set {
+		// search_path is not reported by the server, so pgtide follows it from the SQL: only
+		// for a lone statement outside a transaction, where success means it took effect.
+		if simple && a.Statements == 1 && idle {
+			v := ""
+			if !a.SearchPath.Reset {
+				v = string(a.SearchPath.Value)
+			}
+			s.mu.Lock()
+			s.pendingExtra = &extraChange{name: "search_path", value: v}
+			s.mu.Unlock()
+		} else {
+			reason, param = classify.SessionSet, "search_path"
+		}
+	}
+	if simple && (a.DeallocateAll || a.DiscardAll) {
+		s.mu.Lock()
+		s.pendingDiscard = a.DiscardAll
+		s.pendingDeallocate = true
+		s.mu.Unlock()
+	}
+	if reason == classify.None || s.pinned {
+		return nil
+	}
+	if s.env.Config().Proxy.PinPolicy == config.PinPolicyError {
+		s.pinErr = &pinRefusal{reason: reason, param: param}
+		s.env.Pins.Refused(reason)
+		return nil
+	}
+	s.mu.Lock()
+	s.pinned = true
+	s.mu.Unlock()
+	s.env.Pins.Pinned(reason)
+	s.logger.Info("client pinned to its server connection until it disconnects",
+		"reason", reason.String(), "param", param)
+	return nil
+}
+
+// pinRefusal is a statement refused under pin_policy = "error".
+type pinRefusal struct {
+	reason classify.Reason
+	param  string
+}
+
+func (p *pinRefusal) message() string {
+	what := p.reason.String()
+	if p.param != "" {
+		what += " (" + p.param + ")"
+	}
+	return fmt.Sprintf("pgtide: this statement creates session state that transaction pooling cannot keep: %s; "+
+		"use a session-mode pool, SET LOCAL inside a transaction, or pin_policy = \"pin\"", what)
+}
+
+// refusalQuery is SQL that fails on the server with the refusal's message, so the error reaches
+// the client at the right point of its request and the server's transaction state follows, as
+// if the statement itself had failed.
+func refusalQuery(p *pinRefusal) string {
+	return "DO $pgtide$BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = " +
+		quoteLiteral(p.message()) + "; END$pgtide$"
+}
+
+// refusalKey is a Parse body (after the name) for refusalQuery.
+func refusalKey(p *pinRefusal) string {
+	return refusalQuery(p) + "\x00\x00\x00"
+}
+
+// numReasons bounds the pin reasons PinCounter counts.
+const numReasons = 16
+
+// PinCounter counts pinned clients and refused statements by reason. Safe for concurrent use.
+type PinCounter struct {
+	pinned, refused [numReasons]atomic.Int64
+}
+
+// Pinned counts a client pinned for r.
+func (c *PinCounter) Pinned(r classify.Reason) {
+	if int(r) < numReasons {
+		c.pinned[r].Add(1)
+	}
+}
+
+// Refused counts a statement refused for r.
+func (c *PinCounter) Refused(r classify.Reason) {
+	if int(r) < numReasons {
+		c.refused[r].Add(1)
+	}
+}
+
+// Counts returns the pinned and refused counts of reason r.
+func (c *PinCounter) Counts(r classify.Reason) (pinned, refused int64) {
+	if int(r) >= numReasons {
+		return 0, 0
+	}
+	return c.pinned[r].Load(), c.refused[r].Load()
+}
