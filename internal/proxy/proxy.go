@@ -142,7 +142,7 @@ func (s *Server) handle(conn net.Conn) {
 	cfg := s.cfg.Load()
 	conn.SetDeadline(time.Now().Add(cfg.Proxy.ClientLoginTimeout.Duration))
 
-	br := bufio.NewReaderSize(conn, 8<<10)
+	br := session.NewClientReader(conn)
 	st, err := s.readStartup(conn, br)
 	if err != nil || st == nil {
 		return

@@ -88,7 +88,7 @@ func (s *Session) forwardParseRaw(srv *pool.Conn) error {
 }
 
 // relayMessage forwards one server message (not ReadyForQuery) to the client, following the
-// session state it reports. Requires wmu.
+// session state it reports. Requires wmu and s.w (see writer).
 func (s *Session) relayMessage(srv *pool.Conn, typ byte) error {
 	sr := srv.Reader
 	switch typ {

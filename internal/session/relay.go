@@ -21,10 +21,23 @@ func (s *Session) Serve(ctx context.Context) {
 	s.detach()
 	s.relays.Wait()
 	s.conn.Close()
+	s.releaseBuffers()
+}
+
+// idle reports whether the session has no server connection (so its buffers can go back).
+func (s *Session) idle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.server == nil
 }
 
 func (s *Session) clientLoop(ctx context.Context) error {
 	for {
+		if s.br == nil || s.r.Buffered() == 0 && s.idle() {
+			if err := s.waitIdle(); err != nil {
+				return err
+			}
+		}
 		typ, _, err := s.r.Next()
 		if err != nil {
 			if wire.IsProtocolError(err) {
@@ -168,10 +181,11 @@ func (s *Session) relay(srv *pool.Conn, preamble bool) {
 			continue
 		}
 		s.wmu.Lock()
+		w := s.writer()
 		if typ != 'Z' {
 			err = s.relayMessage(srv, typ)
 			if err == nil && sr.Buffered() == 0 {
-				err = s.w.Flush()
+				err = w.Flush()
 			}
 			s.wmu.Unlock()
 			if err != nil {
@@ -190,8 +204,8 @@ func (s *Session) relay(srv *pool.Conn, preamble bool) {
 			return
 		}
 		status := body[0]
-		s.w.Write(wire.AppendReadyForQuery(s.w.AvailableBuffer(), status))
-		err = s.w.Flush()
+		w.Write(wire.AppendReadyForQuery(w.AvailableBuffer(), status))
+		err = w.Flush()
 		s.wmu.Unlock()
 		if err != nil {
 			s.relayStopped(srv, err)
@@ -214,6 +228,9 @@ func (s *Session) relay(srv *pool.Conn, preamble bool) {
 		closing := s.closing
 		s.mu.Unlock()
 		if release {
+			s.wmu.Lock()
+			s.idleWriter()
+			s.wmu.Unlock()
 			// detach may have set a read deadline just before we took mu; no one can after.
 			srv.NetConn().SetReadDeadline(time.Time{})
 			// The server has answered everything, but the client loop may still be returning

@@ -48,12 +48,13 @@ type Session struct {
 	Secret uint32
 
 	// Owned by the client loop.
-	br         *bufio.Reader
+	br         *bufio.Reader // nil while idle (see buffers.go)
+	src        resumeReader  // what br reads from
 	r          *wire.Reader
 	skipToSync bool // an extended-protocol request failed before reaching a server
 
 	wmu sync.Mutex    // guards w
-	w   *bufio.Writer // to the client
+	w   *bufio.Writer // to the client; nil while idle (see buffers.go)
 
 	// Transaction-mode state owned by the client loop.
 	maxPrepared int              // max_prepared_statements at login; 0: no statement translation
@@ -107,13 +108,13 @@ func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup) *Sess
 		txMode:   cfg.Proxy.PoolMode == config.PoolModeTransaction,
 		br:       br,
 		r:        wire.NewReader(br, cfg.Proxy.MaxMessageSize),
-		w:        bufio.NewWriterSize(conn, wire.BufferSize),
 		txStatus: 'I',
 
 		maxPrepared: cfg.Proxy.MaxPreparedStatements,
 		stmts:       make(map[string]*clientStmt),
 		duplicate:   make(map[string]string),
 	}
+	s.src.conn = conn
 	s.params, s.extra = startupParams(startup)
 	s.startupExtra = maps.Clone(s.extra)
 	s.logger = env.Logger.With("client", conn.RemoteAddr().String(), "user", user, "database", db)
@@ -222,10 +223,16 @@ func (e exchange) Receive() (byte, []byte, error) {
 func (s *Session) send(msg []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if _, err := s.w.Write(msg); err != nil {
-		return err
+	borrowed := s.w == nil
+	w := s.writer()
+	_, err := w.Write(msg)
+	if err == nil {
+		err = w.Flush()
 	}
-	return s.w.Flush()
+	if borrowed {
+		s.idleWriter()
+	}
+	return err
 }
 
 // fail sends err to the client as a FATAL ErrorResponse (errors that are not a *wire.Error are

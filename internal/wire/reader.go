@@ -59,6 +59,9 @@ func (r *Reader) Reset(br *bufio.Reader) {
 	r.bodyLen = -1
 }
 
+// DropScratch lets go of the buffer kept for large message bodies (an idle client keeps none).
+func (r *Reader) DropScratch() { r.scratch = nil }
+
 // SetMax changes the message length limit.
 func (r *Reader) SetMax(max int) { r.max = max }
 

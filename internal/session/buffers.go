@@ -1,0 +1,104 @@
+package session
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"sync"
+)
+
+// Buffers: an idle client holds none. Ten thousand mostly idle clients is a normal load, so the
+// client's read and write buffers come from pools when it becomes active and go back when it is
+// idle again (between transactions in transaction mode, when nothing is buffered). An idle client
+// loop waits for the next message by reading one byte into the session itself.
+
+// clientBufferSize is the size of a client's read and write buffers while it is active. Larger
+// messages are streamed through.
+const clientBufferSize = 8 << 10
+
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, clientBufferSize) }}
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, clientBufferSize) }}
+)
+
+// NewClientReader returns a pooled buffered reader over conn, for the startup phase; the session
+// created from it takes it over.
+func NewClientReader(conn net.Conn) *bufio.Reader {
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(conn)
+	return br
+}
+
+// resumeReader is what a session's pooled reader reads from after an idle wait: the byte that
+// ended the wait, then the connection.
+type resumeReader struct {
+	conn    net.Conn
+	first   [1]byte
+	pending bool
+}
+
+func (r *resumeReader) Read(p []byte) (int, error) {
+	if r.pending && len(p) > 0 {
+		p[0] = r.first[0]
+		r.pending = false
+		return 1, nil
+	}
+	return r.conn.Read(p)
+}
+
+var _ io.Reader = (*resumeReader)(nil)
+
+// waitIdle gives the read buffer back and blocks until the client sends something. It is called
+// by the client loop when it has no server connection and nothing buffered.
+func (s *Session) waitIdle() error {
+	if s.br != nil {
+		s.br.Reset(nil)
+		readerPool.Put(s.br)
+		s.br = nil
+		s.r.Reset(nil)
+		s.r.DropScratch()
+	}
+	if _, err := io.ReadFull(s.conn, s.src.first[:]); err != nil {
+		return err
+	}
+	s.src.pending = true
+	s.br = readerPool.Get().(*bufio.Reader)
+	s.br.Reset(&s.src)
+	s.r.Reset(s.br)
+	return nil
+}
+
+// writer returns the client's write buffer, taking one from the pool if it has none.
+// Requires wmu.
+func (s *Session) writer() *bufio.Writer {
+	if s.w == nil {
+		s.w = writerPool.Get().(*bufio.Writer)
+		s.w.Reset(s.conn)
+	}
+	return s.w
+}
+
+// idleWriter gives the write buffer back if everything in it has been sent. Requires wmu.
+func (s *Session) idleWriter() {
+	if s.w != nil && s.w.Buffered() == 0 {
+		s.w.Reset(nil)
+		writerPool.Put(s.w)
+		s.w = nil
+	}
+}
+
+// releaseBuffers gives back both buffers when the session ends.
+func (s *Session) releaseBuffers() {
+	s.wmu.Lock()
+	if s.w != nil {
+		s.w.Reset(nil)
+		writerPool.Put(s.w)
+		s.w = nil
+	}
+	s.wmu.Unlock()
+	if s.br != nil {
+		s.br.Reset(nil)
+		readerPool.Put(s.br)
+		s.br = nil
+	}
+}
