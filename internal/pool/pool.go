@@ -125,24 +125,30 @@ func (m *Manager) poolLocked(k Key) *pool {
 	return p
 }
 
-// Acquire returns a server connection for k, dialing one if the limits allow, else waiting until
-// ctx is done. The caller owns the Conn until it calls Release.
-func (m *Manager) Acquire(ctx context.Context, k Key) (*Conn, error) {
+// Acquire returns a server connection for k, dialing one if the limits allow, else waiting up to
+// wait (and until ctx is done). The caller owns the Conn until it calls Release. Taking an idle
+// connection, the common case, allocates nothing.
+func (m *Manager) Acquire(ctx context.Context, k Key, wait time.Duration) (*Conn, error) {
 	start := time.Now()
 	for {
 		c, slot, w, err := m.tryAcquire(k)
 		if err != nil {
 			return nil, err
 		}
-		if w != nil {
-			g, err := m.wait(ctx, k, w, start)
-			if err != nil {
-				return nil, err
+		if w != nil || slot {
+			wctx, cancel := context.WithDeadline(ctx, start.Add(wait))
+			if w != nil {
+				var g grant
+				g, err = m.wait(wctx, k, w, start)
+				c, slot = g.conn, g.conn == nil
 			}
-			c, slot = g.conn, g.conn == nil
-		}
-		if slot {
-			return m.dialSlot(ctx, k)
+			if err == nil && slot {
+				c, err = m.dialSlot(wctx, k)
+			}
+			cancel()
+			if err != nil || slot {
+				return c, err
+			}
 		}
 		if m.check(c) {
 			return c, nil
@@ -155,9 +161,11 @@ func (m *Manager) Acquire(ctx context.Context, k Key) (*Conn, error) {
 func (m *Manager) tryAcquire(k Key) (c *Conn, slot bool, w *waiter, err error) {
 	s := m.settings.Load()
 	var toClose []*Conn
-	defer func() { closeAll(toClose) }()
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer func() {
+		m.mu.Unlock()
+		closeAll(toClose)
+	}()
 	if m.closed {
 		return nil, false, nil, ErrClosed
 	}

@@ -76,7 +76,7 @@ func runTests(m *testing.M) int {
 // testProxy is a running pgtide in front of the test cluster.
 type testProxy struct {
 	*proxy.Server
-	t       *testing.T
+	t       testing.TB
 	cfgPath string
 	done    chan error
 }
@@ -89,6 +89,21 @@ func startProxy(t *testing.T, mutate func(*config.Config)) *testProxy {
 		t.Skip("no test cluster (-short)")
 	}
 	checkGoroutines(t)
+	return startProxyTB(t, mutate)
+}
+
+// startProxyB is startProxy for benchmarks (no goroutine check, quiet logs).
+func startProxyB(b *testing.B, mutate func(*config.Config)) *testProxy {
+	return startProxyTB(b, func(c *config.Config) {
+		c.Proxy.LogLevel = "warn"
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+}
+
+func startProxyTB(t testing.TB, mutate func(*config.Config)) *testProxy {
+	t.Helper()
 	cfg := config.Defaults()
 	cfg.Proxy.Listen = "127.0.0.1:0"
 	cfg.Cluster.Hosts = []string{cluster.Primary().Addr()}
@@ -107,7 +122,11 @@ func startProxy(t *testing.T, mutate func(*config.Config)) *testProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	level := slog.LevelDebug
+	if loaded.Proxy.LogLevel == "warn" {
+		level = slog.LevelWarn
+	}
+	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
 	srv, err := proxy.New(loaded, logger)
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +154,7 @@ func (p *testProxy) connString(user, db string) string {
 		p.Addr().(*net.TCPAddr).Port, user, db, pw)
 }
 
-func writeFile(t *testing.T, path string, cfg *config.Config) {
+func writeFile(t testing.TB, path string, cfg *config.Config) {
 	t.Helper()
 	f, err := os.Create(path)
 	if err != nil {
@@ -147,7 +166,7 @@ func writeFile(t *testing.T, path string, cfg *config.Config) {
 	}
 }
 
-func writeUsers(t *testing.T, path string, users []config.User) {
+func writeUsers(t testing.TB, path string, users []config.User) {
 	t.Helper()
 	var b strings.Builder
 	for _, u := range users {
@@ -158,7 +177,7 @@ func writeUsers(t *testing.T, path string, users []config.User) {
 	}
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))

@@ -95,20 +95,20 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 	if err != nil {
 		return err
 	}
-	name, rest, ok := cstr(body)
+	nameB, rest, ok := cbytes(body)
 	if !ok {
 		return errMalformedMessage
 	}
-	query, _, ok := cstr(rest)
+	query, _, ok := cbytes(rest)
 	if !ok {
 		return errMalformedMessage
 	}
-	if err := s.checkPins([]byte(query), false); err != nil {
+	if err := s.checkPins(query, false); err != nil {
 		return err
 	}
 	if s.pinErr != nil {
 		// pin_policy = error: parse a statement that fails with pgtide's error instead.
-		out := appendParse(s.scratch[:0], name, refusalKey(s.pinErr))
+		out := appendParse(s.scratch[:0], string(nameB), refusalKey(s.pinErr))
 		s.pinErr = nil
 		s.mu.Lock()
 		s.expectLocked('1', actForward, nil, "", nil)
@@ -116,18 +116,21 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		_, err := srv.Writer.Write(out)
 		return err
 	}
-	key := string(rest)
 	out := s.scratch[:0]
 	s.mu.Lock()
 	switch {
-	case name == "":
+	case len(nameB) == 0:
 		// The unnamed statement: passed through, but remembered so a later Bind on another
-		// server connection can re-create it.
-		s.unnamedKey = key
-		srv.UnnamedKey = key
+		// server connection can re-create it. Clients tend to send the same text again and
+		// again, so the key is only copied when it changes.
+		if s.unnamedKey != string(rest) {
+			s.unnamedKey = string(rest)
+		}
+		srv.UnnamedKey = s.unnamedKey
 		out = wire.AppendMessage(out, 'P', body)
 		s.expectLocked('1', actForward, nil, "", nil)
-	case s.stmts[name] != nil:
+	case s.stmts[string(nameB)] != nil:
+		name := string(nameB)
 		// PostgreSQL refuses to redefine a statement. Make the server fail at this point with an
 		// error pgtide recognises (Describe of a statement that cannot exist), then reword it.
 		marker := fmt.Sprintf("pgtide_duplicate_%d", s.PID)
@@ -135,6 +138,7 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		out = wire.AppendHeader(out, 'D', 1+len(marker)+1)
 		out = append(append(append(out, 'S'), marker...), 0)
 	default:
+		name, key := string(nameB), string(rest)
 		def := &clientStmt{key: key}
 		s.stmts[name] = def
 		if st := srv.LookupStatement(key); st != nil {
@@ -292,7 +296,8 @@ func (s *Session) onParseOrCloseComplete(srv *pool.Conn, typ byte) byte {
 		return typ
 	}
 	e := s.expect[0]
-	s.expect = s.expect[1:]
+	n := copy(s.expect, s.expect[1:]) // keep the backing array for the next batch
+	s.expect = s.expect[:n]
 	if e.stmt != nil {
 		e.stmt.Ready = true
 	}

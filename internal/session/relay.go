@@ -111,7 +111,8 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 			srv.Writer.Write(q) // buffered; flushed with the client's message
 		}
 		s.relays.Add(1)
-		go s.relay(srv, len(preamble) > 0)
+		s.relaySrv, s.relayPreamble = srv, len(preamble) > 0
+		go s.relayFn() // a func value made once: starting the relay allocates nothing
 	}
 	switch typ {
 	case 'Q', 'F':
@@ -133,9 +134,7 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 var errShutdown = errors.New("session: shutting down")
 
 func (s *Session) acquire(ctx context.Context) (*pool.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.env.Config().Cluster.QueryWaitTimeout.Duration)
-	defer cancel()
-	return s.env.Pools.Acquire(ctx, s.key)
+	return s.env.Pools.Acquire(ctx, s.key, s.env.Config().Cluster.QueryWaitTimeout.Duration)
 }
 
 // refuse answers a request that could not get a server connection, as PostgreSQL answers a failed
@@ -163,8 +162,11 @@ func (s *Session) refuse(typ byte, err error) error {
 
 // relay forwards srv's messages to the client until it gives srv back (transaction mode, at an
 // idle ReadyForQuery) or srv fails or is interrupted by detach.
-func (s *Session) relay(srv *pool.Conn, preamble bool) {
+func (s *Session) relay() {
 	defer s.relays.Done()
+	s.mu.Lock()
+	srv, preamble := s.relaySrv, s.relayPreamble
+	s.mu.Unlock()
 	sr := srv.Reader
 	for {
 		typ, _, err := sr.Next()

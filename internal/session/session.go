@@ -71,6 +71,11 @@ type Session struct {
 	closing  bool       // shutting down: end the session at the next transaction boundary; guarded by mu
 	pinned   bool       // keeps its server connection until it disconnects; guarded by mu
 	relays   sync.WaitGroup
+	// relayFn is s.relay as a func value, made once; relaySrv and relayPreamble are its
+	// arguments, set by attach before it starts the relay. Guarded by mu.
+	relayFn       func()
+	relaySrv      *pool.Conn
+	relayPreamble bool
 
 	// Session settings the client expects, re-established on each server connection it gets.
 	// Guarded by mu (the relay follows ParameterStatus messages).
@@ -115,6 +120,7 @@ func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup) *Sess
 		duplicate:   make(map[string]string),
 	}
 	s.src.conn = conn
+	s.relayFn = s.relay
 	s.params, s.extra = startupParams(startup)
 	s.startupExtra = maps.Clone(s.extra)
 	s.logger = env.Logger.With("client", conn.RemoteAddr().String(), "user", user, "database", db)
@@ -140,9 +146,7 @@ func (s *Session) Login(ctx context.Context) error {
 	if !ok {
 		// First client of this pool: log in to the server now, so an unknown database or a
 		// refused login is reported at connect time, as PostgreSQL would.
-		ctx, cancel := context.WithTimeout(ctx, cfg.Cluster.QueryWaitTimeout.Duration)
-		c, err := s.env.Pools.Acquire(ctx, s.key)
-		cancel()
+		c, err := s.env.Pools.Acquire(ctx, s.key, cfg.Cluster.QueryWaitTimeout.Duration)
 		if err != nil {
 			err = serverError(err, wire.SeverityFatal, s.key)
 			s.fail(err)
@@ -186,9 +190,7 @@ func (s *Session) Login(ctx context.Context) error {
 
 // tryExtra SETs the client's startup settings on a server connection to check they are valid.
 func (s *Session) tryExtra(ctx context.Context, cfg *config.Config) error {
-	ctx, cancel := context.WithTimeout(ctx, cfg.Cluster.QueryWaitTimeout.Duration)
-	c, err := s.env.Pools.Acquire(ctx, s.key)
-	cancel()
+	c, err := s.env.Pools.Acquire(ctx, s.key, cfg.Cluster.QueryWaitTimeout.Duration)
 	if err != nil {
 		return serverError(err, wire.SeverityFatal, s.key)
 	}

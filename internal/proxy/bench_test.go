@@ -1,0 +1,64 @@
+package proxy_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"pgtide/internal/config"
+)
+
+// BenchmarkRoundTrip measures one simple-protocol transaction (SELECT 1) through pgtide in
+// transaction mode, and directly against PostgreSQL for comparison. allocs/op counts the whole
+// process (client, proxy and all), so pgtide's own allocations per transaction are the difference
+// between the two.
+func BenchmarkRoundTrip(b *testing.B) {
+	if cluster == nil {
+		b.Skip("no test cluster")
+	}
+	for _, target := range []string{"direct", "pgtide"} {
+		b.Run(target, func(b *testing.B) {
+			var cs string
+			if target == "direct" {
+				cs = cluster.Primary().ConnString("app", "appdb") + " password='app secret'"
+			} else {
+				p := startProxyB(b, func(c *config.Config) { c.Cluster.PoolSize = 2 })
+				cs = p.connString("app", "appdb")
+			}
+			ctx := context.Background()
+			c, err := pgconn.Connect(ctx, cs)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close(ctx)
+			if _, err := c.Prepare(ctx, "bench_stmt", "SELECT 1", nil); err != nil {
+				b.Fatal(err)
+			}
+			protocols := []struct {
+				name string
+				run  func() error
+			}{
+				{"simple", func() error { _, err := c.Exec(ctx, "SELECT 1").ReadAll(); return err }},
+				{"extended", func() error { _, err := c.ExecParams(ctx, "SELECT 1", nil, nil, nil, nil).Close(); return err }},
+				{"prepared", func() error { _, err := c.ExecPrepared(ctx, "bench_stmt", nil, nil, nil).Close(); return err }},
+			}
+			for _, proto := range protocols {
+				b.Run(proto.name, func(b *testing.B) {
+					for i := 0; i < 3; i++ { // warm up the server connections' statement caches
+						if err := proto.run(); err != nil {
+							b.Fatal(err)
+						}
+					}
+					b.ReportAllocs()
+					b.ResetTimer()
+					for i := 0; i < b.N; i++ {
+						if err := proto.run(); err != nil {
+							b.Fatal(err)
+						}
+					}
+				})
+			}
+		})
+	}
+}
