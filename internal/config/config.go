@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -24,6 +26,12 @@ const (
 const (
 	PinPolicyPin   = "pin"
 	PinPolicyError = "error"
+)
+
+// Discovery modes.
+const (
+	DiscoveryAurora = "aurora"
+	DiscoveryDNS    = "dns"
 )
 
 // Client authentication methods.
@@ -47,8 +55,17 @@ type Config struct {
 
 // Proxy configures the client-facing side.
 type Proxy struct {
-	// Listen is the address clients connect to.
+	// Listen is the automatic endpoint: for now it sends everything to the writer (a later
+	// release splits reads from writes on it). "" disables it.
 	Listen string `toml:"listen"`
+	// WriterListen sends everything to the writer, like Aurora's cluster endpoint. Optional.
+	WriterListen string `toml:"writer_listen"`
+	// ReaderListen spreads clients' work over the healthy readers, like Aurora's reader
+	// endpoint. Optional.
+	ReaderListen string `toml:"reader_listen"`
+	// ReaderFallbackToWriter sends reader-endpoint work to the writer when no reader is healthy;
+	// otherwise such work gets an error.
+	ReaderFallbackToWriter bool `toml:"reader_fallback_to_writer"`
 	// PoolMode is "session" (a client keeps one server connection for its whole life) or
 	// "transaction" (a server connection is lent per transaction).
 	PoolMode string `toml:"pool_mode"`
@@ -109,6 +126,33 @@ type Cluster struct {
 	// QueryWaitTimeout bounds how long a client waits for a server connection; then it gets an
 	// ErrorResponse (SQLSTATE 53300) instead of hanging.
 	QueryWaitTimeout Duration `toml:"query_wait_timeout"`
+	// ServerConnectRate caps new server connections per second per node (bursts of a tenth of
+	// it, with jitter), so a failover or a recovered node is not met by a reconnection storm.
+	ServerConnectRate int `toml:"server_connect_rate"`
+
+	// Weights gives hosts a relative share of reader work (host:port → weight, default 1).
+	Weights map[string]int `toml:"weights"`
+	// Health checks: every node's role comes from SELECT pg_is_in_recovery() every
+	// HealthCheckInterval, each check bounded by HealthCheckTimeout; a node is down after
+	// HealthCheckFailures misses in a row and up again after one success. The check logs in as
+	// HealthCheckUser (password from the users file) to HealthCheckDatabase.
+	HealthCheckInterval Duration `toml:"health_check_interval"`
+	HealthCheckTimeout  Duration `toml:"health_check_timeout"`
+	HealthCheckFailures int      `toml:"health_check_failures"`
+	HealthCheckUser     string   `toml:"health_check_user"`
+	HealthCheckDatabase string   `toml:"health_check_database"`
+	// FailoverTimeout bounds how long writer-bound work waits for a writer (during a failover)
+	// before it gets an error; FailoverMaxWaiting bounds how many clients may wait at once.
+	FailoverTimeout    Duration `toml:"failover_timeout"`
+	FailoverMaxWaiting int      `toml:"failover_max_waiting"`
+	// Discovery finds the nodes beyond the static hosts: "" (none), "aurora" (read
+	// aurora_replica_status() on any reachable node; AuroraTemplate turns a server_id into
+	// host:port, e.g. "{id}.abc123.us-east-1.rds.amazonaws.com:5432") or "dns" (every address
+	// DNSName, host:port, resolves to is a node). Refreshed every DiscoveryInterval.
+	Discovery         string   `toml:"discovery"`
+	AuroraTemplate    string   `toml:"aurora_template"`
+	DNSName           string   `toml:"dns_name"`
+	DiscoveryInterval Duration `toml:"discovery_interval"`
 }
 
 // Duration is a time.Duration written in TOML as a string such as "250ms" or "30s".
@@ -131,16 +175,17 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.Strin
 func Defaults() *Config {
 	return &Config{
 		Proxy: Proxy{
-			Listen:                "127.0.0.1:6432",
-			PoolMode:              PoolModeTransaction,
-			MaxClientConnections:  10000,
-			ClientLoginTimeout:    Duration{15 * time.Second},
-			ShutdownTimeout:       Duration{30 * time.Second},
-			MaxMessageSize:        64 << 20,
-			MaxPreparedStatements: 200,
-			PinPolicy:             PinPolicyPin,
-			LogFormat:             "text",
-			LogLevel:              "info",
+			Listen:                 "127.0.0.1:6432",
+			ReaderFallbackToWriter: true,
+			PoolMode:               PoolModeTransaction,
+			MaxClientConnections:   10000,
+			ClientLoginTimeout:     Duration{15 * time.Second},
+			ShutdownTimeout:        Duration{30 * time.Second},
+			MaxMessageSize:         64 << 20,
+			MaxPreparedStatements:  200,
+			PinPolicy:              PinPolicyPin,
+			LogFormat:              "text",
+			LogLevel:               "info",
 		},
 		Auth: Auth{Method: AuthTrust},
 		Cluster: Cluster{
@@ -153,6 +198,15 @@ func Defaults() *Config {
 			ServerResetQuery:     "DISCARD ALL",
 			ServerConnectTimeout: Duration{5 * time.Second},
 			QueryWaitTimeout:     Duration{30 * time.Second},
+			ServerConnectRate:    100,
+			HealthCheckInterval:  Duration{250 * time.Millisecond},
+			HealthCheckTimeout:   Duration{time.Second},
+			HealthCheckFailures:  3,
+			HealthCheckUser:      "postgres",
+			HealthCheckDatabase:  "postgres",
+			FailoverTimeout:      Duration{30 * time.Second},
+			FailoverMaxWaiting:   10000,
+			DiscoveryInterval:    Duration{5 * time.Second},
 		},
 	}
 }
@@ -202,8 +256,22 @@ func (c *Config) Validate() error {
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
 	p := &c.Proxy
-	if _, _, err := net.SplitHostPort(p.Listen); err != nil {
-		add("proxy.listen %q: %v", p.Listen, err)
+	listeners := map[string]string{}
+	for _, l := range []struct{ name, addr string }{
+		{"proxy.listen", p.Listen}, {"proxy.writer_listen", p.WriterListen}, {"proxy.reader_listen", p.ReaderListen},
+	} {
+		if l.addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(l.addr); err != nil {
+			add("%s %q: %v", l.name, l.addr, err)
+		} else if other, dup := listeners[l.addr]; dup && !strings.HasSuffix(l.addr, ":0") {
+			add("%s and %s are both %q", other, l.name, l.addr)
+		}
+		listeners[l.addr] = l.name
+	}
+	if len(listeners) == 0 {
+		add("at least one of proxy.listen, proxy.writer_listen and proxy.reader_listen is required")
 	}
 	if p.PoolMode != PoolModeSession && p.PoolMode != PoolModeTransaction {
 		add("proxy.pool_mode %q: must be \"session\" or \"transaction\"", p.PoolMode)
@@ -246,18 +314,58 @@ func (c *Config) Validate() error {
 	}
 
 	cl := &c.Cluster
-	if len(cl.Hosts) == 0 {
+	if len(cl.Hosts) == 0 && cl.Discovery != DiscoveryDNS {
 		add("cluster.hosts: at least one host:port is required")
 	}
 	for _, h := range cl.Hosts {
-		host, port, err := net.SplitHostPort(h)
-		if err != nil || host == "" {
-			add("cluster.hosts: %q is not host:port", h)
-			continue
+		if err := checkHostPort(h); err != nil {
+			add("cluster.hosts: %v", err)
 		}
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			add("cluster.hosts: %q has an invalid port", h)
+	}
+	for h, w := range cl.Weights {
+		if w < 1 {
+			add("cluster.weights: %q has weight %d; weights must be at least 1", h, w)
 		}
+		if cl.Discovery == "" && !slices.Contains(cl.Hosts, h) {
+			add("cluster.weights: %q is not one of cluster.hosts", h)
+		}
+	}
+	switch cl.Discovery {
+	case "":
+	case DiscoveryAurora:
+		if !strings.Contains(cl.AuroraTemplate, "{id}") {
+			add("cluster.aurora_template %q must contain {id} (discovery = \"aurora\")", cl.AuroraTemplate)
+		}
+	case DiscoveryDNS:
+		if err := checkHostPort(cl.DNSName); err != nil {
+			add("cluster.dns_name (discovery = \"dns\"): %v", err)
+		}
+	default:
+		add("cluster.discovery %q: must be \"\", \"aurora\" or \"dns\"", cl.Discovery)
+	}
+	if cl.Discovery != "" && cl.DiscoveryInterval.Duration <= 0 {
+		add("cluster.discovery_interval must be positive")
+	}
+	if cl.HealthCheckInterval.Duration <= 0 {
+		add("cluster.health_check_interval must be positive")
+	}
+	if cl.HealthCheckTimeout.Duration <= 0 {
+		add("cluster.health_check_timeout must be positive")
+	}
+	if cl.HealthCheckFailures < 1 {
+		add("cluster.health_check_failures must be at least 1")
+	}
+	if cl.HealthCheckUser == "" {
+		add("cluster.health_check_user is required")
+	}
+	if cl.FailoverTimeout.Duration <= 0 {
+		add("cluster.failover_timeout must be positive")
+	}
+	if cl.FailoverMaxWaiting < 1 {
+		add("cluster.failover_max_waiting must be at least 1")
+	}
+	if cl.ServerConnectRate < 1 {
+		add("cluster.server_connect_rate must be at least 1")
 	}
 	if cl.PoolSize < 1 {
 		add("cluster.pool_size must be at least 1")
@@ -291,4 +399,15 @@ func (c *Config) Validate() error {
 			cl.QueryWaitTimeout.Duration, cl.ServerConnectTimeout.Duration)
 	}
 	return errors.Join(errs...)
+}
+
+func checkHostPort(h string) error {
+	host, port, err := net.SplitHostPort(h)
+	if err != nil || host == "" {
+		return fmt.Errorf("%q is not host:port", h)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q has an invalid port", h)
+	}
+	return nil
 }

@@ -51,6 +51,9 @@ func TestDefaults(t *testing.T) {
 const fullConfig = `
 [proxy]
 listen = "0.0.0.0:7432"
+writer_listen = "0.0.0.0:7433"
+reader_listen = "0.0.0.0:7434"
+reader_fallback_to_writer = false
 pool_mode = "session"
 max_client_connections = 500
 client_login_timeout = "5s"
@@ -77,6 +80,20 @@ server_check_delay = "10s"
 server_reset_query = "" # explicitly off, overriding the default
 server_connect_timeout = "2s"
 query_wait_timeout = "20s"
+server_connect_rate = 40
+health_check_interval = "100ms"
+health_check_timeout = "500ms"
+health_check_failures = 2
+health_check_user = "monitor"
+health_check_database = "admin"
+failover_timeout = "10s"
+failover_max_waiting = 300
+discovery = "aurora"
+aurora_template = "{id}.abc123.us-east-1.rds.amazonaws.com:5432"
+discovery_interval = "3s"
+
+[cluster.weights]
+"db1.internal:5432" = 2
 `
 
 const fullUsers = `
@@ -101,6 +118,8 @@ func TestLoadFull(t *testing.T) {
 	want := &Config{
 		Proxy: Proxy{
 			Listen:                "0.0.0.0:7432",
+			WriterListen:          "0.0.0.0:7433",
+			ReaderListen:          "0.0.0.0:7434",
 			PoolMode:              PoolModeSession,
 			MaxClientConnections:  500,
 			ClientLoginTimeout:    Duration{5 * time.Second},
@@ -124,6 +143,18 @@ func TestLoadFull(t *testing.T) {
 			ServerResetQuery:     "",
 			ServerConnectTimeout: Duration{2 * time.Second},
 			QueryWaitTimeout:     Duration{20 * time.Second},
+			ServerConnectRate:    40,
+			Weights:              map[string]int{"db1.internal:5432": 2},
+			HealthCheckInterval:  Duration{100 * time.Millisecond},
+			HealthCheckTimeout:   Duration{500 * time.Millisecond},
+			HealthCheckFailures:  2,
+			HealthCheckUser:      "monitor",
+			HealthCheckDatabase:  "admin",
+			FailoverTimeout:      Duration{10 * time.Second},
+			FailoverMaxWaiting:   300,
+			Discovery:            DiscoveryAurora,
+			AuroraTemplate:       "{id}.abc123.us-east-1.rds.amazonaws.com:5432",
+			DiscoveryInterval:    Duration{3 * time.Second},
 		},
 		Users: Users{
 			"app":    {Name: "app", Password: "app secret"},
@@ -339,6 +370,18 @@ func TestValidate(t *testing.T) {
 		{"max_message_size zero", func(c *Config) { c.Proxy.MaxMessageSize = 0 }, "proxy.max_message_size"},
 		{"negative max_prepared_statements", func(c *Config) { c.Proxy.MaxPreparedStatements = -1 }, "proxy.max_prepared_statements"},
 		{"unknown pin_policy", func(c *Config) { c.Proxy.PinPolicy = "ignore" }, "proxy.pin_policy"},
+		{"no listener", func(c *Config) { c.Proxy.Listen = "" }, "proxy.listen, proxy.writer_listen"},
+		{"same listener twice", func(c *Config) { c.Proxy.WriterListen = c.Proxy.Listen }, "proxy.writer_listen"},
+		{"bad reader_listen", func(c *Config) { c.Proxy.ReaderListen = "nope" }, "proxy.reader_listen"},
+		{"weight of unknown host", func(c *Config) { c.Cluster.Weights = map[string]int{"other:1": 2} }, "cluster.weights"},
+		{"zero weight", func(c *Config) { c.Cluster.Weights = map[string]int{c.Cluster.Hosts[0]: 0} }, "cluster.weights"},
+		{"aurora without template", func(c *Config) { c.Cluster.Discovery = "aurora" }, "cluster.aurora_template"},
+		{"dns without name", func(c *Config) { c.Cluster.Discovery = "dns" }, "cluster.dns_name"},
+		{"unknown discovery", func(c *Config) { c.Cluster.Discovery = "consul" }, "cluster.discovery"},
+		{"zero health_check_interval", func(c *Config) { c.Cluster.HealthCheckInterval.Duration = 0 }, "cluster.health_check_interval"},
+		{"zero health_check_failures", func(c *Config) { c.Cluster.HealthCheckFailures = 0 }, "cluster.health_check_failures"},
+		{"zero failover_timeout", func(c *Config) { c.Cluster.FailoverTimeout.Duration = 0 }, "cluster.failover_timeout"},
+		{"zero server_connect_rate", func(c *Config) { c.Cluster.ServerConnectRate = 0 }, "cluster.server_connect_rate"},
 		{"log_format", func(c *Config) { c.Proxy.LogFormat = "logfmt" }, "proxy.log_format"},
 		{"log_level", func(c *Config) { c.Proxy.LogLevel = "trace" }, "proxy.log_level"},
 		{"auth method", func(c *Config) { c.Auth.Method = "password" }, "auth.method"},

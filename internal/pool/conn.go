@@ -48,6 +48,13 @@ type Conn struct {
 	key      Key
 	created  time.Time
 	lastUsed time.Time // set by the pool on release; guarded by Manager.mu
+	gen      uint64    // the node's generation when dialed; guarded by Manager.mu
+
+	// For alive, set up once at dial so a check allocates nothing.
+	raw      syscall.RawConn
+	peekFn   func(uintptr) bool
+	peekBuf  [1]byte
+	peekDead bool
 	broken   bool
 }
 
@@ -71,30 +78,28 @@ func (c *Conn) close() {
 
 // alive reports whether the connection looks usable without a round trip: an idle server sends
 // nothing unless it is going away (a FATAL before closing, as after pg_terminate_backend or a
-// shutdown), so readable data or EOF on an idle connection means it is dead.
+// shutdown), so readable data or EOF on an idle connection means it is dead. It costs one
+// non-blocking recv and allocates nothing.
 func (c *Conn) alive() bool {
 	if c.Reader.Buffered() > 0 {
 		return false
 	}
-	sc, ok := c.netConn.(syscall.Conn)
-	if !ok {
-		return true
+	if c.raw == nil {
+		return true // not a socket (tests)
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	c.peekDead = false
+	if err := c.raw.Read(c.peekFn); err != nil {
 		return false
 	}
-	readable := false
-	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		readable = n > 0 || (err == nil && n == 0) // data, or EOF
-		if err != nil && err != syscall.EAGAIN {
-			readable = true // reset or another error: dead too
-		}
-		return true // never wait
-	})
-	return err == nil && !readable
+	return !c.peekDead
+}
+
+// peek is the RawConn callback for alive.
+func (c *Conn) peek(fd uintptr) bool {
+	n, _, err := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	// Data or EOF (n == 0 without error) means dead; so does any error but "nothing to read".
+	c.peekDead = n > 0 || err == nil || err != syscall.EAGAIN
+	return true // never wait for readiness
 }
 
 // Exec runs a simple query to completion and reports whether the server is left idle and healthy.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/xdg-go/scram"
@@ -59,6 +60,12 @@ func Dial(ctx context.Context, key Key, o DialOptions) (*Conn, error) {
 		Params:  make(map[string]string),
 		netConn: nc,
 		key:     key,
+	}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw = raw
+			c.peekFn = c.peek
+		}
 	}
 	if err := c.login(key, o.Password); err != nil {
 		nc.Close()

@@ -34,6 +34,8 @@ type Settings struct {
 	ServerResetQuery     string
 	ServerConnectTimeout time.Duration
 	MaxMessageSize       int
+	// ServerConnectRate caps new connections per second per node; 0 means no cap.
+	ServerConnectRate int
 }
 
 // WaitTimeoutError is returned by Acquire when no connection became free in time.
@@ -70,6 +72,10 @@ type Manager struct {
 type node struct {
 	total int
 	pools []*pool
+	// gen counts CloseNode calls: a connection dialed under an older generation is closed when
+	// it comes back instead of being reused.
+	gen     uint64
+	limiter connectLimiter
 }
 
 // pool is one key's connections. Guarded by Manager.mu.
@@ -260,12 +266,31 @@ func (m *Manager) wait(ctx context.Context, k Key, w *waiter, start time.Time) (
 
 func (m *Manager) dialSlot(ctx context.Context, k Key) (*Conn, error) {
 	s := m.settings.Load()
-	c, err := Dial(ctx, k, DialOptions{
-		Password:       m.Password(k.User),
-		ConnectTimeout: s.ServerConnectTimeout,
-		MaxMessageSize: s.MaxMessageSize,
-		Dial:           m.DialFunc,
-	})
+	m.mu.Lock()
+	n := m.pools[k].node
+	gen := n.gen
+	delay := n.limiter.reserve(time.Now(), s.ServerConnectRate)
+	m.mu.Unlock()
+	var c *Conn
+	var err error
+	if delay > 0 {
+		// server_connect_rate: wait for this dial's turn (the slot is already counted).
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			err = ctx.Err()
+		}
+	}
+	if err == nil {
+		c, err = Dial(ctx, k, DialOptions{
+			Password:       m.Password(k.User),
+			ConnectTimeout: s.ServerConnectTimeout,
+			MaxMessageSize: s.MaxMessageSize,
+			Dial:           m.DialFunc,
+		})
+	}
 	if err != nil {
 		m.mu.Lock()
 		p := m.pools[k]
@@ -276,9 +301,11 @@ func (m *Manager) dialSlot(ctx context.Context, k Key) (*Conn, error) {
 		return nil, err
 	}
 	m.mu.Lock()
-	if p := m.pools[k]; p.params == nil {
+	p := m.pools[k]
+	if p.params == nil {
 		p.params = maps.Clone(c.Params) // c.Params changes with the connection's session
 	}
+	c.gen = gen
 	m.mu.Unlock()
 	return c, nil
 }
@@ -294,18 +321,14 @@ func (m *Manager) Params(k Key) (map[string]string, bool) {
 	return nil, false
 }
 
-// livenessAfter is how long a connection must have been idle before Acquire peeks at its socket
-// (one non-blocking recv) to make sure the server has not closed it. Connections passed straight
-// from one transaction to the next skip it.
-const livenessAfter = time.Second
-
-// check makes sure an idle connection is fit to lend: a peek at the socket after livenessAfter
-// idle, and server_check_query after server_check_delay idle. A failed connection is closed and
-// its slot given to a waiter.
+// check makes sure an idle connection is fit to lend: always a peek at the socket (a server that
+// shut down or terminated the backend has closed it, maybe microseconds ago, as in a failover),
+// and server_check_query after server_check_delay idle. A failed connection is closed and its
+// slot given to a waiter.
 func (m *Manager) check(c *Conn) bool {
 	s := m.settings.Load()
 	idle := time.Since(c.lastUsed)
-	if idle >= livenessAfter && !c.alive() {
+	if !c.alive() {
 		m.Logger.Info("idle server connection was closed by the server; replacing it", "pool", c.key.String())
 		c.broken = true
 		m.discard(c)
@@ -348,7 +371,7 @@ func (m *Manager) Release(c *Conn, reset bool) {
 	now := time.Now()
 	c.lastUsed = now
 	switch {
-	case m.closed || p.total > s.PoolSize || now.Sub(c.created) >= s.ServerLifetime:
+	case m.closed || p.total > s.PoolSize || now.Sub(c.created) >= s.ServerLifetime || c.gen != p.node.gen:
 		m.forgetLocked(p, c)
 		toClose = c
 		m.grantSlotsLocked(p.node)
@@ -407,6 +430,31 @@ func (m *Manager) grantSlotsLocked(n *node) {
 		n.total++
 		w.ch <- grant{}
 	}
+}
+
+// CloseNode closes every idle server connection to addr and makes the ones in use close when
+// they come back: the node went down or changed role (failover). Sessions using one find out
+// from the server itself.
+func (m *Manager) CloseNode(addr string) {
+	m.mu.Lock()
+	n := m.nodes[addr]
+	if n == nil {
+		m.mu.Unlock()
+		return
+	}
+	n.gen++
+	var toClose []*Conn
+	for _, p := range n.pools {
+		for _, c := range p.idle {
+			m.forgetLocked(p, c)
+			toClose = append(toClose, c)
+		}
+		clear(p.idle)
+		p.idle = p.idle[:0]
+	}
+	m.grantSlotsLocked(n)
+	m.mu.Unlock()
+	closeAll(toClose)
 }
 
 // Stats is a snapshot of one pool.
