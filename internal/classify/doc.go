@@ -11,9 +11,9 @@
 //
 // The analysis lexes the text the way PostgreSQL's scanner does — string literals of every kind
 // (with continuation across newlines), quoted identifiers with or without Unicode escapes,
-// dollar quoting, nested block comments — and splits statements on semicolons the way psql does,
-// including the semicolons inside a BEGIN ATOMIC function body. Nothing inside a literal or a
-// comment can match. It never allocates and runs in time linear in the length of the text, so it
+// dollar quoting, nested block comments — and splits statements on the semicolons the server's
+// grammar splits on: not those inside parentheses or inside a BEGIN ATOMIC function body.
+// Nothing inside a literal, a quoted identifier or a comment can match a rule. It never allocates and runs in time linear in the length of the text, so it
 // can run on every message of the relay.
 //
 // What it cannot see: code that runs out of sight of the text — DO blocks and function bodies in

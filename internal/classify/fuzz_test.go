@@ -95,10 +95,8 @@ func checkSession(t *testing.T, sql []byte, s *Session) {
 		t.Fatalf("Deallocate %q longer than %d bytes", s.Deallocate, maxIdentLen)
 	}
 	sp := s.SearchPath
-	if sp.Set && sp.Reset {
-		t.Fatal("SearchPath both Set and Reset")
-	}
-	if sp.Set != (len(sp.Value) > 0) || !within(sp.Value, sql) {
+	if sp.Reset && !sp.Set || sp.Reset && sp.Value != nil || sp.Set && !sp.Reset && len(sp.Value) == 0 ||
+		!sp.Set && sp.Value != nil || !within(sp.Value, sql) {
 		t.Fatalf("SearchPath %+v", sp)
 	}
 	if s.DiscardAll && !s.DeallocateAll {

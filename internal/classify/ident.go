@@ -47,7 +47,7 @@ func (w *identWriter) bytes() []byte { return w.buf[:w.n] }
 // ident writes the identifier text of t (tkIdent, tkQIdent or tkUIdent) as one part. Unquoted
 // identifiers are lower-cased as the server does; fold lower-cases quoted ones too (parameter
 // names, which the server compares case-insensitively).
-func (w *identWriter) ident(src []byte, t token, fold bool) {
+func (w *identWriter) ident(src []byte, t *token, fold bool) {
 	w.startPart()
 	switch t.kind {
 	case tkIdent:
@@ -187,7 +187,7 @@ func lower(c byte) byte {
 // quotedName returns the identifier text of a quoted identifier token for comparison with a
 // function or schema name, decoding into buf; nil if it does not fit or is invalid. Unquoted
 // identifiers are compared with eqFold instead.
-func quotedName(src []byte, t token, buf []byte) []byte {
+func quotedName(src []byte, t *token, buf []byte) []byte {
 	if t.kind == tkQIdent {
 		body := src[t.body0:t.body1]
 		if len(body) <= len(buf) && !containsByte(body, '"') {

@@ -48,15 +48,15 @@ type lexer struct {
 	pos int
 }
 
-// next returns the next token, skipping whitespace and comments; ok is false at the end.
-func (l *lexer) next() (t token, ok bool) {
+// next reads the next token into t, skipping whitespace and comments; false at the end.
+func (l *lexer) next(t *token) bool {
 	src := l.src
 	i := skipSpace(src, l.pos)
+	l.pos = i
 	if i >= len(src) {
-		l.pos = i
-		return token{}, false
+		return false
 	}
-	t.start = i
+	*t = token{start: i}
 	c := src[i]
 	switch {
 	case isIdentStart(c):
@@ -65,34 +65,34 @@ func (l *lexer) next() (t token, ok bool) {
 			switch c {
 			case 'e', 'E':
 				if n == '\'' {
-					scanQuoted(src, &t, tkEString, i+1, true)
+					scanQuoted(src, t, tkEString, i+1, true)
 					l.pos = t.end
-					return t, true
+					return true
 				}
 			case 'b', 'B', 'x', 'X':
 				if n == '\'' {
-					scanQuoted(src, &t, tkBitString, i+1, false)
+					scanQuoted(src, t, tkBitString, i+1, false)
 					l.pos = t.end
-					return t, true
+					return true
 				}
 			case 'n', 'N':
 				if n == '\'' {
-					scanQuoted(src, &t, tkString, i+1, false)
+					scanQuoted(src, t, tkString, i+1, false)
 					l.pos = t.end
-					return t, true
+					return true
 				}
 			case 'u', 'U':
 				if n == '&' && i+2 < len(src) {
 					switch src[i+2] {
 					case '\'':
-						scanQuoted(src, &t, tkUString, i+2, false)
+						scanQuoted(src, t, tkUString, i+2, false)
 						l.pos = t.end
-						return t, true
+						return true
 					case '"':
-						scanQuotedIdent(src, &t, tkUIdent, i+2)
-						uescape(src, &t)
+						scanQuotedIdent(src, t, tkUIdent, i+2)
+						uescape(src, t)
 						l.pos = t.end
-						return t, true
+						return true
 					}
 				}
 			}
@@ -103,18 +103,18 @@ func (l *lexer) next() (t token, ok bool) {
 		}
 		t.kind, t.end = tkIdent, j
 	case c == '"':
-		scanQuotedIdent(src, &t, tkQIdent, i)
+		scanQuotedIdent(src, t, tkQIdent, i)
 	case c == '\'':
-		scanQuoted(src, &t, tkString, i, false)
+		scanQuoted(src, t, tkString, i, false)
 	case c == '$':
-		scanDollar(src, &t, i)
+		scanDollar(src, t, i)
 	case isDigit(c) || c == '.' && i+1 < len(src) && isDigit(src[i+1]):
 		t.kind, t.end = tkNumber, scanNumber(src, i)
 	default:
 		t.kind, t.c, t.end = tkPunct, c, i+1
 	}
 	l.pos = t.end
-	return t, true
+	return true
 }
 
 // skipSpace returns the index of the first byte at or after i that is neither whitespace nor
@@ -381,17 +381,37 @@ func scanNumber(src []byte, i int) int {
 	return j
 }
 
-func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+// Character classes, as in scan.l: ident_start [A-Za-z\200-\377_], ident_cont adds [0-9$],
+// dolq_cont adds [0-9] only.
+const (
+	ccIdentStart uint8 = 1 << iota
+	ccDigit
+	ccDollar
+)
 
-func isIdentStart(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '_' || c >= 0x80
-}
+var charClass = func() (t [256]uint8) {
+	for c := 0; c < 256; c++ {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', c == '_', c >= 0x80:
+			t[c] = ccIdentStart
+		case '0' <= c && c <= '9':
+			t[c] = ccDigit
+		case c == '$':
+			t[c] = ccDollar
+		}
+	}
+	return t
+}()
 
-func isIdentCont(c byte) bool { return isIdentStart(c) || isDigit(c) || c == '$' }
+func isDigit(c byte) bool { return charClass[c]&ccDigit != 0 }
+
+func isIdentStart(c byte) bool { return charClass[c]&ccIdentStart != 0 }
+
+func isIdentCont(c byte) bool { return charClass[c] != 0 }
 
 func isDolqStart(c byte) bool { return isIdentStart(c) }
 
-func isDolqCont(c byte) bool { return isIdentStart(c) || isDigit(c) }
+func isDolqCont(c byte) bool { return charClass[c]&(ccIdentStart|ccDigit) != 0 }
 
 // eqFold reports whether b equals the lower-case ASCII word s, ignoring ASCII case in b.
 func eqFold(b []byte, s string) bool {

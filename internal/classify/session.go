@@ -10,19 +10,20 @@ package classify
 type Session struct {
 	// Pin is the first pinning construct found, in text order, or None.
 	Pin Reason
-	// PinParam is the parameter name for SessionSet, lower-cased ("set_config" when the
-	// set_config call's name argument is not a plain literal); nil otherwise. A name longer than
-	// the internal buffer (128 bytes) is given as written, aliasing the text.
+	// PinParam is the parameter name for SessionSet, lower-cased; nil for other reasons. It is
+	// "set_config" when a set_config call's first argument is not a plain string literal, and
+	// "set" for a SET whose name cannot be read. A name longer than the internal buffer (128
+	// bytes) is given as written, aliasing the text.
 	PinParam []byte
 	// SearchPath reports a session-level change of search_path; the last statement that changes
-	// it wins, and Set and Reset are never both true.
+	// it wins.
 	//
-	// Set: SET [SESSION] search_path {TO|=} <value>, or SET SCHEMA <value>. Value is the value
-	// text exactly as written (quotes and any comments inside kept), from its first token to the
-	// end of its last, aliasing the text.
+	// Set: a statement changed it. SET [SESSION] search_path {TO|=} <value> and SET SCHEMA
+	// <value> give Value, the value text exactly as written (quotes and any comments inside
+	// kept), from its first token to the end of its last, aliasing the text.
 	//
-	// Reset: SET search_path TO DEFAULT, RESET search_path, RESET ALL or DISCARD ALL; Value is
-	// nil.
+	// Reset (with Set): SET search_path TO DEFAULT, RESET search_path, RESET ALL or DISCARD ALL
+	// put it back to its default; Value is nil.
 	//
 	// SET LOCAL and set_config(..., true) only last until the transaction ends and are not
 	// reported; set_config('search_path', ..., false) pins instead (SessionSet).
@@ -44,31 +45,34 @@ type Session struct {
 	// SAVEPOINT, RELEASE, PREPARE TRANSACTION, COMMIT PREPARED or ROLLBACK PREPARED.
 	TxControl bool
 
-	pinBuf     [128]byte // PinParam when it had to be lower-cased or decoded
-	deallocBuf [maxIdentLen + 1]byte
+	pinBuf     [128]byte             // holds PinParam, unless the name is too long for it
+	deallocBuf [maxIdentLen + 1]byte // holds Deallocate
 }
 
 // AnalyzeSession fills s (reset first) from sql. It never allocates (returned slices alias sql
-// or a buffer inside s), never panics on any input, and runs in time linear in len(sql). It
-// neither modifies nor retains sql.
+// or a buffer inside s), never panics on any input, and runs in time linear in len(sql). It does
+// not modify sql.
 func AnalyzeSession(sql []byte, s *Session) {
-	*s = Session{}
+	// Field by field: the buffers need no clearing, nothing points into them after this.
+	s.Pin, s.PinParam = None, nil
+	s.SearchPath.Set, s.SearchPath.Reset, s.SearchPath.Value = false, false, nil
+	s.DiscardAll, s.DeallocateAll, s.Deallocate = false, false, nil
+	s.Statements, s.TxControl = 0, false
 	a := analyzer{src: sql, s: s}
 	l := lexer{src: sql}
-	for {
-		t, ok := l.next()
-		if !ok {
-			break
-		}
-		a.token(t)
+	var t token
+	for l.next(&t) {
+		a.token(&t)
 	}
 	a.endStatement()
 }
 
 const (
-	maxPrefix = 24 // leading tokens of a statement kept for the statement-level rules
-	maxBody   = 8  // leading tokens after an EXPLAIN prefix
-	maxFrames = 8  // nested set_config calls followed at once
+	// Sizes of the per-call state, which lives on the stack and is cleared on every call: kept
+	// small because that clearing is most of the cost of analysing a short query.
+	maxPrefix = 16 // leading tokens of a statement kept for the statement-level rules
+	maxBody   = 6  // leading tokens after an EXPLAIN prefix
+	maxFrames = 4  // nested set_config calls followed at once; deeper ones pin at once
 )
 
 // analyzer reads one text token by token. Rules that depend on how a statement starts run at
@@ -79,20 +83,19 @@ type analyzer struct {
 	s   *Session
 	st  stmtState
 
-	toks    [maxPrefix]token
-	body    [maxBody]token // the statement after EXPLAIN [options], for CREATE TEMP
-	frames  [maxFrames]frame
-	scratch [128]byte // a parameter name being classified
-	nameBuf [32]byte  // a quoted function or schema name being compared
+	toks   [maxPrefix]token
+	body   [maxBody]token // the statement after EXPLAIN [options], for CREATE TEMP
+	frames [maxFrames]frame
 }
 
 // stmtState is the per-statement state; the zero value starts a statement.
 type stmtState struct {
-	n          int // tokens in the statement so far
-	lastEnd    int // end of the last token
-	depth      int // parentheses
-	beginDepth int // BEGIN ... END nesting inside a function body (psql's heuristic)
-	fnBody     bool
+	n          int  // tokens in the statement so far
+	lastEnd    int  // end of the last token
+	depth      int  // parentheses
+	beginDepth int  // BEGIN ATOMIC ... END, CASE ... END nesting in a function body
+	fnBody     bool // CREATE [OR REPLACE] FUNCTION|PROCEDURE
+	afterBegin bool // the previous token was BEGIN, at depth 0 of a function statement
 
 	// EXPLAIN prefix: explain is 1 while reading its options, 2 once the body has started.
 	explain    uint8
@@ -153,7 +156,7 @@ const (
 	intoPgTemp                  // after INTO pg_temp
 )
 
-func (a *analyzer) token(t token) {
+func (a *analyzer) token(t *token) {
 	st := &a.st
 	if t.kind == tkPunct && t.c == ';' && st.depth == 0 && st.beginDepth == 0 {
 		a.endStatement()
@@ -161,7 +164,7 @@ func (a *analyzer) token(t token) {
 	}
 	idx := st.n
 	if idx < maxPrefix {
-		a.toks[idx] = t
+		a.toks[idx] = *t
 	}
 	st.n++
 	st.lastEnd = t.end
@@ -173,21 +176,23 @@ func (a *analyzer) token(t token) {
 		a.explainBody(t, idx)
 	}
 	if st.fnBody && st.depth == 0 && t.kind == tkIdent {
-		// psql's rule for SQL-standard function bodies (BEGIN ATOMIC ... END): semicolons
-		// between a BEGIN and its END do not end the statement; CASE ... END nests inside.
+		// A SQL-standard function body, BEGIN ATOMIC ... END, holds semicolons that do not end
+		// the statement; CASE ... END nests inside it. psql counts every BEGIN, but begin is
+		// also a valid name ("CREATE FUNCTION begin() ...; SET ROLE x"), so only BEGIN ATOMIC
+		// opens a body here, as in the server's grammar. Both words are reserved inside.
 		w := a.src[t.start:t.end]
-		switch {
-		case eqFold(w, "begin"):
+		if st.beginDepth == 0 {
+			if st.afterBegin && eqFold(w, "atomic") {
+				st.beginDepth = 1
+			}
+			st.afterBegin = eqFold(w, "begin")
+		} else if eqFold(w, "case") {
 			st.beginDepth++
-		case eqFold(w, "case"):
-			if st.beginDepth > 0 {
-				st.beginDepth++
-			}
-		case eqFold(w, "end"):
-			if st.beginDepth > 0 {
-				st.beginDepth--
-			}
+		} else if eqFold(w, "end") {
+			st.beginDepth--
 		}
+	} else {
+		st.afterBegin = false
 	}
 	if a.s.Pin == None {
 		a.hunt(t)
@@ -222,7 +227,7 @@ func (a *analyzer) startRules(idx int) {
 
 // explainBody finds where the statement after EXPLAIN [ANALYZE] [VERBOSE] or EXPLAIN (options)
 // starts, and keeps its first tokens: EXPLAIN ANALYZE runs CREATE TABLE AS.
-func (a *analyzer) explainBody(t token, idx int) {
+func (a *analyzer) explainBody(t *token, idx int) {
 	st := &a.st
 	if st.explain == 1 {
 		if idx == 0 {
@@ -243,13 +248,13 @@ func (a *analyzer) explainBody(t token, idx int) {
 		st.bodyStart = idx
 	}
 	if k := idx - st.bodyStart; k < maxBody {
-		a.body[k] = t
+		a.body[k] = *t
 		st.nb = k + 1
 	}
 }
 
 // hunt runs the rules that may match anywhere in a statement.
-func (a *analyzer) hunt(t token) {
+func (a *analyzer) hunt(t *token) {
 	st := &a.st
 	src := a.src
 	pending := st.pending
@@ -271,7 +276,7 @@ func (a *analyzer) hunt(t token) {
 			default:
 				f.toks++
 				if f.toks == 1 {
-					f.first = t
+					f.first = *t
 				}
 				if isPunct && t.c == '(' {
 					f.complex = true
@@ -309,7 +314,8 @@ func (a *analyzer) hunt(t token) {
 		st.pending = nameKind(w, true)
 		st.prevInsert = eqFold(w, "insert") || eqFold(w, "merge")
 	case t.kind == tkQIdent || t.kind == tkUIdent:
-		if name := quotedName(src, t, a.nameBuf[:]); name != nil {
+		var buf [32]byte
+		if name := quotedName(src, t, buf[:]); name != nil {
 			st.pending = nameKind(name, false)
 		}
 	}
@@ -356,12 +362,13 @@ func nameKind(w []byte, fold bool) uint8 {
 	return 0
 }
 
-func (a *analyzer) intoStep(t token) {
+func (a *analyzer) intoStep(t *token) {
 	st := &a.st
 	var w []byte
 	if t.kind == tkIdent {
 		w = a.src[t.start:t.end]
 	}
+	var buf [len("pg_temp")]byte
 	switch st.into {
 	case intoStart:
 		switch {
@@ -370,7 +377,7 @@ func (a *analyzer) intoStep(t token) {
 		case eqFold(w, "temp") || eqFold(w, "temporary"):
 			st.into = intoTemp
 		case eqFold(w, "pg_temp") || (t.kind == tkQIdent || t.kind == tkUIdent) &&
-			string(quotedName(a.src, t, a.nameBuf[:])) == "pg_temp":
+			string(quotedName(a.src, t, buf[:])) == "pg_temp":
 			st.into = intoPgTemp
 		default:
 			st.into = 0
@@ -510,7 +517,7 @@ func (a *analyzer) pin(r Reason) {
 	}
 }
 
-// pinName commits a SessionSet pin with the parameter name in name (in a.scratch), or raw when
+// pinName commits a SessionSet pin with the lower-cased parameter name in name, or raw when
 // the name did not fit or could not be decoded.
 func (a *analyzer) pinName(name, raw []byte) {
 	s := a.s
@@ -525,23 +532,36 @@ func (a *analyzer) pinName(name, raw []byte) {
 	s.PinParam = s.pinBuf[:copy(s.pinBuf[:], name)]
 }
 
-// tok returns the statement's token i if it was kept.
-func (a *analyzer) tok(i int) (token, bool) {
+// tok returns the statement's token i, nil if the statement has no token i or it was not kept.
+func (a *analyzer) tok(i int) *token {
 	if i < 0 || i >= a.st.n || i >= maxPrefix {
-		return token{}, false
+		return nil
 	}
-	return a.toks[i], true
+	return &a.toks[i]
 }
 
 // kw reports whether token i is the unquoted keyword word (lower case).
 func (a *analyzer) kw(i int, word string) bool {
-	t, ok := a.tok(i)
-	return ok && t.kind == tkIdent && eqFold(a.src[t.start:t.end], word)
+	t := a.tok(i)
+	return t != nil && t.kind == tkIdent && eqFold(a.src[t.start:t.end], word)
 }
 
 func (a *analyzer) punctAt(i int, c byte) bool {
-	t, ok := a.tok(i)
-	return ok && t.kind == tkPunct && t.c == c
+	t := a.tok(i)
+	return t != nil && t.kind == tkPunct && t.c == c
+}
+
+// keyword returns token i lower-cased in buf if it is an unquoted word that fits buf, else "".
+// Comparing the result in a switch does not allocate.
+func (a *analyzer) keyword(i int, buf []byte) []byte {
+	t := a.tok(i)
+	if t == nil || t.kind != tkIdent || t.end-t.start > len(buf) {
+		return nil
+	}
+	for j, c := range a.src[t.start:t.end] {
+		buf[j] = lower(c)
+	}
+	return buf[:t.end-t.start]
 }
 
 func isIdentKind(k tokKind) bool { return k == tkIdent || k == tkQIdent || k == tkUIdent }
@@ -550,24 +570,26 @@ func isIdentKind(k tokKind) bool { return k == tkIdent || k == tkQIdent || k == 
 func (a *analyzer) statement() {
 	s := a.s
 	st := &a.st
-	switch {
-	case a.kw(0, "set"):
+	var buf [len("deallocate")]byte
+	switch string(a.keyword(0, buf[:])) {
+	case "set":
 		a.set()
-	case a.kw(0, "reset"):
+	case "reset":
 		if a.kw(1, "all") && st.n == 2 {
 			a.searchPathReset()
 			return
 		}
-		if name, next, ok := a.gucName(1); ok && next == st.n && classifyParam(name) == paramSearchPath {
+		var buf [len("search_path")]byte
+		if name, next, ok := a.gucName(1, buf[:]); ok && next == st.n && classifyParam(name) == paramSearchPath {
 			a.searchPathReset()
 		}
-	case a.kw(0, "prepare"):
+	case "prepare":
 		if a.kw(1, "transaction") && st.n == 3 && isStringKind(a.toks[2].kind) {
 			s.TxControl = true
 			return
 		}
 		a.pin(Prepare)
-	case a.kw(0, "deallocate"):
+	case "deallocate":
 		i := 1
 		if a.kw(1, "prepare") && st.n > 2 {
 			i = 2
@@ -579,23 +601,23 @@ func (a *analyzer) statement() {
 			s.DeallocateAll = true
 			return
 		}
-		if t, ok := a.tok(i); ok && isIdentKind(t.kind) {
+		if t := a.tok(i); t != nil && isIdentKind(t.kind) {
 			w := identWriter{buf: s.deallocBuf[:]}
 			w.ident(a.src, t, false)
 			if !w.bad && !w.overflow {
 				s.Deallocate = w.bytes()
 			}
 		}
-	case a.kw(0, "discard"):
+	case "discard":
 		if a.kw(1, "all") && st.n == 2 {
 			s.DiscardAll, s.DeallocateAll = true, true
 			a.searchPathReset()
 		}
-	case a.kw(0, "listen"):
+	case "listen":
 		a.pin(Listen)
-	case a.kw(0, "load"):
+	case "load":
 		a.pin(Load)
-	case a.kw(0, "declare"):
+	case "declare":
 		// DECLARE name [BINARY] [ASENSITIVE|INSENSITIVE] [[NO] SCROLL] CURSOR [WITH|WITHOUT HOLD].
 		// The name may itself be "cursor", so the search starts after it.
 		for i := 2; i < st.n && i < maxPrefix; i++ {
@@ -606,12 +628,11 @@ func (a *analyzer) statement() {
 				break
 			}
 		}
-	case a.kw(0, "create"), a.kw(0, "explain"):
+	case "create", "explain":
 		if a.createTemp() {
 			a.pin(TempObject)
 		}
-	case a.kw(0, "begin"), a.kw(0, "start"), a.kw(0, "commit"), a.kw(0, "end"),
-		a.kw(0, "rollback"), a.kw(0, "abort"), a.kw(0, "savepoint"), a.kw(0, "release"):
+	case "begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release":
 		s.TxControl = true
 	}
 }
@@ -659,7 +680,7 @@ func (a *analyzer) set() {
 		!a.kw(i+1, "authorization") && !a.kw(i+1, "characteristics") {
 		i++
 	}
-	if t, ok := a.tok(i); ok && t.kind == tkIdent && !a.nameEnds(i+1) {
+	if t := a.tok(i); t != nil && t.kind == tkIdent && !a.nameEnds(i+1) {
 		switch w := a.src[t.start:t.end]; {
 		case eqFold(w, "transaction"), eqFold(w, "constraints"), eqFold(w, "catalog"):
 			// SET TRANSACTION ... and SET CONSTRAINTS are transaction-scoped; SET CATALOG can
@@ -668,7 +689,7 @@ func (a *analyzer) set() {
 		case eqFold(w, "time") && a.kw(i+1, "zone"), eqFold(w, "names"):
 			return // timezone, client_encoding: tracked
 		case eqFold(w, "schema"):
-			if _, ok := a.tok(i + 1); ok {
+			if a.tok(i+1) != nil {
 				a.searchPathSet(i + 1)
 			}
 			return
@@ -691,16 +712,17 @@ func (a *analyzer) set() {
 				return
 			}
 		case eqFold(w, "xml") && a.kw(i+1, "option"):
-			a.pinName(append(a.scratch[:0], "xmloption"...), nil)
+			a.pinName([]byte("xmloption"), nil)
 			return
 		}
 	}
 
 	// SET name {TO|=} value | SET name FROM CURRENT, name possibly dotted or quoted.
-	name, j, ok := a.gucName(i)
+	var buf [len(Session{}.pinBuf)]byte
+	name, j, ok := a.gucName(i, buf[:])
 	if !ok {
 		// Nothing we can read as a parameter name: be conservative.
-		a.pinName(append(a.scratch[:0], "set"...), nil)
+		a.pinName([]byte("set"), nil)
 		return
 	}
 	raw := a.rawName(i, j)
@@ -714,7 +736,7 @@ func (a *analyzer) set() {
 		case paramSearchPath:
 			if isDefault {
 				a.searchPathReset()
-			} else if _, ok := a.tok(v); ok {
+			} else if a.tok(v) != nil {
 				a.searchPathSet(v)
 			}
 		case paramRole:
@@ -753,13 +775,13 @@ func (a *analyzer) nameEnds(i int) bool {
 }
 
 // gucName reads a possibly dotted parameter name starting at token i and returns it
-// lower-cased in a.scratch, and the index of the token after it. ok is false if no name starts
-// at i. name is nil (with ok true) when the name does not fit a.scratch or cannot be decoded.
-func (a *analyzer) gucName(i int) (name []byte, next int, ok bool) {
-	w := identWriter{buf: a.scratch[:]}
+// lower-cased in buf, and the index of the token after it. ok is false if no name starts at i.
+// name is nil (with ok true) when the name does not fit buf or cannot be decoded.
+func (a *analyzer) gucName(i int, buf []byte) (name []byte, next int, ok bool) {
+	w := identWriter{buf: buf}
 	for {
-		t, ok := a.tok(i)
-		if !ok || !isIdentKind(t.kind) {
+		t := a.tok(i)
+		if t == nil || !isIdentKind(t.kind) {
 			if w.n == 0 {
 				return nil, i, false
 			}
@@ -782,9 +804,8 @@ func (a *analyzer) gucName(i int) (name []byte, next int, ok bool) {
 
 // rawName is the name tokens i..j-1 as written.
 func (a *analyzer) rawName(i, j int) []byte {
-	first, ok1 := a.tok(i)
-	last, ok2 := a.tok(j - 1)
-	if !ok1 || !ok2 || last.end < first.start {
+	first, last := a.tok(i), a.tok(j-1)
+	if first == nil || last == nil || last.end < first.start {
 		return nil
 	}
 	return a.src[first.start:last.end]
@@ -793,14 +814,14 @@ func (a *analyzer) rawName(i, j int) []byte {
 // searchPathSet records SET search_path whose value starts at token v and runs to the end of
 // the statement.
 func (a *analyzer) searchPathSet(v int) {
-	t, _ := a.tok(v)
+	t := a.tok(v)
 	sp := &a.s.SearchPath
 	sp.Set, sp.Reset, sp.Value = true, false, a.src[t.start:a.st.lastEnd]
 }
 
 func (a *analyzer) searchPathReset() {
 	sp := &a.s.SearchPath
-	sp.Set, sp.Reset, sp.Value = false, true, nil
+	sp.Set, sp.Reset, sp.Value = true, true, nil
 }
 
 type paramClass uint8

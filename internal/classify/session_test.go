@@ -34,13 +34,13 @@ func resultOf(s *Session) result {
 	}
 }
 
-func pin(r Reason) result              { return result{Pin: r} }
-func sessionSet(param string) result   { return result{Pin: SessionSet, PinParam: param} }
-func searchPath(value string) result   { return result{SPSet: true, SPValue: value} }
-func deallocate(name string) result    { return result{Deallocate: name} }
-func txControl() result                { return result{TxControl: true} }
+func pin(r Reason) result            { return result{Pin: r} }
+func sessionSet(param string) result { return result{Pin: SessionSet, PinParam: param} }
+func searchPath(value string) result { return result{SPSet: true, SPValue: value} }
+func deallocate(name string) result  { return result{Deallocate: name} }
+func txControl() result              { return result{TxControl: true} }
 
-var searchPathReset = result{SPReset: true}
+var searchPathReset = result{SPSet: true, SPReset: true}
 
 type sessionCase struct {
 	name string
@@ -67,6 +67,7 @@ var sessionCases = []sessionCase{
 	{name: "set to string default", sql: "SET work_mem = 'default'", want: sessionSet("work_mem")},
 	{name: "set xml option", sql: "SET XML OPTION DOCUMENT", want: sessionSet("xmloption")},
 	{name: "set default xact isolation", sql: "SET default_transaction_isolation = 'serializable'", want: sessionSet("default_transaction_isolation")},
+	{name: "set name longer than the prefix kept", sql: "SET a.b.c.d.e.f.g.h.i = 1", want: sessionSet("a.b.c.d.e.f.g.h")},
 	{name: "set unreadable name", sql: "SET 'x' = 1", want: sessionSet("set")},
 	{name: "set name without value", sql: "SET xx", want: sessionSet("xx")},
 
@@ -79,6 +80,7 @@ var sessionCases = []sessionCase{
 	{name: "set quoted timezone", sql: `SET "TimeZone" = 'UTC'`, want: pin(None)},
 	{name: "set session timezone", sql: "SET SESSION timezone TO 'UTC'", want: pin(None)},
 	{name: "set time zone", sql: "SET TIME ZONE 'Europe/Paris'", want: pin(None)},
+	{name: "set session time zone", sql: "SET SESSION TIME ZONE INTERVAL '+02:00' HOUR TO MINUTE", want: pin(None)},
 	{name: "set time zone local", sql: "SET TIME ZONE LOCAL", want: pin(None)},
 	{name: "set names", sql: "SET NAMES 'UTF8'", want: pin(None)},
 	{name: "set client_encoding", sql: "SET client_encoding TO 'UTF8'", want: pin(None)},
@@ -152,6 +154,7 @@ var sessionCases = []sessionCase{
 	{name: "set_config dollar literal", sql: "SELECT set_config($$X.Y$$, 'v', false)", want: sessionSet("x.y")},
 	{name: "set_config escaped literal", sql: "SELECT set_config('it''s', 'v', false)", want: sessionSet("set_config")},
 	{name: "set_config comment before paren", sql: "SELECT set_config -- c\n ('x.y','v',false)", want: sessionSet("x.y")},
+	{name: "set_config nested too deep", sql: "SELECT set_config('a.a', set_config('b.b', set_config('c.c', set_config('d.d', set_config('e.e', 'v', true), true), true), true), true)", want: sessionSet("set_config")},
 	{name: "set_config column", sql: "SELECT set_config FROM t", want: pin(None)},
 	{name: "set_config in string", sql: "SELECT 'set_config(''a'',''b'',false)'", want: pin(None)},
 	{name: "set_config in where", sql: "UPDATE t SET a = 1 WHERE set_config('x.y', 'v', false) IS NOT NULL", want: sessionSet("x.y")},
@@ -242,7 +245,7 @@ var sessionCases = []sessionCase{
 	{name: "load", sql: "LOAD 'auto_explain'", want: pin(Load)},
 
 	// DISCARD and DEALLOCATE.
-	{name: "discard all", sql: "DISCARD ALL", want: result{DiscardAll: true, DeallocateAll: true, SPReset: true}},
+	{name: "discard all", sql: "DISCARD ALL", want: result{DiscardAll: true, DeallocateAll: true, SPSet: true, SPReset: true}},
 	{name: "discard plans", sql: "DISCARD PLANS", want: pin(None)},
 	{name: "discard temp", sql: "DISCARD TEMP", want: pin(None)},
 	{name: "deallocate all", sql: "DEALLOCATE ALL", want: result{DeallocateAll: true}},
@@ -298,6 +301,10 @@ var sessionCases = []sessionCase{
 	{name: "semicolon in parens", sql: "SELECT (1; SET ROLE x)", want: pin(None), stmts: 1},
 	{name: "begin atomic body", sql: "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT CASE WHEN true THEN 2 END; END; SET ROLE x", want: pin(Role), stmts: 2},
 	{name: "begin atomic procedure", sql: "CREATE OR REPLACE PROCEDURE p() BEGIN ATOMIC INSERT INTO t VALUES (1); END; LISTEN c", want: pin(Listen), stmts: 2},
+	{name: "function named begin", sql: "CREATE FUNCTION begin() RETURNS int LANGUAGE sql AS 'select 1'; SET ROLE x", want: pin(Role), stmts: 2},
+	{name: "begin column in atomic body", sql: "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT begin FROM t; END; SET ROLE x", want: pin(Role), stmts: 2},
+	{name: "case in parens in atomic body", sql: "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT (CASE WHEN true THEN 1 END); END; LISTEN c", want: pin(Listen), stmts: 2},
+	{name: "return case without body", sql: "CREATE FUNCTION f() RETURNS int LANGUAGE sql RETURN CASE WHEN true THEN 1 END; LISTEN c", want: pin(Listen), stmts: 2},
 	{name: "begin atomic no tx control", sql: "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END", want: pin(None), stmts: 1},
 
 	// Several statements.
@@ -454,4 +461,42 @@ func ExampleAnalyzeSession() {
 	// Output:
 	// advisory_lock 2
 	// app, public
+}
+
+// TestAnalyzeSessionAdversarial runs 256 KiB inputs built to make a careless lexer or rule
+// quadratic; with linear time each takes milliseconds, a quadratic one would not finish.
+func TestAnalyzeSessionAdversarial(t *testing.T) {
+	const n = 1 << 18
+	rep := func(s string) []byte { return bytes.Repeat([]byte(s), n/len(s)) }
+	for name, sql := range map[string][]byte{
+		"dollar tags":            append([]byte("$a$"), rep("$b$$ab$$a")...),
+		"long dollar tag":        append(append([]byte("$"), append(rep("t"), '$')...), rep("$t")...),
+		"open parens":            rep("("),
+		"set_config calls":       rep("set_config("),
+		"nested set_config":      rep("set_config('a', "),
+		"advisory lock names":    rep("pg_advisory_lock "),
+		"comment openers":        rep("/*"),
+		"uescape lookahead":      rep(`U&"x"  /* c */ `),
+		"string continuations":   rep("'a'\n"),
+		"E string backslashes":   append([]byte("E'"), rep(`\\`)...),
+		"into temp":              rep("SELECT 1 INTO TEMP "),
+		"semicolons":             rep(";"),
+		"begin atomic":           append([]byte("CREATE FUNCTION f() BEGIN ATOMIC "), rep("CASE ")...),
+		"quoted identifiers":     rep(`"a""b" `),
+		"unicode identifiers":    rep(`U&"\0061\+000062" `),
+		"explain options":        append([]byte("EXPLAIN ("), rep("ANALYZE, ")...),
+		"dotted set":             append([]byte("SET "), rep("a.")...),
+		"line comments":          rep("--\n"),
+		"numbers":                rep("1.5e10 "),
+		"statements with pins":   rep("SET ROLE x; "),
+		"quoted pg_temp":         rep(`"pg_temp". `),
+		"deallocate statements":  rep(`DEALLOCATE "X"; `),
+		"search_path statements": rep("SET search_path TO a, b; "),
+	} {
+		t.Run(name, func(t *testing.T) {
+			var s Session
+			AnalyzeSession(sql, &s)
+			checkSession(t, sql, &s)
+		})
+	}
 }
