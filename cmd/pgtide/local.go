@@ -14,6 +14,7 @@ import (
 	"pgtide/internal/config"
 	"pgtide/internal/pgcluster"
 	"pgtide/internal/proxy"
+	"pgtide/internal/router"
 )
 
 const localUsage = `Usage: pgtide local [flags]
@@ -31,7 +32,9 @@ Flags:
 func cmdLocal(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("local", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	listen := fs.String("listen", "127.0.0.1:6432", "address the proxy listens on")
+	listen := fs.String("listen", "127.0.0.1:6432", "address of the automatic endpoint")
+	writerListen := fs.String("writer-listen", "127.0.0.1:6433", "address of the writer endpoint (\"\" for none)")
+	readerListen := fs.String("reader-listen", "127.0.0.1:6434", "address of the reader endpoint (\"\" for none)")
 	replicas := fs.Int("replicas", 2, "number of streaming replicas")
 	mode := fs.String("pool-mode", config.PoolModeTransaction, "pool mode: session or transaction")
 	poolSize := fs.Int("pool-size", 20, "server connections per (node, database, user)")
@@ -58,6 +61,8 @@ func cmdLocal(args []string, stdout, stderr io.Writer) int {
 
 	cfg := config.Defaults()
 	cfg.Proxy.Listen = *listen
+	cfg.Proxy.WriterListen = *writerListen
+	cfg.Proxy.ReaderListen = *readerListen
 	cfg.Proxy.PoolMode = *mode
 	cfg.Cluster.PoolSize = *poolSize
 	for _, n := range cl.Nodes() {
@@ -83,8 +88,14 @@ func cmdLocal(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "configuration: %s\n", path)
 
 	err = serve(cfg, stderr, func(srv *proxy.Server) {
-		host, port := splitAddr(srv.Addr().String())
-		fmt.Fprintf(stdout, "\npgtide is ready. Connect with:\n\n  psql -h %s -p %s -U postgres postgres\n\nCtrl-C stops everything.\n", host, port)
+		fmt.Fprintf(stdout, "\npgtide is ready. Connect with:\n\n")
+		for _, ep := range []router.Endpoint{router.Auto, router.Writer, router.Reader} {
+			if a := srv.EndpointAddr(ep); a != nil {
+				host, port := splitAddr(a.String())
+				fmt.Fprintf(stdout, "  psql -h %s -p %s -U postgres postgres    # %s endpoint\n", host, port, ep)
+			}
+		}
+		fmt.Fprintf(stdout, "\nCtrl-C stops everything.\n")
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "pgtide local:", err)

@@ -67,8 +67,9 @@ func serve(cfg *config.Config, logOut io.Writer, ready func(*proxy.Server)) erro
 	if err != nil {
 		return err
 	}
-	logger.Info("pgtide listening", "version", versionString(), "listen", srv.Addr().String(),
-		"pool_mode", cfg.Proxy.PoolMode, "server", cfg.Cluster.Hosts[0])
+	logger.Info("pgtide listening", "version", versionString(), "listen", cfg.Proxy.Listen,
+		"writer_listen", cfg.Proxy.WriterListen, "reader_listen", cfg.Proxy.ReaderListen,
+		"pool_mode", cfg.Proxy.PoolMode, "hosts", cfg.Cluster.Hosts)
 
 	srv.OnReload = func(c *config.Config) { level.Set(parseLevel(c.Proxy.LogLevel)) }
 

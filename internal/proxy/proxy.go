@@ -17,19 +17,24 @@ import (
 	"time"
 
 	"pgtide/internal/auth"
+	"pgtide/internal/cluster"
 	"pgtide/internal/config"
 	"pgtide/internal/pool"
+	"pgtide/internal/router"
 	"pgtide/internal/session"
 	"pgtide/internal/wire"
 )
 
 // Server is a running proxy.
 type Server struct {
-	cfg    atomic.Pointer[config.Config]
-	pools  *pool.Manager
-	env    *session.Env
-	logger *slog.Logger
-	ln     net.Listener
+	cfg     atomic.Pointer[config.Config]
+	pools   *pool.Manager
+	env     *session.Env
+	logger  *slog.Logger
+	cluster *cluster.Cluster
+	router  *router.Router
+	// listeners by endpoint; set by New, read-only after.
+	listeners []listener
 	// OnReload, if set before Serve, is called with each configuration a reload applies.
 	OnReload func(*config.Config)
 	// dialServer opens connections to servers for CancelRequests. Tests may replace it.
@@ -46,8 +51,36 @@ type Server struct {
 	closing  bool                        // guarded by mu
 
 	conns sync.WaitGroup // one per client connection goroutine
-	bg    sync.WaitGroup // pool maintenance
+	bg    sync.WaitGroup // pool maintenance and cluster health checks
 	stop  context.CancelFunc
+}
+
+// listener is one client-facing endpoint.
+type listener struct {
+	ep router.Endpoint
+	ln net.Listener
+}
+
+// ClusterConfig derives the health checker's and discovery's settings from a configuration.
+func ClusterConfig(c *config.Config) cluster.Config {
+	cl := &c.Cluster
+	hosts := make([]cluster.Host, len(cl.Hosts))
+	for i, h := range cl.Hosts {
+		hosts[i] = cluster.Host{Addr: h, Weight: cl.Weights[h]}
+	}
+	return cluster.Config{
+		Hosts:               hosts,
+		HealthCheckInterval: cl.HealthCheckInterval.Duration,
+		HealthCheckTimeout:  cl.HealthCheckTimeout.Duration,
+		HealthCheckFailures: cl.HealthCheckFailures,
+		User:                cl.HealthCheckUser,
+		Password:            c.Users[cl.HealthCheckUser].Password,
+		Database:            cl.HealthCheckDatabase,
+		Discovery:           cl.Discovery,
+		AuroraTemplate:      cl.AuroraTemplate,
+		DNSName:             cl.DNSName,
+		DiscoveryInterval:   cl.DiscoveryInterval.Duration,
+	}
 }
 
 // PoolSettings derives the pool manager's settings from a configuration.
@@ -64,19 +97,35 @@ func PoolSettings(c *config.Config) pool.Settings {
 		ServerResetQuery:     cl.ServerResetQuery,
 		ServerConnectTimeout: cl.ServerConnectTimeout.Duration,
 		MaxMessageSize:       1 << 30, // server messages are streamed, never held whole
+		ServerConnectRate:    cl.ServerConnectRate,
 	}
 }
 
-// New returns a proxy for cfg, listening on cfg.Proxy.Listen. Call Serve to accept clients.
+// New returns a proxy for cfg, listening on its endpoints, with the cluster's health checks
+// running; it returns once every node has been checked (or health_check_timeout has passed
+// twice), so the first clients find the roles known. Call Serve to accept clients.
 func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
-	ln, err := net.Listen("tcp", cfg.Proxy.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", cfg.Proxy.Listen, err)
+	var listeners []listener
+	for _, l := range []struct {
+		ep   router.Endpoint
+		addr string
+	}{{router.Auto, cfg.Proxy.Listen}, {router.Writer, cfg.Proxy.WriterListen}, {router.Reader, cfg.Proxy.ReaderListen}} {
+		if l.addr == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			for _, o := range listeners {
+				o.ln.Close()
+			}
+			return nil, fmt.Errorf("listen on %s (%s endpoint): %w", l.addr, l.ep, err)
+		}
+		listeners = append(listeners, listener{ep: l.ep, ln: ln})
 	}
 	s := &Server{
 		pools:      pool.NewManager(PoolSettings(cfg)),
 		logger:     logger,
-		ln:         ln,
+		listeners:  listeners,
 		sessions:   make(map[uint32]*session.Session),
 		dialServer: func(network, addr string) (net.Conn, error) { return net.DialTimeout(network, addr, 2*time.Second) },
 	}
@@ -84,20 +133,52 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	s.cfgStamps = configStamps(cfg)
 	s.pools.Logger = logger
 	s.pools.Password = func(user string) string { return s.cfg.Load().Users[user].Password }
+	s.cluster = cluster.New(ClusterConfig(cfg), logger)
+	// A node that went down or changed role keeps none of its idle server connections, and the
+	// ones in use are closed when they come back: writes must not reach an old writer.
+	s.cluster.Subscribe(func(e cluster.Event) {
+		if (e.PrevUp && !e.Up) || (e.PrevRole != e.Role && e.PrevRole != cluster.RoleUnknown) || e.Removed {
+			s.pools.CloseNode(e.Node.Addr())
+		}
+	})
+	s.router = router.New(s.cluster, s.cfg.Load)
 	s.env = &session.Env{Pools: s.pools, Auth: auth.NewAuthenticator(), Config: s.cfg.Load, Logger: logger,
-		Pins: new(session.PinCounter)}
+		Pins: new(session.PinCounter), Router: s.router}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
-	s.bg.Add(1)
+	s.bg.Add(2)
 	go func() {
 		defer s.bg.Done()
 		s.pools.Run(ctx, time.Second)
 	}()
+	go func() {
+		defer s.bg.Done()
+		s.cluster.Run(ctx)
+	}()
+	wctx, wcancel := context.WithTimeout(ctx, 2*cfg.Cluster.HealthCheckTimeout.Duration)
+	s.cluster.WaitChecked(wctx)
+	wcancel()
 	return s, nil
 }
 
-// Addr returns the address clients connect to.
-func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+// Addr returns the address of the first endpoint (auto, else writer, else reader).
+func (s *Server) Addr() net.Addr { return s.listeners[0].ln.Addr() }
+
+// EndpointAddr returns the address of endpoint ep, or nil if it is not configured.
+func (s *Server) EndpointAddr(ep router.Endpoint) net.Addr {
+	for _, l := range s.listeners {
+		if l.ep == ep {
+			return l.ln.Addr()
+		}
+	}
+	return nil
+}
+
+// Cluster returns the live view of the nodes.
+func (s *Server) Cluster() *cluster.Cluster { return s.cluster }
+
+// Router returns the router (for tests and, later, the admin console).
+func (s *Server) Router() *router.Router { return s.router }
 
 // Pools returns the pool manager (for tests and, later, the admin console).
 func (s *Server) Pools() *pool.Manager { return s.pools }
@@ -111,10 +192,25 @@ func (s *Server) Config() *config.Config { return s.cfg.Load() }
 // Clients returns the number of client connections being served.
 func (s *Server) Clients() int { return int(s.clients.Load()) }
 
-// Serve accepts clients until Shutdown. It returns nil after a shutdown.
+// Serve accepts clients on every endpoint until Shutdown. It returns nil after a shutdown.
 func (s *Server) Serve() error {
+	errs := make(chan error, len(s.listeners))
+	for _, l := range s.listeners[1:] {
+		go func() { errs <- s.accept(l) }()
+	}
+	err := s.accept(s.listeners[0])
+	for range s.listeners[1:] {
+		if e := <-errs; err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+// accept serves one endpoint until its listener is closed.
+func (s *Server) accept(l listener) error {
 	for {
-		conn, err := s.ln.Accept()
+		conn, err := l.ln.Accept()
 		if err != nil {
 			s.mu.Lock()
 			closing := s.closing
@@ -129,12 +225,12 @@ func (s *Server) Serve() error {
 			return err
 		}
 		s.conns.Add(1)
-		go s.handle(conn)
+		go s.handle(conn, l.ep)
 	}
 }
 
 // handle admits one client connection and serves it.
-func (s *Server) handle(conn net.Conn) {
+func (s *Server) handle(conn net.Conn, ep router.Endpoint) {
 	defer s.conns.Done()
 	defer conn.Close()
 	n := s.clients.Add(1)
@@ -156,7 +252,7 @@ func (s *Server) handle(conn net.Conn) {
 		return
 	}
 
-	sess := session.New(s.env, conn, br, st)
+	sess := session.New(s.env, conn, br, st, ep)
 	if !s.register(sess) {
 		reject(conn, wire.CodeAdminShutdown, "pgtide is shutting down")
 		return
@@ -165,7 +261,10 @@ func (s *Server) handle(conn net.Conn) {
 	if err := s.negotiate(conn, st); err != nil {
 		return
 	}
-	if err := sess.Login(context.Background()); err != nil {
+	loginCtx, cancel := context.WithTimeout(context.Background(), cfg.Proxy.ClientLoginTimeout.Duration)
+	err = sess.Login(loginCtx)
+	cancel()
+	if err != nil {
 		s.logger.Info("client login failed", "client", conn.RemoteAddr().String(), "err", err)
 		return
 	}
@@ -282,7 +381,9 @@ func (s *Server) Shutdown() {
 		sessions = append(sessions, sess)
 	}
 	s.mu.Unlock()
-	s.ln.Close()
+	for _, l := range s.listeners {
+		l.ln.Close()
+	}
 	s.logger.Info("shutting down: waiting for running transactions", "clients", len(sessions))
 	for _, sess := range sessions {
 		sess.Shutdown()

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"maps"
 	"os"
 	"slices"
 	"time"
@@ -9,21 +10,26 @@ import (
 	"pgtide/internal/config"
 )
 
-// Reload applies a new configuration without dropping connections: pool sizes, timeouts, users
-// and limits take effect for the next decision each makes. Settings that need a restart
-// (proxy.listen, cluster.hosts) keep their running values, with a warning. pool_mode applies to
-// clients that connect after the reload.
+// Reload applies a new configuration without dropping connections: pool sizes, timeouts, users,
+// limits and cluster.hosts (and weights) take effect for the next decision each makes. The
+// listen addresses need a restart and keep their running values, with a warning. pool_mode
+// applies to clients that connect after the reload.
 func (s *Server) Reload(next *config.Config) {
 	cur := s.cfg.Load()
 	if next.Proxy.Listen != cur.Proxy.Listen {
 		s.logger.Warn("reload: proxy.listen changes only on restart", "running", cur.Proxy.Listen, "configured", next.Proxy.Listen)
 		next.Proxy.Listen = cur.Proxy.Listen
 	}
-	if !slices.Equal(next.Cluster.Hosts, cur.Cluster.Hosts) {
-		s.logger.Warn("reload: cluster.hosts changes only on restart", "running", cur.Cluster.Hosts, "configured", next.Cluster.Hosts)
-		next.Cluster.Hosts = cur.Cluster.Hosts
+	if next.Proxy.WriterListen != cur.Proxy.WriterListen || next.Proxy.ReaderListen != cur.Proxy.ReaderListen {
+		s.logger.Warn("reload: proxy.writer_listen and proxy.reader_listen change only on restart")
+		next.Proxy.WriterListen, next.Proxy.ReaderListen = cur.Proxy.WriterListen, cur.Proxy.ReaderListen
 	}
 	s.cfg.Store(next)
+	// A host added starts receiving work once its first check passes; a removed one drains:
+	// no new work, its connections closed as they come back.
+	if !slices.Equal(next.Cluster.Hosts, cur.Cluster.Hosts) || !maps.Equal(next.Cluster.Weights, cur.Cluster.Weights) {
+		s.cluster.SetHosts(ClusterConfig(next).Hosts)
+	}
 	s.pools.SetSettings(PoolSettings(next))
 	if s.OnReload != nil {
 		s.OnReload(next)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"pgtide/internal/cluster"
 	"pgtide/internal/pool"
 	"pgtide/internal/wire"
 )
@@ -93,11 +94,13 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 	if srv == nil {
 		s.mu.Unlock()
 		var err error
-		if srv, err = s.acquire(ctx); err != nil {
+		var node *cluster.Node
+		if srv, node, err = s.acquire(ctx, wire.SeverityError); err != nil {
 			return nil, s.refuse(typ, err)
 		}
 		s.mu.Lock()
 		s.server = srv
+		s.node = node
 		s.pending, s.open = 0, false
 		s.reqSent, s.reqDone = 0, 0
 		s.expect = s.expect[:0]
@@ -133,15 +136,47 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 
 var errShutdown = errors.New("session: shutting down")
 
-func (s *Session) acquire(ctx context.Context) (*pool.Conn, error) {
-	return s.env.Pools.Acquire(ctx, s.key, s.env.Config().Cluster.QueryWaitTimeout.Duration)
+// acquire gets a server connection on the node the router picks for the client's endpoint. If
+// the node cannot be reached (a failover may be under way) it waits for the topology to change
+// and asks the router again, within failover_timeout: a client between transactions sees no
+// error. The node stays counted by the router until the caller calls Done. A failure is a
+// *wire.Error with the given severity.
+func (s *Session) acquire(ctx context.Context, severity string) (*pool.Conn, *cluster.Node, error) {
+	cfg := s.env.Config()
+	deadline := time.Now().Add(cfg.Cluster.FailoverTimeout.Duration)
+	for {
+		node, err := s.env.Router.Pick(ctx, s.endpoint)
+		if err != nil {
+			var we *wire.Error
+			if errors.As(err, &we) {
+				e := *we
+				e.Severity = severity
+				return nil, nil, &e
+			}
+			return nil, nil, serverError(err, severity, s.key)
+		}
+		key := s.key
+		key.Node = node.Addr()
+		c, err := s.env.Pools.Acquire(ctx, key, cfg.Cluster.QueryWaitTimeout.Duration)
+		if err == nil {
+			s.key = key
+			return c, node, nil
+		}
+		s.env.Router.Done(node)
+		if !retryable(err) || time.Now().After(deadline) {
+			return nil, nil, serverError(err, severity, key)
+		}
+		s.env.Router.Suspect(node)
+		s.logger.Debug("server unreachable; waiting for the topology to change", "server", key.Node, "err", err)
+		s.env.Router.Backoff(ctx, 50*time.Millisecond)
+	}
 }
 
 // refuse answers a request that could not get a server connection, as PostgreSQL answers a failed
 // request: ErrorResponse, then ReadyForQuery once the request is over (at Sync for the extended
 // protocol). It returns an error only when the session must end.
 func (s *Session) refuse(typ byte, err error) error {
-	we := serverError(err, wire.SeverityError, s.key)
+	we := err.(*wire.Error)
 	s.logger.Warn("request refused: no server connection", "err", we.Message)
 	if err := s.r.Skip(); err != nil {
 		return err
@@ -224,8 +259,9 @@ func (s *Session) relay() {
 		idle := s.pending == 0 && !s.open && status == 'I'
 		release := idle && (s.txMode && !s.pinned || s.closing)
 		reset := !s.txMode || s.pinned
+		var node *cluster.Node
 		if release {
-			s.server = nil
+			s.server, node, s.node = nil, s.node, nil
 		}
 		closing := s.closing
 		s.mu.Unlock()
@@ -240,6 +276,7 @@ func (s *Session) relay() {
 			srv.WriteMu.Lock()
 			srv.WriteMu.Unlock()
 			s.env.Pools.Release(srv, reset)
+			s.env.Router.Done(node)
 			if closing {
 				s.endAtBoundary()
 			}
@@ -254,7 +291,8 @@ func (s *Session) relayStopped(srv *pool.Conn, err error) {
 	interrupted := errors.Is(err, os.ErrDeadlineExceeded)
 	s.mu.Lock()
 	clean := interrupted && s.pending == 0 && !s.open && s.txStatus == 'I' && srv.Reader.Buffered() == 0
-	s.server = nil
+	node := s.node
+	s.server, s.node = nil, nil
 	closing := s.closing
 	reset := !s.txMode || s.pinned
 	s.mu.Unlock()
@@ -262,6 +300,7 @@ func (s *Session) relayStopped(srv *pool.Conn, err error) {
 		// Only detach interrupts a clean relay, after the client loop ended: nothing is writing.
 		srv.NetConn().SetReadDeadline(time.Time{})
 		s.env.Pools.Release(srv, reset)
+		s.env.Router.Done(node)
 		return
 	}
 	srv.MarkBroken()
@@ -269,6 +308,7 @@ func (s *Session) relayStopped(srv *pool.Conn, err error) {
 	srv.WriteMu.Lock()
 	srv.WriteMu.Unlock()
 	s.env.Pools.Release(srv, false)
+	s.env.Router.Done(node)
 	if !closing {
 		// The server went away under the client (crash, restart, terminated backend): the
 		// client's session or transaction is lost, so end it, as a direct connection would.

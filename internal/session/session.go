@@ -13,13 +13,17 @@ import (
 	"net"
 	"os"
 	"sort"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"pgtide/internal/auth"
 	"pgtide/internal/classify"
+	"pgtide/internal/cluster"
 	"pgtide/internal/config"
 	"pgtide/internal/pool"
+	"pgtide/internal/router"
 	"pgtide/internal/wire"
 )
 
@@ -31,16 +35,19 @@ type Env struct {
 	Logger *slog.Logger
 	// Pins counts pinned clients and refused statements by reason.
 	Pins *PinCounter
+	// Router picks the node for each transaction (or session, in session mode).
+	Router *router.Router
 }
 
 // Session is one client connection.
 type Session struct {
-	env     *Env
-	conn    net.Conn
-	startup *wire.Startup
-	key     pool.Key
-	txMode  bool // pool_mode = transaction, fixed at login
-	logger  *slog.Logger
+	env      *Env
+	conn     net.Conn
+	startup  *wire.Startup
+	key      pool.Key        // Node is set per attachment
+	endpoint router.Endpoint // the listener the client came through
+	txMode   bool            // pool_mode = transaction, fixed at login
+	logger   *slog.Logger
 
 	// PID and Secret are the BackendKeyData pgtide gave this client. Set before the session is
 	// registered for cancels; read-only after.
@@ -64,12 +71,13 @@ type Session struct {
 	prefix      []byte           // for a rewritten Bind's names
 
 	mu       sync.Mutex
-	server   *pool.Conn // the attached server connection; guarded by mu
-	pending  int        // Query, Sync and FunctionCall sent and not yet answered; guarded by mu
-	open     bool       // extended-protocol messages sent since the last Sync; guarded by mu
-	txStatus byte       // last ReadyForQuery status from the server; guarded by mu
-	closing  bool       // shutting down: end the session at the next transaction boundary; guarded by mu
-	pinned   bool       // keeps its server connection until it disconnects; guarded by mu
+	server   *pool.Conn    // the attached server connection; guarded by mu
+	node     *cluster.Node // the node server is on, counted by the router until released; guarded by mu
+	pending  int           // Query, Sync and FunctionCall sent and not yet answered; guarded by mu
+	open     bool          // extended-protocol messages sent since the last Sync; guarded by mu
+	txStatus byte          // last ReadyForQuery status from the server; guarded by mu
+	closing  bool          // shutting down: end the session at the next transaction boundary; guarded by mu
+	pinned   bool          // keeps its server connection until it disconnects; guarded by mu
 	relays   sync.WaitGroup
 	// relayFn is s.relay as a func value, made once; relaySrv and relayPreamble are its
 	// arguments, set by attach before it starts the relay. Guarded by mu.
@@ -98,7 +106,7 @@ type Session struct {
 
 // New returns a session for a client that sent startup. br holds anything the client sent after
 // the startup packet.
-func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup) *Session {
+func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup, ep router.Endpoint) *Session {
 	cfg := env.Config()
 	user, _ := startup.Get("user")
 	db, ok := startup.Get("database")
@@ -109,7 +117,8 @@ func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup) *Sess
 		env:      env,
 		conn:     conn,
 		startup:  startup,
-		key:      pool.Key{Node: cfg.Cluster.Hosts[0], Database: db, User: user},
+		key:      pool.Key{Database: db, User: user},
+		endpoint: ep,
 		txMode:   cfg.Proxy.PoolMode == config.PoolModeTransaction,
 		br:       br,
 		r:        wire.NewReader(br, cfg.Proxy.MaxMessageSize),
@@ -142,18 +151,26 @@ func (s *Session) Login(ctx context.Context) error {
 		s.fail(err)
 		return err
 	}
+	node, err := s.env.Router.Pick(ctx, s.endpoint)
+	if err != nil {
+		err = fatal(err)
+		s.fail(err)
+		return err
+	}
+	s.key.Node = node.Addr()
 	params, ok := s.env.Pools.Params(s.key)
+	s.env.Router.Done(node)
 	if !ok {
 		// First client of this pool: log in to the server now, so an unknown database or a
 		// refused login is reported at connect time, as PostgreSQL would.
-		c, err := s.env.Pools.Acquire(ctx, s.key, cfg.Cluster.QueryWaitTimeout.Duration)
+		c, n, err := s.acquire(ctx, wire.SeverityFatal)
 		if err != nil {
-			err = serverError(err, wire.SeverityFatal, s.key)
 			s.fail(err)
 			return err
 		}
 		params = maps.Clone(c.Params)
 		s.env.Pools.Release(c, false)
+		s.env.Router.Done(n)
 	}
 	// The client sees the server's values, except those it asked for at startup, as PostgreSQL
 	// would report them; they are SET on each server connection the client gets. Settings that
@@ -190,10 +207,11 @@ func (s *Session) Login(ctx context.Context) error {
 
 // tryExtra SETs the client's startup settings on a server connection to check they are valid.
 func (s *Session) tryExtra(ctx context.Context, cfg *config.Config) error {
-	c, err := s.env.Pools.Acquire(ctx, s.key, cfg.Cluster.QueryWaitTimeout.Duration)
+	c, n, err := s.acquire(ctx, wire.SeverityFatal)
 	if err != nil {
-		return serverError(err, wire.SeverityFatal, s.key)
+		return err
 	}
+	defer s.env.Router.Done(n)
 	sql := appendParamSync(nil, c, nil, s.extra)
 	err = c.Exec(string(sql), cfg.Cluster.ServerConnectTimeout.Duration)
 	if err != nil {
@@ -274,4 +292,38 @@ func serverError(err error, severity string, k pool.Key) *wire.Error {
 	}
 	return &wire.Error{Severity: severity, Code: wire.CodeUnableToConnect,
 		Message: fmt.Sprintf("pgtide could not connect to server %s: %v", k.Node, err)}
+}
+
+// fatal makes err (a *wire.Error from the router, or anything else) a FATAL for the client.
+func fatal(err error) *wire.Error {
+	var we *wire.Error
+	if errors.As(err, &we) {
+		f := *we
+		f.Severity = wire.SeverityFatal
+		return &f
+	}
+	return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeUnableToConnect, Message: err.Error()}
+}
+
+// retryable reports whether a failure to get a server connection may be a node going away or
+// coming up (a failover), so that the work should wait and try the router again rather than
+// fail: the node refused or dropped the connection, did not answer, or said it is shutting down
+// or starting up.
+func retryable(err error) bool {
+	var se *pool.ServerError
+	if errors.As(err, &se) {
+		switch se.Code {
+		case "57P01", "57P02", "57P03":
+			return true
+		}
+		return strings.HasPrefix(se.Code, "08")
+	}
+	var wt *pool.WaitTimeoutError
+	if errors.As(err, &wt) || errors.Is(err, pool.ErrClosed) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, context.DeadlineExceeded)
 }

@@ -1,0 +1,24 @@
+// Package cluster owns the PostgreSQL servers behind pgtide: the nodes, their
+// health checks, the roles those checks discover (writer or reader, never
+// configured), replication lag, and the topology itself, whether it comes
+// from the configured host list, from Aurora's aurora_replica_status() or
+// from DNS.
+//
+// Configuration (a Node's address and weight) is kept apart from live state
+// (up, role, lag, last check), which lives in atomics so the router reads it
+// without locks on every transaction. Each node's live state is written by
+// exactly one goroutine, its checker; a change of state is applied with a
+// compare-and-swap and only a real change emits an Event, bumps a counter and
+// logs one line. Topology changes (SetHosts, discovery) add and remove nodes
+// and emit events of their own; a removed node is never reused, so a router
+// holding it sees Removed() and drains it.
+//
+// Run owns every goroutine of the package: one checker per node and, with
+// discovery, one discovery loop. They stop when Run's context ends (a
+// checker also when its node is removed), and Run returns only after all of
+// them have, each health-check connection closed.
+//
+// Roles are a claim, not a fact: during a failover two servers may both say
+// they are not in recovery. Writer then answers "none" until only one is
+// left, because sending writes to both would fork the data.
+package cluster

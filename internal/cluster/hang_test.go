@@ -1,0 +1,112 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// A server that stops answering (a freeze, a black-holed network) is marked
+// down after HealthCheckFailures timeouts; meanwhile the other nodes are
+// checked on time, and the hung connections leave no goroutine behind.
+func TestHungNode(t *testing.T) {
+	checkNoLeaks(t)
+	pc := sharedCluster(t)
+	pg := pc.Nodes()
+	proxy := newFreezingProxy(t, pg[0].Addr())
+	hung := newHangingListener(t)
+	const (
+		interval = 100 * time.Millisecond
+		timeout  = 300 * time.Millisecond
+		failures = 3
+	)
+	tc := runCluster(t, Config{
+		Hosts:               []Host{{Addr: proxy.addr()}, {Addr: pg[1].Addr()}, {Addr: hung.addr()}},
+		HealthCheckInterval: interval,
+		HealthCheckTimeout:  timeout,
+		HealthCheckFailures: failures,
+	})
+	start := time.Now()
+	tc.waitChecked(t)
+	t.Logf("first checks done in %v (one node never answers; timeout %v)", time.Since(start).Round(time.Millisecond), timeout)
+	if took := time.Since(start); took > timeout+time.Second {
+		t.Errorf("WaitChecked took %v with a hung node; want about one timeout", took)
+	}
+	if n := tc.node(hung.addr()); n.Up() || n.Role() != RoleUnknown {
+		t.Errorf("never-answering node: up %v role %v", n.Up(), n.Role())
+	}
+	if err := tc.writerIs(proxy.addr()); err != nil {
+		t.Fatal(err)
+	}
+
+	proxy.frozen.Store(true)
+	frozen := time.Now()
+	replica := tc.node(pg[1].Addr())
+	waitFor(t, 5*time.Second, "frozen node down", func() error {
+		// Checked all along: never a period without a check of the replica.
+		if age := time.Since(replica.LastCheck()); age > interval*2 {
+			return fmt.Errorf("%w: replica last checked %v ago", errStop, age)
+		}
+		return tc.nodeIs(proxy.addr(), false, RoleWriter)
+	})
+	took := time.Since(frozen)
+	t.Logf("frozen node marked down %v after the freeze (%d × timeout %v)", took.Round(time.Millisecond), failures, timeout)
+	if lo, hi := (failures-1)*timeout, failures*(timeout+interval)+500*time.Millisecond; took < lo || took > hi {
+		t.Errorf("marked down after %v, want between %v and %v", took, lo, hi)
+	}
+	if err := tc.nodeIs(pg[1].Addr(), true, RoleReader); err != nil {
+		t.Error(err)
+	}
+
+	proxy.frozen.Store(false)
+	waitFor(t, 5*time.Second, "thawed node up", func() error { return tc.nodeIs(proxy.addr(), true, RoleWriter) })
+}
+
+// Run returns promptly even while a check hangs, and leaves nothing running.
+func TestRunStops(t *testing.T) {
+	pc := sharedCluster(t)
+	hung := newHangingListener(t)
+	before := runtime.NumGoroutine() // the listener's own goroutine included
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Close() // a port where nothing listens
+	var hosts []Host
+	for _, n := range pc.Nodes() {
+		hosts = append(hosts, Host{Addr: n.Addr()})
+	}
+	hosts = append(hosts, Host{Addr: hung.addr()}, Host{Addr: closed.Addr().String()})
+	c := New(Config{
+		Hosts: hosts, User: "postgres",
+		HealthCheckInterval: 20 * time.Millisecond,
+		HealthCheckTimeout:  5 * time.Second, // the hung check is in flight when Run is stopped
+	}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.Run(ctx)
+	}()
+	waitFor(t, 5*time.Second, "checks under way", func() error {
+		if _, ok := c.Writer(); !ok || len(c.Readers()) != 2 {
+			return fmt.Errorf("no writer or not two readers among %v", c.Nodes())
+		}
+		return nil
+	})
+	stop := time.Now()
+	cancel()
+	select {
+	case <-done:
+		t.Logf("Run returned %v after cancel", time.Since(stop).Round(time.Millisecond))
+	case <-time.After(2 * time.Second):
+		t.Fatal("Run still running 2s after cancel")
+	}
+	if err := noMoreGoroutines(before, 5*time.Second); err != nil {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("after Run returned: %v\n%s", err, buf[:runtime.Stack(buf, true)])
+	}
+}

@@ -1,0 +1,478 @@
+package proxy_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"pgtide/internal/config"
+	"pgtide/internal/pgcluster"
+	"pgtide/internal/router"
+)
+
+// startCluster starts a cluster of its own (primary + replicas) for a test that changes it.
+func startCluster(t *testing.T, replicas int) *pgcluster.Cluster {
+	t.Helper()
+	if cluster == nil {
+		t.Skip("no test cluster (-short)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := pgcluster.Start(ctx, pgcluster.Options{
+		Replicas:  replicas,
+		ExtraConf: []string{"max_connections = 400"},
+		HBA:       []string{"host all app 127.0.0.1/32 scram-sha-256"},
+		InitSQL: []string{
+			"CREATE ROLE app LOGIN PASSWORD 'app secret'",
+			"CREATE DATABASE appdb OWNER app",
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// clusterProxy starts pgtide with all three endpoints in front of c.
+func clusterProxy(t *testing.T, c *pgcluster.Cluster, mutate func(*config.Config)) *testProxy {
+	return startProxy(t, func(cfg *config.Config) {
+		cfg.Cluster.Hosts = nil
+		for _, n := range c.Nodes() {
+			cfg.Cluster.Hosts = append(cfg.Cluster.Hosts, n.Addr())
+		}
+		cfg.Proxy.WriterListen = "127.0.0.1:0"
+		cfg.Proxy.ReaderListen = "127.0.0.1:0"
+		cfg.Cluster.HealthCheckInterval.Duration = 100 * time.Millisecond
+		cfg.Cluster.HealthCheckTimeout.Duration = 500 * time.Millisecond
+		if mutate != nil {
+			mutate(cfg)
+		}
+	})
+}
+
+// endpointConnString is connString for a given endpoint.
+func (p *testProxy) endpointConnString(ep router.Endpoint) string {
+	return fmt.Sprintf("host=127.0.0.1 port=%d user=app dbname=appdb password='app secret' sslmode=disable",
+		p.EndpointAddr(ep).(*net.TCPAddr).Port)
+}
+
+func inRecovery(t *testing.T, ctx context.Context, c *pgx.Conn) bool {
+	t.Helper()
+	var r bool
+	if err := c.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestEndpoints: the writer and auto endpoints reach the primary, the reader endpoint a replica,
+// and the reader endpoint falls back to the writer only when allowed.
+func TestEndpoints(t *testing.T) {
+	c := startCluster(t, 1)
+	p := clusterProxy(t, c, nil)
+	ctx := context.Background()
+	for ep, wantRecovery := range map[router.Endpoint]bool{router.Auto: false, router.Writer: false, router.Reader: true} {
+		conn, err := pgx.Connect(ctx, p.endpointConnString(ep))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := inRecovery(t, ctx, conn); got != wantRecovery {
+			t.Fatalf("%s endpoint: pg_is_in_recovery() = %v", ep, got)
+		}
+		conn.Close(ctx)
+	}
+	// The replica goes away: the reader endpoint falls back to the writer...
+	if err := c.Replicas()[0].Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the replica to be marked down", func() bool { return len(p.Cluster().Readers()) == 0 })
+	conn, err := pgx.Connect(ctx, p.endpointConnString(router.Reader))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if inRecovery(t, ctx, conn) {
+		t.Fatal("fallback went to a replica")
+	}
+	// ...unless reader_fallback_to_writer is off: then a clear error.
+	next := *p.Config()
+	next.Proxy.ReaderFallbackToWriter = false
+	p.Reload(&next)
+	_, err = conn.Exec(ctx, "SELECT 1")
+	if pgCode(err) != "08001" {
+		t.Fatalf("no reader, no fallback: %v", err)
+	}
+}
+
+// TestReaderBalance: 300 session-mode clients on the reader endpoint spread over 3 replicas
+// within 10% of each other, as pg_stat_activity on each replica shows.
+func TestReaderBalance(t *testing.T) {
+	c := startCluster(t, 3)
+	p := clusterProxy(t, c, func(cfg *config.Config) {
+		cfg.Proxy.PoolMode = config.PoolModeSession
+		cfg.Cluster.PoolSize = 150
+		cfg.Cluster.MaxServerConnections = 150
+		cfg.Cluster.ServerConnectRate = 1000
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	conns := make([]*pgx.Conn, 300)
+	errs := make(chan error, 300)
+	for i := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := pgx.Connect(ctx, p.endpointConnString(router.Reader))
+			if err == nil {
+				_, err = conn.Exec(ctx, "SELECT 1") // session mode: the server connection is held from here on
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+			conns[i] = conn
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, conn := range conns {
+			conn.Close(context.Background())
+		}
+	}()
+	var counts []int
+	for _, n := range c.Replicas() {
+		d, err := pgx.Connect(ctx, n.ConnString("postgres", "postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts = append(counts, serverConns(t, d, "app"))
+		d.Close(ctx)
+	}
+	sort.Ints(counts)
+	t.Logf("server connections per replica: %v", counts)
+	if counts[0] == 0 || float64(counts[2])/float64(counts[0]) > 1.1 {
+		t.Fatalf("unbalanced: %v", counts)
+	}
+}
+
+// TestFailover: under a steady write load from 50 clients on the writer endpoint, the primary is
+// stopped and a replica promoted. Clients between transactions see no error; the first write
+// after the promotion succeeds within a second; every acknowledged write survives; the new
+// writer's connection cap holds.
+func TestFailover(t *testing.T) {
+	c := startCluster(t, 2)
+	ctx := context.Background()
+	primary := c.Primary()
+	d, err := pgx.Connect(ctx, primary.ConnString("postgres", "appdb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Exec(ctx, "CREATE TABLE acked (client int, seq int, PRIMARY KEY (client, seq)); ALTER TABLE acked OWNER TO app"); err != nil {
+		t.Fatal(err)
+	}
+	d.Close(ctx)
+	const cap = 20
+	p := clusterProxy(t, c, func(cfg *config.Config) {
+		cfg.Cluster.PoolSize = cap
+		cfg.Cluster.MaxServerConnections = cap
+		cfg.Cluster.FailoverTimeout.Duration = 20 * time.Second
+	})
+
+	var promotedAt atomic.Int64 // unix nanos
+	var firstWriteAfterPromotion atomic.Int64
+	type failure struct {
+		client int
+		start  time.Time
+		err    error
+	}
+	failures := make(chan failure, 10000)
+	acked := make([][]int, 50) // each written only by its client's goroutine
+	var ackedTotal atomic.Int64
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			conn, err := pgx.Connect(ctx, p.endpointConnString(router.Writer))
+			if err != nil {
+				failures <- failure{i, time.Now(), err}
+				return
+			}
+			defer conn.Close(ctx)
+			for seq := 0; loadCtx.Err() == nil; seq++ {
+				start := time.Now()
+				_, err := conn.Exec(ctx, "INSERT INTO acked VALUES ($1, $2)", i, seq)
+				if err != nil {
+					failures <- failure{i, start, err}
+					if conn.IsClosed() {
+						// The server connection died under a transaction in flight: reconnect,
+						// as an application would.
+						if conn, err = pgx.Connect(ctx, p.endpointConnString(router.Writer)); err != nil {
+							failures <- failure{i, time.Now(), err}
+							return
+						}
+					}
+					continue
+				}
+				acked[i] = append(acked[i], seq)
+				ackedTotal.Add(1)
+				if pa := promotedAt.Load(); pa != 0 && start.UnixNano() > pa {
+					firstWriteAfterPromotion.CompareAndSwap(0, time.Now().UnixNano())
+				}
+				time.Sleep(5 * time.Millisecond) // a steady load, not a flood
+			}
+		}(i)
+	}
+	waitFor(t, 20*time.Second, "the load to get going", func() bool { return ackedTotal.Load() > 500 })
+
+	// Watch the new writer's connection count while it takes over.
+	newWriter := c.Replicas()[0]
+	var peakNew atomic.Int64
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		for loadCtx.Err() == nil {
+			mon, err := pgx.Connect(ctx, newWriter.ConnString("postgres", "postgres"))
+			if err != nil {
+				continue
+			}
+			for loadCtx.Err() == nil {
+				var n int64
+				if mon.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'").Scan(&n) != nil {
+					break
+				}
+				if n > peakNew.Load() {
+					peakNew.Store(n)
+				}
+			}
+			mon.Close(ctx)
+		}
+	}()
+
+	if err := primary.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	if err := newWriter.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	promotedAt.Store(time.Now().UnixNano())
+	waitFor(t, 20*time.Second, "a write after the promotion", func() bool { return firstWriteAfterPromotion.Load() != 0 })
+	delay := time.Duration(firstWriteAfterPromotion.Load() - promotedAt.Load())
+	t.Logf("first successful write through pgtide came %s after the promotion returned", delay)
+	time.Sleep(500 * time.Millisecond) // keep writing to the new writer for a moment
+	stopLoad()
+	wg.Wait()
+	<-watchDone
+	close(failures)
+
+	// Only transactions in flight while the primary shut down may fail (their commit may or may
+	// not have happened, so they are never retried); every client that started a transaction
+	// after the primary was down waited for the new writer instead.
+	inFlight := 0
+	for f := range failures {
+		if !f.start.After(stopped) {
+			inFlight++
+			continue
+		}
+		if !errors.Is(f.err, context.Canceled) {
+			t.Errorf("client %d failed a transaction it started %s after the primary was down: %v", f.client, f.start.Sub(stopped), f.err)
+		}
+	}
+	t.Logf("%d transactions in flight during the shutdown failed", inFlight)
+	if delay > time.Second {
+		t.Errorf("first write after promotion took %s, want ≤ 1s", delay)
+	}
+	if peakNew.Load() > cap {
+		t.Errorf("the new writer saw %d server connections, cap %d", peakNew.Load(), cap)
+	}
+	// Every acknowledged write is on the new writer.
+	v, err := pgx.Connect(ctx, newWriter.ConnString("postgres", "appdb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close(ctx)
+	total := 0
+	for i, seqs := range acked {
+		for _, seq := range seqs {
+			var ok bool
+			if err := v.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM acked WHERE client = $1 AND seq = $2)", i, seq).Scan(&ok); err != nil || !ok {
+				t.Fatalf("acknowledged write (%d, %d) is missing: %v", i, seq, err)
+			}
+			total++
+		}
+	}
+	t.Logf("%d acknowledged writes, all present on the new writer", total)
+
+	// The old primary comes back as a replica of the new writer: roles follow.
+	if err := primary.Follow(ctx, newWriter); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the old primary to be seen as a reader", func() bool {
+		for _, n := range p.Cluster().Readers() {
+			if n.Addr() == primary.Addr() {
+				return true
+			}
+		}
+		return false
+	})
+	if w, ok := p.Cluster().Writer(); !ok || w.Addr() != newWriter.Addr() {
+		t.Fatalf("writer after rejoin: %v %v", w, ok)
+	}
+}
+
+// TestReplicaLoss: a replica killed under a read load costs no failed transaction to clients
+// between transactions: their next transaction goes to another reader.
+func TestReplicaLoss(t *testing.T) {
+	c := startCluster(t, 2)
+	p := clusterProxy(t, c, func(cfg *config.Config) { cfg.Cluster.PoolSize = 10 })
+	ctx := context.Background()
+	loadCtx, stop := context.WithCancel(ctx)
+	var killStart atomic.Int64
+	var wg sync.WaitGroup
+	var late, done atomic.Int64
+	errs := make(chan error, 1000)
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := pgx.Connect(ctx, p.endpointConnString(router.Reader))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer conn.Close(ctx)
+			for loadCtx.Err() == nil {
+				start := time.Now().UnixNano()
+				var x int
+				err := conn.QueryRow(ctx, "SELECT 1").Scan(&x)
+				if err != nil {
+					if ks := killStart.Load(); ks != 0 && start > ks {
+						late.Add(1)
+						errs <- err
+					}
+					if conn.IsClosed() {
+						if conn, err = pgx.Connect(ctx, p.endpointConnString(router.Reader)); err != nil {
+							errs <- err
+							return
+						}
+					}
+					continue
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	waitFor(t, 10*time.Second, "the read load to get going", func() bool { return done.Load() > 1000 })
+	// Transactions in flight while the replica dies may fail; any started after it is gone must not.
+	if err := c.Replicas()[0].Kill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	killStart.Store(time.Now().UnixNano())
+	before := done.Load()
+	waitFor(t, 20*time.Second, "reads to go on without the replica", func() bool { return done.Load() > before+2000 })
+	stop()
+	wg.Wait()
+	close(errs)
+	if n := late.Load(); n > 0 {
+		t.Errorf("%d transactions started after the kill failed; first: %v", n, <-errs)
+	}
+}
+
+// TestReloadHosts: a host added by reload gets reader work on the next transactions; a removed
+// one gets no new work.
+func TestReloadHosts(t *testing.T) {
+	c := startCluster(t, 2)
+	r1, r2 := c.Replicas()[0], c.Replicas()[1]
+	p := clusterProxy(t, c, func(cfg *config.Config) { cfg.Cluster.Hosts = []string{c.Primary().Addr(), r1.Addr()} })
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, p.endpointConnString(router.Reader))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	port := func() int {
+		var port int
+		if err := conn.QueryRow(ctx, "SELECT inet_server_port()").Scan(&port); err != nil {
+			t.Fatal(err)
+		}
+		return port
+	}
+	if got := port(); got != r1.Port() {
+		t.Fatalf("reader endpoint reached port %d, want %d", got, r1.Port())
+	}
+	next := *p.Config()
+	next.Cluster.Hosts = []string{c.Primary().Addr(), r2.Addr()}
+	p.Reload(&next)
+	waitFor(t, 10*time.Second, "the new host to take reader work", func() bool { return port() == r2.Port() })
+	for i := 0; i < 20; i++ {
+		if got := port(); got == r1.Port() {
+			t.Fatal("the removed host still gets work")
+		}
+	}
+}
+
+// TestConnectRate: with server_connect_rate = 20, forty clients that all need a new server
+// connection at once get them no faster than 20 per second after a burst of 2.
+func TestConnectRate(t *testing.T) {
+	c := startCluster(t, 0)
+	p := clusterProxy(t, c, func(cfg *config.Config) {
+		cfg.Cluster.PoolSize = 40
+		cfg.Cluster.ServerConnectRate = 20
+		cfg.Proxy.ReaderListen = ""
+		cfg.Cluster.QueryWaitTimeout.Duration = 30 * time.Second
+	})
+	ctx := context.Background()
+	var conns []*pgx.Conn
+	for i := 0; i < 40; i++ {
+		conn, err := pgx.Connect(ctx, p.endpointConnString(router.Writer))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		conns = append(conns, conn)
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, conn := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tx, err := conn.Begin(ctx) // each holds its own server connection
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			tx.Exec(ctx, "SELECT pg_sleep(3)")
+			tx.Rollback(ctx)
+		}()
+	}
+	d, err := pgx.Connect(ctx, c.Primary().ConnString("postgres", "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close(ctx)
+	waitFor(t, 20*time.Second, "all 40 server connections", func() bool { return serverConns(t, d, "app") >= 40 })
+	took := time.Since(start)
+	wg.Wait()
+	// 38 dials after the burst of 2, 50ms apart at least: 1.9s.
+	t.Logf("40 server connections took %s at server_connect_rate 20", took)
+	if took < 1800*time.Millisecond {
+		t.Fatalf("40 connections opened in %s: faster than server_connect_rate allows", took)
+	}
+}
