@@ -58,7 +58,7 @@ func TestAuroraDiscovery(t *testing.T) {
 			return nil
 		}
 	}
-	waitFor(t, 5*time.Second, "discovered primary and node1", func() error {
+	waitFor(t, 15*time.Second, "discovered primary and node1", func() error {
 		if err := sameNodes(node0, node1)(); err != nil {
 			return err
 		}
@@ -73,7 +73,7 @@ func TestAuroraDiscovery(t *testing.T) {
 
 	// node2 fresh: added.
 	execSQL(t, primary, auroraStub(port0, []int{port1, port2}, nil))
-	waitFor(t, 5*time.Second, "node2 added and up", func() error {
+	waitFor(t, 15*time.Second, "node2 added and up", func() error {
 		if err := sameNodes(node0, node1, node2)(); err != nil {
 			return err
 		}
@@ -86,7 +86,7 @@ func TestAuroraDiscovery(t *testing.T) {
 	// node1 gone: removed.
 	n1 := tc.node(node1)
 	execSQL(t, primary, auroraStub(port0, []int{port2}, nil))
-	waitFor(t, 5*time.Second, "node1 removed", func() error {
+	waitFor(t, 15*time.Second, "node1 removed", func() error {
 		if evs := tc.eventsOf(node1, func(ev Event) bool { return ev.Removed }); len(evs) != 1 || evs[0].Node != n1 {
 			return fmt.Errorf("node1 Removed events: %+v, want 1", evs)
 		}
@@ -103,7 +103,7 @@ func TestAuroraDiscovery(t *testing.T) {
 
 	// Discovery fails (not Aurora any more): the nodes stay, one warning per streak.
 	execSQL(t, primary, "DROP FUNCTION aurora_replica_status()")
-	waitFor(t, 5*time.Second, "three failed rounds", func() error {
+	waitFor(t, 15*time.Second, "three failed rounds", func() error {
 		if n := tc.logs.count(slog.LevelDebug, "topology discovery failed again"); n < 3 {
 			return fmt.Errorf("%d failed rounds after the first", n)
 		}
@@ -116,7 +116,7 @@ func TestAuroraDiscovery(t *testing.T) {
 		t.Errorf("discovery failure warned %d times, want 1", n)
 	}
 	execSQL(t, primary, auroraStub(port0, []int{port1, port2}, nil))
-	waitFor(t, 5*time.Second, "node1 back", sameNodes(node0, node1, node2))
+	waitFor(t, 15*time.Second, "node1 back", sameNodes(node0, node1, node2))
 	if n1b := tc.node(node1); n1b == n1 || n1b.Removed() {
 		t.Error("node1 came back as its old, removed Node")
 	}
@@ -207,7 +207,7 @@ func TestDNSDiscovery(t *testing.T) {
 	if len(tc.eventsOf("10.0.0.3:5432", func(ev Event) bool { return ev.Removed })) != 1 {
 		t.Error("initial node 10.0.0.3 not removed by the first discovery")
 	}
-	waitFor(t, 5*time.Second, "nodes from DNS, up", func() error {
+	waitFor(t, 15*time.Second, "nodes from DNS, up", func() error {
 		if err := hasNodes("10.0.0.1:5432", "10.0.0.2:5432")(); err != nil {
 			return err
 		}
@@ -219,7 +219,7 @@ func TestDNSDiscovery(t *testing.T) {
 
 	n2 := tc.node("10.0.0.2:5432")
 	res.set("db.test", nil, "10.0.0.3", "10.0.0.1")
-	waitFor(t, 5*time.Second, "10.0.0.2 replaced by 10.0.0.3", func() error {
+	waitFor(t, 15*time.Second, "10.0.0.2 replaced by 10.0.0.3", func() error {
 		if err := hasNodes("10.0.0.1:5432", "10.0.0.3:5432")(); err != nil {
 			return err
 		}
@@ -242,7 +242,7 @@ func TestDNSDiscovery(t *testing.T) {
 	} {
 		fail()
 		calls := res.callCount()
-		waitFor(t, 5*time.Second, "three failed lookups", func() error {
+		waitFor(t, 15*time.Second, "three failed lookups", func() error {
 			if n := res.callCount() - calls; n < 3 {
 				return fmt.Errorf("%d lookups", n)
 			}
@@ -256,7 +256,7 @@ func TestDNSDiscovery(t *testing.T) {
 		t.Errorf("discovery failure warned %d times, want 1", n)
 	}
 	res.set("db.test", nil, "10.0.0.1", "10.0.0.2", "10.0.0.3")
-	waitFor(t, 5*time.Second, "all three", hasNodes("10.0.0.1:5432", "10.0.0.2:5432", "10.0.0.3:5432"))
+	waitFor(t, 15*time.Second, "all three", hasNodes("10.0.0.1:5432", "10.0.0.2:5432", "10.0.0.3:5432"))
 }
 
 func TestSetHosts(t *testing.T) {

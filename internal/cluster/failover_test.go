@@ -60,7 +60,7 @@ func TestFailover(t *testing.T) {
 	if err := pg[0].Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "node0 down", func() error { return tc.nodeIs(node0, false, RoleWriter) })
+	waitFor(t, 15*time.Second, "node0 down", func() error { return tc.nodeIs(node0, false, RoleWriter) })
 	t.Logf("node0 marked down %v after Stop was called", time.Since(stopped).Round(time.Millisecond))
 	if w, ok := tc.Writer(); ok {
 		t.Fatalf("Writer() = %v with the primary down", w)
@@ -103,7 +103,7 @@ func TestFailover(t *testing.T) {
 	if err := pg[0].Follow(ctx, pg[1]); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "node0 up as reader", func() error { return tc.nodeIs(node0, true, RoleReader) })
+	waitFor(t, 15*time.Second, "node0 up as reader", func() error { return tc.nodeIs(node0, true, RoleReader) })
 	evs = tc.eventsOf(node0, func(ev Event) bool { return ev.Up && !ev.PrevUp && ev.PrevRole == RoleWriter })
 	if len(evs) != 1 || evs[0].Role != RoleReader {
 		t.Errorf("node0 rejoin events: %+v, want 1 down writer -> up reader", evs)
@@ -137,7 +137,7 @@ func TestSplitBrain(t *testing.T) {
 	if err := pg[1].Promote(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "split brain detected", func() error {
+	waitFor(t, 15*time.Second, "split brain detected", func() error {
 		if _, _, _, s := tc.Counters(); s != 1 {
 			return fmt.Errorf("%d split brains counted", s)
 		}
@@ -158,7 +158,7 @@ func TestSplitBrain(t *testing.T) {
 	if err := pg[0].Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "promoted node the only writer", func() error { return tc.writerIs(node1) })
+	waitFor(t, 15*time.Second, "promoted node the only writer", func() error { return tc.writerIs(node1) })
 	if err := tc.nodeIs(node0, false, RoleWriter); err != nil {
 		t.Error(err)
 	}
