@@ -199,6 +199,11 @@ func (c *Cluster) WaitChecked(ctx context.Context) error {
 		// Taken before looking, so a change in between is not missed.
 		checked, changed := c.checked.wait(), c.changed.wait()
 		if c.allChecked() {
+			// A first check that changed state is applied under eventMu, and its event (and
+			// the subscribers, such as the router's snapshot) run before eventMu is released:
+			// wait for those too, so callers see the roles everywhere.
+			c.eventMu.Lock()
+			c.eventMu.Unlock()
 			return nil
 		}
 		select {
