@@ -21,27 +21,32 @@ var (
 	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, clientBufferSize) }}
 )
 
-// NewClientReader returns a pooled buffered reader over conn, for the startup phase; the session
-// created from it takes it over.
+// loginBufferSize is the read buffer of a connection that has not logged in yet: enough for a
+// startup packet's usual size and the authentication exchange (larger messages still work, read
+// past the buffer). It is dropped, not pooled, when the client first goes idle, so a burst of
+// logins leaves no pooled buffers behind.
+const loginBufferSize = 1 << 10
+
+// NewClientReader returns a buffered reader over conn for the startup phase; the session created
+// from it takes it over.
 func NewClientReader(conn net.Conn) *bufio.Reader {
-	br := readerPool.Get().(*bufio.Reader)
-	br.Reset(conn)
-	return br
+	return bufio.NewReaderSize(conn, loginBufferSize)
 }
 
-// resumeReader is what a session's pooled reader reads from after an idle wait: the byte that
-// ended the wait, then the connection.
+// resumeReader is what a session's pooled reader reads from after an idle wait: the bytes that
+// ended the wait, then the connection. The wait reads into first, which is big enough for a
+// typical request, so an idle client's next request costs one read, not two.
 type resumeReader struct {
-	conn    net.Conn
-	first   [1]byte
-	pending bool
+	conn  net.Conn
+	first [256]byte
+	n, at int // first[at:n] is still to be replayed
 }
 
 func (r *resumeReader) Read(p []byte) (int, error) {
-	if r.pending && len(p) > 0 {
-		p[0] = r.first[0]
-		r.pending = false
-		return 1, nil
+	if r.at < r.n {
+		k := copy(p, r.first[r.at:r.n])
+		r.at += k
+		return k, nil
 	}
 	return r.conn.Read(p)
 }
@@ -52,16 +57,22 @@ var _ io.Reader = (*resumeReader)(nil)
 // by the client loop when it has no server connection and nothing buffered.
 func (s *Session) waitIdle() error {
 	if s.br != nil {
-		s.br.Reset(nil)
-		readerPool.Put(s.br)
+		if s.br.Size() == clientBufferSize {
+			s.br.Reset(nil)
+			readerPool.Put(s.br)
+		}
 		s.br = nil
 		s.r.Reset(nil)
 		s.r.DropScratch()
 	}
-	if _, err := io.ReadFull(s.conn, s.src.first[:]); err != nil {
+	n, err := s.conn.Read(s.src.first[:])
+	if n == 0 {
+		if err == nil {
+			err = io.ErrNoProgress
+		}
 		return err
 	}
-	s.src.pending = true
+	s.src.n, s.src.at = n, 0
 	s.br = readerPool.Get().(*bufio.Reader)
 	s.br.Reset(&s.src)
 	s.r.Reset(s.br)
@@ -96,9 +107,9 @@ func (s *Session) releaseBuffers() {
 		s.w = nil
 	}
 	s.wmu.Unlock()
-	if s.br != nil {
+	if s.br != nil && s.br.Size() == clientBufferSize {
 		s.br.Reset(nil)
 		readerPool.Put(s.br)
-		s.br = nil
 	}
+	s.br = nil
 }

@@ -134,12 +134,18 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		// PostgreSQL refuses to redefine a statement. Make the server fail at this point with an
 		// error pgtide recognises (Describe of a statement that cannot exist), then reword it.
 		marker := fmt.Sprintf("pgtide_duplicate_%d", s.PID)
+		if s.duplicate == nil {
+			s.duplicate = make(map[string]string)
+		}
 		s.duplicate[marker] = name
 		out = wire.AppendHeader(out, 'D', 1+len(marker)+1)
 		out = append(append(append(out, 'S'), marker...), 0)
 	default:
 		name, key := string(nameB), string(rest)
 		def := &clientStmt{key: key}
+		if s.stmts == nil {
+			s.stmts = make(map[string]*clientStmt)
+		}
 		s.stmts[name] = def
 		if st := srv.LookupStatement(key); st != nil {
 			// Already on this server: nothing to parse, but the client must get its

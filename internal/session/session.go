@@ -125,8 +125,6 @@ func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup, ep ro
 		txStatus: 'I',
 
 		maxPrepared: cfg.Proxy.MaxPreparedStatements,
-		stmts:       make(map[string]*clientStmt),
-		duplicate:   make(map[string]string),
 	}
 	s.src.conn = conn
 	s.relayFn = s.relay
@@ -243,16 +241,15 @@ func (e exchange) Receive() (byte, []byte, error) {
 func (s *Session) send(msg []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	borrowed := s.w == nil
-	w := s.writer()
-	_, err := w.Write(msg)
-	if err == nil {
-		err = w.Flush()
+	if s.w == nil {
+		// Nothing else is buffered: one write, no buffer needed.
+		_, err := s.conn.Write(msg)
+		return err
 	}
-	if borrowed {
-		s.idleWriter()
+	if _, err := s.w.Write(msg); err != nil {
+		return err
 	}
-	return err
+	return s.w.Flush()
 }
 
 // fail sends err to the client as a FATAL ErrorResponse (errors that are not a *wire.Error are
