@@ -1,0 +1,290 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// report writes the Markdown tables for whatever has been measured so far.
+func (b *bench) report(w io.Writer) {
+	e := b.env
+	fmt.Fprintf(w, "## pgbench -S: direct vs PgBouncer vs pgtide\n\n")
+	fmt.Fprintf(w, "- date: %s\n", e.date.Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(w, "- machine: %d CPUs (%s), %s RAM, Linux %s; load average %s before the runs, %s after\n",
+		e.cpus, e.cpuModel, e.memTotal, e.kernel, e.loadStart, loadAverage())
+	bouncer := e.pgbouncer
+	if bouncer == "" {
+		bouncer = "not installed (skipped)"
+	}
+	fmt.Fprintf(w, "- versions: %s; PostgreSQL %s; %s; %s; pgtide %s\n", e.goVersion, e.postgres, bouncer, e.pgbench, e.pgtide)
+	fmt.Fprintf(w, "- setup: pgbench -S -n -T %d, -j 2 (-j 1 at c=1), scale %d; both proxies in transaction mode, "+
+		"%d server connections (pgtide pool_size = max_server_connections, PgBouncer default_pool_size = max_db_connections); "+
+		"everything on this one machine\n\n", b.seconds(), b.opts.scale, b.opts.poolSize)
+
+	b.tpsTable(w)
+	b.latencyTable(w)
+	b.cpuTable(w)
+	b.rssTable(w)
+	b.targetsList(w)
+	b.failureList(w)
+}
+
+func (b *bench) tpsTable(w io.Writer) {
+	showFailed := b.failures() > 0
+	fmt.Fprintln(w, "### Throughput (TPS, excluding connection time; with -C including reconnects)")
+	fmt.Fprintln(w)
+	head := "| mode | clients | direct | PgBouncer | pgtide | pgtide/PgBouncer | pgtide/direct |"
+	sep := "|---|---:|---:|---:|---:|---:|---:|"
+	if showFailed {
+		head += " failed: direct / PgBouncer / pgtide |"
+		sep += "---|"
+	}
+	fmt.Fprintln(w, head)
+	fmt.Fprintln(w, sep)
+	for _, c := range b.measured() {
+		rs := b.results[c]
+		d, pb, pt := rs[nameDirect], rs[namePgBouncer], rs[namePgtide]
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s |", modeLabel(c), c.clients,
+			tpsCell(d), b.bouncerCell(tpsCell(pb)), tpsCell(pt), ratio(pt, pb), ratio(pt, d))
+		if showFailed {
+			fmt.Fprintf(w, " %s / %s / %s |", failedCell(d), b.bouncerCell(failedCell(pb)), failedCell(pt))
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w)
+}
+
+func (b *bench) latencyTable(w io.Writer) {
+	var rows []config
+	for _, c := range b.measured() {
+		if c.clients == 1 && !c.reconnect {
+			rows = append(rows, c)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "### Latency at c=1 (ms, p50 / p99 from pgbench's per-transaction log)")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| mode | direct | PgBouncer | pgtide |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|")
+	for _, c := range rows {
+		rs := b.results[c]
+		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", modeLabel(c),
+			latencyCell(rs[nameDirect]), b.bouncerCell(latencyCell(rs[namePgBouncer])), latencyCell(rs[namePgtide]))
+	}
+	fmt.Fprintln(w)
+}
+
+func (b *bench) cpuTable(w io.Writer) {
+	fmt.Fprintln(w, "### Proxy CPU (CPU seconds per 10,000 transactions, user + system)")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| mode | clients | PgBouncer | pgtide | pgtide/PgBouncer |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|")
+	for _, c := range b.measured() {
+		rs := b.results[c]
+		pb, pt := cpuPer10k(rs[namePgBouncer]), cpuPer10k(rs[namePgtide])
+		r := "–"
+		if pb > 0 && pt > 0 {
+			r = fmt.Sprintf("%.2f", pt/pb)
+		}
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s |\n", modeLabel(c), c.clients,
+			b.bouncerCell(cpuCell(pb)), cpuCell(pt), r)
+	}
+	fmt.Fprintln(w)
+}
+
+func (b *bench) rssTable(w io.Writer) {
+	fmt.Fprintln(w, "### Proxy memory (KiB of RSS per client; RSS before → with clients in MiB)")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| measurement | PgBouncer | pgtide |")
+	fmt.Fprintln(w, "|---|---:|---:|")
+	if b.opts.idleClients > 0 {
+		cell := func(name string) string {
+			r, ok := b.idle[name]
+			if !ok {
+				return "–"
+			}
+			return fmt.Sprintf("%.1f (%s → %s)", r.kibPerClient(), mib(r.before), mib(r.with))
+		}
+		fmt.Fprintf(w, "| %d idle clients | %s | %s |\n", b.opts.idleClients,
+			b.bouncerCell(cell(namePgBouncer)), cell(namePgtide))
+	}
+	for _, c := range b.measured() {
+		if c.clients < 256 || c.reconnect {
+			continue
+		}
+		cell := func(r *runResult) string {
+			if r == nil || r.err != nil || r.rssPeak == 0 {
+				return "–"
+			}
+			kib := float64(r.rssPeak-r.rssBefore) / 1024 / float64(c.clients)
+			return fmt.Sprintf("%.1f (%s → %s)", kib, mib(r.rssBefore), mib(r.rssPeak))
+		}
+		rs := b.results[c]
+		fmt.Fprintf(w, "| active, %s c=%d | %s | %s |\n", c.mode, c.clients,
+			b.bouncerCell(cell(rs[namePgBouncer])), cell(rs[namePgtide]))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Active rows are peak during the run minus RSS just before it; memory a process kept from an "+
+		"earlier run is reused and not counted again, so the first row of each client count is the telling one.")
+	fmt.Fprintln(w)
+}
+
+// targetsList checks the spec's targets against this run.
+func (b *bench) targetsList(w io.Writer) {
+	fmt.Fprintln(w, "### Targets")
+	fmt.Fprintln(w)
+	check := func(what string, have float64, ok bool, want string, pass bool) {
+		switch {
+		case !ok:
+			fmt.Fprintf(w, "- %s: not measured (want %s)\n", what, want)
+		case pass:
+			fmt.Fprintf(w, "- %s: %.2f (want %s) pass\n", what, have, want)
+		default:
+			fmt.Fprintf(w, "- %s: %.2f (want %s) **FAIL**\n", what, have, want)
+		}
+	}
+	for _, c := range b.measured() {
+		if c.reconnect || (c.clients != 16 && c.clients != 64) {
+			continue
+		}
+		rs := b.results[c]
+		pt, pb, d := rs[namePgtide], rs[namePgBouncer], rs[nameDirect]
+		if pb != nil {
+			v, ok := ratioValue(pt, pb)
+			check(fmt.Sprintf("%s c=%d pgtide/PgBouncer TPS", c.mode, c.clients), v, ok, "≥ 1.0", v >= 1.0)
+		}
+		if c.clients == 16 {
+			v, ok := ratioValue(pt, d)
+			check(fmt.Sprintf("%s c=16 pgtide/direct TPS", c.mode), v, ok, "≥ 0.8", v >= 0.8)
+		}
+	}
+	if r, ok := b.idle[namePgtide]; ok {
+		v := r.kibPerClient()
+		check("pgtide RSS per idle client, KiB", v, true, "≤ 16", v <= 16)
+	}
+	fmt.Fprintln(w)
+}
+
+// failureList shows what pgbench said about every run that went wrong.
+func (b *bench) failureList(w io.Writer) {
+	if b.failures() == 0 {
+		return
+	}
+	fmt.Fprintln(w, "### Failed runs")
+	fmt.Fprintln(w)
+	for _, c := range b.measured() {
+		for _, t := range b.targets {
+			r := b.results[c][t.name]
+			if r == nil || r.good() {
+				continue
+			}
+			var why string
+			switch {
+			case r.err != nil:
+				why = r.err.Error()
+			case r.aborted:
+				why = "aborted: " + strings.Join(r.errLines, " | ")
+			default:
+				why = fmt.Sprintf("%d failed transactions", r.failed)
+			}
+			fmt.Fprintf(w, "- %s, %s: %s\n", c, t.name, strings.ReplaceAll(why, "\n", " "))
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+// measured returns the configurations with at least one result, in run
+// order.
+func (b *bench) measured() []config {
+	var out []config
+	for _, c := range b.configs {
+		if len(b.results[c]) > 0 {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// bouncerCell replaces a PgBouncer cell when PgBouncer was not run.
+func (b *bench) bouncerCell(s string) string {
+	if b.opts.pgbouncer == "" {
+		return "skipped"
+	}
+	return s
+}
+
+func modeLabel(c config) string {
+	if c.reconnect {
+		return c.mode + " -C"
+	}
+	return c.mode
+}
+
+func tpsCell(r *runResult) string {
+	switch {
+	case r == nil:
+		return "–"
+	case r.err != nil:
+		return "error"
+	case r.aborted:
+		return "aborted"
+	}
+	return fmt.Sprintf("%.0f", r.tps)
+}
+
+func failedCell(r *runResult) string {
+	switch {
+	case r == nil:
+		return "–"
+	case r.err != nil:
+		return "error"
+	case r.aborted:
+		return "aborted"
+	}
+	return fmt.Sprint(r.failed)
+}
+
+func ratioValue(num, den *runResult) (float64, bool) {
+	if num == nil || den == nil || !num.good() || !den.good() || den.tps == 0 {
+		return 0, false
+	}
+	return num.tps / den.tps, true
+}
+
+func ratio(num, den *runResult) string {
+	v, ok := ratioValue(num, den)
+	if !ok {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+func latencyCell(r *runResult) string {
+	if r == nil || !r.good() || r.p50 == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%s / %s", ms(r.p50), ms(r.p99))
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/float64(time.Millisecond)) }
+
+// cpuPer10k is CPU seconds per 10,000 transactions; 0 when unknown.
+func cpuPer10k(r *runResult) float64 {
+	if r == nil || !r.good() || r.cpuSec < 0 || r.txns == 0 {
+		return 0
+	}
+	return r.cpuSec / float64(r.txns) * 10000
+}
+
+func cpuCell(v float64) string {
+	if v == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.3f", v)
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f", float64(b)/(1<<20)) }
