@@ -54,7 +54,7 @@ func (r *resumeReader) Read(p []byte) (int, error) {
 var _ io.Reader = (*resumeReader)(nil)
 
 // waitIdle gives the read buffer back and blocks until the client sends something. It is called
-// by the client loop when it has no server connection and nothing buffered.
+// by the client loop whenever nothing from the client is buffered.
 func (s *Session) waitIdle() error {
 	if s.br != nil {
 		if s.br.Size() == clientBufferSize {

@@ -25,16 +25,10 @@ func (s *Session) Serve(ctx context.Context) {
 	s.releaseBuffers()
 }
 
-// idle reports whether the session has no server connection (so its buffers can go back).
-func (s *Session) idle() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.server == nil
-}
-
 func (s *Session) clientLoop(ctx context.Context) error {
 	for {
-		if s.br == nil || s.r.Buffered() == 0 && s.idle() {
+		if s.br == nil || s.r.Buffered() == 0 {
+			// Nothing from the client is waiting: give the read buffer back while blocked.
 			if err := s.waitIdle(); err != nil {
 				return err
 			}
@@ -258,6 +252,13 @@ func (s *Session) relay() {
 		s.applyPendingLocked(srv, status)
 		idle := s.pending == 0 && !s.open && status == 'I'
 		release := idle && (s.txMode && !s.pinned || s.closing)
+		if idle && !release {
+			// Session mode (or pinned) between transactions: the server connection stays, the
+			// write buffer need not.
+			s.wmu.Lock()
+			s.idleWriter()
+			s.wmu.Unlock()
+		}
 		reset := !s.txMode || s.pinned
 		var node *cluster.Node
 		if release {
