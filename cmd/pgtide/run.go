@@ -19,12 +19,14 @@ import (
 
 const runUsage = `Usage: pgtide run -c pgtide.toml
 
-Runs the proxy. Clients connect to [proxy] listen as to PostgreSQL.
+Runs the proxy. Clients connect to its endpoints as to PostgreSQL: [proxy] listen (auto),
+writer_listen (the writer) and reader_listen (the healthy readers). Every node in
+[cluster] hosts is health-checked for its role; see the README for every setting.
 
 Signals:
   SIGHUP           reload the configuration and users file (pool sizes, users, timeouts,
-                   limits, log level) without dropping connections; the files are also
-                   watched and reloaded when they change
+                   limits, hosts and weights, log level) without dropping connections; the
+                   files are also watched and reloaded when they change
   SIGTERM, SIGINT  stop accepting clients, let running transactions finish (up to
                    [proxy] shutdown_timeout), then exit
 
