@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"pgtide/internal/pgcluster"
 )
 
 // config is one cell of the matrix: a pgbench query mode (-M), a client
@@ -89,7 +91,7 @@ func runPgbench(ctx context.Context, t *target, c config, seconds int, logDir st
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(seconds)*time.Second+2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "pgbench", args...)
-	cmd.Env = cleanEnv()
+	cmd.Env = pgcluster.CleanEnv()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, runErr := cmd.CombinedOutput()
 	if ctx.Err() != nil {
@@ -205,18 +207,4 @@ func readLogTimes(path string, us *[]int64) error {
 func percentile(sorted []int64, q float64) int64 {
 	i := int(q*float64(len(sorted))+0.5) - 1
 	return sorted[max(0, min(i, len(sorted)-1))]
-}
-
-// cleanEnv is our environment minus PG* variables, which would steer
-// pgbench away from the explicit host and port, with C messages so the
-// output parses the same everywhere.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "PG") || strings.HasPrefix(kv, "LC_") || strings.HasPrefix(kv, "LANG=") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return append(env, "LC_ALL=C")
 }

@@ -158,7 +158,7 @@ func startCluster(ctx context.Context, scale int) (*pgcluster.Cluster, error) {
 	host, port, _ := net.SplitHostPort(p.Addr())
 	cmd := exec.CommandContext(ctx, "pgbench", "-i", "-q", "-s", strconv.Itoa(scale),
 		"-h", host, "-p", port, "-U", "postgres", "postgres")
-	cmd.Env = cleanEnv()
+	cmd.Env = pgcluster.CleanEnv()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("pgbench -i: %w\n%s", err, out)

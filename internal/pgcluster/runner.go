@@ -32,7 +32,7 @@ func newRunner(workDir string) (*runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{binDir: binDir, workDir: workDir, env: childEnv()}
+	r := &runner{binDir: binDir, workDir: workDir, env: CleanEnv()}
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
@@ -87,11 +87,12 @@ func hasInitdb(dir string) bool {
 	return err == nil && !st.IsDir()
 }
 
-// childEnv is our environment minus anything that would steer libpq or the
+// CleanEnv is our environment minus anything that would steer libpq or the
 // server (PGHOST, PGPORT, PGDATA, PGOPTIONS, ...) away from the explicit
 // arguments we pass, with C messages so log matching does not depend on the
-// caller's locale.
-func childEnv() []string {
+// caller's locale. The PostgreSQL programs the harness runs get it; so can
+// other tools run against a harness cluster (pgbench in bench/).
+func CleanEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		if strings.HasPrefix(kv, "PG") || strings.HasPrefix(kv, "LC_") || strings.HasPrefix(kv, "LANG=") {
