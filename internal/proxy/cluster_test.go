@@ -476,3 +476,60 @@ func TestConnectRate(t *testing.T) {
 		t.Fatalf("40 connections opened in %s: faster than server_connect_rate allows", took)
 	}
 }
+
+// TestReaderWeights: weights split reader work in proportion: 200 session-mode clients over two
+// replicas weighted 3:1 land 150/50.
+func TestReaderWeights(t *testing.T) {
+	c := startCluster(t, 2)
+	r1, r2 := c.Replicas()[0], c.Replicas()[1]
+	p := clusterProxy(t, c, func(cfg *config.Config) {
+		cfg.Proxy.PoolMode = config.PoolModeSession
+		cfg.Cluster.PoolSize = 200
+		cfg.Cluster.MaxServerConnections = 200
+		cfg.Cluster.ServerConnectRate = 1000
+		cfg.Cluster.Weights = map[string]int{r1.Addr(): 3, r2.Addr(): 1}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	conns := make([]*pgx.Conn, 200)
+	errs := make(chan error, len(conns))
+	for i := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := pgx.Connect(ctx, p.endpointConnString(router.Reader))
+			if err == nil {
+				_, err = conn.Exec(ctx, "SELECT 1")
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+			conns[i] = conn
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, conn := range conns {
+			conn.Close(context.Background())
+		}
+	}()
+	var counts []int
+	for _, n := range []*pgcluster.Node{r1, r2} {
+		d, err := pgx.Connect(ctx, n.ConnString("postgres", "postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts = append(counts, serverConns(t, d, "app"))
+		d.Close(ctx)
+	}
+	t.Logf("server connections: weight 3 → %d, weight 1 → %d", counts[0], counts[1])
+	if counts[0] < 140 || counts[0] > 160 || counts[0]+counts[1] != 200 {
+		t.Fatalf("weights 3:1 gave %v, want about 150/50", counts)
+	}
+}
