@@ -533,3 +533,41 @@ func TestReaderWeights(t *testing.T) {
 		t.Fatalf("weights 3:1 gave %v, want about 150/50", counts)
 	}
 }
+
+// TestAuroraDiscovery: with discovery = "aurora" and only the primary configured, pgtide finds
+// the replica from aurora_replica_status() (a stub of Aurora's function on the local cluster) and
+// sends reader work to it.
+func TestAuroraDiscovery(t *testing.T) {
+	c := startCluster(t, 1)
+	replica := c.Replicas()[0]
+	ctx := context.Background()
+	d, err := pgx.Connect(ctx, c.Primary().ConnString("postgres", "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close(ctx)
+	stub := fmt.Sprintf(`CREATE FUNCTION aurora_replica_status()
+		RETURNS TABLE(server_id text, session_id text, replica_lag_in_msec float8, last_update_timestamp timestamptz)
+		LANGUAGE sql AS $$ VALUES ('%d', 'MASTER_SESSION_ID', 0::float8, now()), ('%d', 'a-replica-session', 5::float8, now()) $$`,
+		c.Primary().Port(), replica.Port())
+	if _, err := d.Exec(ctx, stub); err != nil {
+		t.Fatal(err)
+	}
+	p := clusterProxy(t, c, func(cfg *config.Config) {
+		cfg.Cluster.Hosts = []string{c.Primary().Addr()}
+		cfg.Cluster.Discovery = config.DiscoveryAurora
+		cfg.Cluster.AuroraTemplate = "127.0.0.1:{id}"
+		cfg.Cluster.DiscoveryInterval.Duration = 200 * time.Millisecond
+		cfg.Proxy.ReaderFallbackToWriter = false
+	})
+	waitFor(t, 10*time.Second, "the replica to be discovered and checked", func() bool { return len(p.Cluster().Readers()) == 1 })
+	conn, err := pgx.Connect(ctx, p.endpointConnString(router.Reader))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var port int
+	if err := conn.QueryRow(ctx, "SELECT inet_server_port()").Scan(&port); err != nil || port != replica.Port() {
+		t.Fatalf("reader endpoint reached port %d (%v), want the discovered replica's %d", port, err, replica.Port())
+	}
+}
