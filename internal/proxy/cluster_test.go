@@ -275,7 +275,9 @@ func TestFailover(t *testing.T) {
 	waitFor(t, 20*time.Second, "a write after the promotion", func() bool { return firstWriteAfterPromotion.Load() != 0 })
 	delay := time.Duration(firstWriteAfterPromotion.Load() - promotedAt.Load())
 	t.Logf("first successful write through pgtide came %s after the promotion returned", delay)
-	time.Sleep(500 * time.Millisecond) // keep writing to the new writer for a moment
+	// Keep writing to the new writer for a while: every client gets through at least once more.
+	after := ackedTotal.Load()
+	waitFor(t, 20*time.Second, "more writes on the new writer", func() bool { return ackedTotal.Load() > after+200 })
 	stopLoad()
 	wg.Wait()
 	<-watchDone

@@ -78,7 +78,6 @@ func TestIdleTimeoutAndMinIdle(t *testing.T) {
 		mon.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)", pids).Scan(&n)
 		return n == 0
 	})
-	time.Sleep(time.Second) // let the connections pass the liveness threshold of one second idle
 	for i, c := range conns {
 		if _, err := c.Exec(ctx, "SELECT 1"); err != nil {
 			t.Fatalf("client %d: query after its idle server connection was terminated: %v", i, err)
