@@ -125,43 +125,8 @@ func TestReaderBalance(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var wg sync.WaitGroup
-	conns := make([]*pgx.Conn, 300)
-	errs := make(chan error, 300)
-	for i := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			conn, err := pgx.Connect(ctx, p.endpointConnString(router.Reader))
-			if err == nil {
-				_, err = conn.Exec(ctx, "SELECT 1") // session mode: the server connection is held from here on
-			}
-			if err != nil {
-				errs <- err
-				return
-			}
-			conns[i] = conn
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	defer func() {
-		for _, conn := range conns {
-			conn.Close(context.Background())
-		}
-	}()
-	var counts []int
-	for _, n := range c.Replicas() {
-		d, err := pgx.Connect(ctx, n.ConnString("postgres", "postgres"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		counts = append(counts, serverConns(t, d, "app"))
-		d.Close(ctx)
-	}
+	openReaderSessions(t, ctx, p, 300)
+	counts := replicaConns(t, ctx, c.Replicas()...)
 	sort.Ints(counts)
 	t.Logf("server connections per replica: %v", counts)
 	if counts[0] == 0 || float64(counts[2])/float64(counts[0]) > 1.1 {
@@ -493,43 +458,8 @@ func TestReaderWeights(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var wg sync.WaitGroup
-	conns := make([]*pgx.Conn, 200)
-	errs := make(chan error, len(conns))
-	for i := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			conn, err := pgx.Connect(ctx, p.endpointConnString(router.Reader))
-			if err == nil {
-				_, err = conn.Exec(ctx, "SELECT 1")
-			}
-			if err != nil {
-				errs <- err
-				return
-			}
-			conns[i] = conn
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	defer func() {
-		for _, conn := range conns {
-			conn.Close(context.Background())
-		}
-	}()
-	var counts []int
-	for _, n := range []*pgcluster.Node{r1, r2} {
-		d, err := pgx.Connect(ctx, n.ConnString("postgres", "postgres"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		counts = append(counts, serverConns(t, d, "app"))
-		d.Close(ctx)
-	}
+	openReaderSessions(t, ctx, p, 200)
+	counts := replicaConns(t, ctx, r1, r2)
 	t.Logf("server connections: weight 3 → %d, weight 1 → %d", counts[0], counts[1])
 	if counts[0] < 140 || counts[0] > 160 || counts[0]+counts[1] != 200 {
 		t.Fatalf("weights 3:1 gave %v, want about 150/50", counts)
@@ -572,4 +502,55 @@ func TestAuroraDiscovery(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SELECT inet_server_port()").Scan(&port); err != nil || port != replica.Port() {
 		t.Fatalf("reader endpoint reached port %d (%v), want the discovered replica's %d", port, err, replica.Port())
 	}
+}
+
+// openReaderSessions connects n session-mode clients to the reader endpoint at once, each holding
+// its server connection (it ran a query), until the test ends.
+func openReaderSessions(t *testing.T, ctx context.Context, p *testProxy, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	conns := make([]*pgx.Conn, n)
+	errs := make(chan error, n)
+	for i := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := pgx.Connect(ctx, p.endpointConnString(router.Reader))
+			if err == nil {
+				_, err = conn.Exec(ctx, "SELECT 1") // session mode: the server connection is held from here on
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+			conns[i] = conn
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	t.Cleanup(func() {
+		for _, conn := range conns {
+			if conn != nil {
+				conn.Close(context.Background())
+			}
+		}
+	})
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// replicaConns returns the server connections of user app on each node, from its pg_stat_activity.
+func replicaConns(t *testing.T, ctx context.Context, nodes ...*pgcluster.Node) []int {
+	t.Helper()
+	var counts []int
+	for _, n := range nodes {
+		d, err := pgx.Connect(ctx, n.ConnString("postgres", "postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts = append(counts, serverConns(t, d, "app"))
+		d.Close(ctx)
+	}
+	return counts
 }
