@@ -235,6 +235,21 @@ func (s *Session) relay() {
 			return
 		}
 		status := body[0]
+		s.wmu.Unlock()
+
+		// Account for the request before the client can see its end: a client that sends its
+		// next statement the moment it reads this ReadyForQuery must find the session idle.
+		s.mu.Lock()
+		if s.pending > 0 {
+			s.pending--
+		}
+		s.txStatus = status
+		s.onReadyLocked(srv)
+		s.applyPendingLocked(srv, status)
+		s.mu.Unlock()
+
+		s.wmu.Lock()
+		w = s.writer()
 		w.Write(wire.AppendReadyForQuery(w.AvailableBuffer(), status))
 		err = w.Flush()
 		s.wmu.Unlock()
@@ -243,22 +258,10 @@ func (s *Session) relay() {
 			return
 		}
 
+		// Give the server connection back only if the client has not sent anything since.
 		s.mu.Lock()
-		if s.pending > 0 {
-			s.pending--
-		}
-		s.txStatus = status
-		s.onReadyLocked(srv)
-		s.applyPendingLocked(srv, status)
-		idle := s.pending == 0 && !s.open && status == 'I'
+		idle := s.pending == 0 && !s.open && s.txStatus == 'I'
 		release := idle && (s.txMode && !s.pinned || s.closing)
-		if idle && !release {
-			// Session mode (or pinned) between transactions: the server connection stays, the
-			// write buffer need not.
-			s.wmu.Lock()
-			s.idleWriter()
-			s.wmu.Unlock()
-		}
 		reset := !s.txMode || s.pinned
 		var node *cluster.Node
 		if release {
@@ -266,10 +269,14 @@ func (s *Session) relay() {
 		}
 		closing := s.closing
 		s.mu.Unlock()
-		if release {
+		if idle {
+			// Between transactions the write buffer goes back (the server connection too, below,
+			// unless it stays: session mode or pinned).
 			s.wmu.Lock()
 			s.idleWriter()
 			s.wmu.Unlock()
+		}
+		if release {
 			// detach may have set a read deadline just before we took mu; no one can after.
 			srv.NetConn().SetReadDeadline(time.Time{})
 			// The server has answered everything, but the client loop may still be returning
