@@ -405,3 +405,73 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestIdleInTransactionEnds: in transaction mode nobody reads a server connection while its
+// client sits idle inside a transaction. Whatever ends that transaction — the client leaving
+// with or without a Terminate, or the server ending the session — the client sees what it
+// would see directly, and no connection with an open transaction goes back to the pool.
+func TestIdleInTransactionEnds(t *testing.T) {
+	p := startProxy(t, func(c *config.Config) {
+		c.Cluster.PoolSize = 1
+		c.Proxy.PoolMode = config.PoolModeTransaction
+	})
+	ctx := context.Background()
+	mon := direct(t, "postgres")
+	openTx := func(c *pgx.Conn) {
+		t.Helper()
+		if _, err := c.Exec(ctx, "BEGIN"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Exec(ctx, "CREATE TABLE IF NOT EXISTS idle_tx_probe (id int)"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The next client on the only server connection must not be inside the left transaction.
+	checkClean := func(what string) {
+		t.Helper()
+		c := p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
+		// The left transaction had a transaction ID (it created a table); a new one has none.
+		var inTx bool
+		if err := c.QueryRow(ctx, "SELECT pg_current_xact_id_if_assigned() IS NOT NULL").Scan(&inTx); err != nil {
+			t.Fatalf("%s: next client: %v", what, err)
+		}
+		if inTx {
+			t.Fatalf("%s: the next client ran inside the previous client's transaction", what)
+		}
+		var n int
+		if err := c.QueryRow(ctx, "SELECT count(*) FROM pg_class WHERE relname = 'idle_tx_probe'").Scan(&n); err != nil || n != 0 {
+			t.Fatalf("%s: the left transaction was committed (%d, %v)", what, n, err)
+		}
+		c.Close(ctx)
+	}
+
+	// The client says goodbye (Terminate) inside its transaction.
+	a := p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
+	openTx(a)
+	a.Close(ctx)
+	checkClean("Terminate")
+
+	// The client's socket just closes.
+	a = p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
+	openTx(a)
+	a.PgConn().Conn().Close()
+	checkClean("socket closed")
+
+	// The server ends the session (idle_in_transaction_session_timeout): the client's next
+	// statement gets the server's FATAL error, as it would directly, and the pool recovers.
+	a = p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
+	openTx(a)
+	if _, err := a.Exec(ctx, "SET LOCAL idle_in_transaction_session_timeout = '100ms'"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the server to end the idle transaction", func() bool {
+		var n int
+		mon.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND state LIKE 'idle in transaction%'").Scan(&n)
+		return n == 0
+	})
+	_, err := a.Exec(ctx, "SELECT 1")
+	if code := pgCode(err); code != "25P03" && code != "08006" {
+		t.Fatalf("statement after the server ended the session: %v", err)
+	}
+	checkClean("idle_in_transaction_session_timeout")
+}

@@ -64,7 +64,8 @@ func (s *Session) clientLoop(ctx context.Context) error {
 		}
 		srv.WriteMu.Lock()
 		err = s.forward(srv, typ)
-		if err == nil && s.r.Buffered() == 0 {
+		drained := s.r.Buffered() == 0
+		if err == nil && drained {
 			// The client has nothing more in flight: send what we have in one segment.
 			err = srv.Writer.Flush()
 		}
@@ -72,7 +73,72 @@ func (s *Session) clientLoop(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		if drained {
+			if err := s.awaitServer(srv); err != nil {
+				return err
+			}
+		}
 	}
+}
+
+// awaitServer is called when the client loop has sent srv everything the client sent. Who reads
+// srv from here on:
+//
+//   - the client loop itself (inline), for the common case of a transaction-mode client that sent
+//     complete requests (Query, or extended messages up to Sync) and now waits for their answers:
+//     it relays them until nothing is outstanding, saving a goroutine hand-off per transaction;
+//   - the relay goroutine otherwise: extended messages without a Sync yet (the client may be
+//     waiting on a Flush, or still sending), COPY from the client, session mode and pinned
+//     clients (the server may send notifications while the client is idle).
+//
+// An idle transaction-mode client inside a transaction leaves srv unread until its next request:
+// the server sends nothing then that the client would read before making it (a server that ends
+// the session meanwhile is seen on that request, as on a direct connection).
+func (s *Session) awaitServer(srv *pool.Conn) error {
+	s.mu.Lock()
+	if s.relayRunning || s.server != srv {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.open || !s.txMode || s.pinned {
+		s.startRelayLocked()
+		s.mu.Unlock()
+		return nil
+	}
+	if s.pending == 0 {
+		s.mu.Unlock()
+		return nil // nothing was asked (COPY messages outside a COPY, which the server ignores)
+	}
+	preamble := s.relayPreamble
+	s.mu.Unlock()
+	for {
+		res, err := s.serverStep(srv, &preamble)
+		if err != nil {
+			s.relayStopped(srv, err)
+			return err
+		}
+		switch res {
+		case stepReleased:
+			return nil
+		case stepIdle, stepCopyIn:
+			// srv stays attached: whoever reads it next must not take the client's answers
+			// for the preamble's (it has been answered by now).
+			s.mu.Lock()
+			s.relayPreamble = preamble
+			if res == stepCopyIn || s.pinned { // pinned by the statement that just ended
+				s.startRelayLocked()
+			}
+			s.mu.Unlock()
+			return nil
+		}
+	}
+}
+
+// startRelayLocked starts the relay goroutine reading s.server. Requires mu.
+func (s *Session) startRelayLocked() {
+	s.relayRunning = true
+	s.relays.Add(1)
+	go s.relayFn() // a func value made once: starting the relay allocates nothing
 }
 
 // attach returns the server connection the current message (of type typ) goes to, acquiring one
@@ -107,9 +173,7 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 			q = append(append(q, preamble...), 0)
 			srv.Writer.Write(q) // buffered; flushed with the client's message
 		}
-		s.relays.Add(1)
-		s.relaySrv, s.relayPreamble = srv, len(preamble) > 0
-		go s.relayFn() // a func value made once: starting the relay allocates nothing
+		s.relayPreamble = len(preamble) > 0
 	}
 	switch typ {
 	case 'Q', 'F':
@@ -189,108 +253,136 @@ func (s *Session) refuse(typ byte, err error) error {
 	return s.send(msg)
 }
 
-// relay forwards srv's messages to the client until it gives srv back (transaction mode, at an
-// idle ReadyForQuery) or srv fails or is interrupted by detach.
+// relay reads srv in its own goroutine (see awaitServer) until srv is given back, fails, or is
+// interrupted by detach.
 func (s *Session) relay() {
 	defer s.relays.Done()
 	s.mu.Lock()
-	srv, preamble := s.relaySrv, s.relayPreamble
+	srv, preamble := s.server, s.relayPreamble
 	s.mu.Unlock()
-	sr := srv.Reader
 	for {
-		typ, _, err := sr.Next()
+		res, err := s.serverStep(srv, &preamble)
 		if err != nil {
 			s.relayStopped(srv, err)
 			return
 		}
-		if preamble {
-			// The settings pgtide sent at attach: record what they changed, show nothing.
-			if preamble, err = s.preambleMessage(srv, typ); err != nil {
-				s.relayStopped(srv, err)
-				return
-			}
-			continue
-		}
-		s.wmu.Lock()
-		w := s.writer()
-		if typ != 'Z' {
-			err = s.relayMessage(srv, typ)
-			if err == nil && sr.Buffered() == 0 {
-				err = w.Flush()
-			}
-			s.wmu.Unlock()
-			if err != nil {
-				s.relayStopped(srv, err)
-				return
-			}
-			continue
-		}
-		body, err := sr.Body()
-		if err == nil && len(body) != 1 {
-			err = &wire.MalformedError{Type: 'Z', Len: len(body) + 4}
-		}
-		if err != nil {
-			s.wmu.Unlock()
-			s.relayStopped(srv, err)
-			return
-		}
-		status := body[0]
-		s.wmu.Unlock()
-
-		// Account for the request before the client can see its end: a client that sends its
-		// next statement the moment it reads this ReadyForQuery must find the session idle.
-		s.mu.Lock()
-		if s.pending > 0 {
-			s.pending--
-		}
-		s.txStatus = status
-		s.onReadyLocked(srv)
-		s.applyPendingLocked(srv, status)
-		s.mu.Unlock()
-
-		s.wmu.Lock()
-		w = s.writer()
-		w.Write(wire.AppendReadyForQuery(w.AvailableBuffer(), status))
-		err = w.Flush()
-		s.wmu.Unlock()
-		if err != nil {
-			s.relayStopped(srv, err)
-			return
-		}
-
-		// Give the server connection back only if the client has not sent anything since.
-		s.mu.Lock()
-		idle := s.pending == 0 && !s.open && s.txStatus == 'I'
-		release := idle && (s.txMode && !s.pinned || s.closing)
-		reset := !s.txMode || s.pinned
-		var node *cluster.Node
-		if release {
-			s.server, node, s.node = nil, s.node, nil
-		}
-		closing := s.closing
-		s.mu.Unlock()
-		if idle {
-			// Between transactions the write buffer goes back (the server connection too, below,
-			// unless it stays: session mode or pinned).
-			s.wmu.Lock()
-			s.idleWriter()
-			s.wmu.Unlock()
-		}
-		if release {
-			// detach may have set a read deadline just before we took mu; no one can after.
-			srv.NetConn().SetReadDeadline(time.Time{})
-			// The server has answered everything, but the client loop may still be returning
-			// from the Flush that sent it: wait for that before anyone else may write.
-			srv.WriteMu.Lock()
-			srv.WriteMu.Unlock()
-			s.env.Pools.Release(srv, reset)
-			s.env.Router.Done(node)
-			if closing {
-				s.endAtBoundary()
-			}
+		if res == stepReleased {
 			return
 		}
 	}
+}
+
+// stepResult says what serverStep's message meant for whoever reads the server.
+type stepResult int
+
+const (
+	stepMore     stepResult = iota // more is to come
+	stepIdle                       // a ReadyForQuery answered the last request sent; srv stays attached
+	stepReleased                   // a ReadyForQuery ended the transaction; srv was given back
+	stepCopyIn                     // the server waits for COPY data from the client
+)
+
+// serverStep reads one message from srv and forwards it to the client (or, while *preamble,
+// swallows the answers to the settings sent at attach). At a ReadyForQuery it accounts for the
+// request it ends and, in transaction mode, gives srv back when the client has nothing in flight.
+// Only the one reader of srv (the client loop inline, or the relay) calls it.
+func (s *Session) serverStep(srv *pool.Conn, preamble *bool) (stepResult, error) {
+	sr := srv.Reader
+	typ, _, err := sr.Next()
+	if err != nil {
+		return stepMore, err
+	}
+	if *preamble {
+		// The settings pgtide sent at attach: record what they changed, show nothing.
+		*preamble, err = s.preambleMessage(srv, typ)
+		return stepMore, err
+	}
+	s.wmu.Lock()
+	w := s.writer()
+	if typ != 'Z' {
+		err = s.relayMessage(srv, typ)
+		if err == nil && sr.Buffered() == 0 {
+			err = w.Flush()
+		}
+		s.wmu.Unlock()
+		if err == nil && (typ == 'G' || typ == 'W') {
+			return stepCopyIn, nil
+		}
+		return stepMore, err
+	}
+	body, err := sr.Body()
+	if err == nil && len(body) != 1 {
+		err = &wire.MalformedError{Type: 'Z', Len: len(body) + 4}
+	}
+	if err != nil {
+		s.wmu.Unlock()
+		return stepMore, err
+	}
+	status := body[0]
+	s.wmu.Unlock()
+
+	// Account for the request before the client can see its end: a client that sends its
+	// next statement the moment it reads this ReadyForQuery must find the session idle.
+	s.mu.Lock()
+	if s.pending > 0 {
+		s.pending--
+	}
+	s.txStatus = status
+	s.onReadyLocked(srv)
+	s.applyPendingLocked(srv, status)
+	s.mu.Unlock()
+
+	s.wmu.Lock()
+	w = s.writer()
+	w.Write(wire.AppendReadyForQuery(w.AvailableBuffer(), status))
+	err = w.Flush()
+	s.wmu.Unlock()
+	if err != nil {
+		return stepMore, err
+	}
+
+	// Give the server connection back only if the client has not sent anything since.
+	s.mu.Lock()
+	quiet := s.pending == 0 && !s.open
+	idle := quiet && s.txStatus == 'I'
+	release := idle && (s.txMode && !s.pinned || s.closing)
+	reset := !s.txMode || s.pinned
+	var node *cluster.Node
+	interrupted := false
+	if release {
+		s.server, node, s.node = nil, s.node, nil
+		s.relayRunning = false
+		interrupted, s.interrupted = s.interrupted, false
+	}
+	closing := s.closing
+	s.mu.Unlock()
+	if idle {
+		// Between transactions the write buffer goes back (the server connection too, below,
+		// unless it stays: session mode or pinned).
+		s.wmu.Lock()
+		s.idleWriter()
+		s.wmu.Unlock()
+	}
+	if !release {
+		if quiet {
+			return stepIdle, nil
+		}
+		return stepMore, nil
+	}
+	if interrupted {
+		// detach or Kill set a read deadline just before we took mu; no one can after.
+		srv.NetConn().SetReadDeadline(time.Time{})
+	}
+	// The server has answered everything, but the client loop may still be returning from the
+	// Flush that sent it: wait for that before anyone else may write.
+	srv.WriteMu.Lock()
+	srv.WriteMu.Unlock()
+	s.env.Pools.Release(srv, reset)
+	s.env.Router.Done(node)
+	if closing {
+		s.endAtBoundary()
+	}
+	return stepReleased, nil
 }
 
 // relayStopped handles the end of the relay other than a release: the server failed, the client
@@ -301,6 +393,7 @@ func (s *Session) relayStopped(srv *pool.Conn, err error) {
 	clean := interrupted && s.pending == 0 && !s.open && s.txStatus == 'I' && srv.Reader.Buffered() == 0
 	node := s.node
 	s.server, s.node = nil, nil
+	s.relayRunning, s.interrupted = false, false
 	closing := s.closing
 	reset := !s.txMode || s.pinned
 	s.mu.Unlock()
@@ -332,15 +425,20 @@ func (s *Session) relayStopped(srv *pool.Conn, err error) {
 func (s *Session) detach() {
 	s.mu.Lock()
 	s.closing = true
+	if s.server != nil && !s.relayRunning {
+		s.startRelayLocked() // nobody reads the server (see awaitServer): the relay ends it
+	}
 	s.interruptLocked()
 	s.mu.Unlock()
 }
 
-// interruptLocked makes the relay's blocked read return, so it gives the server back. It must run
-// under mu: once the relay has released the server, the connection belongs to someone else.
+// interruptLocked makes a blocked read of the server (the relay's, or the client loop's inline)
+// return, so the server is given back. It must run under mu: once the server has been released,
+// the connection belongs to someone else.
 func (s *Session) interruptLocked() {
 	if s.server != nil {
 		s.server.NetConn().SetReadDeadline(time.Unix(1, 0))
+		s.interrupted = true
 	}
 }
 

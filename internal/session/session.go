@@ -78,12 +78,13 @@ type Session struct {
 	txStatus byte          // last ReadyForQuery status from the server; guarded by mu
 	closing  bool          // shutting down: end the session at the next transaction boundary; guarded by mu
 	pinned   bool          // keeps its server connection until it disconnects; guarded by mu
-	relays   sync.WaitGroup
-	// relayFn is s.relay as a func value, made once; relaySrv and relayPreamble are its
-	// arguments, set by attach before it starts the relay. Guarded by mu.
-	relayFn       func()
-	relaySrv      *pool.Conn
-	relayPreamble bool
+	// The server connection is read by the client loop itself (inline) or by a relay goroutine;
+	// see awaitServer.
+	relays        sync.WaitGroup
+	relayFn       func() // s.relay as a func value, made once
+	relayRunning  bool   // a relay goroutine reads server; guarded by mu
+	relayPreamble bool   // the settings sent at attach are still to be answered; guarded by mu
+	interrupted   bool   // server has a read deadline set by interruptLocked; guarded by mu
 
 	// Session settings the client expects, re-established on each server connection it gets.
 	// Guarded by mu (the relay follows ParameterStatus messages).
