@@ -55,3 +55,14 @@ func BenchmarkAnalyzeSession(b *testing.B) {
 		})
 	}
 }
+
+func BenchmarkMaySetSessionState(b *testing.B) {
+	sql := []byte("SELECT abalance FROM pgbench_accounts WHERE aid = 74503;")
+	b.SetBytes(int64(len(sql)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if MaySetSessionState(sql) {
+			b.Fatal("true")
+		}
+	}
+}

@@ -22,7 +22,8 @@ func within(b, buf []byte) bool {
 // FuzzAnalyzeSession checks, for any text, that AnalyzeSession does not panic, returns slices
 // that lie inside the input or the Session's buffers, answers the same way twice (also into a
 // Session left over from another text), and that whitespace and a comment in front of the text
-// change nothing. Seeds: testdata/fuzz/FuzzAnalyzeSession plus the ones below.
+// change nothing, and that MaySetSessionState is true whenever the analysis finds something.
+// Seeds: testdata/fuzz/FuzzAnalyzeSession plus the ones below.
 func FuzzAnalyzeSession(f *testing.F) {
 	// Each rule once.
 	f.Add([]byte("SET statement_timeout = 0"))
@@ -104,5 +105,9 @@ func checkSession(t *testing.T, sql []byte, s *Session) {
 	}
 	if s.Statements < 0 || s.Statements > len(sql) {
 		t.Fatalf("Statements = %d for %d bytes", s.Statements, len(sql))
+	}
+	found := s.Pin != None || s.SearchPath.Set || s.DiscardAll || s.DeallocateAll || s.Deallocate != nil
+	if found && !MaySetSessionState(sql) {
+		t.Fatalf("MaySetSessionState(%q) = false, but the analysis found %+v", sql, resultOf(s))
 	}
 }

@@ -325,16 +325,15 @@ func TestAnalyzeSession(t *testing.T) {
 	for _, tc := range sessionCases {
 		t.Run(tc.name, func(t *testing.T) {
 			var s Session
-			AnalyzeSession([]byte(tc.sql), &s)
+			sql := []byte(tc.sql)
+			AnalyzeSession(sql, &s)
 			if got := resultOf(&s); got != tc.want {
 				t.Errorf("AnalyzeSession(%q):\n got %+v\nwant %+v", tc.sql, got, tc.want)
 			}
 			if tc.stmts != 0 && s.Statements != tc.stmts {
 				t.Errorf("AnalyzeSession(%q): Statements = %d, want %d", tc.sql, s.Statements, tc.stmts)
 			}
-			if (s.Pin == SessionSet) != (s.PinParam != nil) {
-				t.Errorf("AnalyzeSession(%q): Pin %v with PinParam %q", tc.sql, s.Pin, s.PinParam)
-			}
+			checkSession(t, sql, &s)
 		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unique"
 
 	"pgtide/internal/wire"
 )
@@ -35,8 +36,13 @@ type Conn struct {
 	// connections. Like Reader and Writer it belongs to the connection's holder.
 
 	// Extra holds parameters the server does not report that pgtide has SET on this connection
-	// (search_path, startup options); absent means the server's default.
+	// (search_path, startup options); absent means the server's default. Read it directly;
+	// change it only through SetExtra, ReplaceExtra and ClearExtra.
 	Extra map[string]string
+	// Settings identifies the client settings (see package session) that Params and Extra were
+	// last found to match, so a client with the same settings needs no comparison; the zero
+	// Handle means none. Any change to Params or Extra resets it.
+	Settings unique.Handle[string]
 	// Statements are the prepared statements pgtide created on this connection, by their key
 	// (query text and parameter types), so clients preparing the same statement share one.
 	Statements map[string]*Statement
@@ -56,6 +62,24 @@ type Conn struct {
 	peekBuf  [1]byte
 	peekDead bool
 	broken   bool
+	// For FlushAndWait, likewise.
+	flushWaitFn func(uintptr) bool
+	flushed     bool
+	flushErr    error
+	sent        sentCounter // bytes Writer has sent; Writer writes through it
+	answeredAt  uint64      // sent when the server last owed nothing (see MarkAnswered)
+}
+
+// sentCounter is the connection's socket as Writer sees it, counting what it sends.
+type sentCounter struct {
+	net.Conn
+	n uint64
+}
+
+func (w *sentCounter) Write(p []byte) (int, error) {
+	n, err := w.Conn.Write(p)
+	w.n += uint64(n)
+	return n, err
 }
 
 // Key returns the pool the connection belongs to.
@@ -100,6 +124,44 @@ func (c *Conn) peek(fd uintptr) bool {
 	// Data or EOF (n == 0 without error) means dead; so does any error but "nothing to read".
 	c.peekDead = n > 0 || err == nil || err != syscall.EAGAIN
 	return true // never wait for readiness
+}
+
+// FlushAndWait sends what Writer holds and returns once the server has sent something to read,
+// without the read that would find nothing in between (an answer takes the server longer than
+// it takes to get here). It returns at once if Reader already holds data, and with
+// os.ErrDeadlineExceeded when a read deadline passes, as a read would.
+//
+// The caller must have called MarkAnswered when it last had no request outstanding, and must
+// have written at least one complete request that the server answers (Query, Sync,
+// FunctionCall) since. If part of what was written has been sent already (more than Writer
+// holds), it only flushes: an answer to that part may have arrived before the wait began, and
+// the caller's read finds it as usual.
+func (c *Conn) FlushAndWait() error {
+	if c.raw == nil || c.Reader.Buffered() > 0 || c.sent.n != c.answeredAt || c.Writer.Buffered() == 0 {
+		return c.Writer.Flush()
+	}
+	// The poller's readiness is reset before the callback sends the request, so an answer
+	// arriving at any moment after that ends the wait: it cannot be missed.
+	c.flushed, c.flushErr = false, nil
+	if err := c.raw.Read(c.flushWaitFn); err != nil {
+		return err
+	}
+	return c.flushErr
+}
+
+// MarkAnswered records that the server owes nothing for what was sent so far: the holder has
+// read the answer to every request. The pool marks a connection it lends.
+func (c *Conn) MarkAnswered() { c.answeredAt = c.sent.n }
+
+// flushWait is the RawConn callback for FlushAndWait: the first call sends, the next (after the
+// socket became readable) ends the wait; the caller's read then finds the data.
+func (c *Conn) flushWait(uintptr) bool {
+	if c.flushed {
+		return true
+	}
+	c.flushed = true
+	c.flushErr = c.Writer.Flush()
+	return c.flushErr != nil
 }
 
 // Exec runs a simple query to completion and reports whether the server is left idle and healthy.
@@ -159,9 +221,42 @@ func (c *Conn) Exec(query string, timeout time.Duration) error {
 func (c *Conn) recordParameterStatus(body []byte) {
 	name, rest, ok := cstring(body)
 	value, _, ok2 := cstring(rest)
-	if ok && ok2 {
+	if ok && ok2 && c.Params[name] != value {
 		c.Params[name] = value
+		c.Settings = unique.Handle[string]{}
 	}
+}
+
+// SetExtra records that the holder SET name to value (SQL text) on the connection; "" means
+// the holder RESET it.
+func (c *Conn) SetExtra(name, value string) {
+	c.Settings = unique.Handle[string]{}
+	if value == "" {
+		delete(c.Extra, name)
+		return
+	}
+	if c.Extra == nil {
+		c.Extra = make(map[string]string)
+	}
+	c.Extra[name] = value
+}
+
+// ReplaceExtra records that the holder made the connection's extra settings exactly m.
+func (c *Conn) ReplaceExtra(m map[string]string) {
+	c.Settings = unique.Handle[string]{}
+	if c.Extra == nil {
+		c.Extra = make(map[string]string, len(m))
+	}
+	clear(c.Extra)
+	for k, v := range m {
+		c.Extra[k] = v
+	}
+}
+
+// ClearExtra records that every extra setting is back to the server's default (DISCARD ALL).
+func (c *Conn) ClearExtra() {
+	c.Settings = unique.Handle[string]{}
+	clear(c.Extra)
 }
 
 // RecordParameterStatus applies a ParameterStatus message body the holder read from the server.

@@ -56,15 +56,17 @@ func Dial(ctx context.Context, key Key, o DialOptions) (*Conn, error) {
 	}
 	c := &Conn{
 		Reader:  wire.NewReader(bufio.NewReaderSize(nc, wire.BufferSize), o.MaxMessageSize),
-		Writer:  bufio.NewWriterSize(nc, wire.BufferSize),
 		Params:  make(map[string]string),
 		netConn: nc,
 		key:     key,
 	}
+	c.sent.Conn = nc
+	c.Writer = bufio.NewWriterSize(&c.sent, wire.BufferSize)
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			c.raw = raw
 			c.peekFn = c.peek
+			c.flushWaitFn = c.flushWait
 		}
 	}
 	if err := c.login(key, o.Password); err != nil {
@@ -72,6 +74,7 @@ func Dial(ctx context.Context, key Key, o DialOptions) (*Conn, error) {
 		return nil, err
 	}
 	nc.SetDeadline(time.Time{})
+	c.MarkAnswered()
 	c.created = time.Now()
 	c.lastUsed = c.created
 	return c, nil

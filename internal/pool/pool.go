@@ -135,9 +135,9 @@ func (m *Manager) poolLocked(k Key) *pool {
 // wait (and until ctx is done). The caller owns the Conn until it calls Release. Taking an idle
 // connection, the common case, allocates nothing.
 func (m *Manager) Acquire(ctx context.Context, k Key, wait time.Duration) (*Conn, error) {
-	start := time.Now()
+	start := time.Now() // one clock read for the whole fast path
 	for {
-		c, slot, w, err := m.tryAcquire(k)
+		c, slot, w, err := m.tryAcquire(k, start)
 		if err != nil {
 			return nil, err
 		}
@@ -156,7 +156,7 @@ func (m *Manager) Acquire(ctx context.Context, k Key, wait time.Duration) (*Conn
 				return c, err
 			}
 		}
-		if m.check(c) {
+		if m.check(c, start) {
 			return c, nil
 		}
 		// The check failed: the connection is closed and its slot freed; try again.
@@ -164,7 +164,7 @@ func (m *Manager) Acquire(ctx context.Context, k Key, wait time.Duration) (*Conn
 }
 
 // tryAcquire takes an idle connection, or a slot to dial into, or queues a waiter.
-func (m *Manager) tryAcquire(k Key) (c *Conn, slot bool, w *waiter, err error) {
+func (m *Manager) tryAcquire(k Key, now time.Time) (c *Conn, slot bool, w *waiter, err error) {
 	s := m.settings.Load()
 	var toClose []*Conn
 	m.mu.Lock()
@@ -176,7 +176,6 @@ func (m *Manager) tryAcquire(k Key) (c *Conn, slot bool, w *waiter, err error) {
 		return nil, false, nil, ErrClosed
 	}
 	p := m.poolLocked(k)
-	now := time.Now()
 	for len(p.idle) > 0 {
 		c := p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
@@ -325,9 +324,9 @@ func (m *Manager) Params(k Key) (map[string]string, bool) {
 // shut down or terminated the backend has closed it, maybe microseconds ago, as in a failover),
 // and server_check_query after server_check_delay idle. A failed connection is closed and its
 // slot given to a waiter.
-func (m *Manager) check(c *Conn) bool {
+func (m *Manager) check(c *Conn, now time.Time) bool {
 	s := m.settings.Load()
-	idle := time.Since(c.lastUsed)
+	idle := now.Sub(c.lastUsed)
 	if !c.alive() {
 		m.Logger.Info("idle server connection was closed by the server; replacing it", "pool", c.key.String())
 		c.broken = true
@@ -359,12 +358,13 @@ func (m *Manager) Release(c *Conn, reset bool) {
 		// defaults; the ParameterStatus messages it caused were recorded by Exec. Any other reset
 		// query leaves the state unknown, so forget it too: a later client re-establishes what it needs.
 		c.ForgetAllStatements()
-		clear(c.Extra)
+		c.ClearExtra()
 	}
 	if c.broken {
 		m.discard(c)
 		return
 	}
+	c.MarkAnswered() // the releaser read every answer; the reset query's too
 	var toClose *Conn
 	m.mu.Lock()
 	p := m.pools[c.key]

@@ -2,6 +2,7 @@ package session
 
 import (
 	"maps"
+	"unique"
 
 	"pgtide/internal/pool"
 	"pgtide/internal/wire"
@@ -102,6 +103,7 @@ func (s *Session) relayMessage(srv *pool.Conn, typ byte) error {
 		if name, rest, ok := cstr(body); ok {
 			if value, _, ok := cstr(rest); ok {
 				s.params[name] = value
+				s.settings = unique.Handle[string]{}
 			}
 		}
 		s.mu.Unlock()
@@ -178,14 +180,11 @@ func (s *Session) applyPendingLocked(srv *pool.Conn, status byte) {
 		if ok {
 			if c.value == "" {
 				delete(s.extra, c.name)
-				delete(srv.Extra, c.name)
 			} else {
 				s.extra[c.name] = c.value
-				if srv.Extra == nil {
-					srv.Extra = make(map[string]string)
-				}
-				srv.Extra[c.name] = c.value
 			}
+			s.settings = unique.Handle[string]{}
+			srv.SetExtra(c.name, c.value)
 		}
 	}
 	if s.pendingDeallocate {
@@ -201,8 +200,9 @@ func (s *Session) applyPendingLocked(srv *pool.Conn, status byte) {
 		if ok {
 			// DISCARD ALL returns settings to the session's defaults: the server connection's
 			// own, and for the client the ones it started with.
-			clear(srv.Extra)
+			srv.ClearExtra()
 			s.extra = maps.Clone(s.startupExtra)
+			s.settings = unique.Handle[string]{}
 		}
 	}
 }

@@ -1,7 +1,9 @@
 package session
 
 import (
+	"sort"
 	"strings"
+	"unique"
 
 	"pgtide/internal/pool"
 	"pgtide/internal/wire"
@@ -147,14 +149,49 @@ func appendParamSync(dst []byte, srv *pool.Conn, reported, extra map[string]stri
 	return dst
 }
 
-// applyExtra records that srv now has the client's extra settings (after appendParamSync's
-// statements were sent).
-func applyExtra(srv *pool.Conn, extra map[string]string) {
-	if srv.Extra == nil {
-		srv.Extra = make(map[string]string, len(extra))
+// settingsLocked returns the handle that identifies the client's settings (params and extra),
+// computing it after a change. Clients with the same settings share one handle, and a server
+// connection found to match it remembers it (pool.Conn.Settings), so the common attach — a
+// client with the settings the connection already has — compares nothing. Requires mu.
+func (s *Session) settingsLocked() unique.Handle[string] {
+	if s.settings != (unique.Handle[string]{}) {
+		return s.settings
 	}
-	clear(srv.Extra)
-	for k, v := range extra {
-		srv.Extra[k] = v
+	// Unambiguous without escaping: names and values hold no NUL.
+	var b []byte
+	for _, name := range reportedParams {
+		if v, ok := s.params[name]; ok {
+			b = append(append(append(b, '1'), v...), 0)
+		} else {
+			b = append(b, '0', 0)
+		}
 	}
+	names := make([]string, 0, len(s.extra))
+	for name := range s.extra {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		b = append(append(append(append(b, name...), 0), s.extra[name]...), 0)
+	}
+	s.settings = unique.Make(string(b))
+	return s.settings
+}
+
+// paramSync returns the statements that give srv the client's settings (see appendParamSync),
+// none when srv already has them. It records the settings as srv's as soon as they are sent.
+// Requires mu.
+func (s *Session) paramSync(srv *pool.Conn) []byte {
+	want := s.settingsLocked()
+	if srv.Settings == want {
+		return nil
+	}
+	sql := appendParamSync(s.scratch[:0], srv, s.params, s.extra)
+	if len(sql) == 0 {
+		srv.Settings = want
+		return nil
+	}
+	// Reported parameters are recorded from the server's ParameterStatus answers.
+	srv.ReplaceExtra(s.extra)
+	return sql
 }

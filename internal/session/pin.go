@@ -23,6 +23,9 @@ type extraChange struct {
 // checkPins looks at the SQL of a Query (simple) or Parse and decides: track, pin or refuse.
 // A refusal is left in s.pinErr for the caller to turn into a failing statement.
 func (s *Session) checkPins(sql []byte, simple bool) error {
+	if !classify.MaySetSessionState(sql) {
+		return nil // the common statement: nothing to pin or track
+	}
 	a := &s.analysis
 	classify.AnalyzeSession(sql, a)
 	reason := a.Pin

@@ -64,62 +64,82 @@ func (s *Session) clientLoop(ctx context.Context) error {
 		}
 		srv.WriteMu.Lock()
 		err = s.forward(srv, typ)
-		drained := s.r.Buffered() == 0
-		if err == nil && drained {
-			// The client has nothing more in flight: send what we have in one segment.
-			err = srv.Writer.Flush()
+		if err != nil || s.r.Buffered() > 0 {
+			// More from the client is waiting: it goes out with this message.
+			srv.WriteMu.Unlock()
+			if err != nil {
+				return err
+			}
+			continue
 		}
+		// The client has nothing more in flight: send what we have in one segment, and see to
+		// the answers.
+		if inline, preamble := s.readInline(srv, typ); inline {
+			srv.WriteMu.Unlock() // no relay goroutine: nobody else writes to srv
+			if err := s.relayInline(srv, preamble); err != nil {
+				return err
+			}
+			continue
+		}
+		err = srv.Writer.Flush()
 		srv.WriteMu.Unlock()
 		if err != nil {
 			return err
 		}
-		if drained {
-			if err := s.awaitServer(srv); err != nil {
-				return err
-			}
-		}
 	}
 }
 
-// awaitServer is called when the client loop has sent srv everything the client sent. Who reads
-// srv from here on:
+// readInline decides who reads srv's answers once the client loop has sent srv everything the
+// client sent, the last message being of type typ:
 //
-//   - the client loop itself (inline), for the common case of a transaction-mode client that sent
-//     complete requests (Query, or extended messages up to Sync) and now waits for their answers:
-//     it relays them until nothing is outstanding, saving a goroutine hand-off per transaction;
-//   - the relay goroutine otherwise: extended messages without a Sync yet (the client may be
-//     waiting on a Flush, or still sending), COPY from the client, session mode and pinned
-//     clients (the server may send notifications while the client is idle).
+//   - the client loop itself (inline; readInline returns true), for the common case of a
+//     transaction-mode client that sent complete requests (Query, or extended messages up to
+//     Sync) and now waits for their answers: it relays them until nothing is outstanding, which
+//     saves a goroutine hand-off per transaction;
+//   - the relay goroutine otherwise, started here if it is not running: extended messages
+//     without a Sync yet (the client may be waiting on a Flush, or still sending), COPY from the
+//     client, session mode and pinned clients (the server may send notifications while the
+//     client is idle).
 //
 // An idle transaction-mode client inside a transaction leaves srv unread until its next request:
 // the server sends nothing then that the client would read before making it (a server that ends
 // the session meanwhile is seen on that request, as on a direct connection).
-func (s *Session) awaitServer(srv *pool.Conn) error {
+func (s *Session) readInline(srv *pool.Conn, typ byte) (inline, preamble bool) {
 	s.mu.Lock()
-	if s.relayRunning || s.server != srv {
-		s.mu.Unlock()
-		return nil
-	}
-	if s.open || !s.txMode || s.pinned {
+	defer s.mu.Unlock()
+	switch {
+	case s.relayRunning || s.server != srv:
+		return false, false
+	case s.pending == 0 && !s.open:
+		// Nothing asked (COPY messages outside a COPY, which the server ignores): srv is read
+		// with the client's next request.
+		return false, false
+	case s.open || !s.txMode || s.pinned || typ != 'Q' && typ != 'S' && typ != 'F':
+		// The last case: requests followed by messages the server does not answer; the inline
+		// wait needs the last message sent to be answered (see pool.Conn.FlushAndWait).
 		s.startRelayLocked()
-		s.mu.Unlock()
-		return nil
+		return false, false
 	}
-	if s.pending == 0 {
-		s.mu.Unlock()
-		return nil // nothing was asked (COPY messages outside a COPY, which the server ignores)
+	return true, s.relayPreamble
+}
+
+// relayInline sends what the client loop forwarded and relays the answers to the client, until
+// nothing is outstanding (see readInline).
+func (s *Session) relayInline(srv *pool.Conn, preamble bool) error {
+	if err := srv.FlushAndWait(); err != nil {
+		s.relayStopped(srv, err)
+		return err
 	}
-	preamble := s.relayPreamble
-	s.mu.Unlock()
 	for {
-		res, err := s.serverStep(srv, &preamble)
+		res, err := s.serverStep(srv, &preamble, true)
+		if res == stepReleased {
+			return err // srv went back: only the client can have failed
+		}
 		if err != nil {
 			s.relayStopped(srv, err)
 			return err
 		}
 		switch res {
-		case stepReleased:
-			return nil
 		case stepIdle, stepCopyIn:
 			// srv stays attached: whoever reads it next must not take the client's answers
 			// for the preamble's (it has been answered by now).
@@ -127,6 +147,8 @@ func (s *Session) awaitServer(srv *pool.Conn) error {
 			s.relayPreamble = preamble
 			if res == stepCopyIn || s.pinned { // pinned by the statement that just ended
 				s.startRelayLocked()
+			} else {
+				srv.MarkAnswered()
 			}
 			s.mu.Unlock()
 			return nil
@@ -166,9 +188,8 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 		s.expect = s.expect[:0]
 		// Bring the server connection's settings in line with the client's, hidden from the
 		// client: the relay swallows everything up to the preamble's ReadyForQuery.
-		preamble := appendParamSync(s.scratch[:0], srv, s.params, s.extra)
+		preamble := s.paramSync(srv)
 		if len(preamble) > 0 {
-			applyExtra(srv, s.extra)
 			q := wire.AppendHeader(nil, 'Q', len(preamble)+1)
 			q = append(append(q, preamble...), 0)
 			srv.Writer.Write(q) // buffered; flushed with the client's message
@@ -201,7 +222,7 @@ var errShutdown = errors.New("session: shutting down")
 // *wire.Error with the given severity.
 func (s *Session) acquire(ctx context.Context, severity string) (*pool.Conn, *cluster.Node, error) {
 	cfg := s.env.Config()
-	deadline := time.Now().Add(cfg.Cluster.FailoverTimeout.Duration)
+	var deadline time.Time // set at the first failure: the common case reads no clock here
 	for {
 		node, err := s.env.Router.Pick(ctx, s.endpoint)
 		if err != nil {
@@ -221,6 +242,9 @@ func (s *Session) acquire(ctx context.Context, severity string) (*pool.Conn, *cl
 			return c, node, nil
 		}
 		s.env.Router.Done(node)
+		if deadline.IsZero() {
+			deadline = time.Now().Add(cfg.Cluster.FailoverTimeout.Duration)
+		}
 		if !retryable(err) || time.Now().After(deadline) {
 			return nil, nil, serverError(err, severity, key)
 		}
@@ -261,12 +285,12 @@ func (s *Session) relay() {
 	srv, preamble := s.server, s.relayPreamble
 	s.mu.Unlock()
 	for {
-		res, err := s.serverStep(srv, &preamble)
-		if err != nil {
-			s.relayStopped(srv, err)
+		res, err := s.serverStep(srv, &preamble, false)
+		if res == stepReleased {
 			return
 		}
-		if res == stepReleased {
+		if err != nil {
+			s.relayStopped(srv, err)
 			return
 		}
 	}
@@ -282,11 +306,12 @@ const (
 	stepCopyIn                     // the server waits for COPY data from the client
 )
 
-// serverStep reads one message from srv and forwards it to the client (or, while *preamble,
-// swallows the answers to the settings sent at attach). At a ReadyForQuery it accounts for the
-// request it ends and, in transaction mode, gives srv back when the client has nothing in flight.
-// Only the one reader of srv (the client loop inline, or the relay) calls it.
-func (s *Session) serverStep(srv *pool.Conn, preamble *bool) (stepResult, error) {
+// serverStep reads a message from srv and forwards it to the client, with any more messages
+// already buffered (or, while *preamble, swallows the answers to the settings sent at attach).
+// At a ReadyForQuery it accounts for the request it ends and, in transaction mode, gives srv back
+// when the client has nothing in flight. Only the one reader of srv calls it: the client loop
+// (inline) or the relay. A stepReleased result may come with the error of writing to the client.
+func (s *Session) serverStep(srv *pool.Conn, preamble *bool, inline bool) (stepResult, error) {
 	sr := srv.Reader
 	typ, _, err := sr.Next()
 	if err != nil {
@@ -299,16 +324,26 @@ func (s *Session) serverStep(srv *pool.Conn, preamble *bool) (stepResult, error)
 	}
 	s.wmu.Lock()
 	w := s.writer()
-	if typ != 'Z' {
-		err = s.relayMessage(srv, typ)
-		if err == nil && sr.Buffered() == 0 {
+	for typ != 'Z' {
+		if err = s.relayMessage(srv, typ); err != nil {
+			s.wmu.Unlock()
+			return stepMore, err
+		}
+		if typ == 'G' || typ == 'W' || sr.Buffered() < 5 {
+			// The server waits for COPY data, or sent nothing more yet: the client gets what
+			// there is.
 			err = w.Flush()
+			s.wmu.Unlock()
+			if err == nil && (typ == 'G' || typ == 'W') {
+				return stepCopyIn, nil
+			}
+			return stepMore, err
 		}
-		s.wmu.Unlock()
-		if err == nil && (typ == 'G' || typ == 'W') {
-			return stepCopyIn, nil
+		// The next message's header is here: keep going without letting go of the client.
+		if typ, _, err = sr.Next(); err != nil {
+			s.wmu.Unlock()
+			return stepMore, err
 		}
-		return stepMore, err
 	}
 	body, err := sr.Body()
 	if err == nil && len(body) != 1 {
@@ -319,8 +354,22 @@ func (s *Session) serverStep(srv *pool.Conn, preamble *bool) (stepResult, error)
 		return stepMore, err
 	}
 	status := body[0]
-	s.wmu.Unlock()
 
+	var quiet, idle, release, reset, interrupted, closing bool
+	var node *cluster.Node
+	// decideLocked gives srv back if the client has nothing in flight. Requires mu.
+	decideLocked := func() {
+		quiet = s.pending == 0 && !s.open
+		idle = quiet && s.txStatus == 'I'
+		release = idle && (s.txMode && !s.pinned || s.closing)
+		reset = !s.txMode || s.pinned
+		if release {
+			s.server, node, s.node = nil, s.node, nil
+			s.relayRunning = false
+			interrupted, s.interrupted = s.interrupted, false
+		}
+		closing = s.closing
+	}
 	// Account for the request before the client can see its end: a client that sends its
 	// next statement the moment it reads this ReadyForQuery must find the session idle.
 	s.mu.Lock()
@@ -330,44 +379,38 @@ func (s *Session) serverStep(srv *pool.Conn, preamble *bool) (stepResult, error)
 	s.txStatus = status
 	s.onReadyLocked(srv)
 	s.applyPendingLocked(srv, status)
+	if inline {
+		// The client loop is here, not reading the client: nothing can be in flight that is not
+		// accounted for yet, so decide now. wmu is still held, so a shutdown notice cannot
+		// overtake the ReadyForQuery.
+		decideLocked()
+	}
 	s.mu.Unlock()
-
-	s.wmu.Lock()
-	w = s.writer()
 	w.Write(wire.AppendReadyForQuery(w.AvailableBuffer(), status))
 	err = w.Flush()
+	if inline && idle && err == nil {
+		s.idleWriter() // between transactions the write buffer goes back
+	}
 	s.wmu.Unlock()
-	if err != nil {
-		return stepMore, err
-	}
-
-	// Give the server connection back only if the client has not sent anything since.
-	s.mu.Lock()
-	quiet := s.pending == 0 && !s.open
-	idle := quiet && s.txStatus == 'I'
-	release := idle && (s.txMode && !s.pinned || s.closing)
-	reset := !s.txMode || s.pinned
-	var node *cluster.Node
-	interrupted := false
-	if release {
-		s.server, node, s.node = nil, s.node, nil
-		s.relayRunning = false
-		interrupted, s.interrupted = s.interrupted, false
-	}
-	closing := s.closing
-	s.mu.Unlock()
-	if idle {
-		// Between transactions the write buffer goes back (the server connection too, below,
-		// unless it stays: session mode or pinned).
-		s.wmu.Lock()
-		s.idleWriter()
-		s.wmu.Unlock()
+	if !inline {
+		if err != nil {
+			return stepMore, err
+		}
+		// Give the server connection back only if the client has not sent anything since.
+		s.mu.Lock()
+		decideLocked()
+		s.mu.Unlock()
+		if idle {
+			s.wmu.Lock()
+			s.idleWriter()
+			s.wmu.Unlock()
+		}
 	}
 	if !release {
-		if quiet {
+		if err == nil && quiet {
 			return stepIdle, nil
 		}
-		return stepMore, nil
+		return stepMore, err
 	}
 	if interrupted {
 		// detach or Kill set a read deadline just before we took mu; no one can after.
@@ -382,7 +425,7 @@ func (s *Session) serverStep(srv *pool.Conn, preamble *bool) (stepResult, error)
 	if closing {
 		s.endAtBoundary()
 	}
-	return stepReleased, nil
+	return stepReleased, err
 }
 
 // relayStopped handles the end of the relay other than a release: the server failed, the client

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unique"
 
 	"pgtide/internal/auth"
 	"pgtide/internal/classify"
@@ -88,9 +89,10 @@ type Session struct {
 
 	// Session settings the client expects, re-established on each server connection it gets.
 	// Guarded by mu (the relay follows ParameterStatus messages).
-	params       map[string]string // reported parameters, by canonical name
-	extra        map[string]string // other settings, by lower-case name, as SQL text
-	startupExtra map[string]string // extra as of login (what DISCARD ALL returns to)
+	params       map[string]string     // reported parameters, by canonical name
+	extra        map[string]string     // other settings, by lower-case name, as SQL text
+	settings     unique.Handle[string] // identifies params and extra; zero after a change (see settingsLocked)
+	startupExtra map[string]string     // extra as of login (what DISCARD ALL returns to)
 	// Statement tracking (see prepared.go). Guarded by mu.
 	stmts      map[string]*clientStmt
 	unnamedKey string
@@ -219,7 +221,7 @@ func (s *Session) tryExtra(ctx context.Context, cfg *config.Config) error {
 		return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeInvalidParameterValue,
 			Message: "invalid startup parameter: " + err.Error()}
 	}
-	applyExtra(c, s.extra)
+	c.ReplaceExtra(s.extra)
 	s.env.Pools.Release(c, false)
 	return nil
 }
