@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the PostgreSQL server binaries (initdb, pg_ctl, postgres, pg_basebackup) and the psql and
-# pgbench clients when this machine lacks them. With --pgbouncer it also installs PgBouncer (used by
-# the benchmarks only). Debian/Ubuntu only; other systems print what to install.
+# pgbench clients when this machine lacks them. With --pgbouncer it also installs PgBouncer and
+# HAProxy (used by the benchmarks only). Debian/Ubuntu only; other systems print what to install.
 set -euo pipefail
 
 want_pgbouncer=0
@@ -16,6 +16,7 @@ pkgs=()
 have_server || pkgs+=(postgresql)
 command -v psql >/dev/null 2>&1 || pkgs+=(postgresql-client)
 if [ "$want_pgbouncer" = 1 ] && ! command -v pgbouncer >/dev/null 2>&1; then pkgs+=(pgbouncer); fi
+if [ "$want_pgbouncer" = 1 ] && ! command -v haproxy >/dev/null 2>&1; then pkgs+=(haproxy); fi
 [ ${#pkgs[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then

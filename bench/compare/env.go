@@ -28,13 +28,14 @@ type environment struct {
 	postgres  string
 	pgbench   string
 	pgbouncer string // "" when skipped
+	haproxy   string // "" when skipped
 	pgtide    string // commit and whether the tree was modified
 	loadStart string // /proc/loadavg before the first run
 }
 
 // readEnvironment gathers the header. srcDir is where pgtideBin was built
 // from; "" for a prebuilt binary.
-func readEnvironment(ctx context.Context, primary *pgconn.PgConn, pgtideBin, srcDir, pgbouncerBin string) environment {
+func readEnvironment(ctx context.Context, primary *pgconn.PgConn, pgtideBin, srcDir, pgbouncerBin, haproxyBin string) environment {
 	e := environment{
 		date:      time.Now().UTC(),
 		cpus:      runtime.NumCPU(),
@@ -53,6 +54,9 @@ func readEnvironment(ctx context.Context, primary *pgconn.PgConn, pgtideBin, src
 	}
 	if pgbouncerBin != "" {
 		e.pgbouncer = firstLine(ctx, pgbouncerBin, "--version")
+	}
+	if haproxyBin != "" {
+		e.haproxy = firstLine(ctx, haproxyBin, "-v")
 	}
 	return e
 }

@@ -37,6 +37,7 @@ type options struct {
 	scale       int
 	idleClients int
 	pgbouncer   string // binary; "" when not found
+	haproxy     string // binary; "" when not found
 	pgtide      string // prebuilt binary; "" builds ./cmd/pgtide
 	keep        bool
 }
@@ -77,7 +78,7 @@ func run() int {
 
 func parseFlags() (options, error) {
 	var o options
-	var clients, modes, pgbouncer string
+	var clients, modes, pgbouncer, haproxy string
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each pgbench run (-T), whole seconds")
 	flag.StringVar(&clients, "clients", "1,16,64,256,1000", "comma-separated client counts (-c)")
 	flag.StringVar(&modes, "modes", "simple,extended,prepared", "comma-separated pgbench query modes (-M)")
@@ -85,6 +86,7 @@ func parseFlags() (options, error) {
 	flag.IntVar(&o.scale, "scale", 10, "pgbench scale factor (pgbench -i -s)")
 	flag.IntVar(&o.idleClients, "idle-clients", 1000, "idle clients for the RSS-per-idle-client measurement (0 skips it)")
 	flag.StringVar(&pgbouncer, "pgbouncer", "pgbouncer", "PgBouncer binary; skipped when not found")
+	flag.StringVar(&haproxy, "haproxy", "haproxy", "HAProxy binary, the TCP-only reference; skipped when not found")
 	flag.StringVar(&o.pgtide, "pgtide", "", "prebuilt pgtide binary to measure instead of building ./cmd/pgtide")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, proxy logs) and print its path")
 	flag.Usage = func() {
@@ -132,6 +134,9 @@ Flags:
 	if path, err := exec.LookPath(pgbouncer); err == nil {
 		o.pgbouncer = path
 	}
+	if path, err := exec.LookPath(haproxy); err == nil {
+		o.haproxy = path
+	}
 	return o, nil
 }
 
@@ -157,7 +162,7 @@ type bench struct {
 	dir     string // temporary directory: proxy binary, configs, logs
 	cluster *pgcluster.Cluster
 	monitor *pgconn.PgConn // superuser connection to the primary, for waitBackendsGone
-	targets []*target      // direct, PgBouncer (if any), pgtide
+	targets []*target      // direct, HAProxy and PgBouncer (if installed), pgtide
 	env     environment
 
 	configs []config                         // in run order
@@ -214,6 +219,16 @@ func (b *bench) setup(ctx context.Context) error {
 	}
 	b.targets = append(b.targets, direct)
 
+	if b.opts.haproxy != "" {
+		progress("starting HAProxy (TCP mode, the reference for one more hop)")
+		t, err := startHAProxy(ctx, b.opts.haproxy, b.dir, primary)
+		if err != nil {
+			return err
+		}
+		b.targets = append(b.targets, t)
+	} else {
+		progress("HAProxy not found: its reference column is skipped (install it with make bench-deps)")
+	}
 	if b.opts.pgbouncer != "" {
 		progress("starting PgBouncer")
 		t, err := startPgBouncer(ctx, b.opts.pgbouncer, b.dir, primary, b.opts.poolSize)
@@ -231,7 +246,7 @@ func (b *bench) setup(ctx context.Context) error {
 	}
 	b.targets = append(b.targets, t)
 
-	b.env = readEnvironment(ctx, b.monitor, bin, srcDir, b.opts.pgbouncer)
+	b.env = readEnvironment(ctx, b.monitor, bin, srcDir, b.opts.pgbouncer, b.opts.haproxy)
 	return nil
 }
 
@@ -277,8 +292,8 @@ func (b *bench) runAll(ctx context.Context) {
 
 	if b.opts.idleClients > 0 {
 		for _, t := range b.targets {
-			if t.proc == nil {
-				continue
+			if t.proc == nil || t.name == nameHAProxy {
+				continue // the memory table compares the poolers
 			}
 			progress("idle clients: %d through %s", b.opts.idleClients, t.name)
 			r, err := measureIdle(ctx, t, b.opts.idleClients)
@@ -365,12 +380,13 @@ func (b *bench) runOne(ctx context.Context, t *target, c config) *runResult {
 	return res
 }
 
-// pgbench runs pgbench against t. A direct run leaves up to c backends
-// exiting on the server, which would eat into the next run's CPU, so it
-// waits for them to be gone; through a proxy the server connections stay
-// in the pools and there is nothing to wait for.
+// pgbench runs pgbench against t. A run with a backend per client (direct,
+// or through HAProxy) leaves up to c backends exiting on the server, which
+// would eat into the next run's CPU, so it waits for them to be gone;
+// through a pooler the server connections stay in the pools and there is
+// nothing to wait for.
 func (b *bench) pgbench(ctx context.Context, t *target, c config, seconds int, logDir string) (*pgbenchResult, error) {
-	if t.proc != nil {
+	if t.name == namePgBouncer || t.name == namePgtide {
 		return runPgbench(ctx, t, c, seconds, logDir)
 	}
 	since, sinceErr := b.serverNow(ctx)
@@ -414,7 +430,7 @@ func (b *bench) waitBackendsGone(ctx context.Context, since string) {
 		select {
 		case <-ctx.Done():
 			if ctx.Err() == context.DeadlineExceeded {
-				progress("warning: %s backends of the last direct run still there after %v", left, timeout)
+				progress("warning: %s backends of the last unpooled run still there after %v", left, timeout)
 			}
 			return
 		case <-time.After(50 * time.Millisecond):

@@ -22,6 +22,7 @@ import (
 // Target names, in the order each configuration runs against them.
 const (
 	nameDirect    = "direct"
+	nameHAProxy   = "HAProxy"
 	namePgBouncer = "PgBouncer"
 	namePgtide    = "pgtide"
 )
@@ -203,11 +204,16 @@ max_server_connections = %d
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
-	p, err := startProcess(namePgtide, exec.Command(bin, "run", "-c", path), filepath.Join(dir, "pgtide.log"))
+	return launch(ctx, namePgtide, addr, exec.Command(bin, "run", "-c", path), filepath.Join(dir, "pgtide.log"))
+}
+
+// launch starts a proxy and waits until a client can log in through addr.
+func launch(ctx context.Context, name, addr string, cmd *exec.Cmd, logPath string) (*target, error) {
+	p, err := startProcess(name, cmd, logPath)
 	if err != nil {
 		return nil, err
 	}
-	t := &target{name: namePgtide, addr: addr, proc: p}
+	t := &target{name: name, addr: addr, proc: p}
 	if err := p.waitReady(ctx, t.connString()); err != nil {
 		p.stop()
 		return nil, err
@@ -266,16 +272,45 @@ admin_users = postgres
 	cmd.Dir = dir
 	// The logfile setting gets PgBouncer's own log; stderr catches what it
 	// prints before reading the config.
-	p, err := startProcess(namePgBouncer, cmd, filepath.Join(dir, "pgbouncer.stderr"))
+	t, err := launch(ctx, namePgBouncer, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd,
+		filepath.Join(dir, "pgbouncer.stderr"))
 	if err != nil {
-		return nil, err
-	}
-	t := &target{name: namePgBouncer, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), proc: p}
-	if err := p.waitReady(ctx, t.connString()); err != nil {
-		p.stop()
 		return nil, fmt.Errorf("%w\n--- pgbouncer.log ---\n%s", err, tail(filepath.Join(dir, "pgbouncer.log"), 20))
 	}
 	return t, nil
+}
+
+// startHAProxy runs HAProxy in TCP mode in front of the server: one server connection per
+// client, bytes forwarded and nothing else. It is the reference for what one more hop costs on
+// this machine, whatever the proxy does: the floor under every proxy's TPS/direct ratio.
+func startHAProxy(ctx context.Context, bin, dir, serverAddr string) (*target, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	// One thread, like PgBouncer; connections beyond maxconn would queue.
+	cfg := fmt.Sprintf(`# written by bench/compare
+global
+    maxconn 4000
+    nbthread 1
+
+defaults
+    mode tcp
+    timeout connect 10s
+    timeout client 1h
+    timeout server 1h
+
+listen postgres
+    bind %s
+    server primary %s
+`, addr, serverAddr)
+	path := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	// -db: stay in the foreground, so that stop reaches it.
+	return launch(ctx, nameHAProxy, addr, exec.Command(bin, "-db", "-f", path), filepath.Join(dir, "haproxy.log"))
 }
 
 // postgresCredential is the identity PgBouncer runs as when we are root:

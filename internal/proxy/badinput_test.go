@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -34,6 +35,44 @@ func (p *testProxy) raw(t *testing.T) *rawConn {
 	c.SetDeadline(time.Now().Add(20 * time.Second))
 	br := bufio.NewReader(c)
 	return &rawConn{t: t, c: c, br: br, fe: pgproto3.NewFrontend(br, c)}
+}
+
+// send writes msgs in one write.
+func (r *rawConn) send(msgs ...pgproto3.FrontendMessage) {
+	r.t.Helper()
+	for _, m := range msgs {
+		r.fe.Send(m)
+	}
+	if err := r.fe.Flush(); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// expect reads messages up to ReadyForQuery and compares their types (and error codes) with
+// want, such as "DataRow" or "Error:42P05".
+func (r *rawConn) expect(want ...string) []pgproto3.BackendMessage {
+	r.t.Helper()
+	var got []string
+	var msgs []pgproto3.BackendMessage
+	for {
+		m, err := r.fe.Receive()
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		name := fmt.Sprintf("%T", m)[len("*pgproto3."):]
+		if e, ok := m.(*pgproto3.ErrorResponse); ok {
+			name = "Error:" + e.Code
+		}
+		got = append(got, name)
+		msgs = append(msgs, m)
+		if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+			break
+		}
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		r.t.Fatalf("got  %v\nwant %v", got, want)
+	}
+	return msgs
 }
 
 func (r *rawConn) write(b []byte) {

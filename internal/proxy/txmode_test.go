@@ -72,40 +72,7 @@ func TestPreparedStatementsProtocol(t *testing.T) {
 	ctx := context.Background()
 	r := p.raw(t)
 	r.login("app", "appdb")
-	send := func(msgs ...pgproto3.FrontendMessage) {
-		t.Helper()
-		for _, m := range msgs {
-			r.fe.Send(m)
-		}
-		if err := r.fe.Flush(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// expect reads messages up to ReadyForQuery and compares their types (and error codes).
-	expect := func(want ...string) []pgproto3.BackendMessage {
-		t.Helper()
-		var got []string
-		var msgs []pgproto3.BackendMessage
-		for {
-			m, err := r.fe.Receive()
-			if err != nil {
-				t.Fatal(err)
-			}
-			name := fmt.Sprintf("%T", m)[len("*pgproto3."):]
-			if e, ok := m.(*pgproto3.ErrorResponse); ok {
-				name = "Error:" + e.Code
-			}
-			got = append(got, name)
-			msgs = append(msgs, m)
-			if _, ok := m.(*pgproto3.ReadyForQuery); ok {
-				break
-			}
-		}
-		if strings.Join(got, " ") != strings.Join(want, " ") {
-			t.Fatalf("got  %v\nwant %v", got, want)
-		}
-		return msgs
-	}
+	send, expect := r.send, r.expect
 	sync := &pgproto3.Sync{}
 
 	send(&pgproto3.Parse{Name: "a", Query: "SELECT $1::int * 2 AS doubled"},
@@ -406,6 +373,39 @@ func TestPgbenchPrepared(t *testing.T) {
 		if strings.Contains(out, "aborted") || !strings.Contains(out, "number of failed transactions: 0 (0.000%)") ||
 			!strings.Contains(out, "actually processed: 10000/10000") {
 			t.Fatalf("pgbench -M %s:\n%s", mode, out)
+		}
+	}
+}
+
+// TestPipelinedRequests: in transaction mode the client loop reads a request's answers itself
+// only when the last message it sent is one the server answers, sent whole; anything else is
+// still answered in full and in order.
+func TestPipelinedRequests(t *testing.T) {
+	p := startProxy(t, func(c *config.Config) { c.Cluster.PoolSize = 1; c.Auth.Method = config.AuthTrust })
+	r := p.raw(t)
+	r.login("app", "appdb")
+	// A Query larger than the server connection's write buffer (so part of it is sent before
+	// the rest is forwarded), then a CopyData outside any COPY, which the server ignores.
+	big := &pgproto3.Query{String: "SELECT length('" + strings.Repeat("x", 100_000) + "')"}
+	r.send(big, &pgproto3.CopyData{Data: []byte("ignored")})
+	msgs := r.expect("RowDescription", "DataRow", "CommandComplete", "ReadyForQuery")
+	if got := string(msgs[1].(*pgproto3.DataRow).Values[0]); got != "100000" {
+		t.Fatalf("length = %s", got)
+	}
+	// Two Queries in one write, the first one large; then one more once they are answered.
+	r.send(big, &pgproto3.Query{String: "SELECT 2"})
+	r.expect("RowDescription", "DataRow", "CommandComplete", "ReadyForQuery")
+	msgs = r.expect("RowDescription", "DataRow", "CommandComplete", "ReadyForQuery")
+	if got := string(msgs[1].(*pgproto3.DataRow).Values[0]); got != "2" {
+		t.Fatalf("second query: %s", got)
+	}
+	// A transaction sent in pieces, each answered before the next is sent.
+	for _, q := range []string{"BEGIN", "SELECT 3", "COMMIT"} {
+		r.send(&pgproto3.Query{String: q})
+		if q == "SELECT 3" {
+			r.expect("RowDescription", "DataRow", "CommandComplete", "ReadyForQuery")
+		} else {
+			r.expect("CommandComplete", "ReadyForQuery")
 		}
 	}
 }

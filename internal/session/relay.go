@@ -74,7 +74,7 @@ func (s *Session) clientLoop(ctx context.Context) error {
 		}
 		// The client has nothing more in flight: send what we have in one segment, and see to
 		// the answers.
-		if inline, preamble := s.readInline(srv, typ); inline {
+		if inline, preamble := s.readInline(srv); inline {
 			srv.WriteMu.Unlock() // no relay goroutine: nobody else writes to srv
 			if err := s.relayInline(srv, preamble); err != nil {
 				return err
@@ -90,7 +90,7 @@ func (s *Session) clientLoop(ctx context.Context) error {
 }
 
 // readInline decides who reads srv's answers once the client loop has sent srv everything the
-// client sent, the last message being of type typ:
+// client sent:
 //
 //   - the client loop itself (inline; readInline returns true), for the common case of a
 //     transaction-mode client that sent complete requests (Query, or extended messages up to
@@ -104,7 +104,7 @@ func (s *Session) clientLoop(ctx context.Context) error {
 // An idle transaction-mode client inside a transaction leaves srv unread until its next request:
 // the server sends nothing then that the client would read before making it (a server that ends
 // the session meanwhile is seen on that request, as on a direct connection).
-func (s *Session) readInline(srv *pool.Conn, typ byte) (inline, preamble bool) {
+func (s *Session) readInline(srv *pool.Conn) (inline, preamble bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
@@ -114,9 +114,7 @@ func (s *Session) readInline(srv *pool.Conn, typ byte) (inline, preamble bool) {
 		// Nothing asked (COPY messages outside a COPY, which the server ignores): srv is read
 		// with the client's next request.
 		return false, false
-	case s.open || !s.txMode || s.pinned || typ != 'Q' && typ != 'S' && typ != 'F':
-		// The last case: requests followed by messages the server does not answer; the inline
-		// wait needs the last message sent to be answered (see pool.Conn.FlushAndWait).
+	case s.open || !s.txMode || s.pinned:
 		s.startRelayLocked()
 		return false, false
 	}
