@@ -2,14 +2,28 @@
 // greeting (ParameterStatus, BackendKeyData), and the relay between the client and whichever
 // server connection it holds.
 //
-// Two goroutines serve an active session. The client loop (Serve) reads the client, attaches a
-// server connection from the pool on the first message of a transaction and forwards raw messages
-// to it. The relay reads that server and forwards raw messages to the client; it watches
-// ReadyForQuery and, in transaction mode, gives the server connection back as soon as the server
-// is idle and the client has no request in flight. Because the server side is always being read,
-// a client that pipelines far ahead (pgx batches, JDBC batches) can never deadlock the proxy.
+// The client loop (Serve) reads the client, attaches a server connection from the pool on the
+// first message of a transaction and forwards raw messages to it. Someone must read that server
+// and forward its messages to the client, watching ReadyForQuery to give the connection back (in
+// transaction mode as soon as the server is idle and the client has no request in flight):
 //
-// Ownership: Session.mu guards the attachment (server, pending, open, txStatus, closing). Whoever
-// sets server to nil owns giving that connection back to the pool; that is always the relay, on a
-// release at ReadyForQuery or when it stops. The client writer belongs to whoever holds wmu.
+//   - The client loop itself, inline, for the common transaction-mode case: the client sent
+//     complete requests (a Query, or extended messages up to Sync) and nothing more, and waits
+//     for the answers. One goroutine then carries the whole transaction, with no hand-off to
+//     another, and the wait for the answer costs no read that finds nothing
+//     (pool.Conn.FlushAndWait).
+//   - A relay goroutine otherwise: session mode and pinned clients (the server may send
+//     notifications while the client is idle), extended messages without a Sync yet (the client
+//     may wait on a Flush), COPY from the client, and whenever the client loop stops while it
+//     holds a server. Once started it reads the server until the connection goes back. Because
+//     the server side is then always being read, a client that pipelines far ahead (pgx batches,
+//     JDBC batches) cannot deadlock the proxy.
+//
+// See readInline for the rule. A transaction-mode client idle inside a transaction leaves its
+// server unread until its next request, as a direct connection would.
+//
+// Ownership: Session.mu guards the attachment (server, pending, open, txStatus, closing,
+// relayRunning). Only the server's one reader (the client loop inline, or the relay) sets server
+// to nil, and whoever does gives that connection back to the pool. The client writer belongs to
+// whoever holds wmu.
 package session
