@@ -9,6 +9,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -36,6 +37,7 @@ type options struct {
 	poolSize    int
 	scale       int
 	idleClients int
+	rounds      int
 	pgbouncer   string // binary; "" when not found
 	haproxy     string // binary; "" when not found
 	pgtide      string // prebuilt binary; "" builds ./cmd/pgtide
@@ -54,7 +56,8 @@ func run() int {
 	defer stop()
 	raiseFileLimit()
 
-	b := &bench{opts: opts, results: map[config]map[string]*runResult{}, idle: map[string]idleResult{}}
+	b := &bench{opts: opts, runs: map[config]map[string][]*runResult{}, results: map[config]map[string]*runResult{},
+		idle: map[string]idleResult{}}
 	defer b.close()
 	if err := b.setup(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "compare:", err)
@@ -85,6 +88,7 @@ func parseFlags() (options, error) {
 	flag.IntVar(&o.poolSize, "pool-size", 20, "server connections per pool for both proxies")
 	flag.IntVar(&o.scale, "scale", 10, "pgbench scale factor (pgbench -i -s)")
 	flag.IntVar(&o.idleClients, "idle-clients", 1000, "idle clients for the RSS-per-idle-client measurement (0 skips it)")
+	flag.IntVar(&o.rounds, "rounds", 1, "run the whole matrix this many times and report each cell's median run")
 	flag.StringVar(&pgbouncer, "pgbouncer", "pgbouncer", "PgBouncer binary; skipped when not found")
 	flag.StringVar(&haproxy, "haproxy", "haproxy", "HAProxy binary, the TCP-only reference; skipped when not found")
 	flag.StringVar(&o.pgtide, "pgtide", "", "prebuilt pgtide binary to measure instead of building ./cmd/pgtide")
@@ -131,6 +135,9 @@ Flags:
 	if o.idleClients < 0 {
 		return o, errors.New("-idle-clients must not be negative")
 	}
+	if o.rounds < 1 {
+		return o, errors.New("-rounds must be at least 1")
+	}
 	if path, err := exec.LookPath(pgbouncer); err == nil {
 		o.pgbouncer = path
 	}
@@ -165,9 +172,10 @@ type bench struct {
 	targets []*target      // direct, HAProxy and PgBouncer (if installed), pgtide
 	env     environment
 
-	configs []config                         // in run order
-	results map[config]map[string]*runResult // by target name
-	idle    map[string]idleResult            // by target name
+	configs []config                           // in run order
+	runs    map[config]map[string][]*runResult // every run, by target name, in round order
+	results map[config]map[string]*runResult   // the run each table shows: see median
+	idle    map[string]idleResult              // by target name
 }
 
 // runResult is one pgbench run against one target plus what we measured
@@ -323,20 +331,40 @@ func (b *bench) runAll(ctx context.Context) {
 		}
 	}
 
-	total := len(b.configs) * len(b.targets)
+	total := b.opts.rounds * len(b.configs) * len(b.targets)
 	n := 0
-	for _, c := range b.configs {
-		b.results[c] = map[string]*runResult{}
-		for _, t := range b.targets {
-			n++
-			r := b.runOne(ctx, t, c)
-			if ctx.Err() != nil {
-				return
+	for range b.opts.rounds {
+		for _, c := range b.configs {
+			if b.runs[c] == nil {
+				b.runs[c] = map[string][]*runResult{}
+				b.results[c] = map[string]*runResult{}
 			}
-			b.results[c][t.name] = r
-			progress("[%d/%d] %-18s %-9s %s", n, total, c, t.name, r.summary())
+			for _, t := range b.targets {
+				n++
+				r := b.runOne(ctx, t, c)
+				if ctx.Err() != nil {
+					return
+				}
+				b.runs[c][t.name] = append(b.runs[c][t.name], r)
+				b.results[c][t.name] = median(b.runs[c][t.name])
+				progress("[%d/%d] %-18s %-9s %s", n, total, c, t.name, r.summary())
+			}
 		}
 	}
+}
+
+// median is the run a table shows for one target and configuration: a failed run if there was
+// one (failures are never averaged away), otherwise the run with the median TPS (the lower of
+// the two middle ones for an even count). Its CPU and memory figures come with it.
+func median(runs []*runResult) *runResult {
+	for _, r := range runs {
+		if !r.good() {
+			return r
+		}
+	}
+	sorted := slices.Clone(runs)
+	slices.SortFunc(sorted, func(a, b *runResult) int { return cmp.Compare(a.tps, b.tps) })
+	return sorted[(len(sorted)-1)/2]
 }
 
 func (b *bench) seconds() int { return int(b.opts.duration / time.Second) }
@@ -441,10 +469,12 @@ func (b *bench) waitBackendsGone(ctx context.Context, since string) {
 // failures counts runs with failed transactions or pgbench errors.
 func (b *bench) failures() int {
 	n := 0
-	for _, byTarget := range b.results {
-		for _, r := range byTarget {
-			if !r.good() {
-				n++
+	for _, byTarget := range b.runs {
+		for _, runs := range byTarget {
+			for _, r := range runs {
+				if !r.good() {
+					n++
+				}
 			}
 		}
 	}

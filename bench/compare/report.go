@@ -23,6 +23,10 @@ func (b *bench) report(w io.Writer) {
 		haproxy = "HAProxy not installed (skipped)"
 	}
 	fmt.Fprintf(w, "- versions: %s; PostgreSQL %s; %s; %s; %s; pgtide %s\n", e.goVersion, e.postgres, bouncer, haproxy, e.pgbench, e.pgtide)
+	if b.opts.rounds > 1 {
+		fmt.Fprintf(w, "- rounds: the whole matrix ran %d times, interleaved; each cell is the run with the median TPS "+
+			"(its CPU and memory with it), and the last table has every round's pgtide/PgBouncer ratio\n", b.opts.rounds)
+	}
 	fmt.Fprintf(w, "- setup: pgbench -S -n -T %d, -j 2 (-j 1 at c=1), scale %d; both proxies in transaction mode, "+
 		"%d server connections (pgtide pool_size = max_server_connections, PgBouncer default_pool_size = max_db_connections); "+
 		"HAProxy in TCP mode (one server connection per client, bytes forwarded and nothing else) as the "+
@@ -33,7 +37,35 @@ func (b *bench) report(w io.Writer) {
 	b.cpuTable(w)
 	b.rssTable(w)
 	b.targetsList(w)
+	b.roundsTable(w)
 	b.failureList(w)
+}
+
+// roundsTable shows the pgtide/PgBouncer and pgtide/direct ratios of every round, so the spread
+// behind the medians is visible.
+func (b *bench) roundsTable(w io.Writer) {
+	if b.opts.rounds < 2 {
+		return
+	}
+	fmt.Fprintln(w, "### Every round (pgtide/PgBouncer, pgtide/direct TPS)")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| mode | clients | pgtide/PgBouncer by round | pgtide/direct by round |")
+	fmt.Fprintln(w, "|---|---:|---|---|")
+	for _, c := range b.measured() {
+		rs := b.runs[c]
+		var vsBouncer, vsDirect []string
+		for i, pt := range rs[namePgtide] {
+			if i < len(rs[namePgBouncer]) {
+				vsBouncer = append(vsBouncer, ratio(pt, rs[namePgBouncer][i]))
+			}
+			if i < len(rs[nameDirect]) {
+				vsDirect = append(vsDirect, ratio(pt, rs[nameDirect][i]))
+			}
+		}
+		fmt.Fprintf(w, "| %s | %d | %s | %s |\n", modeLabel(c), c.clients,
+			b.bouncerCell(strings.Join(vsBouncer, ", ")), strings.Join(vsDirect, ", "))
+	}
+	fmt.Fprintln(w)
 }
 
 func (b *bench) tpsTable(w io.Writer) {
@@ -188,20 +220,25 @@ func (b *bench) failureList(w io.Writer) {
 	fmt.Fprintln(w)
 	for _, c := range b.measured() {
 		for _, t := range b.targets {
-			r := b.results[c][t.name]
-			if r == nil || r.good() {
-				continue
+			for i, r := range b.runs[c][t.name] {
+				if r.good() {
+					continue
+				}
+				var why string
+				switch {
+				case r.err != nil:
+					why = r.err.Error()
+				case r.aborted:
+					why = "aborted: " + strings.Join(r.errLines, " | ")
+				default:
+					why = fmt.Sprintf("%d failed transactions", r.failed)
+				}
+				round := ""
+				if b.opts.rounds > 1 {
+					round = fmt.Sprintf(" (round %d)", i+1)
+				}
+				fmt.Fprintf(w, "- %s, %s%s: %s\n", c, t.name, round, strings.ReplaceAll(why, "\n", " "))
 			}
-			var why string
-			switch {
-			case r.err != nil:
-				why = r.err.Error()
-			case r.aborted:
-				why = "aborted: " + strings.Join(r.errLines, " | ")
-			default:
-				why = fmt.Sprintf("%d failed transactions", r.failed)
-			}
-			fmt.Fprintf(w, "- %s, %s: %s\n", c, t.name, strings.ReplaceAll(why, "\n", " "))
 		}
 	}
 	fmt.Fprintln(w)
