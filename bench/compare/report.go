@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 )
@@ -24,8 +25,9 @@ func (b *bench) report(w io.Writer) {
 	}
 	fmt.Fprintf(w, "- versions: %s; PostgreSQL %s; %s; %s; %s; pgtide %s\n", e.goVersion, e.postgres, bouncer, haproxy, e.pgbench, e.pgtide)
 	if b.opts.rounds > 1 {
-		fmt.Fprintf(w, "- rounds: the whole matrix ran %d times, interleaved; each cell is the run with the median TPS "+
-			"(its CPU and memory with it), and the last table has every round's pgtide/PgBouncer ratio\n", b.opts.rounds)
+		fmt.Fprintf(w, "- rounds: the whole matrix ran %d times, interleaved; a TPS, CPU or memory cell is the run with "+
+			"the median TPS, a ratio is the median of the rounds' ratios (a round's targets run back to back), and the "+
+			"last table has every round's ratios\n", b.opts.rounds)
 	}
 	fmt.Fprintf(w, "- setup: pgbench -S -n -T %d, -j 2 (-j 1 at c=1), scale %d; both proxies in transaction mode, "+
 		"%d server connections (pgtide pool_size = max_server_connections, PgBouncer default_pool_size = max_db_connections); "+
@@ -84,8 +86,9 @@ func (b *bench) tpsTable(w io.Writer) {
 		rs := b.results[c]
 		d, pb, pt, ha := rs[nameDirect], rs[namePgBouncer], rs[namePgtide], rs[nameHAProxy]
 		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s | %s |", modeLabel(c), c.clients,
-			tpsCell(d), b.bouncerCell(tpsCell(pb)), tpsCell(pt), ratio(pt, pb), ratio(pt, d),
-			b.haproxyCell(tpsCell(ha)), b.haproxyCell(ratio(ha, d)))
+			tpsCell(d), b.bouncerCell(tpsCell(pb)), tpsCell(pt),
+			ratioText(b.pairedRatio(c, namePgtide, namePgBouncer)), ratioText(b.pairedRatio(c, namePgtide, nameDirect)),
+			b.haproxyCell(tpsCell(ha)), b.haproxyCell(ratioText(b.pairedRatio(c, nameHAProxy, nameDirect))))
 		if showFailed {
 			fmt.Fprintf(w, " %s / %s / %s |", failedCell(d), b.bouncerCell(failedCell(pb)), failedCell(pt))
 		}
@@ -189,16 +192,14 @@ func (b *bench) targetsList(w io.Writer) {
 		if c.reconnect || (c.clients != 16 && c.clients != 64) {
 			continue
 		}
-		rs := b.results[c]
-		pt, pb, d := rs[namePgtide], rs[namePgBouncer], rs[nameDirect]
-		if pb != nil {
-			v, ok := ratioValue(pt, pb)
+		if b.opts.pgbouncer != "" {
+			v, ok := b.pairedRatio(c, namePgtide, namePgBouncer)
 			check(fmt.Sprintf("%s c=%d pgtide/PgBouncer TPS", c.mode, c.clients), v, ok, "≥ 1.0", v >= 1.0)
 		}
 		if c.clients == 16 {
-			v, ok := ratioValue(pt, d)
+			v, ok := b.pairedRatio(c, namePgtide, nameDirect)
 			what := fmt.Sprintf("%s c=16 pgtide/direct TPS", c.mode)
-			if h, ok := ratioValue(rs[nameHAProxy], d); ok {
+			if h, ok := b.pairedRatio(c, nameHAProxy, nameDirect); ok {
 				what += fmt.Sprintf(" (HAProxy TCP, forwarding only: %.2f)", h)
 			}
 			check(what, v, ok, "≥ 0.8", v >= 0.8)
@@ -310,12 +311,31 @@ func ratioValue(num, den *runResult) (float64, bool) {
 	return num.tps / den.tps, true
 }
 
-func ratio(num, den *runResult) string {
-	v, ok := ratioValue(num, den)
+func ratio(num, den *runResult) string { return ratioText(ratioValue(num, den)) }
+
+func ratioText(v float64, ok bool) string {
 	if !ok {
 		return "–"
 	}
 	return fmt.Sprintf("%.2f", v)
+}
+
+// pairedRatio is num's TPS over den's for configuration c: with several rounds, the median of
+// the rounds' ratios (the targets of a round ran back to back, so each ratio compares runs on
+// the machine in the same state), otherwise the one run's.
+func (b *bench) pairedRatio(c config, num, den string) (float64, bool) {
+	var vs []float64
+	ns, ds := b.runs[c][num], b.runs[c][den]
+	for i := 0; i < len(ns) && i < len(ds); i++ {
+		if v, ok := ratioValue(ns[i], ds[i]); ok {
+			vs = append(vs, v)
+		}
+	}
+	if len(vs) == 0 {
+		return 0, false
+	}
+	slices.Sort(vs)
+	return vs[(len(vs)-1)/2], true
 }
 
 func latencyCell(r *runResult) string {

@@ -202,6 +202,7 @@ func (c *Conn) Exec(query string, timeout time.Duration) error {
 			if err != nil {
 				return err
 			}
+			c.MarkAnswered()
 			if qerr != nil {
 				return qerr
 			}

@@ -106,19 +106,18 @@ func (s *Session) clientLoop(ctx context.Context) error {
 // the session meanwhile is seen on that request, as on a direct connection).
 func (s *Session) readInline(srv *pool.Conn) (inline, preamble bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	switch {
 	case s.relayRunning || s.server != srv:
-		return false, false
 	case s.pending == 0 && !s.open:
 		// Nothing asked (COPY messages outside a COPY, which the server ignores): srv is read
 		// with the client's next request.
-		return false, false
 	case s.open || !s.txMode || s.pinned:
 		s.startRelayLocked()
-		return false, false
+	default:
+		inline, preamble = true, s.relayPreamble
 	}
-	return true, s.relayPreamble
+	s.mu.Unlock()
+	return inline, preamble
 }
 
 // relayInline sends what the client loop forwarded and relays the answers to the client, until
