@@ -56,7 +56,7 @@ func readEnvironment(ctx context.Context, primary *pgconn.PgConn, pgtideBin, src
 		e.pgbouncer = firstLine(ctx, pgbouncerBin, "--version")
 	}
 	if haproxyBin != "" {
-		e.haproxy = firstLine(ctx, haproxyBin, "-v")
+		e.haproxy, _, _ = strings.Cut(firstLine(ctx, haproxyBin, "-v"), " - ") // without the project's web address
 	}
 	return e
 }
