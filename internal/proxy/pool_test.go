@@ -330,7 +330,8 @@ func TestGracefulShutdown(t *testing.T) {
 			idle := p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
 			busy := p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
 			mustExec(t, idle, "SELECT 1")
-			mustExec(t, busy, "CREATE TABLE IF NOT EXISTS t_shutdown_"+mode+" (x int)")
+			mustExec(t, busy, "DROP TABLE IF EXISTS t_shutdown_"+mode)
+			mustExec(t, busy, "CREATE TABLE t_shutdown_"+mode+" (x int)")
 			tx, err := busy.Begin(ctx)
 			if err != nil {
 				t.Fatal(err)
