@@ -53,19 +53,17 @@ func (b *bench) roundsTable(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| mode | clients | pgtide/PgBouncer by round | pgtide/direct by round |")
 	fmt.Fprintln(w, "|---|---:|---|---|")
-	for _, c := range b.measured() {
-		rs := b.runs[c]
-		var vsBouncer, vsDirect []string
-		for i, pt := range rs[namePgtide] {
-			if i < len(rs[namePgBouncer]) {
-				vsBouncer = append(vsBouncer, ratio(pt, rs[namePgBouncer][i]))
-			}
-			if i < len(rs[nameDirect]) {
-				vsDirect = append(vsDirect, ratio(pt, rs[nameDirect][i]))
-			}
+	list := func(rs []roundRatio) string {
+		texts := make([]string, len(rs))
+		for i, r := range rs {
+			texts[i] = ratioText(r.v, r.ok)
 		}
+		return strings.Join(texts, ", ")
+	}
+	for _, c := range b.measured() {
 		fmt.Fprintf(w, "| %s | %d | %s | %s |\n", modeLabel(c), c.clients,
-			b.bouncerCell(strings.Join(vsBouncer, ", ")), strings.Join(vsDirect, ", "))
+			b.bouncerCell(list(b.roundRatios(c, namePgtide, namePgBouncer))),
+			list(b.roundRatios(c, namePgtide, nameDirect)))
 	}
 	fmt.Fprintln(w)
 }
@@ -257,17 +255,12 @@ func (b *bench) measured() []config {
 	return out
 }
 
-// bouncerCell replaces a PgBouncer cell when PgBouncer was not run.
-func (b *bench) bouncerCell(s string) string {
-	if b.opts.pgbouncer == "" {
-		return "skipped"
-	}
-	return s
-}
+// bouncerCell and haproxyCell replace a cell of an optional target that was not run.
+func (b *bench) bouncerCell(s string) string { return skippedUnless(b.opts.pgbouncer != "", s) }
+func (b *bench) haproxyCell(s string) string { return skippedUnless(b.opts.haproxy != "", s) }
 
-// haproxyCell replaces a HAProxy cell when HAProxy was not run.
-func (b *bench) haproxyCell(s string) string {
-	if b.opts.haproxy == "" {
+func skippedUnless(ran bool, s string) string {
+	if !ran {
 		return "skipped"
 	}
 	return s
@@ -311,8 +304,6 @@ func ratioValue(num, den *runResult) (float64, bool) {
 	return num.tps / den.tps, true
 }
 
-func ratio(num, den *runResult) string { return ratioText(ratioValue(num, den)) }
-
 func ratioText(v float64, ok bool) string {
 	if !ok {
 		return "–"
@@ -325,10 +316,9 @@ func ratioText(v float64, ok bool) string {
 // the machine in the same state), otherwise the one run's.
 func (b *bench) pairedRatio(c config, num, den string) (float64, bool) {
 	var vs []float64
-	ns, ds := b.runs[c][num], b.runs[c][den]
-	for i := 0; i < len(ns) && i < len(ds); i++ {
-		if v, ok := ratioValue(ns[i], ds[i]); ok {
-			vs = append(vs, v)
+	for _, r := range b.roundRatios(c, num, den) {
+		if r.ok {
+			vs = append(vs, r.v)
 		}
 	}
 	if len(vs) == 0 {
@@ -336,6 +326,22 @@ func (b *bench) pairedRatio(c config, num, den string) (float64, bool) {
 	}
 	slices.Sort(vs)
 	return vs[(len(vs)-1)/2], true
+}
+
+// roundRatio is num's TPS over den's in one round; ok is false if either run failed.
+type roundRatio struct {
+	v  float64
+	ok bool
+}
+
+// roundRatios returns the ratio of every round in which both num and den ran.
+func (b *bench) roundRatios(c config, num, den string) []roundRatio {
+	ns, ds := b.runs[c][num], b.runs[c][den]
+	out := make([]roundRatio, min(len(ns), len(ds)))
+	for i := range out {
+		out[i].v, out[i].ok = ratioValue(ns[i], ds[i])
+	}
+	return out
 }
 
 func latencyCell(r *runResult) string {
