@@ -1,8 +1,9 @@
 package classify
 
 // MaySetSessionState reports whether AnalyzeSession could find anything in sql that pgtide acts
-// on: a pin, a search_path change, DISCARD ALL or DEALLOCATE. When it returns false, AnalyzeSession
-// would report Pin None, no SearchPath change, and no DiscardAll, DeallocateAll or Deallocate (it
+// on: a pin, a search_path change, a reset, DISCARD ALL, DEALLOCATE or EXECUTE. When it returns
+// false, AnalyzeSession would report Pin None, no SearchPath change, and no DiscardAll,
+// DeallocateAll, Deallocate, Refs or resets (it
 // says nothing about Statements and TxControl). It is a byte scan for the words every such rule
 // needs, much cheaper than the analysis, so the common statement (a SELECT, INSERT or DELETE
 // without any of these words) skips it.
@@ -32,6 +33,7 @@ var triggerWords = [256][]string{
 	't': {"temp"},     // TEMP, TEMPORARY, pg_temp
 	'a': {"advisory"}, // pg_advisory_lock and friends
 	'u': {"u&"},       // U&"..." can spell any name
+	'e': {"execute"},
 }
 
 // hasFold reports whether b starts with the lower-case ASCII word w, ignoring ASCII case in b.

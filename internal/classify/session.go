@@ -39,6 +39,20 @@ type Session struct {
 	// name lower-cased, a quoted one without its quotes (and with "" undoubled and Unicode
 	// escapes decoded), truncated to 63 bytes as the server does.
 	Deallocate []byte
+	// Refs lists, in text order, the statements that act on a prepared statement by name:
+	// DEALLOCATE [PREPARE] name, EXECUTE name [(...)] and EXPLAIN [options] EXECUTE name. Name
+	// is decoded as Deallocate is (nil when it cannot be read); Start and End locate the name
+	// token in the text, so that a caller can replace it. At most maxRefs are kept;
+	// RefsOverflow reports that there were more.
+	Refs         []StmtRef
+	RefsOverflow bool
+	// ResetAll: RESET ALL or DISCARD ALL returns every parameter to its session default.
+	// Resets lists, lower-cased, the parameters that RESET name or SET [SESSION] name {TO|=}
+	// DEFAULT return to their session default, at most maxResets; ResetsOverflow reports more,
+	// or a name that could not be read (treat it as ResetAll).
+	ResetAll       bool
+	Resets         [][]byte
+	ResetsOverflow bool
 	// Statements counts the non-empty statements.
 	Statements int
 	// TxControl: a statement is BEGIN, START TRANSACTION, COMMIT, END, ROLLBACK, ABORT,
@@ -47,7 +61,23 @@ type Session struct {
 
 	pinBuf     [128]byte             // holds PinParam, unless the name is too long for it
 	deallocBuf [maxIdentLen + 1]byte // holds Deallocate
+	refs       [maxRefs]StmtRef
+	refNames   [maxRefs][maxIdentLen + 1]byte
+	resets     [maxResets][]byte
+	resetNames [maxResets][64]byte
 }
+
+// StmtRef is a statement that names a prepared statement (see Session.Refs).
+type StmtRef struct {
+	Deallocate bool   // DEALLOCATE name; false: EXECUTE name
+	Name       []byte // nil when the name cannot be read
+	Start, End int    // the name token in the text
+}
+
+const (
+	maxRefs   = 8
+	maxResets = 4
+)
 
 // AnalyzeSession fills s (reset first) from sql. It never allocates (returned slices alias sql
 // or a buffer inside s), never panics on any input, and runs in time linear in len(sql). It does
@@ -58,6 +88,8 @@ func AnalyzeSession(sql []byte, s *Session) {
 	s.SearchPath.Set, s.SearchPath.Reset, s.SearchPath.Value = false, false, nil
 	s.DiscardAll, s.DeallocateAll, s.Deallocate = false, false, nil
 	s.Statements, s.TxControl = 0, false
+	s.Refs, s.RefsOverflow = s.refs[:0], false
+	s.ResetAll, s.Resets, s.ResetsOverflow = false, s.resets[:0], false
 	a := analyzer{src: sql, s: s}
 	l := lexer{src: sql}
 	var t token
@@ -576,11 +608,17 @@ func (a *analyzer) statement() {
 		a.set()
 	case "reset":
 		if a.kw(1, "all") && st.n == 2 {
+			s.ResetAll = true
 			a.searchPathReset()
 			return
 		}
-		var buf [len("search_path")]byte
-		if name, next, ok := a.gucName(1, buf[:]); ok && next == st.n && classifyParam(name) == paramSearchPath {
+		var buf [64]byte
+		name, next, ok := a.gucName(1, buf[:])
+		if !ok || next != st.n {
+			return // not a RESET the server accepts
+		}
+		a.reset(name)
+		if classifyParam(name) == paramSearchPath {
 			a.searchPathReset()
 		}
 	case "prepare":
@@ -608,9 +646,12 @@ func (a *analyzer) statement() {
 				s.Deallocate = w.bytes()
 			}
 		}
+		a.ref(true, i)
+	case "execute":
+		a.ref(false, 1)
 	case "discard":
 		if a.kw(1, "all") && st.n == 2 {
-			s.DiscardAll, s.DeallocateAll = true, true
+			s.DiscardAll, s.DeallocateAll, s.ResetAll = true, true, true
 			a.searchPathReset()
 		}
 	case "listen":
@@ -631,6 +672,9 @@ func (a *analyzer) statement() {
 	case "create", "explain":
 		if a.createTemp() {
 			a.pin(TempObject)
+		}
+		if st.explain == 2 && st.nb >= 2 && a.body[0].kind == tkIdent && eqFold(a.src[a.body[0].start:a.body[0].end], "execute") {
+			a.refToken(false, &a.body[1])
 		}
 	case "begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release":
 		s.TxControl = true
@@ -731,6 +775,9 @@ func (a *analyzer) set() {
 	case a.kw(j, "to") || a.punctAt(j, '='):
 		v := j + 1
 		isDefault := st.n == v+1 && a.kw(v, "default")
+		if isDefault {
+			a.reset(name)
+		}
 		switch class {
 		case paramTracked, paramTxScoped:
 		case paramSearchPath:
@@ -809,6 +856,46 @@ func (a *analyzer) rawName(i, j int) []byte {
 		return nil
 	}
 	return a.src[first.start:last.end]
+}
+
+// ref records a statement that names a prepared statement with token i (see Session.Refs).
+func (a *analyzer) ref(dealloc bool, i int) {
+	if t := a.tok(i); t != nil {
+		a.refToken(dealloc, t)
+	} else if dealloc {
+		a.refToken(true, nil) // still a DEALLOCATE: its CommandComplete counts
+	}
+}
+
+func (a *analyzer) refToken(dealloc bool, t *token) {
+	s := a.s
+	if len(s.Refs) == maxRefs {
+		s.RefsOverflow = true
+		return
+	}
+	k := len(s.Refs)
+	r := StmtRef{Deallocate: dealloc}
+	if t != nil && isIdentKind(t.kind) {
+		w := identWriter{buf: s.refNames[k][:]}
+		w.ident(a.src, t, false)
+		if !w.bad && !w.overflow {
+			r.Name = w.bytes()
+		}
+		r.Start, r.End = t.start, t.end
+	}
+	s.Refs = append(s.Refs, r)
+}
+
+// reset records a parameter returned to its session default; name is lower-cased, nil if it
+// could not be read.
+func (a *analyzer) reset(name []byte) {
+	s := a.s
+	if name == nil || len(name) > len(s.resetNames[0]) || len(s.Resets) == maxResets {
+		s.ResetsOverflow = true
+		return
+	}
+	k := len(s.Resets)
+	s.Resets = append(s.Resets, s.resetNames[k][:copy(s.resetNames[k][:], name)])
 }
 
 // searchPathSet records SET search_path whose value starts at token v and runs to the end of

@@ -44,9 +44,16 @@ type Conn struct {
 	// Handle means none. Any change to Params or Extra resets it.
 	Settings unique.Handle[string]
 	// Statements are the prepared statements pgtide created on this connection, by their key
-	// (query text and parameter types), so clients preparing the same statement share one.
-	Statements map[string]*Statement
+	// (query text, parameter types and the settings that affect parsing), so clients preparing
+	// the same statement share one.
+	Statements map[StmtKey]*Statement
+	// Orphans are server-side names pgtide no longer tracks that may still exist on the server
+	// (a Close of them was skipped after an error, or the server reported them stale). They are
+	// closed with the holder's next statement work; closing a name that does not exist is not
+	// an error, so an orphan is never harmful, only wasted server memory until then.
+	Orphans []string
 	// UnnamedKey is the key of the unnamed statement the server holds, "" when none or unknown.
+	// Any simple Query destroys the server's unnamed statement: whoever sends one clears it.
 	UnnamedKey string
 	stmtClock  uint64
 
@@ -167,6 +174,7 @@ func (c *Conn) flushWait(uintptr) bool {
 // Exec runs a simple query to completion and reports whether the server is left idle and healthy.
 // It is used for check and reset queries, never on a client's behalf.
 func (c *Conn) Exec(query string, timeout time.Duration) error {
+	c.UnnamedKey = "" // a simple Query destroys the server's unnamed statement
 	c.netConn.SetDeadline(time.Now().Add(timeout))
 	defer c.netConn.SetDeadline(time.Time{})
 	msg := wire.AppendHeader(nil, 'Q', len(query)+1)
@@ -263,18 +271,27 @@ func (c *Conn) ClearExtra() {
 // RecordParameterStatus applies a ParameterStatus message body the holder read from the server.
 func (c *Conn) RecordParameterStatus(body []byte) { c.recordParameterStatus(body) }
 
+// StmtKey says what a prepared statement means. Text is the Parse body after the statement
+// name (query text, then parameter types), Context identifies the settings under which it was
+// parsed that change what the text means (search_path, DateStyle and the like; see package
+// session): a statement parsed under other settings may resolve other objects.
+type StmtKey struct {
+	Context unique.Handle[string]
+	Text    string
+}
+
 // Statement is a prepared statement pgtide created on a server connection.
 type Statement struct {
-	Name  string // the server-side name, unique in the process
-	Key   string // query text and parameter types, as in the Parse message after the name
-	Ready bool   // the server confirmed the Parse (ParseComplete)
-	used  uint64 // Conn.stmtClock at last use, for eviction
+	Name  string  // the server-side name, unique in the process
+	Key   StmtKey // what it means
+	Ready bool    // the server confirmed the Parse (ParseComplete)
+	used  uint64  // Conn.stmtClock at last use, for eviction
 }
 
 var statementSeq atomic.Uint64
 
 // LookupStatement returns the statement prepared (or being prepared) under key, marking it used.
-func (c *Conn) LookupStatement(key string) *Statement {
+func (c *Conn) LookupStatement(key StmtKey) *Statement {
 	st := c.Statements[key]
 	if st != nil {
 		c.stmtClock++
@@ -283,16 +300,17 @@ func (c *Conn) LookupStatement(key string) *Statement {
 	return st
 }
 
-// AddStatement records a new statement for key under a fresh server-side name. If that makes more
+// AddStatement records a new statement for key under a fresh server-side name, replacing any
+// statement recorded for key (which the caller must Close on the server). If that makes more
 // than max statements, it also returns the least recently used one, which the caller must Close
-// on the server; it is already forgotten here.
-func (c *Conn) AddStatement(key string, max int) (st, evicted *Statement) {
+// too; both are already forgotten here. Eviction scans the cache: O(max), once per new statement.
+func (c *Conn) AddStatement(key StmtKey, max int) (st, evicted *Statement) {
 	if c.Statements == nil {
-		c.Statements = make(map[string]*Statement)
+		c.Statements = make(map[StmtKey]*Statement)
 	}
 	c.stmtClock++
 	st = &Statement{Name: "pgtide_" + strconv.FormatUint(statementSeq.Add(1), 10), Key: key, used: c.stmtClock}
-	if max > 0 && len(c.Statements) >= max {
+	if max > 0 && len(c.Statements) >= max && c.Statements[key] == nil {
 		for _, x := range c.Statements {
 			if evicted == nil || x.used < evicted.used {
 				evicted = x
@@ -311,8 +329,27 @@ func (c *Conn) ForgetStatement(st *Statement) {
 	}
 }
 
-// ForgetAllStatements empties the cache (after DEALLOCATE ALL or DISCARD ALL on the server).
+// ForgetAllStatements empties the cache and the orphans: the server dropped every named
+// statement (DEALLOCATE ALL, DISCARD ALL). The unnamed statement is not named: it survives.
 func (c *Conn) ForgetAllStatements() {
 	clear(c.Statements)
+	c.Orphans = c.Orphans[:0]
+}
+
+// OrphanAllStatements empties the cache, keeping the names as orphans to close: the server said
+// one of them no longer means what a fresh Parse of its text would (a schema change), or does not
+// exist, so none is trusted.
+func (c *Conn) OrphanAllStatements() {
+	for _, st := range c.Statements {
+		c.Orphans = append(c.Orphans, st.Name)
+	}
+	clear(c.Statements)
+}
+
+// ForgetSession records that the server's session was reset to its defaults by a query whose
+// effect pgtide cannot follow (server_reset_query): no statements, no settings of pgtide's.
+func (c *Conn) ForgetSession() {
+	c.ForgetAllStatements()
 	c.UnnamedKey = ""
+	c.ClearExtra()
 }

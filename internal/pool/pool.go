@@ -357,8 +357,7 @@ func (m *Manager) Release(c *Conn, reset bool) {
 		// DISCARD ALL (the default) drops prepared statements and returns parameters to their
 		// defaults; the ParameterStatus messages it caused were recorded by Exec. Any other reset
 		// query leaves the state unknown, so forget it too: a later client re-establishes what it needs.
-		c.ForgetAllStatements()
-		c.ClearExtra()
+		c.ForgetSession()
 	}
 	if c.broken {
 		m.discard(c)

@@ -1,9 +1,6 @@
 package session
 
 import (
-	"maps"
-	"unique"
-
 	"pgtide/internal/pool"
 	"pgtide/internal/wire"
 )
@@ -100,12 +97,7 @@ func (s *Session) relayMessage(srv *pool.Conn, typ byte) error {
 		}
 		s.mu.Lock()
 		srv.RecordParameterStatus(body)
-		if name, rest, ok := cstr(body); ok {
-			if value, _, ok := cstr(rest); ok {
-				s.params[name] = value
-				s.settings = unique.Handle[string]{}
-			}
-		}
+		s.recordParameterStatusLocked(body)
 		s.mu.Unlock()
 		_, err = s.w.Write(wire.AppendMessage(s.w.AvailableBuffer(), 'S', body))
 		return err
@@ -116,58 +108,44 @@ func (s *Session) relayMessage(srv *pool.Conn, typ byte) error {
 		if err := sr.Skip(); err != nil {
 			return err
 		}
-		if out := s.onParseOrCloseComplete(srv, typ); out != 0 {
+		if out := s.onParseOrCloseComplete(typ); out != 0 {
 			_, err := s.w.Write(wire.AppendHeader(s.w.AvailableBuffer(), out, 0))
 			return err
 		}
 		return nil
-	case 'E':
-		s.mu.Lock()
-		s.failed = true
-		dup := len(s.duplicate) > 0
-		s.mu.Unlock()
-		if !dup {
+	case 'C':
+		// Only DEALLOCATE ALL and DISCARD ALL matter (see onCommandCompleteLocked); one length
+		// check keeps every other tag to a byte comparison.
+		if !s.txMode || sr.BodyLen() != len("DEALLOCATE ALL\x00") && sr.BodyLen() != len("DISCARD ALL\x00") {
 			break
 		}
 		body, err := sr.Body()
 		if err != nil {
 			return err
 		}
-		_, err = s.w.Write(wire.AppendMessage(s.w.AvailableBuffer(), 'E', s.rewordDuplicate(body)))
-		return err
-	}
-	return sr.Forward(s.w)
-}
-
-// preambleMessage handles a response to the settings sent at attach, which the client must not
-// see. It reports whether more of the preamble's responses are to come.
-func (s *Session) preambleMessage(srv *pool.Conn, typ byte) (bool, error) {
-	sr := srv.Reader
-	switch typ {
-	case 'S':
-		body, err := sr.Body()
-		if err != nil {
-			return false, err
-		}
 		s.mu.Lock()
-		srv.RecordParameterStatus(body)
+		s.onCommandCompleteLocked(srv, body)
 		s.mu.Unlock()
-		return true, nil
+		_, err = s.w.Write(wire.AppendMessage(s.w.AvailableBuffer(), 'C', body))
+		return err
 	case 'E':
 		body, err := sr.Body()
 		if err != nil {
-			return false, err
+			return err
 		}
-		code, msg := wire.ParseErrorFields(body)
-		// The values came from the server itself, so this should not happen; the server
-		// connection's settings are now unknown, so it is not reused.
-		s.logger.Warn("restoring the client's settings on a server connection failed", "code", code, "err", msg)
-		srv.MarkBroken()
-		return true, nil
-	case 'Z':
-		return false, sr.Skip()
+		s.mu.Lock()
+		s.failed = true
+		if s.txMode {
+			s.onErrorLocked(srv, body)
+		}
+		if len(s.duplicate) > 0 {
+			body = s.rewordDuplicateLocked(body)
+		}
+		s.mu.Unlock()
+		_, err = s.w.Write(wire.AppendMessage(s.w.AvailableBuffer(), 'E', body))
+		return err
 	}
-	return true, sr.Skip()
+	return sr.Forward(s.w)
 }
 
 // applyPendingLocked applies the effects of the Query that this ReadyForQuery ends, unless it
@@ -183,26 +161,8 @@ func (s *Session) applyPendingLocked(srv *pool.Conn, status byte) {
 			} else {
 				s.extra[c.name] = c.value
 			}
-			s.settings = unique.Handle[string]{}
+			s.settingsChangedLocked()
 			srv.SetExtra(c.name, c.value)
-		}
-	}
-	if s.pendingDeallocate {
-		s.pendingDeallocate = false
-		if ok {
-			clear(s.stmts)
-			s.unnamedKey = ""
-			srv.ForgetAllStatements()
-		}
-	}
-	if s.pendingDiscard {
-		s.pendingDiscard = false
-		if ok {
-			// DISCARD ALL returns settings to the session's defaults: the server connection's
-			// own, and for the client the ones it started with.
-			srv.ClearExtra()
-			s.extra = maps.Clone(s.startupExtra)
-			s.settings = unique.Handle[string]{}
 		}
 	}
 }

@@ -154,12 +154,34 @@ func appendParamSync(dst []byte, srv *pool.Conn, reported, extra map[string]stri
 // connection found to match it remembers it (pool.Conn.Settings), so the common attach — a
 // client with the settings the connection already has — compares nothing. Requires mu.
 func (s *Session) settingsLocked() unique.Handle[string] {
-	if s.settings != (unique.Handle[string]{}) {
-		return s.settings
+	if s.settings == (unique.Handle[string]{}) {
+		s.computeSettingsLocked()
 	}
+	return s.settings
+}
+
+// stmtContextLocked returns the handle that identifies the client's settings that may change
+// what a statement's text means: all of them but application_name. Server statements are
+// shared only between clients with the same context (pool.StmtKey). Requires mu.
+func (s *Session) stmtContextLocked() unique.Handle[string] {
+	if s.stmtContext == (unique.Handle[string]{}) {
+		s.computeSettingsLocked()
+	}
+	return s.stmtContext
+}
+
+// settingsChangedLocked records that params or extra changed. Requires mu.
+func (s *Session) settingsChangedLocked() {
+	s.settings, s.stmtContext = unique.Handle[string]{}, unique.Handle[string]{}
+}
+
+func (s *Session) computeSettingsLocked() {
 	// Unambiguous without escaping: names and values hold no NUL.
 	var b []byte
 	for _, name := range reportedParams {
+		if name == "application_name" {
+			continue
+		}
 		if v, ok := s.params[name]; ok {
 			b = append(append(append(b, '1'), v...), 0)
 		} else {
@@ -174,8 +196,11 @@ func (s *Session) settingsLocked() unique.Handle[string] {
 	for _, name := range names {
 		b = append(append(append(append(b, name...), 0), s.extra[name]...), 0)
 	}
+	s.stmtContext = unique.Make(string(b))
+	if v, ok := s.params["application_name"]; ok {
+		b = append(append(append(b, '1'), v...), 0)
+	}
 	s.settings = unique.Make(string(b))
-	return s.settings
 }
 
 // paramSync returns the statements that give srv the client's settings (see appendParamSync),

@@ -48,12 +48,6 @@ func (s *Session) checkPins(sql []byte, simple bool) error {
 			reason, param = classify.SessionSet, "search_path"
 		}
 	}
-	if simple && (a.DeallocateAll || a.DiscardAll) {
-		s.mu.Lock()
-		s.pendingDiscard = a.DiscardAll
-		s.pendingDeallocate = true
-		s.mu.Unlock()
-	}
 	if reason == classify.None || s.pinned {
 		return nil
 	}

@@ -3,6 +3,8 @@ package session
 import (
 	"bytes"
 	"fmt"
+	"maps"
+	"strings"
 
 	"pgtide/internal/pool"
 	"pgtide/internal/wire"
@@ -12,37 +14,35 @@ import (
 //
 // A client's named statements live in the client's session (stmts: name → query text and
 // parameter types). On the server they are created under pgtide's own names (pool.Statement),
-// shared by every client of that server connection that prepares the same text, and created
-// lazily on whichever server connection runs a Bind or Describe of them: pgtide sends the Parse
-// first and hides its ParseComplete. Every Parse and Close sent to the server has an
-// expectation, in order, saying what to do with its ParseComplete or CloseComplete; when an
-// error makes the server skip to Sync, the expectations left at ReadyForQuery are the messages it
-// skipped, and their statements never came to exist.
+// shared by every client of that server connection with the same statement context (the
+// settings that change what a text means, see stmtContextLocked) that uses the same text, and
+// created lazily on whichever server connection runs a Bind or Describe of them: pgtide sends the
+// Parse first and hides its ParseComplete.
+//
+// A client's own Parse always reaches the server, even when the connection has the text already:
+// a fresh Parse must see the schema as it is now, as it would on PostgreSQL, not as it was when
+// another client prepared the text (a column added since, a type re-created). The older
+// statement is closed. A shared statement the server reports stale (cached plan must not change
+// result type, a type that no longer exists) makes every statement on that connection suspect:
+// they are all closed and re-created on their next use.
+//
+// Every Parse and Close sent to the server has an expectation (expect.go). Bookkeeping is
+// updated when a message is sent, so that later messages in the same pipeline see it; when an
+// error makes the server skip to Sync, the expectations left at ReadyForQuery are the messages
+// it skipped, and their bookkeeping is undone, last first. The server-side effects that do not
+// go through pgtide's messages — DEALLOCATE ALL, DISCARD ALL — are followed from the server's
+// CommandComplete, which comes exactly when and if the server did it, whatever protocol,
+// transaction or pipeline carried it.
 
 // clientStmt is one of the client's named prepared statements.
 type clientStmt struct {
 	key string // query text and parameter types: the Parse body after the name
 }
 
-// Expectation actions.
-const (
-	actForward byte = iota // the client's own message: pass the response on
-	actSwallow             // pgtide's message: the client must not see the response
-	actAsParse             // a stand-in Close for a Parse pgtide did not need to send: show '1'
-)
-
-type expectation struct {
-	typ    byte // '1' (ParseComplete) or '3' (CloseComplete)
-	action byte
-	batch  int             // reqSent when sent: the ReadyForQuery that ends this message's batch
-	stmt   *pool.Statement // a Parse creating stmt on the server
-	name   string          // for a client Parse of a named statement: the client's name
-	def    *clientStmt
-}
-
 // expectLocked queues an expectation. Requires mu.
-func (s *Session) expectLocked(typ, action byte, stmt *pool.Statement, name string, def *clientStmt) {
-	s.expect = append(s.expect, expectation{typ: typ, action: action, batch: s.reqSent, stmt: stmt, name: name, def: def})
+func (s *Session) expectLocked(e expectation) {
+	e.batch = s.reqSent
+	s.expect.push(e)
 }
 
 // appendParse appends a Parse message for statement name with the given key.
@@ -61,20 +61,38 @@ func appendClose(dst []byte, name string) []byte {
 	return append(dst, 0)
 }
 
-// ensureLocked makes sure srv has the statement for key, appending the Parse (and the Close of
-// an evicted statement) to out; their responses are hidden from the client. Requires mu.
-func (s *Session) ensureLocked(srv *pool.Conn, key string, out []byte) (*pool.Statement, []byte) {
+// ensureLocked makes sure srv has the statement for key, appending the Parse (and Closes of an
+// evicted statement and of orphans) to out; their responses are hidden from the client.
+// Requires mu.
+func (s *Session) ensureLocked(srv *pool.Conn, key pool.StmtKey, out []byte) (*pool.Statement, []byte) {
 	if st := srv.LookupStatement(key); st != nil {
 		return st, out
 	}
+	out = s.closeOrphansLocked(srv, out)
 	st, evicted := srv.AddStatement(key, s.maxPrepared)
 	if evicted != nil {
-		out = appendClose(out, evicted.Name)
-		s.expectLocked('3', actSwallow, nil, "", nil)
+		out = s.hiddenCloseLocked(out, evicted.Name)
 	}
-	out = appendParse(out, st.Name, key)
-	s.expectLocked('1', actSwallow, st, "", nil)
+	out = appendParse(out, st.Name, key.Text)
+	s.expectLocked(expectation{typ: '1', action: actSwallow, stmt: st})
 	return st, out
+}
+
+// hiddenCloseLocked appends a Close of the server-side statement name, whose CloseComplete the
+// client does not see. Requires mu.
+func (s *Session) hiddenCloseLocked(out []byte, name string) []byte {
+	s.expectLocked(expectation{typ: '3', action: actSwallow, closed: name})
+	return appendClose(out, name)
+}
+
+// closeOrphansLocked appends Closes of srv's orphans (see pool.Conn.Orphans). Requires mu.
+func (s *Session) closeOrphansLocked(srv *pool.Conn, out []byte) []byte {
+	for _, name := range srv.Orphans {
+		out = s.hiddenCloseLocked(out, name)
+	}
+	clear(srv.Orphans)
+	srv.Orphans = srv.Orphans[:0]
+	return out
 }
 
 // cstr splits a NUL-terminated string off b.
@@ -111,7 +129,7 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		out := appendParse(s.scratch[:0], string(nameB), refusalKey(s.pinErr))
 		s.pinErr = nil
 		s.mu.Lock()
-		s.expectLocked('1', actForward, nil, "", nil)
+		s.expectLocked(expectation{typ: '1', action: actForward})
 		s.mu.Unlock()
 		_, err := srv.Writer.Write(out)
 		return err
@@ -128,7 +146,7 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		}
 		srv.UnnamedKey = s.unnamedKey
 		out = wire.AppendMessage(out, 'P', body)
-		s.expectLocked('1', actForward, nil, "", nil)
+		s.expectLocked(expectation{typ: '1', action: actForward})
 	case s.stmts[string(nameB)] != nil:
 		name := string(nameB)
 		// PostgreSQL refuses to redefine a statement. Make the server fail at this point with an
@@ -141,26 +159,25 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		out = wire.AppendHeader(out, 'D', 1+len(marker)+1)
 		out = append(append(append(out, 'S'), marker...), 0)
 	default:
-		name, key := string(nameB), string(rest)
-		def := &clientStmt{key: key}
+		name := string(nameB)
+		key := pool.StmtKey{Context: s.stmtContextLocked(), Text: string(rest)}
+		def := &clientStmt{key: key.Text}
 		if s.stmts == nil {
 			s.stmts = make(map[string]*clientStmt)
 		}
 		s.stmts[name] = def
-		if st := srv.LookupStatement(key); st != nil {
-			// Already on this server: nothing to parse, but the client must get its
-			// ParseComplete in order, so send a Close of a name that does not exist.
-			out = appendClose(out, "pgtide_none")
-			s.expectLocked('3', actAsParse, nil, "", nil)
-		} else {
-			st, evicted := srv.AddStatement(key, s.maxPrepared)
-			if evicted != nil {
-				out = appendClose(out, evicted.Name)
-				s.expectLocked('3', actSwallow, nil, "", nil)
-			}
-			out = appendParse(out, st.Name, key)
-			s.expectLocked('1', actForward, st, name, def)
+		out = s.closeOrphansLocked(srv, out)
+		// A fresh Parse, even if the connection has the text (see the top of this file): the
+		// statement it replaces is closed.
+		if old := srv.LookupStatement(key); old != nil {
+			out = s.hiddenCloseLocked(out, old.Name)
 		}
+		st, evicted := srv.AddStatement(key, s.maxPrepared)
+		if evicted != nil {
+			out = s.hiddenCloseLocked(out, evicted.Name)
+		}
+		out = appendParse(out, st.Name, key.Text)
+		s.expectLocked(expectation{typ: '1', action: actForward, stmt: st, name: name, def: def})
 	}
 	s.mu.Unlock()
 	s.scratch = out
@@ -192,7 +209,7 @@ func (s *Session) forwardBind(srv *pool.Conn) error {
 		out = s.unnamedLocked(srv, out)
 	} else if def := s.stmts[string(stmt)]; def != nil {
 		var st *pool.Statement
-		st, out = s.ensureLocked(srv, def.key, out)
+		st, out = s.ensureLocked(srv, pool.StmtKey{Context: s.stmtContextLocked(), Text: def.key}, out)
 		serverName = st.Name
 	}
 	s.mu.Unlock()
@@ -229,11 +246,11 @@ func (s *Session) unnamedLocked(srv *pool.Conn, out []byte) []byte {
 	switch {
 	case s.unnamedKey != "" && srv.UnnamedKey != s.unnamedKey:
 		out = appendParse(out, "", s.unnamedKey)
-		s.expectLocked('1', actSwallow, nil, "", nil)
+		s.expectLocked(expectation{typ: '1', action: actSwallow})
 		srv.UnnamedKey = s.unnamedKey
 	case s.unnamedKey == "" && srv.UnnamedKey != "":
 		out = appendClose(out, "")
-		s.expectLocked('3', actSwallow, nil, "", nil)
+		s.expectLocked(expectation{typ: '3', action: actSwallow})
 		srv.UnnamedKey = ""
 	}
 	return out
@@ -260,27 +277,27 @@ func (s *Session) forwardDescribeClose(srv *pool.Conn, typ byte) error {
 	case kind != 'S':
 		// Portals live and die inside one server connection's transaction: nothing to do.
 		if typ == 'C' {
-			s.expectLocked('3', actForward, nil, "", nil)
+			s.expectLocked(expectation{typ: '3', action: actForward})
 		}
 	case typ == 'D' && name == "":
 		out = s.unnamedLocked(srv, out)
 	case typ == 'D':
 		if def := s.stmts[name]; def != nil {
 			var st *pool.Statement
-			st, out = s.ensureLocked(srv, def.key, out)
+			st, out = s.ensureLocked(srv, pool.StmtKey{Context: s.stmtContextLocked(), Text: def.key}, out)
 			serverName = st.Name
 		}
 	case name == "": // Close of the unnamed statement
 		s.unnamedKey = ""
-		if srv.UnnamedKey != "" {
-			srv.UnnamedKey = ""
-		}
-		s.expectLocked('3', actForward, nil, "", nil)
-	default: // Close of a named statement: the client forgets it; the server keeps it cached.
+		srv.UnnamedKey = ""
+		s.expectLocked(expectation{typ: '3', action: actForward})
+	default:
+		// Close of a named statement: the client forgets it (unless the server skips the
+		// Close); the server keeps it cached for others. A Close of a name the server does not
+		// have completes without error, as PostgreSQL's Close of an unknown name does.
+		def := s.stmts[name]
 		delete(s.stmts, name)
-		// A Close of a name the server does not have completes without error, as PostgreSQL's
-		// Close of an unknown name does.
-		s.expectLocked('3', actForward, nil, "", nil)
+		s.expectLocked(expectation{typ: '3', action: actForward, name: name, def: def})
 	}
 	s.mu.Unlock()
 	out = wire.AppendHeader(out, typ, 1+len(serverName)+1)
@@ -294,56 +311,81 @@ func (s *Session) forwardDescribeClose(srv *pool.Conn, typ byte) error {
 
 // onParseOrCloseComplete applies the next expectation to a '1' or '3' from the server and
 // reports what to send the client: the message type, or 0 for nothing. Runs on the relay.
-func (s *Session) onParseOrCloseComplete(srv *pool.Conn, typ byte) byte {
+func (s *Session) onParseOrCloseComplete(typ byte) byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.expect) == 0 || s.expect[0].typ != typ {
+	if s.expect.len() == 0 || s.expect.at(0).typ != typ {
 		s.logger.Error("unexpected response from server; passing it on", "type", string(typ))
 		return typ
 	}
-	e := s.expect[0]
-	n := copy(s.expect, s.expect[1:]) // keep the backing array for the next batch
-	s.expect = s.expect[:n]
+	e := s.expect.at(0)
 	if e.stmt != nil {
 		e.stmt.Ready = true
 	}
-	switch e.action {
-	case actSwallow:
+	action := e.action
+	s.expect.pop(1)
+	if action == actSwallow {
 		return 0
-	case actAsParse:
-		return '1'
 	}
 	return typ
 }
 
-// onReadyLocked drops the expectations of messages the server skipped after an error in the
-// batch that this ReadyForQuery ends: their statements were never created. Requires mu.
+// onReadyLocked undoes, last first, the bookkeeping of the messages the server skipped after an
+// error in the batch that this ReadyForQuery ends (a failed Parse counts as skipped: it created
+// nothing). Requires mu.
 func (s *Session) onReadyLocked(srv *pool.Conn) {
 	done := s.reqDone
 	s.reqDone++
-	i := 0
-	for ; i < len(s.expect) && s.expect[i].batch <= done; i++ {
-		e := s.expect[i]
-		if e.stmt != nil && !e.stmt.Ready {
-			srv.ForgetStatement(e.stmt)
-		}
-		if e.def != nil && s.stmts[e.name] == e.def {
-			delete(s.stmts, e.name)
+	n := 0
+	for n < s.expect.len() && s.expect.at(n).batch <= done {
+		n++
+	}
+	for i := n - 1; i >= 0; i-- {
+		e := s.expect.at(i)
+		switch {
+		case e.stmt != nil:
+			if !e.stmt.Ready {
+				srv.ForgetStatement(e.stmt)
+			}
+			// A client Parse: its name was never defined.
+			if e.def != nil && s.stmts[e.name] == e.def {
+				delete(s.stmts, e.name)
+			}
+		case e.closed != "":
+			srv.Orphans = append(srv.Orphans, e.closed)
+		case e.def != nil:
+			// A client Close: the name is still defined.
+			if s.stmts[e.name] == nil {
+				s.stmts[e.name] = e.def
+			}
 		}
 	}
-	if i > 0 {
-		s.expect = append(s.expect[:0], s.expect[i:]...)
+	s.expect.pop(n)
+}
+
+// onCommandCompleteLocked follows what a CommandComplete says the server did to its prepared
+// statements (DEALLOCATE ALL; DISCARD ALL, which also returns every setting to its default).
+// tag is the CommandComplete body. Requires mu.
+func (s *Session) onCommandCompleteLocked(srv *pool.Conn, tag []byte) {
+	discard := string(tag) == "DISCARD ALL\x00"
+	if !discard && string(tag) != "DEALLOCATE ALL\x00" {
+		return
+	}
+	srv.ForgetAllStatements()
+	clear(s.stmts)
+	if discard {
+		srv.ClearExtra()
+		s.extra = maps.Clone(s.startupExtra)
+		s.settingsChangedLocked()
 	}
 }
 
-// rewordDuplicate turns the error caused by a duplicate Parse's stand-in into PostgreSQL's.
-// Runs on the relay, only when a duplicate is outstanding.
-func (s *Session) rewordDuplicate(body []byte) []byte {
+// rewordDuplicateLocked turns the error caused by a duplicate Parse's stand-in into
+// PostgreSQL's. Runs on the relay, only when a duplicate is outstanding. Requires mu.
+func (s *Session) rewordDuplicateLocked(body []byte) []byte {
 	_, msg := wire.ParseErrorFields(body)
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	for marker, name := range s.duplicate {
-		if bytes.Contains([]byte(msg), []byte(`"`+marker+`"`)) {
+		if strings.Contains(msg, `"`+marker+`"`) {
 			delete(s.duplicate, marker)
 			e := &wire.Error{Severity: wire.SeverityError, Code: "42P05",
 				Message: fmt.Sprintf("prepared statement %q already exists", name)}
@@ -351,4 +393,23 @@ func (s *Session) rewordDuplicate(body []byte) []byte {
 		}
 	}
 	return body
+}
+
+// onErrorLocked drops srv's statements when the server says one of them is stale or missing:
+// a schema change made a shared statement mean something a fresh Parse would not (its result
+// columns, or a type it was analysed with, changed), or a statement pgtide believes in does not
+// exist. Which statement failed is not said, so none is trusted (see OrphanAllStatements); the
+// client whose request failed gets the server's error, as it would on PostgreSQL from its own
+// stale statement. Requires mu.
+func (s *Session) onErrorLocked(srv *pool.Conn, body []byte) {
+	code, msg := wire.ParseErrorFields(body)
+	switch {
+	case code == "0A000" && strings.Contains(msg, "cached plan must not change result type"),
+		code == "XX000" && strings.Contains(msg, "cache lookup failed for type"),
+		code == "26000" && strings.Contains(msg, `"pgtide_`):
+		srv.OrphanAllStatements()
+		if code == "26000" {
+			s.logger.Warn("a server connection lost prepared statements pgtide created; re-creating them", "err", msg)
+		}
+	}
 }

@@ -74,9 +74,9 @@ func (s *Session) clientLoop(ctx context.Context) error {
 		}
 		// The client has nothing more in flight: send what we have in one segment, and see to
 		// the answers.
-		if inline, preamble := s.readInline(srv); inline {
+		if s.readInline(srv) {
 			srv.WriteMu.Unlock() // no relay goroutine: nobody else writes to srv
-			if err := s.relayInline(srv, preamble); err != nil {
+			if err := s.relayInline(srv); err != nil {
 				return err
 			}
 			continue
@@ -104,7 +104,7 @@ func (s *Session) clientLoop(ctx context.Context) error {
 // An idle transaction-mode client inside a transaction leaves srv unread until its next request:
 // the server sends nothing then that the client would read before making it (a server that ends
 // the session meanwhile is seen on that request, as on a direct connection).
-func (s *Session) readInline(srv *pool.Conn) (inline, preamble bool) {
+func (s *Session) readInline(srv *pool.Conn) (inline bool) {
 	s.mu.Lock()
 	switch {
 	case s.relayRunning || s.server != srv:
@@ -114,21 +114,22 @@ func (s *Session) readInline(srv *pool.Conn) (inline, preamble bool) {
 	case s.open || !s.txMode || s.pinned:
 		s.startRelayLocked()
 	default:
-		inline, preamble = true, s.relayPreamble
+		inline = true
 	}
 	s.mu.Unlock()
-	return inline, preamble
+	return inline
 }
 
 // relayInline sends what the client loop forwarded and relays the answers to the client, until
 // nothing is outstanding (see readInline).
-func (s *Session) relayInline(srv *pool.Conn, preamble bool) error {
+func (s *Session) relayInline(srv *pool.Conn) error {
+	phase := phaseNext
 	if err := srv.FlushAndWait(); err != nil {
 		s.relayStopped(srv, err)
 		return err
 	}
 	for {
-		res, err := s.serverStep(srv, &preamble, true)
+		res, err := s.serverStep(srv, &phase, true)
 		if res == stepReleased {
 			return err // srv went back: only the client can have failed
 		}
@@ -138,10 +139,8 @@ func (s *Session) relayInline(srv *pool.Conn, preamble bool) error {
 		}
 		switch res {
 		case stepIdle, stepCopyIn:
-			// srv stays attached: whoever reads it next must not take the client's answers
-			// for the preamble's (it has been answered by now).
+			// srv stays attached.
 			s.mu.Lock()
-			s.relayPreamble = preamble
 			if res == stepCopyIn || s.pinned { // pinned by the statement that just ended
 				s.startRelayLocked()
 			} else {
@@ -182,16 +181,14 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 		s.node = node
 		s.pending, s.open = 0, false
 		s.reqSent, s.reqDone = 0, 0
-		s.expect = s.expect[:0]
-		// Bring the server connection's settings in line with the client's, hidden from the
-		// client: the relay swallows everything up to the preamble's ReadyForQuery.
-		preamble := s.paramSync(srv)
-		if len(preamble) > 0 {
-			q := wire.AppendHeader(nil, 'Q', len(preamble)+1)
-			q = append(append(q, preamble...), 0)
-			srv.Writer.Write(q) // buffered; flushed with the client's message
+		s.expect.reset()
+		s.resetHiddenLocked()
+		// Bring the server connection's settings in line with the client's, in a hidden
+		// request before the client's.
+		if preamble := s.paramSync(srv); len(preamble) > 0 {
+			s.hideLocked(s.reqSent, false)
+			writeQuery(srv, preamble) // buffered; flushed with the client's message
 		}
-		s.relayPreamble = len(preamble) > 0
 	}
 	switch typ {
 	case 'Q', 'F':
@@ -279,10 +276,11 @@ func (s *Session) refuse(typ byte, err error) error {
 func (s *Session) relay() {
 	defer s.relays.Done()
 	s.mu.Lock()
-	srv, preamble := s.server, s.relayPreamble
+	srv := s.server
 	s.mu.Unlock()
+	phase := phaseNext
 	for {
-		res, err := s.serverStep(srv, &preamble, false)
+		res, err := s.serverStep(srv, &phase, false)
 		if res == stepReleased {
 			return
 		}
@@ -304,23 +302,28 @@ const (
 )
 
 // serverStep reads a message from srv and forwards it to the client, with any more messages
-// already buffered (or, while *preamble, swallows the answers to the settings sent at attach).
+// already buffered (or handles the answers to a hidden request, see hidden.go; *phase is the
+// caller's record of whose request it reads, phaseNext at the start of one).
 // At a ReadyForQuery it accounts for the request it ends and, in transaction mode, gives srv back
 // when the client has nothing in flight. Only the one reader of srv calls it: the client loop
 // (inline) or the relay. A stepReleased result may come with the error of writing to the client.
-func (s *Session) serverStep(srv *pool.Conn, preamble *bool, inline bool) (stepResult, error) {
+func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (stepResult, error) {
 	sr := srv.Reader
 	typ, _, err := sr.Next()
 	if err != nil {
 		return stepMore, err
 	}
-	if *preamble {
-		// The settings pgtide sent at attach: record what they changed, show nothing.
-		*preamble, err = s.preambleMessage(srv, typ)
-		return stepMore, err
+	if *phase == phaseNext {
+		*phase = s.nextPhase()
 	}
+	hidden := *phase != phaseClient
 	s.wmu.Lock()
 	w := s.writer()
+	if hidden && typ != 'Z' {
+		err = s.hiddenMessage(srv, typ, *phase == phaseRestore)
+		s.wmu.Unlock()
+		return stepMore, err
+	}
 	for typ != 'Z' {
 		if err = s.relayMessage(srv, typ); err != nil {
 			s.wmu.Unlock()
@@ -351,6 +354,7 @@ func (s *Session) serverStep(srv *pool.Conn, preamble *bool, inline bool) (stepR
 		return stepMore, err
 	}
 	status := body[0]
+	*phase = phaseNext
 
 	var quiet, idle, release, reset, interrupted, closing bool
 	var node *cluster.Node
@@ -374,8 +378,12 @@ func (s *Session) serverStep(srv *pool.Conn, preamble *bool, inline bool) (stepR
 		s.pending--
 	}
 	s.txStatus = status
-	s.onReadyLocked(srv)
-	s.applyPendingLocked(srv, status)
+	if hidden {
+		s.hiddenDoneLocked()
+	} else {
+		s.onReadyLocked(srv)
+		s.applyPendingLocked(srv, status)
+	}
 	if inline {
 		// The client loop is here, not reading the client: nothing can be in flight that is not
 		// accounted for yet, so decide now. wmu is still held, so a shutdown notice cannot
@@ -383,8 +391,10 @@ func (s *Session) serverStep(srv *pool.Conn, preamble *bool, inline bool) (stepR
 		decideLocked()
 	}
 	s.mu.Unlock()
-	w.Write(wire.AppendReadyForQuery(w.AvailableBuffer(), status))
-	err = w.Flush()
+	if !hidden {
+		w.Write(wire.AppendReadyForQuery(w.AvailableBuffer(), status))
+	}
+	err = w.Flush() // nothing to send after most hidden requests: no write
 	if inline && idle && err == nil {
 		s.idleWriter() // between transactions the write buffer goes back
 	}

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unique"
@@ -83,28 +84,30 @@ type Session struct {
 	// see awaitServer.
 	relays        sync.WaitGroup
 	relayFn       func() // s.relay as a func value, made once
-	relayRunning  bool   // a relay goroutine reads server; guarded by mu
-	relayPreamble bool   // the settings sent at attach are still to be answered; guarded by mu
-	interrupted   bool   // server has a read deadline set by interruptLocked; guarded by mu
+	relayRunning bool // a relay goroutine reads server; guarded by mu
+	interrupted  bool // server has a read deadline set by interruptLocked; guarded by mu
+	// Requests pgtide sent on server on its own account, whose answers are not the client's
+	// (see hidden.go). hidden is guarded by mu; hiddenN mirrors its length for the reader.
+	hidden  []hiddenReq
+	hiddenN atomic.Int32
 
 	// Session settings the client expects, re-established on each server connection it gets.
 	// Guarded by mu (the relay follows ParameterStatus messages).
 	params       map[string]string     // reported parameters, by canonical name
 	extra        map[string]string     // other settings, by lower-case name, as SQL text
 	settings     unique.Handle[string] // identifies params and extra; zero after a change (see settingsLocked)
+	stmtContext  unique.Handle[string] // identifies the settings that affect parsing; likewise
 	startupExtra map[string]string     // extra as of login (what DISCARD ALL returns to)
 	// Statement tracking (see prepared.go). Guarded by mu.
 	stmts      map[string]*clientStmt
 	unnamedKey string
-	expect     []expectation
+	expect     expectRing
 	reqSent    int               // Query, Sync and FunctionCall sent in this attachment
 	reqDone    int               // ReadyForQuery received in this attachment
 	duplicate  map[string]string // stand-in statement name → the client's duplicate name
 	// Effects of the Query in flight, applied at its ReadyForQuery unless it failed. Guarded by mu.
-	pendingExtra      *extraChange
-	pendingDeallocate bool
-	pendingDiscard    bool
-	failed            bool // an ErrorResponse arrived since the last ReadyForQuery
+	pendingExtra *extraChange
+	failed       bool // an ErrorResponse arrived since the last ReadyForQuery
 }
 
 // New returns a session for a client that sent startup. br holds anything the client sent after

@@ -97,6 +97,10 @@ func (r *Reader) Next() (typ byte, bodyLen int, err error) {
 	return typ, r.bodyLen, nil
 }
 
+// BodyLen returns the body length of the current message (as Next returned it), or -1 once it
+// has been consumed.
+func (r *Reader) BodyLen() int { return r.bodyLen }
+
 // Body consumes the current message and returns its body. The slice is only valid until the next
 // call on r.
 func (r *Reader) Body() ([]byte, error) {

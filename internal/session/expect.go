@@ -1,0 +1,70 @@
+package session
+
+import "pgtide/internal/pool"
+
+// Expectations: every Parse and Close pgtide sends a server in transaction mode (the client's
+// and its own) is queued here, in order, saying what to do with its ParseComplete or
+// CloseComplete and how to undo its bookkeeping if the server skips it. The queue is a ring:
+// a pipeline of any length costs O(1) per message (a pgx batch of 100,000 queries queues as
+// many).
+
+// Expectation actions.
+const (
+	actForward byte = iota // the client's own message: pass the response on
+	actSwallow             // pgtide's message: the client must not see the response
+)
+
+type expectation struct {
+	typ    byte // '1' (ParseComplete) or '3' (CloseComplete)
+	action byte
+	batch  int // reqSent when sent: the ReadyForQuery that ends this message's batch
+	// What the message did to the records when it was sent, undone if the server skips it:
+	stmt   *pool.Statement // a Parse creating stmt on the server: forgotten unless confirmed
+	closed string          // a Close of this server-side statement: an orphan again if skipped
+	name   string          // the client's statement name, for its own Parse or Close
+	def    *clientStmt     // the client statement its Parse created, or its Close removed
+}
+
+// expectRing is a FIFO of expectations. The zero value is empty and ready to use.
+type expectRing struct {
+	buf  []expectation // len is a power of two, or 0
+	head int           // index of the front
+	n    int
+}
+
+func (r *expectRing) len() int { return r.n }
+
+// at returns the i-th expectation from the front; i < len().
+func (r *expectRing) at(i int) *expectation { return &r.buf[(r.head+i)&(len(r.buf)-1)] }
+
+func (r *expectRing) push(e expectation) {
+	if r.n == len(r.buf) {
+		r.grow()
+	}
+	r.buf[(r.head+r.n)&(len(r.buf)-1)] = e
+	r.n++
+}
+
+// pop removes k expectations from the front.
+func (r *expectRing) pop(k int) {
+	for i := 0; i < k; i++ {
+		*r.at(i) = expectation{} // drop references to statements
+	}
+	r.head = (r.head + k) & (len(r.buf) - 1)
+	r.n -= k
+}
+
+// reset empties the ring, keeping its buffer.
+func (r *expectRing) reset() { r.pop(r.n) }
+
+func (r *expectRing) grow() {
+	size := 2 * len(r.buf)
+	if size == 0 {
+		size = 8
+	}
+	buf := make([]expectation, size)
+	for i := 0; i < r.n; i++ {
+		buf[i] = *r.at(i)
+	}
+	r.buf, r.head = buf, 0
+}
