@@ -82,10 +82,10 @@ type Session struct {
 	pinned   bool          // keeps its server connection until it disconnects; guarded by mu
 	// The server connection is read by the client loop itself (inline) or by a relay goroutine;
 	// see awaitServer.
-	relays        sync.WaitGroup
-	relayFn       func() // s.relay as a func value, made once
-	relayRunning bool // a relay goroutine reads server; guarded by mu
-	interrupted  bool // server has a read deadline set by interruptLocked; guarded by mu
+	relays       sync.WaitGroup
+	relayFn      func() // s.relay as a func value, made once
+	relayRunning bool   // a relay goroutine reads server; guarded by mu
+	interrupted  bool   // server has a read deadline set by interruptLocked; guarded by mu
 	// Requests pgtide sent on server on its own account, whose answers are not the client's
 	// (see hidden.go). hidden is guarded by mu; hiddenN mirrors its length for the reader.
 	hidden  []hiddenReq
