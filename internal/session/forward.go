@@ -1,15 +1,29 @@
 package session
 
 import (
+	"pgtide/internal/classify"
 	"pgtide/internal/pool"
 	"pgtide/internal/wire"
 )
 
 // forward sends the client's current message (of type typ) to srv. In session mode and for
 // messages that carry no session state it is a raw copy; in transaction mode statements are
-// translated and SQL is checked for state that pins.
+// translated and SQL is checked for state that pins. In both modes a reset of what the client
+// gave at startup is followed by a restore (see reset.go).
 func (s *Session) forward(srv *pool.Conn, typ byte) error {
+	if typ == 'S' && s.restore != nil {
+		return s.forwardSyncRestore(srv)
+	}
 	if !s.txMode {
+		switch {
+		case !s.watchResets:
+		case typ == 'Q':
+			return s.forwardQuerySession(srv)
+		case typ == 'P':
+			if err := s.noteParseResets(); err != nil {
+				return err
+			}
+		}
 		return s.r.Forward(srv.Writer)
 	}
 	switch typ {
@@ -32,7 +46,8 @@ func (s *Session) forward(srv *pool.Conn, typ byte) error {
 	return s.r.Forward(srv.Writer)
 }
 
-// forwardQuery checks a simple Query for session state, then sends it (or its refusal).
+// forwardQuery checks a simple Query for session state, then sends it (or its refusal), with
+// the statement names of SQL EXECUTE and DEALLOCATE translated and a restore after a reset.
 func (s *Session) forwardQuery(srv *pool.Conn) error {
 	body, err := s.r.Body()
 	if err != nil {
@@ -42,7 +57,8 @@ func (s *Session) forwardQuery(srv *pool.Conn) error {
 	if n := len(query); n > 0 && query[n-1] == 0 {
 		query = query[:n-1]
 	}
-	if err := s.checkPins(query, true); err != nil {
+	a, err := s.checkPins(query, true)
+	if err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -59,12 +75,87 @@ func (s *Session) forwardQuery(srv *pool.Conn) error {
 		_, err := srv.Writer.Write(out)
 		return err
 	}
+	if a == nil { // the common statement
+		out := wire.AppendHeader(srv.Writer.AvailableBuffer(), 'Q', len(body))
+		if _, err := srv.Writer.Write(out); err != nil {
+			return err
+		}
+		_, err = srv.Writer.Write(body)
+		return err
+	}
+	restore := s.restoreSQL(a)
+	if len(a.Refs) > 0 {
+		var pre []byte
+		pre, query = s.resolveRefs(srv, a, s.scratch[:0], query, true)
+		s.scratch = pre
+		if _, err := srv.Writer.Write(pre); err != nil {
+			return err
+		}
+	}
+	writeQuery(srv, query)
+	s.sendRestore(srv, restore)
+	return nil
+}
+
+// sendRestore writes the restore sql (if any) as a hidden request after what was written.
+func (s *Session) sendRestore(srv *pool.Conn, sql []byte) {
+	if sql == nil {
+		return
+	}
+	s.mu.Lock()
+	s.hideLocked(s.reqSent, true)
+	s.mu.Unlock()
+	writeQuery(srv, sql)
+}
+
+// forwardSyncRestore sends a Sync that ends a batch with a reset in it, then the restore.
+func (s *Session) forwardSyncRestore(srv *pool.Conn) error {
+	if err := s.r.Forward(srv.Writer); err != nil {
+		return err
+	}
+	s.sendRestore(srv, s.restore)
+	s.restore = nil
+	return nil
+}
+
+// forwardQuerySession sends a simple Query in session mode, with a restore after a reset.
+func (s *Session) forwardQuerySession(srv *pool.Conn) error {
+	body, err := s.r.Body()
+	if err != nil {
+		return err
+	}
+	var restore []byte
+	if classify.MaySetSessionState(body) {
+		classify.AnalyzeSession(body[:max(len(body)-1, 0)], &s.analysis)
+		restore = s.restoreSQL(&s.analysis)
+	}
 	out := wire.AppendHeader(srv.Writer.AvailableBuffer(), 'Q', len(body))
 	if _, err := srv.Writer.Write(out); err != nil {
 		return err
 	}
-	_, err = srv.Writer.Write(body)
-	return err
+	if _, err = srv.Writer.Write(body); err != nil {
+		return err
+	}
+	s.sendRestore(srv, restore)
+	return nil
+}
+
+// noteParseResets looks at a Parse in session mode for a reset that needs a restore after the
+// batch's Sync.
+func (s *Session) noteParseResets() error {
+	head, err := s.r.PeekBody(s.r.MaxPeek())
+	if err != nil {
+		return err
+	}
+	if _, rest, ok := cbytes(head); ok {
+		if query, _, ok := cbytes(rest); ok && classify.MaySetSessionState(query) {
+			classify.AnalyzeSession(query, &s.analysis)
+			if r := s.restoreSQL(&s.analysis); r != nil {
+				s.restore = r
+			}
+		}
+	}
+	return nil
 }
 
 // forwardParseRaw checks a Parse's SQL for session state and sends it unchanged (statement
@@ -76,8 +167,14 @@ func (s *Session) forwardParseRaw(srv *pool.Conn) error {
 	}
 	if _, rest, ok := cstr(head); ok {
 		if query, _, ok := cstr(rest); ok {
-			if err := s.checkPins([]byte(query), false); err != nil {
+			a, err := s.checkPins([]byte(query), false)
+			if err != nil {
 				return err
+			}
+			if a != nil {
+				if r := s.restoreSQL(a); r != nil {
+					s.restore = r
+				}
 			}
 			s.pinErr = nil // cannot refuse without rewriting; the client is pinned instead
 		}
@@ -114,9 +211,9 @@ func (s *Session) relayMessage(srv *pool.Conn, typ byte) error {
 		}
 		return nil
 	case 'C':
-		// Only DEALLOCATE ALL and DISCARD ALL matter (see onCommandCompleteLocked); one length
-		// check keeps every other tag to a byte comparison.
-		if !s.txMode || sr.BodyLen() != len("DEALLOCATE ALL\x00") && sr.BodyLen() != len("DISCARD ALL\x00") {
+		// Only DEALLOCATE [ALL] and DISCARD ALL matter (see onCommandCompleteLocked); a length
+		// check keeps every other tag to a comparison or three.
+		if n := sr.BodyLen(); !s.txMode || n != len("DEALLOCATE ALL\x00") && n != len("DISCARD ALL\x00") && n != len("DEALLOCATE\x00") {
 			break
 		}
 		body, err := sr.Body()
@@ -163,6 +260,12 @@ func (s *Session) applyPendingLocked(srv *pool.Conn, status byte) {
 			}
 			s.settingsChangedLocked()
 			srv.SetExtra(c.name, c.value)
+		}
+	}
+	if r := s.pendingReset; r != nil {
+		s.pendingReset = nil
+		if ok {
+			s.applyResetLocked(srv, r)
 		}
 	}
 }

@@ -123,21 +123,13 @@ func appendParamSync(dst []byte, srv *pool.Conn, reported, extra map[string]stri
 		if !ok || srv.Params[name] == want {
 			continue
 		}
-		dst = append(dst, "SET "...)
-		dst = append(dst, quoteIdent(name)...)
-		dst = append(dst, " TO "...)
-		dst = append(dst, quoteLiteral(want)...)
-		dst = append(dst, ';')
+		dst = appendSet(dst, name, quoteLiteral(want))
 	}
 	for name, want := range extra {
 		if srv.Extra[name] == want {
 			continue
 		}
-		dst = append(dst, "SET "...)
-		dst = append(dst, quoteIdent(name)...)
-		dst = append(dst, " TO "...)
-		dst = append(dst, want...)
-		dst = append(dst, ';')
+		dst = appendSet(dst, name, want)
 	}
 	for name := range srv.Extra {
 		if _, ok := extra[name]; !ok {

@@ -21,10 +21,12 @@ type extraChange struct {
 }
 
 // checkPins looks at the SQL of a Query (simple) or Parse and decides: track, pin or refuse.
-// A refusal is left in s.pinErr for the caller to turn into a failing statement.
-func (s *Session) checkPins(sql []byte, simple bool) error {
+// A refusal is left in s.pinErr for the caller to turn into a failing statement. It returns the
+// analysis, valid until the next call, or nil when the text holds nothing the analysis finds
+// (see classify.MaySetSessionState).
+func (s *Session) checkPins(sql []byte, simple bool) (*classify.Session, error) {
 	if !classify.MaySetSessionState(sql) {
-		return nil // the common statement: nothing to pin or track
+		return nil, nil // the common statement: nothing to pin or track
 	}
 	a := &s.analysis
 	classify.AnalyzeSession(sql, a)
@@ -32,29 +34,32 @@ func (s *Session) checkPins(sql []byte, simple bool) error {
 	param := string(a.PinParam)
 	s.mu.Lock()
 	idle := s.txStatus == 'I' && !s.open && s.pending <= 1
-	s.mu.Unlock()
-	if reason == classify.None && a.SearchPath.Set {
-		// search_path is not reported by the server, so pgtide follows it from the SQL: only
-		// for a lone statement outside a transaction, where success means it took effect.
-		if simple && a.Statements == 1 && idle {
-			v := ""
-			if !a.SearchPath.Reset {
-				v = string(a.SearchPath.Value)
-			}
-			s.mu.Lock()
-			s.pendingExtra = &extraChange{name: "search_path", value: v}
-			s.mu.Unlock()
+	// pgtide follows search_path and the resets of what it SETs for the client from the SQL
+	// (the server reports neither): only for a lone statement outside a transaction, where
+	// success means it took effect. Anything else pins.
+	lone := simple && a.Statements == 1 && idle
+	if reason == classify.None && a.SearchPath.Set && !a.SearchPath.Reset {
+		if lone {
+			s.pendingExtra = &extraChange{name: "search_path", value: string(a.SearchPath.Value)}
 		} else {
 			reason, param = classify.SessionSet, "search_path"
 		}
 	}
+	if reason == classify.None && s.resetsTrackedLocked(a) {
+		if lone && !a.ResetsOverflow {
+			s.pendingReset = newResetChange(a)
+		} else {
+			reason, param = classify.SessionSet, "reset"
+		}
+	}
+	s.mu.Unlock()
 	if reason == classify.None || s.pinned {
-		return nil
+		return a, nil
 	}
 	if s.env.Config().Proxy.PinPolicy == config.PinPolicyError {
 		s.pinErr = &pinRefusal{reason: reason, param: param}
 		s.env.Pins.Refused(reason)
-		return nil
+		return a, nil
 	}
 	s.mu.Lock()
 	s.pinned = true
@@ -62,7 +67,7 @@ func (s *Session) checkPins(sql []byte, simple bool) error {
 	s.env.Pins.Pinned(reason)
 	s.logger.Info("client pinned to its server connection until it disconnects",
 		"reason", reason.String(), "param", param)
-	return nil
+	return a, nil
 }
 
 // pinRefusal is a statement refused under pin_policy = "error".

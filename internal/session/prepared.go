@@ -3,9 +3,9 @@ package session
 import (
 	"bytes"
 	"fmt"
-	"maps"
 	"strings"
 
+	"pgtide/internal/classify"
 	"pgtide/internal/pool"
 	"pgtide/internal/wire"
 )
@@ -95,6 +95,95 @@ func (s *Session) closeOrphansLocked(srv *pool.Conn, out []byte) []byte {
 	return out
 }
 
+// deallocation is a SQL DEALLOCATE sent to the server, waiting for its CommandComplete.
+type deallocation struct {
+	batch int             // the request it was sent in (see expectation.batch)
+	name  string          // the client's statement it deallocates, if def is set
+	def   *clientStmt     // the client's protocol-level statement of that name, or nil
+	stmt  *pool.Statement // the server statement it names instead, or nil
+}
+
+// resolveRefs makes SQL that names the client's protocol-level statements — EXECUTE name(...),
+// DEALLOCATE name — name their server-side statements instead: PostgreSQL has one namespace for
+// both. a is text's analysis. A statement srv lacks is created first: by a hidden Parse before the
+// message for the extended protocol (pre, with the expectation queued), by a hidden request
+// (Parse, Sync) before a simple Query, which then takes the next request number. It returns pre
+// with those messages appended, and the rewritten text in s.rewrite, or nil if nothing was
+// rewritten. Every DEALLOCATE in text is queued to be matched with its CommandComplete. In a
+// failed transaction nothing is rewritten: the server refuses the statement whatever it names.
+func (s *Session) resolveRefs(srv *pool.Conn, a *classify.Session, pre, text []byte, simple bool) ([]byte, []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a.RefsOverflow {
+		return pre, nil // cannot be matched with CommandCompletes: the server says what it says
+	}
+	usable := s.txStatus != 'E' && len(s.stmts) > 0
+	ctx := s.stmtContextLocked()
+	// First, the statements srv lacks.
+	if usable {
+		hidden := false
+		for _, r := range a.Refs {
+			def := s.stmts[string(r.Name)]
+			if r.Name == nil || def == nil {
+				continue
+			}
+			key := pool.StmtKey{Context: ctx, Text: def.key}
+			if srv.LookupStatement(key) != nil {
+				continue
+			}
+			if !simple {
+				_, pre = s.ensureLocked(srv, key, pre)
+				continue
+			}
+			if s.open {
+				continue // a Query inside an unfinished extended batch: left as it is
+			}
+			// A hidden request of its own: a Parse that failed before the Query would make the
+			// server skip the Query too. Its responses are skipped by the reader, so it takes
+			// no expectations; its failure breaks the connection (see hiddenMessage).
+			if !hidden {
+				hidden = true
+				s.hideLocked(s.reqSent-1, false) // the Query, already counted, moves up one
+			}
+			st, evicted := srv.AddStatement(key, s.maxPrepared)
+			if evicted != nil {
+				pre = appendClose(pre, evicted.Name)
+			}
+			st.Ready = true
+			pre = appendParse(pre, st.Name, key.Text)
+		}
+		if hidden {
+			pre = wire.AppendHeader(pre, 'S', 0)
+		}
+	}
+	batch := s.reqSent
+	if simple {
+		batch-- // the Query was counted when it arrived
+	}
+	out := s.rewrite[:0]
+	last := 0
+	for _, r := range a.Refs {
+		var d deallocation
+		if def := s.stmts[string(r.Name)]; usable && r.Name != nil && def != nil {
+			if st := srv.LookupStatement(pool.StmtKey{Context: ctx, Text: def.key}); st != nil {
+				out = append(append(out, text[last:r.Start]...), st.Name...)
+				last = r.End
+				d = deallocation{name: string(r.Name), def: def, stmt: st}
+			}
+		}
+		if r.Deallocate {
+			d.batch = batch
+			s.deallocs = append(s.deallocs, d)
+		}
+	}
+	if last == 0 {
+		return pre, nil
+	}
+	out = append(out, text[last:]...)
+	s.rewrite = out
+	return pre, out
+}
+
 // cstr splits a NUL-terminated string off b.
 func cstr(b []byte) (string, []byte, bool) {
 	i := bytes.IndexByte(b, 0)
@@ -121,7 +210,8 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 	if !ok {
 		return errMalformedMessage
 	}
-	if err := s.checkPins(query, false); err != nil {
+	a, err := s.checkPins(query, false)
+	if err != nil {
 		return err
 	}
 	if s.pinErr != nil {
@@ -135,6 +225,22 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		return err
 	}
 	out := s.scratch[:0]
+	if a != nil {
+		if r := s.restoreSQL(a); r != nil {
+			s.restore = r
+		}
+		if len(a.Refs) > 0 && len(nameB) == 0 {
+			// SQL EXECUTE or DEALLOCATE in the unnamed statement, run with this batch (a named
+			// statement runs later, wherever its names then mean something else: left alone).
+			var q []byte
+			out, q = s.resolveRefs(srv, a, out, query, false)
+			if q != nil { // rewritten, in s.rewrite: the rest of the Parse follows it there
+				rest = append(append(q, 0), rest[len(query)+1:]...)
+				s.rewrite = rest[:0]
+				body = nil // rebuilt below from rest
+			}
+		}
+	}
 	s.mu.Lock()
 	switch {
 	case len(nameB) == 0:
@@ -145,7 +251,11 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 			s.unnamedKey = string(rest)
 		}
 		srv.UnnamedKey = s.unnamedKey
-		out = wire.AppendMessage(out, 'P', body)
+		if body == nil {
+			out = appendParse(out, "", string(rest))
+		} else {
+			out = wire.AppendMessage(out, 'P', body)
+		}
 		s.expectLocked(expectation{typ: '1', action: actForward})
 	case s.stmts[string(nameB)] != nil:
 		name := string(nameB)
@@ -361,22 +471,41 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 		}
 	}
 	s.expect.pop(n)
+	// DEALLOCATEs of this batch not done by now were skipped.
+	k := 0
+	for k < len(s.deallocs) && s.deallocs[k].batch <= done {
+		k++
+	}
+	if k > 0 {
+		n := copy(s.deallocs, s.deallocs[k:])
+		clear(s.deallocs[n:])
+		s.deallocs = s.deallocs[:n]
+	}
 }
 
 // onCommandCompleteLocked follows what a CommandComplete says the server did to its prepared
-// statements (DEALLOCATE ALL; DISCARD ALL, which also returns every setting to its default).
-// tag is the CommandComplete body. Requires mu.
+// statements: DEALLOCATE ALL and DISCARD ALL dropped them all; DEALLOCATE name dropped the one
+// the oldest outstanding SQL DEALLOCATE names (see resolveRefs). tag is the CommandComplete
+// body. Requires mu.
 func (s *Session) onCommandCompleteLocked(srv *pool.Conn, tag []byte) {
-	discard := string(tag) == "DISCARD ALL\x00"
-	if !discard && string(tag) != "DEALLOCATE ALL\x00" {
-		return
-	}
-	srv.ForgetAllStatements()
-	clear(s.stmts)
-	if discard {
-		srv.ClearExtra()
-		s.extra = maps.Clone(s.startupExtra)
-		s.settingsChangedLocked()
+	switch string(tag) {
+	case "DEALLOCATE ALL\x00", "DISCARD ALL\x00":
+		srv.ForgetAllStatements()
+		clear(s.stmts)
+	case "DEALLOCATE\x00":
+		if len(s.deallocs) == 0 {
+			return
+		}
+		d := s.deallocs[0]
+		n := copy(s.deallocs, s.deallocs[1:])
+		s.deallocs[n] = deallocation{}
+		s.deallocs = s.deallocs[:n]
+		if d.stmt != nil {
+			srv.ForgetStatement(d.stmt)
+		}
+		if d.def != nil && s.stmts[d.name] == d.def {
+			delete(s.stmts, d.name)
+		}
 	}
 }
 

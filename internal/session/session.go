@@ -97,7 +97,13 @@ type Session struct {
 	extra        map[string]string     // other settings, by lower-case name, as SQL text
 	settings     unique.Handle[string] // identifies params and extra; zero after a change (see settingsLocked)
 	stmtContext  unique.Handle[string] // identifies the settings that affect parsing; likewise
-	startupExtra map[string]string     // extra as of login (what DISCARD ALL returns to)
+	// What the client gave at startup, its session's defaults (see reset.go); read-only after
+	// New. watchResets: it gave something, so its resets are followed in both pool modes.
+	startupParams map[string]string
+	startupExtra  map[string]string
+	watchResets   bool
+	restore       []byte // a Parse reset something: the restore to send after the next Sync; owned by the client loop
+	rewrite       []byte // scratch for SQL with statement names rewritten; owned by the client loop
 	// Statement tracking (see prepared.go). Guarded by mu.
 	stmts      map[string]*clientStmt
 	unnamedKey string
@@ -107,7 +113,11 @@ type Session struct {
 	duplicate  map[string]string // stand-in statement name → the client's duplicate name
 	// Effects of the Query in flight, applied at its ReadyForQuery unless it failed. Guarded by mu.
 	pendingExtra *extraChange
+	pendingReset *resetChange
 	failed       bool // an ErrorResponse arrived since the last ReadyForQuery
+	// SQL DEALLOCATE statements sent, in order, matched to the server's DEALLOCATE
+	// CommandCompletes (see prepared.go). Guarded by mu.
+	deallocs []deallocation
 }
 
 // New returns a session for a client that sent startup. br holds anything the client sent after
@@ -135,7 +145,9 @@ func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup, ep ro
 	s.src.conn = conn
 	s.relayFn = s.relay
 	s.params, s.extra = startupParams(startup)
+	s.startupParams = maps.Clone(s.params)
 	s.startupExtra = maps.Clone(s.extra)
+	s.watchResets = len(s.startupParams)+len(s.startupExtra) > 0
 	s.logger = env.Logger.With("client", conn.RemoteAddr().String(), "user", user, "database", db)
 	var b [8]byte
 	rand.Read(b[:])
