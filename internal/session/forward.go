@@ -121,9 +121,19 @@ func (s *Session) relayMessage(srv *pool.Conn, typ byte) error {
 			return err
 		}
 		return nil
+	case 'G': // CopyInResponse
+		s.mu.Lock()
+		s.copyIn = s.onCopyInLocked()
+		s.mu.Unlock()
+	case 'C':
+		s.copyIn = 0 // a COPY's CommandComplete ends copy-in; outside one this is a no-op
 	case 'E':
 		s.mu.Lock()
 		s.failed = true
+		if s.copyIn != 0 {
+			s.copyIn = 0
+			s.onCopyFailedLocked()
+		}
 		dup := len(s.duplicate) > 0
 		s.mu.Unlock()
 		if !dup {
