@@ -210,7 +210,12 @@ func (s *Session) relayMessage(srv *pool.Conn, typ byte) error {
 			return err
 		}
 		return nil
+	case 'G': // CopyInResponse
+		s.mu.Lock()
+		s.copyIn = s.onCopyInLocked()
+		s.mu.Unlock()
 	case 'C':
+		s.copyIn = 0 // a COPY's CommandComplete ends copy-in; outside one this is a no-op
 		// Only DEALLOCATE [ALL] and DISCARD ALL matter (see onCommandCompleteLocked); a length
 		// check keeps every other tag to a comparison or three.
 		if n := sr.BodyLen(); !s.txMode || n != len("DEALLOCATE ALL\x00") && n != len("DISCARD ALL\x00") && n != len("DEALLOCATE\x00") {
@@ -232,6 +237,10 @@ func (s *Session) relayMessage(srv *pool.Conn, typ byte) error {
 		}
 		s.mu.Lock()
 		s.failed = true
+		if s.copyIn != 0 {
+			s.copyIn = 0
+			s.onCopyFailedLocked()
+		}
 		if s.txMode {
 			s.onErrorLocked(srv, body)
 		}

@@ -169,6 +169,12 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 		return nil, errShutdown
 	}
 	srv := s.server
+	if srv == nil && (typ == 'd' || typ == 'c' || typ == 'f') {
+		// What is left of a COPY that failed and ended the transaction: the server would ignore
+		// it, so it needs no server connection.
+		s.mu.Unlock()
+		return nil, s.r.Skip()
+	}
 	if srv == nil {
 		s.mu.Unlock()
 		var err error
@@ -183,6 +189,8 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 		s.reqSent, s.reqDone = 0, 0
 		s.expect.reset()
 		s.resetHiddenLocked()
+		s.reqs.reset()
+		s.copySeg, s.copySyncs, s.copyUnsure, s.copyIn = false, 0, false, 0
 		// Bring the server connection's settings in line with the client's, in a hidden
 		// request before the client's.
 		if preamble := s.paramSync(srv); len(preamble) > 0 {
@@ -194,14 +202,30 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 	case 'Q', 'F':
 		s.pending++
 		s.reqSent++
+		s.reqs.push(logQuery)
 	case 'S':
+		if s.copySeg {
+			s.copySyncs++ // ignored by the server in copy-in (see copy.go)
+			break
+		}
 		s.pending++
 		s.reqSent++
 		s.open = false
-	case 'd', 'c', 'f':
+		s.reqs.push(logSync)
+	case 'd':
 		// COPY data belongs to a request already counted.
+	case 'c', 'f':
+		s.copySeg = false
+		s.reqs.push(logCopyDone)
+	case 'E':
+		s.open = true
+		s.reqs.pushExecute()
+	case 'H':
+		if !s.copySeg { // ignored by the server in copy-in
+			s.open = true
+		}
 	default:
-		s.open = true // Parse, Bind, Describe, Execute, Close, Flush: a request until Sync
+		s.open = true // Parse, Bind, Describe, Close: a request until Sync
 	}
 	s.mu.Unlock()
 	return srv, nil
@@ -356,7 +380,7 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 	status := body[0]
 	*phase = phaseNext
 
-	var quiet, idle, release, reset, interrupted, closing bool
+	var quiet, idle, release, reset, interrupted, closing, unsure bool
 	var node *cluster.Node
 	// decideLocked gives srv back if the client has nothing in flight. Requires mu.
 	decideLocked := func() {
@@ -368,6 +392,7 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 			s.server, node, s.node = nil, s.node, nil
 			s.relayRunning = false
 			interrupted, s.interrupted = s.interrupted, false
+			unsure = s.copyUnsure
 		}
 		closing = s.closing
 	}
@@ -381,6 +406,7 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 	if hidden {
 		s.hiddenDoneLocked()
 	} else {
+		s.reqs.popRequest()
 		s.onReadyLocked(srv)
 		s.applyPendingLocked(srv, status)
 	}
@@ -427,6 +453,9 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 	// Flush that sent it: wait for that before anyone else may write.
 	srv.WriteMu.Lock()
 	srv.WriteMu.Unlock()
+	if unsure {
+		srv.MarkBroken() // a ReadyForQuery may still come (see copy.go)
+	}
 	s.env.Pools.Release(srv, reset)
 	s.env.Router.Done(node)
 	if closing {
@@ -446,7 +475,11 @@ func (s *Session) relayStopped(srv *pool.Conn, err error) {
 	s.relayRunning, s.interrupted = false, false
 	closing := s.closing
 	reset := !s.txMode || s.pinned
+	unsure := s.copyUnsure
 	s.mu.Unlock()
+	if clean && unsure {
+		srv.MarkBroken() // a ReadyForQuery may still come (see copy.go)
+	}
 	if clean {
 		// Only detach interrupts a clean relay, after the client loop ended: nothing is writing.
 		srv.NetConn().SetReadDeadline(time.Time{})

@@ -118,6 +118,15 @@ type Session struct {
 	// SQL DEALLOCATE statements sent, in order, matched to the server's DEALLOCATE
 	// CommandCompletes (see prepared.go). Guarded by mu.
 	deallocs []deallocation
+	// COPY accounting (see copy.go). Guarded by mu.
+	reqs       reqLog // the client's requests not yet answered, in order
+	copySeg    bool   // the server is in copy-in and the client has not ended the COPY yet
+	copySyncs  int    // Syncs the server ignores in the current copy-in
+	copyUnsure bool   // a ReadyForQuery may be due that pending does not count: never reuse server
+
+	// copyIn is how the server's current copy-in was started (logQuery or logExecute), 0 outside
+	// one. Owned by the server's one reader (see serverStep), so the hot path reads it without mu.
+	copyIn byte
 }
 
 // New returns a session for a client that sent startup. br holds anything the client sent after
