@@ -93,10 +93,10 @@ type Session struct {
 
 	// Session settings the client expects, re-established on each server connection it gets.
 	// Guarded by mu (the relay follows ParameterStatus messages).
-	params       map[string]string     // reported parameters, by canonical name
-	extra        map[string]string     // other settings, by lower-case name, as SQL text
-	settings     unique.Handle[string] // identifies params and extra; zero after a change (see settingsLocked)
-	stmtContext  unique.Handle[string] // identifies the settings that affect parsing; likewise
+	params      map[string]string     // reported parameters, by canonical name
+	extra       map[string]string     // other settings, by lower-case name, as SQL text
+	settings    unique.Handle[string] // identifies params and extra; zero after a change (see settingsLocked)
+	stmtContext unique.Handle[string] // identifies the settings that affect parsing; likewise
 	// What the client gave at startup, its session's defaults (see reset.go); read-only after
 	// New. watchResets: it gave something, so its resets are followed in both pool modes.
 	startupParams map[string]string
