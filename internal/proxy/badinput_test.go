@@ -251,7 +251,7 @@ func TestEncryptionRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	npv, ok := msg.(*pgproto3.NegotiateProtocolVersion)
-	if !ok || npv.NewestMinorProtocol != 0 || len(npv.UnrecognizedOptions) != 1 || npv.UnrecognizedOptions[0] != "_pq_.test_option" {
+	if !ok || npv.NewestMinorProtocol != 196608 || len(npv.UnrecognizedOptions) != 1 || npv.UnrecognizedOptions[0] != "_pq_.test_option" {
 		t.Fatalf("want NegotiateProtocolVersion 3.0 listing the option, got %#v", msg)
 	}
 	r.untilReady()

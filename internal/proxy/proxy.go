@@ -324,7 +324,7 @@ func (s *Server) negotiate(conn net.Conn, st *wire.Startup) error {
 	if st.Protocol == wire.ProtocolVersion30 && len(unknown) == 0 {
 		return nil
 	}
-	_, err := conn.Write(wire.AppendNegotiateProtocolVersion(nil, 0, unknown))
+	_, err := conn.Write(wire.AppendNegotiateProtocolVersion(nil, wire.ProtocolVersion30, unknown))
 	return err
 }
 

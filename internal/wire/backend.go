@@ -91,16 +91,18 @@ func AppendCancelRequest(dst []byte, pid uint32, secret []byte) []byte {
 	return append(dst, secret...)
 }
 
-// AppendNegotiateProtocolVersion appends a NegotiateProtocolVersion message offering newestMinor
-// (the minor version only, for the client's major version 3) and listing the protocol options the
-// server did not recognise.
-func AppendNegotiateProtocolVersion(dst []byte, newestMinor uint32, unrecognized []string) []byte {
+// AppendNegotiateProtocolVersion appends a NegotiateProtocolVersion message offering newest, the
+// newest protocol version the server speaks for the client's major version, encoded as in the
+// startup packet (major<<16 | minor: 196608 for 3.0, as PostgreSQL sends PG_PROTOCOL_LATEST in
+// postmaster.c's SendNegotiateProtocolVersion), and listing the protocol options it did not
+// recognise.
+func AppendNegotiateProtocolVersion(dst []byte, newest uint32, unrecognized []string) []byte {
 	n := 8
 	for _, o := range unrecognized {
 		n += len(o) + 1
 	}
 	dst = AppendHeader(dst, 'v', n)
-	dst = binary.BigEndian.AppendUint32(dst, newestMinor)
+	dst = binary.BigEndian.AppendUint32(dst, newest)
 	dst = binary.BigEndian.AppendUint32(dst, uint32(len(unrecognized)))
 	for _, o := range unrecognized {
 		dst = append(dst, o...)
