@@ -85,36 +85,43 @@ func (s *Session) forwardQuery(srv *pool.Conn) error {
 	}
 	restore := s.restoreSQL(a)
 	if len(a.Refs) > 0 {
-		var pre []byte
-		pre, query = s.resolveRefs(srv, a, s.scratch[:0], query, true)
+		pre, q := s.resolveRefs(srv, a, s.scratch[:0], query, true)
 		s.scratch = pre
+		if q != nil {
+			query = q
+		}
 		if _, err := srv.Writer.Write(pre); err != nil {
 			return err
 		}
 	}
+	s.registerRestore(restore)
 	writeQuery(srv, query)
-	s.sendRestore(srv, restore)
+	if restore != nil {
+		writeQuery(srv, restore)
+	}
 	return nil
 }
 
-// sendRestore writes the restore sql (if any) as a hidden request after what was written.
-func (s *Session) sendRestore(srv *pool.Conn, sql []byte) {
+// registerRestore registers the restore sql (if any) as the hidden request after the client's
+// current one, before that is written: the reader holds back the client's ReadyForQuery for it.
+func (s *Session) registerRestore(sql []byte) {
 	if sql == nil {
 		return
 	}
 	s.mu.Lock()
 	s.hideLocked(s.reqSent, true)
 	s.mu.Unlock()
-	writeQuery(srv, sql)
 }
 
 // forwardSyncRestore sends a Sync that ends a batch with a reset in it, then the restore.
 func (s *Session) forwardSyncRestore(srv *pool.Conn) error {
+	restore := s.restore
+	s.restore = nil
+	s.registerRestore(restore)
 	if err := s.r.Forward(srv.Writer); err != nil {
 		return err
 	}
-	s.sendRestore(srv, s.restore)
-	s.restore = nil
+	writeQuery(srv, restore)
 	return nil
 }
 
@@ -129,6 +136,7 @@ func (s *Session) forwardQuerySession(srv *pool.Conn) error {
 		classify.AnalyzeSession(body[:max(len(body)-1, 0)], &s.analysis)
 		restore = s.restoreSQL(&s.analysis)
 	}
+	s.registerRestore(restore)
 	out := wire.AppendHeader(srv.Writer.AvailableBuffer(), 'Q', len(body))
 	if _, err := srv.Writer.Write(out); err != nil {
 		return err
@@ -136,7 +144,9 @@ func (s *Session) forwardQuerySession(srv *pool.Conn) error {
 	if _, err = srv.Writer.Write(body); err != nil {
 		return err
 	}
-	s.sendRestore(srv, restore)
+	if restore != nil {
+		writeQuery(srv, restore)
+	}
 	return nil
 }
 

@@ -11,8 +11,10 @@ import (
 // first, and the SETs that put the client's startup values back after a reset. Each takes a
 // request number, like the client's (reqSent), so the reader of the server knows from the count
 // of ReadyForQuery messages whose answers it is reading: a hidden request's are not shown to the
-// client, except the ParameterStatus messages of a restore, which tell the client what its
-// settings are now.
+// client, except those of a restore, which completes the client's request before it: its
+// ParameterStatus messages tell the client what its settings are now, and its ReadyForQuery is
+// the one the client sees for that request (the request's own is held back), so the client's
+// next request cannot overtake the restore.
 //
 // A hidden request is registered, under mu, before anything that follows it is written to the
 // server, and the reader decides whose answers it reads when the first message of a request
@@ -59,6 +61,12 @@ func (s *Session) nextPhase() readPhase {
 		return phaseHidden
 	}
 	return phaseClient
+}
+
+// restoreNextLocked reports whether the request after the one just answered is a restore.
+// Requires mu.
+func (s *Session) restoreNextLocked() bool {
+	return len(s.hidden) > 0 && s.hidden[0].req == s.reqDone && s.hidden[0].restore
 }
 
 // hiddenDoneLocked accounts for the ReadyForQuery that ends the first hidden request. Requires mu.

@@ -33,7 +33,7 @@ func (s *Session) checkPins(sql []byte, simple bool) (*classify.Session, error) 
 	reason := a.Pin
 	param := string(a.PinParam)
 	s.mu.Lock()
-	idle := s.txStatus == 'I' && !s.open && s.pending <= 1
+	idle := s.txStatus == 'I' && !s.open && s.pending-len(s.hidden) <= 1 // this request only
 	// pgtide follows search_path and the resets of what it SETs for the client from the SQL
 	// (the server reports neither): only for a lone statement outside a transaction, where
 	// success means it took effect. Anything else pins.

@@ -378,7 +378,6 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 		return stepMore, err
 	}
 	status := body[0]
-	*phase = phaseNext
 
 	var quiet, idle, release, reset, interrupted, closing, unsure bool
 	var node *cluster.Node
@@ -403,13 +402,18 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 		s.pending--
 	}
 	s.txStatus = status
+	// The client sees one ReadyForQuery per request of its own: a restore's stands in for the
+	// one of the request it follows (see hidden.go).
+	showReady := !hidden || *phase == phaseRestore
 	if hidden {
 		s.hiddenDoneLocked()
 	} else {
 		s.reqs.popRequest()
 		s.onReadyLocked(srv)
 		s.applyPendingLocked(srv, status)
+		showReady = !s.restoreNextLocked()
 	}
+	*phase = phaseNext
 	if inline {
 		// The client loop is here, not reading the client: nothing can be in flight that is not
 		// accounted for yet, so decide now. wmu is still held, so a shutdown notice cannot
@@ -417,7 +421,7 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 		decideLocked()
 	}
 	s.mu.Unlock()
-	if !hidden {
+	if showReady {
 		w.Write(wire.AppendReadyForQuery(w.AvailableBuffer(), status))
 	}
 	err = w.Flush() // nothing to send after most hidden requests: no write

@@ -1,0 +1,454 @@
+package proxy_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"pgtide/internal/config"
+)
+
+// Transaction-mode fidelity: pgtide's records of prepared statements and settings must follow
+// what the server did, so that every client sees what PostgreSQL would show it. Most tests use
+// pool_size 1, so "the same server connection" is certain.
+
+// oneConn starts a transaction-mode proxy with a single server connection and trust logins.
+func oneConn(t *testing.T, mutate func(*config.Config)) *testProxy {
+	return startProxy(t, func(c *config.Config) {
+		c.Cluster.PoolSize = 1
+		c.Auth.Method = config.AuthTrust
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+}
+
+// prepExec parses name as sql, binds and executes it, and returns the first column of the row.
+func (r *rawConn) prepExec(name, sql string) string {
+	r.t.Helper()
+	r.send(&pgproto3.Parse{Name: name, Query: sql}, &pgproto3.Bind{PreparedStatement: name},
+		&pgproto3.Execute{}, &pgproto3.Sync{})
+	msgs := r.expect("ParseComplete", "BindComplete", "DataRow", "CommandComplete", "ReadyForQuery")
+	return string(msgs[2].(*pgproto3.DataRow).Values[0])
+}
+
+// execStmt binds and executes the prepared statement name and returns the first column.
+func (r *rawConn) execStmt(name string, params ...string) string {
+	r.t.Helper()
+	var ps [][]byte
+	for _, p := range params {
+		ps = append(ps, []byte(p))
+	}
+	r.send(&pgproto3.Bind{PreparedStatement: name, Parameters: ps}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	msgs := r.expect("BindComplete", "DataRow", "CommandComplete", "ReadyForQuery")
+	return string(msgs[1].(*pgproto3.DataRow).Values[0])
+}
+
+// extended runs sql through Parse/Bind/Execute/Sync of the unnamed statement.
+func (r *rawConn) extended(sql string, want ...string) []pgproto3.BackendMessage {
+	r.t.Helper()
+	r.send(&pgproto3.Parse{Query: sql}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	return r.expect(want...)
+}
+
+// query runs a simple Query and checks the message types.
+func (r *rawConn) query(sql string, want ...string) []pgproto3.BackendMessage {
+	r.t.Helper()
+	r.send(&pgproto3.Query{String: sql})
+	return r.expect(want...)
+}
+
+// TestDeallocateAll: DEALLOCATE ALL, however it reaches the server, drops the statements of the
+// client and of the server connection, and pgtide's records follow: the client can prepare its
+// names again and later clients of the connection are not given statements that are gone.
+func TestDeallocateAll(t *testing.T) {
+	p := oneConn(t, nil)
+	for _, tc := range []struct {
+		name string
+		run  func(r *rawConn)
+	}{
+		{"simple", func(r *rawConn) { r.query("DEALLOCATE ALL", "CommandComplete", "ReadyForQuery") }},
+		{"extended", func(r *rawConn) { r.extended("DEALLOCATE ALL", "ParseComplete", "BindComplete", "CommandComplete", "ReadyForQuery") }},
+		{"in a multi-statement query", func(r *rawConn) {
+			r.query("SELECT 1; DEALLOCATE ALL", "RowDescription", "DataRow", "CommandComplete", "CommandComplete", "ReadyForQuery")
+		}},
+		{"in a transaction that rolls back", func(r *rawConn) {
+			// Deallocation is not transactional: the statements stay gone.
+			r.query("BEGIN; DEALLOCATE ALL; SELECT 1/0", "CommandComplete", "CommandComplete", "Error:22012", "ReadyForQuery")
+			r.query("ROLLBACK", "CommandComplete", "ReadyForQuery")
+		}},
+		{"DISCARD ALL extended", func(r *rawConn) {
+			r.extended("DISCARD ALL", "ParseComplete", "BindComplete", "CommandComplete", "ReadyForQuery")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := p.raw(t)
+			r.login("app", "appdb")
+			if got := r.prepExec("s1", "SELECT 'one'"); got != "one" {
+				t.Fatalf("s1: %q", got)
+			}
+			tc.run(r)
+			// The name is free again, as on PostgreSQL.
+			r.send(&pgproto3.Bind{PreparedStatement: "s1"}, &pgproto3.Execute{}, &pgproto3.Sync{})
+			r.expect("Error:26000", "ReadyForQuery")
+			if got := r.prepExec("s1", "SELECT 'again'"); got != "again" {
+				t.Fatalf("s1 re-prepared: %q", got)
+			}
+			// Another client preparing the first text on the same server connection.
+			o := p.raw(t)
+			o.login("app", "appdb")
+			for i := 0; i < 2; i++ {
+				if got := o.prepExec(fmt.Sprint("o", i), "SELECT 'one'"); got != "one" {
+					t.Fatalf("other client: %q", got)
+				}
+			}
+			if got := o.execStmt("o0"); got != "one" {
+				t.Fatalf("other client again: %q", got)
+			}
+		})
+	}
+}
+
+// TestSQLNamesProtocolStatements: SQL DEALLOCATE and EXECUTE name statements prepared through
+// the protocol, as on PostgreSQL, where both share one namespace — on the server connection that
+// prepared them and on another, and through both protocols.
+func TestSQLNamesProtocolStatements(t *testing.T) {
+	p := startProxy(t, func(c *config.Config) { c.Cluster.PoolSize = 2; c.Auth.Method = config.AuthTrust })
+	ctx := context.Background()
+	r := p.raw(t)
+	r.login("app", "appdb")
+
+	r.prepExec("drv_stmt_1", "SELECT 1 AS one")
+	r.query("DEALLOCATE drv_stmt_1", "CommandComplete", "ReadyForQuery")
+	if got := r.prepExec("drv_stmt_1", "SELECT 2 AS two"); got != "2" {
+		t.Fatalf("re-prepared: %q", got)
+	}
+	r.query("DEALLOCATE PREPARE drv_stmt_1", "CommandComplete", "ReadyForQuery")
+	r.send(&pgproto3.Describe{ObjectType: 'S', Name: "drv_stmt_1"}, &pgproto3.Sync{})
+	r.expect("Error:26000", "ReadyForQuery")
+
+	r.send(&pgproto3.Parse{Name: "drv_stmt_2", Query: "SELECT $1::int + 1 AS n"}, &pgproto3.Sync{})
+	r.expect("ParseComplete", "ReadyForQuery")
+	msgs := r.query("EXECUTE drv_stmt_2(4)", "RowDescription", "DataRow", "CommandComplete", "ReadyForQuery")
+	if got := string(msgs[1].(*pgproto3.DataRow).Values[0]); got != "5" {
+		t.Fatalf("EXECUTE: %q", got)
+	}
+	msgs = r.extended("EXECUTE drv_stmt_2(9)", "ParseComplete", "BindComplete", "DataRow", "CommandComplete", "ReadyForQuery")
+	if got := string(msgs[2].(*pgproto3.DataRow).Values[0]); got != "10" {
+		t.Fatalf("EXECUTE (extended): %q", got)
+	}
+
+	// On the other server connection, which has never seen the statement: the server
+	// connection the client prepared it on is busy with another client's transaction.
+	other := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
+	for i := 0; i < 2; i++ {
+		tx, err := other.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+		msgs = r.query(fmt.Sprintf("SELECT 0; EXECUTE drv_stmt_2(%d)", 10*i), "RowDescription", "DataRow", "CommandComplete",
+			"RowDescription", "DataRow", "CommandComplete", "ReadyForQuery")
+		if got := string(msgs[4].(*pgproto3.DataRow).Values[0]); got != fmt.Sprint(10*i+1) {
+			t.Fatalf("EXECUTE on another connection: %q", got)
+		}
+		tx.Rollback(ctx)
+	}
+
+	// In a failed transaction DEALLOCATE fails and the statement stays, as on PostgreSQL.
+	r.query("BEGIN; SELECT 1/0", "CommandComplete", "Error:22012", "ReadyForQuery")
+	r.query("DEALLOCATE drv_stmt_2", "Error:25P02", "ReadyForQuery")
+	r.query("ROLLBACK", "CommandComplete", "ReadyForQuery")
+	if got := r.execStmt("drv_stmt_2", "1"); got != "2" {
+		t.Fatalf("after a refused DEALLOCATE: %q", got)
+	}
+	// A DEALLOCATE skipped after an error in the same query leaves the statement too.
+	r.query("SELECT 1/0; DEALLOCATE drv_stmt_2", "Error:22012", "ReadyForQuery")
+	if got := r.execStmt("drv_stmt_2", "2"); got != "3" {
+		t.Fatalf("after a skipped DEALLOCATE: %q", got)
+	}
+	// Through the extended protocol, then the name is free.
+	r.extended("DEALLOCATE drv_stmt_2", "ParseComplete", "BindComplete", "CommandComplete", "ReadyForQuery")
+	if got := r.prepExec("drv_stmt_2", "SELECT 'free'"); got != "free" {
+		t.Fatalf("after DEALLOCATE (extended): %q", got)
+	}
+	// The server connections hold no statement pgtide does not know of: every later client's
+	// statements work on both.
+	for i := 0; i < 4; i++ {
+		c := p.connect(t, "app", "appdb", pgx.QueryExecModeCacheStatement)
+		var n int
+		if err := c.QueryRow(ctx, "SELECT $1::int + 1 AS n", i).Scan(&n); err != nil || n != i+1 {
+			t.Fatalf("later client %d: %v %d", i, err, n)
+		}
+	}
+}
+
+// TestUnnamedSurvivesPgtideStatements: the unnamed statement parsed in one round trip and bound
+// in the next works although pgtide ran its own statements on the server connection between
+// them: the settings of another client that used it meanwhile (through named statements only,
+// so nothing of that client's replaces the unnamed statement), or server_check_query.
+func TestUnnamedSurvivesPgtideStatements(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		check bool
+	}{{"settings of another client", false}, {"server_check_query", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := oneConn(t, func(c *config.Config) {
+				if tc.check {
+					c.Cluster.ServerCheckDelay.Duration = 0 // server_check_query before every lend
+				} else {
+					c.Cluster.ServerCheckQuery = ""
+				}
+			})
+			ctx := context.Background()
+			a := p.raw(t)
+			a.write(startupPacket(3<<16, "user", "app", "database", "appdb", "application_name", "app_a"))
+			a.untilReady()
+			var b *pgx.Conn
+			if !tc.check {
+				cfg, err := pgx.ParseConfig(p.connString("app", "appdb") + " application_name=app_b")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b, err = pgx.ConnectConfig(ctx, cfg); err != nil {
+					t.Fatal(err)
+				}
+				defer b.Close(ctx)
+			}
+			for i := 0; i < 3; i++ {
+				a.send(&pgproto3.Parse{Query: "SELECT $1::int * 2 AS v"}, &pgproto3.Describe{ObjectType: 'S'}, &pgproto3.Sync{})
+				a.expect("ParseComplete", "ParameterDescription", "RowDescription", "ReadyForQuery")
+				if b != nil {
+					var n int
+					if err := b.QueryRow(ctx, "SELECT $1::int", i).Scan(&n); err != nil {
+						t.Fatal(err)
+					}
+				}
+				a.send(&pgproto3.Bind{Parameters: [][]byte{[]byte("21")}}, &pgproto3.Execute{}, &pgproto3.Sync{})
+				msgs := a.expect("BindComplete", "DataRow", "CommandComplete", "ReadyForQuery")
+				if got := string(msgs[1].(*pgproto3.DataRow).Values[0]); got != "42" {
+					t.Fatalf("round %d: %q", i, got)
+				}
+			}
+		})
+	}
+}
+
+// TestSkippedMessagesLeaveNoTrace: messages the server skips after an error in their batch
+// change nothing, whatever pgtide sent in their place: a Close skipped leaves the statement, a
+// Close and a re-Parse of the same name skipped leave the old definition.
+func TestSkippedMessagesLeaveNoTrace(t *testing.T) {
+	p := oneConn(t, nil)
+	r := p.raw(t)
+	r.login("app", "appdb")
+	fail := []pgproto3.FrontendMessage{&pgproto3.Parse{Query: "SELECT 1/g FROM generate_series(0, 0) g"}, &pgproto3.Bind{}, &pgproto3.Execute{}}
+	r.prepExec("a", "SELECT 'old'")
+
+	r.send(append(fail, &pgproto3.Close{ObjectType: 'S', Name: "a"}, &pgproto3.Sync{})...)
+	r.expect("ParseComplete", "BindComplete", "Error:22012", "ReadyForQuery")
+	if got := r.execStmt("a"); got != "old" {
+		t.Fatalf("after a skipped Close: %q", got)
+	}
+	r.send(append(fail, &pgproto3.Close{ObjectType: 'S', Name: "a"}, &pgproto3.Parse{Name: "a", Query: "SELECT 'new'"},
+		&pgproto3.Sync{})...)
+	r.expect("ParseComplete", "BindComplete", "Error:22012", "ReadyForQuery")
+	if got := r.execStmt("a"); got != "old" {
+		t.Fatalf("after a skipped Close and Parse: %q", got)
+	}
+	// A Parse of a text the connection already has, skipped: the name stays undefined.
+	o := p.raw(t)
+	o.login("app", "appdb")
+	o.send(append(fail, &pgproto3.Parse{Name: "b", Query: "SELECT 'old'"}, &pgproto3.Sync{})...)
+	o.expect("ParseComplete", "BindComplete", "Error:22012", "ReadyForQuery")
+	o.send(&pgproto3.Describe{ObjectType: 'S', Name: "b"}, &pgproto3.Sync{})
+	o.expect("Error:26000", "ReadyForQuery")
+	// Both clients' statements still work, and a Close then a Parse of the name in one batch
+	// (what drivers send after invalidating a statement) replaces it.
+	r.send(&pgproto3.Close{ObjectType: 'S', Name: "a"}, &pgproto3.Parse{Name: "a", Query: "SELECT 'new'"},
+		&pgproto3.Bind{PreparedStatement: "a"}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	msgs := r.expect("CloseComplete", "ParseComplete", "BindComplete", "DataRow", "CommandComplete", "ReadyForQuery")
+	if got := string(msgs[3].(*pgproto3.DataRow).Values[0]); got != "new" {
+		t.Fatalf("replaced: %q", got)
+	}
+	if got := o.prepExec("b", "SELECT 'old'"); got != "old" {
+		t.Fatalf("other client: %q", got)
+	}
+}
+
+// TestSchemaChangesReachSharedStatements: a client's Parse sees the schema as it is now, even
+// when another client prepared the same text on the server connection before a change; a client
+// whose own statement went stale gets PostgreSQL's error once, then its re-prepared statement
+// works; clients with different search_path values never share a statement.
+func TestSchemaChangesReachSharedStatements(t *testing.T) {
+	p := oneConn(t, nil)
+	ctx := context.Background()
+	admin := direct(t, "appdb")
+	mustExec(t, admin, "DROP TABLE IF EXISTS fid_r04; CREATE TABLE fid_r04 (a int); INSERT INTO fid_r04 VALUES (1); GRANT ALL ON fid_r04 TO app")
+	describe := func(r *rawConn, name, sql string) *pgproto3.RowDescription {
+		t.Helper()
+		r.send(&pgproto3.Parse{Name: name, Query: sql}, &pgproto3.Describe{ObjectType: 'S', Name: name}, &pgproto3.Sync{})
+		msgs := r.expect("ParseComplete", "ParameterDescription", "RowDescription", "ReadyForQuery")
+		return msgs[2].(*pgproto3.RowDescription)
+	}
+
+	a := p.raw(t)
+	a.login("app", "appdb")
+	if rd := describe(a, "a_stmt", "SELECT * FROM fid_r04"); len(rd.Fields) != 1 {
+		t.Fatalf("before: %d columns", len(rd.Fields))
+	}
+	mustExec(t, admin, "ALTER TABLE fid_r04 ADD COLUMN b int DEFAULT 5")
+	b := p.raw(t)
+	b.login("app", "appdb")
+	if rd := describe(b, "b_stmt", "SELECT * FROM fid_r04"); len(rd.Fields) != 2 {
+		t.Fatalf("a new client's Parse after ADD COLUMN: %d columns", len(rd.Fields))
+	}
+	b.send(&pgproto3.Bind{PreparedStatement: "b_stmt"}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	b.expect("BindComplete", "DataRow", "CommandComplete", "ReadyForQuery")
+	a.send(&pgproto3.Close{ObjectType: 'S', Name: "a_stmt"}, &pgproto3.Sync{})
+	a.expect("CloseComplete", "ReadyForQuery")
+	if rd := describe(a, "a_stmt", "SELECT * FROM fid_r04"); len(rd.Fields) != 2 {
+		t.Fatalf("re-prepared after ADD COLUMN: %d columns", len(rd.Fields))
+	}
+
+	// One client's own statement goes stale: PostgreSQL's error, then the re-prepared one works
+	// (pgx's statement cache relies on this).
+	c := p.connect(t, "app", "appdb", pgx.QueryExecModeCacheStatement)
+	var x, y int
+	if err := c.QueryRow(ctx, "SELECT * FROM fid_r04 WHERE a = $1", 1).Scan(&x, &y); err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, admin, "ALTER TABLE fid_r04 DROP COLUMN b")
+	err := c.QueryRow(ctx, "SELECT * FROM fid_r04 WHERE a = $1", 1).Scan(&x)
+	if pgCode(err) != "0A000" {
+		t.Fatalf("stale statement: %v", err)
+	}
+	if err := c.QueryRow(ctx, "SELECT * FROM fid_r04 WHERE a = $1", 1).Scan(&x); err != nil {
+		t.Fatalf("after re-prepare: %v", err)
+	}
+
+	// A parameter's type follows a column's type change; a re-created type is found.
+	mustExec(t, admin, "DROP TABLE IF EXISTS fid_t; CREATE TABLE fid_t (v int); GRANT ALL ON fid_t TO app")
+	ptype := func(r *rawConn, name, sql string) uint32 {
+		t.Helper()
+		r.send(&pgproto3.Parse{Name: name, Query: sql}, &pgproto3.Describe{ObjectType: 'S', Name: name}, &pgproto3.Sync{})
+		msgs := r.expect("ParseComplete", "ParameterDescription", "NoData", "ReadyForQuery")
+		return msgs[1].(*pgproto3.ParameterDescription).ParameterOIDs[0]
+	}
+	if oid := ptype(a, "ins1", "INSERT INTO fid_t VALUES ($1)"); oid != 23 {
+		t.Fatalf("int column: parameter type %d", oid)
+	}
+	mustExec(t, admin, "ALTER TABLE fid_t ALTER v TYPE boolean USING v <> 0")
+	if oid := ptype(b, "ins2", "INSERT INTO fid_t VALUES ($1)"); oid != 16 {
+		t.Fatalf("after the column became boolean: parameter type %d", oid)
+	}
+	mustExec(t, admin, "DROP TYPE IF EXISTS fid_mood; CREATE TYPE fid_mood AS ENUM ('ok')")
+	a.prepExec("m1", "SELECT 'ok'::fid_mood::text")
+	mustExec(t, admin, "DROP TYPE fid_mood; CREATE TYPE fid_mood AS ENUM ('ok', 'meh')")
+	if got := b.prepExec("m2", "SELECT 'ok'::fid_mood::text"); got != "ok" {
+		t.Fatalf("re-created type: %q", got)
+	}
+
+	// search_path: the same text means another table.
+	for _, schema := range []string{"fid_a", "fid_b"} {
+		mustExec(t, admin, fmt.Sprintf("DROP SCHEMA IF EXISTS %[1]s CASCADE; CREATE SCHEMA %[1]s AUTHORIZATION app", schema))
+	}
+	mustExec(t, admin, "CREATE TABLE fid_a.t (one int); CREATE TABLE fid_b.t (one int, two int); GRANT ALL ON ALL TABLES IN SCHEMA fid_a, fid_b TO app")
+	a.query("SET search_path TO fid_a", "CommandComplete", "ReadyForQuery")
+	b.query("SET search_path TO fid_b", "CommandComplete", "ReadyForQuery")
+	for i := 0; i < 2; i++ {
+		if rd := describe(a, fmt.Sprint("sa", i), "SELECT * FROM t"); len(rd.Fields) != 1 {
+			t.Fatalf("search_path fid_a: %d columns", len(rd.Fields))
+		}
+		if rd := describe(b, fmt.Sprint("sb", i), "SELECT * FROM t"); len(rd.Fields) != 2 {
+			t.Fatalf("search_path fid_b: %d columns", len(rd.Fields))
+		}
+	}
+}
+
+// TestResetToStartupValues: RESET ALL, RESET name, SET name TO DEFAULT and DISCARD ALL return to
+// the values the client gave at startup (options=-c, application_name), as on PostgreSQL, in
+// both pool modes and through both protocols; the client is told its application_name before
+// the ReadyForQuery, and other clients of the same server connection keep their own values.
+func TestResetToStartupValues(t *testing.T) {
+	for _, mode := range []string{config.PoolModeTransaction, config.PoolModeSession} {
+		t.Run(mode, func(t *testing.T) {
+			p := oneConn(t, func(c *config.Config) { c.Proxy.PoolMode = mode })
+			ctx := context.Background()
+			r := p.raw(t)
+			r.write(startupPacket(3<<16, "user", "app", "database", "appdb", "application_name", "startup_app",
+				"options", "-c statement_timeout=150 -c search_path=fid_start"))
+			r.untilReady()
+			show := func(name string) string {
+				t.Helper()
+				msgs := r.query("SHOW "+name, "RowDescription", "DataRow", "CommandComplete", "ReadyForQuery")
+				return string(msgs[1].(*pgproto3.DataRow).Values[0])
+			}
+			check := func(when string) {
+				t.Helper()
+				if got := show("statement_timeout"); got != "150ms" {
+					t.Fatalf("%s: statement_timeout %s", when, got)
+				}
+				if got := show("search_path"); got != "fid_start" {
+					t.Fatalf("%s: search_path %s", when, got)
+				}
+				if got := show("application_name"); got != "startup_app" {
+					t.Fatalf("%s: application_name %s", when, got)
+				}
+				// The timeout is in force, not only shown.
+				r.query("SELECT pg_sleep(0.4)", "RowDescription", "Error:57014", "ReadyForQuery")
+			}
+			set := func() {
+				t.Helper()
+				r.query("SET application_name = 'changed'", "CommandComplete", "ParameterStatus", "ReadyForQuery")
+				r.query("SET search_path TO public", "CommandComplete", "ReadyForQuery")
+			}
+			otherClient := func() {
+				t.Helper()
+				c := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
+				var timeout, appName, path string
+				if err := c.QueryRow(ctx, "SELECT current_setting('statement_timeout'), current_setting('application_name'), current_setting('search_path')").
+					Scan(&timeout, &appName, &path); err != nil {
+					t.Fatal(err)
+				}
+				if timeout != "0" || appName == "startup_app" || path == "fid_start" {
+					t.Fatalf("another client sees statement_timeout %s, application_name %q, search_path %q", timeout, appName, path)
+				}
+				c.Close(ctx)
+			}
+			check("at start")
+			for _, reset := range []func(){
+				func() { r.query("RESET ALL", "CommandComplete", "ParameterStatus", "ParameterStatus", "ReadyForQuery") },
+				func() { r.query("DISCARD ALL", "CommandComplete", "ParameterStatus", "ParameterStatus", "ReadyForQuery") },
+				func() {
+					r.query("RESET statement_timeout", "CommandComplete", "ReadyForQuery")
+					r.query("SET search_path TO DEFAULT", "CommandComplete", "ReadyForQuery")
+					r.query("RESET application_name", "CommandComplete", "ParameterStatus", "ParameterStatus", "ReadyForQuery")
+				},
+			} {
+				set()
+				reset()
+				check("after a reset")
+			}
+			if mode == config.PoolModeTransaction {
+				otherClient() // between r's transactions, on the same server connection
+			}
+			// Through the extended protocol; and inside a transaction that rolls back, the
+			// reset is undone with its restore. (In transaction mode these pin the client:
+			// pgtide cannot know from the SQL alone whether they took effect.)
+			set()
+			r.extended("RESET ALL", "ParseComplete", "BindComplete", "CommandComplete", "ParameterStatus", "ParameterStatus", "ReadyForQuery")
+			check("after an extended-protocol reset")
+			r.query("BEGIN; SET LOCAL statement_timeout = 0; RESET ALL", "CommandComplete", "CommandComplete", "CommandComplete",
+				"ParameterStatus", "ParameterStatus", "ReadyForQuery")
+			r.query("ROLLBACK", "CommandComplete", "ReadyForQuery")
+			check("after a rolled-back reset")
+			r.c.Close()
+			otherClient() // the server connection r used, after r left
+		})
+	}
+}
