@@ -71,7 +71,9 @@ func TestDeallocateAll(t *testing.T) {
 		run  func(r *rawConn)
 	}{
 		{"simple", func(r *rawConn) { r.query("DEALLOCATE ALL", "CommandComplete", "ReadyForQuery") }},
-		{"extended", func(r *rawConn) { r.extended("DEALLOCATE ALL", "ParseComplete", "BindComplete", "CommandComplete", "ReadyForQuery") }},
+		{"extended", func(r *rawConn) {
+			r.extended("DEALLOCATE ALL", "ParseComplete", "BindComplete", "CommandComplete", "ReadyForQuery")
+		}},
 		{"in a multi-statement query", func(r *rawConn) {
 			r.query("SELECT 1; DEALLOCATE ALL", "RowDescription", "DataRow", "CommandComplete", "CommandComplete", "ReadyForQuery")
 		}},
@@ -423,7 +425,9 @@ func TestResetToStartupValues(t *testing.T) {
 			check("at start")
 			for _, reset := range []func(){
 				func() { r.query("RESET ALL", "CommandComplete", "ParameterStatus", "ParameterStatus", "ReadyForQuery") },
-				func() { r.query("DISCARD ALL", "CommandComplete", "ParameterStatus", "ParameterStatus", "ReadyForQuery") },
+				func() {
+					r.query("DISCARD ALL", "CommandComplete", "ParameterStatus", "ParameterStatus", "ReadyForQuery")
+				},
 				func() {
 					r.query("RESET statement_timeout", "CommandComplete", "ReadyForQuery")
 					r.query("SET search_path TO DEFAULT", "CommandComplete", "ReadyForQuery")
