@@ -2,6 +2,8 @@ package proxy_test
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -57,6 +59,48 @@ func BenchmarkRoundTrip(b *testing.B) {
 							b.Fatal(err)
 						}
 					}
+				})
+			}
+		})
+	}
+}
+
+// BenchmarkBatch measures one pipeline of n unnamed-statement queries (Parse, Bind, Describe,
+// Execute each) and a single Sync, as pgx's batches send them, through pgtide and directly. The
+// ns/query metric must not grow with n: pgtide's work per message is O(1) (a quadratic queue
+// once made a 100,000-query batch 23× slower than direct).
+func BenchmarkBatch(b *testing.B) {
+	if cluster == nil {
+		b.Skip("no test cluster")
+	}
+	for _, target := range []string{"direct", "pgtide"} {
+		b.Run(target, func(b *testing.B) {
+			var cs string
+			if target == "direct" {
+				cs = cluster.Primary().ConnString("app", "appdb") + " password='app secret'"
+			} else {
+				p := startProxyB(b, func(c *config.Config) { c.Cluster.PoolSize = 2 })
+				cs = p.connString("app", "appdb")
+			}
+			ctx := context.Background()
+			c, err := pgconn.Connect(ctx, cs)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close(ctx)
+			for _, n := range []int{1000, 10000, 100000} {
+				batch := &pgconn.Batch{}
+				for i := 0; i < n; i++ {
+					batch.ExecParams("SELECT $1::text", [][]byte{[]byte(strconv.Itoa(i))}, nil, nil, nil)
+				}
+				b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+					for i := 0; i < b.N; i++ {
+						res, err := c.ExecBatch(ctx, batch).ReadAll()
+						if err != nil || len(res) != n {
+							b.Fatalf("%d results, %v", len(res), err)
+						}
+					}
+					b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/query")
 				})
 			}
 		})
