@@ -456,3 +456,42 @@ func TestResetToStartupValues(t *testing.T) {
 		})
 	}
 }
+
+// TestSessionModeBackendPID: in session mode a client's BackendKeyData carries its own server
+// process's ID, so pg_backend_pid() agrees and a client may end its own backend; the next client of the same server connection gets that PID with
+// another secret, so the first client's key cancels nothing of it.
+func TestSessionModeBackendPID(t *testing.T) {
+	p := oneConn(t, func(c *config.Config) { c.Proxy.PoolMode = config.PoolModeSession })
+	ctx := context.Background()
+	a := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
+	var pid uint32
+	if err := a.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.PgConn().PID(); got != pid {
+		t.Fatalf("BackendKeyData PID %d, pg_backend_pid() %d", got, pid)
+	}
+	// (TestCancel checks that cancels reach the backend with this key.)
+	aKey := a.PgConn().SecretKey()
+	a.Close(ctx)
+
+	b := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
+	if b.PgConn().PID() != pid {
+		t.Fatalf("the next client of the same server connection got PID %d, not %d", b.PgConn().PID(), pid)
+	}
+	if string(b.PgConn().SecretKey()) == string(aKey) {
+		t.Fatal("the next client got the same secret")
+	}
+	// Ending its own backend ends the client's connection, as on PostgreSQL.
+	if _, err := b.Exec(ctx, "SELECT pg_terminate_backend(pg_backend_pid())"); err == nil {
+		if err := b.Ping(ctx); err == nil {
+			t.Fatal("the connection survived pg_terminate_backend of its own backend")
+		}
+	}
+	// The pool recovers: a new client gets a new backend.
+	c := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
+	var cpid uint32
+	if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&cpid); err != nil || cpid == pid || cpid != c.PgConn().PID() {
+		t.Fatalf("after terminate: pid %d (was %d, key %d): %v", cpid, pid, c.PgConn().PID(), err)
+	}
+}

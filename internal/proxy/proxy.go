@@ -7,9 +7,11 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"sync"
@@ -47,7 +49,7 @@ type Server struct {
 	cfgStamps [2]fileStamp
 
 	mu       sync.Mutex
-	sessions map[uint32]*session.Session // logged-in sessions by the PID pgtide gave them; guarded by mu
+	sessions map[cancelKey]*session.Session // sessions by the BackendKeyData pgtide gave them; guarded by mu
 	closing  bool                        // guarded by mu
 
 	conns sync.WaitGroup // one per client connection goroutine
@@ -126,7 +128,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		pools:      pool.NewManager(PoolSettings(cfg)),
 		logger:     logger,
 		listeners:  listeners,
-		sessions:   make(map[uint32]*session.Session),
+		sessions:   make(map[cancelKey]*session.Session),
 		dialServer: func(network, addr string) (net.Conn, error) { return net.DialTimeout(network, addr, 2*time.Second) },
 	}
 	s.cfg.Store(cfg)
@@ -143,7 +145,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	})
 	s.router = router.New(s.cluster, s.cfg.Load)
 	s.env = &session.Env{Pools: s.pools, Auth: auth.NewAuthenticator(), Config: s.cfg.Load, Logger: logger,
-		Pins: new(session.PinCounter), Router: s.router}
+		Pins: new(session.PinCounter), Router: s.router, KeyChanged: s.rekey}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	s.bg.Add(2)
@@ -335,33 +337,59 @@ func reject(conn net.Conn, code, msg string) {
 	conn.Write(e.Append(nil))
 }
 
+// cancelKey is a session's BackendKeyData. A session-mode client is given its server process's
+// ID, so PIDs alone may repeat (two nodes, or a pgtide PID equal to a server's): the pair does
+// not.
+type cancelKey struct{ pid, secret uint32 }
+
+func keyOf(sess *session.Session) cancelKey { return cancelKey{sess.PID, sess.Secret} }
+
 func (s *Server) register(sess *session.Session) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
 		return false
 	}
-	for s.sessions[sess.PID] != nil || sess.PID == 0 {
+	for s.sessions[keyOf(sess)] != nil || sess.PID == 0 {
 		sess.PID++
 		sess.PID &= 0x7fffffff
 	}
-	s.sessions[sess.PID] = sess
+	s.sessions[keyOf(sess)] = sess
 	return true
+}
+
+// rekey moves sess to its new PID (see session.Env.KeyChanged), changing its secret if another
+// session has that pair.
+func (s *Server) rekey(sess *session.Session, oldPID uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := (cancelKey{oldPID, sess.Secret}); s.sessions[old] == sess {
+		delete(s.sessions, old)
+	}
+	for s.sessions[keyOf(sess)] != nil {
+		sess.Secret = rand.Uint32()
+	}
+	s.sessions[keyOf(sess)] = sess
 }
 
 func (s *Server) unregister(sess *session.Session) {
 	s.mu.Lock()
-	delete(s.sessions, sess.PID)
+	if s.sessions[keyOf(sess)] == sess {
+		delete(s.sessions, keyOf(sess))
+	}
 	s.mu.Unlock()
 }
 
 // cancel forwards a CancelRequest to the session it names, if the secret matches.
 func (s *Server) cancel(st *wire.Startup) {
-	s.mu.Lock()
-	sess := s.sessions[st.PID]
-	s.mu.Unlock()
-	if sess == nil || len(st.Secret) != 4 || uint32(st.Secret[0])<<24|uint32(st.Secret[1])<<16|uint32(st.Secret[2])<<8|uint32(st.Secret[3]) != sess.Secret {
+	if len(st.Secret) != 4 {
 		return // as PostgreSQL: no answer either way
+	}
+	s.mu.Lock()
+	sess := s.sessions[cancelKey{st.PID, binary.BigEndian.Uint32(st.Secret)}]
+	s.mu.Unlock()
+	if sess == nil {
+		return
 	}
 	sess.Cancel(s.dialServer)
 }

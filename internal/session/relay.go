@@ -183,20 +183,7 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 			return nil, s.refuse(typ, err)
 		}
 		s.mu.Lock()
-		s.server = srv
-		s.node = node
-		s.pending, s.open = 0, false
-		s.reqSent, s.reqDone = 0, 0
-		s.expect.reset()
-		s.resetHiddenLocked()
-		s.reqs.reset()
-		s.copySeg, s.copySyncs, s.copyUnsure, s.copyIn = false, 0, false, 0
-		// Bring the server connection's settings in line with the client's, in a hidden
-		// request before the client's.
-		if preamble := s.paramSync(srv); len(preamble) > 0 {
-			s.hideLocked(s.reqSent, false)
-			writeQuery(srv, preamble) // buffered; flushed with the client's message
-		}
+		s.attachLocked(srv, node)
 	}
 	switch typ {
 	case 'Q', 'F':
@@ -229,6 +216,24 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 	}
 	s.mu.Unlock()
 	return srv, nil
+}
+
+// attachLocked makes srv (on node, counted by the router) the session's server connection, with
+// a fresh account of its requests, and brings its settings in line with the client's in a hidden
+// request that goes out with the client's first message. Requires mu.
+func (s *Session) attachLocked(srv *pool.Conn, node *cluster.Node) {
+	s.server = srv
+	s.node = node
+	s.pending, s.open = 0, false
+	s.reqSent, s.reqDone = 0, 0
+	s.expect.reset()
+	s.resetHiddenLocked()
+	s.reqs.reset()
+	s.copySeg, s.copySyncs, s.copyUnsure, s.copyIn = false, 0, false, 0
+	if preamble := s.paramSync(srv); len(preamble) > 0 {
+		s.hideLocked(s.reqSent, false)
+		writeQuery(srv, preamble) // buffered
+	}
 }
 
 var errShutdown = errors.New("session: shutting down")

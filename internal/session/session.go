@@ -39,6 +39,10 @@ type Env struct {
 	Pins *PinCounter
 	// Router picks the node for each transaction (or session, in session mode).
 	Router *router.Router
+	// KeyChanged, if set, is called when a session's PID changes during Login (session mode: the
+	// server's), before the client is sent its BackendKeyData; it may change the session's
+	// Secret to keep (PID, Secret) unique.
+	KeyChanged func(s *Session, oldPID uint32)
 }
 
 // Session is one client connection.
@@ -176,36 +180,19 @@ func (s *Session) Login(ctx context.Context) error {
 		s.fail(err)
 		return err
 	}
-	node, err := s.env.Router.Pick(ctx, s.endpoint)
+	var params map[string]string
+	var err error
+	if s.txMode {
+		params, err = s.loginShared(ctx, cfg)
+	} else {
+		params, err = s.loginOwn(ctx, cfg)
+	}
 	if err != nil {
-		err = fatal(err)
 		s.fail(err)
 		return err
 	}
-	s.key.Node = node.Addr()
-	params, ok := s.env.Pools.Params(s.key)
-	s.env.Router.Done(node)
-	if !ok {
-		// First client of this pool: log in to the server now, so an unknown database or a
-		// refused login is reported at connect time, as PostgreSQL would.
-		c, n, err := s.acquire(ctx, wire.SeverityFatal)
-		if err != nil {
-			s.fail(err)
-			return err
-		}
-		params = maps.Clone(c.Params)
-		s.env.Pools.Release(c, false)
-		s.env.Router.Done(n)
-	}
 	// The client sees the server's values, except those it asked for at startup, as PostgreSQL
-	// would report them; they are SET on each server connection the client gets. Settings that
-	// are not reported are tried once here so a bad one fails the login, as it would on a server.
-	if len(s.extra) > 0 {
-		if err := s.tryExtra(ctx, cfg); err != nil {
-			s.fail(err)
-			return err
-		}
-	}
+	// would report them; those are SET on each server connection the client gets.
 	s.mu.Lock()
 	for name, value := range params {
 		if _, ok := s.params[name]; !ok {
@@ -227,26 +214,107 @@ func (s *Session) Login(ctx context.Context) error {
 	}
 	msg = wire.AppendBackendKeyData(msg, s.PID, s.Secret)
 	msg = wire.AppendReadyForQuery(msg, 'I')
-	return s.send(msg)
-}
-
-// tryExtra SETs the client's startup settings on a server connection to check they are valid.
-func (s *Session) tryExtra(ctx context.Context, cfg *config.Config) error {
-	c, n, err := s.acquire(ctx, wire.SeverityFatal)
-	if err != nil {
+	if err := s.send(msg); err != nil {
+		s.dropServer()
 		return err
 	}
-	defer s.env.Router.Done(n)
-	sql := appendParamSync(nil, c, nil, s.extra)
-	err = c.Exec(string(sql), cfg.Cluster.ServerConnectTimeout.Duration)
+	return nil
+}
+
+// loginShared prepares a transaction-mode login: the client gets a server connection per
+// transaction later. It returns the server's parameters to report.
+func (s *Session) loginShared(ctx context.Context, cfg *config.Config) (map[string]string, error) {
+	node, err := s.env.Router.Pick(ctx, s.endpoint)
 	if err != nil {
-		c.MarkBroken() // its settings are now unknown
+		return nil, fatal(err)
+	}
+	s.key.Node = node.Addr()
+	params, ok := s.env.Pools.Params(s.key)
+	s.env.Router.Done(node)
+	if !ok {
+		// First client of this pool: log in to the server now, so an unknown database or a
+		// refused login is reported at connect time, as PostgreSQL would.
+		c, n, err := s.acquire(ctx, wire.SeverityFatal)
+		if err != nil {
+			return nil, err
+		}
+		params = maps.Clone(c.Params)
 		s.env.Pools.Release(c, false)
+		s.env.Router.Done(n)
+	}
+	// Settings that are not reported are tried once here so a bad one fails the login, as it
+	// would on a server.
+	if len(s.extra) > 0 {
+		c, n, err := s.acquire(ctx, wire.SeverityFatal)
+		if err != nil {
+			return nil, err
+		}
+		err = s.tryExtra(c, cfg)
+		s.env.Pools.Release(c, false)
+		s.env.Router.Done(n)
+		if err != nil {
+			return nil, err
+		}
+	}
+	return params, nil
+}
+
+// loginOwn prepares a session-mode login: the client's server connection is its own for its
+// whole life, so it is taken now, and the client is given that server process's ID in its
+// BackendKeyData, as a direct connection would be (pg_backend_pid() agrees, and a client may
+// pg_terminate_backend its own connection). The secret stays pgtide's: a CancelRequest still
+// goes through pgtide, which forwards it with the server's own key only while the client has a
+// request running.
+func (s *Session) loginOwn(ctx context.Context, cfg *config.Config) (map[string]string, error) {
+	c, n, err := s.acquire(ctx, wire.SeverityFatal)
+	if err != nil {
+		return nil, err
+	}
+	if len(s.extra) > 0 {
+		if err := s.tryExtra(c, cfg); err != nil {
+			s.env.Pools.Release(c, false)
+			s.env.Router.Done(n)
+			return nil, err
+		}
+	}
+	params, ok := s.env.Pools.Params(s.key)
+	if !ok {
+		params = maps.Clone(c.Params)
+	}
+	s.mu.Lock()
+	s.attachLocked(c, n)
+	s.mu.Unlock()
+	old := s.PID
+	s.PID = c.PID
+	if s.env.KeyChanged != nil {
+		s.env.KeyChanged(s, old)
+	}
+	return params, nil
+}
+
+// dropServer gives back a server connection taken at login when the login fails after all.
+func (s *Session) dropServer() {
+	s.mu.Lock()
+	c, n := s.server, s.node
+	s.server, s.node = nil, nil
+	s.mu.Unlock()
+	if c != nil {
+		c.MarkBroken() // a preamble may be buffered, unsent
+		s.env.Pools.Release(c, false)
+		s.env.Router.Done(n)
+	}
+}
+
+// tryExtra SETs the client's startup settings on c to check they are valid, as a server would at
+// login. c's settings then match the client's.
+func (s *Session) tryExtra(c *pool.Conn, cfg *config.Config) error {
+	sql := appendParamSync(nil, c, nil, s.extra)
+	if err := c.Exec(string(sql), cfg.Cluster.ServerConnectTimeout.Duration); err != nil {
+		c.MarkBroken() // its settings are now unknown
 		return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeInvalidParameterValue,
 			Message: "invalid startup parameter: " + err.Error()}
 	}
 	c.ReplaceExtra(s.extra)
-	s.env.Pools.Release(c, false)
 	return nil
 }
 
