@@ -50,7 +50,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[cancelKey]*session.Session // sessions by the BackendKeyData pgtide gave them; guarded by mu
-	closing  bool                        // guarded by mu
+	closing  bool                           // guarded by mu
 
 	conns sync.WaitGroup // one per client connection goroutine
 	bg    sync.WaitGroup // pool maintenance and cluster health checks
