@@ -249,7 +249,7 @@ func (s *Session) loginShared(ctx context.Context, cfg *config.Config) (map[stri
 		if err != nil {
 			return nil, err
 		}
-		err = s.tryExtra(c, cfg)
+		err = s.tryStartup(c, cfg, nil)
 		s.env.Pools.Release(c, false)
 		s.env.Router.Done(n)
 		if err != nil {
@@ -270,12 +270,12 @@ func (s *Session) loginOwn(ctx context.Context, cfg *config.Config) (map[string]
 	if err != nil {
 		return nil, err
 	}
-	if len(s.extra) > 0 {
-		if err := s.tryExtra(c, cfg); err != nil {
-			s.env.Pools.Release(c, false)
-			s.env.Router.Done(n)
-			return nil, err
-		}
+	// Settled now rather than in a preamble before the first request: until then the client
+	// has nothing outstanding (a shutdown ends it at once).
+	if err := s.tryStartup(c, cfg, s.params); err != nil {
+		s.env.Pools.Release(c, false)
+		s.env.Router.Done(n)
+		return nil, err
 	}
 	params, ok := s.env.Pools.Params(s.key)
 	if !ok {
@@ -305,10 +305,14 @@ func (s *Session) dropServer() {
 	}
 }
 
-// tryExtra SETs the client's startup settings on c to check they are valid, as a server would at
-// login. c's settings then match the client's.
-func (s *Session) tryExtra(c *pool.Conn, cfg *config.Config) error {
-	sql := appendParamSync(nil, c, nil, s.extra)
+// tryStartup SETs the client's startup settings on c, as a server would apply them at login, so
+// that a bad one fails the login: the unreported ones (extra), and the reported ones given when
+// c is to be the client's own. c's settings then match the client's.
+func (s *Session) tryStartup(c *pool.Conn, cfg *config.Config, reported map[string]string) error {
+	sql := appendParamSync(nil, c, reported, s.extra)
+	if len(sql) == 0 {
+		return nil
+	}
 	if err := c.Exec(string(sql), cfg.Cluster.ServerConnectTimeout.Duration); err != nil {
 		c.MarkBroken() // its settings are now unknown
 		return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeInvalidParameterValue,
