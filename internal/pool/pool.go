@@ -88,6 +88,7 @@ type pool struct {
 	// params are the ParameterStatus values of the first connection dialed, shown to clients at
 	// login without borrowing a connection.
 	params map[string]string
+	parked int // released connections waiting for their cancels to end (see BeginCancel)
 }
 
 // grant is handed to a waiter: a connection, or (conn == nil) a counted slot to dial into.
@@ -361,20 +362,39 @@ func (m *Manager) Release(c *Conn, reset bool) {
 		c.ClearExtra()
 	}
 	if c.broken {
+		// Closed, so never lent again: a cancel in flight for it cannot reach anyone else.
 		m.discard(c)
 		return
 	}
 	c.MarkAnswered() // the releaser read every answer; the reset query's too
 	var toClose *Conn
 	m.mu.Lock()
+	if c.cancels > 0 {
+		// A CancelRequest for this backend is on its way: lent now, the connection could run
+		// another client's query when it lands. It waits, still counted, for EndCancel.
+		c.parked = true
+		m.pools[c.key].parked++
+	} else {
+		toClose = m.putBackLocked(c, s)
+	}
+	m.mu.Unlock()
+	if toClose != nil {
+		toClose.close()
+	}
+}
+
+// putBackLocked gives a released connection to the longest waiter, or keeps it idle, or uncounts
+// it and returns it for the caller to close (past its lifetime, over a shrunken pool_size, from
+// an older node generation, after Close, or to make room for a starved pool). Requires mu.
+func (m *Manager) putBackLocked(c *Conn, s *Settings) (toClose *Conn) {
 	p := m.pools[c.key]
 	now := time.Now()
 	c.lastUsed = now
 	switch {
 	case m.closed || p.total > s.PoolSize || now.Sub(c.created) >= s.ServerLifetime || c.gen != p.node.gen:
 		m.forgetLocked(p, c)
-		toClose = c
 		m.grantSlotsLocked(p.node)
+		return c
 	case len(p.waiters) > 0:
 		w := p.waiters[0]
 		p.waiters = p.waiters[1:]
@@ -382,10 +402,36 @@ func (m *Manager) Release(c *Conn, reset bool) {
 	case p.node.total >= s.MaxServerConnections && m.starvedLocked(p.node, s) != nil:
 		// Another pool on this node waits for a slot this idle connection holds.
 		m.forgetLocked(p, c)
-		toClose = c
 		m.grantSlotsLocked(p.node)
+		return c
 	default:
 		p.idle = append(p.idle, c)
+	}
+	return nil
+}
+
+// BeginCancel records that a CancelRequest for c's backend is about to be sent. The caller must
+// hold c (lent to it, not yet released: the session decides this under its own lock, which
+// also orders it before its Release) and must call EndCancel once the request has been sent or
+// has failed. Until then a released c is parked: not lent to anyone, still counted toward
+// pool_size and max_server_connections. c.Key().Node, c.PID and c.Secret, which the request
+// needs, never change and may be read without a lock.
+func (m *Manager) BeginCancel(c *Conn) {
+	m.mu.Lock()
+	c.cancels++
+	m.mu.Unlock()
+}
+
+// EndCancel ends what BeginCancel began. When the last cancel in flight for a parked c ends, c
+// goes back to the pool as Release would have put it.
+func (m *Manager) EndCancel(c *Conn) {
+	var toClose *Conn
+	m.mu.Lock()
+	c.cancels--
+	if c.cancels == 0 && c.parked {
+		c.parked = false
+		m.pools[c.key].parked--
+		toClose = m.putBackLocked(c, m.settings.Load())
 	}
 	m.mu.Unlock()
 	if toClose != nil {
@@ -463,6 +509,7 @@ type Stats struct {
 	Total   int // open or being dialed
 	Idle    int
 	Waiting int
+	Parked  int // released while a cancel for them is in flight (see BeginCancel); in Total
 }
 
 // Stats returns a snapshot of every pool.
@@ -471,7 +518,7 @@ func (m *Manager) Stats() []Stats {
 	defer m.mu.Unlock()
 	out := make([]Stats, 0, len(m.pools))
 	for _, p := range m.pools {
-		out = append(out, Stats{Key: p.key, Total: p.total, Idle: len(p.idle), Waiting: len(p.waiters)})
+		out = append(out, Stats{Key: p.key, Total: p.total, Idle: len(p.idle), Waiting: len(p.waiters), Parked: p.parked})
 	}
 	return out
 }
