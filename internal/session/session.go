@@ -86,6 +86,12 @@ type Session struct {
 	relayRunning  bool   // a relay goroutine reads server; guarded by mu
 	relayPreamble bool   // the settings sent at attach are still to be answered; guarded by mu
 	interrupted   bool   // server has a read deadline set by interruptLocked; guarded by mu
+	// The client loop waits for a server connection under waitCtx; Cancel ends the wait with
+	// errClientCancel. Made once per session, and again only after a cancel used it up, so the
+	// common acquire allocates nothing. Guarded by mu.
+	waitCtx    context.Context
+	waitCancel context.CancelCauseFunc
+	waiting    bool // the client loop is getting a server connection under waitCtx
 
 	// Session settings the client expects, re-established on each server connection it gets.
 	// Guarded by mu (the relay follows ParameterStatus messages).
