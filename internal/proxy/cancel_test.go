@@ -31,64 +31,59 @@ func appStats(p *testProxy) pool.Stats {
 }
 
 // TestCancelWhileWaiting: a cancel for a request that waits for a server connection (the pool is
-// full) ends the wait at once with 57014, for the simple and the extended protocol, and the
-// client can go on.
+// full) ends the wait at once with 57014, in both pool modes and for the simple and the extended
+// protocol, and the client can go on; a cancel with the wrong secret ends nothing.
 func TestCancelWhileWaiting(t *testing.T) {
-	for _, proto := range []struct {
-		name string
-		mode pgx.QueryExecMode
-	}{{"simple", pgx.QueryExecModeSimpleProtocol}, {"extended", pgx.QueryExecModeExec}} {
-		t.Run(proto.name, func(t *testing.T) {
-			p := startProxy(t, func(c *config.Config) { c.Cluster.PoolSize = 1 })
-			ctx := context.Background()
-			holder := p.connect(t, "app", "appdb", proto.mode)
-			waiter := p.connect(t, "app", "appdb", proto.mode)
-			tx, err := holder.Begin(ctx) // holds the only server connection
-			if err != nil {
-				t.Fatal(err)
-			}
-			mustExec(t, tx.Conn(), "SELECT 1")
-			errc := make(chan error, 1)
-			go func() {
+	for _, mode := range bothModes {
+		for _, proto := range []struct {
+			name string
+			mode pgx.QueryExecMode
+		}{{"simple", pgx.QueryExecModeSimpleProtocol}, {"extended", pgx.QueryExecModeExec}} {
+			t.Run(mode+"/"+proto.name, func(t *testing.T) {
+				p := startProxy(t, func(c *config.Config) { c.Proxy.PoolMode = mode; c.Cluster.PoolSize = 1 })
+				ctx := context.Background()
+				holder := p.connect(t, "app", "appdb", proto.mode)
+				waiter := p.connect(t, "app", "appdb", proto.mode)
+				tx, err := holder.Begin(ctx) // holds the only server connection
+				if err != nil {
+					t.Fatal(err)
+				}
+				mustExec(t, tx.Conn(), "SELECT 1")
+				errc := make(chan error, 1)
+				go func() {
+					var x int
+					errc <- waiter.QueryRow(ctx, "SELECT $1::int", 7).Scan(&x)
+				}()
+				waitFor(t, 10*time.Second, "the request to wait for a server connection", func() bool { return appStats(p).Waiting == 1 })
+				// The proxy has handled a cancel with the wrong secret when sendCancel returns.
+				secret := slices.Clone(waiter.PgConn().SecretKey())
+				secret[0] ^= 0xff
+				sendCancel(t, p, waiter.PgConn().PID(), secret)
+				if s := appStats(p); s.Waiting != 1 {
+					t.Fatalf("a cancel with the wrong secret ended the wait: %+v", s)
+				}
+				if err := waiter.PgConn().CancelRequest(ctx); err != nil {
+					t.Fatal(err)
+				}
+				// Without the cancel the request would end at query_wait_timeout (10 s) with 53300.
+				if err := <-errc; pgCode(err) != "57014" {
+					t.Fatalf("cancelled while waiting: got %v, want SQLSTATE 57014", err)
+				}
+				if s := appStats(p); s.Waiting != 0 {
+					t.Fatalf("the cancelled request still waits: %+v", s)
+				}
+				if err := tx.Commit(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if mode == config.PoolModeSession {
+					holder.Close(ctx) // gives its server connection back
+				}
 				var x int
-				errc <- waiter.QueryRow(ctx, "SELECT $1::int", 7).Scan(&x)
-			}()
-			waitFor(t, 10*time.Second, "the request to wait for a server connection", func() bool { return appStats(p).Waiting == 1 })
-			if err := waiter.PgConn().CancelRequest(ctx); err != nil {
-				t.Fatal(err)
-			}
-			// Without the cancel the request would end at query_wait_timeout (10 s) with 53300.
-			if err := <-errc; pgCode(err) != "57014" {
-				t.Fatalf("cancelled while waiting: got %v, want SQLSTATE 57014", err)
-			}
-			if s := appStats(p); s.Waiting != 0 {
-				t.Fatalf("the cancelled request still waits: %+v", s)
-			}
-			if err := tx.Commit(ctx); err != nil {
-				t.Fatal(err)
-			}
-			var x int
-			if err := waiter.QueryRow(ctx, "SELECT $1::int", 8).Scan(&x); err != nil || x != 8 {
-				t.Fatalf("after the cancel: %d %v", x, err)
-			}
-			// A cancel with the wrong secret ends nothing.
-			tx, err = holder.Begin(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			mustExec(t, tx.Conn(), "SELECT 1")
-			later := execAsync(waiter, "SELECT 9")
-			waitFor(t, 10*time.Second, "the request to wait again", func() bool { return appStats(p).Waiting == 1 })
-			secret := slices.Clone(waiter.PgConn().SecretKey())
-			secret[0] ^= 0xff
-			sendCancel(t, p, waiter.PgConn().PID(), secret)
-			if err := tx.Commit(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := <-later; err != nil {
-				t.Fatalf("a cancel with the wrong secret ended the request: %v", err)
-			}
-		})
+				if err := waiter.QueryRow(ctx, "SELECT $1::int", 8).Scan(&x); err != nil || x != 8 {
+					t.Fatalf("after the cancel: %d %v", x, err)
+				}
+			})
+		}
 	}
 }
 
