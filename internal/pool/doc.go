@@ -3,7 +3,9 @@
 // that a connection storm cannot cross, because a slot is counted before the dial starts.
 //
 // A Conn is owned by exactly one party at a time: the pool while it is idle, the session that
-// acquired it until it calls Release. Clients that find their pool full wait in FIFO order, bounded
+// acquired it until it calls Release. A Conn released while a CancelRequest for its backend is
+// in flight (BeginCancel) is parked, lent to no one, until the last such cancel ends
+// (EndCancel), so that a cancel meant for one client cannot land on the next client's query. Clients that find their pool full wait in FIFO order, bounded
 // by the caller's context (query_wait_timeout); a released connection goes straight to the longest
 // waiter. Idle connections past server_idle_timeout or server_lifetime are closed by Run, which
 // also keeps min_idle connections open.

@@ -88,6 +88,7 @@ type pool struct {
 	// params are the ParameterStatus values of the first connection dialed, shown to clients at
 	// login without borrowing a connection.
 	params map[string]string
+	parked int // released connections waiting for their cancels to end (see BeginCancel)
 }
 
 // grant is handed to a waiter: a connection, or (conn == nil) a counted slot to dial into.
@@ -137,7 +138,7 @@ func (m *Manager) poolLocked(k Key) *pool {
 func (m *Manager) Acquire(ctx context.Context, k Key, wait time.Duration) (*Conn, error) {
 	start := time.Now() // one clock read for the whole fast path
 	for {
-		c, slot, w, err := m.tryAcquire(k, start)
+		c, slot, w, err := m.tryAcquire(k, start, true)
 		if err != nil {
 			return nil, err
 		}
@@ -163,8 +164,30 @@ func (m *Manager) Acquire(ctx context.Context, k Key, wait time.Duration) (*Conn
 	}
 }
 
-// tryAcquire takes an idle connection, or a slot to dial into, or queues a waiter.
-func (m *Manager) tryAcquire(k Key, now time.Time) (c *Conn, slot bool, w *waiter, err error) {
+// ErrWouldWait is returned by TryAcquire when no connection is free and none may be opened.
+var ErrWouldWait = errors.New("pool: no server connection free")
+
+// TryAcquire is Acquire without waiting for another client's connection: it returns an idle
+// connection, or dials one if the limits allow (within ctx), or fails with ErrWouldWait.
+func (m *Manager) TryAcquire(ctx context.Context, k Key) (*Conn, error) {
+	start := time.Now()
+	for {
+		c, slot, _, err := m.tryAcquire(k, start, false)
+		switch {
+		case err != nil:
+			return nil, err
+		case slot:
+			return m.dialSlot(ctx, k)
+		case c == nil:
+			return nil, ErrWouldWait
+		case m.check(c, start):
+			return c, nil
+		}
+	}
+}
+
+// tryAcquire takes an idle connection, or a slot to dial into, or (if queue) queues a waiter.
+func (m *Manager) tryAcquire(k Key, now time.Time, queue bool) (c *Conn, slot bool, w *waiter, err error) {
 	s := m.settings.Load()
 	var toClose []*Conn
 	m.mu.Lock()
@@ -197,6 +220,9 @@ func (m *Manager) tryAcquire(k Key, now time.Time) (c *Conn, slot bool, w *waite
 				return nil, true, nil, nil
 			}
 		}
+	}
+	if !queue {
+		return nil, false, nil, nil
 	}
 	w = &waiter{ch: make(chan grant, 1), since: now}
 	p.waiters = append(p.waiters, w)
@@ -360,20 +386,39 @@ func (m *Manager) Release(c *Conn, reset bool) {
 		c.ForgetSession()
 	}
 	if c.broken {
+		// Closed, so never lent again: a cancel in flight for it cannot reach anyone else.
 		m.discard(c)
 		return
 	}
 	c.MarkAnswered() // the releaser read every answer; the reset query's too
 	var toClose *Conn
 	m.mu.Lock()
+	if c.cancels > 0 {
+		// A CancelRequest for this backend is on its way: lent now, the connection could run
+		// another client's query when it lands. It waits, still counted, for EndCancel.
+		c.parked = true
+		m.pools[c.key].parked++
+	} else {
+		toClose = m.putBackLocked(c, s)
+	}
+	m.mu.Unlock()
+	if toClose != nil {
+		toClose.close()
+	}
+}
+
+// putBackLocked gives a released connection to the longest waiter, or keeps it idle, or uncounts
+// it and returns it for the caller to close (past its lifetime, over a shrunken pool_size, from
+// an older node generation, after Close, or to make room for a starved pool). Requires mu.
+func (m *Manager) putBackLocked(c *Conn, s *Settings) (toClose *Conn) {
 	p := m.pools[c.key]
 	now := time.Now()
 	c.lastUsed = now
 	switch {
 	case m.closed || p.total > s.PoolSize || now.Sub(c.created) >= s.ServerLifetime || c.gen != p.node.gen:
 		m.forgetLocked(p, c)
-		toClose = c
 		m.grantSlotsLocked(p.node)
+		return c
 	case len(p.waiters) > 0:
 		w := p.waiters[0]
 		p.waiters = p.waiters[1:]
@@ -381,10 +426,36 @@ func (m *Manager) Release(c *Conn, reset bool) {
 	case p.node.total >= s.MaxServerConnections && m.starvedLocked(p.node, s) != nil:
 		// Another pool on this node waits for a slot this idle connection holds.
 		m.forgetLocked(p, c)
-		toClose = c
 		m.grantSlotsLocked(p.node)
+		return c
 	default:
 		p.idle = append(p.idle, c)
+	}
+	return nil
+}
+
+// BeginCancel records that a CancelRequest for c's backend is about to be sent. The caller must
+// hold c (lent to it, not yet released: the session decides this under its own lock, which
+// also orders it before its Release) and must call EndCancel once the request has been sent or
+// has failed. Until then a released c is parked: not lent to anyone, still counted toward
+// pool_size and max_server_connections. c.Key().Node, c.PID and c.Secret, which the request
+// needs, never change and may be read without a lock.
+func (m *Manager) BeginCancel(c *Conn) {
+	m.mu.Lock()
+	c.cancels++
+	m.mu.Unlock()
+}
+
+// EndCancel ends what BeginCancel began. When the last cancel in flight for a parked c ends, c
+// goes back to the pool as Release would have put it.
+func (m *Manager) EndCancel(c *Conn) {
+	var toClose *Conn
+	m.mu.Lock()
+	c.cancels--
+	if c.cancels == 0 && c.parked {
+		c.parked = false
+		m.pools[c.key].parked--
+		toClose = m.putBackLocked(c, m.settings.Load())
 	}
 	m.mu.Unlock()
 	if toClose != nil {
@@ -462,6 +533,7 @@ type Stats struct {
 	Total   int // open or being dialed
 	Idle    int
 	Waiting int
+	Parked  int // released while a cancel for them is in flight (see BeginCancel); in Total
 }
 
 // Stats returns a snapshot of every pool.
@@ -470,7 +542,7 @@ func (m *Manager) Stats() []Stats {
 	defer m.mu.Unlock()
 	out := make([]Stats, 0, len(m.pools))
 	for _, p := range m.pools {
-		out = append(out, Stats{Key: p.key, Total: p.total, Idle: len(p.idle), Waiting: len(p.waiters)})
+		out = append(out, Stats{Key: p.key, Total: p.total, Idle: len(p.idle), Waiting: len(p.waiters), Parked: p.parked})
 	}
 	return out
 }

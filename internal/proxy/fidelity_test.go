@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -457,8 +458,10 @@ func TestResetToStartupValues(t *testing.T) {
 	}
 }
 
-// TestSessionModeBackendPID: in session mode a client's BackendKeyData carries its own server
-// process's ID, so pg_backend_pid() agrees and a client may end its own backend; the next client of the same server connection gets that PID with
+// TestSessionModeBackendPID: in session mode a client that finds a server connection free at
+// login gets that server process's ID in its BackendKeyData, so pg_backend_pid() agrees and a
+// client may end its own backend; one that finds none logs in all the same, with pgtide's own ID,
+// and waits at its first request; the next client of the same server connection gets that PID with
 // another secret, so the first client's key cancels nothing of it.
 func TestSessionModeBackendPID(t *testing.T) {
 	p := oneConn(t, func(c *config.Config) { c.Proxy.PoolMode = config.PoolModeSession })
@@ -474,8 +477,19 @@ func TestSessionModeBackendPID(t *testing.T) {
 	// (TestCancel checks that cancels reach the backend with this key.)
 	aKey := a.PgConn().SecretKey()
 	a.Close(ctx)
+	waitFor(t, 10*time.Second, "a's server connection to go back to the pool", func() bool {
+		st := p.Pools().Stats()
+		return len(st) == 1 && st[0].Idle == 1
+	})
 
 	b := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
+	// With b holding the only server connection, another client still logs in.
+	w := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
+	if w.PgConn().PID() == pid {
+		t.Fatal("a client that found no server connection free got a server's PID")
+	}
+	wait := make(chan error, 1)
+	go func() { _, err := w.Exec(ctx, "SELECT 1"); wait <- err }()
 	if b.PgConn().PID() != pid {
 		t.Fatalf("the next client of the same server connection got PID %d, not %d", b.PgConn().PID(), pid)
 	}
@@ -488,6 +502,15 @@ func TestSessionModeBackendPID(t *testing.T) {
 			t.Fatal("the connection survived pg_terminate_backend of its own backend")
 		}
 	}
+	// The waiting client gets a new backend when b's is gone.
+	if err := <-wait; err != nil {
+		t.Fatalf("the client that waited: %v", err)
+	}
+	w.Close(ctx)
+	waitFor(t, 10*time.Second, "w's server connection to go back to the pool", func() bool {
+		st := p.Pools().Stats()
+		return len(st) == 1 && st[0].Idle == 1
+	})
 	// The pool recovers: a new client gets a new backend.
 	c := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
 	var cpid uint32

@@ -25,5 +25,6 @@
 // Ownership: Session.mu guards the attachment (server, pending, open, txStatus, closing,
 // relayRunning). Only the server's one reader (the client loop inline, or the relay) sets server
 // to nil, and whoever does gives that connection back to the pool. The client writer belongs to
-// whoever holds wmu.
+// whoever holds wmu. Cancel reads the attachment under mu but sends nothing under it: the pool
+// keeps a connection with a cancel in flight from the next client (pool.Manager.BeginCancel).
 package session

@@ -15,10 +15,16 @@ import (
 // Serve runs the client loop until the client leaves or the session is ended. It returns after
 // the server connection, if any, has been given back.
 func (s *Session) Serve(ctx context.Context) {
+	s.mu.Lock()
+	s.waitCtx, s.waitCancel = context.WithCancelCause(ctx)
+	s.mu.Unlock()
 	err := s.clientLoop(ctx)
 	if err != nil && !isNetErr(err) {
 		s.logger.Debug("client session ended", "err", err)
 	}
+	s.mu.Lock()
+	s.waitCancel(nil)
+	s.mu.Unlock()
 	s.detach()
 	s.relays.Wait()
 	s.conn.Close()
@@ -176,13 +182,32 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 		return nil, s.r.Skip()
 	}
 	if srv == nil {
+		s.waiting = true
+		wctx := s.waitCtx
 		s.mu.Unlock()
-		var err error
 		var node *cluster.Node
-		if srv, node, err = s.acquire(ctx, wire.SeverityError); err != nil {
+		var err error
+		srv, node, err = s.acquire(wctx, wire.SeverityError)
+		s.mu.Lock()
+		s.waiting = false
+		if context.Cause(wctx) == errClientCancel {
+			// The client cancelled the request while it waited (see Cancel). It has not
+			// reached a server, even if a connection came at the last moment: end it as
+			// PostgreSQL ends a cancelled statement.
+			s.waitCtx, s.waitCancel = context.WithCancelCause(ctx)
+			s.mu.Unlock()
+			if err == nil {
+				s.env.Pools.Release(srv, false)
+				s.env.Router.Done(node)
+			}
+			s.logger.Debug("request cancelled by the client while waiting for a server connection")
+			return nil, s.refuse(typ, errCanceled)
+		}
+		if err != nil {
+			s.mu.Unlock()
+			s.logger.Warn("request refused: no server connection", "err", err.(*wire.Error).Message)
 			return nil, s.refuse(typ, err)
 		}
-		s.mu.Lock()
 		s.attachLocked(srv, node)
 	}
 	switch typ {
@@ -238,6 +263,14 @@ func (s *Session) attachLocked(srv *pool.Conn, node *cluster.Node) {
 
 var errShutdown = errors.New("session: shutting down")
 
+// errClientCancel ends a wait for a server connection: the client sent a CancelRequest.
+var errClientCancel = errors.New("session: cancelled by the client")
+
+// errCanceled is what the client sees for a request cancelled before it reached a server, as
+// PostgreSQL words it.
+var errCanceled = &wire.Error{Severity: wire.SeverityError, Code: wire.CodeQueryCanceled,
+	Message: "canceling statement due to user request"}
+
 // acquire gets a server connection on the node the router picks for the client's endpoint. If
 // the node cannot be reached (a failover may be under way) it waits for the topology to change
 // and asks the router again, within failover_timeout: a client between transactions sees no
@@ -268,7 +301,7 @@ func (s *Session) acquire(ctx context.Context, severity string) (*pool.Conn, *cl
 		if deadline.IsZero() {
 			deadline = time.Now().Add(cfg.Cluster.FailoverTimeout.Duration)
 		}
-		if !retryable(err) || time.Now().After(deadline) {
+		if !retryable(err) || ctx.Err() != nil || time.Now().After(deadline) {
 			return nil, nil, serverError(err, severity, key)
 		}
 		s.env.Router.Suspect(node)
@@ -277,12 +310,12 @@ func (s *Session) acquire(ctx context.Context, severity string) (*pool.Conn, *cl
 	}
 }
 
-// refuse answers a request that could not get a server connection, as PostgreSQL answers a failed
-// request: ErrorResponse, then ReadyForQuery once the request is over (at Sync for the extended
-// protocol). It returns an error only when the session must end.
+// refuse answers a request that could not get a server connection, or was cancelled while it
+// waited for one, as PostgreSQL answers a failed request: ErrorResponse, then ReadyForQuery once
+// the request is over (at Sync for the extended protocol). It returns an error only when the
+// session must end.
 func (s *Session) refuse(typ byte, err error) error {
 	we := err.(*wire.Error)
-	s.logger.Warn("request refused: no server connection", "err", we.Message)
 	if err := s.r.Skip(); err != nil {
 		return err
 	}
@@ -563,26 +596,43 @@ func (s *Session) Kill() {
 	s.conn.Close()
 }
 
-// Cancel forwards a CancelRequest to the server running this client's request. It does nothing
-// when the client has nothing running, so a late cancel cannot hit another client's query.
-// The session lock is held while the request is sent, so the server cannot be handed to
-// another client in between.
+// Cancel forwards a CancelRequest to the server running this client's request, or ends the
+// request's wait for a server connection. It does nothing when the client has nothing running.
+//
+// No lock is held while the request goes out, so a slow server delays no answer. What the lock
+// used to guarantee, that the cancel cannot hit another client's query on the same server
+// connection, the pool keeps: the connection is marked under mu, while this session still holds
+// it, and if it is released before the cancel has been delivered the pool lends it to no one
+// until then (pool.Manager.BeginCancel).
 func (s *Session) Cancel(dial func(network, addr string) (net.Conn, error)) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	srv := s.server
-	if srv == nil || (s.pending == 0 && !s.open) {
+	if s.waiting {
+		s.waitCancel(errClientCancel)
+		s.mu.Unlock()
 		return
 	}
+	srv := s.server
+	if srv == nil || (s.pending == 0 && !s.open) {
+		s.mu.Unlock()
+		return
+	}
+	s.env.Pools.BeginCancel(srv)
+	s.mu.Unlock()
+	defer s.env.Pools.EndCancel(srv)
 	c, err := dial("tcp", srv.Key().Node)
 	if err != nil {
 		s.logger.Warn("could not forward cancel request", "server", srv.Key().Node, "err", err)
 		return
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Second))
+	c.SetDeadline(time.Now().Add(cancelTimeout))
 	c.Write(wire.AppendCancelRequest(nil, srv.PID, srv.Secret))
-	// The server closes the connection once it has read the request.
+	// The server closes the connection once it has read the request: only then has it been
+	// delivered, and may the connection be lent again.
 	var b [1]byte
 	c.Read(b[:])
 }
+
+// cancelTimeout bounds sending a CancelRequest and waiting for the server to close it, once the
+// connection is open: the server connection is lent to no one meanwhile.
+const cancelTimeout = 2 * time.Second

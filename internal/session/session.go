@@ -94,6 +94,12 @@ type Session struct {
 	// (see hidden.go). hidden is guarded by mu; hiddenN mirrors its length for the reader.
 	hidden  []hiddenReq
 	hiddenN atomic.Int32
+	// The client loop waits for a server connection under waitCtx; Cancel ends the wait with
+	// errClientCancel. Made once per session, and again only after a cancel used it up, so the
+	// common acquire allocates nothing. Guarded by mu.
+	waitCtx    context.Context
+	waitCancel context.CancelCauseFunc
+	waiting    bool // the client loop is getting a server connection under waitCtx
 
 	// Session settings the client expects, re-established on each server connection it gets.
 	// Guarded by mu (the relay follows ParameterStatus messages).
@@ -260,16 +266,27 @@ func (s *Session) loginShared(ctx context.Context, cfg *config.Config) (map[stri
 }
 
 // loginOwn prepares a session-mode login: the client's server connection is its own for its
-// whole life, so it is taken now, and the client is given that server process's ID in its
-// BackendKeyData, as a direct connection would be (pg_backend_pid() agrees, and a client may
-// pg_terminate_backend its own connection). The secret stays pgtide's: a CancelRequest still
+// whole life, so if one is free it is taken now, and the client is given that server process's
+// ID in its BackendKeyData, as a direct connection would be (pg_backend_pid() agrees, and a client
+// may pg_terminate_backend its own connection). Logins never wait for another client's server
+// connection: with none free the client is admitted as before and waits at its first request. The secret stays pgtide's: a CancelRequest still
 // goes through pgtide, which forwards it with the server's own key only while the client has a
 // request running.
 func (s *Session) loginOwn(ctx context.Context, cfg *config.Config) (map[string]string, error) {
-	c, n, err := s.acquire(ctx, wire.SeverityFatal)
+	n, err := s.env.Router.Pick(ctx, s.endpoint)
 	if err != nil {
-		return nil, err
+		return nil, fatal(err)
 	}
+	key := s.key
+	key.Node = n.Addr()
+	c, err := s.env.Pools.TryAcquire(ctx, key)
+	if err != nil {
+		// None free now (or a failure loginShared reports as it should): the client logs in
+		// without one, with pgtide's own process ID, and waits for one at its first request.
+		s.env.Router.Done(n)
+		return s.loginShared(ctx, cfg)
+	}
+	s.key = key
 	// Settled now rather than in a preamble before the first request: until then the client
 	// has nothing outstanding (a shutdown ends it at once).
 	if err := s.tryStartup(c, cfg, s.params); err != nil {

@@ -1,0 +1,241 @@
+package pool
+
+import (
+	"context"
+	"encoding/binary"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"pgtide/internal/wire"
+)
+
+// fakeServer accepts connections on a local port and logs each one in (trust), then reads and
+// drops whatever it is sent until the connection closes: enough of a server for the pool.
+func fakeServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for pid := uint32(1); ; pid++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				var n [4]byte
+				if _, err := io.ReadFull(c, n[:]); err != nil {
+					return
+				}
+				if _, err := io.CopyN(io.Discard, c, int64(binary.BigEndian.Uint32(n[:])-4)); err != nil {
+					return
+				}
+				msg := wire.AppendMessage(nil, 'R', []byte{0, 0, 0, 0})
+				msg = wire.AppendBackendKeyData(msg, pid, 42)
+				msg = wire.AppendReadyForQuery(msg, 'I')
+				if _, err := c.Write(msg); err != nil {
+					return
+				}
+				io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// newTestManager returns a Manager with pool_size 1 over a fake server, closed when the test ends.
+func newTestManager(t *testing.T) (*Manager, Key) {
+	addr := fakeServer(t) // its cleanup waits for the connections m.Close ends: register it first
+	m := NewManager(Settings{
+		PoolSize:             1,
+		MaxServerConnections: 10,
+		ServerLifetime:       time.Hour,
+		ServerIdleTimeout:    time.Hour,
+		ServerConnectTimeout: 5 * time.Second,
+		MaxMessageSize:       1 << 20,
+	})
+	m.Password = func(string) string { return "" }
+	t.Cleanup(m.Close)
+	return m, Key{Node: addr, Database: "db", User: "u"}
+}
+
+func stats(m *Manager, k Key) Stats {
+	for _, s := range m.Stats() {
+		if s.Key == k {
+			return s
+		}
+	}
+	return Stats{Key: k}
+}
+
+func wantStats(t *testing.T, m *Manager, k Key, when string, total, idle, parked int) {
+	t.Helper()
+	if s := stats(m, k); s.Total != total || s.Idle != idle || s.Parked != parked {
+		t.Fatalf("%s: total %d, idle %d, parked %d; want %d, %d, %d", when, s.Total, s.Idle, s.Parked, total, idle, parked)
+	}
+}
+
+// TestCancelParks: a connection released while cancels for its backend are in flight is lent to
+// no one, and still counts toward pool_size, until the last of them ends; then it goes where
+// Release would have put it.
+func TestCancelParks(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		// run gets an acquired connection with one cancel begun and takes it from there.
+		run func(t *testing.T, m *Manager, k Key, c *Conn)
+	}{
+		{"released then ended: idle", func(t *testing.T, m *Manager, k Key, c *Conn) {
+			m.Release(c, false)
+			wantStats(t, m, k, "parked", 1, 0, 1)
+			m.EndCancel(c)
+			wantStats(t, m, k, "cancel ended", 1, 1, 0)
+		}},
+		{"ended then released: idle", func(t *testing.T, m *Manager, k Key, c *Conn) {
+			m.EndCancel(c)
+			m.Release(c, false)
+			wantStats(t, m, k, "released", 1, 1, 0)
+		}},
+		{"two cancels: parked until both end", func(t *testing.T, m *Manager, k Key, c *Conn) {
+			m.BeginCancel(c)
+			m.Release(c, false)
+			m.EndCancel(c)
+			wantStats(t, m, k, "one cancel left", 1, 0, 1)
+			m.EndCancel(c)
+			wantStats(t, m, k, "both ended", 1, 1, 0)
+		}},
+		{"a waiter gets it when the cancel ends", func(t *testing.T, m *Manager, k Key, c *Conn) {
+			m.Release(c, false)
+			got := make(chan *Conn, 1)
+			go func() {
+				c, err := m.Acquire(ctx, k, time.Minute)
+				if err != nil {
+					t.Error(err)
+				}
+				got <- c
+			}()
+			waitStats(t, m, k, "the second Acquire to wait", func(s Stats) bool { return s.Waiting == 1 })
+			wantStats(t, m, k, "parked with a waiter", 1, 0, 1) // pool_size 1: no second dial
+			m.EndCancel(c)
+			if c2 := <-got; c2 != c {
+				t.Fatalf("the waiter got %p, want the parked connection %p", c2, c)
+			}
+			wantStats(t, m, k, "lent to the waiter", 1, 0, 0)
+			m.Release(c, false)
+		}},
+		{"Close while parked: closed when the cancel ends", func(t *testing.T, m *Manager, k Key, c *Conn) {
+			m.Release(c, false)
+			m.Close()
+			wantStats(t, m, k, "closed, still parked", 1, 0, 1)
+			m.EndCancel(c)
+			wantStats(t, m, k, "cancel ended", 0, 0, 0)
+		}},
+		{"CloseNode while parked: closed when the cancel ends", func(t *testing.T, m *Manager, k Key, c *Conn) {
+			m.Release(c, false)
+			m.CloseNode(k.Node)
+			wantStats(t, m, k, "node closed, still parked", 1, 0, 1)
+			m.EndCancel(c)
+			wantStats(t, m, k, "cancel ended", 0, 0, 0)
+		}},
+		{"broken: closed at once", func(t *testing.T, m *Manager, k Key, c *Conn) {
+			c.MarkBroken()
+			m.Release(c, false)
+			wantStats(t, m, k, "broken released", 0, 0, 0)
+			m.EndCancel(c)
+			wantStats(t, m, k, "cancel ended", 0, 0, 0)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, k := newTestManager(t)
+			c, err := m.Acquire(ctx, k, time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.BeginCancel(c)
+			tt.run(t, m, k, c)
+		})
+	}
+}
+
+// TestCancelParkedCountsOnNode: a parked connection holds its node's max_server_connections slot,
+// so another pool on the node waits for it rather than opening one more.
+func TestCancelParkedCountsOnNode(t *testing.T) {
+	ctx := context.Background()
+	m, k := newTestManager(t)
+	s := m.Settings()
+	s.MaxServerConnections = 1
+	m.SetSettings(s)
+	c, err := m.Acquire(ctx, k, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.BeginCancel(c)
+	m.Release(c, false)
+	other := k
+	other.User = "v"
+	got := make(chan error, 1)
+	go func() {
+		c, err := m.Acquire(ctx, other, time.Minute)
+		if err == nil {
+			m.Release(c, false)
+		}
+		got <- err
+	}()
+	waitStats(t, m, other, "the other pool to wait", func(s Stats) bool { return s.Waiting == 1 })
+	if n := m.NodeTotal(k.Node); n != 1 {
+		t.Fatalf("node total %d with one parked connection, want 1", n)
+	}
+	// The cancel ends: the idle connection gives way to the starved pool.
+	m.EndCancel(c)
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	wantStats(t, m, k, "after giving way", 0, 0, 0)
+}
+
+// TestAcquireIdleAllocs: taking an idle connection and giving it back allocates nothing.
+func TestAcquireIdleAllocs(t *testing.T) {
+	ctx := context.Background()
+	m, k := newTestManager(t)
+	c, err := m.Acquire(ctx, k, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Release(c, false)
+	if n := testing.AllocsPerRun(100, func() {
+		c, err := m.Acquire(ctx, k, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Release(c, false)
+	}); n != 0 {
+		t.Fatalf("Acquire and Release of an idle connection: %v allocations, want 0", n)
+	}
+}
+
+// waitStats polls k's stats until ok, failing the test after a generous deadline.
+func waitStats(t *testing.T, m *Manager, k Key, what string, ok func(Stats) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok(stats(m, k)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s: %+v", what, stats(m, k))
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
