@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"pgtide/internal/config"
@@ -517,4 +518,22 @@ func TestSessionModeBackendPID(t *testing.T) {
 	if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&cpid); err != nil || cpid == pid || cpid != c.PgConn().PID() {
 		t.Fatalf("after terminate: pid %d (was %d, key %d): %v", cpid, pid, c.PgConn().PID(), err)
 	}
+	c.Close(ctx)
+	waitFor(t, 10*time.Second, "c's server connection to go back to the pool", func() bool {
+		st := p.Pools().Stats()
+		return len(st) == 1 && st[0].Idle == 1
+	})
+	// A backend ended from elsewhere while its client is idle, before its first request: the
+	// client's connection ends at once, as a direct one would (pgx's CheckConn sees it).
+	d, err := pgconn.Connect(ctx, p.connString("app", "appdb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close(ctx)
+	if _, err := direct(t, "appdb").Exec(ctx, "SELECT pg_terminate_backend($1)", d.PID()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the client of a terminated backend to be disconnected", func() bool {
+		return d.CheckConn() != nil
+	})
 }

@@ -17,6 +17,12 @@ import (
 func (s *Session) Serve(ctx context.Context) {
 	s.mu.Lock()
 	s.waitCtx, s.waitCancel = context.WithCancelCause(ctx)
+	if s.server != nil && !s.relayRunning {
+		// A session-mode client's own server connection, taken at login: read from now on, so
+		// that a server ending the session (pg_terminate_backend, a shutdown) ends the client's
+		// at once, as a direct connection would, even before its first request.
+		s.startRelayLocked()
+	}
 	s.mu.Unlock()
 	err := s.clientLoop(ctx)
 	if err != nil && !isNetErr(err) {
