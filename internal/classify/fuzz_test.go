@@ -39,6 +39,7 @@ func FuzzAnalyzeSession(f *testing.F) {
 	f.Add([]byte("EXPLAIN (ANALYZE, FORMAT json) CREATE TEMP TABLE t AS SELECT 1"))
 	f.Add([]byte("LISTEN c; DECLARE c CURSOR WITH HOLD FOR SELECT 1; LOAD 'x'"))
 	f.Add([]byte(`DISCARD ALL; DEALLOCATE PREPARE "Q""1"; DEALLOCATE ALL; COMMIT`))
+	f.Add([]byte(`EXECUTE s(1); EXPLAIN ANALYZE EXECUTE "T"; RESET work_mem; SET a.b TO DEFAULT; RESET ALL`))
 	// Lexing corners: escapes, continuation, dollar tags, nested comments, Unicode escapes.
 	f.Add([]byte("SELECT E'a'\n'\\'; SET ROLE x; '"))
 	f.Add([]byte("SELECT $a$ $ba$a$; SELECT $1$$"))
@@ -95,6 +96,14 @@ func checkSession(t *testing.T, sql []byte, s *Session) {
 	if len(s.Deallocate) > maxIdentLen {
 		t.Fatalf("Deallocate %q longer than %d bytes", s.Deallocate, maxIdentLen)
 	}
+	for _, r := range s.Refs {
+		if r.Start < 0 || r.End < r.Start || r.End > len(sql) || len(r.Name) > maxIdentLen {
+			t.Fatalf("Ref %+v out of range", r)
+		}
+	}
+	if len(s.Refs) > maxRefs || len(s.Resets) > maxResets {
+		t.Fatalf("%d refs, %d resets", len(s.Refs), len(s.Resets))
+	}
 	sp := s.SearchPath
 	if sp.Reset && !sp.Set || sp.Reset && sp.Value != nil || sp.Set && !sp.Reset && len(sp.Value) == 0 ||
 		!sp.Set && sp.Value != nil || !within(sp.Value, sql) {
@@ -106,7 +115,8 @@ func checkSession(t *testing.T, sql []byte, s *Session) {
 	if s.Statements < 0 || s.Statements > len(sql) {
 		t.Fatalf("Statements = %d for %d bytes", s.Statements, len(sql))
 	}
-	found := s.Pin != None || s.SearchPath.Set || s.DiscardAll || s.DeallocateAll || s.Deallocate != nil
+	found := s.Pin != None || s.SearchPath.Set || s.DiscardAll || s.DeallocateAll || s.Deallocate != nil ||
+		len(s.Refs) > 0 || s.RefsOverflow || s.ResetAll || len(s.Resets) > 0 || s.ResetsOverflow
 	if found && !MaySetSessionState(sql) {
 		t.Fatalf("MaySetSessionState(%q) = false, but the analysis found %+v", sql, resultOf(s))
 	}

@@ -615,7 +615,10 @@ func (a *analyzer) statement() {
 		var buf [64]byte
 		name, next, ok := a.gucName(1, buf[:])
 		if !ok || next != st.n {
-			return // not a RESET the server accepts
+			if st.n > maxPrefix {
+				a.reset(nil) // a name longer than the tokens kept: some parameter
+			}
+			return // else not a RESET the server accepts
 		}
 		a.reset(name)
 		if classifyParam(name) == paramSearchPath {

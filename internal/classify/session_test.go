@@ -499,3 +499,66 @@ func TestAnalyzeSessionAdversarial(t *testing.T) {
 		})
 	}
 }
+
+// TestAnalyzeSessionRefsAndResets: statements that name prepared statements (with where the name
+// is, so it can be replaced) and parameters returned to their defaults.
+func TestAnalyzeSessionRefsAndResets(t *testing.T) {
+	type ref struct {
+		dealloc bool
+		name    string // "" for a name that cannot be read
+		at      string // the text at Start:End
+	}
+	for _, tc := range []struct {
+		sql      string
+		refs     []ref
+		overflow bool
+		resetAll bool
+		resets   []string
+		resetOvf bool
+	}{
+		{sql: "SELECT 1"},
+		{sql: "DEALLOCATE drv_1", refs: []ref{{true, "drv_1", "drv_1"}}},
+		{sql: `deallocate prepare "Q""1"`, refs: []ref{{true, `Q"1`, `"Q""1"`}}},
+		{sql: "DEALLOCATE ALL"},
+		{sql: "EXECUTE s1(1, 'a')", refs: []ref{{false, "s1", "s1"}}},
+		{sql: "execute S1", refs: []ref{{false, "s1", "S1"}}},
+		{sql: "EXPLAIN (ANALYZE) EXECUTE q(2)", refs: []ref{{false, "q", "q"}}},
+		{sql: "SELECT 0; EXECUTE a(1); DEALLOCATE b", refs: []ref{{false, "a", "a"}, {true, "b", "b"}}},
+		{sql: "DEALLOCATE"}, // a syntax error: the server deallocates nothing
+		{sql: "SELECT 'EXECUTE x'"},
+		{sql: strings.Repeat("EXECUTE a; ", 9), refs: []ref{{false, "a", "a"}, {false, "a", "a"}, {false, "a", "a"},
+			{false, "a", "a"}, {false, "a", "a"}, {false, "a", "a"}, {false, "a", "a"}, {false, "a", "a"}}, overflow: true},
+		{sql: "RESET ALL", resetAll: true},
+		{sql: "DISCARD ALL", resetAll: true},
+		{sql: "RESET Statement_Timeout", resets: []string{"statement_timeout"}},
+		{sql: "SET work_mem TO DEFAULT; SET SESSION application_name = default", resets: []string{"work_mem", "application_name"}},
+		{sql: "SET search_path TO DEFAULT", resets: []string{"search_path"}},
+		{sql: "SET LOCAL work_mem TO DEFAULT"},
+		{sql: "SET work_mem TO 'default'"},
+		{sql: "RESET a; RESET b; RESET c; RESET d; RESET e", resets: []string{"a", "b", "c", "d"}, resetOvf: true},
+		{sql: "RESET " + strings.Repeat("x", 70), resets: []string{strings.Repeat("x", 63)}}, // truncated as the server does
+		{sql: "RESET a" + strings.Repeat(".b", 40), resetOvf: true},
+	} {
+		var s Session
+		sql := []byte(tc.sql)
+		AnalyzeSession(sql, &s)
+		var got []ref
+		for _, r := range s.Refs {
+			got = append(got, ref{r.Deallocate, string(r.Name), string(sql[r.Start:r.End])})
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.refs) || s.RefsOverflow != tc.overflow {
+			t.Errorf("%q: refs %v overflow %v, want %v %v", tc.sql, got, s.RefsOverflow, tc.refs, tc.overflow)
+		}
+		var resets []string
+		for _, r := range s.Resets {
+			resets = append(resets, string(r))
+		}
+		if s.ResetAll != tc.resetAll || fmt.Sprint(resets) != fmt.Sprint(tc.resets) || s.ResetsOverflow != tc.resetOvf {
+			t.Errorf("%q: ResetAll %v resets %v overflow %v, want %v %v %v", tc.sql, s.ResetAll, resets, s.ResetsOverflow,
+				tc.resetAll, tc.resets, tc.resetOvf)
+		}
+		if (len(s.Refs) > 0 || s.ResetAll || len(s.Resets) > 0 || s.ResetsOverflow) && !MaySetSessionState(sql) {
+			t.Errorf("%q: MaySetSessionState is false", tc.sql)
+		}
+	}
+}
