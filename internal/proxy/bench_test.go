@@ -11,6 +11,23 @@ import (
 	"pgtide/internal/config"
 )
 
+// benchConn connects as app to appdb directly ("direct") or through a transaction-mode pgtide
+// with two server connections ("pgtide"), for the benchmark's lifetime.
+func benchConn(b *testing.B, target string) *pgconn.PgConn {
+	cs := cluster.Primary().ConnString("app", "appdb") + " password='app secret'"
+	if target == "pgtide" {
+		p := startProxyB(b, func(c *config.Config) { c.Cluster.PoolSize = 2 })
+		cs = p.connString("app", "appdb")
+	}
+	ctx := context.Background()
+	c, err := pgconn.Connect(ctx, cs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close(ctx) })
+	return c
+}
+
 // BenchmarkRoundTrip measures one simple-protocol transaction (SELECT 1) through pgtide in
 // transaction mode, and directly against PostgreSQL for comparison. allocs/op counts the whole
 // process (client, proxy and all), so pgtide's own allocations per transaction are the difference
@@ -21,19 +38,8 @@ func BenchmarkRoundTrip(b *testing.B) {
 	}
 	for _, target := range []string{"direct", "pgtide"} {
 		b.Run(target, func(b *testing.B) {
-			var cs string
-			if target == "direct" {
-				cs = cluster.Primary().ConnString("app", "appdb") + " password='app secret'"
-			} else {
-				p := startProxyB(b, func(c *config.Config) { c.Cluster.PoolSize = 2 })
-				cs = p.connString("app", "appdb")
-			}
 			ctx := context.Background()
-			c, err := pgconn.Connect(ctx, cs)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer c.Close(ctx)
+			c := benchConn(b, target)
 			if _, err := c.Prepare(ctx, "bench_stmt", "SELECT 1", nil); err != nil {
 				b.Fatal(err)
 			}
@@ -75,19 +81,8 @@ func BenchmarkBatch(b *testing.B) {
 	}
 	for _, target := range []string{"direct", "pgtide"} {
 		b.Run(target, func(b *testing.B) {
-			var cs string
-			if target == "direct" {
-				cs = cluster.Primary().ConnString("app", "appdb") + " password='app secret'"
-			} else {
-				p := startProxyB(b, func(c *config.Config) { c.Cluster.PoolSize = 2 })
-				cs = p.connString("app", "appdb")
-			}
 			ctx := context.Background()
-			c, err := pgconn.Connect(ctx, cs)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer c.Close(ctx)
+			c := benchConn(b, target)
 			for _, n := range []int{1000, 10000, 100000} {
 				batch := &pgconn.Batch{}
 				for i := 0; i < n; i++ {
