@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"pgtide/internal/config"
+	"pgtide/internal/proxy"
 )
 
 // rawConn is a client that speaks bytes, for input no driver would send.
@@ -297,5 +299,33 @@ func TestServerDown(t *testing.T) {
 	}
 	if n := p.Pools().NodeTotal(addr); n != 0 {
 		t.Fatalf("%d server connection slots still counted after failed dials", n)
+	}
+}
+
+// TestLoginTimeoutWhileDialing: a client whose client_login_timeout passes while pgtide dials its
+// first server connection gets a FATAL 08001, and pgtide stops dialing for it then. The deadline
+// is the client's, not the node's: it once counted as a node that did not answer, so the login
+// went on trying at once, again and again, until failover_timeout, marking every node suspect on
+// the way (on a loaded machine: >100,000 tries in a minute, logins failing with no message).
+func TestLoginTimeoutWhileDialing(t *testing.T) {
+	var dials atomic.Int64
+	p := startProxyPrepared(t, func(c *config.Config) {
+		c.Auth.Method = config.AuthTrust
+		c.Proxy.ClientLoginTimeout.Duration = 500 * time.Millisecond
+		c.Cluster.ServerConnectTimeout.Duration = time.Minute
+		c.Cluster.QueryWaitTimeout.Duration = time.Minute
+		c.Cluster.FailoverTimeout.Duration = time.Minute
+	}, func(s *proxy.Server) {
+		s.Pools().DialFunc = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			dials.Add(1)
+			<-ctx.Done() // a server that does not answer before the login deadline
+			return nil, ctx.Err()
+		}
+	})
+	r := p.raw(t)
+	r.write(startupPacket(3<<16, "user", "app", "database", "appdb"))
+	r.expectError("08001", true)
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("%d dials for one login whose deadline passed during the first", n)
 	}
 }
