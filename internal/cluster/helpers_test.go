@@ -74,7 +74,7 @@ func startPG(t *testing.T, replicas int) *pgcluster.Cluster {
 func checkNoLeaks(t *testing.T) {
 	before := runtime.NumGoroutine()
 	t.Cleanup(func() {
-		if err := noMoreGoroutines(before, 5*time.Second); err != nil {
+		if err := noMoreGoroutines(before, 30*time.Second); err != nil {
 			buf := make([]byte, 1<<20)
 			t.Errorf("goroutine leak: %v\n%s", err, buf[:runtime.Stack(buf, true)])
 		}
@@ -158,7 +158,7 @@ func runCluster(t *testing.T, cfg Config) *testCluster {
 
 func (tc *testCluster) waitChecked(t *testing.T) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	if err := tc.WaitChecked(ctx); err != nil {
 		t.Fatal(err)

@@ -201,7 +201,7 @@ var _ io.Writer = testWriter{}
 func checkGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
 	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
+		deadline := time.Now().Add(30 * time.Second)
 		for {
 			n := runtime.NumGoroutine()
 			if n <= before {
