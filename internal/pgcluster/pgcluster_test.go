@@ -272,7 +272,7 @@ func startCluster(t *testing.T, opts Options) *Cluster {
 func checkNoLeaks(t *testing.T) {
 	before := runtime.NumGoroutine()
 	t.Cleanup(func() {
-		err := eventually(5*time.Second, func() error {
+		err := eventually(30*time.Second, func() error {
 			if n := runtime.NumGoroutine(); n > before {
 				return fmt.Errorf("%d goroutines, %d before the test", n, before)
 			}

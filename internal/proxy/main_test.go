@@ -85,11 +85,18 @@ type testProxy struct {
 // loads it the way `pgtide run` does and serves it until the test ends.
 func startProxy(t *testing.T, mutate func(*config.Config)) *testProxy {
 	t.Helper()
+	return startProxyPrepared(t, mutate, nil)
+}
+
+// startProxyPrepared is startProxy with prepare run on the server before it serves clients, to
+// replace what tests inject (the pool's dialer).
+func startProxyPrepared(t *testing.T, mutate func(*config.Config), prepare func(*proxy.Server)) *testProxy {
+	t.Helper()
 	if cluster == nil {
 		t.Skip("no test cluster (-short)")
 	}
 	checkGoroutines(t)
-	return startProxyTB(t, mutate)
+	return startProxyTB(t, mutate, prepare)
 }
 
 // startProxyB is startProxy for benchmarks (no goroutine check, quiet logs).
@@ -99,10 +106,10 @@ func startProxyB(b *testing.B, mutate func(*config.Config)) *testProxy {
 		if mutate != nil {
 			mutate(c)
 		}
-	})
+	}, nil)
 }
 
-func startProxyTB(t testing.TB, mutate func(*config.Config)) *testProxy {
+func startProxyTB(t testing.TB, mutate func(*config.Config), prepare func(*proxy.Server)) *testProxy {
 	t.Helper()
 	cfg := config.Defaults()
 	cfg.Proxy.Listen = "127.0.0.1:0"
@@ -130,6 +137,9 @@ func startProxyTB(t testing.TB, mutate func(*config.Config)) *testProxy {
 	srv, err := proxy.New(loaded, logger)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(srv)
 	}
 	p := &testProxy{Server: srv, t: t, cfgPath: path, done: make(chan error, 1)}
 	go func() { p.done <- srv.Serve() }()
@@ -191,7 +201,7 @@ var _ io.Writer = testWriter{}
 func checkGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
 	t.Cleanup(func() {
-		deadline := time.Now().Add(10 * time.Second)
+		deadline := time.Now().Add(30 * time.Second)
 		for {
 			n := runtime.NumGoroutine()
 			if n <= before {

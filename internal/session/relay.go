@@ -307,6 +307,8 @@ func (s *Session) acquire(ctx context.Context, severity string) (*pool.Conn, *cl
 		if deadline.IsZero() {
 			deadline = time.Now().Add(cfg.Cluster.FailoverTimeout.Duration)
 		}
+		// ctx done: the client cancelled, or the caller's own deadline (client_login_timeout)
+		// passed, which says nothing about the node, and every further try would fail at once.
 		if !retryable(err) || ctx.Err() != nil || time.Now().After(deadline) {
 			return nil, nil, serverError(err, severity, key)
 		}
