@@ -374,8 +374,8 @@ func TestSchemaChangesReachSharedStatements(t *testing.T) {
 	}
 }
 
-// TestResetToStartupValues: RESET ALL, RESET name, SET name TO DEFAULT and DISCARD ALL return to
-// the values the client gave at startup (options=-c, application_name), as on PostgreSQL, in
+// TestResetToStartupValues: startup values apply as on PostgreSQL (a search_path list is a list),
+// and RESET ALL, RESET name, SET name TO DEFAULT and DISCARD ALL return to them, in
 // both pool modes and through both protocols; the client is told its application_name before
 // the ReadyForQuery, and other clients of the same server connection keep their own values.
 func TestResetToStartupValues(t *testing.T) {
@@ -385,7 +385,7 @@ func TestResetToStartupValues(t *testing.T) {
 			ctx := context.Background()
 			r := p.raw(t)
 			r.write(startupPacket(3<<16, "user", "app", "database", "appdb", "application_name", "startup_app",
-				"options", "-c statement_timeout=150 -c search_path=fid_start"))
+				"options", "-c statement_timeout=150 -c search_path=fid_start,public"))
 			r.untilReady()
 			show := func(name string) string {
 				t.Helper()
@@ -397,8 +397,13 @@ func TestResetToStartupValues(t *testing.T) {
 				if got := show("statement_timeout"); got != "150ms" {
 					t.Fatalf("%s: statement_timeout %s", when, got)
 				}
-				if got := show("search_path"); got != "fid_start" {
+				if got := show("search_path"); got != "fid_start,public" {
 					t.Fatalf("%s: search_path %s", when, got)
+				}
+				// A list, as the server reads a startup value: fid_start does not exist, public does.
+				msgs := r.query("SELECT array_to_string(current_schemas(false), ',')", "RowDescription", "DataRow", "CommandComplete", "ReadyForQuery")
+				if got := string(msgs[1].(*pgproto3.DataRow).Values[0]); got != "public" {
+					t.Fatalf("%s: current_schemas %q", when, got)
 				}
 				if got := show("application_name"); got != "startup_app" {
 					t.Fatalf("%s: application_name %s", when, got)
@@ -419,7 +424,7 @@ func TestResetToStartupValues(t *testing.T) {
 					Scan(&timeout, &appName, &path); err != nil {
 					t.Fatal(err)
 				}
-				if timeout != "0" || appName == "startup_app" || path == "fid_start" {
+				if timeout != "0" || appName == "startup_app" || path == "fid_start,public" {
 					t.Fatalf("another client sees statement_timeout %s, application_name %q, search_path %q", timeout, appName, path)
 				}
 				c.Close(ctx)

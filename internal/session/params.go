@@ -32,8 +32,8 @@ func canonicalReported(name string) string {
 var fixedStartupParams = map[string]bool{"user": true, "database": true, "replication": true, "options": true}
 
 // startupParams splits a client's startup parameters into reported ones (the values it wants,
-// by canonical name) and others, which pgtide SETs on the server connection (by lower-case name,
-// as SQL literal text). "options" is read for -c name=value settings, as PostgreSQL does.
+// by canonical name) and others, which pgtide sets on the server connection (by lower-case name,
+// as startupValue). "options" is read for -c name=value settings, as PostgreSQL does.
 func startupParams(st *wire.Startup) (reported, extra map[string]string) {
 	reported = make(map[string]string)
 	extra = make(map[string]string)
@@ -41,7 +41,7 @@ func startupParams(st *wire.Startup) (reported, extra map[string]string) {
 		if c := canonicalReported(name); c != "" {
 			reported[c] = value
 		} else {
-			extra[strings.ToLower(name)] = quoteLiteral(value)
+			extra[strings.ToLower(name)] = startupValue(value)
 		}
 	}
 	for _, p := range st.Params {

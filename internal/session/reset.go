@@ -109,8 +109,25 @@ func resetsName(a *classify.Session, name string) bool {
 	return false
 }
 
-// appendSet appends "SET name TO value;" (value is SQL text).
+// A setting's value in Session.extra (and pool.Conn.Extra) is SQL text, as the client wrote it in
+// SET name TO <value>, or a startupValue: the raw string from the startup packet, which must be
+// applied as the server applies startup values, by set_config: a list such as search_path
+// 's1,public' is then two schemas, where SET search_path TO 's1,public' would be one schema
+// named "s1,public".
+const startupMark = "\x01" // no SQL value text starts with it
+
+// startupValue returns the Session.extra form of raw, a value from the startup packet.
+func startupValue(raw string) string { return startupMark + raw }
+
+// appendSet appends the statement that sets name to value (see startupMark), ending in ';'.
 func appendSet(dst []byte, name, value string) []byte {
+	if raw, ok := strings.CutPrefix(value, startupMark); ok {
+		dst = append(dst, "SELECT pg_catalog.set_config("...)
+		dst = append(dst, quoteLiteral(name)...)
+		dst = append(dst, ", "...)
+		dst = append(dst, quoteLiteral(raw)...)
+		return append(dst, ", false);"...)
+	}
 	dst = append(dst, "SET "...)
 	dst = append(dst, quoteIdent(name)...)
 	dst = append(dst, " TO "...)
