@@ -39,11 +39,10 @@ type Session struct {
 	// name lower-cased, a quoted one without its quotes (and with "" undoubled and Unicode
 	// escapes decoded), truncated to 63 bytes as the server does.
 	Deallocate []byte
-	// Refs lists, in text order, the statements that act on a prepared statement by name:
-	// DEALLOCATE [PREPARE] name, EXECUTE name [(...)] and EXPLAIN [options] EXECUTE name. Name
-	// is decoded as Deallocate is (nil when it cannot be read); Start and End locate the name
-	// token in the text, so that a caller can replace it. At most maxRefs are kept;
-	// RefsOverflow reports that there were more.
+	// Refs lists, in text order, the statements that act on prepared statements by name
+	// (see RefKind). Name is decoded as Deallocate is (nil when it cannot be read, or for
+	// RefDeallocateAll); Start and End locate the name token in the text, so that a caller can
+	// replace it. At most maxRefs are kept; RefsOverflow reports that there were more.
 	Refs         []StmtRef
 	RefsOverflow bool
 	// ResetAll: RESET ALL or DISCARD ALL returns every parameter to its session default.
@@ -67,12 +66,22 @@ type Session struct {
 	resetNames [maxResets][64]byte
 }
 
-// StmtRef is a statement that names a prepared statement (see Session.Refs).
+// StmtRef is a statement that acts on prepared statements by name (see Session.Refs).
 type StmtRef struct {
-	Deallocate bool   // DEALLOCATE name; false: EXECUTE name
+	Kind       RefKind
 	Name       []byte // nil when the name cannot be read
 	Start, End int    // the name token in the text
 }
+
+// RefKind says what a StmtRef's statement does.
+type RefKind uint8
+
+const (
+	RefExecute       RefKind = iota // EXECUTE name, EXPLAIN ... EXECUTE name, CREATE TABLE ... AS EXECUTE name
+	RefDeallocate                   // DEALLOCATE [PREPARE] name
+	RefDeallocateAll                // DEALLOCATE [PREPARE] ALL, DISCARD ALL: every name
+	RefPrepare                      // PREPARE name ...: defines name
+)
 
 const (
 	maxRefs   = 8
@@ -135,6 +144,8 @@ type stmtState struct {
 	nb         int
 	prevInsert bool // the previous token was INSERT or MERGE (their INTO makes no table)
 
+	afterAs    bool // CREATE: the previous token was AS
+	execNext   bool // CREATE: AS EXECUTE seen; the next token names the statement
 	pending    uint8 // a name seen that acts if the next token is '('
 	pendingPos int
 	pgTemp     bool // "pg_temp." appeared
@@ -225,6 +236,17 @@ func (a *analyzer) token(t *token) {
 		}
 	} else {
 		st.afterBegin = false
+	}
+	if st.depth == 0 && idx > 0 && a.kw(0, "create") {
+		// CREATE TABLE ... AS EXECUTE name: wherever AS EXECUTE comes after the column list.
+		word := t.kind == tkIdent
+		if st.execNext {
+			a.refToken(RefExecute, t)
+			st.execNext = false
+		} else if st.afterAs && word && eqFold(a.src[t.start:t.end], "execute") {
+			st.execNext = true
+		}
+		st.afterAs = word && eqFold(a.src[t.start:t.end], "as")
 	}
 	if a.s.Pin == None {
 		a.hunt(t)
@@ -630,6 +652,9 @@ func (a *analyzer) statement() {
 			return
 		}
 		a.pin(Prepare)
+		if t := a.tok(1); t != nil {
+			a.refToken(RefPrepare, t)
+		}
 	case "deallocate":
 		i := 1
 		if a.kw(1, "prepare") && st.n > 2 {
@@ -640,6 +665,7 @@ func (a *analyzer) statement() {
 		}
 		if a.kw(i, "all") {
 			s.DeallocateAll = true
+			a.refToken(RefDeallocateAll, nil)
 			return
 		}
 		if t := a.tok(i); t != nil && isIdentKind(t.kind) {
@@ -649,13 +675,16 @@ func (a *analyzer) statement() {
 				s.Deallocate = w.bytes()
 			}
 		}
-		a.ref(true, i)
+		a.refToken(RefDeallocate, a.tok(i))
 	case "execute":
-		a.ref(false, 1)
+		if t := a.tok(1); t != nil {
+			a.refToken(RefExecute, t)
+		}
 	case "discard":
 		if a.kw(1, "all") && st.n == 2 {
 			s.DiscardAll, s.DeallocateAll, s.ResetAll = true, true, true
 			a.searchPathReset()
+			a.refToken(RefDeallocateAll, nil)
 		}
 	case "listen":
 		a.pin(Listen)
@@ -677,7 +706,7 @@ func (a *analyzer) statement() {
 			a.pin(TempObject)
 		}
 		if st.explain == 2 && st.nb >= 2 && a.body[0].kind == tkIdent && eqFold(a.src[a.body[0].start:a.body[0].end], "execute") {
-			a.refToken(false, &a.body[1])
+			a.refToken(RefExecute, &a.body[1])
 		}
 	case "begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release":
 		s.TxControl = true
@@ -861,25 +890,17 @@ func (a *analyzer) rawName(i, j int) []byte {
 	return a.src[first.start:last.end]
 }
 
-// ref records a statement that names a prepared statement with token i (see Session.Refs).
-func (a *analyzer) ref(dealloc bool, i int) {
-	if t := a.tok(i); t != nil {
-		a.refToken(dealloc, t)
-	} else if dealloc {
-		a.refToken(true, nil) // still a DEALLOCATE: its CommandComplete counts
-	}
-}
-
-func (a *analyzer) refToken(dealloc bool, t *token) {
+// refToken records a statement of kind k naming the prepared statement t (nil: none, or not
+// readable; see Session.Refs).
+func (a *analyzer) refToken(k RefKind, t *token) {
 	s := a.s
 	if len(s.Refs) == maxRefs {
 		s.RefsOverflow = true
 		return
 	}
-	k := len(s.Refs)
-	r := StmtRef{Deallocate: dealloc}
+	r := StmtRef{Kind: k}
 	if t != nil && isIdentKind(t.kind) {
-		w := identWriter{buf: s.refNames[k][:]}
+		w := identWriter{buf: s.refNames[len(s.Refs)][:]}
 		w.ident(a.src, t, false)
 		if !w.bad && !w.overflow {
 			r.Name = w.bytes()

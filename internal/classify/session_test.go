@@ -504,10 +504,11 @@ func TestAnalyzeSessionAdversarial(t *testing.T) {
 // is, so it can be replaced) and parameters returned to their defaults.
 func TestAnalyzeSessionRefsAndResets(t *testing.T) {
 	type ref struct {
-		dealloc bool
-		name    string // "" for a name that cannot be read
-		at      string // the text at Start:End
+		kind RefKind
+		name string // "" for a name that cannot be read
+		at   string // the text at Start:End
 	}
+	x, d, all, p := RefExecute, RefDeallocate, RefDeallocateAll, RefPrepare
 	for _, tc := range []struct {
 		sql      string
 		refs     []ref
@@ -517,19 +518,23 @@ func TestAnalyzeSessionRefsAndResets(t *testing.T) {
 		resetOvf bool
 	}{
 		{sql: "SELECT 1"},
-		{sql: "DEALLOCATE drv_1", refs: []ref{{true, "drv_1", "drv_1"}}},
-		{sql: `deallocate prepare "Q""1"`, refs: []ref{{true, `Q"1`, `"Q""1"`}}},
-		{sql: "DEALLOCATE ALL"},
-		{sql: "EXECUTE s1(1, 'a')", refs: []ref{{false, "s1", "s1"}}},
-		{sql: "execute S1", refs: []ref{{false, "s1", "S1"}}},
-		{sql: "EXPLAIN (ANALYZE) EXECUTE q(2)", refs: []ref{{false, "q", "q"}}},
-		{sql: "SELECT 0; EXECUTE a(1); DEALLOCATE b", refs: []ref{{false, "a", "a"}, {true, "b", "b"}}},
+		{sql: "DEALLOCATE drv_1", refs: []ref{{d, "drv_1", "drv_1"}}},
+		{sql: `deallocate prepare "Q""1"`, refs: []ref{{d, `Q"1`, `"Q""1"`}}},
+		{sql: "DEALLOCATE ALL", refs: []ref{{all, "", ""}}},
+		{sql: "EXECUTE s1(1, 'a')", refs: []ref{{x, "s1", "s1"}}},
+		{sql: "execute S1", refs: []ref{{x, "s1", "S1"}}},
+		{sql: "EXPLAIN (ANALYZE) EXECUTE q(2)", refs: []ref{{x, "q", "q"}}},
+		{sql: "CREATE TABLE t (a int, b text) AS EXECUTE q(2)", refs: []ref{{x, "q", "q"}}},
+		{sql: "create table t as execute \"Q\"", refs: []ref{{x, "Q", `"Q"`}}},
+		{sql: "CREATE TABLE t AS SELECT 1 AS execute"},
+		{sql: "PREPARE p1 (int) AS SELECT $1", refs: []ref{{p, "p1", "p1"}}},
+		{sql: "SELECT 0; EXECUTE a(1); DEALLOCATE b; DISCARD ALL", refs: []ref{{x, "a", "a"}, {d, "b", "b"}, {all, "", ""}}, resetAll: true},
 		{sql: "DEALLOCATE"}, // a syntax error: the server deallocates nothing
 		{sql: "SELECT 'EXECUTE x'"},
-		{sql: strings.Repeat("EXECUTE a; ", 9), refs: []ref{{false, "a", "a"}, {false, "a", "a"}, {false, "a", "a"},
-			{false, "a", "a"}, {false, "a", "a"}, {false, "a", "a"}, {false, "a", "a"}, {false, "a", "a"}}, overflow: true},
+		{sql: strings.Repeat("EXECUTE a; ", 9), refs: []ref{{x, "a", "a"}, {x, "a", "a"}, {x, "a", "a"},
+			{x, "a", "a"}, {x, "a", "a"}, {x, "a", "a"}, {x, "a", "a"}, {x, "a", "a"}}, overflow: true},
 		{sql: "RESET ALL", resetAll: true},
-		{sql: "DISCARD ALL", resetAll: true},
+		{sql: "DISCARD ALL", refs: []ref{{all, "", ""}}, resetAll: true},
 		{sql: "RESET Statement_Timeout", resets: []string{"statement_timeout"}},
 		{sql: "SET work_mem TO DEFAULT; SET SESSION application_name = default", resets: []string{"work_mem", "application_name"}},
 		{sql: "SET search_path TO DEFAULT", resets: []string{"search_path"}},
@@ -544,7 +549,7 @@ func TestAnalyzeSessionRefsAndResets(t *testing.T) {
 		AnalyzeSession(sql, &s)
 		var got []ref
 		for _, r := range s.Refs {
-			got = append(got, ref{r.Deallocate, string(r.Name), string(sql[r.Start:r.End])})
+			got = append(got, ref{r.Kind, string(r.Name), string(sql[r.Start:r.End])})
 		}
 		if fmt.Sprint(got) != fmt.Sprint(tc.refs) || s.RefsOverflow != tc.overflow {
 			t.Errorf("%q: refs %v overflow %v, want %v %v", tc.sql, got, s.RefsOverflow, tc.refs, tc.overflow)

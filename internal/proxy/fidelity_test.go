@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"pgtide/internal/classify"
 	"pgtide/internal/config"
 )
 
@@ -101,6 +102,23 @@ func TestDeallocateAll(t *testing.T) {
 			if got := r.prepExec("s1", "SELECT 'again'"); got != "again" {
 				t.Fatalf("s1 re-prepared: %q", got)
 			}
+			// In one pipeline: DEALLOCATE ALL, then the name again.
+			r.send(&pgproto3.Parse{Query: "DEALLOCATE ALL"}, &pgproto3.Bind{}, &pgproto3.Execute{},
+				&pgproto3.Parse{Name: "s1", Query: "SELECT 'pipelined'"}, &pgproto3.Bind{PreparedStatement: "s1"},
+				&pgproto3.Execute{}, &pgproto3.Sync{})
+			msgs := r.expect("ParseComplete", "BindComplete", "CommandComplete", "ParseComplete", "BindComplete",
+				"DataRow", "CommandComplete", "ReadyForQuery")
+			if got := string(msgs[5].(*pgproto3.DataRow).Values[0]); got != "pipelined" {
+				t.Fatalf("s1 re-prepared in the pipeline: %q", got)
+			}
+			// Skipped after an error: nothing is deallocated.
+			r.send(&pgproto3.Parse{Query: "SELECT 1/g FROM generate_series(0, 0) g"}, &pgproto3.Bind{}, &pgproto3.Execute{},
+				&pgproto3.Parse{Query: "DEALLOCATE ALL"}, &pgproto3.Bind{}, &pgproto3.Execute{},
+				&pgproto3.Parse{Name: "s1", Query: "SELECT 'skipped'"}, &pgproto3.Sync{})
+			r.expect("ParseComplete", "BindComplete", "Error:22012", "ReadyForQuery")
+			if got := r.execStmt("s1"); got != "pipelined" {
+				t.Fatalf("s1 after a skipped DEALLOCATE ALL: %q", got)
+			}
 			// Another client preparing the first text on the same server connection.
 			o := p.raw(t)
 			o.login("app", "appdb")
@@ -176,9 +194,26 @@ func TestSQLNamesProtocolStatements(t *testing.T) {
 	if got := r.execStmt("drv_stmt_2", "2"); got != "3" {
 		t.Fatalf("after a skipped DEALLOCATE: %q", got)
 	}
-	// Through the extended protocol, then the name is free.
-	r.extended("DEALLOCATE drv_stmt_2", "ParseComplete", "BindComplete", "CommandComplete", "ReadyForQuery")
-	if got := r.prepExec("drv_stmt_2", "SELECT 'free'"); got != "free" {
+	// CREATE TABLE AS EXECUTE; and SQL PREPARE of a name the protocol defined is refused, as on
+	// PostgreSQL (one namespace), without pinning the client.
+	mustExec(t, direct(t, "appdb"), "DROP TABLE IF EXISTS fid_ctas")
+	r.query("CREATE TABLE fid_ctas AS EXECUTE drv_stmt_2(41)", "CommandComplete", "ReadyForQuery")
+	msgs = r.query("SELECT n FROM fid_ctas", "RowDescription", "DataRow", "CommandComplete", "ReadyForQuery")
+	if got := string(msgs[1].(*pgproto3.DataRow).Values[0]); got != "42" {
+		t.Fatalf("CREATE TABLE AS EXECUTE: %q", got)
+	}
+	r.query("PREPARE drv_stmt_2 AS SELECT 1", "Error:42P05", "ReadyForQuery")
+	if pinned, _ := p.Pins().Counts(classify.Prepare); pinned != 0 {
+		t.Fatalf("%d clients pinned by a refused PREPARE", pinned)
+	}
+	// Through the extended protocol, then the name is free, even for a Parse later in the same
+	// pipeline.
+	r.send(&pgproto3.Parse{Query: "DEALLOCATE drv_stmt_2"}, &pgproto3.Bind{}, &pgproto3.Execute{},
+		&pgproto3.Parse{Name: "drv_stmt_2", Query: "SELECT 'free'"}, &pgproto3.Bind{PreparedStatement: "drv_stmt_2"},
+		&pgproto3.Execute{}, &pgproto3.Sync{})
+	msgs = r.expect("ParseComplete", "BindComplete", "CommandComplete", "ParseComplete", "BindComplete", "DataRow",
+		"CommandComplete", "ReadyForQuery")
+	if got := string(msgs[5].(*pgproto3.DataRow).Values[0]); got != "free" {
 		t.Fatalf("after DEALLOCATE (extended): %q", got)
 	}
 	// The server connections hold no statement pgtide does not know of: every later client's

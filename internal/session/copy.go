@@ -147,8 +147,8 @@ func (s *Session) onCopyInLocked() byte {
 		for i := 0; i < s.expect.len(); i++ {
 			renumber(&s.expect.at(i).batch)
 		}
-		for i := range s.deallocs {
-			renumber(&s.deallocs[i].batch)
+		for i := 0; i < s.deallocs.len(); i++ {
+			renumber(&s.deallocs.at(i).batch)
 		}
 		for i := range s.hidden {
 			renumber(&s.hidden[i].req)

@@ -3,10 +3,10 @@ package session
 import "pgtide/internal/pool"
 
 // Expectations: every Parse and Close pgtide sends a server in transaction mode (the client's
-// and its own) is queued here, in order, saying what to do with its ParseComplete or
-// CloseComplete and how to undo its bookkeeping if the server skips it. The queue is a ring:
-// a pipeline of any length costs O(1) per message (a pgx batch of 100,000 queries queues as
-// many).
+// and its own), and every SQL DEALLOCATE, is queued here, in order, saying what to do with its
+// ParseComplete, CloseComplete or CommandComplete and how to undo its bookkeeping if the server
+// skips it. The queue is a ring: a pipeline of any length costs O(1) per message (a pgx batch of
+// 100,000 queries queues as many).
 
 // Expectation actions.
 const (
@@ -15,14 +15,20 @@ const (
 )
 
 type expectation struct {
-	typ    byte // '1' (ParseComplete) or '3' (CloseComplete)
+	typ    byte // '1' (ParseComplete), '3' (CloseComplete) or 'D' (a DEALLOCATE's CommandComplete)
 	action byte
-	batch  int // reqSent when sent: the ReadyForQuery that ends this message's batch
+	batch  int    // the ReadyForQuery (request number) that ends this message's batch
+	seq    uint64 // order of sending, across Session.expect and Session.deallocs
 	// What the message did to the records when it was sent, undone if the server skips it:
 	stmt   *pool.Statement // a Parse creating stmt on the server: forgotten unless confirmed
 	closed string          // a Close of this server-side statement: an orphan again if skipped
-	name   string          // the client's statement name, for its own Parse or Close
-	def    *clientStmt     // the client statement its Parse created, or its Close removed
+	name   string          // the client's statement name, for its own Parse, Close or DEALLOCATE
+	def    *clientStmt     // the client statement its Parse created, or its Close or DEALLOCATE removed
+	// A DEALLOCATE ALL (or DISCARD ALL) removed all of these; DEALLOCATE name drops dropped on
+	// the server, when it completes.
+	saved   map[string]*clientStmt
+	all     bool
+	dropped *pool.Statement
 }
 
 // expectRing is a FIFO of expectations. The zero value is empty and ready to use.

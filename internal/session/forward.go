@@ -90,6 +90,9 @@ func (s *Session) forwardQuery(srv *pool.Conn) error {
 		if q != nil {
 			query = q
 		}
+		s.mu.Lock()
+		s.queueDeallocsLocked(srv, a, s.reqSent-1) // the Query's own number (see attach)
+		s.mu.Unlock()
 		if _, err := srv.Writer.Write(pre); err != nil {
 			return err
 		}

@@ -2,6 +2,8 @@ package session
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"pgtide/internal/classify"
@@ -33,6 +35,14 @@ func (s *Session) checkPins(sql []byte, simple bool) (*classify.Session, error) 
 	reason := a.Pin
 	param := string(a.PinParam)
 	s.mu.Lock()
+	// One namespace for SQL and protocol-level statements, as on PostgreSQL.
+	for _, r := range a.Refs {
+		if r.Kind == classify.RefPrepare && r.Name != nil && s.stmts[string(r.Name)] != nil {
+			s.pinErr = &refusal{code: "42P05", message: fmt.Sprintf("prepared statement %q already exists", r.Name)}
+			s.mu.Unlock()
+			return a, nil
+		}
+	}
 	idle := s.txStatus == 'I' && !s.open && s.pending-len(s.hidden) <= 1 // this request only
 	// pgtide follows search_path and the resets of what it SETs for the client from the SQL
 	// (the server reports neither): only for a lone statement outside a transaction, where
@@ -57,7 +67,7 @@ func (s *Session) checkPins(sql []byte, simple bool) (*classify.Session, error) 
 		return a, nil
 	}
 	if s.env.Config().Proxy.PinPolicy == config.PinPolicyError {
-		s.pinErr = &pinRefusal{reason: reason, param: param}
+		s.pinErr = pinRefusal(reason, param)
 		s.env.Pins.Refused(reason)
 		return a, nil
 	}
@@ -70,32 +80,38 @@ func (s *Session) checkPins(sql []byte, simple bool) (*classify.Session, error) 
 	return a, nil
 }
 
-// pinRefusal is a statement refused under pin_policy = "error".
-type pinRefusal struct {
-	reason classify.Reason
-	param  string
+// refusal is a statement pgtide refuses: the server is sent one that fails with this error
+// instead (see refusalQuery).
+type refusal struct {
+	code    string // SQLSTATE
+	message string
 }
 
-func (p *pinRefusal) message() string {
-	what := p.reason.String()
-	if p.param != "" {
-		what += " (" + p.param + ")"
+// pinRefusal refuses a statement under pin_policy = "error".
+func pinRefusal(reason classify.Reason, param string) *refusal {
+	what := reason.String()
+	if param != "" {
+		what += " (" + param + ")"
 	}
-	return fmt.Sprintf("pgtide: this statement creates session state that transaction pooling cannot keep: %s; "+
-		"use a session-mode pool, SET LOCAL inside a transaction, or pin_policy = \"pin\"", what)
+	return &refusal{code: "0A000", message: fmt.Sprintf("pgtide: this statement creates session state that transaction pooling cannot keep: %s; "+
+		"use a session-mode pool, SET LOCAL inside a transaction, or pin_policy = \"pin\"", what)}
 }
 
-// refusalQuery is SQL that fails on the server with the refusal's message, so the error reaches
+// refusalQuery is SQL that fails on the server with the refusal's error, so the error reaches
 // the client at the right point of its request and the server's transaction state follows, as
 // if the statement itself had failed.
-func refusalQuery(p *pinRefusal) string {
-	return "DO $pgtide$BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', MESSAGE = " +
-		quoteLiteral(p.message()) + "; END$pgtide$"
+func refusalQuery(r *refusal) string {
+	tag := "$pgtide$"
+	for i := 0; strings.Contains(r.message, tag); i++ {
+		tag = "$pgtide" + strconv.Itoa(i) + "$"
+	}
+	return "DO " + tag + "BEGIN RAISE EXCEPTION USING ERRCODE = '" + r.code + "', MESSAGE = " +
+		quoteLiteral(r.message) + "; END" + tag
 }
 
 // refusalKey is a Parse body (after the name) for refusalQuery.
-func refusalKey(p *pinRefusal) string {
-	return refusalQuery(p) + "\x00\x00\x00"
+func refusalKey(r *refusal) string {
+	return refusalQuery(r) + "\x00\x00\x00"
 }
 
 // numReasons bounds the pin reasons PinCounter counts.

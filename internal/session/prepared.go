@@ -42,7 +42,20 @@ type clientStmt struct {
 // expectLocked queues an expectation. Requires mu.
 func (s *Session) expectLocked(e expectation) {
 	e.batch = s.reqSent
+	s.expectSeq++
+	e.seq = s.expectSeq
 	s.expect.push(e)
+}
+
+// defineLocked gives the client the statement name again, unless it has been defined since.
+// Requires mu.
+func (s *Session) defineLocked(name string, def *clientStmt) {
+	if s.stmts == nil {
+		s.stmts = make(map[string]*clientStmt)
+	}
+	if s.stmts[name] == nil {
+		s.stmts[name] = def
+	}
 }
 
 // appendParse appends a Parse message for statement name with the given key.
@@ -95,85 +108,64 @@ func (s *Session) closeOrphansLocked(srv *pool.Conn, out []byte) []byte {
 	return out
 }
 
-// deallocation is a SQL DEALLOCATE sent to the server, waiting for its CommandComplete.
-type deallocation struct {
-	batch int             // the request it was sent in (see expectation.batch)
-	name  string          // the client's statement it deallocates, if def is set
-	def   *clientStmt     // the client's protocol-level statement of that name, or nil
-	stmt  *pool.Statement // the server statement it names instead, or nil
-}
-
 // resolveRefs makes SQL that names the client's protocol-level statements — EXECUTE name(...),
 // DEALLOCATE name — name their server-side statements instead: PostgreSQL has one namespace for
 // both. a is text's analysis. A statement srv lacks is created first: by a hidden Parse before the
 // message for the extended protocol (pre, with the expectation queued), by a hidden request
 // (Parse, Sync) before a simple Query, which then takes the next request number. It returns pre
 // with those messages appended, and the rewritten text in s.rewrite, or nil if nothing was
-// rewritten. Every DEALLOCATE in text is queued to be matched with its CommandComplete. In a
-// failed transaction nothing is rewritten: the server refuses the statement whatever it names.
+// rewritten. In a failed transaction nothing is rewritten: the server refuses the statement
+// whatever it names.
 func (s *Session) resolveRefs(srv *pool.Conn, a *classify.Session, pre, text []byte, simple bool) ([]byte, []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if a.RefsOverflow {
-		return pre, nil // cannot be matched with CommandCompletes: the server says what it says
+	if s.txStatus == 'E' || len(s.stmts) == 0 {
+		return pre, nil
 	}
-	usable := s.txStatus != 'E' && len(s.stmts) > 0
 	ctx := s.stmtContextLocked()
 	// First, the statements srv lacks.
-	if usable {
-		hidden := false
-		for _, r := range a.Refs {
-			def := s.stmts[string(r.Name)]
-			if r.Name == nil || def == nil {
-				continue
-			}
-			key := pool.StmtKey{Context: ctx, Text: def.key}
-			if srv.LookupStatement(key) != nil {
-				continue
-			}
-			if !simple {
-				_, pre = s.ensureLocked(srv, key, pre)
-				continue
-			}
-			if s.open {
-				continue // a Query inside an unfinished extended batch: left as it is
-			}
-			// A hidden request of its own: a Parse that failed before the Query would make the
-			// server skip the Query too. Its responses are skipped by the reader, so it takes
-			// no expectations; its failure breaks the connection (see hiddenMessage).
-			if !hidden {
-				hidden = true
-				s.hideLocked(s.reqSent-1, false) // the Query, already counted, moves up one
-			}
-			st, evicted := srv.AddStatement(key, s.maxPrepared)
-			if evicted != nil {
-				pre = appendClose(pre, evicted.Name)
-			}
-			st.Ready = true
-			pre = appendParse(pre, st.Name, key.Text)
+	hidden := false
+	for _, r := range a.Refs {
+		def := s.refDefLocked(r)
+		if def == nil {
+			continue
 		}
-		if hidden {
-			pre = wire.AppendHeader(pre, 'S', 0)
+		key := pool.StmtKey{Context: ctx, Text: def.key}
+		if srv.LookupStatement(key) != nil {
+			continue
 		}
+		if !simple {
+			_, pre = s.ensureLocked(srv, key, pre)
+			continue
+		}
+		if s.open {
+			continue // a Query inside an unfinished extended batch: left as it is
+		}
+		// A hidden request of its own: a Parse that failed before the Query would make the
+		// server skip the Query too. Its responses are skipped by the reader, so it takes no
+		// expectations; its failure breaks the connection (see hiddenMessage).
+		if !hidden {
+			hidden = true
+			s.hideLocked(s.reqSent-1, false) // the Query, already counted, moves up one
+		}
+		st, evicted := srv.AddStatement(key, s.maxPrepared)
+		if evicted != nil {
+			pre = appendClose(pre, evicted.Name)
+		}
+		st.Ready = true
+		pre = appendParse(pre, st.Name, key.Text)
 	}
-	batch := s.reqSent
-	if simple {
-		batch-- // the Query was counted when it arrived
+	if hidden {
+		pre = wire.AppendHeader(pre, 'S', 0)
 	}
 	out := s.rewrite[:0]
 	last := 0
 	for _, r := range a.Refs {
-		var d deallocation
-		if def := s.stmts[string(r.Name)]; usable && r.Name != nil && def != nil {
+		if def := s.refDefLocked(r); def != nil {
 			if st := srv.LookupStatement(pool.StmtKey{Context: ctx, Text: def.key}); st != nil {
 				out = append(append(out, text[last:r.Start]...), st.Name...)
 				last = r.End
-				d = deallocation{name: string(r.Name), def: def, stmt: st}
 			}
-		}
-		if r.Deallocate {
-			d.batch = batch
-			s.deallocs = append(s.deallocs, d)
 		}
 	}
 	if last == 0 {
@@ -182,6 +174,44 @@ func (s *Session) resolveRefs(srv *pool.Conn, a *classify.Session, pre, text []b
 	out = append(out, text[last:]...)
 	s.rewrite = out
 	return pre, out
+}
+
+// refDefLocked returns the client's protocol-level statement an EXECUTE or DEALLOCATE names, or
+// nil. Requires mu.
+func (s *Session) refDefLocked(r classify.StmtRef) *clientStmt {
+	if r.Name == nil || r.Kind != classify.RefExecute && r.Kind != classify.RefDeallocate {
+		return nil
+	}
+	return s.stmts[string(r.Name)]
+}
+
+// queueDeallocsLocked queues an expectation for each DEALLOCATE in a (in text order), to be
+// matched with its CommandComplete, and takes the names it removes from the client's records at
+// once, so that a Parse of the same name later in the pipeline is not a duplicate; a DEALLOCATE
+// the server skips gives them back. batch is the request the text runs in. Requires mu.
+func (s *Session) queueDeallocsLocked(srv *pool.Conn, a *classify.Session, batch int) {
+	if a.RefsOverflow {
+		return // cannot be matched with CommandCompletes: followed by the fallback in onCommandCompleteLocked
+	}
+	for _, r := range a.Refs {
+		e := expectation{typ: 'D', batch: batch}
+		switch r.Kind {
+		case classify.RefDeallocateAll:
+			e.all, e.saved = true, s.stmts
+			s.stmts = nil
+		case classify.RefDeallocate:
+			if def := s.refDefLocked(r); def != nil && s.txStatus != 'E' {
+				e.name, e.def = string(r.Name), def
+				e.dropped = srv.LookupStatement(pool.StmtKey{Context: s.stmtContextLocked(), Text: def.key})
+				delete(s.stmts, e.name)
+			}
+		default:
+			continue
+		}
+		s.expectSeq++
+		e.seq = s.expectSeq
+		s.deallocs.push(e)
+	}
 }
 
 // cstr splits a NUL-terminated string off b.
@@ -257,6 +287,9 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 			out = wire.AppendMessage(out, 'P', body)
 		}
 		s.expectLocked(expectation{typ: '1', action: actForward})
+		if a != nil {
+			s.queueDeallocsLocked(srv, a, s.reqSent) // run by this batch's Execute, if any
+		}
 	case s.stmts[string(nameB)] != nil:
 		name := string(nameB)
 		// PostgreSQL refuses to redefine a statement. Make the server fail at this point with an
@@ -446,13 +479,32 @@ func (s *Session) onParseOrCloseComplete(typ byte) byte {
 func (s *Session) onReadyLocked(srv *pool.Conn) {
 	done := s.reqDone
 	s.reqDone++
-	n := 0
+	n, m := 0, 0
 	for n < s.expect.len() && s.expect.at(n).batch <= done {
 		n++
 	}
-	for i := n - 1; i >= 0; i-- {
-		e := s.expect.at(i)
+	for m < s.deallocs.len() && s.deallocs.at(m).batch <= done {
+		m++
+	}
+	// Both queues' skipped entries, last sent first.
+	for i, j := n-1, m-1; i >= 0 || j >= 0; {
+		var e *expectation
+		if j < 0 || i >= 0 && s.expect.at(i).seq > s.deallocs.at(j).seq {
+			e = s.expect.at(i)
+			i--
+		} else {
+			e = s.deallocs.at(j)
+			j--
+		}
 		switch {
+		case e.typ == 'D':
+			// A DEALLOCATE skipped: its names are still defined.
+			for name, def := range e.saved {
+				s.defineLocked(name, def)
+			}
+			if e.def != nil {
+				s.defineLocked(e.name, e.def)
+			}
 		case e.stmt != nil:
 			if !e.stmt.Ready {
 				srv.ForgetStatement(e.stmt)
@@ -465,47 +517,37 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 			srv.Orphans = append(srv.Orphans, e.closed)
 		case e.def != nil:
 			// A client Close: the name is still defined.
-			if s.stmts[e.name] == nil {
-				s.stmts[e.name] = e.def
-			}
+			s.defineLocked(e.name, e.def)
 		}
 	}
 	s.expect.pop(n)
-	// DEALLOCATEs of this batch not done by now were skipped.
-	k := 0
-	for k < len(s.deallocs) && s.deallocs[k].batch <= done {
-		k++
-	}
-	if k > 0 {
-		n := copy(s.deallocs, s.deallocs[k:])
-		clear(s.deallocs[n:])
-		s.deallocs = s.deallocs[:n]
-	}
+	s.deallocs.pop(m)
 }
 
 // onCommandCompleteLocked follows what a CommandComplete says the server did to its prepared
-// statements: DEALLOCATE ALL and DISCARD ALL dropped them all; DEALLOCATE name dropped the one
-// the oldest outstanding SQL DEALLOCATE names (see resolveRefs). tag is the CommandComplete
-// body. Requires mu.
+// statements: DEALLOCATE ALL and DISCARD ALL dropped them all, DEALLOCATE name the one the oldest
+// outstanding SQL DEALLOCATE names (see queueDeallocsLocked). tag is the CommandComplete body.
+// Requires mu.
 func (s *Session) onCommandCompleteLocked(srv *pool.Conn, tag []byte) {
-	switch string(tag) {
-	case "DEALLOCATE ALL\x00", "DISCARD ALL\x00":
+	all := string(tag) == "DEALLOCATE ALL\x00" || string(tag) == "DISCARD ALL\x00"
+	if !all && string(tag) != "DEALLOCATE\x00" {
+		return
+	}
+	var e *expectation
+	if s.deallocs.len() > 0 && s.deallocs.at(0).all == all {
+		e = s.deallocs.at(0)
+	}
+	switch {
+	case all:
 		srv.ForgetAllStatements()
-		clear(s.stmts)
-	case "DEALLOCATE\x00":
-		if len(s.deallocs) == 0 {
-			return
+		if e == nil {
+			clear(s.stmts) // a DEALLOCATE ALL pgtide did not see coming: the same, late
 		}
-		d := s.deallocs[0]
-		n := copy(s.deallocs, s.deallocs[1:])
-		s.deallocs[n] = deallocation{}
-		s.deallocs = s.deallocs[:n]
-		if d.stmt != nil {
-			srv.ForgetStatement(d.stmt)
-		}
-		if d.def != nil && s.stmts[d.name] == d.def {
-			delete(s.stmts, d.name)
-		}
+	case e != nil && e.dropped != nil:
+		srv.ForgetStatement(e.dropped)
+	}
+	if e != nil {
+		s.deallocs.pop(1)
 	}
 }
 

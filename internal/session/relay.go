@@ -258,6 +258,7 @@ func (s *Session) attachLocked(srv *pool.Conn, node *cluster.Node) {
 	s.pending, s.open = 0, false
 	s.reqSent, s.reqDone = 0, 0
 	s.expect.reset()
+	s.deallocs.reset()
 	s.resetHiddenLocked()
 	s.reqs.reset()
 	s.copySeg, s.copySyncs, s.copyUnsure, s.copyIn = false, 0, false, 0

@@ -72,7 +72,7 @@ type Session struct {
 	// Transaction-mode state owned by the client loop.
 	maxPrepared int              // max_prepared_statements at login; 0: no statement translation
 	analysis    classify.Session // scratch for checkPins
-	pinErr      *pinRefusal      // the statement being forwarded is refused (pin_policy = error)
+	pinErr      *refusal         // the statement being forwarded is refused (see refusal)
 	scratch     []byte           // for rewritten messages
 	prefix      []byte           // for a rewritten Bind's names
 
@@ -117,7 +117,9 @@ type Session struct {
 	// Statement tracking (see prepared.go). Guarded by mu.
 	stmts      map[string]*clientStmt
 	unnamedKey string
-	expect     expectRing
+	expect     expectRing // Parse and Close sent, awaiting ParseComplete or CloseComplete
+	deallocs   expectRing // SQL DEALLOCATEs sent, awaiting their CommandComplete (typ 'D')
+	expectSeq  uint64     // numbers expectations in sending order
 	reqSent    int               // Query, Sync and FunctionCall sent in this attachment
 	reqDone    int               // ReadyForQuery received in this attachment
 	duplicate  map[string]string // stand-in statement name → the client's duplicate name
@@ -125,9 +127,6 @@ type Session struct {
 	pendingExtra *extraChange
 	pendingReset *resetChange
 	failed       bool // an ErrorResponse arrived since the last ReadyForQuery
-	// SQL DEALLOCATE statements sent, in order, matched to the server's DEALLOCATE
-	// CommandCompletes (see prepared.go). Guarded by mu.
-	deallocs []deallocation
 	// COPY accounting (see copy.go). Guarded by mu.
 	reqs       reqLog // the client's requests not yet answered, in order
 	copySeg    bool   // the server is in copy-in and the client has not ended the COPY yet
