@@ -144,8 +144,8 @@ type stmtState struct {
 	nb         int
 	prevInsert bool // the previous token was INSERT or MERGE (their INTO makes no table)
 
-	afterAs    bool // CREATE: the previous token was AS
-	execNext   bool // CREATE: AS EXECUTE seen; the next token names the statement
+	afterAs    bool  // CREATE: the previous token was AS
+	execNext   bool  // CREATE: AS EXECUTE seen; the next token names the statement
 	pending    uint8 // a name seen that acts if the next token is '('
 	pendingPos int
 	pgTemp     bool // "pg_temp." appeared

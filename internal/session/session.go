@@ -117,9 +117,9 @@ type Session struct {
 	// Statement tracking (see prepared.go). Guarded by mu.
 	stmts      map[string]*clientStmt
 	unnamedKey string
-	expect     expectRing // Parse and Close sent, awaiting ParseComplete or CloseComplete
-	deallocs   expectRing // SQL DEALLOCATEs sent, awaiting their CommandComplete (typ 'D')
-	expectSeq  uint64     // numbers expectations in sending order
+	expect     expectRing        // Parse and Close sent, awaiting ParseComplete or CloseComplete
+	deallocs   expectRing        // SQL DEALLOCATEs sent, awaiting their CommandComplete (typ 'D')
+	expectSeq  uint64            // numbers expectations in sending order
 	reqSent    int               // Query, Sync and FunctionCall sent in this attachment
 	reqDone    int               // ReadyForQuery received in this attachment
 	duplicate  map[string]string // stand-in statement name → the client's duplicate name
