@@ -20,7 +20,15 @@
 //     JDBC batches) cannot deadlock the proxy.
 //
 // See readInline for the rule. A transaction-mode client idle inside a transaction leaves its
-// server unread until its next request, as a direct connection would.
+// server unread until its next request, as a direct connection would. A session-mode client
+// that got its server connection at login has it read from the start.
+//
+// pgtide sends requests of its own on a client's server connection (settings before the
+// client's first request, a Parse an SQL EXECUTE needs, a restore after a reset): hidden.go
+// numbers them among the client's so the reader knows whose answers it reads. In transaction mode
+// the client's prepared statements, SQL that names them and COPY are followed message by message
+// (prepared.go, expect.go, copy.go), so that pgtide's records never drift from what the server
+// did.
 //
 // Ownership: Session.mu guards the attachment (server, pending, open, txStatus, closing,
 // relayRunning). Only the server's one reader (the client loop inline, or the relay) sets server

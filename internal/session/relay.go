@@ -342,7 +342,7 @@ func (s *Session) refuse(typ byte, err error) error {
 	return s.send(msg)
 }
 
-// relay reads srv in its own goroutine (see awaitServer) until srv is given back, fails, or is
+// relay reads srv in its own goroutine (see readInline) until srv is given back, fails, or is
 // interrupted by detach.
 func (s *Session) relay() {
 	defer s.relays.Done()
@@ -560,7 +560,7 @@ func (s *Session) detach() {
 	s.mu.Lock()
 	s.closing = true
 	if s.server != nil && !s.relayRunning {
-		s.startRelayLocked() // nobody reads the server (see awaitServer): the relay ends it
+		s.startRelayLocked() // nobody reads the server (see readInline): the relay ends it
 	}
 	s.interruptLocked()
 	s.mu.Unlock()

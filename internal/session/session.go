@@ -85,7 +85,7 @@ type Session struct {
 	closing  bool          // shutting down: end the session at the next transaction boundary; guarded by mu
 	pinned   bool          // keeps its server connection until it disconnects; guarded by mu
 	// The server connection is read by the client loop itself (inline) or by a relay goroutine;
-	// see awaitServer.
+	// see readInline.
 	relays       sync.WaitGroup
 	relayFn      func() // s.relay as a func value, made once
 	relayRunning bool   // a relay goroutine reads server; guarded by mu
