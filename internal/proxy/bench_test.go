@@ -74,7 +74,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 // BenchmarkBatch measures one pipeline of n unnamed-statement queries (Parse, Bind, Describe,
 // Execute each) and a single Sync, as pgx's batches send them, through pgtide and directly. The
 // ns/query metric must not grow with n: pgtide's work per message is O(1) (a quadratic queue
-// once made a 100,000-query batch 23× slower than direct).
+// once made a 100,000-query batch 20× slower than direct).
 func BenchmarkBatch(b *testing.B) {
 	if cluster == nil {
 		b.Skip("no test cluster")
