@@ -216,6 +216,15 @@ func TestSQLNamesProtocolStatements(t *testing.T) {
 	if got := string(msgs[5].(*pgproto3.DataRow).Values[0]); got != "free" {
 		t.Fatalf("after DEALLOCATE (extended): %q", got)
 	}
+	// A PREPARE in a longer string: the statements before it run, and a DEALLOCATE among them
+	// frees the name (this pins the client: SQL PREPARE).
+	r.prepExec("late", "SELECT 'protocol'")
+	r.query("SELECT 1; DEALLOCATE late; PREPARE late AS SELECT 'sql'", "RowDescription", "DataRow", "CommandComplete",
+		"CommandComplete", "CommandComplete", "ReadyForQuery")
+	msgs = r.query("EXECUTE late", "RowDescription", "DataRow", "CommandComplete", "ReadyForQuery")
+	if got := string(msgs[1].(*pgproto3.DataRow).Values[0]); got != "sql" {
+		t.Fatalf("EXECUTE of the SQL statement: %q", got)
+	}
 	// The server connections hold no statement pgtide does not know of: every later client's
 	// statements work on both.
 	for i := 0; i < 4; i++ {

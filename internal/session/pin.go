@@ -35,9 +35,11 @@ func (s *Session) checkPins(sql []byte, simple bool) (*classify.Session, error) 
 	reason := a.Pin
 	param := string(a.PinParam)
 	s.mu.Lock()
-	// One namespace for SQL and protocol-level statements, as on PostgreSQL.
+	// One namespace for SQL and protocol-level statements, as on PostgreSQL. Only a lone PREPARE
+	// can be refused as a whole: in a longer string the statements before it must run (and a
+	// DEALLOCATE among them may free the name), so the server decides there.
 	for _, r := range a.Refs {
-		if r.Kind == classify.RefPrepare && r.Name != nil && s.stmts[string(r.Name)] != nil {
+		if r.Kind == classify.RefPrepare && a.Statements == 1 && r.Name != nil && s.stmts[string(r.Name)] != nil {
 			s.pinErr = &refusal{code: "42P05", message: fmt.Sprintf("prepared statement %q already exists", r.Name)}
 			s.mu.Unlock()
 			return a, nil
