@@ -451,8 +451,9 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 	s.txStatus = status
 	// The client sees one ReadyForQuery per request of its own: a restore's stands in for the
 	// one of the request it follows (see hidden.go).
-	showReady := !hidden || *phase == phaseRestore
+	var showReady bool
 	if hidden {
+		showReady = *phase == phaseRestore
 		s.hiddenDoneLocked()
 	} else {
 		s.reqs.popRequest()
