@@ -200,17 +200,8 @@ func (s *Session) forwardParseRaw(srv *pool.Conn) error {
 func (s *Session) relayMessage(srv *pool.Conn, typ byte) error {
 	sr := srv.Reader
 	switch typ {
-	case 'S': // ParameterStatus: the client's and the server connection's setting changed
-		body, err := sr.Body()
-		if err != nil {
-			return err
-		}
-		s.mu.Lock()
-		srv.RecordParameterStatus(body)
-		s.recordParameterStatusLocked(body)
-		s.mu.Unlock()
-		_, err = s.w.Write(wire.AppendMessage(s.w.AvailableBuffer(), 'S', body))
-		return err
+	case 'S':
+		return s.parameterStatus(srv, true)
 	case '1', '3':
 		if !s.txMode || s.maxPrepared == 0 {
 			break

@@ -89,20 +89,7 @@ func (s *Session) hiddenMessage(srv *pool.Conn, typ byte, restore bool) error {
 	sr := srv.Reader
 	switch typ {
 	case 'S':
-		body, err := sr.Body()
-		if err != nil {
-			return err
-		}
-		s.mu.Lock()
-		srv.RecordParameterStatus(body)
-		if restore {
-			s.recordParameterStatusLocked(body)
-		}
-		s.mu.Unlock()
-		if restore {
-			_, err = s.w.Write(wire.AppendMessage(s.w.AvailableBuffer(), 'S', body))
-		}
-		return err
+		return s.parameterStatus(srv, restore)
 	case 'E':
 		body, err := sr.Body()
 		if err != nil {
@@ -124,6 +111,25 @@ func (s *Session) hiddenMessage(srv *pool.Conn, typ byte, restore bool) error {
 		return nil
 	}
 	return sr.Skip()
+}
+
+// parameterStatus handles a ParameterStatus from srv: the server connection's setting changed,
+// and, if show, the client's, which is told. Requires wmu and s.w.
+func (s *Session) parameterStatus(srv *pool.Conn, show bool) error {
+	body, err := srv.Reader.Body()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	srv.RecordParameterStatus(body)
+	if show {
+		s.recordParameterStatusLocked(body)
+	}
+	s.mu.Unlock()
+	if show {
+		_, err = s.w.Write(wire.AppendMessage(s.w.AvailableBuffer(), 'S', body))
+	}
+	return err
 }
 
 // recordParameterStatusLocked follows a ParameterStatus body the client is shown. Requires mu.
