@@ -5,12 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
-	"unique"
 
 	"pgtide/internal/wire"
 )
@@ -32,30 +29,14 @@ type Conn struct {
 	// from login, then updated by whoever reads the connection's messages.
 	Params map[string]string
 
-	// The server-side session state below is what sessions need to move clients between server
-	// connections. Like Reader and Writer it belongs to the connection's holder.
+	// SessionState is what the holder keeps about the server's session (package session: the
+	// prepared statements and settings pgtide created on it). It stays with the connection for
+	// its life, so the next holder finds them; the pool never reads it, and drops it (nil) when
+	// it resets the server's session itself (server_reset_query). Owned by the holder.
+	SessionState any
 
-	// Extra holds parameters the server does not report that pgtide has SET on this connection
-	// (search_path, startup options); absent means the server's default. Read it directly;
-	// change it only through SetExtra, ReplaceExtra and ClearExtra.
-	Extra map[string]string
-	// Settings identifies the client settings (see package session) that Params and Extra were
-	// last found to match, so a client with the same settings needs no comparison; the zero
-	// Handle means none. Any change to Params or Extra resets it.
-	Settings unique.Handle[string]
-	// Statements are the prepared statements pgtide created on this connection, by their key
-	// (query text, parameter types and the settings that affect parsing), so clients preparing
-	// the same statement share one.
-	Statements map[StmtKey]*Statement
-	// Orphans are server-side names pgtide no longer tracks that may still exist on the server
-	// (a Close of them was skipped after an error, or the server reported them stale). They are
-	// closed with the holder's next statement work; closing a name that does not exist is not
-	// an error, so an orphan is never harmful, only wasted server memory until then.
-	Orphans []string
-	// UnnamedKey is the key of the unnamed statement the server holds, "" when none or unknown.
-	// Any simple Query destroys the server's unnamed statement: whoever sends one clears it.
-	UnnamedKey string
-	stmtClock  uint64
+	paramsVersion uint64 // bumped by every change to Params
+	execs         uint64 // simple queries run by Exec
 
 	netConn  net.Conn
 	key      Key
@@ -176,7 +157,7 @@ func (c *Conn) flushWait(uintptr) bool {
 // Exec runs a simple query to completion and reports whether the server is left idle and healthy.
 // It is used for check and reset queries, never on a client's behalf.
 func (c *Conn) Exec(query string, timeout time.Duration) error {
-	c.UnnamedKey = "" // a simple Query destroys the server's unnamed statement
+	c.execs++ // a simple Query destroys the server's unnamed statement
 	c.netConn.SetDeadline(time.Now().Add(timeout))
 	defer c.netConn.SetDeadline(time.Time{})
 	msg := wire.AppendHeader(nil, 'Q', len(query)+1)
@@ -234,124 +215,17 @@ func (c *Conn) recordParameterStatus(body []byte) {
 	value, _, ok2 := cstring(rest)
 	if ok && ok2 && c.Params[name] != value {
 		c.Params[name] = value
-		c.Settings = unique.Handle[string]{}
+		c.paramsVersion++
 	}
-}
-
-// SetExtra records that the holder SET name to value (SQL text) on the connection; "" means
-// the holder RESET it.
-func (c *Conn) SetExtra(name, value string) {
-	c.Settings = unique.Handle[string]{}
-	if value == "" {
-		delete(c.Extra, name)
-		return
-	}
-	if c.Extra == nil {
-		c.Extra = make(map[string]string)
-	}
-	c.Extra[name] = value
-}
-
-// ReplaceExtra records that the holder made the connection's extra settings exactly m.
-func (c *Conn) ReplaceExtra(m map[string]string) {
-	c.Settings = unique.Handle[string]{}
-	if c.Extra == nil {
-		c.Extra = make(map[string]string, len(m))
-	}
-	clear(c.Extra)
-	for k, v := range m {
-		c.Extra[k] = v
-	}
-}
-
-// ClearExtra records that every extra setting is back to the server's default (DISCARD ALL).
-func (c *Conn) ClearExtra() {
-	c.Settings = unique.Handle[string]{}
-	clear(c.Extra)
 }
 
 // RecordParameterStatus applies a ParameterStatus message body the holder read from the server.
 func (c *Conn) RecordParameterStatus(body []byte) { c.recordParameterStatus(body) }
 
-// StmtKey says what a prepared statement means. Text is the Parse body after the statement
-// name (query text, then parameter types), Context identifies the settings under which it was
-// parsed that change what the text means (search_path, DateStyle and the like; see package
-// session): a statement parsed under other settings may resolve other objects.
-type StmtKey struct {
-	Context unique.Handle[string]
-	Text    string
-}
+// ParamsVersion changes whenever Params does: a holder that compared its settings with Params
+// need not compare again while it is the same.
+func (c *Conn) ParamsVersion() uint64 { return c.paramsVersion }
 
-// Statement is a prepared statement pgtide created on a server connection.
-type Statement struct {
-	Name  string  // the server-side name, unique in the process
-	Key   StmtKey // what it means
-	Ready bool    // the server confirmed the Parse (ParseComplete)
-	used  uint64  // Conn.stmtClock at last use, for eviction
-}
-
-var statementSeq atomic.Uint64
-
-// LookupStatement returns the statement prepared (or being prepared) under key, marking it used.
-func (c *Conn) LookupStatement(key StmtKey) *Statement {
-	st := c.Statements[key]
-	if st != nil {
-		c.stmtClock++
-		st.used = c.stmtClock
-	}
-	return st
-}
-
-// AddStatement records a new statement for key under a fresh server-side name, replacing any
-// statement recorded for key (which the caller must Close on the server). If that makes more
-// than max statements, it also returns the least recently used one, which the caller must Close
-// too; both are already forgotten here. Eviction scans the cache: O(max), once per new statement.
-func (c *Conn) AddStatement(key StmtKey, max int) (st, evicted *Statement) {
-	if c.Statements == nil {
-		c.Statements = make(map[StmtKey]*Statement)
-	}
-	c.stmtClock++
-	st = &Statement{Name: "pgtide_" + strconv.FormatUint(statementSeq.Add(1), 10), Key: key, used: c.stmtClock}
-	if max > 0 && len(c.Statements) >= max && c.Statements[key] == nil {
-		for _, x := range c.Statements {
-			if evicted == nil || x.used < evicted.used {
-				evicted = x
-			}
-		}
-		delete(c.Statements, evicted.Key)
-	}
-	c.Statements[key] = st
-	return st, evicted
-}
-
-// ForgetStatement drops st from the cache (its Parse failed or never ran, or it was closed).
-func (c *Conn) ForgetStatement(st *Statement) {
-	if c.Statements[st.Key] == st {
-		delete(c.Statements, st.Key)
-	}
-}
-
-// ForgetAllStatements empties the cache and the orphans: the server dropped every named
-// statement (DEALLOCATE ALL, DISCARD ALL). The unnamed statement is not named: it survives.
-func (c *Conn) ForgetAllStatements() {
-	clear(c.Statements)
-	c.Orphans = c.Orphans[:0]
-}
-
-// OrphanAllStatements empties the cache, keeping the names as orphans to close: the server said
-// one of them no longer means what a fresh Parse of its text would (a schema change), or does not
-// exist, so none is trusted.
-func (c *Conn) OrphanAllStatements() {
-	for _, st := range c.Statements {
-		c.Orphans = append(c.Orphans, st.Name)
-	}
-	clear(c.Statements)
-}
-
-// ForgetSession records that the server's session was reset to its defaults by a query whose
-// effect pgtide cannot follow (server_reset_query): no statements, no settings of pgtide's.
-func (c *Conn) ForgetSession() {
-	c.ForgetAllStatements()
-	c.UnnamedKey = ""
-	c.ClearExtra()
-}
+// Execs counts the simple queries Exec has run. Each destroys the server's unnamed prepared
+// statement, so a holder that recorded one knows it is gone when Execs has moved.
+func (c *Conn) Execs() uint64 { return c.execs }

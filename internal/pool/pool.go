@@ -383,7 +383,7 @@ func (m *Manager) Release(c *Conn, reset bool) {
 		// DISCARD ALL (the default) drops prepared statements and returns parameters to their
 		// defaults; the ParameterStatus messages it caused were recorded by Exec. Any other reset
 		// query leaves the state unknown, so forget it too: a later client re-establishes what it needs.
-		c.ForgetSession()
+		c.SessionState = nil // the reset query ended whatever the holder created
 	}
 	if c.broken {
 		// Closed, so never lent again: a cancel in flight for it cannot reach anyone else.

@@ -143,7 +143,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 			s.pools.CloseNode(e.Node.Addr())
 		}
 	})
-	s.router = router.New(s.cluster, s.cfg.Load)
+	s.router = router.New(s.cluster, s.pools, s.cfg.Load, s.logger)
 	s.env = &session.Env{Pools: s.pools, Auth: auth.NewAuthenticator(), Config: s.cfg.Load, Logger: logger,
 		Pins: new(session.PinCounter), Router: s.router, KeyChanged: s.rekey}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -10,15 +10,17 @@ package router
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"pgtide/internal/classify"
 	"pgtide/internal/cluster"
 	"pgtide/internal/config"
+	"pgtide/internal/pool"
 	"pgtide/internal/wire"
 )
 
@@ -27,7 +29,7 @@ type Endpoint uint8
 
 // The endpoints.
 const (
-	Auto   Endpoint = iota // everything to the writer, for now
+	Auto   Endpoint = iota // each transaction where its Intent says
 	Writer                 // everything to the writer
 	Reader                 // everything to a reader
 )
@@ -45,7 +47,9 @@ func (e Endpoint) String() string {
 // Router picks nodes. It is safe for concurrent use.
 type Router struct {
 	cluster *cluster.Cluster
+	pools   *pool.Manager
 	config  func() *config.Config
+	logger  *slog.Logger
 
 	writer  atomic.Pointer[cluster.Node]
 	readers atomic.Pointer[[]*cluster.Node]
@@ -60,9 +64,9 @@ type nodeState struct {
 	suspect atomic.Int64 // unix nanos until which a failed connect keeps readers away from it
 }
 
-// New returns a router over c, following its events.
-func New(c *cluster.Cluster, cfg func() *config.Config) *Router {
-	r := &Router{cluster: c, config: cfg}
+// New returns a router over c's nodes and their pools in pools, following c's events.
+func New(c *cluster.Cluster, pools *pool.Manager, cfg func() *config.Config, logger *slog.Logger) *Router {
+	r := &Router{cluster: c, pools: pools, config: cfg, logger: logger}
 	r.refresh()
 	c.Subscribe(func(cluster.Event) { r.refresh() })
 	return r
@@ -76,19 +80,16 @@ func (r *Router) refresh() {
 	r.readers.Store(&readers)
 }
 
-// Errors a pick can end with; each is a *wire.Error for the client.
-var (
-	ErrNoWriter = errors.New("no writer")
-)
-
-// Pick returns the node for work arriving on endpoint ep and counts the work on it until Done.
-func (r *Router) Pick(ctx context.Context, ep Endpoint) (*cluster.Node, error) {
-	if ep == Reader {
+// Pick returns the node for work arriving on endpoint ep with intent in, and counts the work on
+// it until Done. It waits for a writer during a failover (see waitWriter); a failure is a
+// *wire.Error for the client (severity ERROR).
+func (r *Router) Pick(ctx context.Context, ep Endpoint, in Intent) (*cluster.Node, error) {
+	if ep == Reader || ep == Auto && in.Route == classify.RouteReader {
 		if n := r.leastLoadedReader(); n != nil {
 			r.load(n).Add(1)
 			return n, nil
 		}
-		if !r.config().Proxy.ReaderFallbackToWriter {
+		if ep == Reader && !r.config().Proxy.ReaderFallbackToWriter {
 			return nil, &wire.Error{Severity: wire.SeverityError, Code: wire.CodeUnableToConnect,
 				Message: "pgtide: no healthy reader (and reader_fallback_to_writer is off)"}
 		}

@@ -1,7 +1,5 @@
 package session
 
-import "pgtide/internal/pool"
-
 // Expectations: every Parse and Close pgtide sends a server in transaction mode (the client's
 // and its own), and every SQL DEALLOCATE, is queued here, in order, saying what to do with its
 // ParseComplete, CloseComplete or CommandComplete and how to undo its bookkeeping if the server
@@ -20,15 +18,15 @@ type expectation struct {
 	batch  int    // the ReadyForQuery (request number) that ends this message's batch
 	seq    uint64 // order of sending, across Session.expect and Session.deallocs
 	// What the message did to the records when it was sent, undone if the server skips it:
-	stmt   *pool.Statement // a Parse creating stmt on the server: forgotten unless confirmed
-	closed string          // a Close of this server-side statement: an orphan again if skipped
-	name   string          // the client's statement name, for its own Parse, Close or DEALLOCATE
-	def    *clientStmt     // the client statement its Parse created, or its Close or DEALLOCATE removed
+	stmt   *statement  // a Parse creating stmt on the server: forgotten unless confirmed
+	closed string      // a Close of this server-side statement: an orphan again if skipped
+	name   string      // the client's statement name, for its own Parse, Close or DEALLOCATE
+	def    *clientStmt // the client statement its Parse created, or its Close or DEALLOCATE removed
 	// A DEALLOCATE ALL (or DISCARD ALL) removed all of these; DEALLOCATE name drops dropped on
 	// the server, when it completes.
 	saved   map[string]*clientStmt
 	all     bool
-	dropped *pool.Statement
+	dropped *statement
 }
 
 // expectRing is a FIFO of expectations. The zero value is empty and ready to use.

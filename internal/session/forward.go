@@ -64,7 +64,7 @@ func (s *Session) forwardQuery(srv *pool.Conn) error {
 	s.mu.Lock()
 	// A simple Query replaces the unnamed statement, on the server and for the client.
 	s.unnamedKey = ""
-	srv.UnnamedKey = ""
+	stateOf(srv).setUnnamed(srv, "")
 	s.mu.Unlock()
 	if s.pinErr != nil {
 		q := refusalQuery(s.pinErr)
@@ -272,7 +272,7 @@ func (s *Session) applyPendingLocked(srv *pool.Conn, status byte) {
 				s.extra[c.name] = c.value
 			}
 			s.settingsChangedLocked()
-			srv.SetExtra(c.name, c.value)
+			stateOf(srv).setExtra(c.name, c.value)
 		}
 	}
 	if r := s.pendingReset; r != nil {

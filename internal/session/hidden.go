@@ -148,5 +148,5 @@ func writeQuery(srv *pool.Conn, sql []byte) {
 	q := wire.AppendHeader(srv.Writer.AvailableBuffer(), 'Q', len(sql)+1)
 	q = append(append(q, sql...), 0)
 	srv.Writer.Write(q)
-	srv.UnnamedKey = ""
+	stateOf(srv).setUnnamed(srv, "")
 }

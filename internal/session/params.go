@@ -126,12 +126,12 @@ func appendParamSync(dst []byte, srv *pool.Conn, reported, extra map[string]stri
 		dst = appendSet(dst, name, quoteLiteral(want))
 	}
 	for name, want := range extra {
-		if srv.Extra[name] == want {
+		if stateOf(srv).extra[name] == want {
 			continue
 		}
 		dst = appendSet(dst, name, want)
 	}
-	for name := range srv.Extra {
+	for name := range stateOf(srv).extra {
 		if _, ok := extra[name]; !ok {
 			dst = append(dst, "RESET "...)
 			dst = append(dst, quoteIdent(name)...)
@@ -143,7 +143,7 @@ func appendParamSync(dst []byte, srv *pool.Conn, reported, extra map[string]stri
 
 // settingsLocked returns the handle that identifies the client's settings (params and extra),
 // computing it after a change. Clients with the same settings share one handle, and a server
-// connection found to match it remembers it (pool.Conn.Settings), so the common attach — a
+// connection found to match it remembers it (serverState.settings), so the common attach — a
 // client with the settings the connection already has — compares nothing. Requires mu.
 func (s *Session) settingsLocked() unique.Handle[string] {
 	if s.settings == (unique.Handle[string]{}) {
@@ -154,7 +154,7 @@ func (s *Session) settingsLocked() unique.Handle[string] {
 
 // stmtContextLocked returns the handle that identifies the client's settings that may change
 // what a statement's text means: all of them but application_name. Server statements are
-// shared only between clients with the same context (pool.StmtKey). Requires mu.
+// shared only between clients with the same context (stmtKey). Requires mu.
 func (s *Session) stmtContextLocked() unique.Handle[string] {
 	if s.stmtContext == (unique.Handle[string]{}) {
 		s.computeSettingsLocked()
@@ -200,15 +200,16 @@ func (s *Session) computeSettingsLocked() {
 // Requires mu.
 func (s *Session) paramSync(srv *pool.Conn) []byte {
 	want := s.settingsLocked()
-	if srv.Settings == want {
+	ss := stateOf(srv)
+	if ss.matches(srv, want) {
 		return nil
 	}
 	sql := appendParamSync(s.scratch[:0], srv, s.params, s.extra)
 	if len(sql) == 0 {
-		srv.Settings = want
+		ss.matched(srv, want)
 		return nil
 	}
 	// Reported parameters are recorded from the server's ParameterStatus answers.
-	srv.ReplaceExtra(s.extra)
+	ss.replaceExtra(s.extra)
 	return sql
 }

@@ -13,7 +13,7 @@ import (
 // Prepared statements in transaction mode.
 //
 // A client's named statements live in the client's session (stmts: name → query text and
-// parameter types). On the server they are created under pgtide's own names (pool.Statement),
+// parameter types). On the server they are created under pgtide's own names (statement, kept in serverState),
 // shared by every client of that server connection with the same statement context (the
 // settings that change what a text means, see stmtContextLocked) that uses the same text, and
 // created lazily on whichever server connection runs a Bind or Describe of them: pgtide sends the
@@ -77,16 +77,16 @@ func appendClose(dst []byte, name string) []byte {
 // ensureLocked makes sure srv has the statement for key, appending the Parse (and Closes of an
 // evicted statement and of orphans) to out; their responses are hidden from the client.
 // Requires mu.
-func (s *Session) ensureLocked(srv *pool.Conn, key pool.StmtKey, out []byte) (*pool.Statement, []byte) {
-	if st := srv.LookupStatement(key); st != nil {
+func (s *Session) ensureLocked(srv *pool.Conn, key stmtKey, out []byte) (*statement, []byte) {
+	if st := stateOf(srv).lookup(key); st != nil {
 		return st, out
 	}
 	out = s.closeOrphansLocked(srv, out)
-	st, evicted := srv.AddStatement(key, s.maxPrepared)
+	st, evicted := stateOf(srv).add(key, s.maxPrepared)
 	if evicted != nil {
-		out = s.hiddenCloseLocked(out, evicted.Name)
+		out = s.hiddenCloseLocked(out, evicted.name)
 	}
-	out = appendParse(out, st.Name, key.Text)
+	out = appendParse(out, st.name, key.text)
 	s.expectLocked(expectation{typ: '1', action: actSwallow, stmt: st})
 	return st, out
 }
@@ -98,13 +98,13 @@ func (s *Session) hiddenCloseLocked(out []byte, name string) []byte {
 	return appendClose(out, name)
 }
 
-// closeOrphansLocked appends Closes of srv's orphans (see pool.Conn.Orphans). Requires mu.
+// closeOrphansLocked appends Closes of srv's orphans (see serverState.orphans). Requires mu.
 func (s *Session) closeOrphansLocked(srv *pool.Conn, out []byte) []byte {
-	for _, name := range srv.Orphans {
+	for _, name := range stateOf(srv).orphans {
 		out = s.hiddenCloseLocked(out, name)
 	}
-	clear(srv.Orphans)
-	srv.Orphans = srv.Orphans[:0]
+	clear(stateOf(srv).orphans)
+	stateOf(srv).orphans = stateOf(srv).orphans[:0]
 	return out
 }
 
@@ -130,8 +130,8 @@ func (s *Session) resolveRefs(srv *pool.Conn, a *classify.Session, pre, text []b
 		if def == nil {
 			continue
 		}
-		key := pool.StmtKey{Context: ctx, Text: def.key}
-		if srv.LookupStatement(key) != nil {
+		key := stmtKey{context: ctx, text: def.key}
+		if stateOf(srv).lookup(key) != nil {
 			continue
 		}
 		if !simple {
@@ -148,12 +148,12 @@ func (s *Session) resolveRefs(srv *pool.Conn, a *classify.Session, pre, text []b
 			hidden = true
 			s.hideLocked(s.reqSent-1, false) // the Query, already counted, moves up one
 		}
-		st, evicted := srv.AddStatement(key, s.maxPrepared)
+		st, evicted := stateOf(srv).add(key, s.maxPrepared)
 		if evicted != nil {
-			pre = appendClose(pre, evicted.Name)
+			pre = appendClose(pre, evicted.name)
 		}
-		st.Ready = true
-		pre = appendParse(pre, st.Name, key.Text)
+		st.ready = true
+		pre = appendParse(pre, st.name, key.text)
 	}
 	if hidden {
 		pre = wire.AppendHeader(pre, 'S', 0)
@@ -162,8 +162,8 @@ func (s *Session) resolveRefs(srv *pool.Conn, a *classify.Session, pre, text []b
 	last := 0
 	for _, r := range a.Refs {
 		if def := s.refDefLocked(r); def != nil {
-			if st := srv.LookupStatement(pool.StmtKey{Context: ctx, Text: def.key}); st != nil {
-				out = append(append(out, text[last:r.Start]...), st.Name...)
+			if st := stateOf(srv).lookup(stmtKey{context: ctx, text: def.key}); st != nil {
+				out = append(append(out, text[last:r.Start]...), st.name...)
 				last = r.End
 			}
 		}
@@ -202,7 +202,7 @@ func (s *Session) queueDeallocsLocked(srv *pool.Conn, a *classify.Session, batch
 		case classify.RefDeallocate:
 			if def := s.refDefLocked(r); def != nil && s.txStatus != 'E' {
 				e.name, e.def = string(r.Name), def
-				e.dropped = srv.LookupStatement(pool.StmtKey{Context: s.stmtContextLocked(), Text: def.key})
+				e.dropped = stateOf(srv).lookup(stmtKey{context: s.stmtContextLocked(), text: def.key})
 				delete(s.stmts, e.name)
 			}
 		default:
@@ -280,7 +280,7 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		if s.unnamedKey != string(rest) {
 			s.unnamedKey = string(rest)
 		}
-		srv.UnnamedKey = s.unnamedKey
+		stateOf(srv).setUnnamed(srv, s.unnamedKey)
 		if body == nil {
 			out = appendParse(out, "", string(rest))
 		} else {
@@ -303,8 +303,8 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		out = append(append(append(out, 'S'), marker...), 0)
 	default:
 		name := string(nameB)
-		key := pool.StmtKey{Context: s.stmtContextLocked(), Text: string(rest)}
-		def := &clientStmt{key: key.Text}
+		key := stmtKey{context: s.stmtContextLocked(), text: string(rest)}
+		def := &clientStmt{key: key.text}
 		if s.stmts == nil {
 			s.stmts = make(map[string]*clientStmt)
 		}
@@ -312,14 +312,14 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		out = s.closeOrphansLocked(srv, out)
 		// A fresh Parse, even if the connection has the text (see the top of this file): the
 		// statement it replaces is closed.
-		if old := srv.LookupStatement(key); old != nil {
-			out = s.hiddenCloseLocked(out, old.Name)
+		if old := stateOf(srv).lookup(key); old != nil {
+			out = s.hiddenCloseLocked(out, old.name)
 		}
-		st, evicted := srv.AddStatement(key, s.maxPrepared)
+		st, evicted := stateOf(srv).add(key, s.maxPrepared)
 		if evicted != nil {
-			out = s.hiddenCloseLocked(out, evicted.Name)
+			out = s.hiddenCloseLocked(out, evicted.name)
 		}
-		out = appendParse(out, st.Name, key.Text)
+		out = appendParse(out, st.name, key.text)
 		s.expectLocked(expectation{typ: '1', action: actForward, stmt: st, name: name, def: def})
 	}
 	s.mu.Unlock()
@@ -351,9 +351,9 @@ func (s *Session) forwardBind(srv *pool.Conn) error {
 	if len(stmt) == 0 {
 		out = s.unnamedLocked(srv, out)
 	} else if def := s.stmts[string(stmt)]; def != nil {
-		var st *pool.Statement
-		st, out = s.ensureLocked(srv, pool.StmtKey{Context: s.stmtContextLocked(), Text: def.key}, out)
-		serverName = st.Name
+		var st *statement
+		st, out = s.ensureLocked(srv, stmtKey{context: s.stmtContextLocked(), text: def.key}, out)
+		serverName = st.name
 	}
 	s.mu.Unlock()
 	s.scratch = out
@@ -387,14 +387,14 @@ func cbytes(b []byte) ([]byte, []byte, bool) {
 // holds another client's. Requires mu.
 func (s *Session) unnamedLocked(srv *pool.Conn, out []byte) []byte {
 	switch {
-	case s.unnamedKey != "" && srv.UnnamedKey != s.unnamedKey:
+	case s.unnamedKey != "" && stateOf(srv).unnamed(srv) != s.unnamedKey:
 		out = appendParse(out, "", s.unnamedKey)
 		s.expectLocked(expectation{typ: '1', action: actSwallow})
-		srv.UnnamedKey = s.unnamedKey
-	case s.unnamedKey == "" && srv.UnnamedKey != "":
+		stateOf(srv).setUnnamed(srv, s.unnamedKey)
+	case s.unnamedKey == "" && stateOf(srv).unnamed(srv) != "":
 		out = appendClose(out, "")
 		s.expectLocked(expectation{typ: '3', action: actSwallow})
-		srv.UnnamedKey = ""
+		stateOf(srv).setUnnamed(srv, "")
 	}
 	return out
 }
@@ -426,13 +426,13 @@ func (s *Session) forwardDescribeClose(srv *pool.Conn, typ byte) error {
 		out = s.unnamedLocked(srv, out)
 	case typ == 'D':
 		if def := s.stmts[name]; def != nil {
-			var st *pool.Statement
-			st, out = s.ensureLocked(srv, pool.StmtKey{Context: s.stmtContextLocked(), Text: def.key}, out)
-			serverName = st.Name
+			var st *statement
+			st, out = s.ensureLocked(srv, stmtKey{context: s.stmtContextLocked(), text: def.key}, out)
+			serverName = st.name
 		}
 	case name == "": // Close of the unnamed statement
 		s.unnamedKey = ""
-		srv.UnnamedKey = ""
+		stateOf(srv).setUnnamed(srv, "")
 		s.expectLocked(expectation{typ: '3', action: actForward})
 	default:
 		// Close of a named statement: the client forgets it (unless the server skips the
@@ -463,7 +463,7 @@ func (s *Session) onParseOrCloseComplete(typ byte) byte {
 	}
 	e := s.expect.at(0)
 	if e.stmt != nil {
-		e.stmt.Ready = true
+		e.stmt.ready = true
 	}
 	action := e.action
 	s.expect.pop(1)
@@ -506,15 +506,15 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 				s.defineLocked(e.name, e.def)
 			}
 		case e.stmt != nil:
-			if !e.stmt.Ready {
-				srv.ForgetStatement(e.stmt)
+			if !e.stmt.ready {
+				stateOf(srv).forget(e.stmt)
 			}
 			// A client Parse: its name was never defined.
 			if e.def != nil && s.stmts[e.name] == e.def {
 				delete(s.stmts, e.name)
 			}
 		case e.closed != "":
-			srv.Orphans = append(srv.Orphans, e.closed)
+			stateOf(srv).orphans = append(stateOf(srv).orphans, e.closed)
 		case e.def != nil:
 			// A client Close: the name is still defined.
 			s.defineLocked(e.name, e.def)
@@ -539,12 +539,12 @@ func (s *Session) onCommandCompleteLocked(srv *pool.Conn, tag []byte) {
 	}
 	switch {
 	case all:
-		srv.ForgetAllStatements()
+		stateOf(srv).forgetAll()
 		if e == nil {
 			clear(s.stmts) // a DEALLOCATE ALL pgtide did not see coming: the same, late
 		}
 	case e != nil && e.dropped != nil:
-		srv.ForgetStatement(e.dropped)
+		stateOf(srv).forget(e.dropped)
 	}
 	if e != nil {
 		s.deallocs.pop(1)
@@ -569,7 +569,7 @@ func (s *Session) rewordDuplicateLocked(body []byte) []byte {
 // onErrorLocked drops srv's statements when the server says one of them is stale or missing:
 // a schema change made a shared statement mean something a fresh Parse would not (its result
 // columns, or a type it was analysed with, changed), or a statement pgtide believes in does not
-// exist. Which statement failed is not said, so none is trusted (see OrphanAllStatements); the
+// exist. Which statement failed is not said, so none is trusted (see serverState.orphanAll); the
 // client whose request failed gets the server's error, as it would on PostgreSQL from its own
 // stale statement. Requires mu.
 func (s *Session) onErrorLocked(srv *pool.Conn, body []byte) {
@@ -578,7 +578,7 @@ func (s *Session) onErrorLocked(srv *pool.Conn, body []byte) {
 	case code == "0A000" && strings.Contains(msg, "cached plan must not change result type"),
 		code == "XX000" && strings.Contains(msg, "cache lookup failed for type"),
 		code == "26000" && strings.Contains(msg, `"pgtide_`):
-		srv.OrphanAllStatements()
+		stateOf(srv).orphanAll()
 		if code == "26000" {
 			s.logger.Warn("a server connection lost prepared statements pgtide created; re-creating them", "err", msg)
 		}

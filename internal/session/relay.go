@@ -9,6 +9,7 @@ import (
 
 	"pgtide/internal/cluster"
 	"pgtide/internal/pool"
+	"pgtide/internal/router"
 	"pgtide/internal/wire"
 )
 
@@ -203,8 +204,7 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 			s.waitCtx, s.waitCancel = context.WithCancelCause(ctx)
 			s.mu.Unlock()
 			if err == nil {
-				s.env.Pools.Release(srv, false)
-				s.env.Router.Done(node)
+				s.env.Router.Release(srv, node, false)
 			}
 			s.logger.Debug("request cancelled by the client while waiting for a server connection")
 			return nil, s.refuse(typ, errCanceled)
@@ -278,45 +278,16 @@ var errClientCancel = errors.New("session: cancelled by the client")
 var errCanceled = &wire.Error{Severity: wire.SeverityError, Code: wire.CodeQueryCanceled,
 	Message: "canceling statement due to user request"}
 
-// acquire gets a server connection on the node the router picks for the client's endpoint. If
-// the node cannot be reached (a failover may be under way) it waits for the topology to change
-// and asks the router again, within failover_timeout: a client between transactions sees no
-// error. The node stays counted by the router until the caller calls Done. A failure is a
-// *wire.Error with the given severity.
+// acquire leases a server connection for the client's next transaction (see router.Lease),
+// counted by the router on its node until released. A failure is a *wire.Error with the given
+// severity.
 func (s *Session) acquire(ctx context.Context, severity string) (*pool.Conn, *cluster.Node, error) {
-	cfg := s.env.Config()
-	var deadline time.Time // set at the first failure: the common case reads no clock here
-	for {
-		node, err := s.env.Router.Pick(ctx, s.endpoint)
-		if err != nil {
-			var we *wire.Error
-			if errors.As(err, &we) {
-				e := *we
-				e.Severity = severity
-				return nil, nil, &e
-			}
-			return nil, nil, serverError(err, severity, s.key)
-		}
-		key := s.key
-		key.Node = node.Addr()
-		c, err := s.env.Pools.Acquire(ctx, key, cfg.Cluster.QueryWaitTimeout.Duration)
-		if err == nil {
-			s.key = key
-			return c, node, nil
-		}
-		s.env.Router.Done(node)
-		if deadline.IsZero() {
-			deadline = time.Now().Add(cfg.Cluster.FailoverTimeout.Duration)
-		}
-		// ctx done: the client cancelled, or the caller's own deadline (client_login_timeout)
-		// passed, which says nothing about the node, and every further try would fail at once.
-		if !retryable(err) || ctx.Err() != nil || time.Now().After(deadline) {
-			return nil, nil, serverError(err, severity, key)
-		}
-		s.env.Router.Suspect(node)
-		s.logger.Debug("server unreachable; waiting for the topology to change", "server", key.Node, "err", err)
-		s.env.Router.Backoff(ctx, 50*time.Millisecond)
+	c, n, err := s.env.Router.Lease(ctx, s.endpoint, s.key, s.intent)
+	if err != nil {
+		return nil, nil, err.(*router.LeaseError).ClientError(severity)
 	}
+	s.key = c.Key()
+	return c, n, nil
 }
 
 // refuse answers a request that could not get a server connection, or was cancelled while it
@@ -508,8 +479,7 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 	if unsure {
 		srv.MarkBroken() // a ReadyForQuery may still come (see copy.go)
 	}
-	s.env.Pools.Release(srv, reset)
-	s.env.Router.Done(node)
+	s.env.Router.Release(srv, node, reset)
 	if closing {
 		s.endAtBoundary()
 	}
@@ -535,16 +505,14 @@ func (s *Session) relayStopped(srv *pool.Conn, err error) {
 	if clean {
 		// Only detach interrupts a clean relay, after the client loop ended: nothing is writing.
 		srv.NetConn().SetReadDeadline(time.Time{})
-		s.env.Pools.Release(srv, reset)
-		s.env.Router.Done(node)
+		s.env.Router.Release(srv, node, reset)
 		return
 	}
 	srv.MarkBroken()
 	srv.NetConn().Close() // unblocks a client loop writing to it
 	srv.WriteMu.Lock()
 	srv.WriteMu.Unlock()
-	s.env.Pools.Release(srv, false)
-	s.env.Router.Done(node)
+	s.env.Router.Release(srv, node, false)
 	if !closing {
 		// The server went away under the client (crash, restart, terminated backend): the
 		// client's session or transaction is lost, so end it, as a direct connection would.

@@ -61,7 +61,7 @@ func (s *Session) applyResetLocked(srv *pool.Conn, r *resetChange) {
 	s.settingsChangedLocked()
 	if r.all {
 		s.extra = maps.Clone(s.startupExtra)
-		srv.ReplaceExtra(s.startupExtra)
+		stateOf(srv).replaceExtra(s.startupExtra)
 		return
 	}
 	for _, name := range r.names {
@@ -71,7 +71,7 @@ func (s *Session) applyResetLocked(srv *pool.Conn, r *resetChange) {
 		} else {
 			delete(s.extra, name)
 		}
-		srv.SetExtra(name, v)
+		stateOf(srv).setExtra(name, v)
 	}
 }
 
@@ -109,7 +109,7 @@ func resetsName(a *classify.Session, name string) bool {
 	return false
 }
 
-// A setting's value in Session.extra (and pool.Conn.Extra) is SQL text, as the client wrote it in
+// A setting's value in Session.extra (and serverState.extra) is SQL text, as the client wrote it in
 // SET name TO <value>, or a startupValue: the raw string from the startup packet, which must be
 // applied as the server applies startup values, by set_config: a list such as search_path
 // 's1,public' is then two schemas, where SET search_path TO 's1,public' would be one schema

@@ -6,17 +6,14 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"maps"
 	"net"
 	"os"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unique"
 
@@ -52,6 +49,7 @@ type Session struct {
 	startup  *wire.Startup
 	key      pool.Key        // Node is set per attachment
 	endpoint router.Endpoint // the listener the client came through
+	intent   router.Intent   // what the client's next transaction asks of its node; owned by the client loop
 	txMode   bool            // pool_mode = transaction, fixed at login
 	logger   *slog.Logger
 
@@ -229,7 +227,7 @@ func (s *Session) Login(ctx context.Context) error {
 // loginShared prepares a transaction-mode login: the client gets a server connection per
 // transaction later. It returns the server's parameters to report.
 func (s *Session) loginShared(ctx context.Context, cfg *config.Config) (map[string]string, error) {
-	node, err := s.env.Router.Pick(ctx, s.endpoint)
+	node, err := s.env.Router.Pick(ctx, s.endpoint, s.intent)
 	if err != nil {
 		return nil, fatal(err)
 	}
@@ -244,8 +242,7 @@ func (s *Session) loginShared(ctx context.Context, cfg *config.Config) (map[stri
 			return nil, err
 		}
 		params = maps.Clone(c.Params)
-		s.env.Pools.Release(c, false)
-		s.env.Router.Done(n)
+		s.env.Router.Release(c, n, false)
 	}
 	// Settings that are not reported are tried once here so a bad one fails the login, as it
 	// would on a server.
@@ -255,8 +252,7 @@ func (s *Session) loginShared(ctx context.Context, cfg *config.Config) (map[stri
 			return nil, err
 		}
 		err = s.tryStartup(c, cfg, nil)
-		s.env.Pools.Release(c, false)
-		s.env.Router.Done(n)
+		s.env.Router.Release(c, n, false)
 		if err != nil {
 			return nil, err
 		}
@@ -272,25 +268,17 @@ func (s *Session) loginShared(ctx context.Context, cfg *config.Config) (map[stri
 // goes through pgtide, which forwards it with the server's own key only while the client has a
 // request running.
 func (s *Session) loginOwn(ctx context.Context, cfg *config.Config) (map[string]string, error) {
-	n, err := s.env.Router.Pick(ctx, s.endpoint)
-	if err != nil {
-		return nil, fatal(err)
-	}
-	key := s.key
-	key.Node = n.Addr()
-	c, err := s.env.Pools.TryAcquire(ctx, key)
+	c, n, err := s.env.Router.TryLease(ctx, s.endpoint, s.key, s.intent)
 	if err != nil {
 		// None free now (or a failure loginShared reports as it should): the client logs in
 		// without one, with pgtide's own process ID, and waits for one at its first request.
-		s.env.Router.Done(n)
 		return s.loginShared(ctx, cfg)
 	}
-	s.key = key
+	s.key = c.Key()
 	// Settled now rather than in a preamble before the first request: until then the client
 	// has nothing outstanding (a shutdown ends it at once).
 	if err := s.tryStartup(c, cfg, s.params); err != nil {
-		s.env.Pools.Release(c, false)
-		s.env.Router.Done(n)
+		s.env.Router.Release(c, n, false)
 		return nil, err
 	}
 	params, ok := s.env.Pools.Params(s.key)
@@ -316,8 +304,7 @@ func (s *Session) dropServer() {
 	s.mu.Unlock()
 	if c != nil {
 		c.MarkBroken() // a preamble may be buffered, unsent
-		s.env.Pools.Release(c, false)
-		s.env.Router.Done(n)
+		s.env.Router.Release(c, n, false)
 	}
 }
 
@@ -334,7 +321,7 @@ func (s *Session) tryStartup(c *pool.Conn, cfg *config.Config, reported map[stri
 		return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeInvalidParameterValue,
 			Message: "invalid startup parameter: " + err.Error()}
 	}
-	c.ReplaceExtra(s.extra)
+	stateOf(c).replaceExtra(s.extra)
 	return nil
 }
 
@@ -387,25 +374,6 @@ func isNetErr(err error) bool {
 		errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne)
 }
 
-// serverError turns a failure to get a server connection into what the client sees.
-func serverError(err error, severity string, k pool.Key) *wire.Error {
-	var se *pool.ServerError
-	var wt *pool.WaitTimeoutError
-	switch {
-	case errors.As(err, &se):
-		// The server's own refusal (unknown database, failed login): pass it on as it is.
-		return &wire.Error{Severity: severity, Code: se.Code, Message: se.Message, Detail: se.Detail}
-	case errors.As(err, &wt):
-		return &wire.Error{Severity: severity, Code: wire.CodeTooManyConnections,
-			Message: "pgtide: query_wait_timeout: " + wt.Error()}
-	case errors.Is(err, pool.ErrClosed):
-		return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeAdminShutdown,
-			Message: "pgtide is shutting down"}
-	}
-	return &wire.Error{Severity: severity, Code: wire.CodeUnableToConnect,
-		Message: fmt.Sprintf("pgtide could not connect to server %s: %v", k.Node, err)}
-}
-
 // fatal makes err (a *wire.Error from the router, or anything else) a FATAL for the client.
 func fatal(err error) *wire.Error {
 	var we *wire.Error
@@ -415,27 +383,4 @@ func fatal(err error) *wire.Error {
 		return &f
 	}
 	return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeUnableToConnect, Message: err.Error()}
-}
-
-// retryable reports whether a failure to get a server connection may be a node going away or
-// coming up (a failover), so that the work should wait and try the router again rather than
-// fail: the node refused or dropped the connection, did not answer, or said it is shutting down
-// or starting up.
-func retryable(err error) bool {
-	var se *pool.ServerError
-	if errors.As(err, &se) {
-		switch se.Code {
-		case "57P01", "57P02", "57P03":
-			return true
-		}
-		return strings.HasPrefix(se.Code, "08")
-	}
-	var wt *pool.WaitTimeoutError
-	if errors.As(err, &wt) || errors.Is(err, pool.ErrClosed) || errors.Is(err, context.Canceled) {
-		return false
-	}
-	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, context.DeadlineExceeded)
 }

@@ -1,0 +1,162 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+	"time"
+
+	"pgtide/internal/classify"
+	"pgtide/internal/cluster"
+	"pgtide/internal/pool"
+	"pgtide/internal/wire"
+)
+
+// Intent is what a transaction (or, in session mode, a session) asks of the node that serves it.
+type Intent struct {
+	// Route says whether a replica may serve it. Only the auto endpoint follows it: the writer
+	// endpoint always takes the writer, the reader endpoint always a reader.
+	Route classify.Route
+	// Reason is why it takes Route, for counting and logging.
+	Reason classify.RouteReason
+}
+
+// Lease lends a server connection for work arriving on endpoint ep with intent in, from the pool
+// of key's database and user on the node the router picks (key.Node is ignored; the connection's
+// Key says which node it is on). The node stays counted until Release.
+//
+// Lease owns the waiting a transaction may need before it can start: for a writer during a
+// failover (bounded by failover_timeout and failover_max_waiting), for a free connection in the
+// pool (query_wait_timeout), and, when the picked node cannot be reached or refuses as it shuts
+// down or starts up, for the topology to change, asking again within failover_timeout, so a
+// client between transactions sees no error for a failover. ctx ends every wait (the client
+// cancelled, or its login timed out). An error is a *LeaseError.
+func (r *Router) Lease(ctx context.Context, ep Endpoint, key pool.Key, in Intent) (*pool.Conn, *cluster.Node, error) {
+	cfg := r.config()
+	var deadline time.Time // set at the first failure: the common case reads no clock here
+	for {
+		node, err := r.Pick(ctx, ep, in)
+		if err != nil {
+			return nil, nil, &LeaseError{Err: err}
+		}
+		key.Node = node.Addr()
+		c, err := r.pools.Acquire(ctx, key, cfg.Cluster.QueryWaitTimeout.Duration)
+		if err == nil {
+			return c, node, nil
+		}
+		r.Done(node)
+		if deadline.IsZero() {
+			deadline = time.Now().Add(cfg.Cluster.FailoverTimeout.Duration)
+		}
+		// ctx done: the client cancelled, or the caller's own deadline (client_login_timeout)
+		// passed, which says nothing about the node, and every further try would fail at once.
+		if !nodeMayRecover(err) || ctx.Err() != nil || time.Now().After(deadline) {
+			return nil, nil, &LeaseError{Node: key.Node, Err: err}
+		}
+		r.Suspect(node)
+		r.logger.Debug("server unreachable; waiting for the topology to change", "server", key.Node, "err", err)
+		r.Backoff(ctx, 50*time.Millisecond)
+	}
+}
+
+// TryLease is Lease without any waiting: it lends a connection only if the picked node's pool has
+// one free or may open one now, and fails at once otherwise (a failover under way, a full pool, a
+// node that cannot be reached).
+func (r *Router) TryLease(ctx context.Context, ep Endpoint, key pool.Key, in Intent) (*pool.Conn, *cluster.Node, error) {
+	if ep == Writer || ep == Auto && in.Route == classify.RouteWriter {
+		if r.currentWriter() == nil {
+			return nil, nil, &LeaseError{Err: errNoWriterNow}
+		}
+	}
+	node, err := r.Pick(ctx, ep, in)
+	if err != nil {
+		return nil, nil, &LeaseError{Err: err}
+	}
+	key.Node = node.Addr()
+	c, err := r.pools.TryAcquire(ctx, key)
+	if err != nil {
+		r.Done(node)
+		return nil, nil, &LeaseError{Node: key.Node, Err: err}
+	}
+	return c, node, nil
+}
+
+var errNoWriterNow = &wire.Error{Severity: wire.SeverityError, Code: wire.CodeCannotConnectNow,
+	Message: "pgtide: no writer at the moment"}
+
+// Release gives back a connection Lease lent on node n; reset runs server_reset_query first (see
+// pool.Manager.Release).
+func (r *Router) Release(c *pool.Conn, n *cluster.Node, reset bool) {
+	r.pools.Release(c, reset)
+	r.Done(n)
+}
+
+// LeaseError is why Lease lent no connection.
+type LeaseError struct {
+	// Node is the node last tried, "" if none was picked.
+	Node string
+	// Err is the cause: a *wire.Error from the pick (no writer, no reader), the pool's
+	// (*pool.ServerError, *pool.WaitTimeoutError, pool.ErrClosed), a network error, or ctx's.
+	Err error
+}
+
+func (e *LeaseError) Error() string {
+	if e.Node == "" {
+		return e.Err.Error()
+	}
+	return fmt.Sprintf("server %s: %v", e.Node, e.Err)
+}
+
+func (e *LeaseError) Unwrap() error { return e.Err }
+
+// ClientError says what went wrong in words for the client, as an ErrorResponse of the given
+// severity with the SQLSTATE PostgreSQL (or PgBouncer, for pool limits) would give.
+func (e *LeaseError) ClientError(severity string) *wire.Error {
+	var we *wire.Error
+	var se *pool.ServerError
+	var wt *pool.WaitTimeoutError
+	var out wire.Error
+	switch {
+	case errors.As(e.Err, &we):
+		out = *we
+	case errors.As(e.Err, &se):
+		// The server's own refusal (unknown database, failed login): passed on as it is.
+		out = wire.Error{Code: se.Code, Message: se.Message, Detail: se.Detail}
+	case errors.As(e.Err, &wt):
+		out = wire.Error{Code: wire.CodeTooManyConnections, Message: "pgtide: query_wait_timeout: " + wt.Error()}
+	case errors.Is(e.Err, pool.ErrClosed):
+		return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeAdminShutdown, Message: "pgtide is shutting down"}
+	default:
+		out = wire.Error{Code: wire.CodeUnableToConnect,
+			Message: fmt.Sprintf("pgtide could not connect to server %s: %v", e.Node, e.Err)}
+	}
+	out.Severity = severity
+	return &out
+}
+
+// nodeMayRecover reports whether a failure to get a server connection may be a node going away
+// or coming up (a failover), so that the work should wait and ask again rather than fail: the
+// node refused or dropped the connection, did not answer, or said it is shutting down or
+// starting up.
+func nodeMayRecover(err error) bool {
+	var se *pool.ServerError
+	if errors.As(err, &se) {
+		switch se.Code {
+		case "57P01", "57P02", "57P03":
+			return true
+		}
+		return strings.HasPrefix(se.Code, "08")
+	}
+	var wt *pool.WaitTimeoutError
+	if errors.As(err, &wt) || errors.Is(err, pool.ErrClosed) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, context.DeadlineExceeded)
+}
