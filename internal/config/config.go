@@ -28,6 +28,12 @@ const (
 	PinPolicyError = "error"
 )
 
+// Read-your-writes modes.
+const (
+	ReadYourWritesLSN = "lsn"
+	ReadYourWritesOff = "off"
+)
+
 // Discovery modes.
 const (
 	DiscoveryAurora = "aurora"
@@ -55,8 +61,9 @@ type Config struct {
 
 // Proxy configures the client-facing side.
 type Proxy struct {
-	// Listen is the automatic endpoint: for now it sends everything to the writer (a later
-	// release splits reads from writes on it). "" disables it.
+	// Listen is the automatic endpoint: in transaction mode each transaction goes to a reader
+	// when its first request is provably read-only, to the writer otherwise; in session mode
+	// every session goes to the writer. "" disables it.
 	Listen string `toml:"listen"`
 	// WriterListen sends everything to the writer, like Aurora's cluster endpoint. Optional.
 	WriterListen string `toml:"writer_listen"`
@@ -66,6 +73,17 @@ type Proxy struct {
 	// ReaderFallbackToWriter sends reader-endpoint work to the writer when no reader is healthy;
 	// otherwise such work gets an error.
 	ReaderFallbackToWriter bool `toml:"reader_fallback_to_writer"`
+	// MaxReplicaLag keeps reads off a replica whose replay is further behind its writer than
+	// this (time, as the health checks measure it); it gets reads again once back under half of
+	// it. With no replica under the bounds reads go to the writer. The seeds' alarm threshold.
+	MaxReplicaLag Duration `toml:"max_replica_lag"`
+	// MaxReplicaLagBytes is the same bound in bytes of WAL (writer's position minus the
+	// replica's replay position); 0 means no bound.
+	MaxReplicaLagBytes int64 `toml:"max_replica_lag_bytes"`
+	// ReadYourWrites is "lsn" (after a client's transaction that may have written ends, its
+	// reads go only to replicas that have replayed the writer's position at that moment, or to
+	// the writer) or "off".
+	ReadYourWrites string `toml:"read_your_writes"`
 	// PoolMode is "session" (a client keeps one server connection for its whole life) or
 	// "transaction" (a server connection is lent per transaction).
 	PoolMode string `toml:"pool_mode"`
@@ -177,6 +195,8 @@ func Defaults() *Config {
 		Proxy: Proxy{
 			Listen:                 "127.0.0.1:6432",
 			ReaderFallbackToWriter: true,
+			MaxReplicaLag:          Duration{100 * time.Millisecond},
+			ReadYourWrites:         ReadYourWritesLSN,
 			PoolMode:               PoolModeTransaction,
 			MaxClientConnections:   10000,
 			ClientLoginTimeout:     Duration{15 * time.Second},
@@ -290,6 +310,15 @@ func (c *Config) Validate() error {
 	}
 	if p.MaxPreparedStatements < 0 {
 		add("proxy.max_prepared_statements must not be negative")
+	}
+	if p.MaxReplicaLag.Duration <= 0 {
+		add("proxy.max_replica_lag must be positive")
+	}
+	if p.MaxReplicaLagBytes < 0 {
+		add("proxy.max_replica_lag_bytes must not be negative (0: no bound)")
+	}
+	if p.ReadYourWrites != ReadYourWritesLSN && p.ReadYourWrites != ReadYourWritesOff {
+		add("proxy.read_your_writes %q: must be \"lsn\" or \"off\"", p.ReadYourWrites)
 	}
 	if p.PinPolicy != PinPolicyPin && p.PinPolicy != PinPolicyError {
 		add("proxy.pin_policy %q: must be \"pin\" or \"error\"", p.PinPolicy)

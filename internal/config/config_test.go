@@ -54,6 +54,9 @@ listen = "0.0.0.0:7432"
 writer_listen = "0.0.0.0:7433"
 reader_listen = "0.0.0.0:7434"
 reader_fallback_to_writer = false
+max_replica_lag = "250ms"
+max_replica_lag_bytes = 16777216
+read_your_writes = "off"
 pool_mode = "session"
 max_client_connections = 500
 client_login_timeout = "5s"
@@ -120,6 +123,9 @@ func TestLoadFull(t *testing.T) {
 			Listen:                "0.0.0.0:7432",
 			WriterListen:          "0.0.0.0:7433",
 			ReaderListen:          "0.0.0.0:7434",
+			MaxReplicaLag:         Duration{250 * time.Millisecond},
+			MaxReplicaLagBytes:    16 << 20,
+			ReadYourWrites:        ReadYourWritesOff,
 			PoolMode:              PoolModeSession,
 			MaxClientConnections:  500,
 			ClientLoginTimeout:    Duration{5 * time.Second},
@@ -370,6 +376,9 @@ func TestValidate(t *testing.T) {
 		{"max_message_size zero", func(c *Config) { c.Proxy.MaxMessageSize = 0 }, "proxy.max_message_size"},
 		{"negative max_prepared_statements", func(c *Config) { c.Proxy.MaxPreparedStatements = -1 }, "proxy.max_prepared_statements"},
 		{"unknown pin_policy", func(c *Config) { c.Proxy.PinPolicy = "ignore" }, "proxy.pin_policy"},
+		{"zero max_replica_lag", func(c *Config) { c.Proxy.MaxReplicaLag.Duration = 0 }, "proxy.max_replica_lag"},
+		{"negative max_replica_lag_bytes", func(c *Config) { c.Proxy.MaxReplicaLagBytes = -1 }, "proxy.max_replica_lag_bytes"},
+		{"unknown read_your_writes", func(c *Config) { c.Proxy.ReadYourWrites = "always" }, "proxy.read_your_writes"},
 		{"no listener", func(c *Config) { c.Proxy.Listen = "" }, "proxy.listen, proxy.writer_listen"},
 		{"same listener twice", func(c *Config) { c.Proxy.WriterListen = c.Proxy.Listen }, "proxy.writer_listen"},
 		{"bad reader_listen", func(c *Config) { c.Proxy.ReaderListen = "nope" }, "proxy.reader_listen"},

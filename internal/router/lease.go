@@ -23,6 +23,11 @@ type Intent struct {
 	Route classify.Route
 	// Reason is why it takes Route, for counting and logging.
 	Reason classify.RouteReason
+	// After, when not zero, is when the client's last transaction that may have written ended
+	// (read_your_writes): a replica serves this work only once it has replayed the writer's
+	// WAL position sampled by a health check that started after that moment, which is at or past
+	// that transaction's commit. Until then the work goes to the writer.
+	After time.Time
 }
 
 // Lease lends a server connection for work arriving on endpoint ep with intent in, from the pool

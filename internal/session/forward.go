@@ -239,23 +239,29 @@ func (s *Session) relayMessage(srv *pool.Conn, typ byte) error {
 		if err != nil {
 			return err
 		}
-		s.mu.Lock()
-		s.failed = true
-		if s.copyIn != 0 {
-			s.copyIn = 0
-			s.onCopyFailedLocked()
-		}
-		if s.txMode {
-			s.onErrorLocked(srv, body)
-		}
-		if len(s.duplicate) > 0 {
-			body = s.rewordDuplicateLocked(body)
-		}
-		s.mu.Unlock()
-		_, err = s.w.Write(wire.AppendMessage(s.w.AvailableBuffer(), 'E', body))
-		return err
+		return s.relayError(srv, body)
 	}
 	return sr.Forward(s.w)
+}
+
+// relayError forwards an ErrorResponse body from srv to the client, following what it means for
+// the session. Requires wmu and s.w.
+func (s *Session) relayError(srv *pool.Conn, body []byte) error {
+	s.mu.Lock()
+	s.failed = true
+	if s.copyIn != 0 {
+		s.copyIn = 0
+		s.onCopyFailedLocked()
+	}
+	if s.txMode {
+		s.onErrorLocked(srv, body)
+	}
+	if len(s.duplicate) > 0 {
+		body = s.rewordDuplicateLocked(body)
+	}
+	s.mu.Unlock()
+	_, err := s.w.Write(wire.AppendMessage(s.w.AvailableBuffer(), 'E', body))
+	return err
 }
 
 // applyPendingLocked applies the effects of the Query that this ReadyForQuery ends, unless it

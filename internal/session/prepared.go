@@ -36,7 +36,8 @@ import (
 
 // clientStmt is one of the client's named prepared statements.
 type clientStmt struct {
-	key string // query text and parameter types: the Parse body after the name
+	key   string             // query text and parameter types: the Parse body after the name
+	route classify.RouteInfo // where executions of it go on the auto endpoint, classified at Parse
 }
 
 // expectLocked queues an expectation. Requires mu.
@@ -280,6 +281,11 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		if s.unnamedKey != string(rest) {
 			s.unnamedKey = string(rest)
 		}
+		if s.unnamedDone {
+			s.unnamedDone = false // planRoute classified it
+		} else if s.routes() {
+			s.unnamed = classify.ClassifyRoute(query, s.env.functions(s.key.Database))
+		}
 		stateOf(srv).setUnnamed(srv, s.unnamedKey)
 		if body == nil {
 			out = appendParse(out, "", string(rest))
@@ -305,6 +311,9 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		name := string(nameB)
 		key := stmtKey{context: s.stmtContextLocked(), text: string(rest)}
 		def := &clientStmt{key: key.text}
+		if s.routes() {
+			def.route = classify.ClassifyRoute(query, s.env.functions(s.key.Database))
+		}
 		if s.stmts == nil {
 			s.stmts = make(map[string]*clientStmt)
 		}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"pgtide/internal/classify"
 	"pgtide/internal/cluster"
 	"pgtide/internal/pool"
 	"pgtide/internal/router"
@@ -40,7 +41,9 @@ func (s *Session) Serve(ctx context.Context) {
 
 func (s *Session) clientLoop(ctx context.Context) error {
 	for {
-		if s.br == nil || s.r.Buffered() == 0 {
+		if s.replaying && !s.replayDone() {
+			// Re-running a request a replica refused (see route.go): read it from the copy.
+		} else if s.br == nil || s.r.Buffered() == 0 {
 			// Nothing from the client is waiting: give the read buffer back while blocked.
 			if err := s.waitIdle(); err != nil {
 				return err
@@ -68,6 +71,12 @@ func (s *Session) clientLoop(ctx context.Context) error {
 			}
 			continue
 		}
+		if done, err := s.routeCommand(typ); done || err != nil {
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		srv, err := s.attach(ctx, typ)
 		if err != nil {
 			return err
@@ -77,7 +86,12 @@ func (s *Session) clientLoop(ctx context.Context) error {
 		}
 		srv.WriteMu.Lock()
 		err = s.forward(srv, typ)
-		if err != nil || s.r.Buffered() > 0 {
+		last := false // the last message of an armed request: its answers are read now
+		if s.heldLeft > 0 {
+			s.heldLeft--
+			last = s.heldLeft == 0
+		}
+		if err != nil || s.r.Buffered() > 0 && !last {
 			// More from the client is waiting: it goes out with this message.
 			srv.WriteMu.Unlock()
 			if err != nil {
@@ -91,6 +105,9 @@ func (s *Session) clientLoop(ctx context.Context) error {
 			srv.WriteMu.Unlock() // no relay goroutine: nobody else writes to srv
 			if err := s.relayInline(srv); err != nil {
 				return err
+			}
+			if s.rerun {
+				s.startRerun()
 			}
 			continue
 		}
@@ -128,6 +145,9 @@ func (s *Session) readInline(srv *pool.Conn) (inline bool) {
 		s.startRelayLocked()
 	default:
 		inline = true
+	}
+	if !inline {
+		s.armed = false // only the client loop holds answers back (see route.go)
 	}
 	s.mu.Unlock()
 	return inline
@@ -189,6 +209,11 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 		return nil, s.r.Skip()
 	}
 	if srv == nil {
+		if s.routes() && !s.replaying {
+			s.mu.Unlock()
+			s.planRoute(typ) // reads ahead of the client: not under mu
+			s.mu.Lock()
+		}
 		s.waiting = true
 		wctx := s.waitCtx
 		s.mu.Unlock()
@@ -215,6 +240,10 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 			return nil, s.refuse(typ, err)
 		}
 		s.attachLocked(srv, node)
+		if s.routes() {
+			s.leaseWrites = s.intent.Route == classify.RouteWriter
+			s.env.Routes.count(s.intent)
+		}
 	}
 	switch typ {
 	case 'Q', 'F':
@@ -367,6 +396,13 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 		return stepMore, err
 	}
 	for typ != 'Z' {
+		if s.armed || s.dropping {
+			held, err := s.heldMessage(srv, typ)
+			if err != nil || held {
+				s.wmu.Unlock()
+				return stepMore, err
+			}
+		}
 		if err = s.relayMessage(srv, typ); err != nil {
 			s.wmu.Unlock()
 			return stepMore, err
@@ -406,6 +442,7 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 		release = idle && (s.txMode && !s.pinned || s.closing)
 		reset = !s.txMode || s.pinned
 		if release {
+			s.noteReleaseLocked()
 			s.server, node, s.node = nil, s.node, nil
 			s.relayRunning = false
 			interrupted, s.interrupted = s.interrupted, false
@@ -430,7 +467,7 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 		s.reqs.popRequest()
 		s.onReadyLocked(srv)
 		s.applyPendingLocked(srv, status)
-		showReady = !s.restoreNextLocked()
+		showReady = !s.restoreNextLocked() && !s.dropping
 	}
 	*phase = phaseNext
 	if inline {
@@ -503,6 +540,9 @@ func (s *Session) relayStopped(srv *pool.Conn, err error) {
 		srv.MarkBroken() // a ReadyForQuery may still come (see copy.go)
 	}
 	if clean {
+		s.mu.Lock()
+		s.noteReleaseLocked()
+		s.mu.Unlock()
 		// Only detach interrupts a clean relay, after the client loop ended: nothing is writing.
 		srv.NetConn().SetReadDeadline(time.Time{})
 		s.env.Router.Release(srv, node, reset)

@@ -36,6 +36,11 @@ type Env struct {
 	Pins *PinCounter
 	// Router picks the node for each transaction (or session, in session mode).
 	Router *router.Router
+	// Routes counts routing decisions on the auto endpoint; nil counts nothing.
+	Routes *RouteCounter
+	// Functions, if set, returns what is known of a database's functions for the route
+	// classifier (nil when nothing is known yet: calls of unknown functions go to the writer).
+	Functions func(database string) classify.Functions
 	// KeyChanged, if set, is called when a session's PID changes during Login (session mode: the
 	// server's), before the client is sent its BackendKeyData; it may change the session's
 	// Secret to keep (PID, Secret) unique.
@@ -66,6 +71,8 @@ type Session struct {
 
 	wmu sync.Mutex    // guards w
 	w   *bufio.Writer // to the client; nil while idle (see buffers.go)
+
+	routeState // routing on the auto endpoint (see route.go)
 
 	// Transaction-mode state owned by the client loop.
 	maxPrepared int              // max_prepared_statements at login; 0: no statement translation

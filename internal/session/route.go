@@ -1,0 +1,507 @@
+package session
+
+// Routing on the auto endpoint (transaction mode). Before a transaction gets a server
+// connection, the client loop reads ahead — without consuming anything — to the end of the
+// client's first request (a Query, or extended-protocol messages up to Sync), classifies its SQL
+// (package classify) and asks the router for a reader or the writer accordingly.
+//
+// The safety net. A request routed to a reader that runs outside a transaction block and can be
+// sent again unchanged (no named Parse or Close, nothing that opens a transaction) is "armed":
+// its bytes are kept (they fit the client read buffer, or it goes to the writer), and the
+// replica's answers are held back in the client's write buffer until the first DataRow,
+// CommandComplete or ErrorResponse. If that is an ErrorResponse with SQLSTATE 25006
+// (read_only_sql_transaction: the statement writes after all — a function that writes inside a
+// view, a reader hint on a write), nothing has reached the client: the held answers and the
+// error are dropped, the replica connection is given back at its ReadyForQuery, and the kept
+// bytes are read again by the client loop as if the client had sent them anew, now for the
+// writer. Anything else ends the holding back and the answers flow as usual; a transaction is
+// never moved once anything of it has reached the client, and nothing inside a transaction
+// block is ever retried.
+//
+// Read-your-writes. When a transaction that may have written ends on the writer, the session
+// notes the time. Its later reads may go to a replica only once that replica has replayed the
+// writer's WAL position sampled by a health check that started after that time (see
+// router.Intent.After); until then they go to the writer. That costs nothing per transaction:
+// no round trip at commit, one clock read when a writer transaction ends.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"hash/fnv"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"pgtide/internal/classify"
+	"pgtide/internal/config"
+	"pgtide/internal/pool"
+	"pgtide/internal/router"
+	"pgtide/internal/wire"
+)
+
+// routeState is a session's routing state, all owned by the client loop except where noted.
+type routeState struct {
+	setting routeSetting // SET pgtide.route
+
+	// held is the armed request, kept for a re-run on the writer; heldLeft counts its messages
+	// not yet forwarded. armed is read and cleared by the server's one reader, which the client
+	// loop is while armed (see readInline): it is set before the request is forwarded.
+	held     []byte
+	heldLeft int
+	armed    bool
+	// Set by the reader at a replica's 25006: the answers until ReadyForQuery are dropped
+	// (dropping), and the client loop then reads held again (rerun).
+	dropping bool
+	rerun    bool
+	heldMark int // the client write buffer's fill when holding back began; -1 before
+	// replay reads held again for the re-run; replaySrc is what is left of held.
+	replay    *bufio.Reader
+	replaySrc bytes.Reader
+	replaying bool
+
+	// The unnamed statement's route, classified at its Parse (by planRoute, or by forwardParse
+	// when the session already had a server); unnamedDone: planRoute classified the next
+	// unnamed Parse forwarded, so forwardParse need not.
+	unnamed     classify.RouteInfo
+	unnamedDone bool
+
+	// leaseWrites: the current server connection was leased for work that may write, so its
+	// release is a write commit for read-your-writes. Guarded by Session.mu.
+	leaseWrites bool
+	// lastWrite is when the client's last transaction that may have written ended (unix
+	// nanoseconds; 0: none yet). Written by the server's reader, read by the client loop.
+	lastWrite atomic.Int64
+}
+
+// routeSetting is the session's pgtide.route.
+type routeSetting uint8
+
+const (
+	routeAuto routeSetting = iota
+	routeWriter
+	routeReader
+)
+
+func (r routeSetting) String() string {
+	switch r {
+	case routeWriter:
+		return "writer"
+	case routeReader:
+		return "reader"
+	}
+	return "auto"
+}
+
+// routes reports whether the session's transactions are routed by their SQL: transaction mode on
+// the auto endpoint. In session mode the auto endpoint sends the whole session to the writer: the
+// session's statements cannot be known when it gets its server connection.
+func (s *Session) routes() bool { return s.txMode && s.endpoint == router.Auto }
+
+// planRoute sets s.intent for the request that starts with the client's current message (of type
+// typ), reading ahead to the request's end without consuming anything, and arms the safety net
+// when it can. Called by the client loop when the session has no server connection.
+func (s *Session) planRoute(typ byte) {
+	s.armed, s.heldLeft, s.unnamedDone = false, 0, false
+	if s.setting == routeWriter {
+		s.intent = router.Intent{Route: classify.RouteWriter, Reason: classify.ReasonHintWriter}
+		return
+	}
+	req, msgs, complete := s.peekRequest(typ)
+	p := s.classifyRequest(req)
+	if s.setting == routeReader {
+		p.route, p.reason = classify.RouteReader, classify.ReasonHintReader
+	}
+	in := router.Intent{Route: p.route, Reason: p.reason}
+	armable := complete && p.replayable && !p.begin
+	if p.route == classify.RouteReader && p.executes && !armable && !p.begin && p.reason != classify.ReasonHintReader {
+		// It runs something on a replica that could not be taken back: the writer.
+		in = router.Intent{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified}
+	}
+	if in.Route == classify.RouteReader && s.env.Config().Proxy.ReadYourWrites == config.ReadYourWritesLSN {
+		if t := s.lastWrite.Load(); t != 0 {
+			in.After = time.Unix(0, t)
+		}
+	}
+	s.intent = in
+	if in.Route == classify.RouteReader && armable && p.executes {
+		s.mu.Lock()
+		idle := s.txStatus == 'I'
+		s.mu.Unlock()
+		if idle {
+			s.held = append(s.held[:0], req...)
+			s.heldLeft, s.armed, s.heldMark = msgs, true, -1
+		}
+	}
+}
+
+// maxHeld bounds a request pgtide reads ahead of: the client read buffer. A longer request goes
+// to the writer.
+const maxHeld = clientBufferSize
+
+// peekRequest returns the bytes of the client's request that starts with the current message:
+// messages up to and including a Query, Sync, Flush or FunctionCall, or the messages that fit
+// the read buffer if it is longer (complete false). It blocks until the request has arrived, as
+// a server would wait for its end; a client that fails meanwhile returns what there is (the
+// client loop then sees the failure).
+func (s *Session) peekRequest(typ byte) (req []byte, msgs int, complete bool) {
+	off, n := 0, s.r.BodyLen()
+	for {
+		end := off + wire.HeaderLen + n
+		if end > s.br.Size() {
+			return req, msgs, false
+		}
+		b, err := s.br.Peek(end)
+		if err != nil {
+			return req, msgs, false
+		}
+		req, msgs, off = b, msgs+1, end
+		switch typ {
+		case 'Q', 'S', 'H', 'F':
+			return req, msgs, true
+		}
+		if off+wire.HeaderLen > s.br.Size() {
+			return req, msgs, false
+		}
+		h, err := s.br.Peek(off + wire.HeaderLen)
+		if err != nil {
+			return req, msgs, false
+		}
+		typ = h[off]
+		n = int(int32(uint32(h[off+1])<<24|uint32(h[off+2])<<16|uint32(h[off+3])<<8|uint32(h[off+4]))) - 4
+		if n < 0 {
+			return req, msgs, false // malformed: the client loop reports it
+		}
+	}
+}
+
+// requestPlan is what classifyRequest found in a request.
+type requestPlan struct {
+	route      classify.Route
+	reason     classify.RouteReason
+	executes   bool // it runs a statement (Query, Execute, FunctionCall)
+	replayable bool // sending it again changes nothing pgtide tracks
+	begin      bool // it opens a transaction block
+}
+
+// classifyRequest classifies the messages of req (whole messages, see peekRequest): the writer if
+// any of them needs it. Unknown messages take the writer.
+func (s *Session) classifyRequest(req []byte) requestPlan {
+	p := requestPlan{route: classify.RouteReader, reason: classify.ReasonReadOnly, replayable: true}
+	fns := s.env.functions(s.key.Database)
+	take := func(info classify.RouteInfo) {
+		if info.Begin {
+			p.begin = true
+		}
+		if info.Route == classify.RouteWriter && p.route == classify.RouteReader {
+			p.route, p.reason = classify.RouteWriter, info.Reason
+		} else if p.route == classify.RouteReader && info.Reason != classify.ReasonReadOnly {
+			p.reason = info.Reason // a read-only transaction, a reader hint: say so
+		}
+	}
+	for len(req) >= wire.HeaderLen {
+		typ := req[0]
+		n := int(uint32(req[1])<<24|uint32(req[2])<<16|uint32(req[3])<<8|uint32(req[4])) - 4
+		if n < 0 || wire.HeaderLen+n > len(req) {
+			break
+		}
+		body := req[wire.HeaderLen : wire.HeaderLen+n]
+		req = req[wire.HeaderLen+n:]
+		switch typ {
+		case 'Q':
+			p.executes = true
+			take(classify.ClassifyRoute(trimNul(body), fns))
+		case 'P':
+			name, rest, ok := cbytes(body)
+			query, _, ok2 := cbytes(rest)
+			if !ok || !ok2 {
+				take(classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified})
+				continue
+			}
+			if len(name) > 0 {
+				// Classified when forwarded (forwardParse); sending it again would redefine it.
+				p.replayable = false
+				continue
+			}
+			s.unnamed = classify.ClassifyRoute(query, fns)
+			s.unnamedDone = true
+		case 'B':
+			_, rest, ok := cbytes(body)
+			stmt, _, ok2 := cbytes(rest)
+			if !ok || !ok2 {
+				take(classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified})
+				continue
+			}
+			take(s.statementRoute(stmt))
+		case 'E':
+			p.executes = true
+		case 'H':
+			// The client reads answers before its Sync: they cannot be held back.
+			p.replayable = false
+		case 'D', 'S':
+		case 'C':
+			if len(body) > 2 && body[0] == 'S' {
+				p.replayable = false // closing a named statement
+			}
+		default: // FunctionCall and anything unexpected
+			p.executes = true
+			take(classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified})
+		}
+	}
+	return p
+}
+
+// statementRoute returns the route of the client's prepared statement name ("" for the unnamed
+// one): the classification of its Parse, or the writer for a statement pgtide does not know.
+func (s *Session) statementRoute(name []byte) classify.RouteInfo {
+	if len(name) == 0 {
+		return s.unnamed
+	}
+	s.mu.Lock()
+	def := s.stmts[string(name)]
+	var info classify.RouteInfo
+	if def != nil {
+		info = def.route
+	} else {
+		info = classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified}
+	}
+	s.mu.Unlock()
+	return info
+}
+
+// functions returns what is known of database's functions, nil for nothing.
+func (e *Env) functions(database string) classify.Functions {
+	if e.Functions == nil {
+		return nil
+	}
+	return e.Functions(database)
+}
+
+// trimNul drops a Query body's terminating NUL.
+func trimNul(b []byte) []byte {
+	if n := len(b); n > 0 && b[n-1] == 0 {
+		return b[:n-1]
+	}
+	return b
+}
+
+// holdBack decides, for a server message of type typ (not ReadyForQuery) answering an armed
+// request, whether the answers so far stay held back (true), or the transaction is committed to
+// this server and they flow (false, s.armed cleared). Called by the reader with wmu held.
+func (s *Session) holdBack(typ byte, bodyLen int) bool {
+	if s.heldMark < 0 {
+		s.heldMark = s.w.Buffered()
+	}
+	switch typ {
+	case '1', '2', 't', 'T', 'n', 'N', 'S', '3':
+		// Parse/Bind/Close complete, parameter and row descriptions, NoData, notices and
+		// parameter changes: held while they fit the write buffer, which must not flush.
+		if wire.HeaderLen+bodyLen < s.w.Available() {
+			return true
+		}
+	}
+	s.armed = false
+	return false
+}
+
+// heldMessage handles a server message (not ReadyForQuery) while an armed request's answers are
+// held back or a refused one's dropped. It returns true when it consumed the message; false
+// when the message is to be relayed as usual (the transaction is now committed to this server).
+// Called by the reader with wmu held.
+func (s *Session) heldMessage(srv *pool.Conn, typ byte) (bool, error) {
+	sr := srv.Reader
+	if s.dropping {
+		return true, sr.Skip()
+	}
+	if typ == 'E' {
+		body, err := sr.Body()
+		if err != nil {
+			return true, err
+		}
+		if isReadOnlyRefusal(body) && s.heldMark == 0 {
+			s.refusedByReplica(body)
+			return true, nil
+		}
+		// Any other error is the client's answer: relay it as relayMessage would.
+		s.armed = false
+		return true, s.relayError(srv, body)
+	}
+	if s.holdBack(typ, sr.BodyLen()) {
+		// Relayed into the write buffer, which is not flushed until the holding back ends.
+		return true, s.relayMessage(srv, typ)
+	}
+	return false, nil
+}
+
+// isReadOnlyRefusal reports whether an ErrorResponse body carries SQLSTATE 25006
+// (read_only_sql_transaction).
+func isReadOnlyRefusal(body []byte) bool {
+	for len(body) > 1 && body[0] != 0 {
+		field := body[0]
+		end := bytes.IndexByte(body[1:], 0)
+		if end < 0 {
+			return false
+		}
+		if field == 'C' {
+			return string(body[1:1+end]) == "25006"
+		}
+		body = body[2+end:]
+	}
+	return false
+}
+
+// refusedByReplica handles the replica's 25006 answer to an armed request: what was held back is
+// dropped, and the rest of the answers until ReadyForQuery too; the client loop then re-runs the
+// request on the writer. Called by the reader with wmu held, body being the ErrorResponse's.
+func (s *Session) refusedByReplica(body []byte) {
+	s.armed = false
+	s.w.Reset(s.conn) // drops what was held back: nothing of it reached the client
+	s.mu.Lock()
+	s.failed = true // the statement's effects are not applied (see applyPendingLocked)
+	s.mu.Unlock()
+	s.dropping, s.rerun = true, true
+	s.env.Routes.retried(s.intent.Reason)
+	if s.logger.Enabled(context.Background(), slog.LevelDebug) {
+		h := fnv.New64a()
+		h.Write(s.held)
+		s.logger.Debug("a replica refused a statement as a write; running it on the writer",
+			"reason", s.intent.Reason.String(), "fingerprint", strconv.FormatUint(h.Sum64(), 16))
+	}
+}
+
+// startRerun makes the client loop read the held request again, for the writer.
+func (s *Session) startRerun() {
+	s.rerun, s.dropping = false, false
+	s.intent = router.Intent{Route: classify.RouteWriter, Reason: s.intent.Reason}
+	s.replaySrc.Reset(s.held)
+	if s.replay == nil {
+		s.replay = bufio.NewReaderSize(&s.replaySrc, maxHeld)
+	} else {
+		s.replay.Reset(&s.replaySrc)
+	}
+	s.r.Reset(s.replay)
+	s.replaying = true
+}
+
+// replayDone reports whether the re-run has read all of the held request, and if so points the
+// client loop back at the client.
+func (s *Session) replayDone() bool {
+	if s.replaySrc.Len() > 0 || s.replay.Buffered() > 0 {
+		return false
+	}
+	s.replaying = false
+	s.r.Reset(s.br)
+	return true
+}
+
+// noteRelease records, when a server connection leased for work that may write is given back at
+// the end of a transaction, the time for read-your-writes. Requires mu.
+func (s *Session) noteReleaseLocked() {
+	if s.leaseWrites {
+		s.leaseWrites = false
+		s.lastWrite.Store(time.Now().UnixNano())
+	}
+}
+
+// RouteCounter counts routing decisions: transactions by route and reason, and requests re-run on
+// the writer after a replica refused them (25006) by the reason they were sent to a replica. It
+// is safe for concurrent use.
+type RouteCounter struct {
+	routed  [2][256]atomic.Int64
+	retries [256]atomic.Int64
+}
+
+func (c *RouteCounter) count(in router.Intent) {
+	if c != nil {
+		c.routed[in.Route&1][in.Reason].Add(1)
+	}
+}
+
+func (c *RouteCounter) retried(r classify.RouteReason) {
+	if c != nil {
+		c.retries[r].Add(1)
+	}
+}
+
+// Routed returns how many transactions were given route r for reason why.
+func (c *RouteCounter) Routed(r classify.Route, why classify.RouteReason) int64 {
+	return c.routed[r&1][why].Load()
+}
+
+// Retried returns how many requests a replica refused with 25006 and the writer ran instead, by
+// the reason they had been sent to a replica.
+func (c *RouteCounter) Retried(why classify.RouteReason) int64 { return c.retries[why].Load() }
+
+// routeCommand answers SET, RESET and SHOW of pgtide.route itself when the client's current
+// message (of type typ) is one and nothing else of the client's is in flight; it reports whether
+// it did (the message is then consumed). pgtide.route is pgtide's, never the server's: 'writer'
+// and 'reader' send every later transaction of the session there, 'auto' (the default) lets the
+// SQL decide. It takes effect at once and is not undone by a ROLLBACK.
+func (s *Session) routeCommand(typ byte) (bool, error) {
+	if typ != 'Q' || s.r.BodyLen() > maxRouteCommand {
+		return false, nil
+	}
+	body, err := s.r.PeekBody(maxRouteCommand)
+	if err != nil {
+		return false, nil // the client loop sees the failure
+	}
+	kind, value, auto, perr := classify.ParseRouteCommand(trimNul(body))
+	if kind == classify.RouteCommandNone {
+		return false, nil
+	}
+	s.mu.Lock()
+	quiet := s.pending == 0 && !s.open
+	status := s.txStatus
+	s.mu.Unlock()
+	if !quiet {
+		return false, nil // answered in order by the server instead (a harmless placeholder there)
+	}
+	if err := s.r.Skip(); err != nil {
+		return true, err
+	}
+	var out []byte
+	switch {
+	case status == 'E':
+		out = (&wire.Error{Severity: wire.SeverityError, Code: "25P02",
+			Message: "current transaction is aborted, commands ignored until end of transaction block"}).Append(out)
+	case perr != nil:
+		out = (&wire.Error{Severity: wire.SeverityError, Code: wire.CodeInvalidParameterValue, Message: perr.Error()}).Append(out)
+		if status == 'T' {
+			status = 'E'
+		}
+	case kind == classify.RouteCommandShow:
+		out = appendShowRoute(out, s.setting.String())
+	default:
+		switch {
+		case auto:
+			s.setting = routeAuto
+		case value == classify.RouteReader:
+			s.setting = routeReader
+		default:
+			s.setting = routeWriter
+		}
+		out = wire.AppendMessage(out, 'C', []byte("SET\x00"))
+	}
+	return true, s.send(wire.AppendReadyForQuery(out, status))
+}
+
+// maxRouteCommand is the longest Query body routeCommand looks at.
+const maxRouteCommand = 256
+
+// appendShowRoute appends SHOW pgtide.route's answer as PostgreSQL sends a SHOW's: one text
+// column named after the setting, one row, CommandComplete "SHOW".
+func appendShowRoute(out []byte, value string) []byte {
+	const name = "pgtide.route"
+	out = wire.AppendHeader(out, 'T', 2+len(name)+1+18)
+	out = append(out, 0, 1)
+	out = append(append(out, name...), 0)
+	out = append(out, 0, 0, 0, 0, 0, 0) // table OID, column number
+	out = append(out, 0, 0, 0, 25)      // text
+	out = append(out, 0xff, 0xff)       // typlen -1
+	out = append(out, 0xff, 0xff, 0xff, 0xff, 0, 0)
+	out = wire.AppendHeader(out, 'D', 2+4+len(value))
+	out = append(out, 0, 1, 0, 0, 0, byte(len(value)))
+	out = append(out, value...)
+	return wire.AppendMessage(out, 'C', []byte("SHOW\x00"))
+}
