@@ -145,7 +145,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	})
 	s.router = router.New(s.cluster, s.pools, s.cfg.Load, s.logger)
 	s.env = &session.Env{Pools: s.pools, Auth: auth.NewAuthenticator(), Config: s.cfg.Load, Logger: logger,
-		Pins: new(session.PinCounter), Router: s.router, KeyChanged: s.rekey}
+		Pins: new(session.PinCounter), Routes: new(session.RouteCounter), Router: s.router, KeyChanged: s.rekey}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	s.bg.Add(2)
@@ -187,6 +187,9 @@ func (s *Server) Pools() *pool.Manager { return s.pools }
 
 // Pins returns the counts of pinned clients and refused statements by reason.
 func (s *Server) Pins() *session.PinCounter { return s.env.Pins }
+
+// Routes returns the counts of routing decisions on the auto endpoint.
+func (s *Server) Routes() *session.RouteCounter { return s.env.Routes }
 
 // Config returns the configuration in force.
 func (s *Server) Config() *config.Config { return s.cfg.Load() }

@@ -62,6 +62,7 @@ type Router struct {
 type nodeState struct {
 	load    atomic.Int64 // transactions (or sessions) picked and not done
 	suspect atomic.Int64 // unix nanos until which a failed connect keeps readers away from it
+	lagging atomic.Bool  // over max_replica_lag(_bytes) and not yet back under half of it (see admit)
 }
 
 // New returns a router over c's nodes and their pools in pools, following c's events.
@@ -85,13 +86,14 @@ func (r *Router) refresh() {
 // *wire.Error for the client (severity ERROR).
 func (r *Router) Pick(ctx context.Context, ep Endpoint, in Intent) (*cluster.Node, error) {
 	if ep == Reader || ep == Auto && in.Route == classify.RouteReader {
-		if n := r.leastLoadedReader(); n != nil {
+		cfg := r.config()
+		if n := r.leastLoadedReader(r.freshness(cfg, in)); n != nil {
 			r.load(n).Add(1)
 			return n, nil
 		}
-		if ep == Reader && !r.config().Proxy.ReaderFallbackToWriter {
+		if ep == Reader && !cfg.Proxy.ReaderFallbackToWriter {
 			return nil, &wire.Error{Severity: wire.SeverityError, Code: wire.CodeUnableToConnect,
-				Message: "pgtide: no healthy reader (and reader_fallback_to_writer is off)"}
+				Message: "pgtide: no healthy reader within max_replica_lag (and reader_fallback_to_writer is off)"}
 		}
 	}
 	n, err := r.waitWriter(ctx)
@@ -127,16 +129,58 @@ func (r *Router) state(n *cluster.Node) *nodeState {
 
 func (r *Router) load(n *cluster.Node) *atomic.Int64 { return &r.state(n).load }
 
-// leastLoadedReader returns the healthy reader with the least outstanding work per unit of
-// weight, ties broken at random, or nil.
-func (r *Router) leastLoadedReader() *cluster.Node {
-	if n := r.pickReader(time.Now().UnixNano()); n != nil {
-		return n
-	}
-	return r.pickReader(0) // every reader is suspect: try one anyway
+// freshness is what a pick asks of a replica's replay.
+type freshness struct {
+	maxLag   time.Duration // max_replica_lag
+	maxBytes int64         // max_replica_lag_bytes; 0: no bound
+	// minLSN is the WAL position a replica must have replayed (read-your-writes); 0: any.
+	minLSN uint64
+	// none: no replica can serve (read-your-writes with no writer position sampled since).
+	none bool
 }
 
-func (r *Router) pickReader(now int64) *cluster.Node {
+// freshness returns what replicas must satisfy to serve work with intent in.
+func (r *Router) freshness(cfg *config.Config, in Intent) freshness {
+	f := freshness{maxLag: cfg.Proxy.MaxReplicaLag.Duration, maxBytes: cfg.Proxy.MaxReplicaLagBytes}
+	if !in.After.IsZero() {
+		lsn, ok := r.cluster.WriterLSNAfter(in.After)
+		f.minLSN, f.none = lsn, !ok
+	}
+	return f
+}
+
+// admit decides whether a replica may serve work asking for f, given its lag in time and bytes
+// (-1: unknown), its replayed position and whether it was lagging: a replica over either bound
+// starts lagging and serves nothing until it is back under half of both, so a replica hovering at
+// the bound does not flap. It returns whether the replica is lagging now.
+func admit(f freshness, lagging bool, lag time.Duration, lagBytes int64, replay uint64) (ok, nowLagging bool) {
+	over := lag > f.maxLag || f.maxBytes > 0 && lagBytes > f.maxBytes
+	under := 2*lag <= f.maxLag && (f.maxBytes == 0 || lagBytes >= 0 && 2*lagBytes <= f.maxBytes)
+	switch {
+	case over:
+		lagging = true
+	case under:
+		lagging = false
+	}
+	if lagging || f.none || f.minLSN != 0 && replay < f.minLSN {
+		return false, lagging
+	}
+	return true, lagging
+}
+
+// leastLoadedReader returns the healthy reader within the lag bounds with the least outstanding
+// work per unit of weight, ties broken at random, or nil.
+func (r *Router) leastLoadedReader(f freshness) *cluster.Node {
+	if f.none {
+		return nil
+	}
+	if n := r.pickReader(f, time.Now().UnixNano()); n != nil {
+		return n
+	}
+	return r.pickReader(f, 0) // every such reader is suspect: try one anyway
+}
+
+func (r *Router) pickReader(f freshness, now int64) *cluster.Node {
 	var best *cluster.Node
 	var bestLoad, bestWeight int64
 	ties := 0
@@ -145,6 +189,9 @@ func (r *Router) pickReader(now int64) *cluster.Node {
 			continue // the snapshot lags the checker by at most one event
 		}
 		st := r.state(n)
+		if !r.admit(n, st, f) {
+			continue
+		}
 		if now != 0 && st.suspect.Load() > now {
 			continue
 		}
@@ -161,6 +208,25 @@ func (r *Router) pickReader(now int64) *cluster.Node {
 	}
 	return best
 }
+
+// admit applies admit to n, recording and logging (once per change) whether it is lagging.
+func (r *Router) admit(n *cluster.Node, st *nodeState, f freshness) bool {
+	was := st.lagging.Load()
+	ok, lagging := admit(f, was, n.Lag(), n.LagBytes(), n.ReplayLSN())
+	if lagging != was && st.lagging.CompareAndSwap(was, lagging) {
+		if lagging {
+			r.logger.Warn("replica lags behind the writer: no reads until it catches up",
+				"node", n.Addr(), "lag", n.Lag(), "lag_bytes", n.LagBytes(),
+				"max_replica_lag", f.maxLag, "max_replica_lag_bytes", f.maxBytes)
+		} else {
+			r.logger.Info("replica caught up: reads again", "node", n.Addr(), "lag", n.Lag(), "lag_bytes", n.LagBytes())
+		}
+	}
+	return ok
+}
+
+// Lagging reports whether reads are kept off n because it lags (see admit).
+func (r *Router) Lagging(n *cluster.Node) bool { return r.state(n).lagging.Load() }
 
 // waitWriter returns the writer, waiting for one during a failover.
 func (r *Router) waitWriter(ctx context.Context) (*cluster.Node, error) {

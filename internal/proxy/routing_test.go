@@ -1,0 +1,405 @@
+package proxy_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"pgtide/internal/classify"
+	"pgtide/internal/config"
+	"pgtide/internal/pgcluster"
+)
+
+// routingCluster is a primary with two replicas, shared by the routing tests that do not change
+// it, with a table, a sequence and a volatile user function that writes.
+var routingCluster struct {
+	once sync.Once
+	c    *pgcluster.Cluster
+	err  error
+}
+
+func sharedRoutingCluster(t *testing.T) *pgcluster.Cluster {
+	t.Helper()
+	if cluster == nil {
+		t.Skip("no test cluster (-short)")
+	}
+	routingCluster.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		routingCluster.c, routingCluster.err = pgcluster.Start(ctx, pgcluster.Options{
+			Replicas:  2,
+			ExtraConf: []string{"max_connections = 300"},
+			HBA:       []string{"host all app 127.0.0.1/32 scram-sha-256"},
+			InitSQL: []string{
+				"CREATE ROLE app LOGIN PASSWORD 'app secret'",
+				"CREATE DATABASE appdb OWNER app",
+			},
+		})
+		if routingCluster.err == nil {
+			routingCluster.err = execOn(ctx, routingCluster.c.Primary(), "app", "appdb",
+				"CREATE TABLE items (id bigserial PRIMARY KEY, v text, views int DEFAULT 0)",
+				"CREATE SEQUENCE tickets",
+				"CREATE SCHEMA app",
+				// The seeds' "read endpoint that increments a view counter".
+				`CREATE FUNCTION app.bump_views(item bigint) RETURNS int LANGUAGE sql VOLATILE AS
+					'UPDATE items SET views = views + 1 WHERE id = item RETURNING inet_server_port()'`,
+				`CREATE FUNCTION app.port_of(x int) RETURNS int LANGUAGE sql STABLE AS 'SELECT inet_server_port()'`,
+			)
+		}
+	})
+	if routingCluster.err != nil {
+		t.Fatal(routingCluster.err)
+	}
+	return routingCluster.c
+}
+
+// execOn runs stmts on n as user in db.
+func execOn(ctx context.Context, n *pgcluster.Node, user, db string, stmts ...string) error {
+	pw := ""
+	if user == "app" {
+		pw = " password='app secret'"
+	}
+	c, err := pgx.Connect(ctx, n.ConnString(user, db)+pw)
+	if err != nil {
+		return err
+	}
+	defer c.Close(ctx)
+	for _, s := range stmts {
+		if _, err := c.Exec(ctx, s); err != nil {
+			return fmt.Errorf("%s: %w", s, err)
+		}
+	}
+	return nil
+}
+
+// routingProxy starts pgtide in transaction mode in front of c, routing on its auto endpoint.
+func routingProxy(t *testing.T, c *pgcluster.Cluster, mutate func(*config.Config)) *testProxy {
+	return clusterProxy(t, c, func(cfg *config.Config) {
+		cfg.Proxy.PoolMode = config.PoolModeTransaction
+		cfg.Cluster.PoolSize = 20
+		if mutate != nil {
+			mutate(cfg)
+		}
+	})
+}
+
+// ports returns the writer's port and the replicas' ports of c.
+func ports(c *pgcluster.Cluster) (writer int, readers map[int]bool) {
+	readers = map[int]bool{}
+	for _, r := range c.Replicas() {
+		readers[r.Port()] = true
+	}
+	return c.Primary().Port(), readers
+}
+
+// waitReaders waits until the proxy's health checks see both replicas as readers.
+func waitReaders(t *testing.T, p *testProxy, n int) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "readers up", func() bool {
+		return len(p.Cluster().Readers()) >= n
+	})
+}
+
+// TestRouteReadsAndWrites: through the auto endpoint in transaction mode, plain reads land on
+// replicas (both of them) and writes on the writer, in the simple and the extended protocol; a
+// volatile user function and nextval run on the writer and succeed.
+func TestRouteReadsAndWrites(t *testing.T) {
+	c := sharedRoutingCluster(t)
+	p := routingProxy(t, c, nil)
+	waitReaders(t, p, 2)
+	writer, readers := ports(c)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// The catalog of user functions is read from the writer in the background.
+	waitFor(t, 30*time.Second, "function catalog", func() bool {
+		return p.Cluster().Functions("appdb") != nil
+	})
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec, pgx.QueryExecModeCacheStatement} {
+		t.Run(mode.String(), func(t *testing.T) {
+			conn := p.connect(t, "app", "appdb", mode)
+			port := func(sql string, args ...any) int {
+				t.Helper()
+				var n int
+				if err := conn.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+					t.Fatalf("%s: %v", sql, err)
+				}
+				return n
+			}
+			seen := map[int]int{}
+			for range 40 {
+				seen[port("SELECT inet_server_port()")]++
+			}
+			for p := range seen {
+				if !readers[p] {
+					t.Fatalf("a plain read ran on port %d, not a replica (readers %v): %v", p, readers, seen)
+				}
+			}
+			if len(seen) != 2 {
+				t.Errorf("reads went to %d replicas, want both: %v", len(seen), seen)
+			}
+			if got := port("INSERT INTO items (v) VALUES ('x') RETURNING inet_server_port()"); got != writer {
+				t.Errorf("an INSERT ran on port %d, want the writer %d", got, writer)
+			}
+			if got := port("WITH d AS (DELETE FROM items WHERE v = 'none' RETURNING 1) SELECT inet_server_port() FROM (SELECT 1) s LEFT JOIN d ON true LIMIT 1"); got != writer {
+				t.Errorf("a data-modifying CTE ran on port %d, want the writer %d", got, writer)
+			}
+			var id int64
+			if err := conn.QueryRow(ctx, "INSERT INTO items (v) VALUES ('viewed') RETURNING id").Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			if got := port("SELECT app.bump_views($1)", id); got != writer {
+				t.Errorf("a volatile user function ran on port %d, want the writer %d", got, writer)
+			}
+			if got := port(`SELECT "app"."bump_views"($1)`, id); got != writer {
+				t.Errorf("a quoted volatile user function ran on port %d, want the writer %d", got, writer)
+			}
+			if got := port("SELECT app.port_of(1)"); !readers[got] {
+				t.Errorf("a stable user function ran on port %d, want a replica", got)
+			}
+			var ticket int64
+			if err := conn.QueryRow(ctx, "SELECT nextval('tickets')").Scan(&ticket); err != nil {
+				t.Fatalf("nextval: %v", err)
+			}
+			if got := port("SELECT inet_server_port() FROM items FOR UPDATE LIMIT 1"); got != writer {
+				t.Errorf("SELECT … FOR UPDATE ran on port %d, want the writer", got)
+			}
+			// A transaction stays on one server: BEGIN goes to the writer, BEGIN READ ONLY to a reader.
+			tx, err := conn.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var a, b int
+			tx.QueryRow(ctx, "SELECT inet_server_port()").Scan(&a)
+			tx.QueryRow(ctx, "SELECT inet_server_port()").Scan(&b)
+			tx.Rollback(ctx)
+			if a != writer || b != writer {
+				t.Errorf("a read-write transaction ran on %d then %d, want the writer %d", a, b, writer)
+			}
+			tx, err = conn.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tx.QueryRow(ctx, "SELECT inet_server_port()").Scan(&a)
+			tx.QueryRow(ctx, "SELECT inet_server_port()").Scan(&b)
+			tx.Commit(ctx)
+			if !readers[a] || a != b {
+				t.Errorf("a read-only transaction ran on %d then %d, want one replica", a, b)
+			}
+		})
+	}
+}
+
+// TestRouteSafetyNet: a write forced onto a replica by a reader hint, or by SET pgtide.route =
+// 'reader', is refused there (25006) and re-run on the writer: the client sees only the writer's
+// answer, and the re-run is counted.
+func TestRouteSafetyNet(t *testing.T) {
+	c := sharedRoutingCluster(t)
+	p := routingProxy(t, c, nil)
+	waitReaders(t, p, 2)
+	writer, _ := ports(c)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
+		t.Run(mode.String(), func(t *testing.T) {
+			conn := p.connect(t, "app", "appdb", mode)
+			before := p.Routes().Retried(classify.ReasonHintReader)
+			var got int
+			err := conn.QueryRow(ctx, "/* pgtide:reader */ INSERT INTO items (v) VALUES ('misrouted') RETURNING inet_server_port()").Scan(&got)
+			if err != nil {
+				t.Fatalf("a misrouted INSERT failed: %v", err)
+			}
+			if got != writer {
+				t.Fatalf("the misrouted INSERT ran on %d, want the writer %d", got, writer)
+			}
+			if n := p.Routes().Retried(classify.ReasonHintReader) - before; n != 1 {
+				t.Errorf("re-runs counted: %d, want 1", n)
+			}
+			// The session setting works the same way, and SHOW answers it.
+			if _, err := conn.Exec(ctx, "SET pgtide.route = 'reader'", pgx.QueryExecModeSimpleProtocol); err != nil {
+				t.Fatal(err)
+			}
+			var route string
+			if err := conn.QueryRow(ctx, "SHOW pgtide.route", pgx.QueryExecModeSimpleProtocol).Scan(&route); err != nil || route != "reader" {
+				t.Fatalf("SHOW pgtide.route = %q, %v; want reader", route, err)
+			}
+			if err := conn.QueryRow(ctx, "UPDATE items SET views = views WHERE false RETURNING 1").Scan(new(int)); err != pgx.ErrNoRows {
+				t.Fatalf("an UPDATE under pgtide.route = reader: %v, want no rows", err)
+			}
+			if _, err := conn.Exec(ctx, "RESET pgtide.route", pgx.QueryExecModeSimpleProtocol); err != nil {
+				t.Fatal(err)
+			}
+			if err := conn.QueryRow(ctx, "SHOW pgtide.route", pgx.QueryExecModeSimpleProtocol).Scan(&route); err != nil || route != "auto" {
+				t.Fatalf("SHOW pgtide.route = %q, %v; want auto", route, err)
+			}
+			if _, err := conn.Exec(ctx, "SET pgtide.route = 'sideways'", pgx.QueryExecModeSimpleProtocol); pgCode(err) != "22023" {
+				t.Fatalf("SET pgtide.route to a bad value: %v, want SQLSTATE 22023", err)
+			}
+		})
+	}
+	// A write inside an explicit transaction is never retried: BEGIN goes to the writer anyway.
+	// A read-only transaction that writes fails as it would on any server.
+	conn := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = tx.Exec(ctx, "INSERT INTO items (v) VALUES ('no')")
+	tx.Rollback(ctx)
+	if pgCode(err) != "25006" {
+		t.Fatalf("a write in a READ ONLY transaction: %v, want SQLSTATE 25006", err)
+	}
+}
+
+// TestRouteReadYourWrites: 1,000 times "insert a row, then select it at once" through the auto
+// endpoint return the row every time, while another client's reads keep going to replicas.
+func TestRouteReadYourWrites(t *testing.T) {
+	c := sharedRoutingCluster(t)
+	p := routingProxy(t, c, nil)
+	waitReaders(t, p, 2)
+	_, readers := ports(c)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	conn := p.connect(t, "app", "appdb", pgx.QueryExecModeCacheStatement)
+	other := p.connect(t, "app", "appdb", pgx.QueryExecModeCacheStatement)
+	otherOnReplicas := 0
+	for i := range 1000 {
+		var id int64
+		if err := conn.QueryRow(ctx, "INSERT INTO items (v) VALUES ($1) RETURNING id", fmt.Sprint("ryw", i)).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		var v string
+		if err := conn.QueryRow(ctx, "SELECT v FROM items WHERE id = $1", id).Scan(&v); err != nil {
+			t.Fatalf("iteration %d: the row just inserted is not there: %v", i, err)
+		}
+		var port int
+		if err := other.QueryRow(ctx, "SELECT inet_server_port()").Scan(&port); err != nil {
+			t.Fatal(err)
+		}
+		if readers[port] {
+			otherOnReplicas++
+		}
+	}
+	if otherOnReplicas < 900 {
+		t.Errorf("another client's reads went to replicas %d times out of 1000, want nearly all", otherOnReplicas)
+	}
+	// The writing client's reads come back to the replicas once they caught up.
+	waitFor(t, 30*time.Second, "reads back on replicas", func() bool {
+		var port int
+		return conn.QueryRow(ctx, "SELECT inet_server_port()").Scan(&port) == nil && readers[port]
+	})
+}
+
+// TestRouteLaggingReplica: a replica that applies WAL 2 s late (recovery_min_apply_delay) gets no
+// reads while it lags behind a write load, and gets them back once it has caught up.
+func TestRouteLaggingReplica(t *testing.T) {
+	c := startCluster(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := execOn(ctx, c.Primary(), "app", "appdb", "CREATE TABLE ticks (t timestamptz)"); err != nil {
+		t.Fatal(err)
+	}
+	p := routingProxy(t, c, func(cfg *config.Config) { cfg.Proxy.ReadYourWrites = config.ReadYourWritesOff })
+	waitReaders(t, p, 2)
+	slow := c.Replicas()[1]
+	if err := execOn(ctx, slow, "postgres", "postgres",
+		"ALTER SYSTEM SET recovery_min_apply_delay = '2s'", "SELECT pg_reload_conf()"); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // a steady write load on the primary
+		defer wg.Done()
+		w, err := pgx.Connect(ctx, c.Primary().ConnString("app", "appdb")+" password='app secret'")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer w.Close(context.Background())
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			w.Exec(ctx, "INSERT INTO ticks VALUES (now())")
+		}
+	}()
+	conn := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
+	read := func() int {
+		var port int
+		if err := conn.QueryRow(ctx, "SELECT inet_server_port()").Scan(&port); err != nil {
+			t.Fatal(err)
+		}
+		return port
+	}
+	node := func() bool { // the proxy sees the slow replica lagging
+		for _, n := range p.Cluster().Readers() {
+			if n.Addr() == slow.Addr() {
+				return n.Lag() > time.Second
+			}
+		}
+		return false
+	}
+	waitFor(t, 60*time.Second, "the slow replica lagging", node)
+	for i := range 100 {
+		if port := read(); port == slow.Port() {
+			t.Fatalf("read %d went to the lagging replica", i)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if err := execOn(ctx, slow, "postgres", "postgres",
+		"ALTER SYSTEM RESET recovery_min_apply_delay", "SELECT pg_reload_conf()"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "reads back on the caught-up replica", func() bool { return read() == slow.Port() })
+}
+
+// TestRoutePgbench: pgbench -S through the auto endpoint spreads reads over both replicas, and
+// pgbench's default TPC-B-like script through it completes with no failed transaction.
+func TestRoutePgbench(t *testing.T) {
+	pgbench, err := lookPath("pgbench")
+	if err != nil {
+		t.Skip("pgbench not installed")
+	}
+	c := startCluster(t, 2)
+	p := routingProxy(t, c, nil)
+	waitReaders(t, p, 2)
+	port := p.Addr().(*net.TCPAddr).Port
+	cs := fmt.Sprintf("host=127.0.0.1 port=%d user=app dbname=appdb password='app secret' sslmode=disable", port)
+	run(t, 2*time.Minute, pgbench, "-i", "-q", "-s", "1", cs)
+	for _, r := range c.Replicas() {
+		if n := p.Pools().NodeTotal(r.Addr()); n != 0 {
+			t.Fatalf("replica %s has %d server connections before any read", r, n)
+		}
+	}
+	out := run(t, 3*time.Minute, pgbench, "-n", "-S", "-c", "8", "-j", "2", "-t", "200", cs)
+	for _, r := range c.Replicas() {
+		if n := p.Pools().NodeTotal(r.Addr()); n == 0 {
+			t.Errorf("replica %s served none of pgbench -S's reads", r)
+		}
+	}
+	checkPgbench(t, out, 1600)
+	out = run(t, 3*time.Minute, pgbench, "-n", "-c", "8", "-j", "2", "-t", "100", cs)
+	checkPgbench(t, out, 800)
+}
+
+func checkPgbench(t *testing.T, out string, want int) {
+	t.Helper()
+	m := regexp.MustCompile(`number of transactions actually processed: (\d+)/(\d+)`).FindStringSubmatch(out)
+	if m == nil || m[1] != m[2] || m[1] != fmt.Sprint(want) {
+		t.Fatalf("not every transaction was processed: %v\n%s", m, out)
+	}
+	if strings.Contains(out, "aborted") || !strings.Contains(out, "number of failed transactions: 0 (0.000%)") {
+		t.Fatalf("pgbench reported failures:\n%s", out)
+	}
+}
+
