@@ -259,9 +259,15 @@ func (h *logRecorder) count(level slog.Level, prefix string) int {
 // execSQL runs stmts on n as postgres; also from cleanups, so not with t.Context().
 func execSQL(t *testing.T, n *pgcluster.Node, stmts ...string) {
 	t.Helper()
+	execSQLIn(t, n, "postgres", stmts...)
+}
+
+// execSQLIn is execSQL in database db.
+func execSQLIn(t *testing.T, n *pgcluster.Node, db string, stmts ...string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, n.ConnString("postgres", "postgres"))
+	conn, err := pgx.Connect(ctx, n.ConnString("postgres", db))
 	if err != nil {
 		t.Fatal(err)
 	}
