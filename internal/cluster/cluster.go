@@ -47,6 +47,14 @@ type Cluster struct {
 	discover   chan struct{} // 1-buffered: SetHosts asks discovery for a round now
 
 	downs, ups, roleChanges, splitBrains atomic.Int64
+
+	// Function catalogs (functions.go). funcDBs is copy-on-write: a
+	// registration stores a new map under mu; Functions reads it without a lock.
+	funcDBs       atomic.Pointer[map[string]*funcDB]
+	funcDBLimit   int           // immutable after New; maxFunctionDatabases, lowered by tests
+	funcDBsFull   atomic.Bool   // funcDBLimit reached (and warned about); databases are never unregistered
+	funcWake      chan struct{} // 1-buffered: a database registered or a refresh asked for
+	funcRefreshes atomic.Uint64 // RefreshFunctions calls
 }
 
 // runState is what one Run owns. Guarded by Cluster.mu.
@@ -66,7 +74,11 @@ func New(cfg Config, logger *slog.Logger) *Cluster {
 		cfg:      cfg.withDefaults(),
 		log:      logger,
 		discover: make(chan struct{}, 1),
+
+		funcDBLimit: maxFunctionDatabases,
+		funcWake:    make(chan struct{}, 1),
 	}
+	c.funcDBs.Store(&map[string]*funcDB{})
 	switch c.cfg.Discovery {
 	case DiscoveryStatic, DiscoveryAurora, DiscoveryDNS:
 	default:
@@ -86,9 +98,10 @@ func New(cfg Config, logger *slog.Logger) *Cluster {
 	return c
 }
 
-// Run checks every node, and runs discovery if configured, until ctx is
-// done; then it returns after all its goroutines have stopped and closed
-// their connections. Run must not be called again before it has returned.
+// Run checks every node, runs discovery if configured and loads the function
+// catalogs, until ctx is done; then it returns after all its goroutines have
+// stopped and closed their connections. Run must not be called again before
+// it has returned.
 func (c *Cluster) Run(ctx context.Context) {
 	c.mu.Lock()
 	if c.run != nil {
@@ -103,6 +116,7 @@ func (c *Cluster) Run(ctx context.Context) {
 	if c.cfg.Discovery != DiscoveryStatic {
 		rs.wg.Go(func() { c.runDiscovery(ctx) })
 	}
+	rs.wg.Go(func() { c.runFunctions(ctx) })
 	c.mu.Unlock()
 
 	<-ctx.Done()

@@ -43,6 +43,7 @@ func TestValidate(t *testing.T) {
 		{"negative weight", Config{Hosts: []Host{{Addr: "db1:5432", Weight: -1}}}, "weight"},
 		{"negative interval", Config{Hosts: ok, HealthCheckInterval: -time.Second}, "health check interval"},
 		{"negative failures", Config{Hosts: ok, HealthCheckFailures: -1}, "failures"},
+		{"negative function refresh", Config{Hosts: ok, FunctionRefreshInterval: -time.Minute}, "function refresh interval"},
 		{"aurora", Config{Hosts: ok, Discovery: "aurora", AuroraTemplate: "{id}.x.rds.amazonaws.com:5432"}, ""},
 		{"aurora without template id", Config{Hosts: ok, Discovery: "aurora", AuroraTemplate: "x:5432"}, "{id}"},
 		{"aurora template without port", Config{Hosts: ok, Discovery: "aurora", AuroraTemplate: "{id}.x"}, "aurora template"},

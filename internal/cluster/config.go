@@ -34,6 +34,9 @@ type Config struct {
 	AuroraTemplate           string        // e.g. "{id}.abc123.us-east-1.rds.amazonaws.com:5432"; {id} = server_id
 	DNSName                  string        // host:port whose A/AAAA records are the nodes (dns discovery)
 	DiscoveryInterval        time.Duration // default 5s
+	// FunctionRefreshInterval is how often each database's function catalog
+	// (Functions) is read again from the writer; default 60s.
+	FunctionRefreshInterval time.Duration
 
 	// Injectable for tests:
 	Dial     func(ctx context.Context, network, addr string) (net.Conn, error) // nil: net.Dialer
@@ -56,6 +59,7 @@ const (
 	defaultHealthCheckFailures = 3
 	defaultDatabase            = "postgres"
 	defaultDiscoveryInterval   = 5 * time.Second
+	defaultFunctionRefresh     = time.Minute
 )
 
 // withDefaults returns cfg with every unset field at its default.
@@ -74,6 +78,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.DiscoveryInterval <= 0 {
 		cfg.DiscoveryInterval = defaultDiscoveryInterval
+	}
+	if cfg.FunctionRefreshInterval <= 0 {
+		cfg.FunctionRefreshInterval = defaultFunctionRefresh
 	}
 	if cfg.Dial == nil {
 		var d net.Dialer
@@ -109,6 +116,7 @@ func (cfg Config) Validate() error {
 		{"health check interval", cfg.HealthCheckInterval},
 		{"health check timeout", cfg.HealthCheckTimeout},
 		{"discovery interval", cfg.DiscoveryInterval},
+		{"function refresh interval", cfg.FunctionRefreshInterval},
 	} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s must be >= 0, got %v", d.name, d.v))

@@ -13,10 +13,15 @@
 // and emit events of their own; a removed node is never reused, so a router
 // holding it sees Removed() and drains it.
 //
-// Run owns every goroutine of the package: one checker per node and, with
-// discovery, one discovery loop. They stop when Run's context ends (a
-// checker also when its node is removed), and Run returns only after all of
-// them have, each health-check connection closed.
+// Functions keeps, for each database a client uses, a catalog of its
+// functions read from the writer's pg_proc and refreshed in the background,
+// which tells the read/write classifier whether a call of a user function
+// may write (it is volatile) or not.
+//
+// Run owns every goroutine of the package: one checker per node, with
+// discovery one discovery loop, and one loader of function catalogs. They
+// stop when Run's context ends (a checker also when its node is removed),
+// and Run returns only after all of them have, each connection closed.
 //
 // Roles are a claim, not a fact: during a failover two servers may both say
 // they are not in recovery. Writer then answers "none" until only one is

@@ -259,9 +259,15 @@ func (h *logRecorder) count(level slog.Level, prefix string) int {
 // execSQL runs stmts on n as postgres; also from cleanups, so not with t.Context().
 func execSQL(t *testing.T, n *pgcluster.Node, stmts ...string) {
 	t.Helper()
+	execSQLIn(t, n, "postgres", stmts...)
+}
+
+// execSQLIn is execSQL in database db.
+func execSQLIn(t *testing.T, n *pgcluster.Node, db string, stmts ...string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, n.ConnString("postgres", "postgres"))
+	conn, err := pgx.Connect(ctx, n.ConnString("postgres", db))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,15 +404,21 @@ func (p *freezingProxy) pipe(dst, src net.Conn) {
 // failedChecks returns how many health checks of addr failed, without a change of state, after
 // since (the checker logs those at debug level).
 func (h *logRecorder) failedChecks(addr string, since time.Time) int {
+	return h.countWith("health check failed", "addr", addr, since)
+}
+
+// countWith returns how many records logged after since have message msg and
+// the attribute key=value.
+func (h *logRecorder) countWith(msg, key, value string, since time.Time) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n := 0
 	for _, r := range h.recs {
-		if r.Message != "health check failed" || !r.Time.After(since) {
+		if r.Message != msg || !r.Time.After(since) {
 			continue
 		}
 		r.Attrs(func(a slog.Attr) bool {
-			if a.Key == "addr" && a.Value.String() == addr {
+			if a.Key == key && a.Value.String() == value {
 				n++
 			}
 			return true

@@ -35,12 +35,17 @@ var errProbeClosed = errors.New("health check connection closed")
 // connect opens a connection to addr with the health check's login. ctx
 // bounds the whole login.
 func (c *Cluster) connect(ctx context.Context, addr string) (*probeConn, error) {
+	return c.connectDB(ctx, addr, c.cfg.Database)
+}
+
+// connectDB is connect to database instead of the health check's.
+func (c *Cluster) connectDB(ctx context.Context, addr, database string) (*probeConn, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("address %q: %w", addr, err)
 	}
 	pcfg, err := pgconn.ParseConfig(fmt.Sprintf("host=%s port=%s user=%s dbname=%s sslmode=disable",
-		connValue(host), connValue(port), connValue(c.cfg.User), connValue(c.cfg.Database)))
+		connValue(host), connValue(port), connValue(c.cfg.User), connValue(database)))
 	if err != nil {
 		return nil, fmt.Errorf("connection settings for %s: %w", addr, err)
 	}

@@ -171,6 +171,10 @@ type Cluster struct {
 	AuroraTemplate    string   `toml:"aurora_template"`
 	DNSName           string   `toml:"dns_name"`
 	DiscoveryInterval Duration `toml:"discovery_interval"`
+	// FunctionRefreshInterval is how often the catalog of functions of each database clients use
+	// is read again from the writer (as HealthCheckUser), so that calls of volatile user functions
+	// go to the writer; a configuration reload refreshes it too.
+	FunctionRefreshInterval Duration `toml:"function_refresh_interval"`
 }
 
 // Duration is a time.Duration written in TOML as a string such as "250ms" or "30s".
@@ -227,6 +231,8 @@ func Defaults() *Config {
 			FailoverTimeout:      Duration{30 * time.Second},
 			FailoverMaxWaiting:   10000,
 			DiscoveryInterval:    Duration{5 * time.Second},
+
+			FunctionRefreshInterval: Duration{time.Minute},
 		},
 	}
 }
@@ -377,6 +383,9 @@ func (c *Config) Validate() error {
 	}
 	if cl.HealthCheckInterval.Duration <= 0 {
 		add("cluster.health_check_interval must be positive")
+	}
+	if cl.FunctionRefreshInterval.Duration <= 0 {
+		add("cluster.function_refresh_interval must be positive")
 	}
 	if cl.HealthCheckTimeout.Duration <= 0 {
 		add("cluster.health_check_timeout must be positive")

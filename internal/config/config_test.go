@@ -94,6 +94,7 @@ failover_max_waiting = 300
 discovery = "aurora"
 aurora_template = "{id}.abc123.us-east-1.rds.amazonaws.com:5432"
 discovery_interval = "3s"
+function_refresh_interval = "2m"
 
 [cluster.weights]
 "db1.internal:5432" = 2
@@ -161,6 +162,8 @@ func TestLoadFull(t *testing.T) {
 			Discovery:            DiscoveryAurora,
 			AuroraTemplate:       "{id}.abc123.us-east-1.rds.amazonaws.com:5432",
 			DiscoveryInterval:    Duration{3 * time.Second},
+
+			FunctionRefreshInterval: Duration{2 * time.Minute},
 		},
 		Users: Users{
 			"app":    {Name: "app", Password: "app secret"},
@@ -388,6 +391,7 @@ func TestValidate(t *testing.T) {
 		{"dns without name", func(c *Config) { c.Cluster.Discovery = "dns" }, "cluster.dns_name"},
 		{"unknown discovery", func(c *Config) { c.Cluster.Discovery = "consul" }, "cluster.discovery"},
 		{"zero health_check_interval", func(c *Config) { c.Cluster.HealthCheckInterval.Duration = 0 }, "cluster.health_check_interval"},
+		{"zero function_refresh_interval", func(c *Config) { c.Cluster.FunctionRefreshInterval.Duration = 0 }, "cluster.function_refresh_interval"},
 		{"zero health_check_failures", func(c *Config) { c.Cluster.HealthCheckFailures = 0 }, "cluster.health_check_failures"},
 		{"zero failover_timeout", func(c *Config) { c.Cluster.FailoverTimeout.Duration = 0 }, "cluster.failover_timeout"},
 		{"zero server_connect_rate", func(c *Config) { c.Cluster.ServerConnectRate = 0 }, "cluster.server_connect_rate"},

@@ -303,6 +303,26 @@ func TestReload(t *testing.T) {
 	}
 }
 
+// TestReloadRefreshesFunctions: a reload reads the function catalogs again, so a function created
+// since is known at once, not a function_refresh_interval later.
+func TestReloadRefreshesFunctions(t *testing.T) {
+	p := startProxy(t, nil)
+	c := p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
+	name := fmt.Sprintf("reload_probe_%d", time.Now().UnixNano())
+	lookup := func() uint8 {
+		return p.Cluster().Functions("appdb").Lookup(nil, []byte(name)) // nil before the first load: 0
+	}
+	waitFor(t, 15*time.Second, "appdb's function catalog", func() bool { return p.Cluster().Functions("appdb") != nil })
+	mustExec(t, c, "CREATE FUNCTION "+name+"() RETURNS int LANGUAGE sql VOLATILE AS 'SELECT 1'")
+	t.Cleanup(func() { mustExec(t, c, "DROP FUNCTION "+name) })
+	if k := lookup(); k != 0 {
+		t.Fatalf("Lookup(%s) = %d before the reload, want 0", name, k)
+	}
+	next := *p.Config()
+	p.Reload(&next)
+	waitFor(t, 15*time.Second, "the new function in the catalog", func() bool { return lookup() == 2 })
+}
+
 // TestReloadWatch: editing the file is enough; the watcher reloads it.
 func TestReloadWatch(t *testing.T) {
 	p := startProxy(t, func(c *config.Config) { c.Cluster.PoolSize = 1 })

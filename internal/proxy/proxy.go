@@ -82,6 +82,8 @@ func ClusterConfig(c *config.Config) cluster.Config {
 		AuroraTemplate:      cl.AuroraTemplate,
 		DNSName:             cl.DNSName,
 		DiscoveryInterval:   cl.DiscoveryInterval.Duration,
+
+		FunctionRefreshInterval: cl.FunctionRefreshInterval.Duration,
 	}
 }
 

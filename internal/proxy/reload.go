@@ -13,7 +13,8 @@ import (
 // Reload applies a new configuration without dropping connections: pool sizes, timeouts, users,
 // limits and cluster.hosts (and weights) take effect for the next decision each makes. The
 // listen addresses need a restart and keep their running values, with a warning. pool_mode
-// applies to clients that connect after the reload.
+// applies to clients that connect after the reload. The function catalogs are read again, so a
+// reload also makes newly created functions known.
 func (s *Server) Reload(next *config.Config) {
 	cur := s.cfg.Load()
 	if next.Proxy.Listen != cur.Proxy.Listen {
@@ -31,6 +32,7 @@ func (s *Server) Reload(next *config.Config) {
 		s.cluster.SetHosts(ClusterConfig(next).Hosts)
 	}
 	s.pools.SetSettings(PoolSettings(next))
+	s.cluster.RefreshFunctions()
 	if s.OnReload != nil {
 		s.OnReload(next)
 	}
