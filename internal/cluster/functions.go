@@ -5,18 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"pgtide/internal/classify"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
 )
 
-// The kinds Lookup answers, the values of the classifier's FuncKind: a call
-// of an unknown function goes to the writer, a read may go to a reader.
+// The kinds Lookup answers (see classify.FuncKind).
 const (
-	funcUnknown uint8 = 0
-	funcRead    uint8 = 1
-	funcWrite   uint8 = 2
+	funcUnknown = classify.FuncUnknown
+	funcRead    = classify.FuncRead
+	funcWrite   = classify.FuncWrite
 )
 
 const (
@@ -55,12 +55,12 @@ var functionsQuery = fmt.Sprintf(`SELECT n.nspname, p.proname, bool_or(p.provola
 // than writes. A volatile function in any other schema counts as a write,
 // since it may run INSERT, UPDATE or DELETE.
 type FunctionSet struct {
-	bySchema map[string]map[string]uint8 // schema → name → funcRead or funcWrite
-	catalog  map[string]uint8            // bySchema["pg_catalog"]
+	bySchema map[string]map[string]classify.FuncKind // schema → name → funcRead or funcWrite
+	catalog  map[string]classify.FuncKind            // bySchema["pg_catalog"]
 	// user is every name in a user schema (neither pg_catalog,
 	// information_schema, pg_toast nor temporary): funcWrite if any of them
 	// is volatile, else funcRead.
-	user    map[string]uint8
+	user    map[string]classify.FuncKind
 	partial bool
 	// readsKnown: no volatile function is missing from the set, so a name
 	// found only as stable or immutable is a read.
@@ -89,7 +89,7 @@ func newFunctionSet(rows []funcRow, limit int) *FunctionSet {
 		}
 		return 1
 	})
-	f := &FunctionSet{bySchema: map[string]map[string]uint8{}, user: map[string]uint8{}, readsKnown: true}
+	f := &FunctionSet{bySchema: map[string]map[string]classify.FuncKind{}, user: map[string]classify.FuncKind{}, readsKnown: true}
 	if len(rows) > limit {
 		f.partial = true
 		f.readsKnown = !rows[limit].volatile
@@ -107,7 +107,7 @@ func newFunctionSet(rows []funcRow, limit int) *FunctionSet {
 		}
 		names := f.bySchema[r.schema]
 		if names == nil {
-			names = map[string]uint8{}
+			names = map[string]classify.FuncKind{}
 			f.bySchema[r.schema] = names
 		}
 		names[r.name] = max(names[r.name], kind)
@@ -138,7 +138,7 @@ func hiddenSchema(s string) bool {
 // may find it), and otherwise a read if pg_catalog or a user schema has
 // one. In a partial set unknown names stay 0, and an unqualified name is 0
 // rather than a read when a volatile function may have been left out.
-func (f *FunctionSet) Lookup(schema, name []byte) uint8 {
+func (f *FunctionSet) Lookup(schema, name []byte) classify.FuncKind {
 	if f == nil {
 		return funcUnknown
 	}

@@ -10,14 +10,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-)
 
-// The values the classifier's FuncKind gives them.
-func TestFuncKindValues(t *testing.T) {
-	if funcUnknown != 0 || funcRead != 1 || funcWrite != 2 {
-		t.Errorf("unknown, read, write = %d, %d, %d; want 0, 1, 2", funcUnknown, funcRead, funcWrite)
-	}
-}
+	"pgtide/internal/classify"
+)
 
 func TestFunctionSetLookup(t *testing.T) {
 	f := newFunctionSet([]funcRow{
@@ -41,7 +36,7 @@ func TestFunctionSetLookup(t *testing.T) {
 	}, maxFunctionRows)
 	for _, tt := range []struct {
 		schema, name string
-		want         uint8
+		want         classify.FuncKind
 	}{
 		{"app", "bump_views", funcWrite},
 		{"", "bump_views", funcWrite},
@@ -251,7 +246,7 @@ func TestFunctionsCatalog(t *testing.T) {
 		}
 		return nil
 	})
-	check := func(f *FunctionSet, schema, name string, want uint8) {
+	check := func(f *FunctionSet, schema, name string, want classify.FuncKind) {
 		t.Helper()
 		if got := f.Lookup([]byte(schema), []byte(name)); got != want {
 			t.Errorf("Lookup(%q, %q) = %d, want %d", schema, name, got, want)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"pgtide/internal/auth"
+	"pgtide/internal/classify"
 	"pgtide/internal/cluster"
 	"pgtide/internal/config"
 	"pgtide/internal/pool"
@@ -147,7 +148,8 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	})
 	s.router = router.New(s.cluster, s.pools, s.cfg.Load, s.logger)
 	s.env = &session.Env{Pools: s.pools, Auth: auth.NewAuthenticator(), Config: s.cfg.Load, Logger: logger,
-		Pins: new(session.PinCounter), Routes: new(session.RouteCounter), Router: s.router, KeyChanged: s.rekey}
+		Pins: new(session.PinCounter), Routes: new(session.RouteCounter), Router: s.router, KeyChanged: s.rekey,
+		Functions: s.functions}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	s.bg.Add(2)
@@ -189,6 +191,15 @@ func (s *Server) Pools() *pool.Manager { return s.pools }
 
 // Pins returns the counts of pinned clients and refused statements by reason.
 func (s *Server) Pins() *session.PinCounter { return s.env.Pins }
+
+// functions returns what the writer's catalog says of database's functions, nil before it was
+// read. Sessions ask only for databases their client logged in to.
+func (s *Server) functions(database string) classify.Functions {
+	if fs := s.cluster.Functions(database); fs != nil {
+		return fs
+	}
+	return nil // not a nil *FunctionSet in an interface
+}
 
 // Routes returns the counts of routing decisions on the auto endpoint.
 func (s *Server) Routes() *session.RouteCounter { return s.env.Routes }

@@ -402,4 +402,3 @@ func checkPgbench(t *testing.T, out string, want int) {
 		t.Fatalf("pgbench reported failures:\n%s", out)
 	}
 }
-

@@ -17,12 +17,12 @@ func TestAdmit(t *testing.T) {
 	timeOnly := freshness{maxLag: 100 * time.Millisecond}
 	ryw := freshness{maxLag: 100 * time.Millisecond, minLSN: 5000}
 	for _, tc := range []struct {
-		name        string
-		f           freshness
-		lagging     bool
-		lag         time.Duration
-		bytes       int64
-		replay      uint64
+		name         string
+		f            freshness
+		lagging      bool
+		lag          time.Duration
+		bytes        int64
+		replay       uint64
 		ok, lagging2 bool
 	}{
 		{"caught up", bounds, false, 0, 0, 10, true, false},
@@ -71,12 +71,12 @@ func TestPick(t *testing.T) {
 	read := Intent{Route: classify.RouteReader}
 	write := Intent{Route: classify.RouteWriter}
 	for _, tc := range []struct {
-		name    string
-		ep      Endpoint
-		in      Intent
-		readers []*cluster.Node
+		name     string
+		ep       Endpoint
+		in       Intent
+		readers  []*cluster.Node
 		fallback bool
-		want    []string // acceptable picks; empty: an error
+		want     []string // acceptable picks; empty: an error
 	}{
 		{"auto write", Auto, write, []*cluster.Node{reader("r:1", fresh)}, true, []string{"w:1"}},
 		{"auto read", Auto, read, []*cluster.Node{reader("r:1", fresh)}, true, []string{"r:1"}},
