@@ -446,3 +446,64 @@ func (c *countingConn) Write(b []byte) (int, error) {
 	}
 	return c.Conn.Write(b)
 }
+
+// countAddr returns how many records at level have the message msg and the attribute addr.
+func (h *logRecorder) countAddr(level slog.Level, msg, addr string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, r := range h.recs {
+		if r.Level != level || r.Message != msg {
+			continue
+		}
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "addr" && a.Value.String() == addr {
+				n++
+			}
+			return true
+		})
+	}
+	return n
+}
+
+// queryValue runs sql on n as postgres and returns its one value as text.
+func queryValue(t *testing.T, n *pgcluster.Node, sql string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, n.ConnString("postgres", "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var v string
+	if err := conn.QueryRow(ctx, sql).Scan(&v); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return v
+}
+
+// lsnOf parses a pg_lsn's text.
+func lsnOf(t *testing.T, s string) uint64 {
+	t.Helper()
+	lsn, ok, err := parseLSN([]byte(s))
+	if err != nil || !ok {
+		t.Fatalf("LSN %q: %v", s, err)
+	}
+	return lsn
+}
+
+// syncReplicas waits until every replica of pc has replayed the primary's
+// WAL as it is now, e.g. the objects a test just created there.
+func syncReplicas(t *testing.T, pc *pgcluster.Cluster) {
+	t.Helper()
+	target := lsnOf(t, queryValue(t, pc.Primary(), "SELECT pg_current_wal_lsn()::text"))
+	for _, r := range pc.Replicas() {
+		waitFor(t, 30*time.Second, r.Name()+" replayed the primary's WAL", func() error {
+			if got := lsnOf(t, queryValue(t, r, "SELECT pg_last_wal_replay_lsn()::text")); got < target {
+				return fmt.Errorf("replayed %X, want %X", got, target)
+			}
+			return nil
+		})
+	}
+}
