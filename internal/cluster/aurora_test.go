@@ -91,7 +91,7 @@ func TestAuroraHealthCheck(t *testing.T) {
 	var queries queryCounter
 	start := time.Now()
 	tc := runCluster(t, Config{
-		Hosts:               []Host{{Addr: pg[0].Addr()}, {Addr: pg[1].Addr()}, {Addr: pg[2].Addr()}},
+		Hosts:               hostsOf(pg),
 		User:                auroraUser,
 		HealthCheckInterval: 100 * time.Millisecond,
 		HealthCheckTimeout:  5 * time.Second,
@@ -172,7 +172,7 @@ func TestHealthQueryRefused(t *testing.T) {
 	pg := pc.Nodes()
 	setUpAurora(t, pc, false)
 	tc := runCluster(t, Config{
-		Hosts:               []Host{{Addr: pg[0].Addr()}, {Addr: pg[1].Addr()}, {Addr: pg[2].Addr()}},
+		Hosts:               hostsOf(pg),
 		User:                auroraUser,
 		HealthCheckInterval: 50 * time.Millisecond,
 		HealthCheckTimeout:  5 * time.Second,

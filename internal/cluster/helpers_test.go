@@ -256,8 +256,9 @@ func (h *logRecorder) count(level slog.Level, prefix string) int {
 	return n
 }
 
-// execSQL runs stmts on n as postgres; also from cleanups, so not with t.Context().
-func execSQL(t *testing.T, n *pgcluster.Node, stmts ...string) {
+// onNode runs f on a connection to n as postgres, within ten seconds; also
+// from cleanups, so not with t.Context().
+func onNode(t *testing.T, n *pgcluster.Node, f func(ctx context.Context, conn *pgx.Conn)) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -266,11 +267,19 @@ func execSQL(t *testing.T, n *pgcluster.Node, stmts ...string) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	for _, s := range stmts {
-		if _, err := conn.Exec(ctx, s); err != nil {
-			t.Fatalf("%s: %v", s, err)
+	f(ctx, conn)
+}
+
+// execSQL runs stmts on n as postgres.
+func execSQL(t *testing.T, n *pgcluster.Node, stmts ...string) {
+	t.Helper()
+	onNode(t, n, func(ctx context.Context, conn *pgx.Conn) {
+		for _, s := range stmts {
+			if _, err := conn.Exec(ctx, s); err != nil {
+				t.Fatalf("%s: %v", s, err)
+			}
 		}
-	}
+	})
 }
 
 // hangingListener accepts TCP connections and never answers on them.
@@ -398,11 +407,21 @@ func (p *freezingProxy) pipe(dst, src net.Conn) {
 // failedChecks returns how many health checks of addr failed, without a change of state, after
 // since (the checker logs those at debug level).
 func (h *logRecorder) failedChecks(addr string, since time.Time) int {
+	return h.countOf(addr, func(r slog.Record) bool { return r.Message == "health check failed" && r.Time.After(since) })
+}
+
+// countAddr returns how many records at level have the message msg and the attribute addr.
+func (h *logRecorder) countAddr(level slog.Level, msg, addr string) int {
+	return h.countOf(addr, func(r slog.Record) bool { return r.Level == level && r.Message == msg })
+}
+
+// countOf returns how many records with the attribute addr match f.
+func (h *logRecorder) countOf(addr string, f func(slog.Record) bool) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n := 0
 	for _, r := range h.recs {
-		if r.Message != "health check failed" || !r.Time.After(since) {
+		if !f(r) {
 			continue
 		}
 		r.Attrs(func(a slog.Attr) bool {
@@ -447,39 +466,15 @@ func (c *countingConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
-// countAddr returns how many records at level have the message msg and the attribute addr.
-func (h *logRecorder) countAddr(level slog.Level, msg, addr string) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	n := 0
-	for _, r := range h.recs {
-		if r.Level != level || r.Message != msg {
-			continue
-		}
-		r.Attrs(func(a slog.Attr) bool {
-			if a.Key == "addr" && a.Value.String() == addr {
-				n++
-			}
-			return true
-		})
-	}
-	return n
-}
-
 // queryValue runs sql on n as postgres and returns its one value as text.
 func queryValue(t *testing.T, n *pgcluster.Node, sql string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, n.ConnString("postgres", "postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
 	var v string
-	if err := conn.QueryRow(ctx, sql).Scan(&v); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
+	onNode(t, n, func(ctx context.Context, conn *pgx.Conn) {
+		if err := conn.QueryRow(ctx, sql).Scan(&v); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	})
 	return v
 }
 
@@ -506,4 +501,13 @@ func syncReplicas(t *testing.T, pc *pgcluster.Cluster) {
 			return nil
 		})
 	}
+}
+
+// hostsOf returns the nodes as hosts of a Config.
+func hostsOf(nodes []*pgcluster.Node) []Host {
+	hosts := make([]Host, len(nodes))
+	for i, n := range nodes {
+		hosts[i] = Host{Addr: n.Addr()}
+	}
+	return hosts
 }

@@ -22,7 +22,7 @@ func TestReplicationLag(t *testing.T) {
 	execSQL(t, primary, "CREATE TABLE lag_test (id int, pad text) WITH (autovacuum_enabled = off)")
 	syncReplicas(t, pc)
 	tc := runCluster(t, Config{
-		Hosts:               []Host{{Addr: pg[0].Addr()}, {Addr: pg[1].Addr()}, {Addr: pg[2].Addr()}},
+		Hosts:               hostsOf(pg),
 		HealthCheckInterval: 100 * time.Millisecond,
 		HealthCheckTimeout:  5 * time.Second, // a healthy node on a busy machine is not marked down
 	})
@@ -102,7 +102,7 @@ func TestReadYourWrites(t *testing.T) {
 	t.Cleanup(func() { execSQL(t, primary, "DROP TABLE IF EXISTS ryw_test") })
 	execSQL(t, primary, "CREATE TABLE ryw_test (id int)")
 	tc := runCluster(t, Config{
-		Hosts:               []Host{{Addr: pg[0].Addr()}, {Addr: pg[1].Addr()}, {Addr: pg[2].Addr()}},
+		Hosts:               hostsOf(pg),
 		HealthCheckInterval: 100 * time.Millisecond,
 		HealthCheckTimeout:  5 * time.Second,
 	})
