@@ -18,7 +18,7 @@ import (
 // currently not supported for Aurora"; on the writer pg_current_wal_lsn()
 // fails with 55000, "wal_level must be set to 'logical'"). Which one a
 // server gets is decided once per health-check connection, at connect
-// (detectAurora). Both take the role from pg_is_in_recovery(), which Aurora
+// (detect). Both take the role from pg_is_in_recovery(), which Aurora
 // answers as PostgreSQL does: true on a reader, false on the writer (AWS's
 // own drivers ask it the same way).
 //
@@ -50,7 +50,8 @@ const pgHealthQuery = `SELECT rec,
 // auroraHealthQuery returns the role and every row of aurora_replica_status()
 // (none: one row of NULLs), which parseAuroraHealth reads the node's own row
 // and the writer's from. Every column is cast to text so that their types,
-// which AWS does not document, do not matter; LSNs are decimal numbers.
+// which AWS does not document, do not matter (the LSNs, decimal numbers on
+// Aurora, are parsed in either form).
 //
 // The columns, as AWS documents aurora_replica_status() (Aurora User Guide,
 // "aurora_replica_status"): server_id is the DB instance identifier;
