@@ -30,6 +30,11 @@ type Cluster struct {
 	// never modified: a topology change stores a new one, under eventMu.
 	nodes atomic.Pointer[[]*Node]
 
+	// writerLSNs is the current writer's recent WAL positions, for
+	// WriterLSNAfter and the replicas' LagBytes. Published by the writer's
+	// checker; dropped when that node stops being an up writer.
+	writerLSNs atomic.Pointer[writerLSNs]
+
 	// eventMu serializes everything that emits events: state changes,
 	// topology changes and split-brain tracking, so subscribers see one
 	// event at a time, in order.
@@ -272,6 +277,9 @@ func (c *Cluster) setState(n *Node, prev, next nodeState, cause error) {
 	}
 	if !prev.checked() {
 		c.checked.notify()
+	}
+	if prev.up() && prev.role() == RoleWriter && !(next.up() && next.role() == RoleWriter) {
+		c.forgetWriterLSNs(n)
 	}
 	ev := Event{Node: n, Up: next.up(), Role: next.role(), PrevUp: prev.up(), PrevRole: prev.role()}
 	attrs := []any{"addr", n.addr, "up", ev.Up, "role", ev.Role, "prev_up", ev.PrevUp, "prev_role", ev.PrevRole}

@@ -67,37 +67,6 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestParseHealth(t *testing.T) {
-	row := func(cols ...string) [][][]byte {
-		r := make([][]byte, len(cols))
-		for i, c := range cols {
-			r[i] = []byte(c)
-		}
-		return [][][]byte{r}
-	}
-	for _, tt := range []struct {
-		rows    [][][]byte
-		replica bool
-		lag     time.Duration
-		err     bool
-	}{
-		{row("f", "0"), false, 0, false},
-		{row("t", "0"), true, 0, false},
-		{row("t", "1.500000"), true, 1500 * time.Millisecond, false},
-		{row("t", "-0.2"), true, 0, false}, // clock skew
-		{row("t", "1e300"), true, maxLagSeconds * time.Second, false},
-		{row("x", "0"), false, 0, true},
-		{row("t", "soon"), false, 0, true},
-		{row("t"), false, 0, true},
-		{nil, false, 0, true},
-	} {
-		replica, lag, err := parseHealth(tt.rows)
-		if replica != tt.replica || lag != tt.lag || (err != nil) != tt.err {
-			t.Errorf("parseHealth(%q) = %v, %v, %v", tt.rows, replica, lag, err)
-		}
-	}
-}
-
 func TestAuroraRows(t *testing.T) {
 	d := &discoverer{c: New(Config{AuroraTemplate: "{id}.abc.rds.amazonaws.com:5432"}, nil)}
 	row := func(id, session, age string) [][]byte {

@@ -30,10 +30,14 @@ type Config struct {
 	// User, Password and Database are the health check's (and discovery's)
 	// login. Database defaults to "postgres". The password is never logged.
 	User, Password, Database string
-	Discovery                string        // "" (static hosts), "aurora", "dns"
-	AuroraTemplate           string        // e.g. "{id}.abc123.us-east-1.rds.amazonaws.com:5432"; {id} = server_id
-	DNSName                  string        // host:port whose A/AAAA records are the nodes (dns discovery)
-	DiscoveryInterval        time.Duration // default 5s
+	Discovery                string // "" (static hosts), "aurora", "dns"
+	// AuroraTemplate is where an Aurora instance is, e.g.
+	// "{id}.abc123.us-east-1.rds.amazonaws.com:5432", {id} its server_id:
+	// how aurora discovery makes nodes, and how a health check on Aurora
+	// finds its node's row in aurora_replica_status(), in any discovery mode.
+	AuroraTemplate    string
+	DNSName           string        // host:port whose A/AAAA records are the nodes (dns discovery)
+	DiscoveryInterval time.Duration // default 5s
 	// FunctionRefreshInterval is how often each database's function catalog
 	// (Functions) is read again from the writer; default 60s.
 	FunctionRefreshInterval time.Duration

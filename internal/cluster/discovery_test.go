@@ -7,25 +7,60 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 )
 
-// auroraStub returns SQL that (re)defines aurora_replica_status() on a plain
-// PostgreSQL: one row per port, the first the writer's; stale ports get a
-// last_update_timestamp ten minutes old.
+// replicaStatus is one row of a stubbed aurora_replica_status(). Values are
+// SQL: "NULL", a number.
+type replicaStatus struct {
+	serverID       string
+	writer         bool
+	lagMS          string // replica_lag_in_msec
+	durableLSN     string
+	currentReadLSN string
+	updatedAgo     string // interval since last_update_timestamp, e.g. "10 minutes"; "" for now()
+}
+
+// replicaStatusStub returns SQL that (re)defines fn, e.g.
+// "aurora_replica_status" or "some_schema.aurora_replica_status", on a
+// plain PostgreSQL to answer rows in the columns of Aurora's (those pgtide
+// reads; the real function has more).
+func replicaStatusStub(fn string, rows ...replicaStatus) string {
+	var vals []string
+	for _, r := range rows {
+		session := "'replica-" + r.serverID + "'"
+		if r.writer {
+			session = "'MASTER_SESSION_ID'"
+		}
+		updated := "now()"
+		if r.updatedAgo != "" {
+			updated = "now() - interval '" + r.updatedAgo + "'"
+		}
+		vals = append(vals, fmt.Sprintf("('%s', %s, %s::numeric, %s::numeric, %s::float8, %s)",
+			r.serverID, session, r.durableLSN, r.currentReadLSN, r.lagMS, updated))
+	}
+	return `CREATE OR REPLACE FUNCTION ` + fn + `()
+		RETURNS TABLE(server_id text, session_id text, durable_lsn numeric, current_read_lsn numeric,
+			replica_lag_in_msec float8, last_update_timestamp timestamptz)
+		LANGUAGE sql AS $$ VALUES ` + strings.Join(vals, ", ") + ` $$`
+}
+
+// auroraStub returns SQL that (re)defines aurora_replica_status() with one
+// row per port, the first the writer's; stale ports get a
+// last_update_timestamp ten minutes old. Readers lag 10ms.
 func auroraStub(writer int, replicas []int, stale []int) string {
-	rows := fmt.Sprintf("('%d', 'MASTER_SESSION_ID', 0::float8, now())", writer)
+	rows := []replicaStatus{{serverID: strconv.Itoa(writer), writer: true, lagMS: "NULL", durableLSN: "1000", currentReadLSN: "NULL"}}
 	for _, p := range replicas {
-		rows += fmt.Sprintf(", ('%d', 'replica-%d', 10, now())", p, p)
+		rows = append(rows, replicaStatus{serverID: strconv.Itoa(p), lagMS: "10", durableLSN: "1000", currentReadLSN: "NULL"})
 	}
 	for _, p := range stale {
-		rows += fmt.Sprintf(", ('%d', 'replica-%d', 10, now() - interval '10 minutes')", p, p)
+		rows = append(rows, replicaStatus{serverID: strconv.Itoa(p), lagMS: "10", durableLSN: "1000", currentReadLSN: "NULL", updatedAgo: "10 minutes"})
 	}
-	return `CREATE OR REPLACE FUNCTION aurora_replica_status()
-		RETURNS TABLE(server_id text, session_id text, replica_lag_in_msec float8, last_update_timestamp timestamptz)
-		LANGUAGE sql AS $$ VALUES ` + rows + ` $$`
+	return replicaStatusStub("aurora_replica_status", rows...)
 }
 
 func TestAuroraDiscovery(t *testing.T) {
@@ -65,7 +100,15 @@ func TestAuroraDiscovery(t *testing.T) {
 		if err := tc.writerIs(node0); err != nil {
 			return err
 		}
-		return tc.nodeIs(node1, true, RoleReader)
+		if err := tc.nodeIs(node1, true, RoleReader); err != nil {
+			return err
+		}
+		// With aurora discovery the health check reads aurora_replica_status(): node1's
+		// row, found through the template.
+		if n := tc.node(node1); n.Lag() != 10*time.Millisecond || n.LagBytes() != 0 || n.ReplayLSN() != 1000 {
+			return fmt.Errorf("node1 lag %v, %d bytes, replayed %d; want 10ms, 0, 1000", n.Lag(), n.LagBytes(), n.ReplayLSN())
+		}
+		return nil
 	})
 	if evs := tc.eventsOf(node1, func(ev Event) bool { return ev.Added }); len(evs) != 1 {
 		t.Errorf("node1 Added events: %+v, want 1", evs)

@@ -23,6 +23,18 @@
 // stop when Run's context ends (a checker also when its node is removed),
 // and Run returns only after all of them have, each connection closed.
 //
+// Lag is measured by the same health check, one query per check: on
+// PostgreSQL from the WAL functions (pg_last_wal_replay_lsn() and friends),
+// on Aurora PostgreSQL, which refuses those, from aurora_replica_status().
+// Which kind of server a health-check connection is on is decided once, when
+// it is opened (with aurora discovery: Aurora). Each node exposes its lag in
+// time and in bytes and the WAL position it had replayed; the writer's
+// checks sample its WAL position, and WriterLSNAfter turns those samples
+// into the position a replica must have replayed for a client to read its
+// own writes. A server that answers the health query with a SQL error is
+// warned about once per episode: unlike a lost connection it will not pass
+// by itself.
+//
 // Roles are a claim, not a fact: during a failover two servers may both say
 // they are not in recovery. Writer then answers "none" until only one is
 // left, because sending writes to both would fork the data.

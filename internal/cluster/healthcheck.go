@@ -3,23 +3,11 @@ package cluster
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math/rand/v2"
-	"strconv"
 	"time"
-)
 
-// healthQuery reports whether the server is a replica and, if so, how far
-// its replay is behind. An idle primary sends no transactions, so the replay
-// timestamp ages although the replica has everything: a replica that has
-// replayed all it received reports no lag. pg_last_wal_receive_lsn() is NULL
-// when nothing streams (archive recovery); then the timestamp is all there is.
-const healthQuery = `SELECT pg_is_in_recovery(),
-	CASE
-		WHEN NOT pg_is_in_recovery() THEN 0
-		WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
-		ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0)
-	END`
+	"github.com/jackc/pgx/v5/pgconn"
+)
 
 // checker is one node's health checker. It is owned by its goroutine
 // (runChecker); only it writes the node's live state.
@@ -27,7 +15,13 @@ type checker struct {
 	c      *Cluster
 	n      *Node
 	conn   *probeConn // reused across checks; nil after an error until the next check reconnects
+	target target     // what conn's server is, decided when conn was opened
 	misses int        // failed checks in a row
+
+	// Logged once per episode:
+	seen      target // the last connection's target, to log when it changes
+	refused   string // SQLSTATE and message of the SQL error the health query fails with; "" when it works
+	notOwnRow bool   // an Aurora reader's own row was missing from aurora_replica_status()
 }
 
 // runChecker checks n at once and then every HealthCheckInterval (±10%)
@@ -62,8 +56,11 @@ func jitter(d time.Duration) time.Duration {
 // check runs one health check, bounded by HealthCheckTimeout, and applies
 // its result to the node.
 func (k *checker) check(ctx context.Context) {
+	// For WriterLSNAfter: the writer's WAL position this check finds is at
+	// least its position when the check started.
+	started := k.c.cfg.Now()
 	cctx, cancel := context.WithTimeout(ctx, k.c.cfg.HealthCheckTimeout)
-	inRecovery, lag, err := k.probe(cctx)
+	h, err := k.probe(cctx)
 	cancel()
 	if ctx.Err() != nil {
 		return // stopping: a check cut short says nothing about the node
@@ -79,36 +76,125 @@ func (k *checker) check(ctx context.Context) {
 		if (next^prev)&^stateChecked == 0 { // no state change, so no event to log it
 			k.c.log.Debug("health check failed", "addr", k.n.addr, "misses", k.misses, "err", err)
 		}
+		k.noteRefusal(err)
 	} else {
 		k.misses = 0
+		k.noteAnswer(h)
 		role := RoleWriter
-		if inRecovery {
+		if h.inRecovery {
 			role = RoleReader
 		}
 		next = next.withUp(true).withRole(role)
-		k.n.lag.Store(int64(lag))
+		k.n.lag.Store(int64(h.lag))
+		k.n.replayLSN.Store(h.lsn)
+		if role == RoleWriter {
+			k.n.lagBytes.Store(0)
+			if h.lsn != 0 {
+				k.c.recordWriterLSN(k.n, started, h.lsn)
+			}
+		} else {
+			k.n.lagBytes.Store(k.c.lagBytes(h))
+		}
 	}
 	k.c.setState(k.n, prev, next, err)
 }
 
+// lagBytes returns how far a replica's answer h is behind the writer: the
+// writer's position in the same answer (Aurora), else the current writer's
+// most recent sample; -1 when either position is unknown.
+func (c *Cluster) lagBytes(h health) int64 {
+	if h.lsn == 0 {
+		return -1
+	}
+	w := h.writerLSN
+	if w == 0 {
+		r := c.currentWriterLSNs()
+		if r == nil {
+			return -1
+		}
+		w = r.newest().lsn
+	}
+	return lsnDistance(w, h.lsn)
+}
+
+// noteRefusal warns, once per episode, that the server answers the health
+// check with a SQL error (an ErrorResponse): unlike a lost connection or a
+// timeout that is not going to pass by itself, and a node refusing every
+// check is marked down however well it runs. A new error warns again.
+// Login errors are left to the "node down" line.
+func (k *checker) noteRefusal(err error) {
+	var pgErr *pgconn.PgError
+	var connErr *pgconn.ConnectError
+	if !errors.As(err, &pgErr) || errors.As(err, &connErr) {
+		return
+	}
+	if key := pgErr.Code + " " + pgErr.Message; key != k.refused {
+		k.refused = key
+		k.c.log.Warn("health query refused by the server", "addr", k.n.addr,
+			"sqlstate", pgErr.Code, "err", pgErr.Message, "aurora", k.target.aurora)
+	}
+}
+
+// noteAnswer logs the end of a refusal episode, and an Aurora reader whose
+// own row went missing from aurora_replica_status() or came back.
+func (k *checker) noteAnswer(h health) {
+	if k.refused != "" {
+		k.refused = ""
+		k.c.log.Info("health query answered again", "addr", k.n.addr)
+	}
+	if missing := !h.ownRow; missing != k.notOwnRow {
+		k.notOwnRow = missing
+		if missing {
+			k.c.log.Warn("aurora: the node's row is not in aurora_replica_status(); its lag is taken as the most lagging reader's",
+				"addr", k.n.addr, "server_id", k.target.serverID)
+		} else {
+			k.c.log.Info("aurora: the node's row is in aurora_replica_status() again", "addr", k.n.addr, "server_id", k.target.serverID)
+		}
+	}
+}
+
 // probe runs the health query, connecting first if needed. On any error the
 // connection is closed, to be opened again by the next check.
-func (k *checker) probe(ctx context.Context) (inRecovery bool, lag time.Duration, err error) {
+func (k *checker) probe(ctx context.Context) (health, error) {
 	if k.conn == nil {
-		conn, err := k.c.connect(ctx, k.n.addr)
-		if err != nil {
-			return false, 0, err
+		if err := k.connect(ctx); err != nil {
+			return health{}, err
 		}
-		k.conn = conn
 	}
-	rows, err := k.conn.query(ctx, healthQuery)
-	if err == nil {
-		inRecovery, lag, err = parseHealth(rows)
+	var h health
+	var rows [][][]byte
+	var err error
+	if k.target.aurora {
+		if rows, err = k.conn.query(ctx, auroraHealthQuery); err == nil {
+			h, err = parseAuroraHealth(rows, k.target.serverID)
+		}
+	} else if rows, err = k.conn.query(ctx, pgHealthQuery); err == nil {
+		h, err = parsePGHealth(rows)
 	}
 	if err != nil {
 		k.closeConn()
 	}
-	return inRecovery, lag, err
+	return h, err
+}
+
+// connect opens the checker's connection and decides which health query its
+// server gets.
+func (k *checker) connect(ctx context.Context) error {
+	conn, err := k.c.connect(ctx, k.n.addr)
+	if err != nil {
+		return err
+	}
+	t, err := k.c.detect(ctx, conn, k.n.addr)
+	if err != nil {
+		conn.close(ctx)
+		return err
+	}
+	k.conn, k.target = conn, t
+	if t != k.seen && (t.aurora || k.seen.aurora) {
+		k.c.log.Info("health check: server kind", "addr", k.n.addr, "aurora", t.aurora, "server_id", t.serverID)
+	}
+	k.seen = t
+	return nil
 }
 
 func (k *checker) closeConn() {
@@ -119,31 +205,4 @@ func (k *checker) closeConn() {
 	k.conn.close(ctx)
 	cancel()
 	k.conn = nil
-}
-
-// maxLagSeconds keeps an absurd lag from overflowing time.Duration.
-const maxLagSeconds = 100 * 365 * 24 * 3600
-
-func parseHealth(rows [][][]byte) (inRecovery bool, lag time.Duration, err error) {
-	if len(rows) != 1 || len(rows[0]) != 2 {
-		return false, 0, errors.New("health query: unexpected result shape")
-	}
-	switch string(rows[0][0]) {
-	case "t":
-		inRecovery = true
-	case "f":
-	default:
-		return false, 0, fmt.Errorf("health query: pg_is_in_recovery() = %q", rows[0][0])
-	}
-	secs, err := strconv.ParseFloat(string(rows[0][1]), 64)
-	if err != nil {
-		return false, 0, fmt.Errorf("health query: lag %q: %w", rows[0][1], err)
-	}
-	switch {
-	case secs < 0: // replica clock behind the primary's
-		secs = 0
-	case secs > maxLagSeconds:
-		secs = maxLagSeconds
-	}
-	return inRecovery, time.Duration(secs * float64(time.Second)), nil
 }

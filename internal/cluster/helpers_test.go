@@ -256,14 +256,15 @@ func (h *logRecorder) count(level slog.Level, prefix string) int {
 	return n
 }
 
-// execSQL runs stmts on n as postgres; also from cleanups, so not with t.Context().
-func execSQL(t *testing.T, n *pgcluster.Node, stmts ...string) {
+// onNode runs f on a connection to n as postgres, within ten seconds; also
+// from cleanups, so not with t.Context().
+func onNode(t *testing.T, n *pgcluster.Node, f func(ctx context.Context, conn *pgx.Conn)) {
 	t.Helper()
-	execSQLIn(t, n, "postgres", stmts...)
+	onNodeIn(t, n, "postgres", f)
 }
 
-// execSQLIn is execSQL in database db.
-func execSQLIn(t *testing.T, n *pgcluster.Node, db string, stmts ...string) {
+// onNodeIn is onNode in database db.
+func onNodeIn(t *testing.T, n *pgcluster.Node, db string, f func(ctx context.Context, conn *pgx.Conn)) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -272,11 +273,25 @@ func execSQLIn(t *testing.T, n *pgcluster.Node, db string, stmts ...string) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	for _, s := range stmts {
-		if _, err := conn.Exec(ctx, s); err != nil {
-			t.Fatalf("%s: %v", s, err)
+	f(ctx, conn)
+}
+
+// execSQL runs stmts on n as postgres.
+func execSQL(t *testing.T, n *pgcluster.Node, stmts ...string) {
+	t.Helper()
+	execSQLIn(t, n, "postgres", stmts...)
+}
+
+// execSQLIn is execSQL in database db.
+func execSQLIn(t *testing.T, n *pgcluster.Node, db string, stmts ...string) {
+	t.Helper()
+	onNodeIn(t, n, db, func(ctx context.Context, conn *pgx.Conn) {
+		for _, s := range stmts {
+			if _, err := conn.Exec(ctx, s); err != nil {
+				t.Fatalf("%s: %v", s, err)
+			}
 		}
-	}
+	})
 }
 
 // hangingListener accepts TCP connections and never answers on them.
@@ -410,11 +425,21 @@ func (h *logRecorder) failedChecks(addr string, since time.Time) int {
 // countWith returns how many records logged after since have message msg and
 // the attribute key=value.
 func (h *logRecorder) countWith(msg, key, value string, since time.Time) int {
+	return h.countOf(key, value, func(r slog.Record) bool { return r.Message == msg && r.Time.After(since) })
+}
+
+// countAddr returns how many records at level have the message msg and the attribute addr.
+func (h *logRecorder) countAddr(level slog.Level, msg, addr string) int {
+	return h.countOf("addr", addr, func(r slog.Record) bool { return r.Level == level && r.Message == msg })
+}
+
+// countOf returns how many records with the attribute key=value match f.
+func (h *logRecorder) countOf(key, value string, f func(slog.Record) bool) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n := 0
 	for _, r := range h.recs {
-		if r.Message != msg || !r.Time.After(since) {
+		if !f(r) {
 			continue
 		}
 		r.Attrs(func(a slog.Attr) bool {
@@ -457,4 +482,50 @@ func (c *countingConn) Write(b []byte) (int, error) {
 		c.queries.Add(1)
 	}
 	return c.Conn.Write(b)
+}
+
+// queryValue runs sql on n as postgres and returns its one value as text.
+func queryValue(t *testing.T, n *pgcluster.Node, sql string) string {
+	t.Helper()
+	var v string
+	onNode(t, n, func(ctx context.Context, conn *pgx.Conn) {
+		if err := conn.QueryRow(ctx, sql).Scan(&v); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	})
+	return v
+}
+
+// lsnOf parses a pg_lsn's text.
+func lsnOf(t *testing.T, s string) uint64 {
+	t.Helper()
+	lsn, ok, err := parseLSN([]byte(s))
+	if err != nil || !ok {
+		t.Fatalf("LSN %q: %v", s, err)
+	}
+	return lsn
+}
+
+// syncReplicas waits until every replica of pc has replayed the primary's
+// WAL as it is now, e.g. the objects a test just created there.
+func syncReplicas(t *testing.T, pc *pgcluster.Cluster) {
+	t.Helper()
+	target := lsnOf(t, queryValue(t, pc.Primary(), "SELECT pg_current_wal_lsn()::text"))
+	for _, r := range pc.Replicas() {
+		waitFor(t, 30*time.Second, r.Name()+" replayed the primary's WAL", func() error {
+			if got := lsnOf(t, queryValue(t, r, "SELECT pg_last_wal_replay_lsn()::text")); got < target {
+				return fmt.Errorf("replayed %X, want %X", got, target)
+			}
+			return nil
+		})
+	}
+}
+
+// hostsOf returns the nodes as hosts of a Config.
+func hostsOf(nodes []*pgcluster.Node) []Host {
+	hosts := make([]Host, len(nodes))
+	for i, n := range nodes {
+		hosts[i] = Host{Addr: n.Addr()}
+	}
+	return hosts
 }

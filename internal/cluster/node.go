@@ -38,6 +38,8 @@ type Node struct {
 	// Live state, written only by the node's checker goroutine; read by anyone.
 	state     atomic.Uint32 // a nodeState
 	lag       atomic.Int64  // time.Duration
+	lagBytes  atomic.Int64  // -1 unknown
+	replayLSN atomic.Uint64 // 0 unknown
 	lastCheck atomic.Int64  // unix nanoseconds when the last check ended; 0 before the first
 
 	// removed is set once, under Cluster.eventMu, when the node leaves the
@@ -48,6 +50,7 @@ type Node struct {
 func newNode(h Host) *Node {
 	n := &Node{addr: h.Addr}
 	n.weight.Store(normWeight(h.Weight))
+	n.lagBytes.Store(-1)
 	return n
 }
 
@@ -66,9 +69,28 @@ func (n *Node) Up() bool { return n.loadState().up() }
 // the node is down.
 func (n *Node) Role() Role { return n.loadState().role() }
 
-// Lag returns the replication lag a reader reported at its last successful
-// check: 0 for a writer and for a replica that has replayed all it received.
+// Lag returns the replication lag in time a reader reported at its last
+// successful check: 0 for a writer and for a replica that has replayed all it
+// received. PostgreSQL: how old the last transaction the replica replayed
+// is, counted only while it has received WAL it has not replayed yet (on an
+// idle primary that timestamp ages with nothing to replay). A replica whose
+// WAL stopped arriving shows no lag in time; LagBytes shows it. Aurora: the
+// reader's replica_lag_in_msec.
 func (n *Node) Lag() time.Duration { return time.Duration(n.lag.Load()) }
+
+// LagBytes returns how many bytes of WAL a reader had still to replay at its
+// last successful check, measured against the writer's position: 0 for the
+// writer, -1 when unknown (no check yet, no writer to compare with).
+// PostgreSQL: the writer's most recently sampled position (at most a check
+// interval old) minus the replica's replay position. Aurora: the writer's
+// durable_lsn minus the reader's, from the same aurora_replica_status().
+func (n *Node) LagBytes() int64 { return n.lagBytes.Load() }
+
+// ReplayLSN returns a WAL position, 0 when unknown. A reader: the position it
+// had replayed (Aurora: applied) at its last successful check, so it sees
+// every transaction committed at or before it. The writer: its WAL position
+// at its last successful check. Compare with Cluster.WriterLSNAfter.
+func (n *Node) ReplayLSN() uint64 { return n.replayLSN.Load() }
 
 // LastCheck returns when the last health check (success or failure) ended;
 // the zero Time before the first.

@@ -1,0 +1,144 @@
+package cluster
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// Lag on PostgreSQL: none in time or bytes on an idle cluster, although the
+// last replayed transaction ages; bytes and time while a replica's replay is
+// paused and the primary writes; none again once it resumes.
+func TestReplicationLag(t *testing.T) {
+	checkNoLeaks(t)
+	pc := sharedCluster(t)
+	pg := pc.Nodes()
+	primary, paused := pg[0], pg[1]
+	t.Cleanup(func() {
+		execSQL(t, paused, "SELECT pg_wal_replay_resume()")
+		execSQL(t, primary, "DROP TABLE IF EXISTS lag_test")
+	})
+	// A transaction for the replicas to replay: its timestamp is what ages.
+	execSQL(t, primary, "CREATE TABLE lag_test (id int, pad text) WITH (autovacuum_enabled = off)")
+	syncReplicas(t, pc)
+	tc := runCluster(t, Config{
+		Hosts:               hostsOf(pg),
+		HealthCheckInterval: 100 * time.Millisecond,
+		HealthCheckTimeout:  5 * time.Second, // a healthy node on a busy machine is not marked down
+	})
+	tc.waitChecked(t)
+	w, r1, r2 := tc.node(pg[0].Addr()), tc.node(pg[1].Addr()), tc.node(pg[2].Addr())
+	caughtUp := func(ns ...*Node) func() error {
+		return func() error {
+			for _, n := range ns {
+				if n.Lag() != 0 || n.LagBytes() != 0 || n.ReplayLSN() == 0 {
+					return fmt.Errorf("%s: lag %v, %d bytes, replayed %X", n, n.Lag(), n.LagBytes(), n.ReplayLSN())
+				}
+			}
+			return nil
+		}
+	}
+	waitFor(t, 30*time.Second, "writer and replicas without lag", caughtUp(w, r1, r2))
+	if err := tc.writerIs(w.Addr()); err != nil {
+		t.Fatal(err)
+	}
+
+	// Idle: several seconds of checks, no lag, although the last transaction
+	// the replicas replayed gets older all the while.
+	const idle = 3 * time.Second
+	since := r1.LastCheck()
+	tick := time.NewTicker(20 * time.Millisecond)
+	for end := time.Now().Add(idle); time.Now().Before(end); <-tick.C {
+		if err := caughtUp(w, r1, r2)(); err != nil {
+			t.Fatalf("idle cluster: %v", err)
+		}
+	}
+	tick.Stop()
+	if checks := r1.LastCheck().Sub(since); checks < idle/2 {
+		t.Fatalf("replica checked over %v of %v idle", checks, idle)
+	}
+
+	// Replay paused on r1: the primary's writes arrive there but are not replayed.
+	execSQL(t, paused, "SELECT pg_wal_replay_pause()")
+	waitFor(t, 30*time.Second, "replay paused", func() error {
+		if s := queryValue(t, paused, "SELECT pg_get_wal_replay_pause_state()"); s != "paused" {
+			return fmt.Errorf("pause state %q", s)
+		}
+		return nil
+	})
+	pausedAt := lsnOf(t, queryValue(t, paused, "SELECT pg_last_wal_replay_lsn()::text"))
+	execSQL(t, primary, "INSERT INTO lag_test SELECT g, repeat('x', 200) FROM generate_series(1, 2000) g")
+	wrote := lsnOf(t, queryValue(t, primary, "SELECT pg_current_wal_lsn()::text"))
+	waitFor(t, 30*time.Second, "paused replica lags in bytes and time", func() error {
+		if got := r1.ReplayLSN(); got != pausedAt {
+			return fmt.Errorf("paused replica replayed %X, want %X", got, pausedAt)
+		}
+		if want := int64(wrote - pausedAt); r1.LagBytes() < want || r1.Lag() <= 0 {
+			return fmt.Errorf("paused replica lags %v, %d bytes; want > 0, >= %d", r1.Lag(), r1.LagBytes(), want)
+		}
+		return caughtUp(w, r2)()
+	})
+	t.Logf("paused replica: lag %v, %d bytes", r1.Lag(), r1.LagBytes())
+	if err := tc.nodeIs(r1.Addr(), true, RoleReader); err != nil {
+		t.Error(err)
+	}
+
+	execSQL(t, paused, "SELECT pg_wal_replay_resume()")
+	waitFor(t, 30*time.Second, "resumed replica caught up", func() error {
+		if r1.ReplayLSN() < wrote {
+			return fmt.Errorf("resumed replica replayed %X, want >= %X", r1.ReplayLSN(), wrote)
+		}
+		return caughtUp(w, r1, r2)()
+	})
+}
+
+// Read your writes: after a commit at t, a replica whose ReplayLSN reaches
+// WriterLSNAfter(t) has the row.
+func TestReadYourWrites(t *testing.T) {
+	checkNoLeaks(t)
+	pc := sharedCluster(t)
+	pg := pc.Nodes()
+	primary := pg[0]
+	t.Cleanup(func() { execSQL(t, primary, "DROP TABLE IF EXISTS ryw_test") })
+	execSQL(t, primary, "CREATE TABLE ryw_test (id int)")
+	tc := runCluster(t, Config{
+		Hosts:               hostsOf(pg),
+		HealthCheckInterval: 100 * time.Millisecond,
+		HealthCheckTimeout:  5 * time.Second,
+	})
+	tc.waitChecked(t)
+	if lsn, ok := tc.WriterLSNAfter(time.Now().Add(time.Hour)); ok {
+		t.Fatalf("WriterLSNAfter(an hour from now) = %X, true", lsn)
+	}
+	var prev uint64
+	for i := range 3 {
+		execSQL(t, primary, fmt.Sprintf("INSERT INTO ryw_test VALUES (%d)", i))
+		// Read after the commit returned: the commit is at or before it.
+		atCommit := lsnOf(t, queryValue(t, primary, "SELECT pg_current_wal_lsn()::text"))
+		committed := time.Now()
+		var lsn uint64
+		waitFor(t, 30*time.Second, "a writer sample after the commit", func() error {
+			var ok bool
+			if lsn, ok = tc.WriterLSNAfter(committed); !ok {
+				return fmt.Errorf("WriterLSNAfter: none yet")
+			}
+			return nil
+		})
+		if lsn < atCommit || lsn <= prev {
+			t.Fatalf("write %d: WriterLSNAfter = %X; want >= %X (the commit) and > %X (the previous write's)", i, lsn, atCommit, prev)
+		}
+		prev = lsn
+		for _, r := range pg[1:] {
+			n := tc.node(r.Addr())
+			waitFor(t, 30*time.Second, r.Name()+" replayed the write", func() error {
+				if n.ReplayLSN() < lsn {
+					return fmt.Errorf("replayed %X, want >= %X", n.ReplayLSN(), lsn)
+				}
+				return nil
+			})
+			if got := queryValue(t, r, fmt.Sprintf("SELECT count(*)::text FROM ryw_test WHERE id = %d", i)); got != "1" {
+				t.Errorf("%s: write %d not visible although ReplayLSN %X >= WriterLSNAfter %X", r.Name(), i, n.ReplayLSN(), lsn)
+			}
+		}
+	}
+}

@@ -1,0 +1,31 @@
+package cluster
+
+import "time"
+
+// TestNodeState is a node's live state as a test of another package sets it (see NewTestNode).
+type TestNodeState struct {
+	Up        bool
+	Role      Role
+	Weight    int // relative share of reads; 0 means 1
+	Lag       time.Duration
+	LagBytes  int64 // 0 means 0; use -1 for unknown
+	ReplayLSN uint64
+	Removed   bool
+}
+
+// NewTestNode returns a node at addr that belongs to no Cluster and is never checked, in state
+// s, for tests of packages that read nodes (the router's pick). Production code never calls it.
+func NewTestNode(addr string, s TestNodeState) *Node {
+	n := newNode(Host{Addr: addr, Weight: s.Weight})
+	SetTestNodeState(n, s)
+	return n
+}
+
+// SetTestNodeState sets the live state of a node made by NewTestNode (its weight aside).
+func SetTestNodeState(n *Node, s TestNodeState) {
+	n.state.Store(uint32(nodeState(stateChecked).withUp(s.Up).withRole(s.Role)))
+	n.lag.Store(int64(s.Lag))
+	n.lagBytes.Store(s.LagBytes)
+	n.replayLSN.Store(s.ReplayLSN)
+	n.removed.Store(s.Removed)
+}
