@@ -2,8 +2,8 @@ package cluster
 
 import "time"
 
-// TestNodeState is a node's live state as a test of another package sets it (see NewTestNode).
-type TestNodeState struct {
+// NodeStateForTest is a node's live state as a test of another package sets it (see NewNodeForTest).
+type NodeStateForTest struct {
 	Up        bool
 	Role      Role
 	Weight    int // relative share of reads; 0 means 1
@@ -13,16 +13,16 @@ type TestNodeState struct {
 	Removed   bool
 }
 
-// NewTestNode returns a node at addr that belongs to no Cluster and is never checked, in state
+// NewNodeForTest returns a node at addr that belongs to no Cluster and is never checked, in state
 // s, for tests of packages that read nodes (the router's pick). Production code never calls it.
-func NewTestNode(addr string, s TestNodeState) *Node {
+func NewNodeForTest(addr string, s NodeStateForTest) *Node {
 	n := newNode(Host{Addr: addr, Weight: s.Weight})
-	SetTestNodeState(n, s)
+	SetNodeStateForTest(n, s)
 	return n
 }
 
-// SetTestNodeState sets the live state of a node made by NewTestNode (its weight aside).
-func SetTestNodeState(n *Node, s TestNodeState) {
+// SetNodeStateForTest sets the live state of a node made by NewNodeForTest (its weight aside).
+func SetNodeStateForTest(n *Node, s NodeStateForTest) {
 	n.state.Store(uint32(nodeState(stateChecked).withUp(s.Up).withRole(s.Role)))
 	n.lag.Store(int64(s.Lag))
 	n.lagBytes.Store(s.LagBytes)

@@ -59,15 +59,15 @@ func testRouter(cfg *config.Config, writer *cluster.Node, readers ...*cluster.No
 
 func TestPick(t *testing.T) {
 	cfg := config.Defaults()
-	w := cluster.NewTestNode("w:1", cluster.TestNodeState{Up: true, Role: cluster.RoleWriter})
-	reader := func(addr string, s cluster.TestNodeState) *cluster.Node {
+	w := cluster.NewNodeForTest("w:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleWriter})
+	reader := func(addr string, s cluster.NodeStateForTest) *cluster.Node {
 		s.Role = cluster.RoleReader
-		return cluster.NewTestNode(addr, s)
+		return cluster.NewNodeForTest(addr, s)
 	}
-	fresh := cluster.TestNodeState{Up: true}
-	lagging := cluster.TestNodeState{Up: true, Lag: time.Second}
-	down := cluster.TestNodeState{}
-	removed := cluster.TestNodeState{Up: true, Removed: true}
+	fresh := cluster.NodeStateForTest{Up: true}
+	lagging := cluster.NodeStateForTest{Up: true, Lag: time.Second}
+	down := cluster.NodeStateForTest{}
+	removed := cluster.NodeStateForTest{Up: true, Removed: true}
 	read := Intent{Route: classify.RouteReader}
 	write := Intent{Route: classify.RouteWriter}
 	for _, tc := range []struct {
@@ -89,7 +89,7 @@ func TestPick(t *testing.T) {
 		{"reader endpoint ignores a write intent", Reader, write, []*cluster.Node{reader("r:1", fresh)}, true, []string{"r:1"}},
 		{"reader endpoint, lagging, fallback", Reader, write, []*cluster.Node{reader("r:1", lagging)}, true, []string{"w:1"}},
 		{"reader endpoint, lagging, no fallback", Reader, write, []*cluster.Node{reader("r:1", lagging)}, false, nil},
-		{"a writer-role node in the reader list", Auto, read, []*cluster.Node{cluster.NewTestNode("x:1", cluster.TestNodeState{Up: true, Role: cluster.RoleWriter})}, true, []string{"w:1"}},
+		{"a writer-role node in the reader list", Auto, read, []*cluster.Node{cluster.NewNodeForTest("x:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleWriter})}, true, []string{"w:1"}},
 	} {
 		c := *cfg
 		c.Proxy.ReaderFallbackToWriter = tc.fallback
@@ -123,9 +123,9 @@ func TestPick(t *testing.T) {
 // weight; a suspect reader is skipped while another qualifies.
 func TestPickLeastLoaded(t *testing.T) {
 	cfg := config.Defaults()
-	w := cluster.NewTestNode("w:1", cluster.TestNodeState{Up: true, Role: cluster.RoleWriter})
-	a := cluster.NewTestNode("a:1", cluster.TestNodeState{Up: true, Role: cluster.RoleReader})
-	b := cluster.NewTestNode("b:1", cluster.TestNodeState{Up: true, Role: cluster.RoleReader, Weight: 2})
+	w := cluster.NewNodeForTest("w:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleWriter})
+	a := cluster.NewNodeForTest("a:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleReader})
+	b := cluster.NewNodeForTest("b:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleReader, Weight: 2})
 	r := testRouter(cfg, w, a, b)
 	read := Intent{Route: classify.RouteReader}
 	counts := map[string]int{}
@@ -158,9 +158,9 @@ func TestPickLeastLoaded(t *testing.T) {
 // of it, and the router says so.
 func TestPickLagHysteresis(t *testing.T) {
 	cfg := config.Defaults() // max_replica_lag 100ms
-	w := cluster.NewTestNode("w:1", cluster.TestNodeState{Up: true, Role: cluster.RoleWriter})
-	state := cluster.TestNodeState{Up: true, Role: cluster.RoleReader, Lag: 150 * time.Millisecond}
-	n := cluster.NewTestNode("r:1", state)
+	w := cluster.NewNodeForTest("w:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleWriter})
+	state := cluster.NodeStateForTest{Up: true, Role: cluster.RoleReader, Lag: 150 * time.Millisecond}
+	n := cluster.NewNodeForTest("r:1", state)
 	r := testRouter(cfg, w, n)
 	read := Intent{Route: classify.RouteReader}
 	pick := func() *cluster.Node {
@@ -182,7 +182,7 @@ func TestPickLagHysteresis(t *testing.T) {
 		{120 * time.Millisecond, w},
 	} {
 		state.Lag = step.lag
-		cluster.SetTestNodeState(n, state)
+		cluster.SetNodeStateForTest(n, state)
 		if got := pick(); got != step.want {
 			t.Fatalf("lag %s: picked %s, want %s", step.lag, got, step.want)
 		}
@@ -194,9 +194,9 @@ func TestPickLagHysteresis(t *testing.T) {
 
 func TestPickAllocs(t *testing.T) {
 	cfg := config.Defaults()
-	w := cluster.NewTestNode("w:1", cluster.TestNodeState{Up: true, Role: cluster.RoleWriter})
-	a := cluster.NewTestNode("a:1", cluster.TestNodeState{Up: true, Role: cluster.RoleReader})
-	b := cluster.NewTestNode("b:1", cluster.TestNodeState{Up: true, Role: cluster.RoleReader})
+	w := cluster.NewNodeForTest("w:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleWriter})
+	a := cluster.NewNodeForTest("a:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleReader})
+	b := cluster.NewNodeForTest("b:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleReader})
 	r := testRouter(cfg, w, a, b)
 	ctx := context.Background()
 	for _, in := range []Intent{{Route: classify.RouteReader}, {Route: classify.RouteWriter}} {

@@ -290,9 +290,6 @@ func trimNul(b []byte) []byte {
 // request, whether the answers so far stay held back (true), or the transaction is committed to
 // this server and they flow (false, s.armed cleared). Called by the reader with wmu held.
 func (s *Session) holdBack(typ byte, bodyLen int) bool {
-	if s.heldMark < 0 {
-		s.heldMark = s.w.Buffered()
-	}
 	switch typ {
 	case '1', '2', 't', 'T', 'n', 'N', 'S', '3':
 		// Parse/Bind/Close complete, parameter and row descriptions, NoData, notices and
@@ -313,6 +310,10 @@ func (s *Session) heldMessage(srv *pool.Conn, typ byte) (bool, error) {
 	sr := srv.Reader
 	if s.dropping {
 		return true, sr.Skip()
+	}
+	if s.heldMark < 0 {
+		// Only what is written from now on can be taken back (see refusedByReplica).
+		s.heldMark = s.w.Buffered()
 	}
 	if typ == 'E' {
 		body, err := sr.Body()
