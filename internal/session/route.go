@@ -109,12 +109,17 @@ func (s *Session) planRoute(typ byte) {
 		return
 	}
 	req, msgs, complete := s.peekRequest(typ)
+	if !complete {
+		// Too long to read ahead of (or the client failed): the writer, whatever it is.
+		s.intent = router.Intent{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified}
+		return
+	}
 	p := s.classifyRequest(req)
 	if s.setting == routeReader {
 		p.route, p.reason = classify.RouteReader, classify.ReasonHintReader
 	}
 	in := router.Intent{Route: p.route, Reason: p.reason}
-	armable := complete && p.replayable && !p.begin
+	armable := p.replayable && !p.begin
 	if p.route == classify.RouteReader && p.executes && !armable && !p.begin && p.reason != classify.ReasonHintReader {
 		// It runs something on a replica that could not be taken back: the writer.
 		in = router.Intent{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified}

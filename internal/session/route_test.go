@@ -1,0 +1,180 @@
+package session
+
+import (
+	"bufio"
+	"bytes"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"pgtide/internal/classify"
+	"pgtide/internal/config"
+	"pgtide/internal/wire"
+)
+
+// frontend encodes client messages.
+func frontend(t *testing.T, msgs ...pgproto3.FrontendMessage) []byte {
+	t.Helper()
+	var out []byte
+	for _, m := range msgs {
+		var err error
+		if out, err = m.Encode(out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// routeSession returns a transaction-mode session on the auto endpoint reading in.
+func routeSession(in []byte) *Session {
+	cfg := config.Defaults()
+	s := &Session{env: &Env{Config: func() *config.Config { return cfg }}, txMode: true}
+	s.br = bufio.NewReaderSize(bytes.NewReader(in), clientBufferSize)
+	s.r = wire.NewReader(s.br, cfg.Proxy.MaxMessageSize)
+	return s
+}
+
+// fakeFunctions knows one volatile user function, app.bump.
+type fakeFunctions struct{}
+
+func (fakeFunctions) Lookup(schema, name []byte) classify.FuncKind {
+	if string(name) == "bump" && (len(schema) == 0 || string(schema) == "app") {
+		return classify.FuncWrite
+	}
+	return classify.FuncUnknown
+}
+
+func TestPlanRoute(t *testing.T) {
+	q := func(sql string) pgproto3.FrontendMessage { return &pgproto3.Query{String: sql} }
+	parse := func(name, sql string) pgproto3.FrontendMessage { return &pgproto3.Parse{Name: name, Query: sql} }
+	bind := func(stmt string) pgproto3.FrontendMessage { return &pgproto3.Bind{PreparedStatement: stmt} }
+	exec := &pgproto3.Execute{}
+	sync := &pgproto3.Sync{}
+	describe := &pgproto3.Describe{ObjectType: 'S'}
+	reader, writer := classify.RouteReader, classify.RouteWriter
+	for _, tc := range []struct {
+		name  string
+		msgs  []pgproto3.FrontendMessage
+		route classify.Route
+		armed bool
+		count int // messages in the request
+	}{
+		{"simple read", []pgproto3.FrontendMessage{q("SELECT 1")}, reader, true, 1},
+		{"simple write", []pgproto3.FrontendMessage{q("INSERT INTO t VALUES (1)")}, writer, false, 1},
+		{"volatile user function", []pgproto3.FrontendMessage{q("SELECT app.bump(1)")}, writer, false, 1},
+		{"reader hint on a write: armed", []pgproto3.FrontendMessage{q("/* pgtide:reader */ DELETE FROM t")}, reader, true, 1},
+		{"begin read only: a reader, never armed", []pgproto3.FrontendMessage{q("BEGIN READ ONLY")}, reader, false, 1},
+		{"begin", []pgproto3.FrontendMessage{q("BEGIN")}, writer, false, 1},
+		{"extended read", []pgproto3.FrontendMessage{parse("", "SELECT 1"), bind(""), exec, sync}, reader, true, 4},
+		{"extended write", []pgproto3.FrontendMessage{parse("", "UPDATE t SET a = 1"), bind(""), exec, sync}, writer, false, 4},
+		{"pipeline: a write anywhere takes the writer",
+			[]pgproto3.FrontendMessage{parse("", "SELECT 1"), bind(""), exec, parse("", "INSERT INTO t VALUES (1)"), bind(""), exec, sync}, writer, false, 7},
+		{"named parse and execute: not replayable, so the writer",
+			[]pgproto3.FrontendMessage{parse("s1", "SELECT 1"), bind("s1"), exec, sync}, writer, false, 4},
+		{"prepare only: a reader, nothing to arm", []pgproto3.FrontendMessage{parse("s1", "SELECT 1"), describe, sync}, reader, false, 3},
+		{"bind of an unknown statement", []pgproto3.FrontendMessage{bind("nope"), exec, sync}, writer, false, 3},
+		{"flush instead of sync", []pgproto3.FrontendMessage{parse("", "SELECT 1"), bind(""), exec, &pgproto3.Flush{}}, writer, false, 4},
+		{"function call", []pgproto3.FrontendMessage{&pgproto3.FunctionCall{Function: 1}}, writer, false, 1},
+	} {
+		in := frontend(t, tc.msgs...)
+		in = append(in, frontend(t, q("SELECT 'next request'"))...) // not part of it
+		s := routeSession(in)
+		s.env.Functions = func(string) classify.Functions { return fakeFunctions{} }
+		typ, _, err := s.r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.planRoute(typ)
+		if s.intent.Route != tc.route {
+			t.Errorf("%s: route %v (%v), want %v", tc.name, s.intent.Route, s.intent.Reason, tc.route)
+		}
+		if s.armed != tc.armed {
+			t.Errorf("%s: armed %v, want %v", tc.name, s.armed, tc.armed)
+		}
+		if tc.armed && (s.heldLeft != tc.count || !bytes.Equal(s.held, in[:len(in)-len(frontend(t, q("SELECT 'next request'")))])) {
+			t.Errorf("%s: held %d messages (%d bytes), want %d", tc.name, s.heldLeft, len(s.held), tc.count)
+		}
+		// Nothing was consumed: the client loop forwards the request from its first message.
+		if s.r.BodyLen() < 0 || s.br.Buffered() != len(in) {
+			t.Errorf("%s: planRoute consumed input", tc.name)
+		}
+	}
+}
+
+// TestPlanRouteStatementCache: a named statement's route comes from its Parse, classified once.
+func TestPlanRouteStatementCache(t *testing.T) {
+	in := frontend(t, &pgproto3.Bind{PreparedStatement: "w"}, &pgproto3.Execute{}, &pgproto3.Sync{})
+	for _, tc := range []struct {
+		sql   string
+		route classify.Route
+	}{{"SELECT 1", classify.RouteReader}, {"INSERT INTO t VALUES (1)", classify.RouteWriter}} {
+		s := routeSession(in)
+		s.stmts = map[string]*clientStmt{"w": {route: classify.ClassifyRoute([]byte(tc.sql), nil)}}
+		typ, _, _ := s.r.Next()
+		s.planRoute(typ)
+		if s.intent.Route != tc.route || s.armed != (tc.route == classify.RouteReader) {
+			t.Errorf("Bind of %q: route %v armed %v", tc.sql, s.intent.Route, s.armed)
+		}
+	}
+}
+
+// TestPlanRouteTooLong: a request longer than the read buffer goes to the writer unread.
+func TestPlanRouteTooLong(t *testing.T) {
+	long := "SELECT '" + string(bytes.Repeat([]byte("x"), maxHeld)) + "'"
+	s := routeSession(frontend(t, &pgproto3.Query{String: long}))
+	typ, _, _ := s.r.Next()
+	s.planRoute(typ)
+	if s.intent.Route != classify.RouteWriter || s.armed {
+		t.Fatalf("a %d-byte read: route %v armed %v, want the writer", len(long), s.intent.Route, s.armed)
+	}
+}
+
+func TestIsReadOnlyRefusal(t *testing.T) {
+	for _, tc := range []struct {
+		e    pgproto3.ErrorResponse
+		want bool
+	}{
+		{pgproto3.ErrorResponse{Severity: "ERROR", Code: "25006", Message: "cannot execute INSERT in a read-only transaction"}, true},
+		{pgproto3.ErrorResponse{Severity: "ERROR", Code: "25001", Message: "x"}, false},
+		{pgproto3.ErrorResponse{Severity: "ERROR", Code: "250060"}, false},
+		{pgproto3.ErrorResponse{Severity: "ERROR", Message: "no code"}, false},
+	} {
+		b, err := tc.e.Encode(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := isReadOnlyRefusal(b[5:]); got != tc.want {
+			t.Errorf("%+v: %v, want %v", tc.e, got, tc.want)
+		}
+	}
+	for _, junk := range [][]byte{nil, {0}, {'C'}, {'C', '2', '5'}, {'S', 'E', 0, 'C'}} {
+		if isReadOnlyRefusal(junk) {
+			t.Errorf("%q: a refusal", junk)
+		}
+	}
+}
+
+// TestShowRoute: SHOW pgtide.route's answer is what a client decodes from PostgreSQL's SHOW.
+func TestShowRoute(t *testing.T) {
+	b := appendShowRoute(nil, "reader")
+	fe := pgproto3.NewFrontend(bytes.NewReader(b), nil)
+	rd, err := fe.Receive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc := rd.(*pgproto3.RowDescription)
+	if len(desc.Fields) != 1 || string(desc.Fields[0].Name) != "pgtide.route" || desc.Fields[0].DataTypeOID != 25 {
+		t.Fatalf("RowDescription %+v", desc)
+	}
+	dr, err := fe.Receive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if row := dr.(*pgproto3.DataRow); len(row.Values) != 1 || string(row.Values[0]) != "reader" {
+		t.Fatalf("DataRow %+v", row)
+	}
+	cc, err := fe.Receive()
+	if err != nil || string(cc.(*pgproto3.CommandComplete).CommandTag) != "SHOW" {
+		t.Fatalf("CommandComplete %+v %v", cc, err)
+	}
+}
