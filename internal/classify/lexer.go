@@ -120,27 +120,42 @@ func (l *lexer) next(t *token) bool {
 // skipSpace returns the index of the first byte at or after i that is neither whitespace nor
 // inside a comment.
 func skipSpace(src []byte, i int) int {
+	for {
+		i = skipBlanks(src, i)
+		end := commentEnd(src, i)
+		if end < 0 {
+			return i
+		}
+		i = end
+	}
+}
+
+// skipBlanks returns the index of the first byte at or after i that is not whitespace.
+func skipBlanks(src []byte, i int) int {
 	for i < len(src) {
 		switch src[i] {
 		case ' ', '\t', '\n', '\r', '\f', '\v':
 			i++
-		case '-':
-			if i+1 < len(src) && src[i+1] == '-' {
-				i = lineEnd(src, i+2)
-				continue
-			}
-			return i
-		case '/':
-			if i+1 < len(src) && src[i+1] == '*' {
-				i = blockCommentEnd(src, i+2)
-				continue
-			}
-			return i
 		default:
 			return i
 		}
 	}
 	return i
+}
+
+// commentEnd returns the index just past the comment that starts at i (up to the newline for a
+// -- comment), or -1 if no comment starts there.
+func commentEnd(src []byte, i int) int {
+	if i+1 >= len(src) {
+		return -1
+	}
+	switch {
+	case src[i] == '-' && src[i+1] == '-':
+		return lineEnd(src, i+2)
+	case src[i] == '/' && src[i+1] == '*':
+		return blockCommentEnd(src, i+2)
+	}
+	return -1
 }
 
 // lineEnd returns the index of the first newline at or after i, or len(src).

@@ -131,12 +131,9 @@ type analyzer struct {
 
 // stmtState is the per-statement state; the zero value starts a statement.
 type stmtState struct {
-	n          int  // tokens in the statement so far
-	lastEnd    int  // end of the last token
-	depth      int  // parentheses
-	beginDepth int  // BEGIN ATOMIC ... END, CASE ... END nesting in a function body
-	fnBody     bool // CREATE [OR REPLACE] FUNCTION|PROCEDURE
-	afterBegin bool // the previous token was BEGIN, at depth 0 of a function statement
+	split   splitter // statement boundaries; split.depth is the parenthesis depth
+	n       int      // tokens in the statement so far
+	lastEnd int      // end of the last token
 
 	// EXPLAIN prefix: explain is 1 while reading its options, 2 once the body has started.
 	explain    uint8
@@ -201,7 +198,7 @@ const (
 
 func (a *analyzer) token(t *token) {
 	st := &a.st
-	if t.kind == tkPunct && t.c == ';' && st.depth == 0 && st.beginDepth == 0 {
+	if st.split.ends(t) {
 		a.endStatement()
 		return
 	}
@@ -212,32 +209,13 @@ func (a *analyzer) token(t *token) {
 	st.n++
 	st.lastEnd = t.end
 
-	if idx < 5 {
-		a.startRules(idx)
+	if idx == 0 && a.kw(0, "explain") {
+		st.explain = 1
 	}
 	if st.explain != 0 {
 		a.explainBody(t, idx)
 	}
-	if st.fnBody && st.depth == 0 && t.kind == tkIdent {
-		// A SQL-standard function body, BEGIN ATOMIC ... END, holds semicolons that do not end
-		// the statement; CASE ... END nests inside it. psql counts every BEGIN, but begin is
-		// also a valid name ("CREATE FUNCTION begin() ...; SET ROLE x"), so only BEGIN ATOMIC
-		// opens a body here, as in the server's grammar. Both words are reserved inside.
-		w := a.src[t.start:t.end]
-		if st.beginDepth == 0 {
-			if st.afterBegin && eqFold(w, "atomic") {
-				st.beginDepth = 1
-			}
-			st.afterBegin = eqFold(w, "begin")
-		} else if eqFold(w, "case") {
-			st.beginDepth++
-		} else if eqFold(w, "end") {
-			st.beginDepth--
-		}
-	} else {
-		st.afterBegin = false
-	}
-	if st.depth == 0 && idx > 0 && a.kw(0, "create") {
+	if st.split.depth == 0 && idx > 0 && a.kw(0, "create") {
 		// CREATE TABLE ... AS EXECUTE name: wherever AS EXECUTE comes after the column list.
 		word := t.kind == tkIdent
 		if st.execNext {
@@ -251,32 +229,7 @@ func (a *analyzer) token(t *token) {
 	if a.s.Pin == None {
 		a.hunt(t)
 	}
-	if t.kind == tkPunct {
-		switch t.c {
-		case '(':
-			st.depth++
-		case ')':
-			if st.depth > 0 {
-				st.depth--
-			}
-		}
-	}
-}
-
-// startRules looks at the first tokens of a statement as they arrive.
-func (a *analyzer) startRules(idx int) {
-	st := &a.st
-	switch idx {
-	case 0:
-		if a.kw(0, "explain") {
-			st.explain = 1
-		}
-	case 1:
-		st.fnBody = a.kw(0, "create") && (a.kw(1, "function") || a.kw(1, "procedure"))
-	case 3:
-		st.fnBody = st.fnBody || a.kw(0, "create") && a.kw(1, "or") && a.kw(2, "replace") &&
-			(a.kw(3, "function") || a.kw(3, "procedure"))
-	}
+	st.split.step(a.src, t)
 }
 
 // explainBody finds where the statement after EXPLAIN [ANALYZE] [VERBOSE] or EXPLAIN (options)
@@ -290,7 +243,7 @@ func (a *analyzer) explainBody(t *token, idx int) {
 		if a.punctAt(1, '(') {
 			// The option list, up to and including the ')' that closes it (depth is updated
 			// after this runs).
-			if idx == 1 || st.depth > 0 {
+			if idx == 1 || st.split.depth > 0 {
 				return
 			}
 		} else if t.kind == tkIdent {
@@ -320,7 +273,7 @@ func (a *analyzer) hunt(t *token) {
 	// The argument lists of open set_config calls.
 	if st.nf > 0 {
 		f := &a.frames[st.nf-1]
-		if f.depth == st.depth {
+		if f.depth == st.split.depth {
 			switch {
 			case isPunct && t.c == ')':
 				a.closeFrame()
@@ -351,7 +304,7 @@ func (a *analyzer) hunt(t *token) {
 		switch pending {
 		case pendSetConfig:
 			if st.nf < maxFrames {
-				a.frames[st.nf] = frame{depth: st.depth + 1, pos: st.pendingPos}
+				a.frames[st.nf] = frame{depth: st.split.depth + 1, pos: st.pendingPos}
 				st.nf++
 			} else {
 				a.candidate(SessionSet, st.pendingPos, param{kind: paramConst, c: "set_config"})
