@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"pgtide/internal/classify"
 	"pgtide/internal/config"
 )
 
@@ -309,7 +310,7 @@ func TestReloadRefreshesFunctions(t *testing.T) {
 	p := startProxy(t, nil)
 	c := p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
 	name := fmt.Sprintf("reload_probe_%d", time.Now().UnixNano())
-	lookup := func() uint8 {
+	lookup := func() classify.FuncKind {
 		return p.Cluster().Functions("appdb").Lookup(nil, []byte(name)) // nil before the first load: 0
 	}
 	waitFor(t, 15*time.Second, "appdb's function catalog", func() bool { return p.Cluster().Functions("appdb") != nil })

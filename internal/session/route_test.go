@@ -28,7 +28,7 @@ func frontend(t *testing.T, msgs ...pgproto3.FrontendMessage) []byte {
 // routeSession returns a transaction-mode session on the auto endpoint reading in.
 func routeSession(in []byte) *Session {
 	cfg := config.Defaults()
-	s := &Session{env: &Env{Config: func() *config.Config { return cfg }}, txMode: true}
+	s := &Session{env: &Env{Config: func() *config.Config { return cfg }}, txMode: true, txStatus: 'I'}
 	s.br = bufio.NewReaderSize(bytes.NewReader(in), clientBufferSize)
 	s.r = wire.NewReader(s.br, cfg.Proxy.MaxMessageSize)
 	return s
