@@ -53,11 +53,42 @@ func sharedRoutingCluster(t *testing.T) *pgcluster.Cluster {
 				`CREATE FUNCTION app.port_of(x int) RETURNS int LANGUAGE sql STABLE AS 'SELECT inet_server_port()'`,
 			)
 		}
+		if routingCluster.err == nil {
+			routingCluster.err = replayed(ctx, routingCluster.c)
+		}
 	})
 	if routingCluster.err != nil {
 		t.Fatal(routingCluster.err)
 	}
 	return routingCluster.c
+}
+
+// replayed waits until every replica of c has the objects the primary has now.
+func replayed(ctx context.Context, c *pgcluster.Cluster) error {
+	for _, r := range c.Replicas() {
+		conn, err := pgx.Connect(ctx, r.ConnString("postgres", "appdb"))
+		if err != nil {
+			return err
+		}
+		for {
+			var ok bool
+			err := conn.QueryRow(ctx, "SELECT to_regprocedure('app.port_of(int)') IS NOT NULL AND to_regclass('public.items') IS NOT NULL").Scan(&ok)
+			if err != nil || ok {
+				conn.Close(ctx)
+				if err != nil {
+					return err
+				}
+				break
+			}
+			select {
+			case <-ctx.Done():
+				conn.Close(context.Background())
+				return fmt.Errorf("replica %s did not replay the test schema: %w", r, ctx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }
 
 // execOn runs stmts on n as user in db.
@@ -123,18 +154,23 @@ func TestRouteReadsAndWrites(t *testing.T) {
 	})
 	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec, pgx.QueryExecModeCacheStatement} {
 		t.Run(mode.String(), func(t *testing.T) {
+			// Reads on a connection of their own: after a write, a connection's reads go to the
+			// writer until the replicas have caught up (read_your_writes, tested below).
 			conn := p.connect(t, "app", "appdb", mode)
-			port := func(sql string, args ...any) int {
+			rd := p.connect(t, "app", "appdb", mode)
+			on := func(c *pgx.Conn, sql string, args ...any) int {
 				t.Helper()
 				var n int
-				if err := conn.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+				if err := c.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
 					t.Fatalf("%s: %v", sql, err)
 				}
 				return n
 			}
+			port := func(sql string, args ...any) int { t.Helper(); return on(conn, sql, args...) }
+			read := func(sql string, args ...any) int { t.Helper(); return on(rd, sql, args...) }
 			seen := map[int]int{}
 			for range 40 {
-				seen[port("SELECT inet_server_port()")]++
+				seen[read("SELECT inet_server_port()")]++
 			}
 			for p := range seen {
 				if !readers[p] {
@@ -160,7 +196,7 @@ func TestRouteReadsAndWrites(t *testing.T) {
 			if got := port(`SELECT "app"."bump_views"($1)`, id); got != writer {
 				t.Errorf("a quoted volatile user function ran on port %d, want the writer %d", got, writer)
 			}
-			if got := port("SELECT app.port_of(1)"); !readers[got] {
+			if got := read("SELECT app.port_of(1)"); !readers[got] {
 				t.Errorf("a stable user function ran on port %d, want a replica", got)
 			}
 			var ticket int64
@@ -182,7 +218,7 @@ func TestRouteReadsAndWrites(t *testing.T) {
 			if a != writer || b != writer {
 				t.Errorf("a read-write transaction ran on %d then %d, want the writer %d", a, b, writer)
 			}
-			tx, err = conn.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+			tx, err = rd.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
 			if err != nil {
 				t.Fatal(err)
 			}

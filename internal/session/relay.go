@@ -243,6 +243,9 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 		if s.routes() {
 			s.leaseWrites = s.intent.Route == classify.RouteWriter
 			s.env.Routes.count(s.intent)
+			if s.armed && node.Role() != cluster.RoleReader {
+				s.armed, s.heldLeft = false, 0 // a read that fell back to the writer: nothing to hold back
+			}
 		}
 	}
 	switch typ {
