@@ -82,13 +82,26 @@ func TestEndpoints(t *testing.T) {
 	c := startCluster(t, 1)
 	p := clusterProxy(t, c, nil)
 	ctx := context.Background()
-	for ep, wantRecovery := range map[router.Endpoint]bool{router.Auto: false, router.Writer: false, router.Reader: true} {
+	// A read: the auto endpoint (transaction mode) sends it to a replica, as the reader endpoint
+	// does; a transaction that is not READ ONLY goes to the writer there.
+	for ep, wantRecovery := range map[router.Endpoint]bool{router.Auto: true, router.Writer: false, router.Reader: true} {
 		conn, err := pgx.Connect(ctx, p.endpointConnString(ep))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got := inRecovery(t, ctx, conn); got != wantRecovery {
 			t.Fatalf("%s endpoint: pg_is_in_recovery() = %v", ep, got)
+		}
+		if ep == router.Auto {
+			tx, err := conn.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r bool
+			if err := tx.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&r); err != nil || r {
+				t.Fatalf("auto endpoint, in a transaction: pg_is_in_recovery() = %v, %v", r, err)
+			}
+			tx.Rollback(ctx)
 		}
 		conn.Close(ctx)
 	}
@@ -500,8 +513,10 @@ func TestAuroraDiscovery(t *testing.T) {
 	}
 	defer d.Close(ctx)
 	stub := fmt.Sprintf(`CREATE FUNCTION aurora_replica_status()
-		RETURNS TABLE(server_id text, session_id text, replica_lag_in_msec float8, last_update_timestamp timestamptz)
-		LANGUAGE sql AS $$ VALUES ('%d', 'MASTER_SESSION_ID', 0::float8, now()), ('%d', 'a-replica-session', 5::float8, now()) $$`,
+		RETURNS TABLE(server_id text, session_id text, durable_lsn numeric, current_read_lsn numeric,
+			replica_lag_in_msec float8, last_update_timestamp timestamptz)
+		LANGUAGE sql AS $$ VALUES ('%d', 'MASTER_SESSION_ID', 1000::numeric, NULL::numeric, 0::float8, now()),
+			('%d', 'a-replica-session', 1000, NULL, 5::float8, now()) $$`,
 		c.Primary().Port(), replica.Port())
 	if _, err := d.Exec(ctx, stub); err != nil {
 		t.Fatal(err)

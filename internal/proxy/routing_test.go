@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"pgtide/internal/classify"
+	pgtcluster "pgtide/internal/cluster"
 	"pgtide/internal/config"
 	"pgtide/internal/pgcluster"
 )
@@ -437,4 +438,104 @@ func checkPgbench(t *testing.T, out string, want int) {
 	if strings.Contains(out, "aborted") || !strings.Contains(out, "number of failed transactions: 0 (0.000%)") {
 		t.Fatalf("pgbench reported failures:\n%s", out)
 	}
+}
+
+// TestRouteAurora: on Aurora (a local cluster whose WAL functions fail for the health-check user
+// as Aurora's do, with aurora_version(), aurora_db_instance_identifier() and
+// aurora_replica_status() stubbed from a table), readers stay up, a reader whose
+// replica_lag_in_msec is over max_replica_lag gets no reads until it is back under, and a client's
+// reads after its write go to the writer while the readers' durable_lsn is behind the writer's.
+func TestRouteAurora(t *testing.T) {
+	c := startCluster(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	w, r1, r2 := c.Primary().Port(), c.Replicas()[0].Port(), c.Replicas()[1].Port()
+	refuse := func(fn, returns, code string) string {
+		return fmt.Sprintf(`CREATE FUNCTION aurora_shadow.%s() RETURNS %s LANGUAGE plpgsql AS
+			$$ BEGIN RAISE EXCEPTION 'Function %s() is currently not supported for Aurora' USING ERRCODE = '%s'; END $$`, fn, returns, fn, code)
+	}
+	if err := execOn(ctx, c.Primary(), "postgres", "postgres",
+		"CREATE ROLE pgtide_aurora LOGIN",
+		"CREATE SCHEMA aurora_shadow",
+		"GRANT USAGE ON SCHEMA aurora_shadow TO pgtide_aurora",
+		"ALTER ROLE pgtide_aurora SET search_path = aurora_shadow, pg_catalog, public",
+		refuse("pg_last_wal_receive_lsn", "pg_lsn", "0A000"),
+		refuse("pg_last_wal_replay_lsn", "pg_lsn", "0A000"),
+		refuse("pg_last_xact_replay_timestamp", "timestamptz", "0A000"),
+		refuse("pg_current_wal_lsn", "pg_lsn", "55000"),
+		"CREATE FUNCTION aurora_shadow.aurora_version() RETURNS text LANGUAGE sql AS $$ SELECT '15.4.3' $$",
+		"CREATE FUNCTION aurora_shadow.aurora_db_instance_identifier() RETURNS text LANGUAGE sql AS $$ SELECT current_setting('port') $$",
+		`CREATE TABLE aurora_shadow.status (server_id text, session_id text, durable_lsn numeric,
+			current_read_lsn numeric, replica_lag_in_msec float8)`,
+		"GRANT SELECT ON aurora_shadow.status TO pgtide_aurora",
+		`CREATE FUNCTION aurora_shadow.aurora_replica_status() RETURNS TABLE(server_id text, session_id text,
+			durable_lsn numeric, current_read_lsn numeric, replica_lag_in_msec float8, last_update_timestamp timestamptz)
+			LANGUAGE sql AS $$ SELECT *, now() FROM aurora_shadow.status $$`,
+		fmt.Sprintf(`INSERT INTO aurora_shadow.status VALUES ('%d', 'MASTER_SESSION_ID', 5000, NULL, NULL),
+			('%d', 'r1', 4000, NULL, 5), ('%d', 'r2', 4000, NULL, 800)`, w, r1, r2),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if err := execOn(ctx, c.Primary(), "app", "appdb", "CREATE TABLE notes (v text)"); err != nil {
+		t.Fatal(err)
+	}
+	setRow := func(port int, lsn, lagMS int) {
+		t.Helper()
+		if err := execOn(ctx, c.Primary(), "postgres", "postgres", fmt.Sprintf(
+			"UPDATE aurora_shadow.status SET durable_lsn = %d, replica_lag_in_msec = %d WHERE server_id = '%d'", lsn, lagMS, port)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := routingProxy(t, c, func(cfg *config.Config) { cfg.Cluster.HealthCheckUser = "pgtide_aurora" })
+	waitReaders(t, p, 2)
+	reads := func(conn *pgx.Conn, n int) map[int]int {
+		t.Helper()
+		seen := map[int]int{}
+		for range n {
+			var port int
+			if err := conn.QueryRow(ctx, "SELECT inet_server_port()").Scan(&port); err != nil {
+				t.Fatal(err)
+			}
+			seen[port]++
+		}
+		return seen
+	}
+	reader := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
+	waitFor(t, 30*time.Second, "the health checks to see r2's lag", func() bool {
+		return p.nodeAt(t, r2).Lag() == 800*time.Millisecond && p.nodeAt(t, r1).Lag() == 5*time.Millisecond
+	})
+	if seen := reads(reader, 40); seen[r1] != 40 || !p.Router().Lagging(p.nodeAt(t, r2)) {
+		t.Fatalf("reads with r2 lagging 800ms: %v, want all on r1 (%d)", seen, r1)
+	}
+	// A client that wrote reads from the writer: both readers' durable_lsn (4000) are behind
+	// the writer's (5000).
+	writer := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
+	if _, err := writer.Exec(ctx, "INSERT INTO notes VALUES ('x')"); err != nil {
+		t.Fatal(err)
+	}
+	if seen := reads(writer, 10); seen[w] != 10 {
+		t.Fatalf("reads after a write with the readers behind: %v, want all on the writer (%d)", seen, w)
+	}
+	setRow(r2, 5000, 0)
+	setRow(r1, 5000, 0)
+	waitFor(t, 30*time.Second, "reads back on r2", func() bool { return reads(reader, 1)[r2] == 1 })
+	if p.Router().Lagging(p.nodeAt(t, r2)) {
+		t.Fatal("r2 serves reads but is said to lag")
+	}
+	waitFor(t, 30*time.Second, "the writing client's reads to reach a caught-up reader", func() bool {
+		seen := reads(writer, 1)
+		return seen[r1]+seen[r2] == 1
+	})
+}
+
+// nodeAt returns the proxy's node at port.
+func (p *testProxy) nodeAt(t *testing.T, port int) *pgtcluster.Node {
+	t.Helper()
+	for _, n := range p.Cluster().Nodes() {
+		if n.Addr() == fmt.Sprintf("127.0.0.1:%d", port) {
+			return n
+		}
+	}
+	t.Fatalf("no node at port %d", port)
+	return nil
 }

@@ -225,7 +225,8 @@ func (r *Router) admit(n *cluster.Node, st *nodeState, f freshness) bool {
 	return ok
 }
 
-// Lagging reports whether reads are kept off n because it lags (see admit).
+// Lagging reports whether reads are kept off n because it lags (see admit), as of the last pick
+// that considered it: the state follows the health checks' figures when reads are picked.
 func (r *Router) Lagging(n *cluster.Node) bool { return r.state(n).lagging.Load() }
 
 // waitWriter returns the writer, waiting for one during a failover.
