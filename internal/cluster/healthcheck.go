@@ -17,6 +17,8 @@ type checker struct {
 	conn   *probeConn // reused across checks; nil after an error until the next check reconnects
 	target target     // what conn's server is, decided when conn was opened
 	misses int        // failed checks in a row
+	// behind: the last PostgreSQL check found WAL received and not replayed yet (see timeLag).
+	behind bool
 
 	// Logged once per episode:
 	seen      target // the last connection's target, to log when it changes
@@ -70,6 +72,7 @@ func (k *checker) check(ctx context.Context) {
 	next := prev | stateChecked
 	if err != nil {
 		k.misses++
+		k.behind = false
 		if k.misses >= k.c.cfg.HealthCheckFailures {
 			next = next.withUp(false)
 		}
@@ -85,7 +88,7 @@ func (k *checker) check(ctx context.Context) {
 			role = RoleReader
 		}
 		next = next.withUp(true).withRole(role)
-		k.n.lag.Store(int64(h.lag))
+		k.n.lag.Store(int64(k.timeLag(h.lag)))
 		k.n.replayLSN.Store(h.lsn)
 		if role == RoleWriter {
 			k.n.lagBytes.Store(0)
@@ -205,4 +208,24 @@ func (k *checker) closeConn() {
 	k.conn.close(ctx)
 	cancel()
 	k.conn = nil
+}
+
+// timeLag returns the time lag to record from the lag a health query measured. On PostgreSQL
+// the query measures the age of the last replayed transaction whenever the replica has WAL it
+// has not replayed yet; between the moment a replica receives a transaction and the moment it
+// replays it (well under a millisecond) that age is the time since the previous transaction,
+// which on a quiet primary may be minutes. So a replica counts as lagging in time only when two
+// checks in a row find it behind: one that really lags stays behind, and its figure is then the
+// age of what it replayed last. (A lag shorter than the check interval under sparse writes goes
+// unseen in time; the bytes lag still sees it.) Aurora measures the lag itself.
+func (k *checker) timeLag(measured time.Duration) time.Duration {
+	if k.target.aurora {
+		return measured
+	}
+	was := k.behind
+	k.behind = measured > 0
+	if !was {
+		return 0
+	}
+	return measured
 }
