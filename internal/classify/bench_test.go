@@ -66,3 +66,48 @@ func BenchmarkMaySetSessionState(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkClassifyRoute(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		sql  string
+	}{
+		{"pgbench_select", "SELECT abalance FROM pgbench_accounts WHERE aid = $1"},
+		{"pgbench_update", "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2"},
+		{"1KB_comments_strings", kilobyteQuery},
+		{"orm_select", `SELECT "users"."id", "users"."email", "users"."created_at" FROM "users" WHERE "users"."deleted_at" IS NULL AND "users"."id" = $1 ORDER BY "users"."id" LIMIT 1`},
+		{"modifying_cte", "WITH moved AS (DELETE FROM queue WHERE id = $1 RETURNING *) INSERT INTO done SELECT * FROM moved"},
+		{"user_function", "SELECT public.myfunc(x), MyRead(y) FROM t WHERE z = $1"},
+		{"read_only_transaction", "BEGIN READ ONLY; SELECT count(*) FROM t; COMMIT"},
+		{"hint", "/* pgtide:reader */ SELECT report($1)"},
+	} {
+		sql := []byte(bc.sql)
+		b.Run(bc.name, func(b *testing.B) {
+			var fns Functions = fakeFuncs{}
+			b.ReportAllocs()
+			b.SetBytes(int64(len(sql)))
+			for b.Loop() {
+				ClassifyRoute(sql, fns)
+			}
+		})
+	}
+}
+
+func BenchmarkParseRouteCommand(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		sql  string
+	}{
+		{"select", "SELECT abalance FROM pgbench_accounts WHERE aid = $1"},
+		{"set_other", "SET application_name = 'batch'"},
+		{"set_route", "SET pgtide.route = 'reader'"},
+	} {
+		sql := []byte(bc.sql)
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				ParseRouteCommand(sql)
+			}
+		})
+	}
+}

@@ -456,6 +456,10 @@ var routeCases = []routeCase{
 	{"hint in other case", "/* PGTIDE:READER */ DELETE FROM t", writer(ReasonWrite)},
 	{"hint in nested comment", "/* /* pgtide:reader */ */ DELETE FROM t", writer(ReasonWrite)},
 	{"hint in unterminated comment", "SELECT 1 /* pgtide:writer", read},
+	{"hint between continued string segments", "SELECT 'a'\n-- pgtide:writer\n'b'", hintW},
+	{"hint between continued E string segments", "SELECT E'a\\'' -- x\n -- pgtide:writer\n  'b'", hintW},
+	{"hint before uescape", `SELECT U&"d!0061t" /* pgtide:writer */ UESCAPE '!' FROM t`, hintW},
+	{"hint after uescape", `SELECT U&"d!0061t" UESCAPE -- pgtide:writer` + "\n'!' FROM t", hintW},
 
 	// Several statements and texts without any.
 	{"read then write", "SELECT 1; INSERT INTO t VALUES (1)", writer(ReasonWrite)},

@@ -118,7 +118,7 @@ func (c *routeCmd) param(i int) int {
 	var buf [len(RouteParam)]byte
 	w := identWriter{buf: buf[:]}
 	for {
-		if i >= c.n || !isIdentKind(c.toks[i].kind) {
+		if i >= c.n || !isIdentKind(c.toks[i].kind) || c.toks[i].flags&flagOpen != 0 {
 			return -1
 		}
 		w.ident(c.src, &c.toks[i], true)
