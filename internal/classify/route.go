@@ -199,7 +199,8 @@ type RouteInfo struct {
 }
 
 // MaxRouteLen is the longest text ClassifyRoute reads; a longer one goes to the writer with
-// ReasonTooLong, hints and all, which bounds the time spent on one message.
+// ReasonTooLong, hints and all, and without Begin or ReadOnly, which bounds the time spent on one
+// message.
 const MaxRouteLen = 1 << 20
 
 // ClassifyRoute classifies sql (a Query message's text or a Parse's query text, without the NUL)
@@ -208,14 +209,14 @@ const MaxRouteLen = 1 << 20
 // len(sql).
 //
 // It is conservative: a text goes to a reader only when every statement in it is provably a
-// read. Statements are split as the server splits them (see doc.go) and each is judged by how
-// it starts and by what it holds at any depth: data-modifying WITH queries, locking clauses,
-// SELECT INTO, and function calls. A call is a name, possibly schema-qualified, followed by '(';
-// keyword syntax that takes parentheses (EXISTS, COALESCE, CAST, numeric(10, 2), AS t(a, b),
-// FILTER, OVER, ...) is not a call. A call of a function the classifier knows to need the writer
-// (nextval, set_config, pg_advisory_lock, ...) sends the text there; one it knows to read is
-// fine; any other name is asked of fns, and one that fns does not know (or nil fns) sends the
-// text to the writer with ReasonUnknownFunction.
+// read. Statements are split as the server splits them (see the package doc) and each is judged
+// by how it starts and by what it holds at any depth: data-modifying WITH queries, locking
+// clauses, SELECT INTO, and function calls. A call is a name, possibly schema-qualified,
+// followed by '('; keyword syntax that takes parentheses (EXISTS, COALESCE, CAST,
+// numeric(10, 2), AS t(a, b), FILTER, OVER, ...) is not a call. A call of a function the
+// classifier knows to need the writer (nextval, set_config, pg_advisory_lock, ...) sends the
+// text there; one it knows to read is fine; any other name is asked of fns, and one that fns
+// does not know (or nil fns) sends the text to the writer with ReasonUnknownFunction.
 //
 // A comment whose whole text is pgtide:writer or pgtide:reader, anywhere outside literals and
 // quoted identifiers, forces the route (the writer if both appear); a reader hint overrides
@@ -225,9 +226,9 @@ const MaxRouteLen = 1 << 20
 // that block count only if a read-only transaction on the primary would run them but a standby
 // would not, or would run them differently: advisory locks, currval and lastval, transaction ID
 // and WAL functions, LISTEN, NOTIFY, LOCK, CHECKPOINT, COPY TO a file, PREPARE TRANSACTION,
-// statements the classifier does not know, and SET TRANSACTION READ WRITE (which makes the block
-// read-write). The block ends at COMMIT, END, ROLLBACK or ABORT (not AND CHAIN, not ROLLBACK TO);
-// what follows it counts again.
+// statements the classifier does not know, and SET TRANSACTION READ WRITE or SET
+// transaction_read_only (which may make the block read-write). The block ends at COMMIT, END,
+// ROLLBACK or ABORT (not AND CHAIN, not ROLLBACK TO); what follows it counts again.
 func ClassifyRoute(sql []byte, fns Functions) RouteInfo {
 	if len(sql) > MaxRouteLen {
 		return RouteInfo{Route: RouteWriter, Reason: ReasonTooLong}
@@ -276,7 +277,7 @@ type router struct {
 	hintWriter, hintReader bool
 	stmts                  int
 	writer                 bool        // a statement needs the writer...
-	reason                 RouteReason // ...the first one for this reason
+	reason                 RouteReason // ...and the first one that did, why
 	begin, readOnly        bool        // RouteInfo's
 	inBlock                bool        // a transaction block this text opened is open
 	inRO                   bool        // ... and it is READ ONLY
@@ -303,10 +304,9 @@ type routeStmt struct {
 	n    int // tokens so far
 	kind stmtKind
 
-	has     bool        // the statement needs the writer...
-	reason  RouteReason // ...for this reason (the first found)...
-	force   bool        // ...even inside a READ ONLY block
-	unknown bool        // kFixed: the statement is not one the classifier knows
+	has    bool        // the statement needs the writer...
+	reason RouteReason // ...for this reason (the first found)...
+	force  bool        // ...even inside a READ ONLY block
 
 	p1, p2 prev // the last two tokens read by the kinds that look back
 
@@ -861,8 +861,7 @@ func (r *router) explainToken(t *token, idx int) {
 			return
 		}
 		if st.optStart {
-			w := r.src[t.start:t.end]
-			st.optAnalyze = t.kind == tkIdent && (eqFold(w, "analyze") || eqFold(w, "analyse"))
+			st.optAnalyze = r.analyzeOption(t)
 			st.optValue, st.optStart = true, false
 		} else if st.optAnalyze {
 			st.optValue = !falseValue(t, r.src)
@@ -872,6 +871,19 @@ func (r *router) explainToken(t *token, idx int) {
 	default: // explainStarted, as a query: EXPLAIN ANALYZE runs it
 		r.scan(t)
 	}
+}
+
+// analyzeOption reports whether t names the EXPLAIN option ANALYZE: a word in any case, or a
+// quoted "analyze" (the server compares option names with the identifier's text).
+func (r *router) analyzeOption(t *token) bool {
+	if !isIdentKind(t.kind) {
+		return false
+	}
+	var buf [len("analyze")]byte
+	w := identWriter{buf: buf[:]}
+	w.ident(r.src, t, false)
+	name := w.bytes()
+	return !w.overflow && !w.bad && (string(name) == "analyze" || string(name) == "analyse")
 }
 
 // falseValue reports whether t, an EXPLAIN option's value, is one the server reads as false.
