@@ -31,29 +31,40 @@ WHERE c.deleted_at IS NULL
 ORDER BY revenue DESC
 LIMIT 100 OFFSET $2`
 
-func BenchmarkAnalyzeSession(b *testing.B) {
-	for _, bc := range []struct {
-		name string
-		sql  string
-	}{
-		{"pgbench_select", "SELECT abalance FROM pgbench_accounts WHERE aid = $1"},
-		{"pgbench_update", "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2"},
-		{"1KB_comments_strings", kilobyteQuery},
-		{"set_timezone", "SET TimeZone = 'UTC'"},
-		{"set_search_path", "SET search_path TO app, public"},
-		{"advisory_lock", "SELECT pg_advisory_lock(42)"},
-		{"multi_statement", "BEGIN; SET LOCAL statement_timeout = '5s'; SELECT set_config('app.user', $1, true); COMMIT"},
-	} {
+// benchCase is a statement a benchmark runs on.
+type benchCase struct{ name, sql string }
+
+// commonBench are the statements every classifier benchmark includes: the common OLTP pair and
+// a longer report query.
+var commonBench = []benchCase{
+	{"pgbench_select", "SELECT abalance FROM pgbench_accounts WHERE aid = $1"},
+	{"pgbench_update", "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2"},
+	{"1KB_comments_strings", kilobyteQuery},
+}
+
+// benchEach runs f on each case's statement as a sub-benchmark, reporting allocations and
+// bytes.
+func benchEach(b *testing.B, cases []benchCase, f func(sql []byte)) {
+	for _, bc := range cases {
 		sql := []byte(bc.sql)
 		b.Run(bc.name, func(b *testing.B) {
-			var s Session
 			b.ReportAllocs()
 			b.SetBytes(int64(len(sql)))
 			for b.Loop() {
-				AnalyzeSession(sql, &s)
+				f(sql)
 			}
 		})
 	}
+}
+
+func BenchmarkAnalyzeSession(b *testing.B) {
+	var s Session
+	benchEach(b, append(commonBench[:len(commonBench):len(commonBench)],
+		benchCase{"set_timezone", "SET TimeZone = 'UTC'"},
+		benchCase{"set_search_path", "SET search_path TO app, public"},
+		benchCase{"advisory_lock", "SELECT pg_advisory_lock(42)"},
+		benchCase{"multi_statement", "BEGIN; SET LOCAL statement_timeout = '5s'; SELECT set_config('app.user', $1, true); COMMIT"},
+	), func(sql []byte) { AnalyzeSession(sql, &s) })
 }
 
 func BenchmarkMaySetSessionState(b *testing.B) {
@@ -65,4 +76,25 @@ func BenchmarkMaySetSessionState(b *testing.B) {
 			b.Fatal("true")
 		}
 	}
+}
+
+// BenchmarkClassifyRoute runs with a Functions that, like a real one should, answers without
+// allocating.
+func BenchmarkClassifyRoute(b *testing.B) {
+	var fns Functions = fakeFuncs{}
+	benchEach(b, append(commonBench[:len(commonBench):len(commonBench)],
+		benchCase{"orm_select", `SELECT "users"."id", "users"."email", "users"."created_at" FROM "users" WHERE "users"."deleted_at" IS NULL AND "users"."id" = $1 ORDER BY "users"."id" LIMIT 1`},
+		benchCase{"modifying_cte", "WITH moved AS (DELETE FROM queue WHERE id = $1 RETURNING *) INSERT INTO done SELECT * FROM moved"},
+		benchCase{"user_function", "SELECT public.myfunc(x), MyRead(y) FROM t WHERE z = $1"},
+		benchCase{"read_only_transaction", "BEGIN READ ONLY; SELECT count(*) FROM t; COMMIT"},
+		benchCase{"hint", "/* pgtide:reader */ SELECT report($1)"},
+	), func(sql []byte) { ClassifyRoute(sql, fns) })
+}
+
+func BenchmarkParseRouteCommand(b *testing.B) {
+	benchEach(b, []benchCase{
+		{"select", "SELECT abalance FROM pgbench_accounts WHERE aid = $1"},
+		{"set_other", "SET application_name = 'batch'"},
+		{"set_route", "SET pgtide.route = 'reader'"},
+	}, func(sql []byte) { ParseRouteCommand(sql) })
 }

@@ -121,3 +121,153 @@ func checkSession(t *testing.T, sql []byte, s *Session) {
 		t.Fatalf("MaySetSessionState(%q) = false, but the analysis found %+v", sql, resultOf(s))
 	}
 }
+
+// allFuncs answers every lookup with one kind.
+type allFuncs FuncKind
+
+func (k allFuncs) Lookup(schema, name []byte) FuncKind { return FuncKind(k) }
+
+// FuzzClassifyRoute checks, for any text, that ClassifyRoute does not panic or modify its
+// input, gives a consistent answer (Route agrees with Reason, ReadOnly only with Begin) and the
+// same answer twice, and that:
+//   - whitespace and a comment in front of the text change nothing;
+//   - a writer hint in front makes it the writer with ReasonHintWriter; a reader hint makes it
+//     the reader with ReasonHintReader unless the text holds a writer hint;
+//   - the text as the body of a string literal, of a quoted identifier, of a dollar-quoted
+//     string or of a comment is a plain read: nothing inside them can match a rule;
+//   - knowing more never moves a text to the writer: a reader with Functions that answer
+//     FuncWrite to everything is a reader with nil Functions, and that is a reader with
+//     Functions that answer FuncRead to everything.
+//
+// Seeds: testdata/fuzz/FuzzClassifyRoute, each with a comment saying what it exercises.
+func FuzzClassifyRoute(f *testing.F) {
+	f.Add([]byte("SELECT 1"))
+	f.Add([]byte("WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x"))
+	f.Add([]byte("BEGIN READ ONLY; SELECT pg_advisory_lock(1); COMMIT; INSERT INTO t VALUES (1)"))
+
+	f.Fuzz(func(t *testing.T, sql []byte) {
+		if len(sql) > MaxRouteLen-64 {
+			return // the wrapped texts below must stay under the limit
+		}
+		orig := bytes.Clone(sql)
+		info := ClassifyRoute(sql, fakeFuncs{})
+		if !bytes.Equal(sql, orig) {
+			t.Fatal("input modified")
+		}
+		checkRouteInfo(t, info)
+		if again := ClassifyRoute(sql, fakeFuncs{}); again != info {
+			t.Fatalf("not deterministic: %+v then %+v", info, again)
+		}
+
+		with := func(prefix, suffix string) RouteInfo {
+			text := append(append([]byte(prefix), sql...), suffix...)
+			got := ClassifyRoute(text, fakeFuncs{})
+			checkRouteInfo(t, got)
+			return got
+		}
+		if got := with(" /**/\n", ""); got != info {
+			t.Fatalf("a leading comment changed the result: %+v, then %+v", info, got)
+		}
+		want := RouteInfo{Route: RouteWriter, Reason: ReasonHintWriter, Begin: info.Begin, ReadOnly: info.ReadOnly}
+		if got := with("/* pgtide:writer */", ""); got != want {
+			t.Fatalf("a writer hint: %+v", got)
+		}
+		if info.Reason != ReasonHintWriter {
+			want = RouteInfo{Route: RouteReader, Reason: ReasonHintReader, Begin: info.Begin, ReadOnly: info.ReadOnly}
+		}
+		if got := with("-- pgtide:reader\n", ""); got != want {
+			t.Fatalf("a reader hint: %+v, want %+v", got, want)
+		}
+
+		plain := RouteInfo{Route: RouteReader, Reason: ReasonReadOnly}
+		quoted := func(q byte) []byte { return bytes.ReplaceAll(sql, []byte{q}, []byte{q, q}) }
+		if got := ClassifyRoute(append(append([]byte("SELECT '"), quoted('\'')...), '\''), fakeFuncs{}); got != plain {
+			t.Fatalf("inside a string literal: %+v", got)
+		}
+		if got := ClassifyRoute(append(append([]byte(`SELECT "`), quoted('"')...), '"'), fakeFuncs{}); got != plain {
+			t.Fatalf("inside a quoted identifier: %+v", got)
+		}
+		if !bytes.Contains(sql, []byte("$q")) {
+			if got := with("SELECT $q$", "$q$"); got != plain {
+				t.Fatalf("inside a dollar-quoted string: %+v", got)
+			}
+		}
+		if !bytes.ContainsAny(sql, "/*") {
+			got := with("SELECT 1 /*", "*/")
+			switch string(bytes.TrimFunc(sql, func(r rune) bool { return r < 0x80 && isSpace(byte(r)) })) {
+			case "pgtide:reader":
+				plain.Reason = ReasonHintReader
+			case "pgtide:writer":
+				plain = RouteInfo{Route: RouteWriter, Reason: ReasonHintWriter}
+			}
+			if got != plain {
+				t.Fatalf("inside a comment: %+v, want %+v", got, plain)
+			}
+		}
+
+		knowWrite := ClassifyRoute(sql, allFuncs(FuncWrite))
+		knowNothing := ClassifyRoute(sql, nil)
+		knowRead := ClassifyRoute(sql, allFuncs(FuncRead))
+		if knowWrite.Route == RouteReader && knowNothing.Route != RouteReader ||
+			knowNothing.Route == RouteReader && knowRead.Route != RouteReader {
+			t.Fatalf("more knowledge, less reading: %v (all write), %v (nil), %v (all read)",
+				knowWrite, knowNothing, knowRead)
+		}
+	})
+}
+
+// FuzzParseRouteCommand checks, for any text, that ParseRouteCommand does not panic, answers
+// the same twice, gives an error only for a Set, and that a leading comment or a trailing
+// semicolon changes nothing; and that what it recognises ClassifyRoute sends where any SET,
+// RESET or SHOW goes. Seeds: testdata/fuzz/FuzzParseRouteCommand.
+func FuzzParseRouteCommand(f *testing.F) {
+	f.Add([]byte("SET pgtide.route = 'reader'"))
+	f.Add([]byte("RESET pgtide.route"))
+	f.Add([]byte("SHOW pgtide.route"))
+
+	f.Fuzz(func(t *testing.T, sql []byte) {
+		type result struct {
+			kind  RouteCommandKind
+			value Route
+			auto  bool
+			err   string
+		}
+		parse := func(text []byte) result {
+			k, v, a, err := ParseRouteCommand(text)
+			r := result{kind: k, value: v, auto: a}
+			if err != nil {
+				r.err = err.Error()
+				if _, ok := err.(*RouteCommandError); !ok || k != RouteCommandSet {
+					t.Fatalf("ParseRouteCommand(%q): %v with error %T", text, k, err)
+				}
+			}
+			if k > RouteCommandShow || v > RouteReader || a && v != RouteWriter {
+				t.Fatalf("ParseRouteCommand(%q) = %+v", text, r)
+			}
+			return r
+		}
+		got := parse(sql)
+		if again := parse(sql); again != got {
+			t.Fatalf("not deterministic: %+v then %+v", got, again)
+		}
+		if padded := parse(append([]byte("/**/ "), sql...)); padded != got {
+			t.Fatalf("a leading comment changed the result: %+v then %+v", got, padded)
+		}
+		if ended := parse(append(bytes.Clone(sql), ';')); ended != got {
+			t.Fatalf("a trailing semicolon changed the result: %+v then %+v", got, ended)
+		}
+		if len(sql) > MaxRouteLen {
+			return
+		}
+		switch info := ClassifyRoute(sql, nil); got.kind {
+		case RouteCommandSet:
+			if info != (RouteInfo{Route: RouteWriter, Reason: ReasonSessionState}) {
+				t.Fatalf("%q is a Set, classified %+v", sql, info)
+			}
+		case RouteCommandShow:
+			if info != (RouteInfo{Route: RouteReader, Reason: ReasonReadOnly}) {
+				t.Fatalf("%q is a Show, classified %+v", sql, info)
+			}
+		}
+	})
+}

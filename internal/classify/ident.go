@@ -184,6 +184,34 @@ func lower(c byte) byte {
 	return c
 }
 
+// dottedName reads a possibly dotted name of parameter (a.b, "A".b) from toks[i:] and returns
+// it lower-cased in buf (parts joined by '.'), and the index of the token after it. ok is false
+// if no name starts at i. name is nil (with ok true) when the name does not fit buf or cannot be
+// decoded.
+func dottedName(src []byte, toks []token, i int, buf []byte) (name []byte, next int, ok bool) {
+	w := identWriter{buf: buf}
+	for {
+		if i >= len(toks) || !isIdentKind(toks[i].kind) {
+			if w.n == 0 {
+				return nil, i, false
+			}
+			break // "SET a. = 1": the server rejects it
+		}
+		w.ident(src, &toks[i], true)
+		i++
+		if i >= len(toks) || toks[i].kind != tkPunct || toks[i].c != '.' {
+			break
+		}
+		w.startPart()
+		w.put('.')
+		i++
+	}
+	if w.overflow || w.bad {
+		return nil, i, true
+	}
+	return w.bytes(), i, true
+}
+
 // quotedName returns the identifier text of a quoted identifier token for comparison with a
 // function or schema name, decoding into buf; nil if it does not fit or is invalid. Unquoted
 // identifiers are compared with eqFold instead.

@@ -119,12 +119,22 @@ func (l *lexer) next(t *token) bool {
 
 // skipSpace returns the index of the first byte at or after i that is neither whitespace nor
 // inside a comment.
-func skipSpace(src []byte, i int) int {
+func skipSpace(src []byte, i int) int { return skipComments(src, i, nil) }
+
+// skipComments is skipSpace that also hands each comment it skips, delimiters included (up to
+// the newline for a -- comment), to seen, if seen is not nil.
+func skipComments(src []byte, i int, seen func(comment []byte)) int {
 	for {
 		i = skipBlanks(src, i)
+		if i+1 >= len(src) || src[i] != '-' && src[i] != '/' {
+			return i
+		}
 		end := commentEnd(src, i)
 		if end < 0 {
 			return i
+		}
+		if seen != nil {
+			seen(src[i:end])
 		}
 		i = end
 	}

@@ -199,7 +199,8 @@ type RouteInfo struct {
 }
 
 // MaxRouteLen is the longest text ClassifyRoute reads; a longer one goes to the writer with
-// ReasonTooLong, hints and all, which bounds the time spent on one message.
+// ReasonTooLong, hints and all, and without Begin or ReadOnly, which bounds the time spent on one
+// message.
 const MaxRouteLen = 1 << 20
 
 // ClassifyRoute classifies sql (a Query message's text or a Parse's query text, without the NUL)
@@ -208,14 +209,14 @@ const MaxRouteLen = 1 << 20
 // len(sql).
 //
 // It is conservative: a text goes to a reader only when every statement in it is provably a
-// read. Statements are split as the server splits them (see doc.go) and each is judged by how
-// it starts and by what it holds at any depth: data-modifying WITH queries, locking clauses,
-// SELECT INTO, and function calls. A call is a name, possibly schema-qualified, followed by '(';
-// keyword syntax that takes parentheses (EXISTS, COALESCE, CAST, numeric(10, 2), AS t(a, b),
-// FILTER, OVER, ...) is not a call. A call of a function the classifier knows to need the writer
-// (nextval, set_config, pg_advisory_lock, ...) sends the text there; one it knows to read is
-// fine; any other name is asked of fns, and one that fns does not know (or nil fns) sends the
-// text to the writer with ReasonUnknownFunction.
+// read. Statements are split as the server splits them (see the package doc) and each is judged
+// by how it starts and by what it holds at any depth: data-modifying WITH queries, locking
+// clauses, SELECT INTO, and function calls. A call is a name, possibly schema-qualified,
+// followed by '('; keyword syntax that takes parentheses (EXISTS, COALESCE, CAST,
+// numeric(10, 2), AS t(a, b), FILTER, OVER, ...) is not a call. A call of a function the
+// classifier knows to need the writer (nextval, set_config, pg_advisory_lock, ...) sends the
+// text there; one it knows to read is fine; any other name is asked of fns, and one that fns
+// does not know (or nil fns) sends the text to the writer with ReasonUnknownFunction.
 //
 // A comment whose whole text is pgtide:writer or pgtide:reader, anywhere outside literals and
 // quoted identifiers, forces the route (the writer if both appear); a reader hint overrides
@@ -225,9 +226,9 @@ const MaxRouteLen = 1 << 20
 // that block count only if a read-only transaction on the primary would run them but a standby
 // would not, or would run them differently: advisory locks, currval and lastval, transaction ID
 // and WAL functions, LISTEN, NOTIFY, LOCK, CHECKPOINT, COPY TO a file, PREPARE TRANSACTION,
-// statements the classifier does not know, and SET TRANSACTION READ WRITE (which makes the block
-// read-write). The block ends at COMMIT, END, ROLLBACK or ABORT (not AND CHAIN, not ROLLBACK TO);
-// what follows it counts again.
+// statements the classifier does not know, and SET TRANSACTION READ WRITE or SET
+// transaction_read_only (which may make the block read-write). The block ends at COMMIT, END,
+// ROLLBACK or ABORT (not AND CHAIN, not ROLLBACK TO); what follows it counts again.
 func ClassifyRoute(sql []byte, fns Functions) RouteInfo {
 	if len(sql) > MaxRouteLen {
 		return RouteInfo{Route: RouteWriter, Reason: ReasonTooLong}
@@ -276,7 +277,7 @@ type router struct {
 	hintWriter, hintReader bool
 	stmts                  int
 	writer                 bool        // a statement needs the writer...
-	reason                 RouteReason // ...the first one for this reason
+	reason                 RouteReason // ...and the first one that did, why
 	begin, readOnly        bool        // RouteInfo's
 	inBlock                bool        // a transaction block this text opened is open
 	inRO                   bool        // ... and it is READ ONLY
@@ -303,10 +304,9 @@ type routeStmt struct {
 	n    int // tokens so far
 	kind stmtKind
 
-	has     bool        // the statement needs the writer...
-	reason  RouteReason // ...for this reason (the first found)...
-	force   bool        // ...even inside a READ ONLY block
-	unknown bool        // kFixed: the statement is not one the classifier knows
+	has    bool        // the statement needs the writer...
+	reason RouteReason // ...for this reason (the first found)...
+	force  bool        // ...even inside a READ ONLY block
 
 	p1, p2 prev // the last two tokens read by the kinds that look back
 
@@ -343,14 +343,27 @@ type routeStmt struct {
 	endTo, endPrepared bool
 }
 
-// prev is what the rules keep of an earlier token.
-type prev struct {
-	kind  tokKind // 0: none (the start of a statement or of an explained query)
-	c     byte    // tkPunct
-	w     wordInfo
-	start int
-	close bool // a ')' that ends DISTINCT ON (...) or OPERATOR(...): an expression follows
+// prev is what the rules keep of an earlier token, packed in a word (copied on every token):
+// bits 0-7 its kind (0: none, the start of a statement or of an explained query), 8-15 its byte
+// (tkPunct), 16-31 its wordInfo (tkIdent), bit 32 whether it is a ')' that ends DISTINCT ON
+// (...) or OPERATOR(...), after which an expression follows, and bits 33-63 where it starts.
+type prev uint64
+
+func makePrev(kind tokKind, c byte, w wordInfo, start int) prev {
+	return prev(kind) | prev(c)<<8 | prev(w)<<16 | prev(start)<<33
 }
+
+func (p prev) kind() tokKind { return tokKind(p) }
+
+func (p prev) w() wordInfo { return wordInfo(p >> 16) }
+
+func (p prev) start() int { return int(p >> 33) }
+
+func (p prev) exprClose() bool { return p&(1<<32) != 0 }
+
+func (p prev) punct(c byte) bool { return p.kind() == tkPunct && byte(p>>8) == c }
+
+func (p prev) is(w word) bool { return p.kind() == tkIdent && p.w().id() == w }
 
 // level is the depth of the statement's own query: 1 inside COPY (...), else 0.
 func (st *routeStmt) level() int {
@@ -359,10 +372,6 @@ func (st *routeStmt) level() int {
 	}
 	return 0
 }
-
-func (p prev) punct(c byte) bool { return p.kind == tkPunct && p.c == c }
-
-func (p prev) is(w word) bool { return p.kind == tkIdent && p.w.id() == w }
 
 type txMode uint8
 
@@ -394,18 +403,7 @@ const maxRouteDepth = 63
 
 // gap reads the whitespace and comments from i, noting hints, and returns where the next token
 // starts.
-func (r *router) gap(i int) int {
-	src := r.src
-	for {
-		i = skipBlanks(src, i)
-		end := commentEnd(src, i)
-		if end < 0 {
-			return i
-		}
-		r.comment(src[i:end])
-		i = end
-	}
-}
+func (r *router) gap(i int) int { return skipComments(r.src, i, r.comment) }
 
 // comment notes a hint in c, a whole comment with its delimiters.
 func (r *router) comment(c []byte) {
@@ -432,6 +430,29 @@ func (r *router) comment(c []byte) {
 	}
 }
 
+// tokenComments notes hints in the comments the lexer reads as part of a token: between the
+// segments of a continued string literal ('a' -- c <newline> 'b') and around the UESCAPE of a
+// U&"..." identifier.
+func (r *router) tokenComments(t *token) {
+	switch {
+	case t.flags&flagCont != 0:
+		src := r.src
+		for i := t.body0; i < t.body1; i++ {
+			switch {
+			case src[i] == '\\' && t.kind == tkEString:
+				i++
+			case src[i] == '\'' && i+1 < t.body1 && src[i+1] == '\'':
+				i++
+			case src[i] == '\'':
+				i = r.gap(i + 1) // the next segment's opening quote
+			}
+		}
+	case t.kind == tkUIdent && t.c != 0:
+		i := r.gap(t.body1 + 1)
+		r.gap(i + len("uescape"))
+	}
+}
+
 // need records that the text needs the writer; the first reason is kept.
 func (r *router) need(reason RouteReason) {
 	if !r.writer {
@@ -447,6 +468,7 @@ func (st *routeStmt) verdict(reason RouteReason, force bool) {
 }
 
 func (r *router) token(t *token) {
+	r.tokenComments(t)
 	if r.sp.ends(t) {
 		r.endStatement()
 		return
@@ -479,11 +501,11 @@ func (r *router) token(t *token) {
 
 // prev makes the record of t kept for later tokens.
 func (r *router) prev(t *token) prev {
-	p := prev{kind: t.kind, c: t.c, start: t.start}
+	var w wordInfo
 	if t.kind == tkIdent {
-		p.w = lookupWord(r.src[t.start:t.end])
+		w = lookupWord(r.src[t.start:t.end])
 	}
-	return p
+	return makePrev(t.kind, t.c, w, t.start)
 }
 
 // start reads a statement's first token.
@@ -566,13 +588,13 @@ func (r *router) scan(t *token) {
 
 	switch t.kind {
 	case tkIdent:
-		switch cur.w.id() {
+		switch cur.w().id() {
 		case wUpdate, wShare, wNo, wKey:
 			if st.p1.is(wFor) {
 				st.verdict(ReasonLocking, false)
 			}
 		}
-		switch cur.w.id() {
+		switch cur.w().id() {
 		case wInsert, wUpdate, wDelete, wMerge:
 			switch {
 			case st.p1.punct('(') && st.inCopy && d == 1:
@@ -589,7 +611,7 @@ func (r *router) scan(t *token) {
 				st.verdict(ReasonSelectInto, false)
 			}
 		case wWith:
-			if st.p1.kind == 0 || st.p1.punct('(') {
+			if st.p1.kind() == 0 || st.p1.punct('(') {
 				st.withList |= bit
 			}
 		case wSelect, wValues, wTable:
@@ -615,7 +637,9 @@ func (r *router) scan(t *token) {
 				r.call()
 			}
 		case ')':
-			cur.close = st.exprClose&bit != 0 || d > maxRouteDepth
+			if st.exprClose&bit != 0 || d > maxRouteDepth {
+				cur |= 1 << 32
+			}
 			st.withList &^= bit
 			st.exprClose &^= bit
 		}
@@ -629,7 +653,7 @@ func (r *router) scan(t *token) {
 		} else {
 			st.parts, st.beforeChain = 1, st.p1
 		}
-		st.name, st.nameWord, st.chainDot = *t, cur.w, false
+		st.name, st.nameWord, st.chainDot = *t, cur.w(), false
 	case t.kind == tkPunct && t.c == '.' && st.parts > 0 && !st.chainDot:
 		st.chainDot = true
 	default:
@@ -651,7 +675,7 @@ func (r *router) call() {
 			return
 		}
 		switch {
-		case before.punct(')') && !before.close:
+		case before.punct(')') && !before.exprClose():
 			return // an alias's column list: FROM f() AS x(a), FROM f() x(a)
 		case before.is(wWith), before.is(wRecursive),
 			before.punct(',') && r.sp.depth <= maxRouteDepth && st.withList&(1<<uint(r.sp.depth)) != 0:
@@ -710,7 +734,7 @@ func (r *router) syntax(wi wordInfo, before prev) bool {
 	case wVarying: // character varying(20), bit varying(5)
 		return before.is(wCharacter) || before.is(wChar) || before.is(wBit) || before.is(wNchar)
 	case wSecond: // INTERVAL '1' SECOND(3), DAY TO SECOND(3)
-		return before.is(wTo) || isStringKind(before.kind)
+		return before.is(wTo) || isStringKind(before.kind())
 	case wZone: // AT TIME ZONE (...)
 		return before.is(wTime)
 	case wBy: // ORDER BY (...), GROUP BY (...), PARTITION BY (...)
@@ -718,20 +742,20 @@ func (r *router) syntax(wi wordInfo, before prev) bool {
 	case wFirst, wNext: // FETCH FIRST (n) ROWS ONLY
 		return before.is(wFetch)
 	case wColumns: // JSON_TABLE(... COLUMNS (...))
-		return isStringKind(before.kind) || before.kind == tkQIdent ||
-			before.kind == tkIdent && before.w&wiReserved == 0
+		return isStringKind(before.kind()) || before.kind() == tkQIdent ||
+			before.kind() == tkIdent && before.w()&wiReserved == 0
 	case wOperator: // OPERATOR(pg_catalog.+)
 		return true
 	case wJoin: // a JOIN (...) after a FROM item: a table name or alias, ')', '*', LEFT ...
-		return before.punct(')') || before.punct('*') || before.kind == tkQIdent ||
-			before.kind == tkUIdent || before.kind == tkIdent && before.w&wiReserved == 0
+		return before.punct(')') || before.punct('*') || before.kind() == tkQIdent ||
+			before.kind() == tkUIdent || before.kind() == tkIdent && before.w()&wiReserved == 0
 	}
 	return false
 }
 
 // castBefore reports whether p is the second ':' of a '::' cast.
 func (r *router) castBefore(p prev) bool {
-	return p.punct(':') && p.start > 0 && r.src[p.start-1] == ':'
+	return p.punct(':') && p.start() > 0 && r.src[p.start()-1] == ':'
 }
 
 // ident returns the normalised text of the name token t (see Functions): a slice of the text
@@ -837,8 +861,7 @@ func (r *router) explainToken(t *token, idx int) {
 			return
 		}
 		if st.optStart {
-			w := r.src[t.start:t.end]
-			st.optAnalyze = t.kind == tkIdent && (eqFold(w, "analyze") || eqFold(w, "analyse"))
+			st.optAnalyze = r.analyzeOption(t)
 			st.optValue, st.optStart = true, false
 		} else if st.optAnalyze {
 			st.optValue = !falseValue(t, r.src)
@@ -848,6 +871,19 @@ func (r *router) explainToken(t *token, idx int) {
 	default: // explainStarted, as a query: EXPLAIN ANALYZE runs it
 		r.scan(t)
 	}
+}
+
+// analyzeOption reports whether t names the EXPLAIN option ANALYZE: a word in any case, or a
+// quoted "analyze" (the server compares option names with the identifier's text).
+func (r *router) analyzeOption(t *token) bool {
+	if !isIdentKind(t.kind) {
+		return false
+	}
+	var buf [len("analyze")]byte
+	w := identWriter{buf: buf[:]}
+	w.ident(r.src, t, false)
+	name := w.bytes()
+	return !w.overflow && !w.bad && (string(name) == "analyze" || string(name) == "analyse")
 }
 
 // falseValue reports whether t, an EXPLAIN option's value, is one the server reads as false.
@@ -893,7 +929,7 @@ func (r *router) explainStatement(t *token) {
 	case query:
 		// Runs: scan the query as a statement of its own.
 		st.analyzeBody = true
-		st.p1, st.p2 = prev{}, prev{}
+		st.p1, st.p2 = 0, 0
 		r.scan(t)
 	default:
 		st.verdict(ReasonExplainAnalyze, false)
@@ -915,7 +951,7 @@ func (r *router) copyToken(t *token) {
 		case eqFold(w, "binary"):
 		case t.kind == tkPunct && t.c == '(':
 			st.copyState, st.inCopy = copyQuery, true
-			st.p1 = prev{kind: tkPunct, c: '('}
+			st.p1 = makePrev(tkPunct, '(', 0, t.start)
 		default:
 			st.copyState = copyTable
 		}
@@ -948,7 +984,7 @@ func (r *router) modeToken(t *token) {
 	st := &r.st
 	cur := r.prev(t)
 	if st.p1.is(wRead) {
-		switch cur.w.id() {
+		switch cur.w().id() {
 		case wOnly:
 			st.mode = modeReadOnly
 		case wWrite:
@@ -984,7 +1020,7 @@ func (r *router) endToken(t *token, idx int) {
 	st := &r.st
 	cur := r.prev(t)
 	if idx <= 2 {
-		switch cur.w.id() {
+		switch cur.w().id() {
 		case wTo:
 			st.endTo = true
 		case wPrepared:
@@ -1030,7 +1066,7 @@ func (r *router) finish() {
 	case kPrepare:
 		// PREPARE TRANSACTION 'gid', not PREPARE transaction AS ...: a prepared transaction
 		// lives on the primary.
-		if st.n == 3 && st.p2.is(wTransaction) && isStringKind(st.p1.kind) {
+		if st.n == 3 && st.p2.is(wTransaction) && isStringKind(st.p1.kind()) {
 			st.verdict(ReasonTransaction, true)
 			endsBlock = true
 		} else {

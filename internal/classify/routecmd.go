@@ -77,6 +77,11 @@ func ParseRouteCommand(sql []byte) (kind RouteCommandKind, value Route, auto boo
 			return RouteCommandNone, RouteWriter, false, nil // more than one statement
 		}
 	}
+	if c.toks[c.n-1].flags&flagOpen != 0 {
+		// An unterminated literal or quoted name: the server rejects the text (and a ';'
+		// after it would be part of it).
+		return RouteCommandNone, RouteWriter, false, nil
+	}
 	switch {
 	case c.kw(0, "show"):
 		if c.param(1) == c.n {
@@ -116,24 +121,11 @@ func (c *routeCmd) punct(i int, p byte) bool {
 // if no such name starts there. Parameter names compare without regard to case, even quoted.
 func (c *routeCmd) param(i int) int {
 	var buf [len(RouteParam)]byte
-	w := identWriter{buf: buf[:]}
-	for {
-		if i >= c.n || !isIdentKind(c.toks[i].kind) {
-			return -1
-		}
-		w.ident(c.src, &c.toks[i], true)
-		i++
-		if !c.punct(i, '.') {
-			break
-		}
-		w.startPart()
-		w.put('.')
-		i++
-	}
-	if w.overflow || w.bad || string(w.bytes()) != RouteParam {
+	name, next, ok := dottedName(c.src, c.toks[:c.n], i, buf[:])
+	if !ok || string(name) != RouteParam {
 		return -1
 	}
-	return i
+	return next
 }
 
 // set reads SET [SESSION] pgtide.route {TO | =} value[, ...].
@@ -187,9 +179,6 @@ func (c *routeCmd) set() (RouteCommandKind, Route, bool, error) {
 // reserved one, but ON, TRUE and FALSE), a quoted identifier or a number. A signed number (two
 // tokens) is not read: it is no valid route either, and the server says so itself.
 func (c *routeCmd) value(t *token) bool {
-	if t.flags&flagOpen != 0 {
-		return false
-	}
 	switch t.kind {
 	case tkString, tkEString, tkDollar, tkUString, tkQIdent, tkUIdent, tkNumber:
 		return true

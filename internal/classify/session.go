@@ -810,28 +810,7 @@ func (a *analyzer) nameEnds(i int) bool {
 // lower-cased in buf, and the index of the token after it. ok is false if no name starts at i.
 // name is nil (with ok true) when the name does not fit buf or cannot be decoded.
 func (a *analyzer) gucName(i int, buf []byte) (name []byte, next int, ok bool) {
-	w := identWriter{buf: buf}
-	for {
-		t := a.tok(i)
-		if t == nil || !isIdentKind(t.kind) {
-			if w.n == 0 {
-				return nil, i, false
-			}
-			break // "SET a. = 1": the server rejects it
-		}
-		w.ident(a.src, t, true)
-		i++
-		if !a.punctAt(i, '.') {
-			break
-		}
-		w.startPart()
-		w.put('.')
-		i++
-	}
-	if w.overflow || w.bad {
-		return nil, i, true
-	}
-	return w.bytes(), i, true
+	return dottedName(a.src, a.toks[:min(a.st.n, maxPrefix)], i, buf)
 }
 
 // rawName is the name tokens i..j-1 as written.
