@@ -101,6 +101,10 @@ const (
 	ReasonPreparedStatement
 	// ReasonCursor: DECLARE, FETCH, MOVE, CLOSE.
 	ReasonCursor
+	// ReasonNotReplayable is the session's, never ClassifyRoute's: a request that runs a
+	// read-only statement but could not be sent again on the writer if a replica refused it
+	// (it defines or closes a named statement, or ends with Flush), so it goes to the writer.
+	ReasonNotReplayable
 
 	// NumRouteReasons is the number of RouteReason values, for metrics that initialise one
 	// label per reason: 0 .. NumRouteReasons-1.
@@ -139,6 +143,7 @@ var routeReasonNames = [NumRouteReasons]string{
 	ReasonSessionState:        "session_state",
 	ReasonPreparedStatement:   "prepared_statement",
 	ReasonCursor:              "cursor",
+	ReasonNotReplayable:       "not_replayable",
 }
 
 // String returns the reason's fixed lower_snake_case label ("read_only", "modifying_cte", ...);

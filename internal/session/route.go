@@ -111,7 +111,7 @@ func (s *Session) planRoute(typ byte) {
 	req, msgs, complete := s.peekRequest(typ)
 	if !complete {
 		// Too long to read ahead of (or the client failed): the writer, whatever it is.
-		s.intent = router.Intent{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified}
+		s.intent = router.Intent{Route: classify.RouteWriter, Reason: classify.ReasonTooLong}
 		return
 	}
 	p := s.classifyRequest(req)
@@ -122,7 +122,7 @@ func (s *Session) planRoute(typ byte) {
 	armable := p.replayable && !p.begin
 	if p.route == classify.RouteReader && p.executes && !armable && !p.begin && p.reason != classify.ReasonHintReader {
 		// It runs something on a replica that could not be taken back: the writer.
-		in = router.Intent{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified}
+		in = router.Intent{Route: classify.RouteWriter, Reason: classify.ReasonNotReplayable}
 	}
 	if in.Route == classify.RouteReader && s.env.Config().Proxy.ReadYourWrites == config.ReadYourWritesLSN {
 		if t := s.lastWrite.Load(); t != 0 {
@@ -414,30 +414,38 @@ func (s *Session) noteReleaseLocked() {
 // the writer after a replica refused them (25006) by the reason they were sent to a replica. It
 // is safe for concurrent use.
 type RouteCounter struct {
-	routed  [2][256]atomic.Int64
-	retries [256]atomic.Int64
+	routed  [2][classify.NumRouteReasons]atomic.Int64
+	retries [classify.NumRouteReasons]atomic.Int64
 }
 
 func (c *RouteCounter) count(in router.Intent) {
-	if c != nil {
+	if c != nil && int(in.Reason) < classify.NumRouteReasons {
 		c.routed[in.Route&1][in.Reason].Add(1)
 	}
 }
 
 func (c *RouteCounter) retried(r classify.RouteReason) {
-	if c != nil {
+	if c != nil && int(r) < classify.NumRouteReasons {
 		c.retries[r].Add(1)
 	}
 }
 
 // Routed returns how many transactions were given route r for reason why.
 func (c *RouteCounter) Routed(r classify.Route, why classify.RouteReason) int64 {
+	if int(why) >= classify.NumRouteReasons {
+		return 0
+	}
 	return c.routed[r&1][why].Load()
 }
 
 // Retried returns how many requests a replica refused with 25006 and the writer ran instead, by
 // the reason they had been sent to a replica.
-func (c *RouteCounter) Retried(why classify.RouteReason) int64 { return c.retries[why].Load() }
+func (c *RouteCounter) Retried(why classify.RouteReason) int64 {
+	if int(why) >= classify.NumRouteReasons {
+		return 0
+	}
+	return c.retries[why].Load()
+}
 
 // routeCommand answers SET, RESET and SHOW of pgtide.route itself when the client's current
 // message (of type typ) is one and nothing else of the client's is in flight; it reports whether
