@@ -269,6 +269,18 @@ func TestRouteSafetyNet(t *testing.T) {
 			if err := conn.QueryRow(ctx, "UPDATE items SET views = views WHERE false RETURNING 1").Scan(new(int)); err != pgx.ErrNoRows {
 				t.Fatalf("an UPDATE under pgtide.route = reader: %v, want no rows", err)
 			}
+			if _, err := conn.Exec(ctx, "DISCARD ALL", pgx.QueryExecModeSimpleProtocol); err != nil {
+				t.Fatal(err)
+			}
+			if err := conn.QueryRow(ctx, "SHOW pgtide.route", pgx.QueryExecModeSimpleProtocol).Scan(&route); err != nil || route != "auto" {
+				t.Fatalf("SHOW pgtide.route after DISCARD ALL = %q, %v; want auto", route, err)
+			}
+			if _, err := conn.Exec(ctx, "SET pgtide.route TO writer", pgx.QueryExecModeSimpleProtocol); err != nil {
+				t.Fatal(err)
+			}
+			if got := readPort(t, ctx, conn); got != writer {
+				t.Fatalf("a read under pgtide.route = writer ran on %d, want the writer %d", got, writer)
+			}
 			if _, err := conn.Exec(ctx, "RESET pgtide.route", pgx.QueryExecModeSimpleProtocol); err != nil {
 				t.Fatal(err)
 			}
@@ -538,4 +550,14 @@ func (p *testProxy) nodeAt(t *testing.T, port int) *pgtcluster.Node {
 	}
 	t.Fatalf("no node at port %d", port)
 	return nil
+}
+
+// readPort returns the port of the server that runs a plain read on conn.
+func readPort(t *testing.T, ctx context.Context, conn *pgx.Conn) int {
+	t.Helper()
+	var port int
+	if err := conn.QueryRow(ctx, "SELECT inet_server_port()").Scan(&port); err != nil {
+		t.Fatal(err)
+	}
+	return port
 }

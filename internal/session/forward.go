@@ -83,6 +83,9 @@ func (s *Session) forwardQuery(srv *pool.Conn) error {
 		_, err = srv.Writer.Write(body)
 		return err
 	}
+	if a.ResetAll {
+		s.setting = routeAuto // RESET ALL and DISCARD ALL reset pgtide.route too
+	}
 	restore := s.restoreSQL(a)
 	if len(a.Refs) > 0 {
 		pre, q := s.resolveRefs(srv, a, s.scratch[:0], query, true)
