@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"pgtide/internal/classify"
 	pgtcluster "pgtide/internal/cluster"
@@ -560,4 +561,64 @@ func readPort(t *testing.T, ctx context.Context, conn *pgx.Conn) int {
 		t.Fatal(err)
 	}
 	return port
+}
+
+// TestRouteSafetyNetPipeline: a client pipelines a misrouted write and a read, each its own
+// request (Sync), in one go. The write is re-run on the writer before anything else of the
+// client's is sent anywhere; the read then runs as a transaction of its own, on a replica; the
+// client gets both answers in order.
+func TestRouteSafetyNetPipeline(t *testing.T) {
+	c := sharedRoutingCluster(t)
+	p := routingProxy(t, c, nil)
+	waitReaders(t, p, 2)
+	writer, readers := ports(c)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn := p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
+	before := p.Routes().Retried(classify.ReasonHintReader)
+	for round := range 20 {
+		pl := conn.PgConn().StartPipeline(ctx)
+		pl.SendQueryParams("/* pgtide:reader */ INSERT INTO items (v) VALUES ('pipelined') RETURNING inet_server_port()", nil, nil, nil, nil)
+		pl.SendPipelineSync()
+		pl.SendQueryParams("SELECT inet_server_port()", nil, nil, nil, nil)
+		pl.SendPipelineSync()
+		if err := pl.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		var got []int
+		for len(got) < 2 {
+			res, err := pl.GetResults()
+			if err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+			if rr, ok := res.(*pgconn.ResultReader); ok {
+				r := rr.Read()
+				if r.Err != nil {
+					t.Fatalf("round %d: %v", round, r.Err)
+				}
+				var port int
+				fmt.Sscan(string(r.Rows[0][0]), &port)
+				got = append(got, port)
+			}
+		}
+		if res, err := pl.GetResults(); err != nil {
+			t.Fatal(err)
+		} else if _, ok := res.(*pgconn.PipelineSync); !ok {
+			t.Fatalf("round %d: %T, want the last Sync", round, res)
+		}
+		if err := pl.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got[0] != writer {
+			t.Fatalf("round %d: the write ran on %d, want the writer %d", round, got[0], writer)
+		}
+		// After that write, this client's read goes to the writer until the replicas caught up,
+		// or to a replica that has.
+		if got[1] != writer && !readers[got[1]] {
+			t.Fatalf("round %d: the read ran on %d", round, got[1])
+		}
+	}
+	if n := p.Routes().Retried(classify.ReasonHintReader) - before; n != 20 {
+		t.Fatalf("%d re-runs counted, want 20", n)
+	}
 }

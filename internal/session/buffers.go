@@ -65,6 +65,9 @@ func (s *Session) waitIdle() error {
 		s.r.Reset(nil)
 		s.r.DropScratch()
 	}
+	if cap(s.held) > heldKeep {
+		s.held = nil // a large request kept for a re-run (see route.go): not while idle
+	}
 	n, err := s.conn.Read(s.src.first[:])
 	if n == 0 {
 		if err == nil {

@@ -141,6 +141,9 @@ func (s *Session) planRoute(typ byte) {
 	}
 }
 
+// heldKeep is the largest copy of a request an idle session keeps for the next one.
+const heldKeep = 1 << 10
+
 // maxHeld bounds a request pgtide reads ahead of: the client read buffer. A longer request goes
 // to the writer.
 const maxHeld = clientBufferSize
@@ -381,11 +384,7 @@ func (s *Session) startRerun() {
 	s.rerun, s.dropping = false, false
 	s.intent = router.Intent{Route: classify.RouteWriter, Reason: s.intent.Reason}
 	s.replaySrc.Reset(s.held)
-	if s.replay == nil {
-		s.replay = bufio.NewReaderSize(&s.replaySrc, maxHeld)
-	} else {
-		s.replay.Reset(&s.replaySrc)
-	}
+	s.replay = bufio.NewReaderSize(&s.replaySrc, maxHeld)
 	s.r.Reset(s.replay)
 	s.replaying = true
 }
@@ -397,6 +396,7 @@ func (s *Session) replayDone() bool {
 		return false
 	}
 	s.replaying = false
+	s.replay = nil // rare: not worth a buffer for the session's life
 	s.r.Reset(s.br)
 	return true
 }
