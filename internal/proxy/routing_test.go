@@ -112,6 +112,16 @@ func execOn(ctx context.Context, n *pgcluster.Node, user, db string, stmts ...st
 	return nil
 }
 
+// sharedRoutingProxy starts pgtide in front of the shared routing cluster, with both replicas
+// seen as readers.
+func sharedRoutingProxy(t *testing.T) (*pgcluster.Cluster, *testProxy) {
+	t.Helper()
+	c := sharedRoutingCluster(t)
+	p := routingProxy(t, c, nil)
+	waitReaders(t, p, 2)
+	return c, p
+}
+
 // routingProxy starts pgtide in transaction mode in front of c, routing on its auto endpoint.
 func routingProxy(t *testing.T, c *pgcluster.Cluster, mutate func(*config.Config)) *testProxy {
 	return clusterProxy(t, c, func(cfg *config.Config) {
@@ -144,9 +154,7 @@ func waitReaders(t *testing.T, p *testProxy, n int) {
 // replicas (both of them) and writes on the writer, in the simple and the extended protocol; a
 // volatile user function and nextval run on the writer and succeed.
 func TestRouteReadsAndWrites(t *testing.T) {
-	c := sharedRoutingCluster(t)
-	p := routingProxy(t, c, nil)
-	waitReaders(t, p, 2)
+	c, p := sharedRoutingProxy(t)
 	writer, readers := ports(c)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -238,9 +246,7 @@ func TestRouteReadsAndWrites(t *testing.T) {
 // 'reader', is refused there (25006) and re-run on the writer: the client sees only the writer's
 // answer, and the re-run is counted.
 func TestRouteSafetyNet(t *testing.T) {
-	c := sharedRoutingCluster(t)
-	p := routingProxy(t, c, nil)
-	waitReaders(t, p, 2)
+	c, p := sharedRoutingProxy(t)
 	writer, _ := ports(c)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -310,9 +316,7 @@ func TestRouteSafetyNet(t *testing.T) {
 // TestRouteReadYourWrites: 1,000 times "insert a row, then select it at once" through the auto
 // endpoint return the row every time, while another client's reads keep going to replicas.
 func TestRouteReadYourWrites(t *testing.T) {
-	c := sharedRoutingCluster(t)
-	p := routingProxy(t, c, nil)
-	waitReaders(t, p, 2)
+	c, p := sharedRoutingProxy(t)
 	_, readers := ports(c)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -568,9 +572,7 @@ func readPort(t *testing.T, ctx context.Context, conn *pgx.Conn) int {
 // client's is sent anywhere; the read then runs as a transaction of its own, on a replica; the
 // client gets both answers in order.
 func TestRouteSafetyNetPipeline(t *testing.T) {
-	c := sharedRoutingCluster(t)
-	p := routingProxy(t, c, nil)
-	waitReaders(t, p, 2)
+	c, p := sharedRoutingProxy(t)
 	writer, readers := ports(c)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -221,9 +221,8 @@ func (s *Session) classifyRequest(req []byte) requestPlan {
 			p.executes = true
 			take(classify.ClassifyRoute(trimNul(body), fns))
 		case 'P':
-			name, rest, ok := cbytes(body)
-			query, _, ok2 := cbytes(rest)
-			if !ok || !ok2 {
+			name, query, ok := twoCStrings(body)
+			if !ok {
 				take(classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified})
 				continue
 			}
@@ -235,9 +234,8 @@ func (s *Session) classifyRequest(req []byte) requestPlan {
 			s.unnamed = classify.ClassifyRoute(query, fns)
 			s.unnamedDone = true
 		case 'B':
-			_, rest, ok := cbytes(body)
-			stmt, _, ok2 := cbytes(rest)
-			if !ok || !ok2 {
+			_, stmt, ok := twoCStrings(body) // portal, statement
+			if !ok {
 				take(classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified})
 				continue
 			}
@@ -258,6 +256,16 @@ func (s *Session) classifyRequest(req []byte) requestPlan {
 		}
 	}
 	return p
+}
+
+// twoCStrings returns the first two NUL-terminated strings of a message body.
+func twoCStrings(body []byte) (first, second []byte, ok bool) {
+	first, rest, ok := cbytes(body)
+	if !ok {
+		return nil, nil, false
+	}
+	second, _, ok = cbytes(rest)
+	return first, second, ok
 }
 
 // statementRoute returns the route of the client's prepared statement name ("" for the unnamed
