@@ -28,6 +28,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"hash/fnv"
 	"log/slog"
 	"strconv"
@@ -177,7 +178,7 @@ func (s *Session) peekRequest(typ byte) (req []byte, msgs int, complete bool) {
 			return req, msgs, false
 		}
 		typ = h[off]
-		n = int(int32(uint32(h[off+1])<<24|uint32(h[off+2])<<16|uint32(h[off+3])<<8|uint32(h[off+4]))) - 4
+		n = int(int32(binary.BigEndian.Uint32(h[off+1:]))) - 4
 		if n < 0 {
 			return req, msgs, false // malformed: the client loop reports it
 		}
@@ -208,14 +209,7 @@ func (s *Session) classifyRequest(req []byte) requestPlan {
 			p.reason = info.Reason // a read-only transaction, a reader hint: say so
 		}
 	}
-	for len(req) >= wire.HeaderLen {
-		typ := req[0]
-		n := int(uint32(req[1])<<24|uint32(req[2])<<16|uint32(req[3])<<8|uint32(req[4])) - 4
-		if n < 0 || wire.HeaderLen+n > len(req) {
-			break
-		}
-		body := req[wire.HeaderLen : wire.HeaderLen+n]
-		req = req[wire.HeaderLen+n:]
+	for typ, body, rest, ok := nextMessage(req); ok; typ, body, rest, ok = nextMessage(rest) {
 		switch typ {
 		case 'Q':
 			p.executes = true
@@ -256,6 +250,18 @@ func (s *Session) classifyRequest(req []byte) requestPlan {
 		}
 	}
 	return p
+}
+
+// nextMessage splits the first whole message off req (see peekRequest), ok false when none is left.
+func nextMessage(req []byte) (typ byte, body, rest []byte, ok bool) {
+	if len(req) < wire.HeaderLen {
+		return 0, nil, nil, false
+	}
+	n := int(binary.BigEndian.Uint32(req[1:])) - 4
+	if n < 0 || wire.HeaderLen+n > len(req) {
+		return 0, nil, nil, false
+	}
+	return req[0], req[wire.HeaderLen : wire.HeaderLen+n], req[wire.HeaderLen+n:], true
 }
 
 // twoCStrings returns the first two NUL-terminated strings of a message body.
@@ -380,11 +386,35 @@ func (s *Session) refusedByReplica(body []byte) {
 	s.dropping, s.rerun = true, true
 	s.env.Routes.retried(s.intent.Reason)
 	if s.logger.Enabled(context.Background(), slog.LevelDebug) {
-		h := fnv.New64a()
-		h.Write(s.held)
 		s.logger.Debug("a replica refused a statement as a write; running it on the writer",
-			"reason", s.intent.Reason.String(), "fingerprint", strconv.FormatUint(h.Sum64(), 16))
+			"reason", s.intent.Reason.String(), "fingerprint", s.fingerprint(s.held))
 	}
+}
+
+// fingerprint identifies the SQL of a request without its parameters: an FNV-1a hash of its
+// statement texts (Query texts, Parse texts, and the texts of the named statements it binds), so
+// the same statement gives the same fingerprint whatever its parameter values.
+func (s *Session) fingerprint(req []byte) string {
+	h := fnv.New64a()
+	for typ, body, rest, ok := nextMessage(req); ok; typ, body, rest, ok = nextMessage(rest) {
+		switch typ {
+		case 'Q':
+			h.Write(trimNul(body))
+		case 'P':
+			if _, query, ok := twoCStrings(body); ok {
+				h.Write(query)
+			}
+		case 'B':
+			if _, stmt, ok := twoCStrings(body); ok && len(stmt) > 0 {
+				s.mu.Lock()
+				if def := s.stmts[string(stmt)]; def != nil {
+					h.Write([]byte(def.key))
+				}
+				s.mu.Unlock()
+			}
+		}
+	}
+	return strconv.FormatUint(h.Sum64(), 16)
 }
 
 // startRerun makes the client loop read the held request again, for the writer.

@@ -178,3 +178,29 @@ func TestShowRoute(t *testing.T) {
 		t.Fatalf("CommandComplete %+v %v", cc, err)
 	}
 }
+
+// TestFingerprint: the same statement with other parameter values has the same fingerprint,
+// another statement another one.
+func TestFingerprint(t *testing.T) {
+	s := routeSession(nil)
+	s.stmts = map[string]*clientStmt{"s1": {key: "SELECT $1\x00\x00\x00"}}
+	req := func(msgs ...pgproto3.FrontendMessage) string { return s.fingerprint(frontend(t, msgs...)) }
+	bindArgs := func(stmt, arg string) pgproto3.FrontendMessage {
+		return &pgproto3.Bind{PreparedStatement: stmt, Parameters: [][]byte{[]byte(arg)}}
+	}
+	extended := func(sql, arg string) string {
+		return req(&pgproto3.Parse{Query: sql}, bindArgs("", arg), &pgproto3.Execute{}, &pgproto3.Sync{})
+	}
+	if extended("INSERT INTO t VALUES ($1)", "1") != extended("INSERT INTO t VALUES ($1)", "2") {
+		t.Error("parameters change the fingerprint of an unnamed statement")
+	}
+	if extended("INSERT INTO t VALUES ($1)", "1") == extended("INSERT INTO u VALUES ($1)", "1") {
+		t.Error("two statements share a fingerprint")
+	}
+	if req(bindArgs("s1", "a"), &pgproto3.Sync{}) != req(bindArgs("s1", "b"), &pgproto3.Sync{}) {
+		t.Error("parameters change the fingerprint of a named statement")
+	}
+	if req(&pgproto3.Query{String: "SELECT 1"}) == req(&pgproto3.Query{String: "SELECT 2"}) {
+		t.Error("two queries share a fingerprint")
+	}
+}
