@@ -626,3 +626,41 @@ func TestRouteSafetyNetPipeline(t *testing.T) {
 		t.Fatalf("%d re-runs counted, want at least 1", n)
 	}
 }
+
+// TestRouteUnnamedStatementMoves: pgx's describe-exec mode prepares the unnamed statement in one
+// request and binds it in the next; the two may run on different replicas, so the second
+// re-creates the statement where it runs, even after a failed batch. Creating a temporary table
+// by a prepared statement pins the client on the writer, not on the replica its Parse was sent to.
+func TestRouteUnnamedStatementMoves(t *testing.T) {
+	_, p := sharedRoutingProxy(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeDescribeExec, pgx.QueryExecModeCacheStatement, pgx.QueryExecModeCacheDescribe} {
+		t.Run(mode.String(), func(t *testing.T) {
+			conn := p.connect(t, "app", "appdb", mode)
+			for i := range 20 {
+				batch := &pgx.Batch{}
+				batch.BeginTx(pgx.TxOptions{BeginQuery: "begin garbage"})
+				batch.Queue("select 1")
+				if err := conn.SendBatch(ctx, batch).Close(); err == nil {
+					t.Fatal("begin garbage succeeded")
+				}
+				var n int32
+				if err := conn.QueryRow(ctx, "select 1").Scan(&n); err != nil {
+					t.Fatalf("round %d: %v", i, err)
+				}
+			}
+			rows, err := conn.Query(ctx, "create temporary table t (id serial)")
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil || rows.CommandTag().String() != "CREATE TABLE" {
+				t.Fatalf("create temporary table: %v, tag %q", err, rows.CommandTag())
+			}
+			if _, err := conn.Exec(ctx, "insert into t default values"); err != nil {
+				t.Fatalf("the pinned client's temporary table: %v", err)
+			}
+		})
+	}
+}

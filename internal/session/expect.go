@@ -27,6 +27,10 @@ type expectation struct {
 	saved   map[string]*clientStmt
 	all     bool
 	dropped *statement
+	// unnamed: a Parse of the unnamed statement. PostgreSQL drops the old unnamed statement
+	// when a new one's Parse starts, so if this one failed the server holds none, and if it was
+	// skipped the one before: either way pgtide no longer knows which.
+	unnamed bool
 }
 
 // expectRing is a FIFO of expectations. The zero value is empty and ready to use.

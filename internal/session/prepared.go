@@ -292,7 +292,7 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		} else {
 			out = wire.AppendMessage(out, 'P', body)
 		}
-		s.expectLocked(expectation{typ: '1', action: actForward})
+		s.expectLocked(expectation{typ: '1', action: actForward, unnamed: true})
 		if a != nil {
 			s.queueDeallocsLocked(srv, a, s.reqSent) // run by this batch's Execute, if any
 		}
@@ -398,7 +398,7 @@ func (s *Session) unnamedLocked(srv *pool.Conn, out []byte) []byte {
 	switch {
 	case s.unnamedKey != "" && stateOf(srv).unnamed(srv) != s.unnamedKey:
 		out = appendParse(out, "", s.unnamedKey)
-		s.expectLocked(expectation{typ: '1', action: actSwallow})
+		s.expectLocked(expectation{typ: '1', action: actSwallow, unnamed: true})
 		stateOf(srv).setUnnamed(srv, s.unnamedKey)
 	case s.unnamedKey == "" && stateOf(srv).unnamed(srv) != "":
 		out = appendClose(out, "")
@@ -522,6 +522,8 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 			if e.def != nil && s.stmts[e.name] == e.def {
 				delete(s.stmts, e.name)
 			}
+		case e.unnamed:
+			stateOf(srv).setUnnamed(srv, unnamedUnknown)
 		case e.closed != "":
 			stateOf(srv).orphans = append(stateOf(srv).orphans, e.closed)
 		case e.def != nil:

@@ -220,13 +220,16 @@ func (s *Session) classifyRequest(req []byte) requestPlan {
 				take(classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified})
 				continue
 			}
+			// A Parse takes its statement's route even when nothing runs it yet: what a
+			// statement does to the session (a temporary table pins the client) starts at Parse.
+			info := classify.ClassifyRoute(query, fns)
+			take(info)
 			if len(name) > 0 {
-				// Classified when forwarded (forwardParse); sending it again would redefine it.
+				// Sending it again would redefine it. (forwardParse records its route.)
 				p.replayable = false
 				continue
 			}
-			s.unnamed = classify.ClassifyRoute(query, fns)
-			s.unnamedDone = true
+			s.unnamed, s.unnamedDone = info, true
 		case 'B':
 			_, stmt, ok := twoCStrings(body) // portal, statement
 			if !ok {

@@ -39,6 +39,12 @@ type serverState struct {
 	clock      uint64 // counts statement uses, for eviction
 }
 
+// unnamedUnknown is serverState.unnamedKey when the server may hold an unnamed statement pgtide
+// cannot name (a Parse of it failed or was skipped): never a real key, which is at least a NUL
+// and two bytes of parameter count long, so the next Bind or Describe of the unnamed statement
+// re-creates (or closes) it.
+const unnamedUnknown = "\xff"
+
 // stmtKey says what a prepared statement means. text is the Parse body after the statement
 // name (query text, then parameter types); context identifies the settings under which it was
 // parsed that change what the text means (search_path, DateStyle and the like; see
