@@ -19,13 +19,17 @@ import (
 
 const runUsage = `Usage: pgtide run -c pgtide.toml
 
-Runs the proxy. Clients connect to its endpoints as to PostgreSQL: [proxy] listen (auto),
-writer_listen (the writer) and reader_listen (the healthy readers). Every node in
-[cluster] hosts is health-checked for its role; see the README for every setting.
+Runs the proxy. Clients connect to its endpoints as to PostgreSQL: [proxy] listen (auto: in
+transaction mode each transaction goes to a replica when it is provably read-only, to the
+writer otherwise), writer_listen (the writer) and reader_listen (the healthy readers within
+max_replica_lag). Every node in [cluster] hosts is health-checked for its role and lag; see
+the README for every setting, and its "Read/write routing" for the hints
+(/* pgtide:reader */, SET pgtide.route) and read-your-writes.
 
 Signals:
   SIGHUP           reload the configuration and users file (pool sizes, users, timeouts,
-                   limits, hosts and weights, log level) without dropping connections; the
+                   limits, hosts and weights, lag bounds, log level; and re-read the
+                   writer's function catalogs) without dropping connections; the
                    files are also watched and reloaded when they change
   SIGTERM, SIGINT  stop accepting clients, let running transactions finish (up to
                    [proxy] shutdown_timeout), then exit
