@@ -171,6 +171,11 @@ const (
 	FuncUnknown FuncKind = iota
 	FuncRead             // runs on a replica without writing (immutable/stable, or volatile but harmless)
 	FuncWrite            // may write or needs the primary: route to the writer
+	// FuncBuiltinVolatile: a volatile built-in function (pg_catalog): a read only if the
+	// classifier knows it to be harmless (random, clock_timestamp, pg_sleep, ...); any other
+	// may act on the server it runs on (pg_promote, pg_terminate_backend,
+	// pg_create_physical_replication_slot, pg_reload_conf, ...), so its caller takes the writer.
+	FuncBuiltinVolatile
 )
 
 // Functions tells the classifier about the database's functions. schema is empty for an
@@ -718,7 +723,7 @@ func (r *router) call() {
 	}
 	switch r.lookup(qualified) {
 	case FuncRead:
-	case FuncWrite:
+	case FuncWrite, FuncBuiltinVolatile:
 		st.verdict(ReasonVolatileFunction, false)
 	default:
 		st.verdict(ReasonUnknownFunction, false)

@@ -36,6 +36,12 @@ func (fakeFuncs) Lookup(schema, name []byte) FuncKind {
 			return FuncRead
 		}
 	}
+	switch string(name) { // volatile built-ins, qualified or not
+	case "pg_promote", "pg_create_physical_replication_slot", "pg_cancel_backend", "random", "clock_timestamp":
+		if len(schema) == 0 || string(schema) == "pg_catalog" {
+			return FuncBuiltinVolatile
+		}
+	}
 	return FuncUnknown
 }
 
@@ -192,6 +198,11 @@ var routeCases = []routeCase{
 	{"qualified function known to write", "SELECT public.mywrite(1)", volFn},
 	{"function in another schema known to write", "SELECT app.audit('x')", volFn},
 	{"shadowed built-in", "SELECT initcap('x')", volFn},
+	{"volatile built-in that acts on its server", "SELECT pg_promote(false)", volFn},
+	{"qualified volatile built-in", "SELECT pg_catalog.pg_create_physical_replication_slot('s')", volFn},
+	{"volatile built-in on a backend", "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE usename = 'x'", volFn},
+	{"volatile built-in known harmless", "SELECT random(), clock_timestamp()", read},
+	{"qualified volatile built-in known harmless", "SELECT pg_catalog.random()", read},
 	{"function in a schema not known", "SELECT other.myread(1)", unkFn},
 	{"quoted lower-case of a mixed-case function", `SELECT "mixedcase"(1)`, unkFn},
 	{"unknown function", "SELECT f(1)", unkFn},

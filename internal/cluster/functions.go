@@ -12,11 +12,13 @@ import (
 	"time"
 )
 
-// The kinds Lookup answers (see classify.FuncKind).
+// The kinds Lookup answers (see classify.FuncKind), in the order a name with several overloads
+// takes the greatest.
 const (
-	funcUnknown = classify.FuncUnknown
-	funcRead    = classify.FuncRead
-	funcWrite   = classify.FuncWrite
+	funcUnknown         = classify.FuncUnknown
+	funcRead            = classify.FuncRead
+	funcWrite           = classify.FuncWrite
+	funcBuiltinVolatile = classify.FuncBuiltinVolatile
 )
 
 const (
@@ -47,15 +49,15 @@ var functionsQuery = fmt.Sprintf(`SELECT n.nspname, p.proname, bool_or(p.provola
 // answers the read/write classifier's question about a function call. Its
 // methods are safe for concurrent use; a nil *FunctionSet knows nothing.
 //
-// Volatile functions in pg_catalog and information_schema count as reads
-// (random, clock_timestamp, … are volatile and harmless): the classifier has
-// its own list of the built-in functions that write (nextval, set_config,
-// advisory locks, …), and a replica refuses any other write with SQLSTATE
-// 25006 (read_only_sql_transaction), so a call misjudged here fails rather
-// than writes. A volatile function in any other schema counts as a write,
-// since it may run INSERT, UPDATE or DELETE.
+// A volatile function in pg_catalog or information_schema is reported as
+// funcBuiltinVolatile: the classifier lets through only those it knows to be
+// harmless (random, clock_timestamp, pg_sleep, …); the others may act on the
+// server that runs them (pg_promote on a replica promotes it,
+// pg_terminate_backend, replication slots, pg_reload_conf), so their callers
+// go to the writer. A volatile function in any other schema counts as a
+// write, since it may run INSERT, UPDATE or DELETE.
 type FunctionSet struct {
-	bySchema map[string]map[string]classify.FuncKind // schema → name → funcRead or funcWrite
+	bySchema map[string]map[string]classify.FuncKind // schema → name → funcRead, funcWrite or funcBuiltinVolatile
 	catalog  map[string]classify.FuncKind            // bySchema["pg_catalog"]
 	// user is every name in a user schema (neither pg_catalog,
 	// information_schema, pg_toast nor temporary): funcWrite if any of them
@@ -102,7 +104,10 @@ func newFunctionSet(rows []funcRow, limit int) *FunctionSet {
 		}
 		builtin := r.schema == "pg_catalog" || r.schema == "information_schema"
 		kind := funcRead
-		if r.volatile && !builtin {
+		switch {
+		case r.volatile && builtin:
+			kind = funcBuiltinVolatile
+		case r.volatile:
 			kind = funcWrite
 		}
 		names := f.bySchema[r.schema]
@@ -127,16 +132,16 @@ func hiddenSchema(s string) bool {
 	return strings.HasPrefix(s, "pg_toast") || strings.HasPrefix(s, "pg_temp_")
 }
 
-// Lookup reports what a call of schema.name does: 2 (write), 1 (read) or 0
-// (unknown: no such function, or not known). schema is "" for an unqualified
+// Lookup reports what a call of schema.name does: funcWrite, funcRead,
+// funcBuiltinVolatile or funcUnknown (no such function, or not known). schema is "" for an unqualified
 // call; both are normalised identifiers (unquoted lower-cased, quoted exact)
 // and are not retained. Lookup allocates nothing.
 //
-// A qualified name is a write if any overload in that schema is volatile
-// and a read if all are stable or immutable. An unqualified name is a write
-// if any user schema has a volatile function of that name (the search_path
-// may find it), and otherwise a read if pg_catalog or a user schema has
-// one. In a partial set unknown names stay 0, and an unqualified name is 0
+// A qualified name is volatile (a write, or a volatile built-in) if any
+// overload in that schema is, and a read if all are stable or immutable. An
+// unqualified name is a write if any user schema has a volatile function of
+// that name (the search_path may find it); otherwise what pg_catalog's says;
+// otherwise a read if a user schema has one. In a partial set unknown names stay 0, and an unqualified name is 0
 // rather than a read when a volatile function may have been left out.
 func (f *FunctionSet) Lookup(schema, name []byte) classify.FuncKind {
 	if f == nil {
@@ -151,13 +156,12 @@ func (f *FunctionSet) Lookup(schema, name []byte) classify.FuncKind {
 		return k
 	case !f.readsKnown:
 		return funcUnknown
-	case k == funcRead:
-		return k
 	}
-	if _, ok := f.catalog[string(name)]; ok {
-		return funcRead
+	if c, ok := f.catalog[string(name)]; ok {
+		// pg_catalog comes first on every search_path that does not name it.
+		return c
 	}
-	return funcUnknown
+	return k
 }
 
 // Partial reports that the database has more functions than a set keeps.

@@ -24,7 +24,7 @@ func TestFunctionSetLookup(t *testing.T) {
 		{"app", "myfunc", false},  // created unquoted: another function
 		{"app", "lower_only", false},
 		{"pg_catalog", "now", false},
-		{"pg_catalog", "random", true},  // a volatile built-in: a read
+		{"pg_catalog", "random", true},  // a volatile built-in: the classifier knows it is harmless
 		{"pg_catalog", "nextval", true}, // the classifier's own list says it writes
 		{"public", "shadow", true},      // also in pg_catalog
 		{"pg_catalog", "shadow", false},
@@ -54,15 +54,15 @@ func TestFunctionSetLookup(t *testing.T) {
 		{"APP", "lower_only", funcUnknown},
 		{"", "now", funcRead},
 		{"pg_catalog", "now", funcRead},
-		{"", "random", funcRead},
-		{"pg_catalog", "random", funcRead},
-		{"", "nextval", funcRead},
+		{"", "random", funcBuiltinVolatile},
+		{"pg_catalog", "random", funcBuiltinVolatile},
+		{"", "nextval", funcBuiltinVolatile},
 		{"", "shadow", funcWrite},
 		{"pg_catalog", "shadow", funcRead},
 		{"public", "shadow", funcWrite},
 		{"information_schema", "_pg_truetypid", funcRead},
 		{"", "_pg_truetypid", funcUnknown},
-		{"information_schema", "is_volatile", funcRead},
+		{"information_schema", "is_volatile", funcBuiltinVolatile},
 		{"pg_toast", "toasty", funcUnknown},
 		{"", "toasty", funcUnknown},
 		{"pg_temp_3", "temp_fn", funcUnknown},
@@ -118,13 +118,13 @@ func TestFunctionSetPartial(t *testing.T) {
 		partial bool
 		want    string
 	}{
-		{6, false, "now=1 stable1=1 app.stable1=1 stable2=1 vol1=2 app.vol1=2 vol2=2 random=1 pg_catalog.random=1"},
+		{6, false, "now=1 stable1=1 app.stable1=1 stable2=1 vol1=2 app.vol1=2 vol2=2 random=3 pg_catalog.random=3"},
 		// Every volatile function kept, and the first stable one in the order given.
-		{4, true, "now=1 stable1=0 app.stable1=0 stable2=0 vol1=2 app.vol1=2 vol2=2 random=1 pg_catalog.random=1"},
+		{4, true, "now=1 stable1=0 app.stable1=0 stable2=0 vol1=2 app.vol1=2 vol2=2 random=3 pg_catalog.random=3"},
 		// Only volatile ones, all of them: the stable ones left out are unknown.
-		{3, true, "now=0 stable1=0 app.stable1=0 stable2=0 vol1=2 app.vol1=2 vol2=2 random=1 pg_catalog.random=1"},
+		{3, true, "now=0 stable1=0 app.stable1=0 stable2=0 vol1=2 app.vol1=2 vol2=2 random=3 pg_catalog.random=3"},
 		// vol2 left out: random may be a user's volatile random, so unqualified it is unknown.
-		{2, true, "now=0 stable1=0 app.stable1=0 stable2=0 vol1=2 app.vol1=2 vol2=0 random=0 pg_catalog.random=1"},
+		{2, true, "now=0 stable1=0 app.stable1=0 stable2=0 vol1=2 app.vol1=2 vol2=0 random=0 pg_catalog.random=3"},
 	} {
 		f := newFunctionSet(rows(), tt.limit)
 		if got := lookups(f, names...); got != tt.want || f.Partial() != tt.partial || f.Len() != min(tt.limit, 6) {

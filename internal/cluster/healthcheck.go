@@ -17,7 +17,8 @@ type checker struct {
 	conn   *probeConn // reused across checks; nil after an error until the next check reconnects
 	target target     // what conn's server is, decided when conn was opened
 	misses int        // failed checks in a row
-	// behind: the last PostgreSQL check found WAL received and not replayed yet (see timeLag).
+	// behind: the last successful PostgreSQL check found WAL received and not replayed yet (see
+	// timeLag).
 	behind bool
 
 	// Logged once per episode:
@@ -72,7 +73,6 @@ func (k *checker) check(ctx context.Context) {
 	next := prev | stateChecked
 	if err != nil {
 		k.misses++
-		k.behind = false
 		if k.misses >= k.c.cfg.HealthCheckFailures {
 			next = next.withUp(false)
 		}
@@ -216,7 +216,8 @@ func (k *checker) closeConn() {
 // replays it (well under a millisecond) that age is the time since the previous transaction,
 // which on a quiet primary may be minutes. So a replica counts as lagging in time only when two
 // checks in a row find it behind: one that really lags stays behind, and its figure is then the
-// age of what it replayed last. (A lag shorter than the check interval under sparse writes goes
+// age of what it replayed last. A failed check in between changes nothing: a lagging replica
+// whose check failed once is still behind at the next. (A lag shorter than the check interval under sparse writes goes
 // unseen in time; the bytes lag still sees it.) Aurora measures the lag itself.
 func (k *checker) timeLag(measured time.Duration) time.Duration {
 	if k.target.aurora {

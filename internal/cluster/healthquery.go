@@ -35,14 +35,17 @@ import (
 // and a replica that has replayed all it received reports no lag. A replica
 // whose WAL stops arriving (a stalled walreceiver) has replayed all it
 // received and reports no lag in time either; the bytes lag, the writer's
-// position minus the replay position, shows it. pg_last_wal_receive_lsn()
+// position minus the replay position, shows it. After a restart a replica
+// may have replayed past what its walreceiver has received so far (WAL from
+// its own pg_wal, or nothing streamed yet): that is no lag either, hence <=.
+// pg_last_wal_receive_lsn()
 // is NULL when nothing streams (archive recovery); then the timestamp is all
 // there is.
 const pgHealthQuery = `SELECT rec,
 	CASE WHEN rec THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END,
 	CASE
 		WHEN NOT rec THEN 0
-		WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+		WHEN pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
 		ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0)
 	END
 	FROM (SELECT pg_is_in_recovery() AS rec OFFSET 0) r`

@@ -209,6 +209,14 @@ func TestRouteReadsAndWrites(t *testing.T) {
 			if got := read("SELECT app.port_of(1)"); !readers[got] {
 				t.Errorf("a stable user function ran on port %d, want a replica", got)
 			}
+			// A volatile built-in that acts on the server it runs on (pg_promote would promote
+			// a replica) goes to the writer; one known to be harmless does not.
+			if got := read("SELECT inet_server_port() FROM (SELECT random(), clock_timestamp()) s"); !readers[got] {
+				t.Errorf("random() ran on port %d, want a replica", got)
+			}
+			if got := port("SELECT inet_server_port() FROM (SELECT setseed(0.5)) s"); got != writer {
+				t.Errorf("setseed() (volatile, not known harmless) ran on port %d, want the writer %d", got, writer)
+			}
 			var ticket int64
 			if err := conn.QueryRow(ctx, "SELECT nextval('tickets')").Scan(&ticket); err != nil {
 				t.Fatalf("nextval: %v", err)
