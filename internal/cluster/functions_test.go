@@ -262,7 +262,8 @@ func TestFunctionsCatalog(t *testing.T) {
 	check(f, "", "myfunc", funcUnknown)
 	check(f, "", "now", funcRead)
 	check(f, "pg_catalog", "now", funcRead)
-	check(f, "", "random", funcRead)
+	check(f, "", "random", funcBuiltinVolatile)
+	check(f, "pg_catalog", "pg_promote", funcBuiltinVolatile)
 	check(f, "", "add_page", funcUnknown)
 	if f.Partial() || f.Len() < 1000 {
 		t.Errorf("Partial() = %v, Len() = %d; want a whole catalog of a few thousand", f.Partial(), f.Len())
