@@ -335,6 +335,7 @@ type routeStmt struct {
 
 	// kBegin, kSet: transaction modes, the last READ ONLY / READ WRITE wins.
 	mode   txMode
+	serial bool // ISOLATION LEVEL SERIALIZABLE: a hot standby refuses it, read-only or not
 	setTx  bool // kSet: SET [LOCAL|SESSION] TRANSACTION
 	readRO bool // kSet: the parameter is transaction_read_only
 
@@ -1001,6 +1002,9 @@ func (r *router) modeToken(t *token) {
 			st.mode = modeReadWrite
 		}
 	}
+	if st.p1.is(wLevel) && cur.is(wSerializable) {
+		st.serial = true
+	}
 	st.p2, st.p1 = st.p1, cur
 }
 
@@ -1094,7 +1098,7 @@ func (r *router) finish() {
 
 	if r.pendingBegin {
 		r.pendingBegin = false
-		if st.kind == kSet && st.setTx && st.mode == modeReadOnly {
+		if st.kind == kSet && st.setTx && st.mode == modeReadOnly && !st.serial {
 			r.readOnly, r.inRO, r.roSeen = true, true, true
 			return
 		}
@@ -1107,10 +1111,14 @@ func (r *router) finish() {
 			return // the server only warns that a transaction is in progress
 		}
 		r.begin, r.inBlock = true, true
-		r.readOnly = st.mode == modeReadOnly
-		if r.readOnly {
+		r.readOnly = st.mode == modeReadOnly && !st.serial
+		switch {
+		case r.readOnly:
 			r.inRO, r.roSeen = true, true
-		} else {
+		case st.serial:
+			// A hot standby refuses serializable transactions, even read-only ones.
+			r.need(ReasonTransaction)
+		default:
 			r.pendingBegin = true
 		}
 		return

@@ -31,6 +31,7 @@ const (
 	wInto
 	wJoin
 	wKey
+	wLevel
 	wLocal
 	wMaterialized
 	wMerge
@@ -48,6 +49,7 @@ const (
 	wRecursive
 	wSecond
 	wSelect
+	wSerializable
 	wSession
 	wSets
 	wShare
@@ -118,11 +120,11 @@ var words = func() (t wordTable) {
 		"chain": wChain, "char": wChar, "character": wCharacter, "columns": wColumns,
 		"delete": wDelete, "distinct": wDistinct, "fetch": wFetch, "first": wFirst, "for": wFor,
 		"from": wFrom, "group": wGroup, "grouping": wGrouping, "insert": wInsert, "into": wInto,
-		"join": wJoin, "key": wKey, "local": wLocal, "materialized": wMaterialized,
+		"join": wJoin, "key": wKey, "level": wLevel, "local": wLocal, "materialized": wMaterialized,
 		"merge": wMerge, "nchar": wNchar, "next": wNext, "no": wNo, "not": wNot, "on": wOn,
 		"only": wOnly, "operator": wOperator, "order": wOrder, "partition": wPartition,
 		"prepared": wPrepared, "read": wRead, "recursive": wRecursive, "second": wSecond,
-		"select": wSelect, "session": wSession, "sets": wSets, "share": wShare, "stdout": wStdout,
+		"select": wSelect, "serializable": wSerializable, "session": wSession, "sets": wSets, "share": wShare, "stdout": wStdout,
 		"table": wTable, "tablesample": wTablesample, "time": wTime, "to": wTo,
 		"transaction": wTransaction, "update": wUpdate, "values": wValues, "varying": wVarying,
 		"with": wWith, "write": wWrite, "zone": wZone,
