@@ -672,3 +672,37 @@ func TestRouteUnnamedStatementMoves(t *testing.T) {
 		})
 	}
 }
+
+// TestRouteSerializableDefault: a client whose session defaults to serializable transactions
+// (a hot standby refuses those, read-only or not) still gets every read answered: a replica's
+// refusal (0A000) is caught by the safety net and the read runs on the writer.
+func TestRouteSerializableDefault(t *testing.T) {
+	c, p := sharedRoutingProxy(t)
+	writer, _ := ports(c)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg, err := pgx.ParseConfig(p.connString("app", "appdb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RuntimeParams["default_transaction_isolation"] = "serializable"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	before := p.Routes().Retried(classify.ReasonReadOnly)
+	for i := range 10 {
+		var port int
+		var iso string
+		if err := conn.QueryRow(ctx, "SELECT inet_server_port(), current_setting('transaction_isolation')").Scan(&port, &iso); err != nil {
+			t.Fatalf("read %d: %v", i, err)
+		}
+		if port != writer || iso != "serializable" {
+			t.Fatalf("read %d ran on %d at %s, want the writer %d, serializable", i, port, iso, writer)
+		}
+	}
+	if n := p.Routes().Retried(classify.ReasonReadOnly) - before; n < 1 {
+		t.Fatalf("%d re-runs counted, want the replicas' refusals caught", n)
+	}
+}

@@ -468,6 +468,7 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 		s.hiddenDoneLocked()
 	} else {
 		s.reqs.popRequest()
+		s.armed = false // whatever was held back goes out with this ReadyForQuery
 		s.onReadyLocked(srv)
 		s.applyPendingLocked(srv, status)
 		showReady = !s.restoreNextLocked() && !s.dropping

@@ -131,7 +131,9 @@ func (s *Session) planRoute(typ byte) {
 		}
 	}
 	s.intent = in
-	if in.Route == classify.RouteReader && armable && p.executes {
+	if in.Route == classify.RouteReader && armable {
+		// Even a request that only prepares: a standby may refuse the Parse itself (a session
+		// whose transactions default to serializable).
 		s.mu.Lock()
 		idle := s.txStatus == 'I'
 		s.mu.Unlock()
@@ -190,7 +192,7 @@ type requestPlan struct {
 	route      classify.Route
 	reason     classify.RouteReason
 	executes   bool // it runs a statement (Query, Execute, FunctionCall)
-	replayable bool // sending it again changes nothing pgtide tracks
+	replayable bool // it can be sent again on the writer after a refusal (see startRerun)
 	begin      bool // it opens a transaction block
 }
 
@@ -198,6 +200,10 @@ type requestPlan struct {
 // any of them needs it. Unknown messages take the writer.
 func (s *Session) classifyRequest(req []byte) requestPlan {
 	p := requestPlan{route: classify.RouteReader, reason: classify.ReasonReadOnly, replayable: true}
+	// Named statements parsed by this request, for its Binds (a few: more are looked up as
+	// defined before, which a statement parsed here is not, so they take the writer).
+	var parses [4]parsedStmt
+	parsed := 0
 	fns := s.env.functions(s.key.Database)
 	take := func(info classify.RouteInfo) {
 		if info.Begin {
@@ -225,8 +231,18 @@ func (s *Session) classifyRequest(req []byte) requestPlan {
 			info := classify.ClassifyRoute(query, fns)
 			take(info)
 			if len(name) > 0 {
-				// Sending it again would redefine it. (forwardParse records its route.)
-				p.replayable = false
+				if parsed < len(parses) {
+					parses[parsed] = parsedStmt{name, info}
+					parsed++
+				}
+				// forwardParse records its route. Sent again after a refusal, it would meet its
+				// own definition unless the name was new (see startRerun): only then is it
+				// replayable.
+				s.mu.Lock()
+				if s.stmts[string(name)] != nil {
+					p.replayable = false
+				}
+				s.mu.Unlock()
 				continue
 			}
 			s.unnamed, s.unnamedDone = info, true
@@ -236,7 +252,14 @@ func (s *Session) classifyRequest(req []byte) requestPlan {
 				take(classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified})
 				continue
 			}
-			take(s.statementRoute(stmt))
+			info, found := classify.RouteInfo{}, false
+			for i := parsed - 1; i >= 0 && !found; i-- { // parsed earlier in this request
+				info, found = parses[i].info, string(parses[i].name) == string(stmt)
+			}
+			if !found {
+				info = s.statementRoute(stmt)
+			}
+			take(info)
 		case 'E':
 			p.executes = true
 		case 'H':
@@ -275,6 +298,12 @@ func twoCStrings(body []byte) (first, second []byte, ok bool) {
 	}
 	second, _, ok = cbytes(rest)
 	return first, second, ok
+}
+
+// parsedStmt is a named statement a request parses, and its route.
+type parsedStmt struct {
+	name []byte
+	info classify.RouteInfo
 }
 
 // statementRoute returns the route of the client's prepared statement name ("" for the unnamed
@@ -345,7 +374,7 @@ func (s *Session) heldMessage(srv *pool.Conn, typ byte) (bool, error) {
 		if err != nil {
 			return true, err
 		}
-		if isReadOnlyRefusal(body) && s.heldMark == 0 {
+		if isStandbyRefusal(body) && s.heldMark == 0 {
 			s.refusedByReplica(body)
 			return true, nil
 		}
@@ -360,24 +389,41 @@ func (s *Session) heldMessage(srv *pool.Conn, typ byte) (bool, error) {
 	return false, nil
 }
 
-// isReadOnlyRefusal reports whether an ErrorResponse body carries SQLSTATE 25006
-// (read_only_sql_transaction).
-func isReadOnlyRefusal(body []byte) bool {
+// isStandbyRefusal reports whether an ErrorResponse body is a replica refusing work only because
+// it is a standby, which the writer would have done: SQLSTATE 25006 (read_only_sql_transaction:
+// a write), or one of the errors a hot standby raises for what needs a primary, recognised by
+// SQLSTATE and PostgreSQL's English message (with lc_messages set to another language only 25006
+// is): 0A000 "cannot use serializable mode in a hot standby", and 55000 or XX000 "… during
+// recovery" / "recovery is in progress" (WAL, transaction IDs, restore points).
+func isStandbyRefusal(body []byte) bool {
+	var code, msg []byte
 	for len(body) > 1 && body[0] != 0 {
 		field := body[0]
 		end := bytes.IndexByte(body[1:], 0)
 		if end < 0 {
 			return false
 		}
-		if field == 'C' {
-			return string(body[1:1+end]) == "25006"
+		switch field {
+		case 'C':
+			code = body[1 : 1+end]
+		case 'M':
+			msg = body[1 : 1+end]
 		}
 		body = body[2+end:]
+	}
+	switch string(code) {
+	case "25006":
+		return true
+	case "0A000":
+		return bytes.Contains(msg, []byte("hot standby"))
+	case "55000", "XX000":
+		return bytes.Contains(msg, []byte("during recovery")) || bytes.Contains(msg, []byte("recovery is in progress"))
 	}
 	return false
 }
 
-// refusedByReplica handles the replica's 25006 answer to an armed request: what was held back is
+// refusedByReplica handles the replica's refusal (25006 and the like, see isStandbyRefusal) of an
+// armed request: what was held back is
 // dropped, and the rest of the answers until ReadyForQuery too; the client loop then re-runs the
 // request on the writer. Called by the reader with wmu held, body being the ErrorResponse's.
 func (s *Session) refusedByReplica(body []byte) {
@@ -420,9 +466,19 @@ func (s *Session) fingerprint(req []byte) string {
 	return strconv.FormatUint(h.Sum64(), 16)
 }
 
-// startRerun makes the client loop read the held request again, for the writer.
+// startRerun makes the client loop read the held request again, for the writer. Statement names
+// the held request's Parses defined are forgotten first: the client never saw their
+// ParseComplete (it was held back and dropped), and they were new (see classifyRequest), so
+// the re-run defines them again, on the writer.
 func (s *Session) startRerun() {
 	s.rerun, s.dropping = false, false
+	s.mu.Lock()
+	for typ, body, rest, ok := nextMessage(s.held); ok; typ, body, rest, ok = nextMessage(rest) {
+		if name, _, ok := twoCStrings(body); typ == 'P' && ok && len(name) > 0 {
+			delete(s.stmts, string(name))
+		}
+	}
+	s.mu.Unlock()
 	s.intent = router.Intent{Route: classify.RouteWriter, Reason: s.intent.Reason}
 	s.replaySrc.Reset(s.held)
 	s.replay = bufio.NewReaderSize(&s.replaySrc, maxHeld)

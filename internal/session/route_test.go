@@ -70,9 +70,11 @@ func TestPlanRoute(t *testing.T) {
 		{"extended write", []pgproto3.FrontendMessage{parse("", "UPDATE t SET a = 1"), bind(""), exec, sync}, writer, false, 4},
 		{"pipeline: a write anywhere takes the writer",
 			[]pgproto3.FrontendMessage{parse("", "SELECT 1"), bind(""), exec, parse("", "INSERT INTO t VALUES (1)"), bind(""), exec, sync}, writer, false, 7},
-		{"named parse and execute: not replayable, so the writer",
-			[]pgproto3.FrontendMessage{parse("s1", "SELECT 1"), bind("s1"), exec, sync}, writer, false, 4},
-		{"prepare only: a reader, nothing to arm", []pgproto3.FrontendMessage{parse("s1", "SELECT 1"), describe, sync}, reader, false, 3},
+		{"named parse of a new name and execute: replayable",
+			[]pgproto3.FrontendMessage{parse("s1", "SELECT 1"), bind("s1"), exec, sync}, reader, true, 4},
+		{"named parse of a defined name: not replayable, so the writer",
+			[]pgproto3.FrontendMessage{parse("w", "SELECT 1"), bind("w"), exec, sync}, writer, false, 4},
+		{"prepare only: a reader, armed (a standby may refuse the Parse)", []pgproto3.FrontendMessage{parse("s1", "SELECT 1"), describe, sync}, reader, true, 3},
 		{"prepare of a write: the writer (a temporary table pins at Parse)",
 			[]pgproto3.FrontendMessage{parse("s1", "CREATE TEMP TABLE t (a int)"), describe, sync}, writer, false, 3},
 		{"unnamed prepare of a write", []pgproto3.FrontendMessage{parse("", "INSERT INTO t VALUES (1)"), describe, sync}, writer, false, 3},
@@ -84,6 +86,7 @@ func TestPlanRoute(t *testing.T) {
 		in = append(in, frontend(t, q("SELECT 'next request'"))...) // not part of it
 		s := routeSession(in)
 		s.env.Functions = func(string) classify.Functions { return fakeFunctions{} }
+		s.stmts = map[string]*clientStmt{"w": {route: classify.RouteInfo{Route: reader, Reason: classify.ReasonReadOnly}}}
 		typ, _, err := s.r.Next()
 		if err != nil {
 			t.Fatal(err)
@@ -133,13 +136,18 @@ func TestPlanRouteTooLong(t *testing.T) {
 	}
 }
 
-func TestIsReadOnlyRefusal(t *testing.T) {
+func TestIsStandbyRefusal(t *testing.T) {
 	for _, tc := range []struct {
 		e    pgproto3.ErrorResponse
 		want bool
 	}{
 		{pgproto3.ErrorResponse{Severity: "ERROR", Code: "25006", Message: "cannot execute INSERT in a read-only transaction"}, true},
 		{pgproto3.ErrorResponse{Severity: "ERROR", Code: "25001", Message: "x"}, false},
+		{pgproto3.ErrorResponse{Severity: "ERROR", Code: "0A000", Message: "cannot use serializable mode in a hot standby"}, true},
+		{pgproto3.ErrorResponse{Severity: "ERROR", Code: "0A000", Message: "cursors are not supported"}, false},
+		{pgproto3.ErrorResponse{Severity: "ERROR", Code: "XX000", Message: "cannot assign TransactionIds during recovery"}, true},
+		{pgproto3.ErrorResponse{Severity: "ERROR", Code: "55000", Message: "recovery is in progress"}, true},
+		{pgproto3.ErrorResponse{Severity: "ERROR", Code: "XX000", Message: "cache lookup failed"}, false},
 		{pgproto3.ErrorResponse{Severity: "ERROR", Code: "250060"}, false},
 		{pgproto3.ErrorResponse{Severity: "ERROR", Message: "no code"}, false},
 	} {
@@ -147,12 +155,12 @@ func TestIsReadOnlyRefusal(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := isReadOnlyRefusal(b[5:]); got != tc.want {
+		if got := isStandbyRefusal(b[5:]); got != tc.want {
 			t.Errorf("%+v: %v, want %v", tc.e, got, tc.want)
 		}
 	}
 	for _, junk := range [][]byte{nil, {0}, {'C'}, {'C', '2', '5'}, {'S', 'E', 0, 'C'}} {
-		if isReadOnlyRefusal(junk) {
+		if isStandbyRefusal(junk) {
 			t.Errorf("%q: a refusal", junk)
 		}
 	}
