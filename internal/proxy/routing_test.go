@@ -438,15 +438,14 @@ func TestRoutePgbench(t *testing.T) {
 	port := p.Addr().(*net.TCPAddr).Port
 	cs := fmt.Sprintf("host=127.0.0.1 port=%d user=app dbname=appdb password='app secret' sslmode=disable", port)
 	run(t, 2*time.Minute, pgbench, "-i", "-q", "-s", "1", cs)
+	before := map[int]int64{}
 	for _, r := range c.Replicas() {
-		if n := p.Pools().NodeTotal(r.Addr()); n != 0 {
-			t.Fatalf("replica %s has %d server connections before any read", r, n)
-		}
+		before[r.Port()] = p.Router().Picked(p.nodeAt(t, r.Port()))
 	}
 	out := run(t, 3*time.Minute, pgbench, "-n", "-S", "-c", "8", "-j", "2", "-t", "200", cs)
 	for _, r := range c.Replicas() {
-		if n := p.Pools().NodeTotal(r.Addr()); n == 0 {
-			t.Errorf("replica %s served none of pgbench -S's reads", r)
+		if n := p.Router().Picked(p.nodeAt(t, r.Port())) - before[r.Port()]; n < 100 {
+			t.Errorf("replica %s served %d of pgbench -S's 1600 transactions, want a share", r, n)
 		}
 	}
 	checkPgbench(t, out, 1600)
@@ -704,5 +703,29 @@ func TestRouteSerializableDefault(t *testing.T) {
 	}
 	if n := p.Routes().Retried(classify.ReasonReadOnly) - before; n < 1 {
 		t.Fatalf("%d re-runs counted, want the replicas' refusals caught", n)
+	}
+}
+
+// TestRouteLoginWithoutWriter: while there is no writer (the primary is down), a new client of
+// the auto endpoint logs in at once and its reads run on the replica; a write waits for a writer
+// as before (failover_timeout).
+func TestRouteLoginWithoutWriter(t *testing.T) {
+	c := startCluster(t, 1)
+	p := routingProxy(t, c, func(cfg *config.Config) { cfg.Cluster.FailoverTimeout.Duration = time.Second })
+	waitReaders(t, p, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.Primary().Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the writer to be gone", func() bool { _, ok := p.Cluster().Writer(); return !ok })
+	start := time.Now()
+	conn := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
+	if got := readPort(t, ctx, conn); got != c.Replicas()[0].Port() {
+		t.Fatalf("a read without a writer ran on %d, want the replica", got)
+	}
+	t.Logf("logged in and read in %v", time.Since(start))
+	if _, err := conn.Exec(ctx, "CREATE TABLE nope (a int)"); pgCode(err) != "57P03" {
+		t.Fatalf("a write without a writer: %v, want 57P03 after failover_timeout", err)
 	}
 }

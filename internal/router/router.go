@@ -63,6 +63,7 @@ type nodeState struct {
 	load    atomic.Int64 // transactions (or sessions) picked and not done
 	suspect atomic.Int64 // unix nanos until which a failed connect keeps readers away from it
 	lagging atomic.Bool  // over max_replica_lag(_bytes) and not yet back under half of it (see admit)
+	picked  atomic.Int64 // work picked for it, ever
 }
 
 // New returns a router over c's nodes and their pools in pools, following c's events.
@@ -88,7 +89,7 @@ func (r *Router) Pick(ctx context.Context, ep Endpoint, in Intent) (*cluster.Nod
 	if ep == Reader || ep == Auto && in.Route == classify.RouteReader {
 		cfg := r.config()
 		if n := r.leastLoadedReader(r.freshness(cfg, in)); n != nil {
-			r.load(n).Add(1)
+			r.count(n)
 			return n, nil
 		}
 		if ep == Reader && !cfg.Proxy.ReaderFallbackToWriter {
@@ -100,7 +101,7 @@ func (r *Router) Pick(ctx context.Context, ep Endpoint, in Intent) (*cluster.Nod
 	if err != nil {
 		return nil, err
 	}
-	r.load(n).Add(1)
+	r.count(n)
 	return n, nil
 }
 
@@ -128,6 +129,17 @@ func (r *Router) state(n *cluster.Node) *nodeState {
 }
 
 func (r *Router) load(n *cluster.Node) *atomic.Int64 { return &r.state(n).load }
+
+// count counts work picked for n until Done.
+func (r *Router) count(n *cluster.Node) {
+	st := r.state(n)
+	st.load.Add(1)
+	st.picked.Add(1)
+}
+
+// Picked returns how much work (transactions, or sessions in session mode, and logins) was ever
+// picked for n.
+func (r *Router) Picked(n *cluster.Node) int64 { return r.state(n).picked.Load() }
 
 // freshness is what a pick asks of a replica's replay.
 type freshness struct {

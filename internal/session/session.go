@@ -234,6 +234,12 @@ func (s *Session) Login(ctx context.Context) error {
 // loginShared prepares a transaction-mode login: the client gets a server connection per
 // transaction later. It returns the server's parameters to report.
 func (s *Session) loginShared(ctx context.Context, cfg *config.Config) (map[string]string, error) {
+	if s.routes() {
+		// Any healthy node can check a login whose transactions are routed one by one: new
+		// clients of the auto endpoint log in, and read, while a failover is under way.
+		s.intent = router.Intent{Route: classify.RouteReader, Reason: classify.ReasonReadOnly}
+		defer func() { s.intent = router.Intent{} }()
+	}
 	node, err := s.env.Router.Pick(ctx, s.endpoint, s.intent)
 	if err != nil {
 		return nil, fatal(err)
