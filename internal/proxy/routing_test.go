@@ -305,6 +305,19 @@ func TestRouteSafetyNet(t *testing.T) {
 			if _, err := conn.Exec(ctx, "SET pgtide.route = 'sideways'", pgx.QueryExecModeSimpleProtocol); pgCode(err) != "22023" {
 				t.Fatalf("SET pgtide.route to a bad value: %v, want SQLSTATE 22023", err)
 			}
+			// Anywhere else (the extended protocol, a longer string) it is refused, not sent
+			// to a server where it would do nothing.
+			rows, _ := conn.Query(ctx, "SET pgtide.route = 'writer'", pgx.QueryExecModeExec) // pgx's Exec would use the simple protocol
+			rows.Close()
+			if err := rows.Err(); pgCode(err) != "0A000" {
+				t.Fatalf("SET pgtide.route in the extended protocol: %v, want SQLSTATE 0A000", err)
+			}
+			if _, err := conn.Exec(ctx, "SET pgtide.route = 'writer'; SELECT 1", pgx.QueryExecModeSimpleProtocol); pgCode(err) != "0A000" {
+				t.Fatalf("SET pgtide.route in a longer string: %v, want SQLSTATE 0A000", err)
+			}
+			if err := conn.QueryRow(ctx, "SHOW pgtide.route", pgx.QueryExecModeSimpleProtocol).Scan(&route); err != nil || route != "auto" {
+				t.Fatalf("SHOW pgtide.route = %q, %v; want auto", route, err)
+			}
 		})
 	}
 	// A write inside an explicit transaction is never retried: BEGIN goes to the writer anyway.

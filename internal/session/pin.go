@@ -65,6 +65,12 @@ func (s *Session) checkPins(sql []byte, simple bool) (*classify.Session, error) 
 		}
 	}
 	s.mu.Unlock()
+	if reason != classify.None && strings.EqualFold(param, classify.RouteParam) {
+		// pgtide's own setting reached the server: it would take no effect there (and pin).
+		s.pinErr = &refusal{code: "0A000", message: "pgtide: SET and RESET of pgtide.route are answered by pgtide only " +
+			"as a statement of their own in a simple-protocol Query (psql; pgx: QueryExecModeSimpleProtocol)"}
+		return a, nil
+	}
 	if reason == classify.None || s.pinned {
 		return a, nil
 	}
