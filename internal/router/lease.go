@@ -43,6 +43,7 @@ type Intent struct {
 func (r *Router) Lease(ctx context.Context, ep Endpoint, key pool.Key, in Intent) (*pool.Conn, *cluster.Node, error) {
 	cfg := r.config()
 	var deadline time.Time // set at the first failure: the common case reads no clock here
+	retried := false
 	for {
 		node, err := r.Pick(ctx, ep, in)
 		if err != nil {
@@ -63,6 +64,11 @@ func (r *Router) Lease(ctx context.Context, ep Endpoint, key pool.Key, in Intent
 			return nil, nil, &LeaseError{Node: key.Node, Err: err}
 		}
 		r.Suspect(node)
+		if node.Role() == cluster.RoleReader && !retried {
+			// Another reader may serve it now: the suspect one is skipped while one is left.
+			retried = true
+			continue
+		}
 		r.logger.Debug("server unreachable; waiting for the topology to change", "server", key.Node, "err", err)
 		r.Backoff(ctx, 50*time.Millisecond)
 	}

@@ -1,0 +1,146 @@
+package router
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"pgtide/internal/classify"
+	"pgtide/internal/cluster"
+	"pgtide/internal/config"
+	"pgtide/internal/pool"
+	"pgtide/internal/wire"
+)
+
+// fakeDialer is the pool's dialer for the lease tests: "refused:*" addresses refuse, "denied:*"
+// ones answer the login with a 28P01, any other logs the client in and drops what it sends.
+type fakeDialer struct {
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	dialed map[string]int
+}
+
+func (d *fakeDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	d.mu.Lock()
+	d.dialed[addr]++
+	d.mu.Unlock()
+	if strings.HasPrefix(addr, "refused:") {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: syscall.ECONNREFUSED}
+	}
+	client, server := net.Pipe()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		defer server.Close()
+		var n [4]byte
+		if _, err := io.ReadFull(server, n[:]); err != nil {
+			return
+		}
+		if _, err := io.CopyN(io.Discard, server, int64(binary.BigEndian.Uint32(n[:])-4)); err != nil {
+			return
+		}
+		var msg []byte
+		if strings.HasPrefix(addr, "denied:") {
+			msg = (&wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeInvalidPassword,
+				Message: `password authentication failed for user "u"`}).Append(nil)
+		} else {
+			msg = wire.AppendMessage(nil, 'R', []byte{0, 0, 0, 0})
+			msg = wire.AppendBackendKeyData(msg, 7, 42)
+			msg = wire.AppendReadyForQuery(msg, 'I')
+		}
+		if _, err := server.Write(msg); err != nil {
+			return
+		}
+		io.Copy(io.Discard, server)
+	}()
+	return client, nil
+}
+
+// leaseRouter returns a router over the given nodes whose pools dial through a fakeDialer.
+func leaseRouter(t *testing.T, writer *cluster.Node, readers ...*cluster.Node) (*Router, *fakeDialer) {
+	cfg := config.Defaults()
+	cfg.Cluster.FailoverTimeout.Duration = time.Second
+	r := testRouter(cfg, writer, readers...)
+	d := &fakeDialer{dialed: map[string]int{}}
+	m := pool.NewManager(pool.Settings{PoolSize: 2, MaxServerConnections: 10, ServerLifetime: time.Hour,
+		ServerIdleTimeout: time.Hour, ServerConnectTimeout: 5 * time.Second, MaxMessageSize: 1 << 20})
+	m.Password = func(string) string { return "" }
+	m.DialFunc = d.dial
+	t.Cleanup(func() {
+		m.Close()
+		d.wg.Wait()
+	})
+	r.pools = m
+	return r, d
+}
+
+// TestLeaseSkipsAnUnreachableReader: a reader that refuses connections is suspected and another
+// reader serves the read at once, without waiting for the health checks.
+func TestLeaseSkipsAnUnreachableReader(t *testing.T) {
+	w := cluster.NewNodeForTest("w:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleWriter})
+	dead := cluster.NewNodeForTest("refused:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleReader})
+	live := cluster.NewNodeForTest("live:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleReader})
+	r, d := leaseRouter(t, w, dead, live)
+	r.state(dead).load.Store(-1) // the least loaded: picked first
+	c, n, err := r.Lease(context.Background(), Auto, pool.Key{Database: "db", User: "u"}, Intent{Route: classify.RouteReader})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != live || c.Key().Node != "live:1" {
+		t.Fatalf("leased on %s (%s), want live:1", n, c.Key().Node)
+	}
+	if d.dialed["refused:1"] != 1 {
+		t.Fatalf("dialed the dead reader %d times, want 1", d.dialed["refused:1"])
+	}
+	if r.Outstanding(dead) != -1 || r.Outstanding(live) != 1 {
+		t.Fatalf("outstanding: dead %d, live %d; want the failed pick undone", r.Outstanding(dead), r.Outstanding(live))
+	}
+	r.Release(c, n, false)
+	if r.Outstanding(live) != 0 {
+		t.Fatalf("outstanding on live after Release: %d", r.Outstanding(live))
+	}
+}
+
+// TestLeaseServerRefusal: a server's refusal of the login is the client's answer at once, with the
+// server's SQLSTATE, and no retry.
+func TestLeaseServerRefusal(t *testing.T) {
+	w := cluster.NewNodeForTest("denied:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleWriter})
+	r, d := leaseRouter(t, w)
+	_, _, err := r.Lease(context.Background(), Writer, pool.Key{Database: "db", User: "u"}, Intent{})
+	var le *LeaseError
+	if !errors.As(err, &le) {
+		t.Fatalf("Lease: %v, want a *LeaseError", err)
+	}
+	if we := le.ClientError(wire.SeverityFatal); we.Code != wire.CodeInvalidPassword || we.Severity != wire.SeverityFatal {
+		t.Fatalf("ClientError = %+v, want FATAL 28P01", we)
+	}
+	if d.dialed["denied:1"] != 1 {
+		t.Fatalf("dialed %d times, want 1", d.dialed["denied:1"])
+	}
+}
+
+func TestLeaseErrorClientError(t *testing.T) {
+	for _, tc := range []struct {
+		err      error
+		code     string
+		severity string
+	}{
+		{&wire.Error{Severity: wire.SeverityError, Code: wire.CodeCannotConnectNow, Message: "no writer"}, wire.CodeCannotConnectNow, wire.SeverityError},
+		{&pool.ServerError{Code: "3D000", Message: `database "x" does not exist`}, "3D000", wire.SeverityError},
+		{&pool.WaitTimeoutError{}, wire.CodeTooManyConnections, wire.SeverityError},
+		{pool.ErrClosed, wire.CodeAdminShutdown, wire.SeverityFatal},
+		{&net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, wire.CodeUnableToConnect, wire.SeverityError},
+	} {
+		we := (&LeaseError{Node: "n:1", Err: tc.err}).ClientError(wire.SeverityError)
+		if we.Code != tc.code || we.Severity != tc.severity {
+			t.Errorf("%v: %s %s, want %s %s", tc.err, we.Severity, we.Code, tc.severity, tc.code)
+		}
+	}
+}
