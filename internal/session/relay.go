@@ -142,12 +142,12 @@ func (s *Session) readInline(srv *pool.Conn) (inline bool) {
 		// Nothing asked (COPY messages outside a COPY, which the server ignores): srv is read
 		// with the client's next request.
 	case s.open || !s.txMode || s.pinned:
+		// Only the client loop holds answers back (see route.go); armed is set only while no
+		// relay runs, so it is cleared before one starts, never beside one.
+		s.armed = false
 		s.startRelayLocked()
 	default:
 		inline = true
-	}
-	if !inline {
-		s.armed = false // only the client loop holds answers back (see route.go)
 	}
 	s.mu.Unlock()
 	return inline
@@ -468,7 +468,9 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 		s.hiddenDoneLocked()
 	} else {
 		s.reqs.popRequest()
-		s.armed = false // whatever was held back goes out with this ReadyForQuery
+		if s.armed {
+			s.armed = false // whatever was held back goes out with this ReadyForQuery
+		}
 		s.onReadyLocked(srv)
 		s.applyPendingLocked(srv, status)
 		showReady = !s.restoreNextLocked() && !s.dropping
