@@ -751,3 +751,49 @@ func TestRouteLoginWithoutWriter(t *testing.T) {
 		t.Fatalf("a write without a writer: %v, want 57P03 after failover_timeout", err)
 	}
 }
+
+// TestRefusedStatementRunsNothingElse: a statement pgtide refuses in the extended protocol (SET
+// pgtide.route; with pin_policy = "error", any statement that would pin) fails with pgtide's
+// error and runs nothing else, even when the server connection's unnamed statement was last
+// another client's: the client's previous statement is not run again.
+func TestRefusedStatementRunsNothingElse(t *testing.T) {
+	p := startProxy(t, func(cfg *config.Config) {
+		cfg.Proxy.PoolMode = config.PoolModeTransaction
+		cfg.Proxy.PinPolicy = config.PinPolicyError
+		cfg.Cluster.PoolSize = 1 // both clients share one server connection
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a := p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
+	b := p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
+	mustExec(t, a, "CREATE TABLE IF NOT EXISTS refused_runs (v text)")
+	mustExec(t, a, "DELETE FROM refused_runs")
+	for _, refused := range []string{"SET pgtide.route = 'writer'", "SET work_mem = '8MB'", "SELECT set_config('work_mem', '8MB', false)"} {
+		for _, name := range []string{"unnamed", "named"} {
+			mode := pgx.QueryExecModeExec
+			if name == "named" {
+				mode = pgx.QueryExecModeCacheStatement
+			}
+			if _, err := a.Exec(ctx, "INSERT INTO refused_runs VALUES ($1)", refused+" "+name); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Exec(ctx, "SELECT $1::int", 1); err != nil { // the server's unnamed statement is b's now
+				t.Fatal(err)
+			}
+			rows, _ := a.Query(ctx, refused, mode)
+			rows.Close()
+			if err := rows.Err(); pgCode(err) != "0A000" {
+				t.Fatalf("%s (%s): %v, want SQLSTATE 0A000", refused, name, err)
+			}
+			var n int
+			if err := a.QueryRow(ctx, "SELECT count(*) FROM refused_runs WHERE v = $1", refused+" "+name).Scan(&n); err != nil || n != 1 {
+				t.Fatalf("%s (%s): the INSERT before it ran %d times (%v), want once", refused, name, n, err)
+			}
+		}
+	}
+	// A refused named statement is the client's only: another client cannot run it by name.
+	var n int
+	if err := b.QueryRow(ctx, "SELECT count(*) FROM pg_prepared_statements WHERE name NOT LIKE 'pgtide_%' AND name <> ''").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("statements under clients' own names on the server: %d (%v)", n, err)
+	}
+}

@@ -246,14 +246,12 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		return err
 	}
 	if s.pinErr != nil {
-		// pin_policy = error: parse a statement that fails with pgtide's error instead.
-		out := appendParse(s.scratch[:0], string(nameB), refusalKey(s.pinErr))
-		s.pinErr = nil
-		s.mu.Lock()
-		s.expectLocked(expectation{typ: '1', action: actForward})
-		s.mu.Unlock()
-		_, err := srv.Writer.Write(out)
-		return err
+		// A refused statement (pin_policy = error, pgtide.route): the client's statement is
+		// one that fails with pgtide's error when run, defined like any other, so that its Bind
+		// runs that and nothing else, on whichever server connection.
+		rest = []byte(refusalKey(s.pinErr))
+		query = rest[:len(rest)-3]
+		s.pinErr, a, body = nil, nil, nil
 	}
 	out := s.scratch[:0]
 	if a != nil {
