@@ -694,35 +694,65 @@ func TestRouteUnnamedStatementMoves(t *testing.T) {
 	}
 }
 
-// TestRouteSerializableDefault: a client whose session defaults to serializable transactions
-// (a hot standby refuses those, read-only or not) still gets every read answered: a replica's
-// refusal (0A000) is caught by the safety net and the read runs on the writer.
+// TestRouteSerializableDefault: a hot standby refuses serializable transactions, read-only or
+// not. A client whose startup options make its transactions serializable has its reads, and its
+// READ ONLY transactions, sent to the writer; one whose database makes them serializable behind
+// pgtide's back (ALTER DATABASE) still gets every read answered: the replica's refusal (0A000) is
+// caught by the safety net and the read runs on the writer.
 func TestRouteSerializableDefault(t *testing.T) {
 	c, p := sharedRoutingProxy(t)
 	writer, _ := ports(c)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cfg, err := pgx.ParseConfig(p.connString("app", "appdb"))
+	if err := execOn(ctx, c.Primary(), "postgres", "postgres",
+		"CREATE DATABASE serialdb OWNER app",
+		"ALTER DATABASE serialdb SET default_transaction_isolation = 'serializable'"); err != nil {
+		t.Fatal(err)
+	}
+	defer execOn(context.Background(), c.Primary(), "postgres", "postgres", "DROP DATABASE serialdb WITH (FORCE)")
+	connect := func(db string, params map[string]string) *pgx.Conn {
+		t.Helper()
+		cfg, err := pgx.ParseConfig(p.connString("app", db))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range params {
+			cfg.RuntimeParams[k] = v
+		}
+		var conn *pgx.Conn
+		waitFor(t, 30*time.Second, "a login to "+db, func() bool { // the replicas may not have it yet
+			conn, err = pgx.ConnectConfig(ctx, cfg)
+			return err == nil
+		})
+		t.Cleanup(func() { conn.Close(context.Background()) })
+		return conn
+	}
+	check := func(conn *pgx.Conn, what string) {
+		t.Helper()
+		for i := range 10 {
+			var port int
+			var iso string
+			if err := conn.QueryRow(ctx, "SELECT inet_server_port(), current_setting('transaction_isolation')").Scan(&port, &iso); err != nil {
+				t.Fatalf("%s, read %d: %v", what, i, err)
+			}
+			if port != writer || iso != "serializable" {
+				t.Fatalf("%s, read %d ran on %d at %s, want the writer %d, serializable", what, i, port, iso, writer)
+			}
+		}
+	}
+	startup := connect("appdb", map[string]string{"default_transaction_isolation": "serializable"})
+	check(startup, "startup option")
+	tx, err := startup.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.RuntimeParams["default_transaction_isolation"] = "serializable"
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
+	if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatalf("a READ ONLY transaction with serializable by default: %v", err)
 	}
-	defer conn.Close(ctx)
+	tx.Commit(ctx)
+
 	before := p.Routes().Retried(classify.ReasonReadOnly)
-	for i := range 10 {
-		var port int
-		var iso string
-		if err := conn.QueryRow(ctx, "SELECT inet_server_port(), current_setting('transaction_isolation')").Scan(&port, &iso); err != nil {
-			t.Fatalf("read %d: %v", i, err)
-		}
-		if port != writer || iso != "serializable" {
-			t.Fatalf("read %d ran on %d at %s, want the writer %d, serializable", i, port, iso, writer)
-		}
-	}
+	check(connect("serialdb", nil), "ALTER DATABASE")
 	if n := p.Routes().Retried(classify.ReasonReadOnly) - before; n < 1 {
 		t.Fatalf("%d re-runs counted, want the replicas' refusals caught", n)
 	}

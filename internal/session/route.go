@@ -119,6 +119,9 @@ func (s *Session) planRoute(typ byte) {
 	if s.setting == routeReader {
 		p.route, p.reason = classify.RouteReader, classify.ReasonHintReader
 	}
+	if p.route == classify.RouteReader && s.setting != routeReader && s.replicasUnsafe() {
+		p.route, p.reason = classify.RouteWriter, classify.ReasonSessionState
+	}
 	in := router.Intent{Route: p.route, Reason: p.reason}
 	armable := p.replayable && !p.begin
 	if p.route == classify.RouteReader && p.executes && !armable && !p.begin && p.reason != classify.ReasonHintReader {
@@ -142,6 +145,35 @@ func (s *Session) planRoute(typ byte) {
 			s.heldLeft, s.armed, s.heldMark = msgs, true, -1
 		}
 	}
+}
+
+// replicasUnsafe reports whether the session's own settings keep its work off replicas:
+// standard_conforming_strings off (the classifier reads backslashes in '...' as PostgreSQL does
+// only with it on, so it could miss a statement) or serializable transactions by default (a hot
+// standby refuses them, and the safety net cannot re-run a transaction block). Settings made by
+// ALTER ROLE or ALTER DATABASE are not seen; for those the safety net catches single requests.
+func (s *Session) replicasUnsafe() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.params["standard_conforming_strings"] == "off" {
+		return true
+	}
+	v, ok := s.extra["default_transaction_isolation"]
+	return ok && containsFold(v, "serializable")
+}
+
+// containsFold reports whether s contains the lower-case ASCII word w, in any case.
+func containsFold(s, w string) bool {
+	for i := 0; i+len(w) <= len(s); i++ {
+		j := 0
+		for j < len(w) && s[i+j]|0x20 == w[j] {
+			j++
+		}
+		if j == len(w) {
+			return true
+		}
+	}
+	return false
 }
 
 // heldKeep is the largest copy of a request an idle session keeps for the next one.

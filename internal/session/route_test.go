@@ -256,3 +256,26 @@ func FuzzPlanRoute(f *testing.F) {
 		}
 	})
 }
+
+// TestReplicasUnsafe: a session whose settings make replicas unsafe sends its reads to the writer.
+func TestReplicasUnsafe(t *testing.T) {
+	for _, tc := range []struct {
+		params, extra map[string]string
+		want          bool
+	}{
+		{nil, nil, false},
+		{map[string]string{"standard_conforming_strings": "on"}, nil, false},
+		{map[string]string{"standard_conforming_strings": "off"}, nil, true},
+		{nil, map[string]string{"default_transaction_isolation": startupValue("SERIALIZABLE")}, true},
+		{nil, map[string]string{"default_transaction_isolation": "'serializable'"}, true},
+		{nil, map[string]string{"default_transaction_isolation": "'repeatable read'"}, false},
+	} {
+		s := routeSession(frontend(t, &pgproto3.Query{String: "SELECT 1"}))
+		s.params, s.extra = tc.params, tc.extra
+		typ, _, _ := s.r.Next()
+		s.planRoute(typ)
+		if got := s.intent.Route == classify.RouteWriter; got != tc.want {
+			t.Errorf("params %v extra %q: to the writer %v, want %v", tc.params, tc.extra, got, tc.want)
+		}
+	}
+}
