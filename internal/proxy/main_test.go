@@ -70,6 +70,7 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer cluster.Close()
+	defer closeRoutingCluster()
 	return m.Run()
 }
 

@@ -93,6 +93,13 @@ func replayed(ctx context.Context, c *pgcluster.Cluster) error {
 	return nil
 }
 
+// closeRoutingCluster stops the shared routing cluster, if a test started it (from TestMain).
+func closeRoutingCluster() {
+	if routingCluster.c != nil {
+		routingCluster.c.Close()
+	}
+}
+
 // execOn runs stmts on n as user in db.
 func execOn(ctx context.Context, n *pgcluster.Node, user, db string, stmts ...string) error {
 	pw := ""
