@@ -6,15 +6,16 @@ package session
 // (package classify) and asks the router for a reader or the writer accordingly.
 //
 // The safety net. A request routed to a reader that runs outside a transaction block and can be
-// sent again unchanged (no named Parse or Close, nothing that opens a transaction) is "armed":
-// its bytes are kept (they fit the client read buffer, or it goes to the writer), and the
-// replica's answers are held back in the client's write buffer until the first DataRow,
-// CommandComplete or ErrorResponse. If that is an ErrorResponse with SQLSTATE 25006
-// (read_only_sql_transaction: the statement writes after all — a function that writes inside a
-// view, a reader hint on a write), nothing has reached the client: the held answers and the
-// error are dropped, the replica connection is given back at its ReadyForQuery, and the kept
-// bytes are read again by the client loop as if the client had sent them anew, now for the
-// writer. Anything else ends the holding back and the answers flow as usual; a transaction is
+// sent again (no Close of a named statement, no Parse of a name the client already defined,
+// nothing that opens a transaction, ending with Sync) is "armed": its bytes are kept (they fit
+// the client read buffer, or it goes to the writer), and the replica's answers are held back in
+// the client's write buffer until the first DataRow, CommandComplete or ErrorResponse. If that
+// is an ErrorResponse by which the replica refuses only because it is a standby (SQLSTATE 25006,
+// read_only_sql_transaction: the statement writes after all — a function that writes inside a
+// view, a reader hint on a write; see isStandbyRefusal for the others), nothing has reached the
+// client: the held answers and the error are dropped, the replica connection is given back at
+// its ReadyForQuery, and the kept bytes are read again by the client loop as if the client had
+// sent them anew, now for the writer. Anything else ends the holding back and the answers flow as usual; a transaction is
 // never moved once anything of it has reached the client, and nothing inside a transaction
 // block is ever retried.
 //
@@ -52,7 +53,7 @@ type routeState struct {
 	held     []byte
 	heldLeft int
 	armed    bool
-	// Set by the reader at a replica's 25006: the answers until ReadyForQuery are dropped
+	// Set by the reader at a replica's refusal: the answers until ReadyForQuery are dropped
 	// (dropping), and the client loop then reads held again (rerun).
 	dropping bool
 	rerun    bool
