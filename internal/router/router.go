@@ -1,11 +1,14 @@
 // Package router decides which node serves a client's next transaction (transaction mode) or
-// its session (session mode): the writer for the writer endpoint, the healthy reader with the
-// least outstanding work for the reader endpoint. While there is no writer (a failover), writer
-// work waits for one, bounded by failover_timeout and failover_max_waiting, instead of failing.
+// its session (session mode), and lends it a server connection there (Lease): the writer for the
+// writer endpoint; for the reader endpoint, and for work on the auto endpoint whose Intent allows
+// it, the healthy reader within max_replica_lag (and, for read-your-writes, far enough along)
+// with the least outstanding work. While there is no writer (a failover), writer work waits for
+// one, bounded by failover_timeout and failover_max_waiting, instead of failing; a node that
+// cannot be reached is suspected and the lease asked again.
 //
 // The router keeps its own snapshot of the writer and the readers, refreshed on every cluster
 // event, so a pick allocates nothing; outstanding work per node is counted here, from Pick to
-// Done.
+// Done (Release).
 package router
 
 import (
