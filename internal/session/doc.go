@@ -2,8 +2,12 @@
 // greeting (ParameterStatus, BackendKeyData), and the relay between the client and whichever
 // server connection it holds.
 //
-// The client loop (Serve) reads the client, attaches a server connection from the pool on the
-// first message of a transaction and forwards raw messages to it. Someone must read that server
+// The client loop (Serve) reads the client, leases a server connection from the router
+// (router.Lease) on the first message of a transaction — on the auto endpoint in transaction
+// mode after reading ahead to the end of the request and classifying its SQL (route.go, with
+// the safety net and read-your-writes) — and forwards raw messages to it. What sessions know of
+// a server connection's session (settings, prepared statements) is a serverState kept with the
+// connection (server.go). Someone must read that server
 // and forward its messages to the client, watching ReadyForQuery to give the connection back (in
 // transaction mode as soon as the server is idle and the client has no request in flight):
 //
