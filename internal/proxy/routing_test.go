@@ -805,7 +805,7 @@ func TestRefusedStatementRunsNothingElse(t *testing.T) {
 	b := p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
 	mustExec(t, a, "CREATE TABLE IF NOT EXISTS refused_runs (v text)")
 	mustExec(t, a, "DELETE FROM refused_runs")
-	for _, refused := range []string{"SET pgtide.route = 'writer'", "SET work_mem = '8MB'", "SELECT set_config('work_mem', '8MB', false)"} {
+	for _, refused := range []string{"SET pgtide.route = 'writer'", "RESET pgtide.route", "SET work_mem = '8MB'", "SELECT set_config('work_mem', '8MB', false)"} {
 		for _, name := range []string{"unnamed", "named"} {
 			mode := pgx.QueryExecModeExec
 			if name == "named" {

@@ -65,7 +65,7 @@ func (s *Session) checkPins(sql []byte, simple bool) (*classify.Session, error) 
 		}
 	}
 	s.mu.Unlock()
-	if reason != classify.None && strings.EqualFold(param, classify.RouteParam) {
+	if reason != classify.None && strings.EqualFold(param, classify.RouteParam) || resetsRouteParam(a) {
 		// pgtide's own setting reached the server: it would take no effect there (and pin).
 		s.pinErr = &refusal{code: "0A000", message: "pgtide: SET and RESET of pgtide.route are answered by pgtide only " +
 			"as a statement of their own in a simple-protocol Query (psql; pgx: QueryExecModeSimpleProtocol)"}
@@ -86,6 +86,16 @@ func (s *Session) checkPins(sql []byte, simple bool) (*classify.Session, error) 
 	s.logger.Info("client pinned to its server connection until it disconnects",
 		"reason", reason.String(), "param", param)
 	return a, nil
+}
+
+// resetsRouteParam reports whether a's statements RESET pgtide.route.
+func resetsRouteParam(a *classify.Session) bool {
+	for _, n := range a.Resets {
+		if string(n) == classify.RouteParam {
+			return true
+		}
+	}
+	return false
 }
 
 // refusal is a statement pgtide refuses: the server is sent one that fails with this error
