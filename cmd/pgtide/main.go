@@ -2,6 +2,7 @@
 //
 //	pgtide run -c pgtide.toml   run the proxy
 //	pgtide local                run a throwaway local cluster with the proxy in front
+//	pgtide plan                 size pools against Aurora's connection ceilings
 //	pgtide version              print the version
 package main
 
@@ -21,6 +22,7 @@ const usage = `pgtide - a PostgreSQL connection pooler and read-scaling proxy
 Usage:
   pgtide run -c pgtide.toml   run the proxy with a configuration file
   pgtide local [flags]        start a local primary + replicas and the proxy in front of them
+  pgtide plan [flags]         how big may my pools be? Aurora's connection ceilings, no database
   pgtide version              print the version
 
 Run "pgtide <command> --help" for a command's flags.
@@ -40,6 +42,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stdout, stderr)
 	case "local":
 		return cmdLocal(args[1:], stdout, stderr)
+	case "plan":
+		return cmdPlan(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "pgtide", versionString())
 		return 0
