@@ -17,6 +17,9 @@ type Event struct {
 	PrevRole Role
 	Removed  bool // the node left the topology
 	Added    bool // the node joined
+	// Ceiling: the node's connection ceiling (Node.Ceiling) was read for the first time or
+	// changed; up and role are as they are.
+	Ceiling bool
 }
 
 // Cluster is the set of nodes and what their health checks found. Its

@@ -17,6 +17,9 @@ type checker struct {
 	conn   *probeConn // reused across checks; nil after an error until the next check reconnects
 	target target     // what conn's server is, decided when conn was opened
 	misses int        // failed checks in a row
+	// sinceCeiling counts checks since the ceiling was last read (see checkCeiling); -1: read
+	// it at the next check (a new connection).
+	sinceCeiling int
 	// behind: the last successful PostgreSQL check found WAL received and not replayed yet (see
 	// timeLag).
 	behind bool
@@ -100,6 +103,9 @@ func (k *checker) check(ctx context.Context) {
 		}
 	}
 	k.c.setState(k.n, prev, next, err)
+	if err == nil {
+		k.checkCeiling(ctx)
+	}
 }
 
 // lagBytes returns how far a replica's answer h is behind the writer: the
@@ -163,6 +169,7 @@ func (k *checker) probe(ctx context.Context) (health, error) {
 		if err := k.connect(ctx); err != nil {
 			return health{}, err
 		}
+		k.sinceCeiling = -1
 	}
 	var h health
 	var rows [][][]byte

@@ -121,8 +121,9 @@ func waitFor(t *testing.T, timeout time.Duration, what string, f func() error) {
 type testCluster struct {
 	*Cluster
 	logs   *logRecorder
-	mu     sync.Mutex
-	events []Event
+	mu       sync.Mutex
+	events   []Event // state and topology changes
+	ceilings []Event // ceiling reads (Event.Ceiling)
 }
 
 // runCluster creates a Cluster from cfg (checking as postgres/postgres) and
@@ -136,7 +137,11 @@ func runCluster(t *testing.T, cfg Config) *testCluster {
 	tc := &testCluster{Cluster: New(cfg, slog.New(logs)), logs: logs}
 	tc.Subscribe(func(ev Event) {
 		tc.mu.Lock()
-		tc.events = append(tc.events, ev)
+		if ev.Ceiling {
+			tc.ceilings = append(tc.ceilings, ev) // apart: the tests of state changes count events
+		} else {
+			tc.events = append(tc.events, ev)
+		}
 		tc.mu.Unlock()
 	})
 	ctx, cancel := context.WithCancel(context.Background())

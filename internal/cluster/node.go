@@ -41,6 +41,9 @@ type Node struct {
 	lagBytes  atomic.Int64  // -1 unknown
 	replayLSN atomic.Uint64 // 0 unknown
 	lastCheck atomic.Int64  // unix nanoseconds when the last check ended; 0 before the first
+	// The server's connection ceiling (see Ceiling); 0 before it was read.
+	maxConnections      atomic.Int32
+	reservedConnections atomic.Int32
 
 	// removed is set once, under Cluster.eventMu, when the node leaves the
 	// topology; never cleared.
@@ -91,6 +94,14 @@ func (n *Node) LagBytes() int64 { return n.lagBytes.Load() }
 // every transaction committed at or before it. The writer: its WAL position
 // at its last successful check. Compare with Cluster.WriterLSNAfter.
 func (n *Node) ReplayLSN() uint64 { return n.replayLSN.Load() }
+
+// Ceiling returns the node's max_connections and the connections it keeps for superusers and
+// reserved roles (superuser_reserved_connections + reserved_connections), as its health check
+// last read them (when it connects, then every few seconds); ok is false before the first read.
+func (n *Node) Ceiling() (maxConnections, reserved int, ok bool) {
+	m := n.maxConnections.Load()
+	return int(m), int(n.reservedConnections.Load()), m > 0
+}
 
 // LastCheck returns when the last health check (success or failure) ended;
 // the zero Time before the first.

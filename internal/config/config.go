@@ -125,7 +125,15 @@ type Cluster struct {
 	// PoolSize caps server connections per (node, database, user) pool.
 	PoolSize int `toml:"pool_size"`
 	// MaxServerConnections caps server connections per node across all pools. Never crossed.
+	// Each node's own budget (SafetyFactor) usually caps lower; this stays a hard cap above it.
 	MaxServerConnections int `toml:"max_server_connections"`
+	// SafetyFactor sets each node's budget of server connections from the ceiling its health
+	// check reads: floor((max_connections − superuser_reserved_connections −
+	// reserved_connections) × SafetyFactor) / ProxyInstances (seed 003's 0.7 rule).
+	SafetyFactor float64 `toml:"safety_factor"`
+	// ProxyInstances is how many pgtide processes share the nodes: each takes 1/N of every
+	// node's budget.
+	ProxyInstances int `toml:"proxy_instances"`
 	// MinIdle is the number of idle server connections kept open per pool once the pool exists.
 	MinIdle int `toml:"min_idle"`
 	// ServerLifetime closes a server connection that has been open this long, when it is next idle.
@@ -215,6 +223,8 @@ func Defaults() *Config {
 		Cluster: Cluster{
 			PoolSize:             20,
 			MaxServerConnections: 100,
+			SafetyFactor:         0.7,
+			ProxyInstances:       1,
 			ServerLifetime:       Duration{time.Hour},
 			ServerIdleTimeout:    Duration{10 * time.Minute},
 			ServerCheckQuery:     "select 1",
@@ -349,6 +359,12 @@ func (c *Config) Validate() error {
 	}
 
 	cl := &c.Cluster
+	if cl.SafetyFactor <= 0 || cl.SafetyFactor > 1 {
+		add("cluster.safety_factor %g: must be more than 0 and at most 1", cl.SafetyFactor)
+	}
+	if cl.ProxyInstances < 1 {
+		add("cluster.proxy_instances must be at least 1")
+	}
 	if len(cl.Hosts) == 0 && cl.Discovery != DiscoveryDNS {
 		add("cluster.hosts: at least one host:port is required")
 	}

@@ -71,7 +71,9 @@ type Manager struct {
 // node counts the connections open to one server across its pools. Guarded by Manager.mu.
 type node struct {
 	total int
-	pools []*pool
+	// budget caps total below max_server_connections when set (SetNodeBudget); 0: not set.
+	budget int
+	pools  []*pool
 	// gen counts CloseNode calls: a connection dialed under an older generation is closed when
 	// it comes back instead of being reused.
 	gen     uint64
@@ -229,8 +231,17 @@ func (m *Manager) tryAcquire(k Key, now time.Time, queue bool) (c *Conn, slot bo
 	return nil, false, w, nil
 }
 
+// nodeCapLocked is the most server connections n may have: max_server_connections, or its budget
+// where that is lower. Requires mu.
+func nodeCapLocked(n *node, s *Settings) int {
+	if n.budget > 0 && n.budget < s.MaxServerConnections {
+		return n.budget
+	}
+	return s.MaxServerConnections
+}
+
 func (m *Manager) takeSlotLocked(p *pool, s *Settings) bool {
-	if p.total < s.PoolSize && p.node.total < s.MaxServerConnections {
+	if p.total < s.PoolSize && p.node.total < nodeCapLocked(p.node, s) {
 		p.total++
 		p.node.total++
 		return true
@@ -276,7 +287,7 @@ func (m *Manager) wait(ctx context.Context, k Key, w *waiter, start time.Time) (
 			s := m.settings.Load()
 			limit := fmt.Sprintf("pool_size of %d", s.PoolSize)
 			if p.total < s.PoolSize {
-				limit = fmt.Sprintf("node's max_server_connections of %d", s.MaxServerConnections)
+				limit = fmt.Sprintf("node's server connection cap of %d", m.NodeCap(k.Node))
 			}
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return grant{}, &WaitTimeoutError{Key: k, Waited: time.Since(start).Round(time.Millisecond), Limit: limit}
@@ -415,7 +426,8 @@ func (m *Manager) putBackLocked(c *Conn, s *Settings) (toClose *Conn) {
 	now := time.Now()
 	c.lastUsed = now
 	switch {
-	case m.closed || p.total > s.PoolSize || now.Sub(c.created) >= s.ServerLifetime || c.gen != p.node.gen:
+	case m.closed || p.total > s.PoolSize || now.Sub(c.created) >= s.ServerLifetime || c.gen != p.node.gen ||
+		p.node.total > nodeCapLocked(p.node, s): // the node's budget shrank: closed as it comes back
 		m.forgetLocked(p, c)
 		m.grantSlotsLocked(p.node)
 		return c
@@ -423,7 +435,7 @@ func (m *Manager) putBackLocked(c *Conn, s *Settings) (toClose *Conn) {
 		w := p.waiters[0]
 		p.waiters = p.waiters[1:]
 		w.ch <- grant{conn: c}
-	case p.node.total >= s.MaxServerConnections && m.starvedLocked(p.node, s) != nil:
+	case p.node.total >= nodeCapLocked(p.node, s) && m.starvedLocked(p.node, s) != nil:
 		// Another pool on this node waits for a slot this idle connection holds.
 		m.forgetLocked(p, c)
 		m.grantSlotsLocked(p.node)
@@ -489,7 +501,7 @@ func (m *Manager) starvedLocked(n *node, s *Settings) *pool {
 // grantSlotsLocked hands free node slots to waiting pools, longest waiter first.
 func (m *Manager) grantSlotsLocked(n *node) {
 	s := m.settings.Load()
-	for n.total < s.MaxServerConnections {
+	for n.total < nodeCapLocked(n, s) {
 		q := m.starvedLocked(n, s)
 		if q == nil {
 			return
@@ -500,6 +512,44 @@ func (m *Manager) grantSlotsLocked(n *node) {
 		n.total++
 		w.ch <- grant{}
 	}
+}
+
+// SetNodeBudget caps the server connections to addr at budget (0 removes the cap;
+// max_server_connections stays a hard cap above it), for a budget derived from the node's own
+// max_connections. A smaller budget closes idle connections at once, longest idle first, and
+// connections in use as they come back: no transaction is interrupted.
+func (m *Manager) SetNodeBudget(addr string, budget int) {
+	m.mu.Lock()
+	n := m.nodes[addr]
+	if n == nil {
+		n = &node{}
+		m.nodes[addr] = n
+	}
+	n.budget = max(0, budget)
+	s := m.settings.Load()
+	var toClose []*Conn
+	for n.total > nodeCapLocked(n, s) {
+		c := m.evictIdleLocked(n, nil)
+		if c == nil {
+			break
+		}
+		toClose = append(toClose, c)
+	}
+	m.grantSlotsLocked(n) // a larger budget frees slots for waiters
+	m.mu.Unlock()
+	closeAll(toClose)
+}
+
+// NodeCap returns the most server connections addr may have now: max_server_connections, or the
+// node's budget where that is lower.
+func (m *Manager) NodeCap(addr string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.settings.Load()
+	if n := m.nodes[addr]; n != nil {
+		return nodeCapLocked(n, s)
+	}
+	return s.MaxServerConnections
 }
 
 // CloseNode closes every idle server connection to addr and makes the ones in use close when

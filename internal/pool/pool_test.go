@@ -239,3 +239,45 @@ func waitStats(t *testing.T, m *Manager, k Key, what string, ok func(Stats) bool
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestNodeBudget: a node's budget caps its connections below max_server_connections; when it
+// shrinks, idle connections close at once and busy ones as they come back, none interrupted; when
+// it grows, waiting clients get the freed slots.
+func TestNodeBudget(t *testing.T) {
+	m, k := newTestManager(t)
+	s := m.Settings()
+	s.PoolSize = 5
+	m.SetSettings(s)
+	m.SetNodeBudget(k.Node, 3)
+	if got := m.NodeCap(k.Node); got != 3 {
+		t.Fatalf("NodeCap = %d, want the budget 3", got)
+	}
+	ctx := context.Background()
+	var held []*Conn
+	for range 3 {
+		c, err := m.Acquire(ctx, k, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	if _, err := m.Acquire(ctx, k, 50*time.Millisecond); err == nil {
+		t.Fatal("a fourth connection past a budget of 3")
+	}
+	m.Release(held[2], false)
+	wantStats(t, m, k, "one released", 3, 1, 0)
+	m.SetNodeBudget(k.Node, 1)
+	wantStats(t, m, k, "budget 1: the idle one closed", 2, 0, 0)
+	m.Release(held[1], false)
+	wantStats(t, m, k, "a busy one back, over the budget: closed", 1, 0, 0)
+	m.Release(held[0], false)
+	wantStats(t, m, k, "the last one back, within the budget: kept", 1, 1, 0)
+	m.SetNodeBudget(k.Node, 0)
+	if got := m.NodeCap(k.Node); got != s.MaxServerConnections {
+		t.Fatalf("NodeCap without a budget = %d, want max_server_connections %d", got, s.MaxServerConnections)
+	}
+	m.SetNodeBudget(k.Node, 50) // above max_server_connections: the hard cap stays
+	if got := m.NodeCap(k.Node); got != s.MaxServerConnections {
+		t.Fatalf("NodeCap with a budget over max_server_connections = %d, want %d", got, s.MaxServerConnections)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"pgtide/internal/classify"
 	"pgtide/internal/cluster"
 	"pgtide/internal/config"
+	"pgtide/internal/plan"
 	"pgtide/internal/pool"
 	"pgtide/internal/router"
 	"pgtide/internal/session"
@@ -145,6 +146,9 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		if (e.PrevUp && !e.Up) || (e.PrevRole != e.Role && e.PrevRole != cluster.RoleUnknown) || e.Removed {
 			s.pools.CloseNode(e.Node.Addr())
 		}
+		if e.Ceiling {
+			s.applyBudget(e.Node, s.cfg.Load())
+		}
 	})
 	s.router = router.New(s.cluster, s.pools, s.cfg.Load, s.logger)
 	s.env = &session.Env{Pools: s.pools, Auth: auth.NewAuthenticator(), Config: s.cfg.Load, Logger: logger,
@@ -191,6 +195,24 @@ func (s *Server) Pools() *pool.Manager { return s.pools }
 
 // Pins returns the counts of pinned clients and refused statements by reason.
 func (s *Server) Pins() *session.PinCounter { return s.env.Pins }
+
+// applyBudget gives n's pools the budget its ceiling allows (see config.Cluster.SafetyFactor),
+// when its health check has read the ceiling.
+func (s *Server) applyBudget(n *cluster.Node, cfg *config.Config) {
+	maxConns, reserved, ok := n.Ceiling()
+	if !ok {
+		return
+	}
+	budget := plan.Budget(maxConns, reserved, cfg.Cluster.SafetyFactor) / cfg.Cluster.ProxyInstances
+	if budget < 1 {
+		budget = 1 // a node that allows any connection at all gets one
+	}
+	s.pools.SetNodeBudget(n.Addr(), budget)
+	if budget < cfg.Cluster.MaxServerConnections {
+		s.logger.Info("node budget", "node", n.Addr(), "budget", budget, "max_connections", maxConns, "reserved", reserved,
+			"safety_factor", cfg.Cluster.SafetyFactor, "proxy_instances", cfg.Cluster.ProxyInstances)
+	}
+}
 
 // functions returns what the writer's catalog says of database's functions, nil before it was
 // read. Sessions ask only for databases their client logged in to.

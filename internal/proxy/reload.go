@@ -32,6 +32,9 @@ func (s *Server) Reload(next *config.Config) {
 		s.cluster.SetHosts(ClusterConfig(next).Hosts)
 	}
 	s.pools.SetSettings(PoolSettings(next))
+	for _, n := range s.cluster.Nodes() { // safety_factor or proxy_instances may have changed
+		s.applyBudget(n, next)
+	}
 	s.cluster.RefreshFunctions()
 	if s.OnReload != nil {
 		s.OnReload(next)

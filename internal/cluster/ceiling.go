@@ -1,0 +1,75 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// ceilingQuery reads a server's connection ceiling: max_connections and the connections it keeps
+// back, superuser_reserved_connections and (PostgreSQL 16 and later) reserved_connections, which
+// older servers do not have (NULL). It works on Aurora too.
+const ceilingQuery = `SELECT current_setting('max_connections'), current_setting('superuser_reserved_connections'),
+	current_setting('reserved_connections', true)`
+
+// ceilingEvery is how many health checks pass between reads of the ceiling on one connection
+// (about 10 s at the default interval): a ceiling changes only with a restart or, on Aurora
+// Serverless v2, with capacity, and a restart opens a new connection, which reads it at once.
+const ceilingEvery = 40
+
+// checkCeiling reads the node's ceiling on a new connection and every ceilingEvery checks, and
+// emits an Event when it is first known or changes. A failed read keeps the last ceiling (the
+// next check's health query finds out whether the node is gone).
+func (k *checker) checkCeiling(ctx context.Context) {
+	if k.conn == nil || k.sinceCeiling >= 0 && k.sinceCeiling < ceilingEvery {
+		k.sinceCeiling++
+		return
+	}
+	k.sinceCeiling = 0
+	cctx, cancel := context.WithTimeout(ctx, k.c.cfg.HealthCheckTimeout)
+	rows, err := k.conn.query(cctx, ceilingQuery)
+	cancel()
+	var maxConns, reserved int
+	if err == nil {
+		maxConns, reserved, err = parseCeiling(rows)
+	}
+	if err != nil {
+		k.c.log.Debug("reading the connection ceiling failed", "addr", k.n.addr, "err", err)
+		k.sinceCeiling = -1 // again at the next check
+		return
+	}
+	if int(k.n.maxConnections.Load()) == maxConns && int(k.n.reservedConnections.Load()) == reserved {
+		return
+	}
+	k.n.maxConnections.Store(int32(maxConns))
+	k.n.reservedConnections.Store(int32(reserved))
+	k.c.log.Info("node connection ceiling", "addr", k.n.addr, "max_connections", maxConns, "reserved", reserved)
+	k.c.eventMu.Lock()
+	defer k.c.eventMu.Unlock()
+	s := k.n.loadState()
+	k.c.emitLocked(Event{Node: k.n, Up: s.up(), Role: s.role(), PrevUp: s.up(), PrevRole: s.role(), Ceiling: true})
+}
+
+// parseCeiling reads ceilingQuery's row.
+func parseCeiling(rows [][][]byte) (maxConns, reserved int, err error) {
+	if len(rows) != 1 || len(rows[0]) != 3 {
+		return 0, 0, errors.New("ceiling query: unexpected result shape")
+	}
+	r := rows[0]
+	maxConns, err = strconv.Atoi(string(r[0]))
+	if err != nil || maxConns < 1 {
+		return 0, 0, fmt.Errorf("ceiling query: max_connections %q", r[0])
+	}
+	for _, v := range r[1:] {
+		if len(v) == 0 { // reserved_connections before PostgreSQL 16 is NULL
+			continue
+		}
+		n, err := strconv.Atoi(string(v))
+		if err != nil || n < 0 {
+			return 0, 0, fmt.Errorf("ceiling query: reserved connections %q", v)
+		}
+		reserved += n
+	}
+	return maxConns, reserved, nil
+}

@@ -1,0 +1,106 @@
+package proxy_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"pgtide/internal/config"
+	"pgtide/internal/pgcluster"
+)
+
+// TestNodeBudgetFromCeiling: the budget comes from the node's own max_connections. With
+// max_connections = 40 (3 reserved for superusers) and safety_factor 0.7, pgtide holds at most
+// floor((40 − 3) × 0.7) = 25 server connections there under a storm of 300 clients, although
+// pool_size and max_server_connections would allow 100; every client's queries succeed.
+func TestNodeBudgetFromCeiling(t *testing.T) {
+	if cluster == nil {
+		t.Skip("no test cluster (-short)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, err := pgcluster.Start(ctx, pgcluster.Options{
+		ExtraConf: []string{"max_connections = 40"},
+		HBA:       []string{"host all app 127.0.0.1/32 scram-sha-256"},
+		InitSQL:   []string{"CREATE ROLE app LOGIN PASSWORD 'app secret'", "CREATE DATABASE appdb OWNER app"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p := clusterProxy(t, c, func(cfg *config.Config) {
+		cfg.Proxy.ReaderListen = ""
+		cfg.Cluster.PoolSize = 100
+		cfg.Cluster.MaxServerConnections = 100
+		cfg.Cluster.ServerConnectRate = 1000
+		cfg.Cluster.QueryWaitTimeout.Duration = 2 * time.Minute
+	})
+	addr := c.Primary().Addr()
+	waitFor(t, 30*time.Second, "the node's budget", func() bool { return p.Pools().NodeCap(addr) == 25 })
+
+	direct, err := pgx.Connect(ctx, c.Primary().ConnString("postgres", "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close(context.Background())
+	var most atomic.Int64
+	stop := make(chan struct{})
+	var watch sync.WaitGroup
+	watch.Add(1)
+	go func() { // what the server itself sees, as often as it can
+		defer watch.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var n int64
+			if err := direct.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'").Scan(&n); err == nil && n > most.Load() {
+				most.Store(n)
+			}
+			if total := int64(p.Pools().NodeTotal(addr)); total > most.Load() {
+				most.Store(total)
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	errs := make(chan error, 300)
+	for i := range 300 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := pgx.Connect(ctx, p.connString("app", "appdb"))
+			if err != nil {
+				errs <- fmt.Errorf("client %d: %w", i, err)
+				return
+			}
+			defer conn.Close(context.Background())
+			for range 3 {
+				if _, err := conn.Exec(ctx, "SELECT pg_sleep(0.01)"); err != nil {
+					errs <- fmt.Errorf("client %d: %w", i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	watch.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	t.Logf("most server connections seen: %d", most.Load())
+	if most.Load() > 25 {
+		t.Fatalf("%d server connections on a node whose budget is 25", most.Load())
+	}
+	if most.Load() < 10 {
+		t.Fatalf("only %d server connections under a 300-client storm: the budget was not used", most.Load())
+	}
+}
