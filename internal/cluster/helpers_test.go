@@ -120,7 +120,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, f func() error) {
 // testCluster is a Cluster under test with its log and events recorded.
 type testCluster struct {
 	*Cluster
-	logs   *logRecorder
+	logs     *logRecorder
 	mu       sync.Mutex
 	events   []Event // state and topology changes
 	ceilings []Event // ceiling reads (Event.Ceiling)
