@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,32 +42,12 @@ func TestNodeBudgetFromCeiling(t *testing.T) {
 	addr := c.Primary().Addr()
 	waitFor(t, 30*time.Second, "the node's budget", func() bool { return p.Pools().NodeCap(addr) == 25 })
 
-	direct, err := pgx.Connect(ctx, c.Primary().ConnString("postgres", "postgres"))
+	mon, err := pgx.Connect(ctx, c.Primary().ConnString("postgres", "postgres"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer direct.Close(context.Background())
-	var most atomic.Int64
-	stop := make(chan struct{})
-	var watch sync.WaitGroup
-	watch.Add(1)
-	go func() { // what the server itself sees, as often as it can
-		defer watch.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			var n int64
-			if err := direct.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'").Scan(&n); err == nil && n > most.Load() {
-				most.Store(n)
-			}
-			if total := int64(p.Pools().NodeTotal(addr)); total > most.Load() {
-				most.Store(total)
-			}
-		}
-	}()
+	defer mon.Close(context.Background())
+	peak := watchPeak(mon, "app", func() int64 { return int64(p.Pools().NodeTotal(addr)) })
 	var wg sync.WaitGroup
 	errs := make(chan error, 300)
 	for i := range 300 {
@@ -90,17 +69,16 @@ func TestNodeBudgetFromCeiling(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	close(stop)
-	watch.Wait()
+	most := peak()
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
 	}
-	t.Logf("most server connections seen: %d", most.Load())
-	if most.Load() > 25 {
-		t.Fatalf("%d server connections on a node whose budget is 25", most.Load())
+	t.Logf("most server connections seen: %d", most)
+	if most > 25 {
+		t.Fatalf("%d server connections on a node whose budget is 25", most)
 	}
-	if most.Load() < 10 {
-		t.Fatalf("only %d server connections under a 300-client storm: the budget was not used", most.Load())
+	if most < 10 {
+		t.Fatalf("only %d server connections under a 300-client storm: the budget was not used", most)
 	}
 }
