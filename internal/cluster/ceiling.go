@@ -9,9 +9,11 @@ import (
 
 // ceilingQuery reads a server's connection ceiling: max_connections and the connections it keeps
 // back, superuser_reserved_connections and (PostgreSQL 16 and later) reserved_connections, which
-// older servers do not have (NULL). It works on Aurora too.
+// older servers do not have (NULL); and how many client backends it has now, pgtide's and
+// everyone else's. It works on Aurora too.
 const ceilingQuery = `SELECT current_setting('max_connections'), current_setting('superuser_reserved_connections'),
-	current_setting('reserved_connections', true)`
+	current_setting('reserved_connections', true),
+	(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')`
 
 // ceilingEvery is how many health checks pass between reads of the ceiling on one connection
 // (about 10 s at the default interval): a ceiling changes only with a restart or, on Aurora
@@ -30,15 +32,17 @@ func (k *checker) checkCeiling(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, k.c.cfg.HealthCheckTimeout)
 	rows, err := k.conn.query(cctx, ceilingQuery)
 	cancel()
-	var maxConns, reserved int
+	var maxConns, reserved, backends int
 	if err == nil {
-		maxConns, reserved, err = parseCeiling(rows)
+		maxConns, reserved, backends, err = parseCeiling(rows)
 	}
 	if err != nil {
 		k.c.log.Debug("reading the connection ceiling failed", "addr", k.n.addr, "err", err)
 		k.sinceCeiling = -1 // again at the next check
 		return
 	}
+	k.n.backends.Store(int32(backends))
+	k.noteBusy(maxConns, backends)
 	if int(k.n.maxConnections.Load()) == maxConns && int(k.n.reservedConnections.Load()) == reserved {
 		return
 	}
@@ -51,25 +55,50 @@ func (k *checker) checkCeiling(ctx context.Context) {
 	k.c.emitLocked(Event{Node: k.n, Up: s.up(), Role: s.role(), PrevUp: s.up(), PrevRole: s.role(), Ceiling: true})
 }
 
+// busyShare is the share of its ceiling a node's backends (all clients, not only pgtide) may
+// take before pgtide warns: the seeds' leading indicator of connection exhaustion, 80%.
+const busyShare = 0.8
+
+// noteBusy logs a warning when the node's client backends pass busyShare of its ceiling, and a
+// line when they are back under, once per change.
+func (k *checker) noteBusy(maxConns, backends int) {
+	busy := float64(backends) > busyShare*float64(maxConns)
+	if busy == k.busy {
+		return
+	}
+	k.busy = busy
+	if busy {
+		k.c.log.Warn("node's client backends passed 80% of its max_connections (all clients, not only pgtide's)",
+			"addr", k.n.addr, "backends", backends, "max_connections", maxConns)
+		return
+	}
+	k.c.log.Info("node's client backends back under 80% of its max_connections",
+		"addr", k.n.addr, "backends", backends, "max_connections", maxConns)
+}
+
 // parseCeiling reads ceilingQuery's row.
-func parseCeiling(rows [][][]byte) (maxConns, reserved int, err error) {
-	if len(rows) != 1 || len(rows[0]) != 3 {
-		return 0, 0, errors.New("ceiling query: unexpected result shape")
+func parseCeiling(rows [][][]byte) (maxConns, reserved, backends int, err error) {
+	if len(rows) != 1 || len(rows[0]) != 4 {
+		return 0, 0, 0, errors.New("ceiling query: unexpected result shape")
 	}
 	r := rows[0]
 	maxConns, err = strconv.Atoi(string(r[0]))
 	if err != nil || maxConns < 1 {
-		return 0, 0, fmt.Errorf("ceiling query: max_connections %q", r[0])
+		return 0, 0, 0, fmt.Errorf("ceiling query: max_connections %q", r[0])
 	}
-	for _, v := range r[1:] {
+	for _, v := range r[1:3] {
 		if len(v) == 0 { // reserved_connections before PostgreSQL 16 is NULL
 			continue
 		}
 		n, err := strconv.Atoi(string(v))
 		if err != nil || n < 0 {
-			return 0, 0, fmt.Errorf("ceiling query: reserved connections %q", v)
+			return 0, 0, 0, fmt.Errorf("ceiling query: reserved connections %q", v)
 		}
 		reserved += n
 	}
-	return maxConns, reserved, nil
+	backends, err = strconv.Atoi(string(r[3]))
+	if err != nil || backends < 0 {
+		return 0, 0, 0, fmt.Errorf("ceiling query: client backends %q", r[3])
+	}
+	return maxConns, reserved, backends, nil
 }

@@ -20,6 +20,7 @@ type checker struct {
 	// sinceCeiling counts checks since the ceiling was last read (see checkCeiling); -1: read
 	// it at the next check (a new connection).
 	sinceCeiling int
+	busy         bool // the node's backends are over 80% of its ceiling (see noteBusy)
 	// behind: the last successful PostgreSQL check found WAL received and not replayed yet (see
 	// timeLag).
 	behind bool

@@ -44,6 +44,7 @@ type Node struct {
 	// The server's connection ceiling (see Ceiling); 0 before it was read.
 	maxConnections      atomic.Int32
 	reservedConnections atomic.Int32
+	backends            atomic.Int32 // client backends at the last ceiling read
 
 	// removed is set once, under Cluster.eventMu, when the node leaves the
 	// topology; never cleared.
@@ -102,6 +103,10 @@ func (n *Node) Ceiling() (maxConnections, reserved int, ok bool) {
 	m := n.maxConnections.Load()
 	return int(m), int(n.reservedConnections.Load()), m > 0
 }
+
+// Backends returns how many client backends (every client's, not only pgtide's) the node had
+// when its ceiling was last read.
+func (n *Node) Backends() int { return int(n.backends.Load()) }
 
 // LastCheck returns when the last health check (success or failure) ended;
 // the zero Time before the first.
