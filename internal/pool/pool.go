@@ -517,15 +517,16 @@ func (m *Manager) grantSlotsLocked(n *node) {
 // SetNodeBudget caps the server connections to addr at budget (0 removes the cap;
 // max_server_connections stays a hard cap above it), for a budget derived from the node's own
 // max_connections. A smaller budget closes idle connections at once, longest idle first, and
-// connections in use as they come back: no transaction is interrupted.
-func (m *Manager) SetNodeBudget(addr string, budget int) {
+// connections in use as they come back: no transaction is interrupted. It returns the budget
+// it replaces.
+func (m *Manager) SetNodeBudget(addr string, budget int) (prev int) {
 	m.mu.Lock()
 	n := m.nodes[addr]
 	if n == nil {
 		n = &node{}
 		m.nodes[addr] = n
 	}
-	n.budget = max(0, budget)
+	prev, n.budget = n.budget, max(0, budget)
 	s := m.settings.Load()
 	var toClose []*Conn
 	for n.total > nodeCapLocked(n, s) {
@@ -538,6 +539,7 @@ func (m *Manager) SetNodeBudget(addr string, budget int) {
 	m.grantSlotsLocked(n) // a larger budget frees slots for waiters
 	m.mu.Unlock()
 	closeAll(toClose)
+	return prev
 }
 
 // NodeCap returns the most server connections addr may have now: max_server_connections, or the

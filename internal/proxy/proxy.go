@@ -207,8 +207,7 @@ func (s *Server) applyBudget(n *cluster.Node, cfg *config.Config) {
 	if budget < 1 {
 		budget = 1 // a node that allows any connection at all gets one
 	}
-	s.pools.SetNodeBudget(n.Addr(), budget)
-	if budget < cfg.Cluster.MaxServerConnections {
+	if prev := s.pools.SetNodeBudget(n.Addr(), budget); prev != budget && budget < cfg.Cluster.MaxServerConnections {
 		s.logger.Info("node budget", "node", n.Addr(), "budget", budget, "max_connections", maxConns, "reserved", reserved,
 			"safety_factor", cfg.Cluster.SafetyFactor, "proxy_instances", cfg.Cluster.ProxyInstances)
 	}
