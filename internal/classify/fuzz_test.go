@@ -241,7 +241,7 @@ func FuzzParseRouteCommand(f *testing.F) {
 					t.Fatalf("ParseRouteCommand(%q): %v with error %T", text, k, err)
 				}
 			}
-			if k > RouteCommandShow || v > RouteReader || a && v != RouteWriter {
+			if k > RouteCommandReset || v > RouteReader || a && v != RouteWriter || k == RouteCommandReset && !a {
 				t.Fatalf("ParseRouteCommand(%q) = %+v", text, r)
 			}
 			return r
@@ -260,7 +260,7 @@ func FuzzParseRouteCommand(f *testing.F) {
 			return
 		}
 		switch info := ClassifyRoute(sql, nil); got.kind {
-		case RouteCommandSet:
+		case RouteCommandSet, RouteCommandReset:
 			if info != (RouteInfo{Route: RouteWriter, Reason: ReasonSessionState}) {
 				t.Fatalf("%q is a Set, classified %+v", sql, info)
 			}

@@ -9,18 +9,21 @@ const RouteParam = "pgtide.route"
 type RouteCommandKind uint8
 
 const (
-	RouteCommandNone RouteCommandKind = iota // not a command of pgtide.route: forward the text
-	RouteCommandSet                          // SET [SESSION] pgtide.route ..., RESET pgtide.route
-	RouteCommandShow                         // SHOW pgtide.route
+	RouteCommandNone  RouteCommandKind = iota // not a command of pgtide.route: forward the text
+	RouteCommandSet                           // SET [SESSION] pgtide.route ...
+	RouteCommandShow                          // SHOW pgtide.route
+	RouteCommandReset                         // RESET pgtide.route: a Set to auto, with its own tag
 )
 
-// String returns "none", "set" or "show".
+// String returns "none", "set", "show" or "reset".
 func (k RouteCommandKind) String() string {
 	switch k {
 	case RouteCommandSet:
 		return "set"
 	case RouteCommandShow:
 		return "show"
+	case RouteCommandReset:
+		return "reset"
 	}
 	return "none"
 }
@@ -46,9 +49,9 @@ func (e *RouteCommandError) SQLState() string { return "22023" }
 //	SHOW pgtide.route
 //
 // The name may be written in any case and quoted in parts ("pgtide"."route"); the value may be
-// a string literal or a word, in any case, as for the server's enum parameters. For Set, auto is
-// true for 'auto', DEFAULT and RESET (value is then RouteWriter and means nothing), else value
-// is the route asked for. err is a *RouteCommandError for a Set with any other value, or more
+// a string literal or a word, in any case, as for the server's enum parameters. auto is true for
+// Reset and for a Set to 'auto' or DEFAULT (value is then RouteWriter and means nothing); for any
+// other Set value is the route asked for. err is a *RouteCommandError for a Set with any other value, or more
 // than one. Anything else, SET LOCAL pgtide.route and syntax the server would reject included,
 // is RouteCommandNone: the caller forwards it.
 //
@@ -89,7 +92,7 @@ func ParseRouteCommand(sql []byte) (kind RouteCommandKind, value Route, auto boo
 		}
 	case c.kw(0, "reset"):
 		if c.param(1) == c.n {
-			return RouteCommandSet, RouteWriter, true, nil
+			return RouteCommandReset, RouteWriter, true, nil
 		}
 	default:
 		return c.set()

@@ -308,8 +308,8 @@ func TestRouteSafetyNet(t *testing.T) {
 			if got := readPort(t, ctx, conn); got != writer {
 				t.Fatalf("a read under pgtide.route = writer ran on %d, want the writer %d", got, writer)
 			}
-			if _, err := conn.Exec(ctx, "RESET pgtide.route", pgx.QueryExecModeSimpleProtocol); err != nil {
-				t.Fatal(err)
+			if tag, err := conn.Exec(ctx, "RESET pgtide.route", pgx.QueryExecModeSimpleProtocol); err != nil || tag.String() != "RESET" {
+				t.Fatalf("RESET pgtide.route: tag %q, %v; want RESET", tag, err)
 			}
 			if err := conn.QueryRow(ctx, "SHOW pgtide.route", pgx.QueryExecModeSimpleProtocol).Scan(&route); err != nil || route != "auto" {
 				t.Fatalf("SHOW pgtide.route = %q, %v; want auto", route, err)

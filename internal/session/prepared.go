@@ -241,6 +241,10 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 	if !ok {
 		return errMalformedMessage
 	}
+	var route classify.RouteInfo
+	if s.routes() {
+		route = s.parseRoute(query)
+	}
 	a, err := s.checkPins(query, false)
 	if err != nil {
 		return err
@@ -279,11 +283,7 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		if s.unnamedKey != string(rest) {
 			s.unnamedKey = string(rest)
 		}
-		if s.unnamedDone {
-			s.unnamedDone = false // planRoute classified it
-		} else if s.routes() {
-			s.unnamed = classify.ClassifyRoute(query, s.env.functions(s.key.Database))
-		}
+		s.unnamed = route
 		stateOf(srv).setUnnamed(srv, s.unnamedKey)
 		if body == nil {
 			out = appendParse(out, "", string(rest))
@@ -308,10 +308,7 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 	default:
 		name := string(nameB)
 		key := stmtKey{context: s.stmtContextLocked(), text: string(rest)}
-		def := &clientStmt{key: key.text}
-		if s.routes() {
-			def.route = classify.ClassifyRoute(query, s.env.functions(s.key.Database))
-		}
+		def := &clientStmt{key: key.text, route: route}
 		if s.stmts == nil {
 			s.stmts = make(map[string]*clientStmt)
 		}

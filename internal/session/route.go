@@ -33,6 +33,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -63,11 +64,13 @@ type routeState struct {
 	replaySrc bytes.Reader
 	replaying bool
 
-	// The unnamed statement's route, classified at its Parse (by planRoute, or by forwardParse
-	// when the session already had a server); unnamedDone: planRoute classified the next
-	// unnamed Parse forwarded, so forwardParse need not.
-	unnamed     classify.RouteInfo
-	unnamedDone bool
+	// unnamed is the unnamed statement's route, recorded when its Parse is forwarded.
+	unnamed classify.RouteInfo
+	// planned holds the routes planRoute classified for the Parses of the request it read ahead
+	// of, in order, so that forwardParse does not classify them again (see parseRoute): the
+	// first plannedN, of which plannedAt are taken.
+	planned             [4]classify.RouteInfo
+	plannedN, plannedAt int
 
 	// leaseWrites: the current server connection was leased for work that may write, so its
 	// release is a write commit for read-your-writes. Guarded by Session.mu.
@@ -105,7 +108,7 @@ func (s *Session) routes() bool { return s.txMode && s.endpoint == router.Auto }
 // typ), reading ahead to the request's end without consuming anything, and arms the safety net
 // when it can. Called by the client loop when the session has no server connection.
 func (s *Session) planRoute(typ byte) {
-	s.armed, s.heldLeft, s.unnamedDone = false, 0, false
+	s.armed, s.heldLeft, s.plannedN, s.plannedAt = false, 0, 0, 0
 	if s.setting == routeWriter {
 		s.intent = router.Intent{Route: classify.RouteWriter, Reason: classify.ReasonHintWriter}
 		return
@@ -233,8 +236,8 @@ type requestPlan struct {
 // any of them needs it. Unknown messages take the writer.
 func (s *Session) classifyRequest(req []byte) requestPlan {
 	p := requestPlan{route: classify.RouteReader, reason: classify.ReasonReadOnly, replayable: true}
-	// Named statements parsed by this request, for its Binds (a few: more are looked up as
-	// defined before, which a statement parsed here is not, so they take the writer).
+	// Statements parsed by this request, for its Binds (a few: more are looked up as defined
+	// before, which a statement parsed here is not, so they take the writer).
 	var parses [4]parsedStmt
 	parsed := 0
 	fns := s.env.functions(s.key.Database)
@@ -263,22 +266,23 @@ func (s *Session) classifyRequest(req []byte) requestPlan {
 			// statement does to the session (a temporary table pins the client) starts at Parse.
 			info := classify.ClassifyRoute(query, fns)
 			take(info)
+			if parsed < len(parses) {
+				parses[parsed] = parsedStmt{name, info}
+				parsed++
+			}
+			if s.plannedN < len(s.planned) {
+				s.planned[s.plannedN] = info
+				s.plannedN++
+			}
 			if len(name) > 0 {
-				if parsed < len(parses) {
-					parses[parsed] = parsedStmt{name, info}
-					parsed++
-				}
-				// forwardParse records its route. Sent again after a refusal, it would meet its
-				// own definition unless the name was new (see startRerun): only then is it
-				// replayable.
+				// Sent again after a refusal, it would meet its own definition unless the name
+				// was new (see startRerun): only then is it replayable.
 				s.mu.Lock()
 				if s.stmts[string(name)] != nil {
 					p.replayable = false
 				}
 				s.mu.Unlock()
-				continue
 			}
-			s.unnamed, s.unnamedDone = info, true
 		case 'B':
 			_, stmt, ok := twoCStrings(body) // portal, statement
 			if !ok {
@@ -333,7 +337,17 @@ func twoCStrings(body []byte) (first, second []byte, ok bool) {
 	return first, second, ok
 }
 
-// parsedStmt is a named statement a request parses, and its route.
+// parseRoute returns the route of the statement a Parse being forwarded defines: the one
+// planRoute classified for it, in order, or a classification of query now.
+func (s *Session) parseRoute(query []byte) classify.RouteInfo {
+	if s.plannedAt < s.plannedN {
+		s.plannedAt++
+		return s.planned[s.plannedAt-1]
+	}
+	return classify.ClassifyRoute(query, s.env.functions(s.key.Database))
+}
+
+// parsedStmt is a statement a request parses ("" for the unnamed one), and its route.
 type parsedStmt struct {
 	name []byte
 	info classify.RouteInfo
@@ -408,7 +422,7 @@ func (s *Session) heldMessage(srv *pool.Conn, typ byte) (bool, error) {
 			return true, err
 		}
 		if isStandbyRefusal(body) && s.heldMark == 0 {
-			s.refusedByReplica(body)
+			s.refusedByReplica()
 			return true, nil
 		}
 		// Any other error is the client's answer: relay it as relayMessage would.
@@ -429,37 +443,22 @@ func (s *Session) heldMessage(srv *pool.Conn, typ byte) (bool, error) {
 // is): 0A000 "cannot use serializable mode in a hot standby", and 55000 or XX000 "… during
 // recovery" / "recovery is in progress" (WAL, transaction IDs, restore points).
 func isStandbyRefusal(body []byte) bool {
-	var code, msg []byte
-	for len(body) > 1 && body[0] != 0 {
-		field := body[0]
-		end := bytes.IndexByte(body[1:], 0)
-		if end < 0 {
-			return false
-		}
-		switch field {
-		case 'C':
-			code = body[1 : 1+end]
-		case 'M':
-			msg = body[1 : 1+end]
-		}
-		body = body[2+end:]
-	}
-	switch string(code) {
+	code, msg := wire.ParseErrorFields(body) // an error: not the hot path
+	switch code {
 	case "25006":
 		return true
 	case "0A000":
-		return bytes.Contains(msg, []byte("hot standby"))
+		return strings.Contains(msg, "hot standby")
 	case "55000", "XX000":
-		return bytes.Contains(msg, []byte("during recovery")) || bytes.Contains(msg, []byte("recovery is in progress"))
+		return strings.Contains(msg, "during recovery") || strings.Contains(msg, "recovery is in progress")
 	}
 	return false
 }
 
 // refusedByReplica handles the replica's refusal (25006 and the like, see isStandbyRefusal) of an
-// armed request: what was held back is
-// dropped, and the rest of the answers until ReadyForQuery too; the client loop then re-runs the
-// request on the writer. Called by the reader with wmu held, body being the ErrorResponse's.
-func (s *Session) refusedByReplica(body []byte) {
+// armed request: what was held back is dropped, and the rest of the answers until ReadyForQuery
+// too; the client loop then re-runs the request on the writer. Called by the reader with wmu held.
+func (s *Session) refusedByReplica() {
 	s.armed = false
 	s.w.Reset(s.conn) // drops what was held back: nothing of it reached the client
 	s.mu.Lock()
@@ -531,7 +530,7 @@ func (s *Session) replayDone() bool {
 	return true
 }
 
-// noteRelease records, when a server connection leased for work that may write is given back at
+// noteReleaseLocked records, when a server connection leased for work that may write is given back at
 // the end of a transaction, the time for read-your-writes. Requires mu.
 func (s *Session) noteReleaseLocked() {
 	if s.leaseWrites {
@@ -541,7 +540,8 @@ func (s *Session) noteReleaseLocked() {
 }
 
 // RouteCounter counts routing decisions: transactions by route and reason, and requests re-run on
-// the writer after a replica refused them (25006) by the reason they were sent to a replica. It
+// the writer after a replica refused them (see isStandbyRefusal) by the reason they were sent to
+// a replica. It
 // is safe for concurrent use.
 type RouteCounter struct {
 	routed  [2][classify.NumRouteReasons]atomic.Int64
@@ -568,8 +568,8 @@ func (c *RouteCounter) Routed(r classify.Route, why classify.RouteReason) int64 
 	return c.routed[r&1][why].Load()
 }
 
-// Retried returns how many requests a replica refused with 25006 and the writer ran instead, by
-// the reason they had been sent to a replica.
+// Retried returns how many requests a replica refused (see isStandbyRefusal) and the writer ran
+// instead, by the reason they had been sent to a replica.
 func (c *RouteCounter) Retried(why classify.RouteReason) int64 {
 	if int(why) >= classify.NumRouteReasons {
 		return 0
@@ -610,7 +610,8 @@ func (s *Session) routeCommand(typ byte) (bool, error) {
 		out = (&wire.Error{Severity: wire.SeverityError, Code: "25P02",
 			Message: "current transaction is aborted, commands ignored until end of transaction block"}).Append(out)
 	case perr != nil:
-		out = (&wire.Error{Severity: wire.SeverityError, Code: wire.CodeInvalidParameterValue, Message: perr.Error()}).Append(out)
+		e := perr.(*classify.RouteCommandError)
+		out = (&wire.Error{Severity: wire.SeverityError, Code: e.SQLState(), Message: e.Message, Hint: e.Hint}).Append(out)
 		if status == 'T' {
 			status = 'E'
 		}
@@ -625,7 +626,11 @@ func (s *Session) routeCommand(typ byte) (bool, error) {
 		default:
 			s.setting = routeWriter
 		}
-		out = wire.AppendMessage(out, 'C', []byte("SET\x00"))
+		tag := "SET\x00"
+		if kind == classify.RouteCommandReset {
+			tag = "RESET\x00"
+		}
+		out = wire.AppendMessage(out, 'C', []byte(tag))
 	}
 	return true, s.send(wire.AppendReadyForQuery(out, status))
 }
@@ -636,10 +641,9 @@ const maxRouteCommand = 256
 // appendShowRoute appends SHOW pgtide.route's answer as PostgreSQL sends a SHOW's: one text
 // column named after the setting, one row, CommandComplete "SHOW".
 func appendShowRoute(out []byte, value string) []byte {
-	const name = "pgtide.route"
-	out = wire.AppendHeader(out, 'T', 2+len(name)+1+18)
+	out = wire.AppendHeader(out, 'T', 2+len(classify.RouteParam)+1+18)
 	out = append(out, 0, 1)
-	out = append(append(out, name...), 0)
+	out = append(append(out, classify.RouteParam...), 0)
 	out = append(out, 0, 0, 0, 0, 0, 0) // table OID, column number
 	out = append(out, 0, 0, 0, 25)      // text
 	out = append(out, 0xff, 0xff)       // typlen -1

@@ -30,6 +30,7 @@ type Error struct {
 	Code     string
 	Message  string
 	Detail   string
+	Hint     string
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -44,6 +45,9 @@ func (e *Error) Append(dst []byte) []byte {
 	dst = appendField(dst, 'M', e.Message)
 	if e.Detail != "" {
 		dst = appendField(dst, 'D', e.Detail)
+	}
+	if e.Hint != "" {
+		dst = appendField(dst, 'H', e.Hint)
 	}
 	dst = append(dst, 0)
 	binary.BigEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-1))
