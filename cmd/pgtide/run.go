@@ -88,9 +88,10 @@ func serve(cfg *config.Config, logOut io.Writer, ready func(*proxy.Server)) erro
 	if err != nil {
 		return err
 	}
+	srv.BuildVersion = versionString()
 	logger.Info("pgtide listening", "version", versionString(), "listen", cfg.Proxy.Listen,
 		"writer_listen", cfg.Proxy.WriterListen, "reader_listen", cfg.Proxy.ReaderListen,
-		"pool_mode", cfg.Proxy.PoolMode, "hosts", cfg.Cluster.Hosts)
+		"admin_listen", cfg.Admin.Listen, "pool_mode", cfg.Proxy.PoolMode, "hosts", cfg.Cluster.Hosts)
 
 	srv.OnReload = func(c *config.Config) { level.Set(parseLevel(c.Proxy.LogLevel)) }
 

@@ -52,6 +52,7 @@ type Config struct {
 	Proxy   Proxy   `toml:"proxy"`
 	Auth    Auth    `toml:"auth"`
 	Cluster Cluster `toml:"cluster"`
+	Admin   Admin   `toml:"admin"`
 
 	// Users is loaded from Auth.UsersFile, not from the main file.
 	Users Users `toml:"-"`
@@ -116,6 +117,18 @@ type Auth struct {
 	// UsersFile lists users and passwords (relative paths are relative to the config file). The same
 	// password logs pgtide in to the server. Optional with trust.
 	UsersFile string `toml:"users_file"`
+	// AdminUsers may use the admin console: connecting to the virtual database "pgtide" (or
+	// "pgbouncer") gives SHOW, RELOAD, PAUSE and the other PgBouncer-style commands instead of a
+	// server. They authenticate as any user does (method, users file); anyone else is refused.
+	AdminUsers []string `toml:"admin_users"`
+}
+
+// Admin configures the HTTP listener of the operators' view.
+type Admin struct {
+	// Listen is the HTTP address (host:port) of /metrics (Prometheus), /healthz, /readyz, the
+	// status page (/) and /status.json; "" (the default) turns it off. It shows the topology
+	// and every client's address, not secrets: bind it to a private address. Changes on restart.
+	Listen string `toml:"listen"`
 }
 
 // Cluster configures the servers and the pools of server connections to them.
@@ -346,6 +359,19 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		add("proxy.log_level %q: must be debug, info, warn or error", p.LogLevel)
+	}
+
+	if c.Admin.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
+			add("admin.listen %q: %v", c.Admin.Listen, err)
+		} else if other, dup := listeners[c.Admin.Listen]; dup && !strings.HasSuffix(c.Admin.Listen, ":0") {
+			add("%s and admin.listen are both %q", other, c.Admin.Listen)
+		}
+	}
+	for _, u := range c.Auth.AdminUsers {
+		if u == "" {
+			add("auth.admin_users: empty user name")
+		}
 	}
 
 	switch c.Auth.Method {

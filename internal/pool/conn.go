@@ -40,6 +40,7 @@ type Conn struct {
 
 	netConn  net.Conn
 	key      Key
+	counters *Counters // the pool's, set when dialed
 	created  time.Time
 	lastUsed time.Time // set by the pool on release; guarded by Manager.mu
 	gen      uint64    // the node's generation when dialed; guarded by Manager.mu

@@ -59,6 +59,8 @@ func Dial(ctx context.Context, key Key, o DialOptions) (*Conn, error) {
 		Params:  make(map[string]string),
 		netConn: nc,
 		key:     key,
+		// A Manager points this at its pool's; a Conn dialed on its own counts for itself.
+		counters: new(Counters),
 	}
 	c.sent.Conn = nc
 	c.Writer = bufio.NewWriterSize(&c.sent, wire.BufferSize)

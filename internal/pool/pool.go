@@ -91,6 +91,8 @@ type pool struct {
 	// login without borrowing a connection.
 	params map[string]string
 	parked int // released connections waiting for their cancels to end (see BeginCancel)
+	// counters are updated without mu by the holders of the pool's connections.
+	counters Counters
 }
 
 // grant is handed to a waiter: a connection, or (conn == nil) a counted slot to dial into.
@@ -144,7 +146,8 @@ func (m *Manager) Acquire(ctx context.Context, k Key, wait time.Duration) (*Conn
 		if err != nil {
 			return nil, err
 		}
-		if w != nil || slot {
+		waited := w != nil || slot
+		if waited {
 			wctx, cancel := context.WithDeadline(ctx, start.Add(wait))
 			if w != nil {
 				var g grant
@@ -155,11 +158,20 @@ func (m *Manager) Acquire(ctx context.Context, k Key, wait time.Duration) (*Conn
 				c, err = m.dialSlot(wctx, k)
 			}
 			cancel()
-			if err != nil || slot {
-				return c, err
+			if err != nil {
+				return nil, err
+			}
+			if slot {
+				c.counters.observeWait(time.Since(start))
+				return c, nil
 			}
 		}
 		if m.check(c, start) {
+			if waited {
+				c.counters.observeWait(time.Since(start))
+			} else {
+				c.counters.observeWait(0)
+			}
 			return c, nil
 		}
 		// The check failed: the connection is closed and its slot freed; try again.
@@ -342,6 +354,7 @@ func (m *Manager) dialSlot(ctx context.Context, k Key) (*Conn, error) {
 		p.params = maps.Clone(c.Params) // c.Params changes with the connection's session
 	}
 	c.gen = gen
+	c.counters = &p.counters
 	m.mu.Unlock()
 	return c, nil
 }
@@ -586,6 +599,10 @@ type Stats struct {
 	Idle    int
 	Waiting int
 	Parked  int // released while a cancel for them is in flight (see BeginCancel); in Total
+	// MaxWait is how long the longest-waiting client has waited (0 with none waiting).
+	MaxWait time.Duration
+	// Counters are the pool's live counters (not a copy); they live as long as the Manager.
+	Counters *Counters
 }
 
 // Stats returns a snapshot of every pool.
@@ -593,8 +610,13 @@ func (m *Manager) Stats() []Stats {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := make([]Stats, 0, len(m.pools))
+	now := time.Now()
 	for _, p := range m.pools {
-		out = append(out, Stats{Key: p.key, Total: p.total, Idle: len(p.idle), Waiting: len(p.waiters), Parked: p.parked})
+		st := Stats{Key: p.key, Total: p.total, Idle: len(p.idle), Waiting: len(p.waiters), Parked: p.parked, Counters: &p.counters}
+		if len(p.waiters) > 0 {
+			st.MaxWait = now.Sub(p.waiters[0].since)
+		}
+		out = append(out, st)
 	}
 	return out
 }

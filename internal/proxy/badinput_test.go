@@ -270,7 +270,7 @@ func TestClientLimits(t *testing.T) {
 		t.Fatalf("message %q", e.Message)
 	}
 	a.Close(context.Background())
-	waitFor(t, 10*time.Second, "a client slot to free up", func() bool { return p.Clients() < 2 })
+	waitFor(t, 10*time.Second, "a client slot to free up", func() bool { return p.ClientCount() < 2 })
 	p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
 }
 

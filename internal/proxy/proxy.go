@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"pgtide/internal/admin"
 	"pgtide/internal/auth"
 	"pgtide/internal/classify"
 	"pgtide/internal/cluster"
@@ -45,6 +46,15 @@ type Server struct {
 	dialServer func(network, addr string) (net.Conn, error)
 
 	clients atomic.Int64 // client connections being served, logging in included
+
+	// BuildVersion is what the admin side reports (SHOW VERSION, pgtide_build_info); set before
+	// Serve.
+	BuildVersion string
+	// The operators' view (package admin): the HTTP server when admin.listen is set, the node
+	// history, and whether Serve is accepting. Set by New, except listening.
+	adminHTTP *admin.HTTPServer
+	history   *admin.History
+	listening atomic.Bool
 
 	// cfgStamps are the sizes and times of the files the first config came from, stamped just
 	// after loading, so WatchConfig also sees changes made before it started. Set by New only.
@@ -150,10 +160,21 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 			s.applyBudget(e.Node, s.cfg.Load())
 		}
 	})
+	s.history = admin.NewHistory(s.cluster)
 	s.router = router.New(s.cluster, s.pools, s.cfg.Load, s.logger)
 	s.env = &session.Env{Pools: s.pools, Auth: auth.NewAuthenticator(), Config: s.cfg.Load, Logger: logger,
-		Pins: new(session.PinCounter), Routes: new(session.RouteCounter), Router: s.router, KeyChanged: s.rekey,
-		Functions: s.functions}
+		Pins: new(session.PinCounter), Routes: new(session.RouteCounter), Errors: new(session.ErrorCounter),
+		Router: s.router, KeyChanged: s.rekey, Functions: s.functions}
+	if cfg.Admin.Listen != "" {
+		h, err := admin.ListenHTTP(cfg.Admin.Listen, s, logger)
+		if err != nil {
+			for _, l := range listeners {
+				l.ln.Close()
+			}
+			return nil, err
+		}
+		s.adminHTTP = h
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	s.bg.Add(2)
@@ -228,11 +249,22 @@ func (s *Server) Routes() *session.RouteCounter { return s.env.Routes }
 // Config returns the configuration in force.
 func (s *Server) Config() *config.Config { return s.cfg.Load() }
 
-// Clients returns the number of client connections being served.
-func (s *Server) Clients() int { return int(s.clients.Load()) }
+// ClientCount returns the number of client connections being served.
+func (s *Server) ClientCount() int { return int(s.clients.Load()) }
 
-// Serve accepts clients on every endpoint until Shutdown. It returns nil after a shutdown.
+// Serve accepts clients on every endpoint (and serves admin.listen) until Shutdown. It returns
+// nil after a shutdown.
 func (s *Server) Serve() error {
+	if s.adminHTTP != nil {
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			if err := s.adminHTTP.Serve(); err != nil {
+				s.logger.Error("admin.listen stopped", "err", err)
+			}
+		}()
+	}
+	s.listening.Store(true)
 	errs := make(chan error, len(s.listeners))
 	for _, l := range s.listeners[1:] {
 		go func() { errs <- s.accept(l) }()
@@ -446,6 +478,7 @@ func (s *Server) Shutdown() {
 		sessions = append(sessions, sess)
 	}
 	s.mu.Unlock()
+	s.listening.Store(false)
 	for _, l := range s.listeners {
 		l.ln.Close()
 	}
@@ -471,6 +504,9 @@ func (s *Server) Shutdown() {
 		s.mu.Unlock()
 		s.logger.Warn("shutdown_timeout passed: closed clients still in a transaction", "clients", n)
 		<-done
+	}
+	if s.adminHTTP != nil {
+		s.adminHTTP.Close() // after the clients: /readyz said "not ready" while they drained
 	}
 	s.stop()
 	s.bg.Wait()

@@ -25,6 +25,10 @@ func (s *Server) Reload(next *config.Config) {
 		s.logger.Warn("reload: proxy.writer_listen and proxy.reader_listen change only on restart")
 		next.Proxy.WriterListen, next.Proxy.ReaderListen = cur.Proxy.WriterListen, cur.Proxy.ReaderListen
 	}
+	if next.Admin.Listen != cur.Admin.Listen {
+		s.logger.Warn("reload: admin.listen changes only on restart", "running", cur.Admin.Listen, "configured", next.Admin.Listen)
+		next.Admin.Listen = cur.Admin.Listen
+	}
 	s.cfg.Store(next)
 	// A host added starts receiving work once its first check passes; a removed one drains:
 	// no new work, its connections closed as they come back.

@@ -316,7 +316,7 @@ func TestPinning(t *testing.T) {
 				// two clients in transactions hold both server connections, and the one that got
 				// the pinned client's connection finds none of its state.
 				pinned.Close(ctx)
-				waitFor(t, 10*time.Second, "the pinned client to be gone", func() bool { return p.Clients() == 1 })
+				waitFor(t, 10*time.Second, "the pinned client to be gone", func() bool { return p.ClientCount() == 1 })
 				c2 := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
 				txs := []pgx.Tx{}
 				for _, c := range []*pgx.Conn{other, c2} {

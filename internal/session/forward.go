@@ -250,6 +250,8 @@ func (s *Session) relayMessage(srv *pool.Conn, typ byte) error {
 // relayError forwards an ErrorResponse body from srv to the client, following what it means for
 // the session. Requires wmu and s.w.
 func (s *Session) relayError(srv *pool.Conn, body []byte) error {
+	countError(s.env.Errors, wire.ErrorCode(body))
+	srv.Counters().ServerErrors.Add(1)
 	s.mu.Lock()
 	s.failed = true
 	if s.copyIn != 0 {

@@ -132,31 +132,31 @@ func refusalKey(r *refusal) string {
 	return refusalQuery(r) + "\x00\x00\x00"
 }
 
-// numReasons bounds the pin reasons PinCounter counts.
-const numReasons = 16
+// NumPinReasons bounds the classify.Reason values PinCounter counts (pin and refusal reasons).
+const NumPinReasons = 16
 
 // PinCounter counts pinned clients and refused statements by reason. Safe for concurrent use.
 type PinCounter struct {
-	pinned, refused [numReasons]atomic.Int64
+	pinned, refused [NumPinReasons]atomic.Int64
 }
 
 // Pinned counts a client pinned for r.
 func (c *PinCounter) Pinned(r classify.Reason) {
-	if int(r) < numReasons {
+	if int(r) < NumPinReasons {
 		c.pinned[r].Add(1)
 	}
 }
 
 // Refused counts a statement refused for r.
 func (c *PinCounter) Refused(r classify.Reason) {
-	if int(r) < numReasons {
+	if int(r) < NumPinReasons {
 		c.refused[r].Add(1)
 	}
 }
 
 // Counts returns the pinned and refused counts of reason r.
 func (c *PinCounter) Counts(r classify.Reason) (pinned, refused int64) {
-	if int(r) >= numReasons {
+	if int(r) >= NumPinReasons {
 		return 0, 0
 	}
 	return c.pinned[r].Load(), c.refused[r].Load()

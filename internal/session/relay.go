@@ -287,6 +287,7 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 func (s *Session) attachLocked(srv *pool.Conn, node *cluster.Node) {
 	s.server = srv
 	s.node = node
+	s.attachedAt = time.Now()
 	s.pending, s.open = 0, false
 	s.reqSent, s.reqDone = 0, 0
 	s.expect.reset()
@@ -328,6 +329,7 @@ func (s *Session) acquire(ctx context.Context, severity string) (*pool.Conn, *cl
 // session must end.
 func (s *Session) refuse(typ byte, err error) error {
 	we := err.(*wire.Error)
+	countError(s.env.Errors, we.Code)
 	if err := s.r.Skip(); err != nil {
 		return err
 	}
@@ -435,6 +437,13 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 		return stepMore, err
 	}
 	status := body[0]
+	if !hidden {
+		cs := srv.Counters()
+		cs.Queries.Add(1)
+		if status == 'I' {
+			cs.Transactions.Add(1)
+		}
+	}
 
 	var quiet, idle, release, reset, interrupted, closing, unsure bool
 	var node *cluster.Node

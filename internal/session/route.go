@@ -609,9 +609,11 @@ func (s *Session) routeCommand(typ byte) (bool, error) {
 	case status == 'E':
 		out = (&wire.Error{Severity: wire.SeverityError, Code: "25P02",
 			Message: "current transaction is aborted, commands ignored until end of transaction block"}).Append(out)
+		countError(s.env.Errors, "25P02")
 	case perr != nil:
 		e := perr.(*classify.RouteCommandError)
 		out = (&wire.Error{Severity: wire.SeverityError, Code: e.SQLState(), Message: e.Message, Hint: e.Hint}).Append(out)
+		countError(s.env.Errors, e.SQLState())
 		if status == 'T' {
 			status = 'E'
 		}

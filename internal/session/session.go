@@ -38,6 +38,8 @@ type Env struct {
 	Router *router.Router
 	// Routes counts routing decisions on the auto endpoint; nil counts nothing.
 	Routes *RouteCounter
+	// Errors counts the ErrorResponses sent to clients by SQLSTATE class; nil counts nothing.
+	Errors *ErrorCounter
 	// Functions, if set, returns what is known of a database's functions for the route
 	// classifier (nil when nothing is known yet: calls of unknown functions go to the writer).
 	Functions func(database string) classify.Functions
@@ -89,6 +91,13 @@ type Session struct {
 	txStatus byte          // last ReadyForQuery status from the server; guarded by mu
 	closing  bool          // shutting down: end the session at the next transaction boundary; guarded by mu
 	pinned   bool          // keeps its server connection until it disconnects; guarded by mu
+	// For SHOW CLIENTS and the status page (see info.go): when the client connected (read-only
+	// after New), logged in, and last got a server connection. Guarded by mu.
+	connected  time.Time
+	user       string // the client's user and database, read-only after New
+	database   string
+	loggedIn   bool
+	attachedAt time.Time
 	// The server connection is read by the client loop itself (inline) or by a relay goroutine;
 	// see readInline.
 	relays       sync.WaitGroup
@@ -153,15 +162,18 @@ func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup, ep ro
 		db = user
 	}
 	s := &Session{
-		env:      env,
-		conn:     conn,
-		startup:  startup,
-		key:      pool.Key{Database: db, User: user},
-		endpoint: ep,
-		txMode:   cfg.Proxy.PoolMode == config.PoolModeTransaction,
-		br:       br,
-		r:        wire.NewReader(br, cfg.Proxy.MaxMessageSize),
-		txStatus: 'I',
+		env:       env,
+		conn:      conn,
+		startup:   startup,
+		key:       pool.Key{Database: db, User: user},
+		endpoint:  ep,
+		txMode:    cfg.Proxy.PoolMode == config.PoolModeTransaction,
+		br:        br,
+		r:         wire.NewReader(br, cfg.Proxy.MaxMessageSize),
+		txStatus:  'I',
+		connected: time.Now(),
+		user:      user,
+		database:  db,
 
 		maxPrepared: cfg.Proxy.MaxPreparedStatements,
 	}
@@ -228,6 +240,9 @@ func (s *Session) Login(ctx context.Context) error {
 		s.dropServer()
 		return err
 	}
+	s.mu.Lock()
+	s.loggedIn = true
+	s.mu.Unlock()
 	return nil
 }
 
@@ -377,6 +392,7 @@ func (s *Session) fail(err error) {
 		}
 		we = &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeProtocolViolation, Message: err.Error()}
 	}
+	countError(s.env.Errors, we.Code)
 	s.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	s.send(we.Append(nil))
 }

@@ -117,18 +117,7 @@ func AppendNegotiateProtocolVersion(dst []byte, newest uint32, unrecognized []st
 
 // ParseErrorFields extracts the SQLSTATE and message of an ErrorResponse or NoticeResponse body.
 func ParseErrorFields(body []byte) (code, message string) {
-	for len(body) > 0 && body[0] != 0 {
-		f := body[0]
-		body = body[1:]
-		end := 0
-		for end < len(body) && body[end] != 0 {
-			end++
-		}
-		v := body[:end]
-		if end < len(body) {
-			end++
-		}
-		body = body[end:]
+	for f, v, rest, ok := nextErrorField(body); ok; f, v, rest, ok = nextErrorField(rest) {
 		switch f {
 		case 'C':
 			code = string(v)
@@ -137,4 +126,34 @@ func ParseErrorFields(body []byte) (code, message string) {
 		}
 	}
 	return code, message
+}
+
+// nextErrorField splits the first field off an ErrorResponse or NoticeResponse body: its type,
+// its value (without the terminator; cut short if the body is) and the rest. ok is false at the
+// body's end or terminator.
+func nextErrorField(body []byte) (f byte, v, rest []byte, ok bool) {
+	if len(body) == 0 || body[0] == 0 {
+		return 0, nil, nil, false
+	}
+	f, body = body[0], body[1:]
+	end := 0
+	for end < len(body) && body[end] != 0 {
+		end++
+	}
+	v = body[:end]
+	if end < len(body) {
+		end++
+	}
+	return f, v, body[end:], true
+}
+
+// ErrorCode returns the SQLSTATE field of an ErrorResponse or NoticeResponse body as
+// ParseErrorFields reads it (nil if it has none), a slice of body, without allocating.
+func ErrorCode(body []byte) (code []byte) {
+	for f, v, rest, ok := nextErrorField(body); ok; f, v, rest, ok = nextErrorField(rest) {
+		if f == 'C' {
+			code = v
+		}
+	}
+	return code
 }

@@ -217,3 +217,19 @@ func FuzzParseStartup(f *testing.F) {
 		}
 	})
 }
+
+// FuzzErrorCode: ErrorCode, which the data path uses to count errors without allocating, reads
+// the same SQLSTATE as ParseErrorFields from any body. Seeds: a well-formed error, two codes
+// (the later wins), a code cut short, no terminator.
+func FuzzErrorCode(f *testing.F) {
+	f.Add([]byte("SERROR\x00C42601\x00Msyntax error\x00\x00"))
+	f.Add([]byte("Ca\x00Cb\x00\x00"))
+	f.Add([]byte("C12"))
+	f.Add([]byte("Mno code\x00"))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		want, _ := ParseErrorFields(body)
+		if got := ErrorCode(body); string(got) != want {
+			t.Fatalf("ErrorCode = %q, ParseErrorFields code = %q", got, want)
+		}
+	})
+}

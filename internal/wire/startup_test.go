@@ -480,6 +480,9 @@ func TestParseErrorFields(t *testing.T) {
 			if code, m := ParseErrorFields(tc.body); code != tc.code || m != tc.mess {
 				t.Fatalf("ParseErrorFields = %q, %q; want %q, %q", code, m, tc.code, tc.mess)
 			}
+			if code := ErrorCode(tc.body); string(code) != tc.code {
+				t.Fatalf("ErrorCode = %q; want %q", code, tc.code)
+			}
 		})
 	}
 }

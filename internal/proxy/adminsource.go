@@ -1,0 +1,55 @@
+package proxy
+
+import (
+	"net"
+
+	"pgtide/internal/admin"
+	"pgtide/internal/session"
+)
+
+// The proxy is the admin side's Source (see package admin); the methods not here are in proxy.go.
+var _ admin.Source = (*Server)(nil)
+
+// Clients returns a snapshot of every client connection, logging in included, each with the ID
+// of its BackendKeyData.
+func (s *Server) Clients() []session.ClientInfo {
+	s.mu.Lock()
+	sessions := make([]*session.Session, 0, len(s.sessions))
+	ids := make([]uint32, 0, len(s.sessions))
+	for k, sess := range s.sessions {
+		sessions = append(sessions, sess)
+		ids = append(ids, k.pid)
+	}
+	s.mu.Unlock()
+	out := make([]session.ClientInfo, len(sessions))
+	for i, sess := range sessions {
+		out[i] = sess.Info()
+		out[i].ID = ids[i]
+	}
+	return out
+}
+
+// Listening reports whether Serve is accepting clients on every endpoint.
+func (s *Server) Listening() bool { return s.listening.Load() }
+
+// Errors returns the counts of ErrorResponses sent to clients by SQLSTATE class.
+func (s *Server) Errors() *session.ErrorCounter { return s.env.Errors }
+
+// History returns the recent node state changes.
+func (s *Server) History() *admin.History { return s.history }
+
+// Version returns pgtide's version ("(devel)" unless the command set BuildVersion).
+func (s *Server) Version() string {
+	if s.BuildVersion == "" {
+		return "(devel)"
+	}
+	return s.BuildVersion
+}
+
+// AdminAddr returns the address of admin.listen, or nil when it is off.
+func (s *Server) AdminAddr() net.Addr {
+	if s.adminHTTP == nil {
+		return nil
+	}
+	return s.adminHTTP.Addr()
+}

@@ -1,0 +1,66 @@
+package session
+
+import (
+	"time"
+
+	"pgtide/internal/router"
+)
+
+// Client states, as PgBouncer's SHOW CLIENTS words them where the concept is the same.
+const (
+	ClientLogin   = "login"   // connected, not yet authenticated and greeted
+	ClientActive  = "active"  // holds a server connection
+	ClientWaiting = "waiting" // waits for a server connection
+	ClientIdle    = "idle"    // between transactions (transaction mode), holding nothing
+)
+
+// ClientInfo describes one client connection at one moment.
+type ClientInfo struct {
+	// ID is the process ID in the client's BackendKeyData (KILL_CLIENT takes it); Info leaves
+	// it 0 (the PID may change at login), the registry of sessions fills it in.
+	ID        uint32
+	User      string
+	Database  string
+	Endpoint  router.Endpoint
+	Addr      string // the client's address, host:port
+	State     string // ClientLogin, ClientActive, ClientWaiting or ClientIdle
+	Connected time.Time
+	// RequestTime is when the client last got a server connection (zero if never).
+	RequestTime     time.Time
+	ApplicationName string
+	Pinned          bool
+	// The server connection it holds, when State is ClientActive.
+	Node            string
+	ServerPID       uint32
+	ServerLocalAddr string
+	ServerConnected time.Time
+	TxStatus        byte // the server's last ReadyForQuery status: 'I', 'T' or 'E'
+}
+
+// Info returns a snapshot of the client. It takes the session's lock briefly; safe from any
+// goroutine.
+func (s *Session) Info() ClientInfo {
+	ci := ClientInfo{User: s.user, Database: s.database, Endpoint: s.endpoint,
+		Addr: s.conn.RemoteAddr().String(), Connected: s.connected}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ci.RequestTime = s.attachedAt
+	ci.ApplicationName = s.params["application_name"]
+	ci.Pinned = s.pinned
+	ci.TxStatus = s.txStatus
+	switch {
+	case !s.loggedIn:
+		ci.State = ClientLogin
+	case s.server != nil:
+		ci.State = ClientActive
+		ci.Node = s.server.Key().Node
+		ci.ServerPID = s.server.PID
+		ci.ServerLocalAddr = s.server.NetConn().LocalAddr().String()
+		ci.ServerConnected = s.server.Created()
+	case s.waiting:
+		ci.State = ClientWaiting
+	default:
+		ci.State = ClientIdle
+	}
+	return ci
+}
