@@ -1,14 +1,14 @@
 # The two commands the README promises: `make local` and `make test`. Each installs what it needs.
 GO ?= go
 
-.PHONY: local test build deps bench-deps bench vet
+.PHONY: local test build deps test-deps bench-deps bench vet
 
 ## local: start a local primary + 2 replicas with pgtide in front (Ctrl-C stops and cleans up)
 local: deps
 	$(GO) run ./cmd/pgtide local
 
 ## test: vet, format check and the whole test suite under the race detector
-test: deps vet
+test: test-deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 vet:
@@ -22,6 +22,9 @@ build:
 
 deps:
 	@scripts/ensure-postgres.sh
+
+test-deps:
+	@scripts/ensure-postgres.sh --promtool
 
 bench-deps:
 	@scripts/ensure-postgres.sh --pgbouncer
