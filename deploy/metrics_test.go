@@ -1,7 +1,7 @@
 // Package deploy_test checks what operators load beside pgtide: the Prometheus alert rules in
 // prometheus/ (with promtool, the rules' own unit tests) and the Grafana dashboard in grafana/.
-// Both name metrics; exported below is the contract with pgtide's exporter, so neither can
-// drift from what /metrics serves.
+// Both name metrics; they are checked against the exporter's own list (admin.Metrics), so
+// neither can drift from what /metrics serves.
 package deploy_test
 
 import (
@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"pgtide/internal/admin"
 )
 
 // metric is one series family of the contract: its labels, and whether it is a histogram (then
@@ -22,43 +24,21 @@ type metric struct {
 	histogram bool
 }
 
-// exported is every metric pgtide's /metrics serves, with its labels. Keep it in step with the
-// exporter: a name here that the exporter lacks makes a dashboard panel or an alert silently empty.
-var exported = map[string]metric{
-	"pgtide_node_up":                      {labels: []string{"node"}},
-	"pgtide_node_role":                    {labels: []string{"node", "role"}},
-	"pgtide_node_replication_lag_seconds": {labels: []string{"node"}},
-	"pgtide_node_replication_lag_bytes":   {labels: []string{"node"}},
-	"pgtide_node_lagging":                 {labels: []string{"node"}},
-	"pgtide_node_server_connections":      {labels: []string{"node", "state"}},
-	"pgtide_node_budget_connections":      {labels: []string{"node"}},
-	"pgtide_node_max_connections":         {labels: []string{"node"}},
-	"pgtide_node_reserved_connections":    {labels: []string{"node"}},
-	"pgtide_node_backends":                {labels: []string{"node"}},
-	"pgtide_writer_known":                 {},
-	"pgtide_pool_server_connections":      {labels: []string{"node", "database", "user", "state"}},
-	"pgtide_pool_clients_waiting":         {labels: []string{"node", "database", "user"}},
-	"pgtide_pool_wait_seconds":            {labels: []string{"node", "database", "user"}, histogram: true},
-	"pgtide_pool_transactions_total":      {labels: []string{"node", "database", "user"}},
-	"pgtide_pool_queries_total":           {labels: []string{"node", "database", "user"}},
-	"pgtide_client_connections":           {labels: []string{"endpoint"}},
-	"pgtide_client_errors_total":          {labels: []string{"class"}},
-	"pgtide_node_state_changes_total":     {labels: []string{"change"}},
-	"pgtide_role_changes_total":           {},
-	"pgtide_failovers_total":              {},
-	"pgtide_split_brains_total":           {},
-	"pgtide_pinned_clients_total":         {labels: []string{"reason"}},
-	"pgtide_refused_statements_total":     {labels: []string{"reason"}},
-	"pgtide_routing_decisions_total":      {labels: []string{"route", "reason"}},
-	"pgtide_routing_retries_total":        {labels: []string{"reason"}},
-	"pgtide_build_info":                   {labels: []string{"version"}},
-}
+// exported is every metric pgtide's /metrics serves, with its labels, as the exporter itself
+// lists them: a rule or panel naming anything else would be silently empty.
+var exported = func() map[string]metric {
+	m := map[string]metric{}
+	for _, mi := range admin.Metrics() {
+		m[mi.Name] = metric{labels: mi.Labels, histogram: mi.Histogram}
+	}
+	return m
+}()
 
 // labelValues are the fixed value sets of the labels that have one; a matcher `label="value"`
 // must use one of them.
 var labelValues = map[string][]string{
 	"role":     {"writer", "reader", "unknown"},
-	"state":    {"active", "idle"},
+	"state":    {"active", "idle", "login", "waiting"},
 	"endpoint": {"auto", "writer", "reader"},
 	"route":    {"writer", "reader"},
 	"change":   {"down", "up"},

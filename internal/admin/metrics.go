@@ -1,6 +1,8 @@
 package admin
 
 import (
+	"slices"
+
 	"pgtide/internal/classify"
 	"pgtide/internal/cluster"
 	"pgtide/internal/pool"
@@ -19,7 +21,29 @@ type Collector struct {
 // NewCollector returns a Collector reading src.
 func NewCollector(src Source) *Collector { return &Collector{src: src} }
 
+// MetricInfo describes one metric family the Collector exports: what rules and dashboards may
+// name.
+type MetricInfo struct {
+	Name   string
+	Labels []string // the variable labels, in order
+	// Histogram: the family is a histogram, served as Name_bucket, Name_sum and Name_count.
+	Histogram bool
+}
+
+// catalog lists every family, filled as the descriptors below are made.
+var catalog []MetricInfo
+
+// Metrics returns every metric family the Collector exports (the Go and process collectors'
+// go_* and process_* families come on top).
+func Metrics() []MetricInfo { return slices.Clone(catalog) }
+
 func desc(name, help string, labels ...string) *prometheus.Desc {
+	catalog = append(catalog, MetricInfo{Name: name, Labels: labels})
+	return prometheus.NewDesc(name, help, labels, nil)
+}
+
+func histogramDesc(name, help string, labels ...string) *prometheus.Desc {
+	catalog = append(catalog, MetricInfo{Name: name, Labels: labels, Histogram: true})
 	return prometheus.NewDesc(name, help, labels, nil)
 }
 
@@ -43,7 +67,7 @@ var (
 	descPoolServers = desc("pgtide_pool_server_connections", "Server connections of the pool, by state.", "node", "database", "user", "state")
 	descPoolWaiting = desc("pgtide_pool_clients_waiting", "Clients waiting for a server connection in the pool.", "node", "database", "user")
 	descPoolMaxWait = desc("pgtide_pool_max_wait_seconds", "How long the pool's longest-waiting client has waited (0 with none waiting).", "node", "database", "user")
-	descPoolWait    = desc("pgtide_pool_wait_seconds", "Time clients waited for a server connection of the pool (0 when one was idle).", "node", "database", "user")
+	descPoolWait    = histogramDesc("pgtide_pool_wait_seconds", "Time clients waited for a server connection of the pool (0 when one was idle).", "node", "database", "user")
 	descPoolXacts   = desc("pgtide_pool_transactions_total", "Transactions the pool's server connections finished (autocommit statements count).", "node", "database", "user")
 	descPoolQueries = desc("pgtide_pool_queries_total", "Requests the pool's server connections answered (one per ReadyForQuery).", "node", "database", "user")
 	descPoolErrors  = desc("pgtide_pool_server_errors_total", "ErrorResponses the pool's servers sent to clients.", "node", "database", "user")
