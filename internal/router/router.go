@@ -240,9 +240,18 @@ func (r *Router) admit(n *cluster.Node, st *nodeState, f freshness) bool {
 	return ok
 }
 
-// Lagging reports whether reads are kept off n because it lags (see admit), as of the last pick
-// that considered it: the state follows the health checks' figures when reads are picked.
-func (r *Router) Lagging(n *cluster.Node) bool { return r.state(n).lagging.Load() }
+// Lagging reports whether reads are kept off n because it lags (see admit). It applies the
+// health checks' latest figures first, as a pick would, so the state (and its log line) follows
+// the replica even when no reads are picked: the metrics and the status page call it on every
+// refresh. A node that is not a reader never lags.
+func (r *Router) Lagging(n *cluster.Node) bool {
+	if n.Role() != cluster.RoleReader {
+		return false
+	}
+	st := r.state(n)
+	r.admit(n, st, r.freshness(r.config(), Intent{}))
+	return st.lagging.Load()
+}
 
 // waitWriter returns the writer, waiting for one during a failover.
 func (r *Router) waitWriter(ctx context.Context) (*cluster.Node, error) {
