@@ -82,3 +82,123 @@ func TestNodeBudgetFromCeiling(t *testing.T) {
 		t.Fatalf("only %d server connections under a 300-client storm: the budget was not used", most)
 	}
 }
+
+// TestBudgetShrinks: a node's budget shrinks live without interrupting a transaction. First by
+// reload (safety_factor 0.7 → 0.35 on max_connections = 40: budget 25 → 12) while 20 clients
+// hold open transactions: every one commits, and the connections over the new budget close as
+// they come back. Then by the node's own ceiling: max_connections lowered to 30 and the node
+// restarted, the budget follows (floor(27 × 0.7) = 18) and a storm of clients afterwards stays
+// within it, every query succeeding.
+func TestBudgetShrinks(t *testing.T) {
+	if cluster == nil {
+		t.Skip("no test cluster (-short)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, err := pgcluster.Start(ctx, pgcluster.Options{
+		ExtraConf: []string{"max_connections = 40"},
+		HBA:       []string{"host all app 127.0.0.1/32 scram-sha-256"},
+		InitSQL:   []string{"CREATE ROLE app LOGIN PASSWORD 'app secret'", "CREATE DATABASE appdb OWNER app"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p := clusterProxy(t, c, func(cfg *config.Config) {
+		cfg.Proxy.ReaderListen = ""
+		cfg.Cluster.PoolSize = 100
+		cfg.Cluster.MaxServerConnections = 100
+		cfg.Cluster.ServerConnectRate = 1000
+		cfg.Cluster.QueryWaitTimeout.Duration = 2 * time.Minute
+	})
+	node := c.Primary()
+	addr := node.Addr()
+	waitFor(t, 30*time.Second, "the node's budget", func() bool { return p.Pools().NodeCap(addr) == 25 })
+
+	var holders []*pgx.Conn
+	for range 20 {
+		conn, err := pgx.Connect(ctx, p.connString("app", "appdb"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(ctx, "BEGIN"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, "SELECT txid_current()"); err != nil {
+			t.Fatal(err)
+		}
+		holders = append(holders, conn)
+	}
+	if n := p.Pools().NodeTotal(addr); n < 20 {
+		t.Fatalf("%d server connections for 20 open transactions", n)
+	}
+	next := *p.Config()
+	next.Cluster.SafetyFactor = 0.35
+	p.Reload(&next)
+	if got := p.Pools().NodeCap(addr); got != 12 {
+		t.Fatalf("budget after the reload: %d, want floor(37 × 0.35) = 12", got)
+	}
+	for i, conn := range holders {
+		if _, err := conn.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatalf("client %d, inside its transaction after the shrink: %v", i, err)
+		}
+		if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
+			t.Fatalf("client %d's COMMIT: %v", i, err)
+		}
+	}
+	waitFor(t, 30*time.Second, "the connections over budget to close", func() bool { return p.Pools().NodeTotal(addr) <= 12 })
+
+	next = *p.Config()
+	next.Cluster.SafetyFactor = 0.7
+	p.Reload(&next)
+	mon, err := pgx.Connect(ctx, node.ConnString("postgres", "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mon.Exec(ctx, "ALTER SYSTEM SET max_connections = 30"); err != nil {
+		t.Fatal(err)
+	}
+	mon.Close(ctx)
+	if err := node.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the budget from the new ceiling", func() bool { return p.Pools().NodeCap(addr) == 18 })
+
+	mon, err = pgx.Connect(ctx, node.ConnString("postgres", "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Close(context.Background())
+	peak := watchPeak(mon, "app", func() int64 { return int64(p.Pools().NodeTotal(addr)) })
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for i := range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := pgx.Connect(ctx, p.connString("app", "appdb"))
+			if err != nil {
+				errs <- fmt.Errorf("client %d: %w", i, err)
+				return
+			}
+			defer conn.Close(context.Background())
+			for range 3 {
+				if _, err := conn.Exec(ctx, "SELECT pg_sleep(0.01)"); err != nil {
+					errs <- fmt.Errorf("client %d: %w", i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	most := peak()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	t.Logf("most server connections after the restart: %d", most)
+	if most > 18 {
+		t.Fatalf("%d server connections on a node whose budget is 18", most)
+	}
+}
