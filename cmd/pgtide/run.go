@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"pgtide/internal/config"
 	"pgtide/internal/proxy"
 )
@@ -91,7 +93,8 @@ func serve(cfg *config.Config, logOut io.Writer, ready func(*proxy.Server)) erro
 	srv.BuildVersion = versionString()
 	logger.Info("pgtide listening", "version", versionString(), "listen", cfg.Proxy.Listen,
 		"writer_listen", cfg.Proxy.WriterListen, "reader_listen", cfg.Proxy.ReaderListen,
-		"admin_listen", cfg.Admin.Listen, "pool_mode", cfg.Proxy.PoolMode, "hosts", cfg.Cluster.Hosts)
+		"admin_listen", cfg.Admin.Listen, "pool_mode", cfg.Proxy.PoolMode, "hosts", cfg.Cluster.Hosts,
+		"open_files_limit", checkFileLimit(cfg, logger))
 
 	srv.OnReload = func(c *config.Config) { level.Set(parseLevel(c.Proxy.LogLevel)) }
 
@@ -131,4 +134,21 @@ func serve(cfg *config.Config, logOut io.Writer, ready func(*proxy.Server)) erro
 	cancel()
 	<-stopped // Shutdown has finished: transactions ended, pools closed
 	return err
+}
+
+// checkFileLimit returns the process's limit on open files (the Go runtime has already raised
+// the soft limit to the hard one) and warns when it cannot hold max_client_connections clients
+// plus the server connections they may need: past it clients wait in the listen backlog (see
+// proxy.Server.accept) instead of being served.
+func checkFileLimit(cfg *config.Config, logger *slog.Logger) uint64 {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 0
+	}
+	need := uint64(cfg.Proxy.MaxClientConnections) + uint64(cfg.Cluster.MaxServerConnections)*uint64(max(1, len(cfg.Cluster.Hosts))) + 64
+	if lim.Cur < need {
+		logger.Warn("the open-files limit is below max_client_connections plus server connections; raise it (ulimit -n, LimitNOFILE=) or lower max_client_connections",
+			"limit", lim.Cur, "hard_limit", lim.Max, "needed", need)
+	}
+	return lim.Cur
 }

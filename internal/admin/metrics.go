@@ -75,6 +75,7 @@ var (
 	descClients      = desc("pgtide_client_connections", "Client connections, by endpoint and state (login, active, waiting, idle).", "endpoint", "state")
 	descClientErrors = desc("pgtide_client_errors_total", "ErrorResponses sent to clients (the servers' and pgtide's own), by SQLSTATE class (\"\" when malformed).", "class")
 	descWaitWriter   = desc("pgtide_failover_waiting_clients", "Clients waiting for a writer (during a failover).")
+	descAcceptErrors = desc("pgtide_accept_errors_total", "Failures to accept a client connection (out of file descriptors, ...); pgtide keeps accepting after a pause.")
 
 	descStateChanges = desc("pgtide_node_state_changes_total", "Node health changes, by change (down, up).", "change")
 	descRoleChanges  = desc("pgtide_role_changes_total", "Node role changes seen by the health checks.")
@@ -94,7 +95,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBuildInfo, descWriter, descNodeUp, descNodeRole, descLag, descLagBytes, descLagging,
 		descNodeServers, descBudget, descMaxConns, descReserved, descBackends, descOutstanding, descPicked, descPoolServers,
 		descPoolWaiting, descPoolMaxWait, descPoolWait, descPoolXacts, descPoolQueries, descPoolErrors, descClients,
-		descClientErrors, descWaitWriter, descStateChanges, descRoleChanges, descFailovers, descSplitBrains, descPinned,
+		descClientErrors, descWaitWriter, descAcceptErrors, descStateChanges, descRoleChanges, descFailovers, descSplitBrains, descPinned,
 		descRefused, descRouted, descRetries} {
 		ch <- d
 	}
@@ -132,6 +133,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(ch, descFailovers, float64(src.History().Failovers()))
 	counter(ch, descSplitBrains, float64(splitBrains))
 	gauge(ch, descWaitWriter, float64(src.Router().Waiting()))
+	counter(ch, descAcceptErrors, float64(src.AcceptErrors()))
 
 	pins := src.Pins()
 	for r := range session.NumPinReasons {

@@ -30,6 +30,8 @@ type Source interface {
 	History() *History
 	// Version is pgtide's version, as `pgtide version` prints it.
 	Version() string
+	// AcceptErrors counts failures to accept a client connection (out of file descriptors, ...).
+	AcceptErrors() int64
 }
 
 // Change is one node state change as History keeps it.

@@ -45,7 +45,8 @@ type Server struct {
 	// dialServer opens connections to servers for CancelRequests. Tests may replace it.
 	dialServer func(network, addr string) (net.Conn, error)
 
-	clients atomic.Int64 // client connections being served, logging in included
+	clients      atomic.Int64 // client connections being served, logging in included
+	acceptErrors atomic.Int64 // see accept
 
 	// BuildVersion is what the admin side reports (SHOW VERSION, pgtide_build_info); set before
 	// Serve.
@@ -63,6 +64,7 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[cancelKey]*session.Session // sessions by the BackendKeyData pgtide gave them; guarded by mu
 	closing  bool                           // guarded by mu
+	closed   chan struct{}                  // closed when closing is set
 
 	conns sync.WaitGroup // one per client connection goroutine
 	bg    sync.WaitGroup // pool maintenance and cluster health checks
@@ -143,6 +145,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		logger:     logger,
 		listeners:  listeners,
 		sessions:   make(map[cancelKey]*session.Session),
+		closed:     make(chan struct{}),
 		dialServer: func(network, addr string) (net.Conn, error) { return net.DialTimeout(network, addr, 2*time.Second) },
 	}
 	s.cfg.Store(cfg)
@@ -278,8 +281,20 @@ func (s *Server) Serve() error {
 	return err
 }
 
-// accept serves one endpoint until its listener is closed.
+// Bounds of the pause after a failed accept: it doubles from acceptBackoffMin while accepting
+// keeps failing, up to acceptBackoffMax (as net/http's Server does).
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
+// accept serves one endpoint until Shutdown closes its listener. Any other failure to accept
+// (out of file descriptors, a connection aborted before it was accepted, ...) is an episode to
+// wait out, never a reason to stop serving: it is logged when it starts and when it ends, and
+// counted.
 func (s *Server) accept(l listener) error {
+	var backoff time.Duration
+	var failing error // the first error of the current episode; nil while accepting
 	for {
 		conn, err := l.ln.Accept()
 		if err != nil {
@@ -289,16 +304,30 @@ func (s *Server) accept(l listener) error {
 			if closing {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			s.acceptErrors.Add(1)
+			if failing == nil {
+				failing = err
+				s.logger.Warn("cannot accept client connections; retrying", "endpoint", l.ep.String(),
+					"listen", l.ln.Addr().String(), "err", err)
 			}
-			return err
+			backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
+			select {
+			case <-time.After(backoff):
+			case <-s.closed:
+			}
+			continue
+		}
+		if failing != nil {
+			s.logger.Info("accepting client connections again", "endpoint", l.ep.String(), "listen", l.ln.Addr().String())
+			failing, backoff = nil, 0
 		}
 		s.conns.Add(1)
 		go s.handle(conn, l.ep)
 	}
 }
+
+// AcceptErrors returns how many times accepting a client connection failed (see accept).
+func (s *Server) AcceptErrors() int64 { return s.acceptErrors.Load() }
 
 // handle admits one client connection and serves it.
 func (s *Server) handle(conn net.Conn, ep router.Endpoint) {
@@ -473,6 +502,7 @@ func (s *Server) Shutdown() {
 		return
 	}
 	s.closing = true
+	close(s.closed)
 	sessions := make([]*session.Session, 0, len(s.sessions))
 	for _, sess := range s.sessions {
 		sessions = append(sessions, sess)
