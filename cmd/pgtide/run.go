@@ -101,7 +101,7 @@ func serve(cfg *config.Config, logOut io.Writer, ready func(*proxy.Server)) erro
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if cfg.Path != "" {
-		go srv.WatchConfig(ctx, cfg.Path, 2*time.Second)
+		srv.WatchConfig(cfg.Path, 2*time.Second)
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)

@@ -7,3 +7,6 @@ import "net"
 func (s *Server) SetCancelDialer(dial func(network, addr string) (net.Conn, error)) {
 	s.dialServer = dial
 }
+
+// WatchChecks returns how many times s's config watcher has compared the files.
+func WatchChecks(s *Server) int64 { return s.watchChecks.Load() }

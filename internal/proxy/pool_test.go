@@ -15,6 +15,7 @@ import (
 
 	"pgtide/internal/classify"
 	"pgtide/internal/config"
+	"pgtide/internal/proxy"
 )
 
 // serverConns counts the server connections of user on the primary, as PostgreSQL sees them.
@@ -337,15 +338,44 @@ func TestReloadRefreshesFunctions(t *testing.T) {
 
 // TestReloadWatch: editing the file is enough; the watcher reloads it.
 func TestReloadWatch(t *testing.T) {
-	p := startProxy(t, func(c *config.Config) { c.Cluster.PoolSize = 1 })
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { p.WatchConfig(ctx, p.cfgPath, 50*time.Millisecond); close(done) }()
-	defer func() { cancel(); <-done }()
+	var reloads atomic.Int64
+	p := startProxyPrepared(t, func(c *config.Config) { c.Cluster.PoolSize = 1 }, func(s *proxy.Server) {
+		s.OnReload = func(*config.Config) { reloads.Add(1) }
+	})
+	p.WatchConfig(p.cfgPath, 20*time.Millisecond)
 	next := *p.Config()
 	next.Cluster.PoolSize = 7
 	writeFile(t, p.cfgPath, &next)
 	waitFor(t, 10*time.Second, "the watcher to reload", func() bool { return p.Config().Cluster.PoolSize == 7 })
+	if n := reloads.Load(); n != 1 {
+		t.Fatalf("%d reloads for one edit", n)
+	}
+
+	// An edit applied by a SIGHUP's reload is not applied again by the watcher.
+	next.Cluster.PoolSize = 8
+	writeFile(t, p.cfgPath, &next)
+	if err := p.ReloadFile(p.cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	checks := proxy.WatchChecks(p.Server)
+	waitFor(t, 10*time.Second, "two more checks by the watcher", func() bool { return proxy.WatchChecks(p.Server) >= checks+2 })
+	if n := reloads.Load(); n != 2 || p.Config().Cluster.PoolSize != 8 {
+		t.Fatalf("%d reloads for two edits (pool_size %d)", n, p.Config().Cluster.PoolSize)
+	}
+
+	// Reloads racing each other leave the last file's configuration in force.
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.ReloadFile(p.cfgPath)
+		}()
+	}
+	next.Cluster.PoolSize = 9
+	writeFile(t, p.cfgPath, &next)
+	wg.Wait()
+	waitFor(t, 10*time.Second, "the last edit in force", func() bool { return p.Config().Cluster.PoolSize == 9 })
 }
 
 // TestGracefulShutdown: idle clients are told at once, a client in a transaction may finish it,

@@ -57,9 +57,12 @@ type Server struct {
 	history   *admin.History
 	listening atomic.Bool
 
-	// cfgStamps are the sizes and times of the files the first config came from, stamped just
-	// after loading, so WatchConfig also sees changes made before it started. Set by New only.
-	cfgStamps [2]fileStamp
+	// reloadMu serializes reloads. cfgStamps are the sizes and times of the config and users
+	// files as last read (at start, or by a reload), so WatchConfig sees changes made before it
+	// started and skips those a SIGHUP already applied; guarded by reloadMu.
+	reloadMu    sync.Mutex
+	cfgStamps   [2]fileStamp
+	watchChecks atomic.Int64 // checks WatchConfig made, for tests
 
 	mu       sync.Mutex
 	sessions map[cancelKey]*session.Session // sessions by the BackendKeyData pgtide gave them; guarded by mu

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"maps"
 	"os"
 	"slices"
@@ -14,8 +13,15 @@ import (
 // limits and cluster.hosts (and weights) take effect for the next decision each makes. The
 // listen addresses need a restart and keep their running values, with a warning. pool_mode
 // applies to clients that connect after the reload. The function catalogs are read again, so a
-// reload also makes newly created functions known.
+// reload also makes newly created functions known. Reloads are serialized with ReloadFile's.
 func (s *Server) Reload(next *config.Config) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	s.reloadLocked(next)
+}
+
+// reloadLocked is Reload. Requires reloadMu.
+func (s *Server) reloadLocked(next *config.Config) {
 	cur := s.cfg.Load()
 	if next.Proxy.Listen != cur.Proxy.Listen {
 		s.logger.Warn("reload: proxy.listen changes only on restart", "running", cur.Proxy.Listen, "configured", next.Proxy.Listen)
@@ -48,40 +54,64 @@ func (s *Server) Reload(next *config.Config) {
 }
 
 // ReloadFile loads path and applies it; a config that does not load or validate is logged and
-// the running one kept.
+// the running one kept. Reloads are serialized (SIGHUP, the file watcher, the admin console's
+// RELOAD), so the configuration in force is always the one loaded last.
 func (s *Server) ReloadFile(path string) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	return s.reloadFileLocked(path)
+}
+
+// reloadFileLocked is ReloadFile. Requires reloadMu.
+func (s *Server) reloadFileLocked(path string) error {
+	// Stamped before reading: an edit made while loading is seen by the watcher afterwards.
+	stamps := [2]fileStamp{stampOf(path), stampOf(s.cfg.Load().UsersPath())}
 	next, err := config.Load(path)
+	// The stamps of what was read, even if it did not load: the watcher retries once the file
+	// changes again, not at every tick.
+	s.cfgStamps = stamps
 	if err != nil {
 		s.logger.Error("reload failed; keeping the running configuration", "err", err)
 		return err
 	}
-	s.Reload(next)
+	if users := stampOf(next.UsersPath()); users != stamps[1] {
+		s.cfgStamps[1] = users // the users file moved with this reload
+	}
+	s.reloadLocked(next)
 	return nil
 }
 
-// WatchConfig reloads path whenever it or its users file changes (size or modification time),
-// checking every interval until ctx is done.
-// Changes made after the running configuration was loaded and before the watch started count.
-func (s *Server) WatchConfig(ctx context.Context, path string, interval time.Duration) {
-	stamp := func() [2]fileStamp {
-		return [2]fileStamp{stampOf(path), stampOf(s.cfg.Load().UsersPath())}
-	}
-	last := s.cfgStamps
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+// WatchConfig makes the Server reload path whenever it or its users file changes (size or
+// modification time), checking every interval until Shutdown. A change already applied by
+// another reload (a SIGHUP after the edit) is not applied twice; changes made after the running
+// configuration was loaded and before the watch started count. Call it at most once.
+func (s *Server) WatchConfig(path string, interval time.Duration) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.closed:
+				return
+			case <-t.C:
+			}
+			s.reloadIfChanged(path)
 		}
-		if now := stamp(); now != last {
-			last = now
-			s.logger.Info("configuration file changed; reloading", "path", path)
-			s.ReloadFile(path)
-			last = stamp() // the users file may have moved
-		}
+	}()
+}
+
+// reloadIfChanged reloads path if it or the users file differ from what was last read.
+func (s *Server) reloadIfChanged(path string) {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	defer s.watchChecks.Add(1)
+	if [2]fileStamp{stampOf(path), stampOf(s.cfg.Load().UsersPath())} == s.cfgStamps {
+		return
 	}
+	s.logger.Info("configuration file changed; reloading", "path", path)
+	s.reloadFileLocked(path)
 }
 
 type fileStamp struct {
