@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -61,7 +62,7 @@ func (r *Router) Lease(ctx context.Context, ep Endpoint, key pool.Key, in Intent
 		// ctx done: the client cancelled, or the caller's own deadline (client_login_timeout)
 		// passed, which says nothing about the node, and every further try would fail at once.
 		if !nodeMayRecover(err) || ctx.Err() != nil || time.Now().After(deadline) {
-			return nil, nil, &LeaseError{Node: key.Node, Err: err}
+			return nil, nil, r.leaseError(key, err)
 		}
 		r.Suspect(node)
 		if node.Role() == cluster.RoleReader && !retried {
@@ -91,7 +92,7 @@ func (r *Router) TryLease(ctx context.Context, ep Endpoint, key pool.Key, in Int
 	c, err := r.pools.TryAcquire(ctx, key)
 	if err != nil {
 		r.Done(node)
-		return nil, nil, &LeaseError{Node: key.Node, Err: err}
+		return nil, nil, r.leaseError(key, err)
 	}
 	return c, node, nil
 }
@@ -106,10 +107,44 @@ func (r *Router) Release(c *pool.Conn, n *cluster.Node, reset bool) {
 	r.Done(n)
 }
 
+// leaseError makes the LeaseError for a failure to get a connection of key, logging what the
+// client's message leaves out: a server refusing pgtide's own login (at most once per
+// refusalLogEvery per node and user: a storm of clients must not flood the log) and network
+// failures, whose addresses stay out of clients' messages.
+func (r *Router) leaseError(key pool.Key, err error) *LeaseError {
+	le := &LeaseError{Node: key.Node, User: key.User, Err: err}
+	var se *pool.ServerError
+	switch {
+	case errors.As(err, &se) && strings.HasPrefix(se.Code, "28"):
+		now := time.Now()
+		k := refusalKey{key.Node, key.User}
+		if last, ok := r.refusals.Load(k); !ok || now.Sub(last.(time.Time)) >= refusalLogEvery {
+			r.refusals.Store(k, now)
+			r.logger.Warn("a server refused pgtide's login: check the password pgtide has for this user (users file) against the server's",
+				"server", key.Node, "user", key.User, "database", key.Database, "sqlstate", se.Code, "err", se.Message)
+		}
+	case errors.As(err, &se), errors.Is(err, pool.ErrClosed), errors.Is(err, context.Canceled):
+	default:
+		var wt *pool.WaitTimeoutError
+		if !errors.As(err, &wt) {
+			r.logger.Info("could not get a server connection", "server", key.Node, "user", key.User,
+				"database", key.Database, "err", err)
+		}
+	}
+	return le
+}
+
+// refusalLogEvery bounds how often a server's refusal of pgtide's login is logged per node and
+// user.
+const refusalLogEvery = 10 * time.Second
+
+type refusalKey struct{ node, user string }
+
 // LeaseError is why Lease lent no connection.
 type LeaseError struct {
-	// Node is the node last tried, "" if none was picked.
+	// Node is the node last tried, "" if none was picked; User is the user pgtide logged in as.
 	Node string
+	User string
 	// Err is the cause: a *wire.Error from the pick (no writer, no reader), the pool's
 	// (*pool.ServerError, *pool.WaitTimeoutError, pool.ErrClosed), a network error, or ctx's.
 	Err error
@@ -134,16 +169,25 @@ func (e *LeaseError) ClientError(severity string) *wire.Error {
 	switch {
 	case errors.As(e.Err, &we):
 		out = *we
+	case errors.As(e.Err, &se) && strings.HasPrefix(se.Code, "28"):
+		// The server refused pgtide's own login, not the client's: the client authenticated
+		// with pgtide. Passed on as it is, it would read as the client's wrong password.
+		out = wire.Error{Code: wire.CodeServerRejected,
+			Message: fmt.Sprintf("server %s refused pgtide's login as user %q: %s", e.Node, e.User, se.Message),
+			Hint:    "pgtide logs in to servers with the password its users file gives for the user; it must match the server's."}
 	case errors.As(e.Err, &se):
-		// The server's own refusal (unknown database, failed login): passed on as it is.
+		// The server's own answer (unknown database, too many connections, starting up):
+		// passed on as it is.
 		out = wire.Error{Code: se.Code, Message: se.Message, Detail: se.Detail}
 	case errors.As(e.Err, &wt):
 		out = wire.Error{Code: wire.CodeTooManyConnections, Message: "pgtide: query_wait_timeout: " + wt.Error()}
 	case errors.Is(e.Err, pool.ErrClosed):
 		return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeAdminShutdown, Message: "pgtide is shutting down"}
+	case errors.Is(e.Err, context.Canceled):
+		out = wire.Error{Code: wire.CodeQueryCanceled, Message: "canceling statement due to user request"}
 	default:
-		out = wire.Error{Code: wire.CodeUnableToConnect,
-			Message: fmt.Sprintf("pgtide could not connect to server %s: %v", e.Node, e.Err)}
+		// A network failure: its details (addresses) are in pgtide's log, not for the client.
+		out = wire.Error{Code: wire.CodeUnableToConnect, Message: "pgtide could not connect to the server: " + netFailure(e.Err)}
 	}
 	out.Severity = severity
 	return &out
@@ -170,4 +214,26 @@ func nodeMayRecover(err error) bool {
 	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, context.DeadlineExceeded)
+}
+
+// netFailure words a failure to reach a server as libpq does, without addresses.
+func netFailure(err error) string {
+	var dns *net.DNSError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout expired"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "no route to host"
+	case errors.As(err, &dns):
+		return "could not resolve the server's host name"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+		return "server closed the connection unexpectedly"
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "timeout expired"
+	}
+	return "network error"
 }

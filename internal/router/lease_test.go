@@ -118,8 +118,12 @@ func TestLeaseServerRefusal(t *testing.T) {
 	if !errors.As(err, &le) {
 		t.Fatalf("Lease: %v, want a *LeaseError", err)
 	}
-	if we := le.ClientError(wire.SeverityFatal); we.Code != wire.CodeInvalidPassword || we.Severity != wire.SeverityFatal {
-		t.Fatalf("ClientError = %+v, want FATAL 28P01", we)
+	// The server refused pgtide, not the client (who authenticated with pgtide): 08004, naming
+	// the server and the user, not 28P01, which reads as the client's own wrong password.
+	we := le.ClientError(wire.SeverityFatal)
+	if we.Code != wire.CodeServerRejected || we.Severity != wire.SeverityFatal ||
+		!strings.Contains(we.Message, `server denied:1 refused pgtide's login as user "u"`) {
+		t.Fatalf("ClientError = %+v, want FATAL 08004 naming the server and user", we)
 	}
 	if d.dialed["denied:1"] != 1 {
 		t.Fatalf("dialed %d times, want 1", d.dialed["denied:1"])
@@ -137,10 +141,20 @@ func TestLeaseErrorClientError(t *testing.T) {
 		{&pool.WaitTimeoutError{}, wire.CodeTooManyConnections, wire.SeverityError},
 		{pool.ErrClosed, wire.CodeAdminShutdown, wire.SeverityFatal},
 		{&net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, wire.CodeUnableToConnect, wire.SeverityError},
+		{&net.OpError{Op: "dial", Net: "tcp", Addr: &net.TCPAddr{IP: net.IPv4(10, 1, 2, 3), Port: 5432}, Err: syscall.EHOSTUNREACH},
+			wire.CodeUnableToConnect, wire.SeverityError},
+		{context.DeadlineExceeded, wire.CodeUnableToConnect, wire.SeverityError},
+		{io.ErrUnexpectedEOF, wire.CodeUnableToConnect, wire.SeverityError},
+		{context.Canceled, wire.CodeQueryCanceled, wire.SeverityError},
+		{&pool.ServerError{Code: "28000", Message: `role "u" is not permitted to log in`}, wire.CodeServerRejected, wire.SeverityError},
 	} {
-		we := (&LeaseError{Node: "n:1", Err: tc.err}).ClientError(wire.SeverityError)
+		we := (&LeaseError{Node: "10.1.2.3:5432", User: "u", Err: tc.err}).ClientError(wire.SeverityError)
 		if we.Code != tc.code || we.Severity != tc.severity {
 			t.Errorf("%v: %s %s, want %s %s", tc.err, we.Severity, we.Code, tc.severity, tc.code)
+		}
+		// Network failures and timeouts carry no addresses and no Go error text to clients.
+		if tc.code == wire.CodeUnableToConnect && (strings.Contains(we.Message, "10.1.2.3") || strings.Contains(we.Message, "dial")) {
+			t.Errorf("%v: the client's message %q shows internals", tc.err, we.Message)
 		}
 	}
 }

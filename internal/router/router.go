@@ -59,6 +59,8 @@ type Router struct {
 	nodes   sync.Map // *cluster.Node → *nodeState
 
 	waiting atomic.Int64 // clients waiting for a writer
+
+	refusals sync.Map // refusalKey → time.Time of the last log of a server refusing pgtide's login
 }
 
 // nodeState is the router's own view of a node.

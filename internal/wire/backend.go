@@ -8,6 +8,7 @@ const (
 	CodeConnectionFailure     = "08006"
 	CodeCannotConnectNow      = "57P03"
 	CodeUnableToConnect       = "08001"
+	CodeServerRejected        = "08004"
 	CodeFeatureNotSupported   = "0A000"
 	CodeInvalidPassword       = "28P01"
 	CodeInvalidAuthorization  = "28000"
