@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"path/filepath"
 	"slices"
@@ -380,6 +381,11 @@ func (c *Config) Validate() error {
 		if c.Auth.UsersFile == "" {
 			add("auth.users_file is required with auth.method = %q", c.Auth.Method)
 		}
+		for _, name := range slices.Sorted(maps.Keys(c.Users)) {
+			if c.Users[name].Password == "" {
+				add("users file: user %q has no password; every user needs one with auth.method = %q", name, c.Auth.Method)
+			}
+		}
 	default:
 		add("auth.method %q: must be trust, md5 or scram-sha-256", c.Auth.Method)
 	}
@@ -479,6 +485,31 @@ func (c *Config) Validate() error {
 			cl.QueryWaitTimeout.Duration, cl.ServerConnectTimeout.Duration)
 	}
 	return errors.Join(errs...)
+}
+
+// Warnings returns what is valid but probably not what the operator meant, for the log at start
+// and at each reload.
+func (c *Config) Warnings() []string {
+	var out []string
+	for _, name := range slices.Sorted(maps.Keys(c.Users)) {
+		if kind := hashedSecret(c.Users[name].Password); kind != "" {
+			out = append(out, fmt.Sprintf("users file: the password of user %q looks like %s; pgtide uses it as the plaintext password, "+
+				"so clients must type the hash and pgtide sends it to the server as the password (hashed secrets in the users file are not supported yet)", name, kind))
+		}
+	}
+	return out
+}
+
+// hashedSecret says what kind of stored hash p looks like ("" if none): PostgreSQL's md5 hash
+// ("md5" and 32 hex digits) or SCRAM verifier ("SCRAM-SHA-256$<iterations>:<salt>$...").
+func hashedSecret(p string) string {
+	if len(p) == 35 && strings.HasPrefix(p, "md5") && strings.Trim(p[3:], "0123456789abcdef") == "" {
+		return "an md5 hash"
+	}
+	if strings.HasPrefix(p, "SCRAM-SHA-256$") && strings.Count(p, "$") == 2 {
+		return "a SCRAM-SHA-256 verifier"
+	}
+	return ""
 }
 
 func checkHostPort(h string) error {

@@ -534,3 +534,38 @@ func TestUserStringHidesPassword(t *testing.T) {
 		}
 	}
 }
+
+// TestUsersPasswords: with md5 or scram-sha-256 every user needs a password (trust needs none);
+// a password that looks like a stored hash is valid but warned about.
+func TestUsersPasswords(t *testing.T) {
+	for _, tc := range []struct {
+		method  string
+		users   Users
+		err     string
+		warning string
+	}{
+		{AuthSCRAM, Users{"app": {Name: "app"}}, `user "app" has no password`, ""},
+		{AuthMD5, Users{"app": {Name: "app", Password: "x"}, "b": {Name: "b"}}, `user "b" has no password`, ""},
+		{AuthTrust, Users{"app": {Name: "app"}}, "", ""},
+		{AuthSCRAM, Users{"app": {Name: "app", Password: "md5" + strings.Repeat("ab", 16)}}, "", `user "app" looks like an md5 hash`},
+		{AuthSCRAM, Users{"app": {Name: "app", Password: "SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy"}}, "", "a SCRAM-SHA-256 verifier"},
+		{AuthSCRAM, Users{"app": {Name: "app", Password: "md5 but just a password"}}, "", ""},
+	} {
+		c := Defaults()
+		c.Cluster.Hosts = []string{"127.0.0.1:5432"}
+		c.Auth.Method = tc.method
+		c.Auth.UsersFile = "users.toml"
+		c.Users = tc.users
+		err := c.Validate()
+		if (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%s %v: Validate = %v, want %q", tc.method, tc.users, err, tc.err)
+		}
+		w := strings.Join(c.Warnings(), "\n")
+		if (w == "") != (tc.warning == "") || !strings.Contains(w, tc.warning) {
+			t.Errorf("%s %v: Warnings = %q, want %q", tc.method, tc.users, w, tc.warning)
+		}
+		if strings.Contains(w, "abab") || strings.Contains(w, "c3RvcmVk") {
+			t.Errorf("a warning shows the secret: %s", w)
+		}
+	}
+}

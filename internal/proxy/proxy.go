@@ -153,6 +153,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	}
 	s.cfg.Store(cfg)
 	s.cfgStamps = configStamps(cfg)
+	warnConfig(logger, cfg)
 	s.pools.Logger = logger
 	s.pools.Password = func(user string) string { return s.cfg.Load().Users[user].Password }
 	s.cluster = cluster.New(ClusterConfig(cfg), logger)

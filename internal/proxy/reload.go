@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"log/slog"
 	"maps"
 	"os"
 	"slices"
@@ -49,6 +50,7 @@ func (s *Server) reloadLocked(next *config.Config) {
 	if s.OnReload != nil {
 		s.OnReload(next)
 	}
+	warnConfig(s.logger, next)
 	s.logger.Info("configuration reloaded", "pool_size", next.Cluster.PoolSize,
 		"max_server_connections", next.Cluster.MaxServerConnections, "users", len(next.Users))
 }
@@ -133,4 +135,11 @@ func stampOf(path string) fileStamp {
 // configStamps stamps the files c was loaded from.
 func configStamps(c *config.Config) [2]fileStamp {
 	return [2]fileStamp{stampOf(c.Path), stampOf(c.UsersPath())}
+}
+
+// warnConfig logs what is valid in c but probably not meant (config.Config.Warnings).
+func warnConfig(logger *slog.Logger, c *config.Config) {
+	for _, w := range c.Warnings() {
+		logger.Warn(w)
+	}
 }
