@@ -1,11 +1,15 @@
 # The two commands the README promises: `make local` and `make test`. Each installs what it needs.
 GO ?= go
+# pgtide version prints these even where the toolchain stamps no VCS information.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
 .PHONY: local test build deps test-deps bench-deps bench vet
 
 ## local: start a local primary + 2 replicas with pgtide in front (Ctrl-C stops and cleans up)
 local: deps
-	$(GO) run ./cmd/pgtide local
+	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/pgtide local
 
 ## test: vet, format check and the whole test suite under the race detector
 test: test-deps vet
@@ -18,7 +22,7 @@ vet:
 
 ## build: the binary in bin/pgtide
 build:
-	$(GO) build -o bin/pgtide ./cmd/pgtide
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/pgtide ./cmd/pgtide
 
 deps:
 	@scripts/ensure-postgres.sh

@@ -14,8 +14,9 @@ import (
 	"runtime/debug"
 )
 
-// version is set at build time with -ldflags "-X main.version=..."; otherwise the module version.
-var version = ""
+// version and commit are set at build time (the Makefile does: -ldflags "-X main.version=...
+// -X main.commit=..."); otherwise they come from the module version and the VCS stamp, if any.
+var version, commit = "", ""
 
 const usage = `pgtide - a PostgreSQL connection pooler and read-scaling proxy
 
@@ -55,14 +56,33 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
+// versionString is the version and, when known, the commit: "v1.2.0 (commit 0123456789ab)".
 func versionString() string {
-	if version != "" {
-		return version
+	v, c, dirty := version, commit, false
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if v == "" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			switch {
+			case s.Key == "vcs.revision" && c == "":
+				c = s.Value
+			case s.Key == "vcs.modified" && commit == "":
+				dirty = s.Value == "true"
+			}
+		}
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
+	if v == "" {
+		v = "(devel)"
 	}
-	return "(devel)"
+	if c == "" {
+		return v
+	}
+	c = c[:min(len(c), 12)]
+	if dirty {
+		c += ", modified"
+	}
+	return v + " (commit " + c + ")"
 }
 
 // newLogger builds the process logger; level can be changed later (reload).

@@ -109,3 +109,14 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	defer s.mu.Unlock()
 	return s.w.Write(p)
 }
+
+// TestVersionStamp: the version and commit set at build (-ldflags -X, as the Makefile does) are
+// what `pgtide version` prints, the commit cut to 12 characters.
+func TestVersionStamp(t *testing.T) {
+	defer func(v, c string) { version, commit = v, c }(version, commit)
+	version, commit = "v1.2.3", "0123456789abcdef0123"
+	var out bytes.Buffer
+	if code := run([]string{"version"}, &out, &out); code != 0 || out.String() != "pgtide v1.2.3 (commit 0123456789ab)\n" {
+		t.Fatalf("exit %d, %q", code, out.String())
+	}
+}
