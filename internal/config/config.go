@@ -72,6 +72,10 @@ type Proxy struct {
 	// ReaderListen spreads clients' work over the healthy readers, like Aurora's reader
 	// endpoint. Optional.
 	ReaderListen string `toml:"reader_listen"`
+	// UnixSocketDir, when set, makes each endpoint also listen on the Unix-domain socket
+	// <dir>/.s.PGSQL.<port> (its TCP port), where libpq clients look for it with -h <dir>
+	// -p <port>. "" (the default): TCP only. Changes need a restart.
+	UnixSocketDir string `toml:"unix_socket_dir"`
 	// ReaderFallbackToWriter sends reader-endpoint work to the writer when no reader is healthy;
 	// otherwise such work gets an error.
 	ReaderFallbackToWriter bool `toml:"reader_fallback_to_writer"`
@@ -322,6 +326,9 @@ func (c *Config) Validate() error {
 	}
 	if len(listeners) == 0 {
 		add("at least one of proxy.listen, proxy.writer_listen and proxy.reader_listen is required")
+	}
+	if p.UnixSocketDir != "" && !filepath.IsAbs(p.UnixSocketDir) {
+		add("proxy.unix_socket_dir %q must be an absolute path", p.UnixSocketDir)
 	}
 	if p.PoolMode != PoolModeSession && p.PoolMode != PoolModeTransaction {
 		add("proxy.pool_mode %q: must be \"session\" or \"transaction\"", p.PoolMode)

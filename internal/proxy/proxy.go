@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -126,22 +125,9 @@ func PoolSettings(c *config.Config) pool.Settings {
 // running; it returns once every node has been checked (or health_check_timeout has passed
 // twice), so the first clients find the roles known. Call Serve to accept clients.
 func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
-	var listeners []listener
-	for _, l := range []struct {
-		ep   router.Endpoint
-		addr string
-	}{{router.Auto, cfg.Proxy.Listen}, {router.Writer, cfg.Proxy.WriterListen}, {router.Reader, cfg.Proxy.ReaderListen}} {
-		if l.addr == "" {
-			continue
-		}
-		ln, err := net.Listen("tcp", l.addr)
-		if err != nil {
-			for _, o := range listeners {
-				o.ln.Close()
-			}
-			return nil, fmt.Errorf("listen on %s (%s endpoint): %w", l.addr, l.ep, err)
-		}
-		listeners = append(listeners, listener{ep: l.ep, ln: ln})
+	listeners, err := openListeners(cfg)
+	if err != nil {
+		return nil, err
 	}
 	s := &Server{
 		pools:      pool.NewManager(PoolSettings(cfg)),
@@ -199,7 +185,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
-// Addr returns the address of the first endpoint (auto, else writer, else reader).
+// Addr returns the TCP address of the first endpoint (auto, else writer, else reader).
 func (s *Server) Addr() net.Addr { return s.listeners[0].ln.Addr() }
 
 // EndpointAddr returns the address of endpoint ep, or nil if it is not configured.
@@ -369,7 +355,7 @@ func (s *Server) handle(conn net.Conn, ep router.Endpoint) {
 	err = sess.Login(loginCtx)
 	cancel()
 	if err != nil {
-		s.logger.Info("client login failed", "client", conn.RemoteAddr().String(), "err", err)
+		s.logger.Info("client login failed", "client", session.ClientAddr(conn), "err", err)
 		return
 	}
 	conn.SetDeadline(time.Time{})

@@ -32,6 +32,10 @@ func (s *Server) reloadLocked(next *config.Config) {
 		s.logger.Warn("reload: proxy.writer_listen and proxy.reader_listen change only on restart")
 		next.Proxy.WriterListen, next.Proxy.ReaderListen = cur.Proxy.WriterListen, cur.Proxy.ReaderListen
 	}
+	if next.Proxy.UnixSocketDir != cur.Proxy.UnixSocketDir {
+		s.logger.Warn("reload: proxy.unix_socket_dir changes only on restart", "running", cur.Proxy.UnixSocketDir, "configured", next.Proxy.UnixSocketDir)
+		next.Proxy.UnixSocketDir = cur.Proxy.UnixSocketDir
+	}
 	if next.Admin.Listen != cur.Admin.Listen {
 		s.logger.Warn("reload: admin.listen changes only on restart", "running", cur.Admin.Listen, "configured", next.Admin.Listen)
 		next.Admin.Listen = cur.Admin.Listen

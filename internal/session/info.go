@@ -1,6 +1,7 @@
 package session
 
 import (
+	"net"
 	"time"
 
 	"pgtide/internal/router"
@@ -41,7 +42,7 @@ type ClientInfo struct {
 // goroutine.
 func (s *Session) Info() ClientInfo {
 	ci := ClientInfo{User: s.user, Database: s.database, Endpoint: s.endpoint,
-		Addr: s.conn.RemoteAddr().String(), Connected: s.connected}
+		Addr: ClientAddr(s.conn), Connected: s.connected}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ci.RequestTime = s.attachedAt
@@ -63,4 +64,20 @@ func (s *Session) Info() ClientInfo {
 		ci.State = ClientIdle
 	}
 	return ci
+}
+
+// ClientAddr is how logs and SHOW CLIENTS name a client's address: host:port for TCP, "unix"
+// for a Unix-domain socket (whose peers have no address).
+func ClientAddr(conn net.Conn) string {
+	switch a := conn.RemoteAddr().(type) {
+	case nil:
+		return "unix"
+	case *net.UnixAddr:
+		if a == nil || a.Name == "" || a.Name == "@" {
+			return "unix"
+		}
+		return "unix:" + a.Name
+	default:
+		return a.String()
+	}
 }

@@ -183,7 +183,7 @@ func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup, ep ro
 	s.startupParams = maps.Clone(s.params)
 	s.startupExtra = maps.Clone(s.extra)
 	s.watchResets = len(s.startupParams)+len(s.startupExtra) > 0
-	s.logger = env.Logger.With("client", conn.RemoteAddr().String(), "user", user, "database", db)
+	s.logger = env.Logger.With("client", ClientAddr(conn), "user", user, "database", db)
 	var b [8]byte
 	rand.Read(b[:])
 	s.PID = binary.BigEndian.Uint32(b[:4]) & 0x7fffffff
