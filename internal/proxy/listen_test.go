@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -57,5 +58,36 @@ func TestListenForms(t *testing.T) {
 	}
 	if !strings.HasSuffix(p.Addr().String(), ":"+strconv.Itoa(port)) {
 		t.Fatalf("Addr() = %s", p.Addr())
+	}
+}
+
+// TestClientLogs: what an operator needs to see at the default level: refused clients (too many,
+// wrong password) with their user, database and address; at debug, connects and disconnects.
+func TestClientLogs(t *testing.T) {
+	p := startProxy(t, func(c *config.Config) { c.Proxy.MaxClientConnections = 1; c.Auth.Method = config.AuthSCRAM })
+	ctx := context.Background()
+	first := p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
+	if _, err := pgx.Connect(ctx, p.connString("app", "appdb")); pgCode(err) != "53300" {
+		t.Fatalf("second client: %v", err)
+	}
+	waitFor(t, 10*time.Second, "the refusal in the log", func() bool {
+		return len(p.logged("level=INFO", `msg="client refused"`, "user=app", "database=appdb", "sqlstate=53300", "client=127.0.0.1:")) == 1
+	})
+	first.Close(ctx)
+	waitFor(t, 10*time.Second, "the disconnect in the log", func() bool {
+		return len(p.logged("level=DEBUG", `msg="client disconnected"`, "user=app", "database=appdb", "duration=")) == 1
+	})
+	if n := len(p.logged("level=DEBUG", `msg="client connected"`, "endpoint=auto", "user=app")); n != 1 {
+		t.Fatalf("%d connect lines", n)
+	}
+	wrong := strings.Replace(p.connString("app", "appdb"), "password='app secret'", "password=wrong", 1)
+	if _, err := pgx.Connect(ctx, wrong); pgCode(err) != "28P01" {
+		t.Fatalf("wrong password: %v", err)
+	}
+	waitFor(t, 10*time.Second, "the failed login in the log", func() bool {
+		return len(p.logged("level=INFO", `msg="client login failed"`, "user=app", "database=appdb")) == 1
+	})
+	for _, l := range p.logged("wrong") {
+		t.Errorf("a password in the log: %s", l)
 	}
 }

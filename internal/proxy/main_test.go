@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,10 +32,10 @@ var cluster *pgcluster.Cluster
 
 // Roles on the cluster, one per server authentication method pgtide must handle.
 var testUsers = []config.User{
-	{Name: "app", Password: "app secret"},     // scram-sha-256 on the server
-	{Name: "app_md5", Password: "md5 secret"}, // md5 on the server
-	{Name: "app_pw", Password: "pw secret"},   // password (cleartext) on the server
-	{Name: "postgres"},                        // trust on the server
+	{Name: "app", Password: "app secret"},           // scram-sha-256 on the server
+	{Name: "app_md5", Password: "md5 secret"},       // md5 on the server
+	{Name: "app_pw", Password: "pw secret"},         // password (cleartext) on the server
+	{Name: "postgres", Password: "postgres secret"}, // trust on the server
 }
 
 func TestMain(m *testing.M) {
@@ -80,6 +81,37 @@ type testProxy struct {
 	t       testing.TB
 	cfgPath string
 	done    chan error
+	log     *logRecorder
+}
+
+// logRecorder keeps every line the proxy logged. Safe for concurrent use.
+type logRecorder struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (r *logRecorder) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lines = append(r.lines, strings.Split(strings.TrimRight(string(p), "\n"), "\n")...)
+	return len(p), nil
+}
+
+// logged returns the lines logged so far that contain every one of parts.
+func (p *testProxy) logged(parts ...string) []string {
+	p.log.mu.Lock()
+	defer p.log.mu.Unlock()
+	var out []string
+next:
+	for _, l := range p.log.lines {
+		for _, part := range parts {
+			if !strings.Contains(l, part) {
+				continue next
+			}
+		}
+		out = append(out, l)
+	}
+	return out
 }
 
 // startProxy writes a config file (and users file) for the test cluster, lets mutate adjust it,
@@ -134,7 +166,8 @@ func startProxyTB(t testing.TB, mutate func(*config.Config), prepare func(*proxy
 	if loaded.Proxy.LogLevel == "warn" {
 		level = slog.LevelWarn
 	}
-	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
+	rec := new(logRecorder)
+	logger := slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, rec), &slog.HandlerOptions{Level: level}))
 	srv, err := proxy.New(loaded, logger)
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +175,7 @@ func startProxyTB(t testing.TB, mutate func(*config.Config), prepare func(*proxy
 	if prepare != nil {
 		prepare(srv)
 	}
-	p := &testProxy{Server: srv, t: t, cfgPath: path, done: make(chan error, 1)}
+	p := &testProxy{Server: srv, t: t, cfgPath: path, done: make(chan error, 1), log: rec}
 	go func() { p.done <- srv.Serve() }()
 	t.Cleanup(func() {
 		srv.Shutdown()

@@ -334,17 +334,17 @@ func (s *Server) handle(conn net.Conn, ep router.Endpoint) {
 		return
 	}
 	if n > int64(cfg.Proxy.MaxClientConnections) {
-		reject(conn, wire.CodeTooManyConnections, "sorry, too many clients already")
+		s.refuse(conn, st, wire.CodeTooManyConnections, "sorry, too many clients already")
 		return
 	}
 	if v, ok := st.Get("replication"); ok && v != "false" && v != "off" && v != "no" && v != "0" {
-		reject(conn, wire.CodeFeatureNotSupported, "pgtide does not support replication connections")
+		s.refuse(conn, st, wire.CodeFeatureNotSupported, "pgtide does not support replication connections")
 		return
 	}
 
 	sess := session.New(s.env, conn, br, st, ep)
 	if !s.register(sess) {
-		reject(conn, wire.CodeAdminShutdown, "pgtide is shutting down")
+		s.refuse(conn, st, wire.CodeAdminShutdown, "pgtide is shutting down")
 		return
 	}
 	defer s.unregister(sess)
@@ -355,11 +355,27 @@ func (s *Server) handle(conn net.Conn, ep router.Endpoint) {
 	err = sess.Login(loginCtx)
 	cancel()
 	if err != nil {
-		s.logger.Info("client login failed", "client", session.ClientAddr(conn), "err", err)
+		user, _ := st.Get("user")
+		db, _ := st.Get("database")
+		s.logger.Info("client login failed", "client", session.ClientAddr(conn), "user", user, "database", db, "err", err)
 		return
 	}
 	conn.SetDeadline(time.Time{})
+	s.logger.Debug("client connected", "client", session.ClientAddr(conn), "endpoint", ep.String(),
+		"user", sess.Key().User, "database", sess.Key().Database)
+	start := time.Now()
 	sess.Serve(context.Background())
+	s.logger.Debug("client disconnected", "client", session.ClientAddr(conn), "user", sess.Key().User,
+		"database", sess.Key().Database, "duration", time.Since(start).Round(time.Millisecond))
+}
+
+// refuse ends a client that sent its startup packet with a FATAL ErrorResponse, logging why at
+// info and counting it.
+func (s *Server) refuse(conn net.Conn, st *wire.Startup, code, msg string) {
+	user, _ := st.Get("user")
+	db, _ := st.Get("database")
+	s.logger.Info("client refused", "client", session.ClientAddr(conn), "user", user, "database", db, "sqlstate", code, "reason", msg)
+	s.reject(conn, code, msg)
 }
 
 // readStartup reads startup packets, refusing encryption requests, until a StartupMessage.
@@ -372,9 +388,9 @@ func (s *Server) readStartup(conn net.Conn, br *bufio.Reader) (*wire.Startup, er
 			var ue *wire.UnsupportedProtocolError
 			switch {
 			case errors.As(err, &ue):
-				reject(conn, wire.CodeFeatureNotSupported, err.Error())
+				s.reject(conn, wire.CodeFeatureNotSupported, err.Error())
 			case wire.IsProtocolError(err):
-				reject(conn, wire.CodeProtocolViolation, err.Error())
+				s.reject(conn, wire.CodeProtocolViolation, err.Error())
 			}
 			return nil, err
 		}
@@ -383,7 +399,7 @@ func (s *Server) readStartup(conn net.Conn, br *bufio.Reader) (*wire.Startup, er
 			if negotiations >= 2 || br.Buffered() > 0 {
 				// Data after an encryption request, before our answer, is a buffer-stuffing
 				// attempt (CVE-2021-23222 in clients); PostgreSQL refuses it too.
-				reject(conn, wire.CodeProtocolViolation, "unexpected data after encryption request")
+				s.reject(conn, wire.CodeProtocolViolation, "unexpected data after encryption request")
 				return nil, errors.New("unexpected data after encryption request")
 			}
 			if _, err := conn.Write([]byte{'N'}); err != nil {
@@ -418,8 +434,9 @@ func (s *Server) negotiate(conn net.Conn, st *wire.Startup) error {
 	return err
 }
 
-// reject sends a FATAL ErrorResponse to a client that is not (yet) a session.
-func reject(conn net.Conn, code, msg string) {
+// reject sends a FATAL ErrorResponse to a client that is not (yet) a session, and counts it.
+func (s *Server) reject(conn net.Conn, code, msg string) {
+	s.env.Errors.Count(code)
 	conn.SetWriteDeadline(time.Now().Add(time.Second))
 	e := &wire.Error{Severity: wire.SeverityFatal, Code: code, Message: msg}
 	conn.Write(e.Append(nil))

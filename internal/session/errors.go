@@ -48,3 +48,6 @@ func (c *ErrorCounter) Each(fn func(class string, n int64)) {
 		fn("", v)
 	}
 }
+
+// Count records one error with SQLSTATE code sent to a client outside a session.
+func (c *ErrorCounter) Count(code string) { countError(c, code) }
