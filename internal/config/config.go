@@ -100,6 +100,17 @@ type Proxy struct {
 	ClientLoginTimeout Duration `toml:"client_login_timeout"`
 	// ShutdownTimeout bounds how long SIGTERM/SIGINT waits for running transactions to finish.
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// Client timeouts, checked about every second (0 turns each off): ClientIdleTimeout closes
+	// a client that sent nothing for this long outside a transaction (FATAL 57P05);
+	// IdleTransactionTimeout one idle this long inside a transaction, which holds a server
+	// connection (FATAL 25P03, rolled back); QueryTimeout one whose request has gone unanswered
+	// this long (FATAL 57014; use a server-side statement_timeout a little below it);
+	// ClientWriteTimeout one that has not read what pgtide sends it for this long (it stopped
+	// reading its results while holding a server connection).
+	ClientIdleTimeout      Duration `toml:"client_idle_timeout"`
+	IdleTransactionTimeout Duration `toml:"idle_transaction_timeout"`
+	QueryTimeout           Duration `toml:"query_timeout"`
+	ClientWriteTimeout     Duration `toml:"client_write_timeout"`
 	// MaxMessageSize caps the length of any protocol message, from clients or servers, in bytes.
 	MaxMessageSize int `toml:"max_message_size"`
 	// MaxPreparedStatements caps the protocol-level prepared statements pgtide keeps on each
@@ -231,6 +242,7 @@ func Defaults() *Config {
 			MaxClientConnections:   10000,
 			ClientLoginTimeout:     Duration{15 * time.Second},
 			ShutdownTimeout:        Duration{30 * time.Second},
+			ClientWriteTimeout:     Duration{time.Minute},
 			MaxMessageSize:         64 << 20,
 			MaxPreparedStatements:  200,
 			PinPolicy:              PinPolicyPin,
@@ -341,6 +353,15 @@ func (c *Config) Validate() error {
 	}
 	if p.ShutdownTimeout.Duration < 0 {
 		add("proxy.shutdown_timeout must not be negative")
+	}
+	for _, t := range []struct {
+		name string
+		d    Duration
+	}{{"client_idle_timeout", p.ClientIdleTimeout}, {"idle_transaction_timeout", p.IdleTransactionTimeout},
+		{"query_timeout", p.QueryTimeout}, {"client_write_timeout", p.ClientWriteTimeout}} {
+		if t.d.Duration < 0 {
+			add("proxy.%s must not be negative (0 turns it off)", t.name)
+		}
 	}
 	if p.MaxMessageSize < 8192 || p.MaxMessageSize > 1<<30 {
 		add("proxy.max_message_size %d: must be between 8192 and 1073741824 bytes", p.MaxMessageSize)

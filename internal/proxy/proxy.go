@@ -157,7 +157,8 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	s.router = router.New(s.cluster, s.pools, s.cfg.Load, s.logger)
 	s.env = &session.Env{Pools: s.pools, Auth: auth.NewAuthenticator(), Config: s.cfg.Load, Logger: logger,
 		Pins: new(session.PinCounter), Routes: new(session.RouteCounter), Errors: new(session.ErrorCounter),
-		Router: s.router, KeyChanged: s.rekey, Functions: s.functions}
+		Router: s.router, KeyChanged: s.rekey, Functions: s.functions, Clock: new(session.Clock)}
+	s.env.Clock.Set(time.Now())
 	if cfg.Admin.Listen != "" {
 		h, err := admin.ListenHTTP(cfg.Admin.Listen, s, logger)
 		if err != nil {
@@ -170,10 +171,14 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
-	s.bg.Add(2)
+	s.bg.Add(3)
 	go func() {
 		defer s.bg.Done()
 		s.pools.Run(ctx, time.Second)
+	}()
+	go func() {
+		defer s.bg.Done()
+		s.janitor(ctx)
 	}()
 	go func() {
 		defer s.bg.Done()
@@ -549,4 +554,41 @@ func (s *Server) Shutdown() {
 	s.bg.Wait()
 	s.pools.Close()
 	s.logger.Info("shut down")
+}
+
+// janitorTick is how often the janitor sets the sessions' coarse clock; every janitorChecks
+// ticks it checks the client timeouts (see session.Session.CheckTimeouts).
+const (
+	janitorTick   = 100 * time.Millisecond
+	janitorChecks = 10
+)
+
+// janitor keeps the sessions' coarse clock and ends the clients past a client timeout, until
+// ctx is done.
+func (s *Server) janitor(ctx context.Context) {
+	t := time.NewTicker(janitorTick)
+	defer t.Stop()
+	var sessions []*session.Session
+	for i := 1; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.env.Clock.Set(now)
+			if i%janitorChecks != 0 {
+				continue
+			}
+			s.mu.Lock()
+			sessions = sessions[:0]
+			for _, sess := range s.sessions {
+				sessions = append(sessions, sess)
+			}
+			s.mu.Unlock()
+			p := &s.cfg.Load().Proxy
+			for _, sess := range sessions {
+				sess.CheckTimeouts(now, p, s.dialServer)
+			}
+			clear(sessions)
+		}
+	}
 }

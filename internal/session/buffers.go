@@ -87,7 +87,7 @@ func (s *Session) waitIdle() error {
 func (s *Session) writer() *bufio.Writer {
 	if s.w == nil {
 		s.w = writerPool.Get().(*bufio.Writer)
-		s.w.Reset(s.conn)
+		s.w.Reset(&s.out)
 	}
 	return s.w
 }

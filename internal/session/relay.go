@@ -50,6 +50,7 @@ func (s *Session) clientLoop(ctx context.Context) error {
 			}
 		}
 		typ, _, err := s.r.Next()
+		s.noteProgress()
 		if err != nil {
 			if wire.IsProtocolError(err) {
 				s.fail(&wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeProtocolViolation, Message: err.Error()})
@@ -438,6 +439,7 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 	}
 	status := body[0]
 	if !hidden {
+		s.noteProgress()
 		cs := srv.Counters()
 		cs.Queries.Add(1)
 		if status == 'I' {
@@ -651,19 +653,10 @@ func (s *Session) Cancel(dial func(network, addr string) (net.Conn, error)) {
 	}
 	s.env.Pools.BeginCancel(srv)
 	s.mu.Unlock()
-	defer s.env.Pools.EndCancel(srv)
-	c, err := dial("tcp", srv.Key().Node)
-	if err != nil {
+	defer s.env.Pools.EndCancel(srv) // delivered: the connection may be lent again
+	if err := sendCancel(dial, srv); err != nil {
 		s.logger.Warn("could not forward cancel request", "server", srv.Key().Node, "err", err)
-		return
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(cancelTimeout))
-	c.Write(wire.AppendCancelRequest(nil, srv.PID, srv.Secret))
-	// The server closes the connection once it has read the request: only then has it been
-	// delivered, and may the connection be lent again.
-	var b [1]byte
-	c.Read(b[:])
 }
 
 // cancelTimeout bounds sending a CancelRequest and waiting for the server to close it, once the

@@ -460,7 +460,7 @@ func isStandbyRefusal(body []byte) bool {
 // too; the client loop then re-runs the request on the writer. Called by the reader with wmu held.
 func (s *Session) refusedByReplica() {
 	s.armed = false
-	s.w.Reset(s.conn) // drops what was held back: nothing of it reached the client
+	s.w.Reset(&s.out) // drops what was held back: nothing of it reached the client
 	s.mu.Lock()
 	s.failed = true // the statement's effects are not applied (see applyPendingLocked)
 	s.mu.Unlock()

@@ -43,6 +43,8 @@ type Env struct {
 	// Functions, if set, returns what is known of a database's functions for the route
 	// classifier (nil when nothing is known yet: calls of unknown functions go to the writer).
 	Functions func(database string) classify.Functions
+	// Clock is the coarse clock the client timeouts read (see timeouts.go); nil: none.
+	Clock *Clock
 	// KeyChanged, if set, is called when a session's PID changes during Login (session mode: the
 	// server's), before the client is sent its BackendKeyData; it may change the session's
 	// Secret to keep (PID, Secret) unique.
@@ -73,6 +75,12 @@ type Session struct {
 
 	wmu sync.Mutex    // guards w
 	w   *bufio.Writer // to the client; nil while idle (see buffers.go)
+	out clientOut     // what w writes to: conn, with writes timed (see timeouts.go)
+
+	// For the client timeouts (see timeouts.go): when the client last sent a message or had a
+	// request answered, and since when a write to it has been blocked (0: none), on Env.Clock.
+	progressAt atomic.Int64
+	writeSince atomic.Int64
 
 	routeState // routing on the auto endpoint (see route.go)
 
@@ -178,6 +186,7 @@ func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup, ep ro
 		maxPrepared: cfg.Proxy.MaxPreparedStatements,
 	}
 	s.src.conn = conn
+	s.out.s = s
 	s.relayFn = s.relay
 	s.params, s.extra = startupParams(startup)
 	s.startupParams = maps.Clone(s.params)
@@ -240,6 +249,7 @@ func (s *Session) Login(ctx context.Context) error {
 		s.dropServer()
 		return err
 	}
+	s.noteProgress()
 	s.mu.Lock()
 	s.loggedIn = true
 	s.mu.Unlock()
@@ -373,7 +383,7 @@ func (s *Session) send(msg []byte) error {
 	defer s.wmu.Unlock()
 	if s.w == nil {
 		// Nothing else is buffered: one write, no buffer needed.
-		_, err := s.conn.Write(msg)
+		_, err := s.out.Write(msg)
 		return err
 	}
 	if _, err := s.w.Write(msg); err != nil {
