@@ -113,10 +113,19 @@ type Proxy struct {
 	ClientWriteTimeout     Duration `toml:"client_write_timeout"`
 	// MaxMessageSize caps the length of any protocol message, from clients or servers, in bytes.
 	MaxMessageSize int `toml:"max_message_size"`
+	// MessageMemory bounds, in bytes, the memory all clients' large messages take together:
+	// a Query or Parse longer than the 8 KiB client buffer is read whole (to be inspected) only
+	// once its size is free here; until then the client waits (up to query_wait_timeout, then
+	// ERROR 53200), holding no server connection. Other messages are streamed.
+	MessageMemory int64 `toml:"message_memory"`
 	// MaxPreparedStatements caps the protocol-level prepared statements pgtide keeps on each
 	// server connection in transaction mode (least recently used ones are closed); 0 turns the
 	// translation of named statements off, so they only work in session mode or when pinned.
 	MaxPreparedStatements int `toml:"max_prepared_statements"`
+	// MaxPreparedStatementsBytes caps the same cache by the statements' text, in bytes per
+	// server connection (least recently used ones are closed); 0: no byte cap. A statement
+	// larger than the cap is still prepared, alone.
+	MaxPreparedStatementsBytes int `toml:"max_prepared_statements_bytes"`
 	// PinPolicy says what happens when a transaction-mode client creates session state pgtide
 	// cannot move between server connections: "pin" keeps its server connection until it
 	// disconnects; "error" refuses the statement.
@@ -234,20 +243,22 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.Strin
 func Defaults() *Config {
 	return &Config{
 		Proxy: Proxy{
-			Listen:                 "127.0.0.1:6432",
-			ReaderFallbackToWriter: true,
-			MaxReplicaLag:          Duration{100 * time.Millisecond},
-			ReadYourWrites:         ReadYourWritesLSN,
-			PoolMode:               PoolModeTransaction,
-			MaxClientConnections:   10000,
-			ClientLoginTimeout:     Duration{15 * time.Second},
-			ShutdownTimeout:        Duration{30 * time.Second},
-			ClientWriteTimeout:     Duration{time.Minute},
-			MaxMessageSize:         64 << 20,
-			MaxPreparedStatements:  200,
-			PinPolicy:              PinPolicyPin,
-			LogFormat:              "text",
-			LogLevel:               "info",
+			Listen:                     "127.0.0.1:6432",
+			ReaderFallbackToWriter:     true,
+			MaxReplicaLag:              Duration{100 * time.Millisecond},
+			ReadYourWrites:             ReadYourWritesLSN,
+			PoolMode:                   PoolModeTransaction,
+			MaxClientConnections:       10000,
+			ClientLoginTimeout:         Duration{15 * time.Second},
+			ShutdownTimeout:            Duration{30 * time.Second},
+			ClientWriteTimeout:         Duration{time.Minute},
+			MaxMessageSize:             64 << 20,
+			MessageMemory:              256 << 20,
+			MaxPreparedStatements:      200,
+			MaxPreparedStatementsBytes: 1 << 20,
+			PinPolicy:                  PinPolicyPin,
+			LogFormat:                  "text",
+			LogLevel:                   "info",
 		},
 		Auth: Auth{Method: AuthTrust},
 		Cluster: Cluster{
@@ -366,8 +377,14 @@ func (c *Config) Validate() error {
 	if p.MaxMessageSize < 8192 || p.MaxMessageSize > 1<<30 {
 		add("proxy.max_message_size %d: must be between 8192 and 1073741824 bytes", p.MaxMessageSize)
 	}
+	if p.MessageMemory < int64(p.MaxMessageSize) {
+		add("proxy.message_memory %d must be at least max_message_size (%d)", p.MessageMemory, p.MaxMessageSize)
+	}
 	if p.MaxPreparedStatements < 0 {
 		add("proxy.max_prepared_statements must not be negative")
+	}
+	if p.MaxPreparedStatementsBytes < 0 {
+		add("proxy.max_prepared_statements_bytes must not be negative (0: no byte cap)")
 	}
 	if p.MaxReplicaLag.Duration <= 0 {
 		add("proxy.max_replica_lag must be positive")

@@ -157,7 +157,8 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	s.router = router.New(s.cluster, s.pools, s.cfg.Load, s.logger)
 	s.env = &session.Env{Pools: s.pools, Auth: auth.NewAuthenticator(), Config: s.cfg.Load, Logger: logger,
 		Pins: new(session.PinCounter), Routes: new(session.RouteCounter), Errors: new(session.ErrorCounter),
-		Router: s.router, KeyChanged: s.rekey, Functions: s.functions, Clock: new(session.Clock)}
+		Router: s.router, KeyChanged: s.rekey, Functions: s.functions, Clock: new(session.Clock),
+		Memory: session.NewMessageMemory(cfg.Proxy.MessageMemory)}
 	s.env.Clock.Set(time.Now())
 	if cfg.Admin.Listen != "" {
 		h, err := admin.ListenHTTP(cfg.Admin.Listen, s, logger)

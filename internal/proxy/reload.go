@@ -47,6 +47,7 @@ func (s *Server) reloadLocked(next *config.Config) {
 		s.cluster.SetHosts(ClusterConfig(next).Hosts)
 	}
 	s.pools.SetSettings(PoolSettings(next))
+	s.env.Memory.SetCapacity(next.Proxy.MessageMemory)
 	for _, n := range s.cluster.Nodes() { // safety_factor or proxy_instances may have changed
 		s.applyBudget(n, next)
 	}

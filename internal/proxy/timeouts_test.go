@@ -112,3 +112,40 @@ func TestClientWriteTimeout(t *testing.T) {
 	other := p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
 	mustExec(t, other, "SELECT 1")
 }
+
+// TestMessageMemory: large messages share proxy.message_memory. A client that sends the header
+// of a 1 MiB query and then trickles holds that memory; another client's large query waits for
+// it, holding no server connection, and gets ERROR 53200 after query_wait_timeout, while small
+// queries go on; once the trickling client leaves, large queries run again.
+func TestMessageMemory(t *testing.T) {
+	p := startProxy(t, func(c *config.Config) {
+		c.Proxy.MaxMessageSize = 1 << 20
+		c.Proxy.MessageMemory = 1 << 20
+		c.Cluster.QueryWaitTimeout.Duration = 2 * time.Second
+		c.Cluster.ServerConnectTimeout.Duration = time.Second
+	})
+	ctx := context.Background()
+	slow := p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
+	header := binary.BigEndian.AppendUint32([]byte{'Q'}, uint32(4+900<<10))
+	if _, err := slow.PgConn().Conn().Write(append(header, "SELECT '"...)); err != nil {
+		t.Fatal(err)
+	}
+	big := "SELECT length('" + strings.Repeat("y", 600<<10) + "')"
+	other := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
+	waitFor(t, 30*time.Second, "a large query refused for memory", func() bool {
+		_, err := other.Exec(ctx, big)
+		if err == nil {
+			return false // the slow client's header was not read yet
+		}
+		if pgCode(err) != "53200" || !strings.Contains(err.Error(), "message_memory") {
+			t.Fatalf("large query: %v, want 53200 naming message_memory", err)
+		}
+		return true
+	})
+	mustExec(t, other, "SELECT 1")
+	slow.PgConn().Conn().Close()
+	waitFor(t, 30*time.Second, "large queries to run again", func() bool {
+		var n int
+		return other.QueryRow(ctx, big).Scan(&n) == nil && n == 600<<10
+	})
+}

@@ -83,7 +83,7 @@ func (s *Session) ensureLocked(srv *pool.Conn, key stmtKey, out []byte) (*statem
 		return st, out
 	}
 	out = s.closeOrphansLocked(srv, out)
-	st, evicted := stateOf(srv).add(key, s.maxPrepared)
+	st, evicted := stateOf(srv).add(key, s.maxPrepared, s.maxPreparedBytes)
 	if evicted != nil {
 		out = s.hiddenCloseLocked(out, evicted.name)
 	}
@@ -149,7 +149,7 @@ func (s *Session) resolveRefs(srv *pool.Conn, a *classify.Session, pre, text []b
 			hidden = true
 			s.hideLocked(s.reqSent-1, false) // the Query, already counted, moves up one
 		}
-		st, evicted := stateOf(srv).add(key, s.maxPrepared)
+		st, evicted := stateOf(srv).add(key, s.maxPrepared, s.maxPreparedBytes)
 		if evicted != nil {
 			pre = appendClose(pre, evicted.name)
 		}
@@ -319,7 +319,7 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		if old := stateOf(srv).lookup(key); old != nil {
 			out = s.hiddenCloseLocked(out, old.name)
 		}
-		st, evicted := stateOf(srv).add(key, s.maxPrepared)
+		st, evicted := stateOf(srv).add(key, s.maxPrepared, s.maxPreparedBytes)
 		if evicted != nil {
 			out = s.hiddenCloseLocked(out, evicted.name)
 		}

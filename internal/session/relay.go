@@ -40,7 +40,9 @@ func (s *Session) Serve(ctx context.Context) {
 }
 
 func (s *Session) clientLoop(ctx context.Context) error {
+	defer s.releaseMemory()
 	for {
+		s.releaseMemory()
 		if s.replaying && !s.replayDone() {
 			// Re-running a request a replica refused (see route.go): read it from the copy.
 		} else if s.br == nil || s.r.Buffered() == 0 {
@@ -78,6 +80,15 @@ func (s *Session) clientLoop(ctx context.Context) error {
 			}
 			continue
 		}
+		if s.holdsWhole(typ) {
+			// Before a server connection is taken: waiting for memory holds none.
+			if err := s.takeMemory(ctx); err != nil {
+				if err := s.refuse(typ, err); err != nil {
+					return err
+				}
+				continue
+			}
+		}
 		srv, err := s.attach(ctx, typ)
 		if err != nil {
 			return err
@@ -87,6 +98,7 @@ func (s *Session) clientLoop(ctx context.Context) error {
 		}
 		srv.WriteMu.Lock()
 		err = s.forward(srv, typ)
+		s.releaseMemory()
 		last := false // the last message of an armed request: its answers are read now
 		if s.heldLeft > 0 {
 			s.heldLeft--

@@ -26,6 +26,7 @@ type serverState struct {
 	// statements are the prepared statements pgtide created on the connection, by what they
 	// mean, so clients preparing the same statement share one.
 	statements map[stmtKey]*statement
+	textBytes  int // the statements' texts, for max_prepared_statements_bytes
 	// orphans are server-side names pgtide no longer tracks that may still exist on the server
 	// (a Close of them was skipped after an error, or the server reported them stale). They are
 	// closed with the holder's next statement work; closing a name that does not exist is not
@@ -142,23 +143,36 @@ func (st *serverState) lookup(key stmtKey) *statement {
 
 // add records a new statement for key under a fresh server-side name, replacing any statement
 // recorded for key (which the caller must Close on the server). If that makes more than max
-// statements, it also returns the least recently used one, which the caller must Close too;
-// both are already forgotten here. Eviction scans the cache: O(max), once per new statement.
-func (st *serverState) add(key stmtKey, max int) (x, evicted *statement) {
+// statements, or more than maxBytes of statement text (0: no cap), it also returns the least
+// recently used one, which the caller must Close too; both are already forgotten here. When the
+// byte cap needs more than one eviction (a large statement), the others become orphans, closed
+// with the next statement work. The new statement itself is never evicted. Eviction scans the
+// cache: O(max), once per statement evicted.
+func (st *serverState) add(key stmtKey, max, maxBytes int) (x, evicted *statement) {
 	if st.statements == nil {
 		st.statements = make(map[stmtKey]*statement)
 	}
 	st.clock++
 	x = &statement{name: "pgtide_" + strconv.FormatUint(statementSeq.Add(1), 10), key: key, used: st.clock}
-	if max > 0 && len(st.statements) >= max && st.statements[key] == nil {
-		for _, y := range st.statements {
-			if evicted == nil || y.used < evicted.used {
-				evicted = y
-			}
-		}
-		delete(st.statements, evicted.key)
+	if old := st.statements[key]; old != nil {
+		st.textBytes -= len(old.key.text)
 	}
 	st.statements[key] = x
+	st.textBytes += len(key.text)
+	for len(st.statements) > 1 && (max > 0 && len(st.statements) > max || maxBytes > 0 && st.textBytes > maxBytes) {
+		var lru *statement
+		for _, y := range st.statements {
+			if y != x && (lru == nil || y.used < lru.used) {
+				lru = y
+			}
+		}
+		st.forget(lru)
+		if evicted == nil {
+			evicted = lru
+		} else {
+			st.orphans = append(st.orphans, lru.name)
+		}
+	}
 	return x, evicted
 }
 
@@ -166,6 +180,7 @@ func (st *serverState) add(key stmtKey, max int) (x, evicted *statement) {
 func (st *serverState) forget(x *statement) {
 	if st.statements[x.key] == x {
 		delete(st.statements, x.key)
+		st.textBytes -= len(x.key.text)
 	}
 }
 
@@ -173,6 +188,7 @@ func (st *serverState) forget(x *statement) {
 // (DEALLOCATE ALL, DISCARD ALL). The unnamed statement is not named: it survives.
 func (st *serverState) forgetAll() {
 	clear(st.statements)
+	st.textBytes = 0
 	st.orphans = st.orphans[:0]
 }
 
@@ -184,4 +200,5 @@ func (st *serverState) orphanAll() {
 		st.orphans = append(st.orphans, x.name)
 	}
 	clear(st.statements)
+	st.textBytes = 0
 }

@@ -45,6 +45,9 @@ type Env struct {
 	Functions func(database string) classify.Functions
 	// Clock is the coarse clock the client timeouts read (see timeouts.go); nil: none.
 	Clock *Clock
+	// Memory bounds the memory of large client messages held whole (see memory.go); nil: no
+	// bound beyond max_message_size per client.
+	Memory *MessageMemory
 	// KeyChanged, if set, is called when a session's PID changes during Login (session mode: the
 	// server's), before the client is sent its BackendKeyData; it may change the session's
 	// Secret to keep (PID, Secret) unique.
@@ -85,11 +88,14 @@ type Session struct {
 	routeState // routing on the auto endpoint (see route.go)
 
 	// Transaction-mode state owned by the client loop.
-	maxPrepared int              // max_prepared_statements at login; 0: no statement translation
-	analysis    classify.Session // scratch for checkPins
-	pinErr      *refusal         // the statement being forwarded is refused (see refusal)
-	scratch     []byte           // for rewritten messages
-	prefix      []byte           // for a rewritten Bind's names
+	maxPrepared int // max_prepared_statements at login; 0: no statement translation
+	// maxPreparedBytes is max_prepared_statements_bytes at login.
+	maxPreparedBytes int
+	analysis         classify.Session // scratch for checkPins
+	pinErr           *refusal         // the statement being forwarded is refused (see refusal)
+	scratch          []byte           // for rewritten messages
+	heldMemory       int64            // taken from Env.Memory for the message being handled (see memory.go)
+	prefix           []byte           // for a rewritten Bind's names
 
 	mu       sync.Mutex
 	server   *pool.Conn    // the attached server connection; guarded by mu
@@ -183,7 +189,8 @@ func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup, ep ro
 		user:      user,
 		database:  db,
 
-		maxPrepared: cfg.Proxy.MaxPreparedStatements,
+		maxPrepared:      cfg.Proxy.MaxPreparedStatements,
+		maxPreparedBytes: cfg.Proxy.MaxPreparedStatementsBytes,
 	}
 	s.src.conn = conn
 	s.out.s = s
