@@ -32,3 +32,14 @@ test-deps:
 
 bench-deps:
 	@scripts/ensure-postgres.sh --pgbouncer
+
+## fuzz: every fuzz target in turn for FUZZTIME each (default 30s); new failing inputs are kept in
+## the package's testdata/fuzz, to be committed with their fix
+FUZZTIME ?= 30s
+fuzz:
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' internal cmd); do \
+	  pkg=./$$(dirname $$f); \
+	  for t in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | cut -d' ' -f2); do \
+	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
