@@ -2,13 +2,21 @@
 # Installs the PostgreSQL server binaries (initdb, pg_ctl, postgres, pg_basebackup) and the psql and
 # pgbench clients when this machine lacks them. With --pgbouncer it also installs PgBouncer and
 # HAProxy (used by the benchmarks only); with --promtool, promtool from the prometheus package (the
-# alert-rule tests in deploy/ run it). Debian/Ubuntu only; other systems print what to install.
+# alert-rule tests in deploy/ run it); with --chromium, Chromium (the status page's tests drive it
+# headless). Debian/Ubuntu only; other systems print what to install.
 set -euo pipefail
 
 want_pgbouncer=0
 want_promtool=0
-[ "${1:-}" = "--pgbouncer" ] && want_pgbouncer=1
-[ "${1:-}" = "--promtool" ] && want_promtool=1
+want_chromium=0
+for arg in "$@"; do
+  case "$arg" in
+    --pgbouncer) want_pgbouncer=1 ;;
+    --promtool) want_promtool=1 ;;
+    --chromium) want_chromium=1 ;;
+    *) echo "usage: $0 [--pgbouncer] [--promtool] [--chromium]" >&2; exit 2 ;;
+  esac
+done
 
 have_server() {
   if command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then return 0; fi
@@ -21,6 +29,7 @@ command -v psql >/dev/null 2>&1 || pkgs+=(postgresql-client)
 if [ "$want_pgbouncer" = 1 ] && ! command -v pgbouncer >/dev/null 2>&1; then pkgs+=(pgbouncer); fi
 if [ "$want_pgbouncer" = 1 ] && ! command -v haproxy >/dev/null 2>&1; then pkgs+=(haproxy); fi
 if [ "$want_promtool" = 1 ] && ! command -v promtool >/dev/null 2>&1; then pkgs+=(prometheus); fi
+if [ "$want_chromium" = 1 ] && ! command -v chromium >/dev/null 2>&1; then pkgs+=(chromium); fi
 [ ${#pkgs[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then

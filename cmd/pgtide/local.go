@@ -21,8 +21,9 @@ const localUsage = `Usage: pgtide local [flags]
 
 Starts a throwaway PostgreSQL cluster from the server binaries on this machine (a primary and
 streaming replicas on free loopback ports, in a temporary directory), writes a pgtide
-configuration for it, runs the proxy in front and prints the psql line to connect. Ctrl-C stops
-the proxy and the cluster and removes the temporary directory.
+configuration for it, runs the proxy in front and prints the psql line to connect and the
+address of the status page (--admin-listen). Ctrl-C stops the proxy and the cluster and removes
+the temporary directory.
 
 PostgreSQL refuses to run as root; as root, the servers run as the "postgres" user.
 
@@ -35,6 +36,7 @@ func cmdLocal(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:6432", "address of the automatic endpoint")
 	writerListen := fs.String("writer-listen", "127.0.0.1:6433", "address of the writer endpoint (\"\" for none)")
 	readerListen := fs.String("reader-listen", "127.0.0.1:6434", "address of the reader endpoint (\"\" for none)")
+	adminListen := fs.String("admin-listen", "127.0.0.1:6480", "HTTP address of the status page, /status.json, /metrics, /healthz and /readyz (\"\" for none)")
 	replicas := fs.Int("replicas", 2, "number of streaming replicas")
 	mode := fs.String("pool-mode", config.PoolModeTransaction, "pool mode: session or transaction")
 	poolSize := fs.Int("pool-size", 20, "server connections per (node, database, user)")
@@ -63,6 +65,7 @@ func cmdLocal(args []string, stdout, stderr io.Writer) int {
 	cfg.Proxy.Listen = *listen
 	cfg.Proxy.WriterListen = *writerListen
 	cfg.Proxy.ReaderListen = *readerListen
+	cfg.Admin.Listen = *adminListen
 	cfg.Proxy.PoolMode = *mode
 	cfg.Cluster.PoolSize = *poolSize
 	for _, n := range cl.Nodes() {
@@ -94,6 +97,9 @@ func cmdLocal(args []string, stdout, stderr io.Writer) int {
 				host, port := splitAddr(a.String())
 				fmt.Fprintf(stdout, "  psql -h %s -p %s -U postgres postgres    # %s endpoint\n", host, port, ep)
 			}
+		}
+		if a := srv.AdminAddr(); a != nil {
+			fmt.Fprintf(stdout, "\nStatus page: http://%s/   (metrics: http://%s/metrics)\n", a, a)
 		}
 		fmt.Fprintf(stdout, "\nCtrl-C stops everything.\n")
 	})

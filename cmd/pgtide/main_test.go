@@ -24,7 +24,7 @@ func TestHelp(t *testing.T) {
 		{nil, 2, []string{"Usage:"}},
 		{[]string{"bogus"}, 2, []string{`unknown command "bogus"`}},
 		{[]string{"run", "--help"}, 0, []string{"-c string", "SIGHUP", "SIGTERM", "shutdown_timeout"}},
-		{[]string{"local", "--help"}, 0, []string{"-listen", "-replicas", "-pool-mode", "-pool-size", "postgres"}},
+		{[]string{"local", "--help"}, 0, []string{"-listen", "-admin-listen", "-replicas", "-pool-mode", "-pool-size", "postgres"}},
 		{[]string{"version"}, 0, []string{"pgtide "}},
 		{[]string{"run", "-c", "/nonexistent/pgtide.toml"}, 1, []string{"/nonexistent/pgtide.toml"}},
 	} {

@@ -14,8 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// HTTPServer serves [admin] listen: /metrics, /healthz, /readyz (and the status page). Its
-// goroutines end with Close.
+// HTTPServer serves [admin] listen: /metrics, /healthz, /readyz, the status page (/) and
+// /status.json. Its goroutines end with Close.
 type HTTPServer struct {
 	ln  net.Listener
 	srv *http.Server
@@ -39,6 +39,8 @@ func ListenHTTP(addr string, src Source, logger *slog.Logger) (*HTTPServer, erro
 	}))
 	mux.HandleFunc("GET /healthz", h.healthz)
 	mux.HandleFunc("GET /readyz", h.readyz)
+	mux.HandleFunc("GET /{$}", servePage)
+	mux.Handle("GET /status.json", &statusHandler{src: src, now: time.Now})
 	h.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,

@@ -158,11 +158,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 func (c *Collector) collectNodes(ch chan<- prometheus.Metric) {
 	src := c.src
 	pools := src.Pools()
-	active, idle := map[string]int{}, map[string]int{}
-	for _, st := range pools.Stats() {
-		active[st.Key.Node] += st.Total - st.Idle
-		idle[st.Key.Node] += st.Idle
-	}
+	servers := nodeServers(pools.Stats())
 	rt := src.Router()
 	for _, n := range src.Cluster().Nodes() {
 		addr := n.Addr()
@@ -174,8 +170,8 @@ func (c *Collector) collectNodes(ch chan<- prometheus.Metric) {
 		gauge(ch, descLag, n.Lag().Seconds(), addr)
 		gauge(ch, descLagBytes, float64(max(0, n.LagBytes())), addr)
 		gauge(ch, descLagging, bool01(rt.Lagging(n)), addr)
-		gauge(ch, descNodeServers, float64(active[addr]), addr, "active")
-		gauge(ch, descNodeServers, float64(idle[addr]), addr, "idle")
+		gauge(ch, descNodeServers, float64(servers[addr].active), addr, "active")
+		gauge(ch, descNodeServers, float64(servers[addr].idle), addr, "idle")
 		gauge(ch, descBudget, float64(pools.NodeCap(addr)), addr)
 		maxConns, reserved, _ := n.Ceiling()
 		gauge(ch, descMaxConns, float64(maxConns), addr)
@@ -206,17 +202,8 @@ func (c *Collector) collectPools(ch chan<- prometheus.Metric) {
 	}
 }
 
-var clientStates = [...]string{session.ClientLogin, session.ClientActive, session.ClientWaiting, session.ClientIdle}
-
 func (c *Collector) collectClients(ch chan<- prometheus.Metric) {
-	var counts [3][len(clientStates)]int
-	for _, ci := range c.src.Clients() {
-		for i, s := range clientStates {
-			if ci.State == s && int(ci.Endpoint) < len(counts) {
-				counts[ci.Endpoint][i]++
-			}
-		}
-	}
+	counts := countClients(c.src.Clients())
 	for ep := range counts {
 		for i, s := range clientStates {
 			gauge(ch, descClients, float64(counts[ep][i]), router.Endpoint(ep).String(), s)
