@@ -6,9 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 
 	"pgtide/internal/config"
@@ -22,8 +25,9 @@ const localUsage = `Usage: pgtide local [flags]
 Starts a throwaway PostgreSQL cluster from the server binaries on this machine (a primary and
 streaming replicas on free loopback ports, in a temporary directory), writes a pgtide
 configuration for it, runs the proxy in front and prints the psql line to connect and the
-address of the status page (--admin-listen). Ctrl-C stops the proxy and the cluster and removes
-the temporary directory.
+address of the status page (--admin-listen). Ctrl-C (SIGINT, SIGTERM, or SIGHUP when the
+terminal goes away) stops the proxy and the cluster and removes the temporary directory; what a
+killed run left behind is removed by the next one.
 
 PostgreSQL refuses to run as root; as root, the servers run as the "postgres" user.
 
@@ -50,8 +54,29 @@ func cmdLocal(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "pgtide local: unexpected argument %q (flags start with -)\n", fs.Arg(0))
+		return 2
+	}
+	// Everything that can be checked before a cluster is started is: a bad flag or a port in
+	// use must not cost a cluster start and stop.
+	if err := checkLocalFlags(*replicas, *mode, *poolSize, map[string]string{"--listen": *listen,
+		"--writer-listen": *writerListen, "--reader-listen": *readerListen, "--admin-listen": *adminListen}); err != nil {
+		fmt.Fprintln(stderr, "pgtide local:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
+
+	// What an earlier pgtide local left behind when it was killed (kill -9, an OOM kill):
+	// servers no process owns any more, and their directories.
+	if removed, err := pgcluster.RemoveOrphans(ctx); err != nil {
+		fmt.Fprintln(stderr, "pgtide local: cleaning up after an earlier run:", err)
+	} else {
+		for _, dir := range removed {
+			fmt.Fprintln(stdout, "removed a cluster an earlier run left behind:", dir)
+		}
+	}
 
 	fmt.Fprintf(stdout, "starting a local PostgreSQL cluster: 1 primary + %d replicas...\n", *replicas)
 	cl, err := pgcluster.Start(ctx, pgcluster.Options{Replicas: *replicas})
@@ -102,11 +127,40 @@ func cmdLocal(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "\nStatus page: http://%s/   (metrics: http://%s/metrics)\n", a, a)
 		}
 		fmt.Fprintf(stdout, "\nCtrl-C stops everything.\n")
-	})
+	}, true)
 	if err != nil {
 		fmt.Fprintln(stderr, "pgtide local:", err)
 		return 1
 	}
 	fmt.Fprintln(stdout, "stopping the local cluster and removing", cl.Dir())
 	return 0
+}
+
+// checkLocalFlags checks pgtide local's flags, and that each listen address is free, in the
+// flags' own words.
+func checkLocalFlags(replicas int, mode string, poolSize int, listens map[string]string) error {
+	if replicas < 0 {
+		return fmt.Errorf("--replicas must be 0 or more, not %d", replicas)
+	}
+	if mode != config.PoolModeSession && mode != config.PoolModeTransaction {
+		return fmt.Errorf("--pool-mode must be %q or %q, not %q", config.PoolModeSession, config.PoolModeTransaction, mode)
+	}
+	if poolSize < 1 {
+		return fmt.Errorf("--pool-size must be at least 1, not %d", poolSize)
+	}
+	for _, flagName := range slices.Sorted(maps.Keys(listens)) {
+		addr := listens[flagName]
+		if addr == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return fmt.Errorf("%s %s: the address is in use (another pgtide local?); pick another with %s", flagName, addr, flagName)
+			}
+			return fmt.Errorf("%s %s: %v", flagName, addr, err)
+		}
+		ln.Close()
+	}
+	return nil
 }

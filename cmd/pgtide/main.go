@@ -11,7 +11,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime/debug"
+	"syscall"
 )
 
 // version and commit are set at build time (the Makefile does: -ldflags "-X main.version=...
@@ -33,6 +35,11 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// survivePipes makes writes to a closed pipe fail instead of killing the process: output to a
+// pipe that closed first (`pgtide local | tee log`, then Ctrl-C) must not stop a long-running
+// command halfway through its shutdown.
+func survivePipes() { signal.Ignore(syscall.SIGPIPE) }
+
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
@@ -40,8 +47,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "run":
+		survivePipes()
 		return cmdRun(args[1:], stdout, stderr)
 	case "local":
+		survivePipes()
 		return cmdLocal(args[1:], stdout, stderr)
 	case "plan":
 		return cmdPlan(args[1:], stdout, stderr)

@@ -77,7 +77,7 @@ func TestSignals(t *testing.T) {
 	ready := make(chan *proxy.Server, 1)
 	done := make(chan error, 1)
 	var logs bytes.Buffer
-	go func() { done <- serve(cfg, &syncWriter{w: &logs}, func(s *proxy.Server) { ready <- s }) }()
+	go func() { done <- serve(cfg, &syncWriter{w: &logs}, func(s *proxy.Server) { ready <- s }, false) }()
 	srv := <-ready
 	write(9)
 	syscall.Kill(os.Getpid(), syscall.SIGHUP)

@@ -72,16 +72,17 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	if err := serve(cfg, stderr, nil); err != nil {
+	if err := serve(cfg, stderr, nil, false); err != nil {
 		fmt.Fprintln(stderr, "pgtide:", err)
 		return 1
 	}
 	return 0
 }
 
-// serve runs the proxy for cfg until SIGTERM/SIGINT, reloading on SIGHUP and on file changes.
-// ready, if set, is called with the listening proxy.
-func serve(cfg *config.Config, logOut io.Writer, ready func(*proxy.Server)) error {
+// serve runs the proxy for cfg until SIGTERM/SIGINT, reloading on SIGHUP and on file changes
+// (or, with hangupStops, stopping on SIGHUP too: its terminal is gone). ready, if set, is called
+// with the listening proxy.
+func serve(cfg *config.Config, logOut io.Writer, ready func(*proxy.Server), hangupStops bool) error {
 	level := new(slog.LevelVar)
 	level.Set(parseLevel(cfg.Proxy.LogLevel))
 	logger := newLogger(logOut, cfg.Proxy.LogFormat, level)
@@ -115,7 +116,7 @@ func serve(cfg *config.Config, logOut io.Writer, ready func(*proxy.Server)) erro
 				srv.Shutdown()
 				return
 			case sig := <-sigs:
-				if sig == syscall.SIGHUP {
+				if sig == syscall.SIGHUP && !hangupStops {
 					if cfg.Path != "" {
 						srv.ReloadFile(cfg.Path)
 					}

@@ -64,13 +64,17 @@ const (
 // already started is stopped and the temporary directory removed.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.Replicas < 0 {
-		return nil, fmt.Errorf("pgcluster: Options.Replicas must be >= 0, got %d", opts.Replicas)
+		return nil, fmt.Errorf("pgcluster: the number of replicas must be 0 or more, not %d", opts.Replicas)
 	}
 	dir, err := os.MkdirTemp(os.TempDir(), "pgcluster-")
 	if err != nil {
 		return nil, fmt.Errorf("pgcluster: %w", err)
 	}
-	r, err := newRunner(dir)
+	err = writeOwner(dir) // before anything runs in it: RemoveOrphans knows whose it is
+	var r *runner
+	if err == nil {
+		r, err = newRunner(dir)
+	}
 	if err == nil {
 		err = r.chown(dir)
 	}

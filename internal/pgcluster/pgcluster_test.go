@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -417,5 +418,49 @@ func TestConnStringAndPortClash(t *testing.T) {
 		if portClash(log) != want {
 			t.Errorf("portClash(%q) = %v", log, !want)
 		}
+	}
+}
+
+// TestRemoveOrphans: a cluster whose owner process is gone (killed: it could not clean up) has
+// its servers stopped and its directory removed; a cluster whose owner runs is left alone.
+func TestRemoveOrphans(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	live, err := Start(ctx, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
+	orphan, err := Start(ctx, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orphan.Close()
+	// Make the orphan's owner a process that has exited.
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(orphan.Dir(), ownerFile), []byte(fmt.Sprintf("%d 1\n", dead.Process.Pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	removed, err := RemoveOrphans(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) != 1 || removed[0] != orphan.Dir() {
+		t.Fatalf("removed %v, want only %s", removed, orphan.Dir())
+	}
+	if _, err := os.Stat(orphan.Dir()); !os.IsNotExist(err) {
+		t.Fatalf("the orphan's directory is still there: %v", err)
+	}
+	if orphan.Primary().alive(ctx) {
+		t.Fatal("the orphan's server still runs")
+	}
+	if !live.Primary().alive(ctx) {
+		t.Fatal("the live cluster's server was stopped")
 	}
 }
