@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -25,7 +26,7 @@ func TestPause(t *testing.T) {
 		t.Fatalf("TryAcquire while paused: %v, want ErrWouldWait", err)
 	}
 	var wt *WaitTimeoutError
-	if _, err := m.Acquire(ctx, k, 20*time.Millisecond); !errors.As(err, &wt) || wt.Limit != "database's PAUSE (admin console)" {
+	if _, err := m.Acquire(ctx, k, 20*time.Millisecond); !errors.As(err, &wt) || !wt.Paused || !strings.Contains(err.Error(), `database "db" is paused`) {
 		t.Fatalf("Acquire while paused: %v, want a wait timeout naming the PAUSE", err)
 	}
 	m.Release(mustAcquire(t, m, other), false) // another database is not paused

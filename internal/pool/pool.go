@@ -43,9 +43,13 @@ type WaitTimeoutError struct {
 	Key    Key
 	Waited time.Duration
 	Limit  string // which limit was full
+	Paused bool   // the database was paused (Pause) rather than a limit full
 }
 
 func (e *WaitTimeoutError) Error() string {
+	if e.Paused {
+		return fmt.Sprintf("no server connection within %s: database %q is paused (PAUSE in the admin console)", e.Waited, e.Key.Database)
+	}
 	return fmt.Sprintf("no server connection became free within %s (pool %s is at its %s)", e.Waited, e.Key, e.Limit)
 }
 
@@ -312,11 +316,9 @@ func (m *Manager) wait(ctx context.Context, k Key, w *waiter, start time.Time) (
 			if p.total < s.PoolSize {
 				limit = fmt.Sprintf("node's server connection cap of %d", m.NodeCap(k.Node))
 			}
-			if m.Paused(k.Database) {
-				limit = "database's PAUSE (admin console)"
-			}
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return grant{}, &WaitTimeoutError{Key: k, Waited: time.Since(start).Round(time.Millisecond), Limit: limit}
+				return grant{}, &WaitTimeoutError{Key: k, Waited: time.Since(start).Round(time.Millisecond), Limit: limit,
+					Paused: m.Paused(k.Database)}
 			}
 			return grant{}, ctx.Err()
 		}
