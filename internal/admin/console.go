@@ -210,6 +210,10 @@ func (c *Console) Serve() {
 		if err == nil && c.r.Buffered() == 0 {
 			err = c.flush() // nothing more from the client yet: send what it is owed
 		}
+		var sent *wire.Error
+		if errors.As(err, &sent) {
+			return // a FATAL the client has been sent
+		}
 		if err != nil {
 			c.readFailed(err)
 			return

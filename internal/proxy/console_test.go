@@ -642,21 +642,47 @@ func TestConsoleKillClient(t *testing.T) {
 	}
 }
 
-// TestConsoleShutdown: a console connection does not hold up a shutdown; it is told why it ends.
+// TestConsoleShutdown: console connections do not hold up a shutdown: an idle one is closed, a
+// PAUSE waiting is ended with 57P01 (once) and undone.
 func TestConsoleShutdown(t *testing.T) {
 	p := consoleProxy(t, nil)
-	admin := p.console(t, "app", nil)
-	done := make(chan struct{})
+	ctx := context.Background()
+	idle := p.console(t, "app", nil)
+	notices := make(chan string, 10)
+	pausing := p.console(t, "app", notices)
+	holder := p.connectApp(t, "holder")
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, tx.Conn(), "SELECT 1")
+	paused := make(chan error, 1)
+	go func() {
+		_, err := pausing.Exec(ctx, "PAUSE")
+		paused <- err
+	}()
+	<-notices
+	done := make(chan error, 1)
 	go func() {
 		p.Shutdown()
-		close(done)
+		done <- nil
 	}()
 	select {
-	case <-done:
+	case err := <-paused:
+		if pgCode(err) != "57P01" {
+			t.Fatalf("PAUSE at shutdown: %v", err)
+		}
 	case <-time.After(20 * time.Second):
-		t.Fatal("Shutdown waited for an idle console connection")
+		t.Fatal("the waiting PAUSE was not ended by the shutdown")
 	}
-	if _, err := admin.Exec(context.Background(), "SHOW VERSION"); err == nil {
+	if all, _ := p.Pools().Pauses(); all {
+		t.Error("the PAUSE ended by the shutdown was not undone")
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatalf("the transaction may finish during the shutdown: %v", err)
+	}
+	await(t, done, "Shutdown to return")
+	if _, err := idle.Exec(ctx, "SHOW VERSION"); err == nil {
 		t.Fatal("the console still answers after shutdown")
 	}
 }
