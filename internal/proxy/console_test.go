@@ -440,26 +440,8 @@ func TestConsolePause(t *testing.T) {
 	notices := make(chan string, 10)
 	admin := p.console(t, "app", notices)
 
-	tx, err := holder.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustExec(t, tx.Conn(), "SELECT 1")
-	paused := make(chan error, 1)
-	go func() {
-		_, err := admin.Exec(ctx, "PAUSE appdb")
-		paused <- err
-	}()
-	select {
-	case n := <-notices:
-		if !strings.Contains(n, "PAUSE waits for 1 server connection") {
-			t.Fatalf("notice: %q", n)
-		}
-	case err := <-paused:
-		t.Fatalf("PAUSE returned while a transaction held a server connection: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("no notice from the waiting PAUSE")
-	}
+	tx := holdTx(t, holder)
+	paused := startPause(t, admin, notices, "PAUSE appdb")
 	if !p.Pools().Paused("appdb") {
 		t.Fatal("appdb not paused")
 	}
@@ -512,16 +494,8 @@ func TestConsolePause(t *testing.T) {
 
 	// A PAUSE cancelled (CancelRequest) while it waits is undone and the console goes on; so is
 	// one whose client goes away.
-	tx, err = holder.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustExec(t, tx.Conn(), "SELECT 1")
-	go func() {
-		_, err := admin.Exec(ctx, "PAUSE")
-		paused <- err
-	}()
-	<-notices
+	tx = holdTx(t, holder)
+	paused = startPause(t, admin, notices, "PAUSE")
 	if err := admin.PgConn().CancelRequest(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -553,13 +527,14 @@ func TestConsolePause(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	left := make(chan struct{})
 	go func() {
-		_, err := leaver.Exec(ctx, "PAUSE appdb").ReadAll()
-		paused <- err
+		leaver.Exec(ctx, "PAUSE appdb").ReadAll()
+		close(left)
 	}()
 	<-notices
 	raw.Close()
-	<-paused
+	<-left
 	waitFor(t, 20*time.Second, "the PAUSE of a client that left to be undone", func() bool { return !p.Pools().Paused("appdb") })
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
@@ -651,17 +626,8 @@ func TestConsoleShutdown(t *testing.T) {
 	notices := make(chan string, 10)
 	pausing := p.console(t, "app", notices)
 	holder := p.connectApp(t, "holder")
-	tx, err := holder.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustExec(t, tx.Conn(), "SELECT 1")
-	paused := make(chan error, 1)
-	go func() {
-		_, err := pausing.Exec(ctx, "PAUSE")
-		paused <- err
-	}()
-	<-notices
+	tx := holdTx(t, holder)
+	paused := startPause(t, pausing, notices, "PAUSE")
 	done := make(chan error, 1)
 	go func() {
 		p.Shutdown()
@@ -700,12 +666,7 @@ func TestConsolePauseSessionMode(t *testing.T) {
 	mustExec(t, holder, "SELECT 1")
 	notices := make(chan string, 10)
 	admin := p.console(t, "app", notices)
-	paused := make(chan error, 1)
-	go func() {
-		_, err := admin.Exec(ctx, "PAUSE")
-		paused <- err
-	}()
-	<-notices
+	paused := startPause(t, admin, notices, "PAUSE")
 	mustExec(t, holder, "SELECT 1") // its session goes on: it has its server connection
 	select {
 	case err := <-paused:
@@ -739,4 +700,37 @@ func await(t *testing.T, ch <-chan error, what string) {
 	case <-time.After(20 * time.Second):
 		t.Fatalf("timed out waiting for %s", what)
 	}
+}
+
+// holdTx begins a transaction on c that holds a server connection until the test ends it.
+func holdTx(t *testing.T, c *pgx.Conn) pgx.Tx {
+	t.Helper()
+	tx, err := c.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, tx.Conn(), "SELECT 1")
+	return tx
+}
+
+// startPause runs sql, a PAUSE, on admin in the background and returns once the console has said
+// that it waits for server connections (its NOTICE), with the channel of its result.
+func startPause(t *testing.T, admin *pgx.Conn, notices <-chan string, sql string) <-chan error {
+	t.Helper()
+	paused := make(chan error, 1)
+	go func() {
+		_, err := admin.Exec(context.Background(), sql)
+		paused <- err
+	}()
+	select {
+	case n := <-notices:
+		if !strings.Contains(n, "PAUSE waits for 1 server connection") {
+			t.Fatalf("%s: notice %q", sql, n)
+		}
+	case err := <-paused:
+		t.Fatalf("%s returned while a server connection was in use: %v", sql, err)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s: no notice that it waits", sql)
+	}
+	return paused
 }
