@@ -22,6 +22,7 @@ type Setting struct {
 // health checker's and discovery's settings, which the cluster reads once when it starts.
 var restartOnly = map[string]bool{
 	"proxy.listen": true, "proxy.writer_listen": true, "proxy.reader_listen": true, "admin.listen": true,
+	"proxy.unix_socket_dir":         true,
 	"proxy.log_format":              true,
 	"cluster.health_check_interval": true, "cluster.health_check_timeout": true,
 	"cluster.health_check_failures": true, "cluster.health_check_user": true,
