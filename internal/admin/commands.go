@@ -98,15 +98,18 @@ func (c *Console) pause(args []string) error {
 			Message: "pgtide is already paused; RESUME first"}
 	}
 	changed := pools.Pause(db)
+	ctx, done := c.cancellable() // before the NOTICE: a cancel may follow it at once
+	defer done()
 	if n := pools.ServerCount(db); n > 0 {
 		c.notice(fmt.Sprintf("PAUSE waits for %d server connection(s) in use to be released", n),
 			"Transactions in progress finish first; session-mode and pinned clients hold theirs until they disconnect. Cancel (Ctrl-C) to undo the PAUSE.")
 		if err := c.flush(); err != nil {
+			if changed {
+				pools.Resume(db)
+			}
 			return err
 		}
 	}
-	ctx, done := c.cancellable()
-	defer done()
 	t := time.NewTicker(pausePoll)
 	defer t.Stop()
 	for pools.ServerCount(db) > 0 {

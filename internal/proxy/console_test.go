@@ -527,6 +527,9 @@ func TestConsolePause(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for len(notices) > 0 {
+		<-notices
+	}
 	left := make(chan struct{})
 	go func() {
 		leaver.Exec(ctx, "PAUSE appdb").ReadAll()
@@ -717,6 +720,9 @@ func holdTx(t *testing.T, c *pgx.Conn) pgx.Tx {
 // that it waits for server connections (its NOTICE), with the channel of its result.
 func startPause(t *testing.T, admin *pgx.Conn, notices <-chan string, sql string) <-chan error {
 	t.Helper()
+	for len(notices) > 0 {
+		<-notices // from earlier commands (a PAUSE that waited a moment), all delivered by now
+	}
 	paused := make(chan error, 1)
 	go func() {
 		_, err := admin.Exec(context.Background(), sql)
