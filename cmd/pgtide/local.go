@@ -93,6 +93,7 @@ func cmdLocal(args []string, stdout, stderr io.Writer) int {
 	cfg.Admin.Listen = *adminListen
 	cfg.Proxy.PoolMode = *mode
 	cfg.Cluster.PoolSize = *poolSize
+	cfg.Auth.AdminUsers = []string{"postgres"}
 	for _, n := range cl.Nodes() {
 		cfg.Cluster.Hosts = append(cfg.Cluster.Hosts, n.Addr())
 	}
@@ -123,6 +124,8 @@ func cmdLocal(args []string, stdout, stderr io.Writer) int {
 				fmt.Fprintf(stdout, "  psql -h %s -p %s -U postgres postgres    # %s endpoint\n", host, port, ep)
 			}
 		}
+		host, port := splitAddr(srv.Addr().String())
+		fmt.Fprintf(stdout, "  psql -h %s -p %s -U postgres pgtide      # admin console: SHOW HELP\n", host, port)
 		if a := srv.AdminAddr(); a != nil {
 			fmt.Fprintf(stdout, "\nStatus page: http://%s/   (metrics: http://%s/metrics)\n", a, a)
 		}

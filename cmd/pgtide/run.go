@@ -36,6 +36,10 @@ Signals:
   SIGTERM, SIGINT  stop accepting clients, let running transactions finish (up to
                    [proxy] shutdown_timeout), then exit
 
+Admin console: connect to the database "pgtide" as one of [auth] admin_users (stats_users:
+SHOW only), e.g. psql -U admin pgtide -c 'SHOW POOLS'; SHOW HELP lists the commands (RELOAD,
+PAUSE, RESUME, RECONNECT, KILL_CLIENT, ...).
+
 Flags:
 `
 

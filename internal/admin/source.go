@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"errors"
 	"sync"
 	"time"
 
@@ -32,7 +33,16 @@ type Source interface {
 	Version() string
 	// AcceptErrors counts failures to accept a client connection (out of file descriptors, ...).
 	AcceptErrors() int64
+	// ReloadConfig reloads the configuration file the process was started with, as SIGHUP does
+	// (the admin console's RELOAD); an error says why the running configuration was kept.
+	ReloadConfig() error
+	// KillClient closes at once the connection of the client whose ClientInfo.ID is id (the
+	// admin console's KILL_CLIENT); ErrNoSuchClient if there is none.
+	KillClient(id uint32) error
 }
+
+// ErrNoSuchClient is KillClient's error for an id no client has.
+var ErrNoSuchClient = errors.New("no such client")
 
 // Change is one node state change as History keeps it.
 type Change struct {

@@ -146,6 +146,9 @@ type Auth struct {
 	// "pgbouncer") gives SHOW, RELOAD, PAUSE and the other PgBouncer-style commands instead of a
 	// server. They authenticate as any user does (method, users file); anyone else is refused.
 	AdminUsers []string `toml:"admin_users"`
+	// StatsUsers may use the admin console for its SHOW commands only (as PgBouncer's
+	// stats_users); the commands that change anything need AdminUsers.
+	StatsUsers []string `toml:"stats_users"`
 }
 
 // Admin configures the HTTP listener of the operators' view.
@@ -414,9 +417,12 @@ func (c *Config) Validate() error {
 			add("%s and admin.listen are both %q", other, c.Admin.Listen)
 		}
 	}
-	for _, u := range c.Auth.AdminUsers {
-		if u == "" {
-			add("auth.admin_users: empty user name")
+	for _, l := range []struct {
+		name  string
+		users []string
+	}{{"auth.admin_users", c.Auth.AdminUsers}, {"auth.stats_users", c.Auth.StatsUsers}} {
+		if slices.Contains(l.users, "") {
+			add("%s: empty user name", l.name)
 		}
 	}
 

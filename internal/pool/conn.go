@@ -44,6 +44,7 @@ type Conn struct {
 	created  time.Time
 	lastUsed time.Time // set by the pool on release; guarded by Manager.mu
 	gen      uint64    // the node's generation when dialed; guarded by Manager.mu
+	pgen     uint64    // the pool's generation when dialed (Reconnect); guarded by Manager.mu
 	cancels  int       // CancelRequests in flight for this backend (BeginCancel); guarded by Manager.mu
 	parked   bool      // released while cancels > 0: lent to no one until they end; guarded by Manager.mu
 

@@ -9,4 +9,8 @@
 // by the caller's context (query_wait_timeout); a released connection goes straight to the longest
 // waiter. Idle connections past server_idle_timeout or server_lifetime are closed by Run, which
 // also keeps min_idle connections open.
+//
+// For the admin console, a database can be paused (Pause: nothing is lent, acquirers wait,
+// connections close as they come back) and its connections renewed (Reconnect: a per-pool
+// generation, as CloseNode keeps one per node).
 package pool

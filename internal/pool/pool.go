@@ -43,9 +43,13 @@ type WaitTimeoutError struct {
 	Key    Key
 	Waited time.Duration
 	Limit  string // which limit was full
+	Paused bool   // the database was paused (Pause) rather than a limit full
 }
 
 func (e *WaitTimeoutError) Error() string {
+	if e.Paused {
+		return fmt.Sprintf("no server connection within %s: database %q is paused (PAUSE in the admin console)", e.Waited, e.Key.Database)
+	}
 	return fmt.Sprintf("no server connection became free within %s (pool %s is at its %s)", e.Waited, e.Key, e.Limit)
 }
 
@@ -66,6 +70,7 @@ type Manager struct {
 	nodes  map[string]*node // guarded by mu
 	pools  map[Key]*pool    // guarded by mu
 	closed bool             // guarded by mu
+	pauses pauses           // databases that lend nothing (see pause.go); guarded by mu
 }
 
 // node counts the connections open to one server across its pools. Guarded by Manager.mu.
@@ -91,6 +96,8 @@ type pool struct {
 	// login without borrowing a connection.
 	params map[string]string
 	parked int // released connections waiting for their cancels to end (see BeginCancel)
+	// gen counts Reconnect calls for the pool's database, as node.gen counts CloseNode calls.
+	gen uint64
 	// counters are updated without mu by the holders of the pool's connections.
 	counters Counters
 }
@@ -213,6 +220,9 @@ func (m *Manager) tryAcquire(k Key, now time.Time, queue bool) (c *Conn, slot bo
 		return nil, false, nil, ErrClosed
 	}
 	p := m.poolLocked(k)
+	if m.pauses.has(k.Database) {
+		return nil, false, m.queueLocked(p, now, queue), nil // PAUSE: nothing is lent
+	}
 	for len(p.idle) > 0 {
 		c := p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
@@ -235,12 +245,17 @@ func (m *Manager) tryAcquire(k Key, now time.Time, queue bool) (c *Conn, slot bo
 			}
 		}
 	}
+	return nil, false, m.queueLocked(p, now, queue), nil
+}
+
+// queueLocked queues a waiter on p when queue is set (else returns nil).
+func (m *Manager) queueLocked(p *pool, now time.Time, queue bool) *waiter {
 	if !queue {
-		return nil, false, nil, nil
+		return nil
 	}
-	w = &waiter{ch: make(chan grant, 1), since: now}
+	w := &waiter{ch: make(chan grant, 1), since: now}
 	p.waiters = append(p.waiters, w)
-	return nil, false, w, nil
+	return w
 }
 
 // nodeCapLocked is the most server connections n may have: max_server_connections, or its budget
@@ -302,7 +317,8 @@ func (m *Manager) wait(ctx context.Context, k Key, w *waiter, start time.Time) (
 				limit = fmt.Sprintf("node's server connection cap of %d", m.NodeCap(k.Node))
 			}
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return grant{}, &WaitTimeoutError{Key: k, Waited: time.Since(start).Round(time.Millisecond), Limit: limit}
+				return grant{}, &WaitTimeoutError{Key: k, Waited: time.Since(start).Round(time.Millisecond), Limit: limit,
+					Paused: m.Paused(k.Database)}
 			}
 			return grant{}, ctx.Err()
 		}
@@ -316,7 +332,7 @@ func (m *Manager) dialSlot(ctx context.Context, k Key) (*Conn, error) {
 	s := m.settings.Load()
 	m.mu.Lock()
 	n := m.pools[k].node
-	gen := n.gen
+	gen, pgen := n.gen, m.pools[k].gen
 	delay := n.limiter.reserve(time.Now(), s.ServerConnectRate)
 	m.mu.Unlock()
 	var c *Conn
@@ -353,7 +369,7 @@ func (m *Manager) dialSlot(ctx context.Context, k Key) (*Conn, error) {
 	if p.params == nil {
 		p.params = maps.Clone(c.Params) // c.Params changes with the connection's session
 	}
-	c.gen = gen
+	c.gen, c.pgen = gen, pgen
 	c.counters = &p.counters
 	m.mu.Unlock()
 	return c, nil
@@ -432,15 +448,14 @@ func (m *Manager) Release(c *Conn, reset bool) {
 }
 
 // putBackLocked gives a released connection to the longest waiter, or keeps it idle, or uncounts
-// it and returns it for the caller to close (past its lifetime, over a shrunken pool_size, from
-// an older node generation, after Close, or to make room for a starved pool). Requires mu.
+// it and returns it for the caller to close (see closeOnReleaseLocked, or to make room for a
+// starved pool). Requires mu.
 func (m *Manager) putBackLocked(c *Conn, s *Settings) (toClose *Conn) {
 	p := m.pools[c.key]
 	now := time.Now()
 	c.lastUsed = now
 	switch {
-	case m.closed || p.total > s.PoolSize || now.Sub(c.created) >= s.ServerLifetime || c.gen != p.node.gen ||
-		p.node.total > nodeCapLocked(p.node, s): // the node's budget shrank: closed as it comes back
+	case m.closeOnReleaseLocked(p, c, s, now):
 		m.forgetLocked(p, c)
 		m.grantSlotsLocked(p.node)
 		return c
@@ -457,6 +472,16 @@ func (m *Manager) putBackLocked(c *Conn, s *Settings) (toClose *Conn) {
 		p.idle = append(p.idle, c)
 	}
 	return nil
+}
+
+// closeOnReleaseLocked reports whether c, of pool p, is to be closed rather than kept when it is
+// released at now: past its lifetime, over a shrunken pool_size or node budget, from an older
+// node generation (CloseNode) or pool generation (Reconnect), of a paused database, or after
+// Close. Requires mu.
+func (m *Manager) closeOnReleaseLocked(p *pool, c *Conn, s *Settings, now time.Time) bool {
+	return m.closed || p.total > s.PoolSize || now.Sub(c.created) >= s.ServerLifetime ||
+		c.gen != p.node.gen || c.pgen != p.gen || m.pauses.has(p.key.Database) ||
+		p.node.total > nodeCapLocked(p.node, s) // the node's budget shrank: closed as it comes back
 }
 
 // BeginCancel records that a CancelRequest for c's backend is about to be sent. The caller must
@@ -503,7 +528,7 @@ func (m *Manager) discard(c *Conn) {
 func (m *Manager) starvedLocked(n *node, s *Settings) *pool {
 	var best *pool
 	for _, q := range n.pools {
-		if len(q.waiters) > 0 && q.total < s.PoolSize &&
+		if len(q.waiters) > 0 && q.total < s.PoolSize && !m.pauses.has(q.key.Database) &&
 			(best == nil || q.waiters[0].since.Before(best.waiters[0].since)) {
 			best = q
 		}
@@ -580,12 +605,7 @@ func (m *Manager) CloseNode(addr string) {
 	n.gen++
 	var toClose []*Conn
 	for _, p := range n.pools {
-		for _, c := range p.idle {
-			m.forgetLocked(p, c)
-			toClose = append(toClose, c)
-		}
-		clear(p.idle)
-		p.idle = p.idle[:0]
+		toClose = m.closeIdleLocked(p, toClose)
 	}
 	m.grantSlotsLocked(n)
 	m.mu.Unlock()
@@ -668,7 +688,7 @@ func (m *Manager) maintain(ctx context.Context) {
 		clear(p.idle[len(kept):])
 		p.idle = kept
 		// Top up to min_idle, a few per tick so a restart does not become a storm.
-		for i := 0; i < 4 && p.total < s.MinIdle && len(p.waiters) == 0 && m.takeSlotLocked(p, s); i++ {
+		for i := 0; i < 4 && p.total < s.MinIdle && len(p.waiters) == 0 && !m.pauses.has(p.key.Database) && m.takeSlotLocked(p, s); i++ {
 			toDial = append(toDial, p.key)
 		}
 	}

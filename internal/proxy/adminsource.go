@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"errors"
+	"fmt"
 	"net"
 
 	"pgtide/internal/admin"
@@ -44,6 +46,39 @@ func (s *Server) Version() string {
 		return "(devel)"
 	}
 	return s.BuildVersion
+}
+
+// ReloadConfig reloads the configuration file the proxy was started with (the admin console's
+// RELOAD), as SIGHUP does.
+func (s *Server) ReloadConfig() error {
+	path := s.cfg.Load().Path
+	if path == "" {
+		return errors.New("the configuration was not loaded from a file")
+	}
+	return s.ReloadFile(path)
+}
+
+// KillClient closes at once the connection of the client whose BackendKeyData process ID is id
+// (its transaction, if any, is rolled back by the server). A session-mode client carries its
+// server's process ID, which a client on another node may share: then none is closed.
+func (s *Server) KillClient(id uint32) error {
+	s.mu.Lock()
+	var found []*session.Session
+	for k, sess := range s.sessions {
+		if k.pid == id {
+			found = append(found, sess)
+		}
+	}
+	s.mu.Unlock()
+	switch len(found) {
+	case 0:
+		return admin.ErrNoSuchClient
+	case 1:
+		s.logger.Info("client killed from the admin console", "id", id)
+		found[0].Kill()
+		return nil
+	}
+	return fmt.Errorf("%d clients have id %d (session-mode clients on different nodes); none was closed", len(found), id)
 }
 
 // AdminAddr returns the address of admin.listen, or nil when it is off.

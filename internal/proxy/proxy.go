@@ -65,6 +65,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[cancelKey]*session.Session // sessions by the BackendKeyData pgtide gave them; guarded by mu
+	consoles map[cancelKey]*admin.Console   // admin console connections, likewise (see console.go); guarded by mu
 	closing  bool                           // guarded by mu
 	closed   chan struct{}                  // closed when closing is set
 
@@ -135,6 +136,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		listeners:  listeners,
 		sessions:   make(map[cancelKey]*session.Session),
 		closed:     make(chan struct{}),
+		consoles:   make(map[cancelKey]*admin.Console),
 		dialServer: func(network, addr string) (net.Conn, error) { return net.DialTimeout(network, addr, 2*time.Second) },
 	}
 	s.cfg.Store(cfg)
@@ -347,6 +349,10 @@ func (s *Server) handle(conn net.Conn, ep router.Endpoint) {
 		s.refuse(conn, st, wire.CodeFeatureNotSupported, "pgtide does not support replication connections")
 		return
 	}
+	if wantsConsole(st) {
+		s.serveConsole(conn, br, st, cfg)
+		return
+	}
 
 	sess := session.New(s.env, conn, br, st, ep)
 	if !s.register(sess) {
@@ -461,7 +467,7 @@ func (s *Server) register(sess *session.Session) bool {
 	if s.closing {
 		return false
 	}
-	for s.sessions[keyOf(sess)] != nil || sess.PID == 0 {
+	for s.keyTakenLocked(keyOf(sess)) || sess.PID == 0 {
 		sess.PID++
 		sess.PID &= 0x7fffffff
 	}
@@ -477,7 +483,7 @@ func (s *Server) rekey(sess *session.Session, oldPID uint32) {
 	if old := (cancelKey{oldPID, sess.Secret}); s.sessions[old] == sess {
 		delete(s.sessions, old)
 	}
-	for s.sessions[keyOf(sess)] != nil {
+	for s.keyTakenLocked(keyOf(sess)) {
 		sess.Secret = rand.Uint32()
 	}
 	s.sessions[keyOf(sess)] = sess
@@ -497,8 +503,12 @@ func (s *Server) cancel(st *wire.Startup) {
 		return // as PostgreSQL: no answer either way
 	}
 	s.mu.Lock()
-	sess := s.sessions[cancelKey{st.PID, binary.BigEndian.Uint32(st.Secret)}]
+	key := cancelKey{st.PID, binary.BigEndian.Uint32(st.Secret)}
+	sess, console := s.sessions[key], s.consoles[key]
 	s.mu.Unlock()
+	if console != nil {
+		console.Cancel()
+	}
 	if sess == nil {
 		return
 	}
@@ -525,6 +535,7 @@ func (s *Server) Shutdown() {
 	for _, l := range s.listeners {
 		l.ln.Close()
 	}
+	s.shutdownConsoles()
 	s.logger.Info("shutting down: waiting for running transactions", "clients", len(sessions))
 	for _, sess := range sessions {
 		sess.Shutdown()

@@ -24,6 +24,7 @@ type ClientInfo struct {
 	Database  string
 	Endpoint  router.Endpoint
 	Addr      string // the client's address, host:port
+	LocalAddr string // pgtide's end: the endpoint's address
 	State     string // ClientLogin, ClientActive, ClientWaiting or ClientIdle
 	Connected time.Time
 	// RequestTime is when the client last got a server connection (zero if never).
@@ -35,14 +36,17 @@ type ClientInfo struct {
 	ServerPID       uint32
 	ServerLocalAddr string
 	ServerConnected time.Time
-	TxStatus        byte // the server's last ReadyForQuery status: 'I', 'T' or 'E'
+	// ServerCloseNeeded: the server connection will be closed, not reused, when released
+	// (RECONNECT, PAUSE, server_lifetime, a role change; see pool.Manager.CloseNeeded).
+	ServerCloseNeeded bool
+	TxStatus          byte // the server's last ReadyForQuery status: 'I', 'T' or 'E'
 }
 
 // Info returns a snapshot of the client. It takes the session's lock briefly; safe from any
 // goroutine.
 func (s *Session) Info() ClientInfo {
 	ci := ClientInfo{User: s.user, Database: s.database, Endpoint: s.endpoint,
-		Addr: ClientAddr(s.conn), Connected: s.connected}
+		Addr: ClientAddr(s.conn), LocalAddr: localAddr(s.conn), Connected: s.connected}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ci.RequestTime = s.attachedAt
@@ -58,6 +62,7 @@ func (s *Session) Info() ClientInfo {
 		ci.ServerPID = s.server.PID
 		ci.ServerLocalAddr = s.server.NetConn().LocalAddr().String()
 		ci.ServerConnected = s.server.Created()
+		ci.ServerCloseNeeded = s.env.Pools.CloseNeeded(s.server) // the pool's lock nests inside the session's
 	case s.waiting:
 		ci.State = ClientWaiting
 	default:
@@ -80,4 +85,13 @@ func ClientAddr(conn net.Conn) string {
 	default:
 		return a.String()
 	}
+}
+
+// localAddr is the endpoint's address a client connected to (a socket path for a Unix-domain
+// socket).
+func localAddr(conn net.Conn) string {
+	if a := conn.LocalAddr(); a != nil {
+		return a.String()
+	}
+	return ""
 }

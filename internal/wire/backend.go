@@ -17,6 +17,13 @@ const (
 	CodeQueryCanceled         = "57014"
 	CodeInternalError         = "XX000"
 	CodeInvalidParameterValue = "22023"
+	// The admin console's.
+	CodeSyntaxError            = "42601"
+	CodeInsufficientPrivilege  = "42501"
+	CodeUndefinedObject        = "42704"
+	CodeProgramLimitExceeded   = "54000"
+	CodeNotInPrerequisiteState = "55000"
+	CodeConfigFileError        = "F0000"
 )
 
 // Severities.

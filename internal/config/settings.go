@@ -1,0 +1,86 @@
+package config
+
+import (
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Setting is one key of the configuration file as the admin console's SHOW CONFIG lists it.
+type Setting struct {
+	Key     string // section.name, as in the file: "cluster.pool_size"
+	Value   string // in force
+	Default string
+	// Reloadable: a reload (SIGHUP, RELOAD) applies a change; otherwise it needs a restart.
+	Reloadable bool
+}
+
+// restartOnly are the settings a reload does not apply: the listeners, the log format, and the
+// health checker's and discovery's settings, which the cluster reads once when it starts.
+var restartOnly = map[string]bool{
+	"proxy.listen": true, "proxy.writer_listen": true, "proxy.reader_listen": true, "admin.listen": true,
+	"proxy.unix_socket_dir":         true,
+	"proxy.log_format":              true,
+	"cluster.health_check_interval": true, "cluster.health_check_timeout": true,
+	"cluster.health_check_failures": true, "cluster.health_check_user": true,
+	"cluster.health_check_database": true, "cluster.discovery": true, "cluster.aurora_template": true,
+	"cluster.dns_name": true, "cluster.discovery_interval": true, "cluster.function_refresh_interval": true,
+}
+
+// Settings returns every key of the file's sections with its value in c and its default, in the
+// order of the Config struct. Nothing from the users file appears, and a key whose name says
+// password would show as "********": the listing is safe to show to operators.
+func (c *Config) Settings() []Setting {
+	var out []Setting
+	cur, def := reflect.ValueOf(c).Elem(), reflect.ValueOf(Defaults()).Elem()
+	for i := range cur.NumField() {
+		section := cur.Type().Field(i)
+		name := tomlName(section)
+		if name == "" || section.Type.Kind() != reflect.Struct {
+			continue // Users, Path
+		}
+		for j := range section.Type.NumField() {
+			key := name + "." + tomlName(section.Type.Field(j))
+			s := Setting{Key: key, Reloadable: !restartOnly[key],
+				Value: formatSetting(cur.Field(i).Field(j)), Default: formatSetting(def.Field(i).Field(j))}
+			if strings.Contains(key, "password") {
+				s.Value, s.Default = "********", "********"
+			}
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func tomlName(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+	if name == "-" {
+		return ""
+	}
+	return name
+}
+
+// formatSetting writes v as the file would hold it, without TOML's quotes: lists joined by
+// commas, tables as key=value pairs sorted by key.
+func formatSetting(v reflect.Value) string {
+	switch x := v.Interface().(type) {
+	case Duration:
+		return x.Duration.String()
+	case string:
+		return x
+	case []string:
+		return strings.Join(x, ",")
+	case map[string]int:
+		var pairs []string
+		for _, k := range slices.Sorted(maps.Keys(x)) {
+			pairs = append(pairs, k+"="+strconv.Itoa(x[k]))
+		}
+		return strings.Join(pairs, ",")
+	case float64:
+		return strconv.FormatFloat(x, 'g', -1, 64)
+	}
+	return fmt.Sprint(v.Interface())
+}

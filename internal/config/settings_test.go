@@ -1,0 +1,47 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSettings(t *testing.T) {
+	c := Defaults()
+	c.Cluster.Hosts = []string{"a:5432", "b:5432"}
+	c.Cluster.Weights = map[string]int{"b:5432": 2, "a:5432": 1}
+	c.Cluster.PoolSize = 7
+	c.Cluster.QueryWaitTimeout.Duration = 90 * time.Second
+	c.Auth.AdminUsers = []string{"ops", "dba"}
+	c.Users = Users{"app": {Name: "app", Password: "very secret"}}
+	byKey := map[string]Setting{}
+	for _, s := range c.Settings() {
+		if _, dup := byKey[s.Key]; dup {
+			t.Errorf("%s listed twice", s.Key)
+		}
+		byKey[s.Key] = s
+		if strings.Contains(s.Value, "very secret") {
+			t.Errorf("%s shows a password", s.Key)
+		}
+	}
+	for _, want := range []Setting{
+		{"cluster.pool_size", "7", "20", true},
+		{"cluster.hosts", "a:5432,b:5432", "", true},
+		{"cluster.weights", "a:5432=1,b:5432=2", "", true},
+		{"cluster.query_wait_timeout", "1m30s", "30s", true},
+		{"cluster.safety_factor", "0.7", "0.7", true},
+		{"auth.admin_users", "ops,dba", "", true},
+		{"proxy.reader_fallback_to_writer", "true", "true", true},
+		{"proxy.listen", "127.0.0.1:6432", "127.0.0.1:6432", false},
+		{"cluster.health_check_interval", "250ms", "250ms", false},
+	} {
+		if got := byKey[want.Key]; got != want {
+			t.Errorf("%s: got %+v, want %+v", want.Key, got, want)
+		}
+	}
+	for key := range restartOnly {
+		if _, ok := byKey[key]; !ok {
+			t.Errorf("restartOnly names %q, which is not a setting", key)
+		}
+	}
+}
