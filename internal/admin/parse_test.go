@@ -2,6 +2,7 @@ package admin
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -60,4 +61,29 @@ func TestServerVersion(t *testing.T) {
 			t.Errorf("serverVersion(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// FuzzConsoleStatement: whatever an admin types, splitting and parsing never panic; every piece
+// is trimmed and non-empty, no piece holds a semicolon outside quotes unless its quote is
+// unterminated, and a parsed verb is upper case (or a quoted word, which is never a command).
+// Seeds: two statements, quoted semicolons, doubled quotes, an unterminated quote, a tab-separated
+// SHOW.
+func FuzzConsoleStatement(f *testing.F) {
+	for _, s := range []string{"SHOW POOLS; show stats;", `PAUSE "a;b""c"; RESUME`, `KILL_CLIENT 'x`, "show\tnodes", `"SHOW" POOLS`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		for _, piece := range splitStatements(q) {
+			if piece == "" || strings.TrimSpace(piece) != piece {
+				t.Fatalf("piece %q of %q is empty or untrimmed", piece, q)
+			}
+			st, err := parseStatement(piece)
+			if err != nil {
+				continue
+			}
+			if !strings.HasPrefix(st.verb, `"`) && st.verb != strings.ToUpper(st.verb) {
+				t.Fatalf("verb %q of %q is not upper case", st.verb, piece)
+			}
+		}
+	})
 }
