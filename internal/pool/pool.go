@@ -198,10 +198,15 @@ func (m *Manager) TryAcquire(ctx context.Context, k Key) (*Conn, error) {
 		case err != nil:
 			return nil, err
 		case slot:
-			return m.dialSlot(ctx, k)
+			c, err := m.dialSlot(ctx, k)
+			if err == nil {
+				c.counters.observeWait(time.Since(start))
+			}
+			return c, err
 		case c == nil:
 			return nil, ErrWouldWait
 		case m.check(c, start):
+			c.counters.observeWait(0)
 			return c, nil
 		}
 	}
