@@ -131,7 +131,7 @@ func (c *Console) showServers([]string) error {
 // (one per user) are summed.
 func (c *Console) showStats([]string) error {
 	type dbNode struct{ database, node string }
-	type sums struct{ assignments, xacts, queries, errors, waitUs int64 }
+	type sums struct{ assignments, xacts, queries, errors, waitUs, queryUs, received, sent int64 }
 	var order []dbNode
 	totals := map[dbNode]*sums{}
 	for _, st := range sortedStats(c.src.Pools().Stats()) {
@@ -148,15 +148,22 @@ func (c *Console) showStats([]string) error {
 		t.xacts += st.Counters.Transactions.Load()
 		t.queries += st.Counters.Queries.Load()
 		t.errors += st.Counters.ServerErrors.Load()
+		t.queryUs += st.Counters.QueryNanos.Load() / 1000
+		t.received += st.Counters.BytesReceived.Load()
+		t.sent += st.Counters.BytesSent.Load()
 	}
 	slices.SortFunc(order, func(a, b dbNode) int {
 		return cmp.Or(cmp.Compare(a.database, b.database), cmp.Compare(a.node, b.node))
 	})
+	// total_received and total_sent are from the servers' side (PgBouncer's are the clients'):
+	// bytes pgtide read from and sent to the servers.
 	r := newResult(textCol("database"), textCol("node"), intCol("total_server_assignment_count"), intCol("total_xact_count"),
-		intCol("total_query_count"), intCol("total_wait_time"), intCol("total_server_error_count"))
+		intCol("total_query_count"), intCol("total_received"), intCol("total_sent"), intCol("total_query_time"),
+		intCol("total_wait_time"), intCol("total_server_error_count"), intCol("avg_query_time"), intCol("avg_wait_time"))
 	for _, k := range order {
 		t := totals[k]
-		r.row(k.database, k.node, t.assignments, t.xacts, t.queries, t.waitUs, t.errors)
+		r.row(k.database, k.node, t.assignments, t.xacts, t.queries, t.received, t.sent, t.queryUs, t.waitUs, t.errors,
+			t.queryUs/max(t.queries, 1), t.waitUs/max(t.assignments, 1))
 	}
 	c.send(r, "SHOW")
 	return nil

@@ -59,7 +59,10 @@ type Conn struct {
 	flushed     bool
 	flushErr    error
 	sent        sentCounter // bytes Writer has sent; Writer writes through it
-	answeredAt  uint64      // sent when the server last owed nothing (see MarkAnswered)
+	received    recvCounter // bytes Reader has read; Reader reads through it
+	// What sent and received had counted when last added to counters (see Manager.Release).
+	sentMark, receivedMark uint64
+	answeredAt             uint64 // sent when the server last owed nothing (see MarkAnswered)
 }
 
 // sentCounter is the connection's socket as Writer sees it, counting what it sends.
@@ -72,6 +75,26 @@ func (w *sentCounter) Write(p []byte) (int, error) {
 	n, err := w.Conn.Write(p)
 	w.n += uint64(n)
 	return n, err
+}
+
+// recvCounter is the connection's socket as Reader sees it, counting what it reads.
+type recvCounter struct {
+	net.Conn
+	n uint64
+}
+
+func (r *recvCounter) Read(p []byte) (int, error) {
+	n, err := r.Conn.Read(p)
+	r.n += uint64(n)
+	return n, err
+}
+
+// countTraffic adds the bytes sent and read since the last call to the pool's counters. The
+// caller owns c (it is being given back).
+func (c *Conn) countTraffic() {
+	c.counters.BytesSent.Add(int64(c.sent.n - c.sentMark))
+	c.counters.BytesReceived.Add(int64(c.received.n - c.receivedMark))
+	c.sentMark, c.receivedMark = c.sent.n, c.received.n
 }
 
 // Key returns the pool the connection belongs to.

@@ -55,7 +55,6 @@ func Dial(ctx context.Context, key Key, o DialOptions) (*Conn, error) {
 		nc.SetDeadline(dl)
 	}
 	c := &Conn{
-		Reader:  wire.NewReader(bufio.NewReaderSize(nc, wire.BufferSize), o.MaxMessageSize),
 		Params:  make(map[string]string),
 		netConn: nc,
 		key:     key,
@@ -64,6 +63,8 @@ func Dial(ctx context.Context, key Key, o DialOptions) (*Conn, error) {
 	}
 	c.sent.Conn = nc
 	c.Writer = bufio.NewWriterSize(&c.sent, wire.BufferSize)
+	c.received.Conn = nc
+	c.Reader = wire.NewReader(bufio.NewReaderSize(&c.received, wire.BufferSize), o.MaxMessageSize)
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			c.raw = raw

@@ -420,6 +420,7 @@ func (m *Manager) check(c *Conn, now time.Time) bool {
 // A connection marked broken, past its lifetime, or over a shrunken pool_size is closed instead.
 func (m *Manager) Release(c *Conn, reset bool) {
 	s := m.settings.Load()
+	c.countTraffic()
 	if reset && !c.broken && s.ServerResetQuery != "" {
 		if err := c.Exec(s.ServerResetQuery, s.ServerConnectTimeout); err != nil {
 			m.Logger.Info("server reset query failed; closing the connection", "pool", c.key.String(), "err", err)

@@ -20,6 +20,13 @@ type Counters struct {
 	Transactions atomic.Int64
 	// ServerErrors counts ErrorResponses the servers of this pool sent to clients.
 	ServerErrors atomic.Int64
+	// QueryNanos is the time the pool's servers were busy with clients' requests: from a
+	// request's first message to its ReadyForQuery (pipelined requests counted once), in ns.
+	QueryNanos atomic.Int64
+	// BytesSent and BytesReceived count the bytes pgtide sent to and read from the pool's
+	// servers, added as each connection is given back.
+	BytesSent     atomic.Int64
+	BytesReceived atomic.Int64
 
 	waits     [len(WaitBuckets) + 1]atomic.Int64 // not cumulative: waits[i] counts bucket i only
 	waitCount atomic.Int64

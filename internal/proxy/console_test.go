@@ -163,7 +163,8 @@ var (
 	serversCols = []string{"type", "user", "database", "state", "addr", "port", "local_addr", "local_port", "connect_time",
 		"request_time", "close_needed", "link", "remote_pid", "application_name", "node"}
 	statsCols = []string{"database", "node", "total_server_assignment_count", "total_xact_count", "total_query_count",
-		"total_wait_time", "total_server_error_count"}
+		"total_received", "total_sent", "total_query_time", "total_wait_time", "total_server_error_count", "avg_query_time",
+		"avg_wait_time"}
 	databasesCols = []string{"name", "database", "pool_size", "min_pool_size", "server_lifetime", "pool_mode",
 		"current_connections", "current_client_connections", "paused"}
 	nodesCols = []string{"node", "role", "up", "lag_seconds", "lag_bytes", "lagging", "sv_active", "sv_idle", "budget",
@@ -231,7 +232,11 @@ func TestConsoleShow(t *testing.T) {
 		after := stat()
 		return after["total_xact_count"].(int64) >= before["total_xact_count"].(int64)+3 &&
 			after["total_query_count"].(int64) >= before["total_query_count"].(int64)+3 &&
-			after["total_server_assignment_count"].(int64) >= before["total_server_assignment_count"].(int64)+3
+			after["total_server_assignment_count"].(int64) >= before["total_server_assignment_count"].(int64)+3 &&
+			// Each "SELECT 1" is 14 bytes to the server and more back; each took some time.
+			after["total_sent"].(int64) >= before["total_sent"].(int64)+3*14 &&
+			after["total_received"].(int64) > before["total_received"].(int64)+3*14 &&
+			after["total_query_time"].(int64) > before["total_query_time"].(int64)
 	})
 
 	dbs := find(show(t, admin, "SHOW DATABASES", databasesCols), "name", "appdb")

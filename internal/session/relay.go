@@ -290,6 +290,9 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 	default:
 		s.open = true // Parse, Bind, Describe, Close: a request until Sync
 	}
+	if s.busySince == 0 {
+		s.busySince = time.Now().UnixNano()
+	}
 	s.mu.Unlock()
 	return srv, nil
 }
@@ -301,6 +304,7 @@ func (s *Session) attachLocked(srv *pool.Conn, node *cluster.Node) {
 	s.server = srv
 	s.node = node
 	s.attachedAt = time.Now()
+	s.busySince = s.attachedAt.UnixNano() // the message that attached it is on its way
 	s.pending, s.open = 0, false
 	s.reqSent, s.reqDone = 0, 0
 	s.expect.reset()
@@ -481,6 +485,14 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 	s.mu.Lock()
 	if s.pending > 0 {
 		s.pending--
+	}
+	if !hidden && s.busySince != 0 {
+		now := time.Now().UnixNano()
+		srv.Counters().QueryNanos.Add(now - s.busySince)
+		s.busySince = 0
+		if s.pending > 0 || s.open {
+			s.busySince = now // the next pipelined request's time starts here
+		}
 	}
 	s.txStatus = status
 	// The client sees one ReadyForQuery per request of its own: a restore's stands in for the

@@ -97,14 +97,17 @@ type Session struct {
 	heldMemory       int64            // taken from Env.Memory for the message being handled (see memory.go)
 	prefix           []byte           // for a rewritten Bind's names
 
-	mu       sync.Mutex
-	server   *pool.Conn    // the attached server connection; guarded by mu
-	node     *cluster.Node // the node server is on, counted by the router until released; guarded by mu
-	pending  int           // Query, Sync and FunctionCall sent and not yet answered; guarded by mu
-	open     bool          // extended-protocol messages sent since the last Sync; guarded by mu
-	txStatus byte          // last ReadyForQuery status from the server; guarded by mu
-	closing  bool          // shutting down: end the session at the next transaction boundary; guarded by mu
-	pinned   bool          // keeps its server connection until it disconnects; guarded by mu
+	mu      sync.Mutex
+	server  *pool.Conn    // the attached server connection; guarded by mu
+	node    *cluster.Node // the node server is on, counted by the router until released; guarded by mu
+	pending int           // Query, Sync and FunctionCall sent and not yet answered; guarded by mu
+	// busySince is when the server began on the client's requests now outstanding (unix ns; 0:
+	// none), for pool.Counters.QueryNanos. Guarded by mu.
+	busySince int64
+	open      bool // extended-protocol messages sent since the last Sync; guarded by mu
+	txStatus  byte // last ReadyForQuery status from the server; guarded by mu
+	closing   bool // shutting down: end the session at the next transaction boundary; guarded by mu
+	pinned    bool // keeps its server connection until it disconnects; guarded by mu
 	// For SHOW CLIENTS and the status page (see info.go): when the client connected (read-only
 	// after New), logged in, and last got a server connection. Guarded by mu.
 	connected  time.Time
