@@ -71,6 +71,9 @@ var (
 	descPoolXacts   = desc("pgtide_pool_transactions_total", "Transactions the pool's server connections finished (autocommit statements count).", "node", "database", "user")
 	descPoolQueries = desc("pgtide_pool_queries_total", "Requests the pool's server connections answered (one per ReadyForQuery).", "node", "database", "user")
 	descPoolErrors  = desc("pgtide_pool_server_errors_total", "ErrorResponses the pool's servers sent to clients.", "node", "database", "user")
+	descPoolBusy    = desc("pgtide_pool_query_seconds_total", "Time the pool's servers were busy with clients' requests, from a request's first message to its ReadyForQuery.", "node", "database", "user")
+	descPoolRecv    = desc("pgtide_pool_received_bytes_total", "Bytes pgtide read from the pool's servers.", "node", "database", "user")
+	descPoolSent    = desc("pgtide_pool_sent_bytes_total", "Bytes pgtide sent to the pool's servers.", "node", "database", "user")
 
 	descClients      = desc("pgtide_client_connections", "Client connections, by endpoint and state (login, active, waiting, idle).", "endpoint", "state")
 	descClientErrors = desc("pgtide_client_errors_total", "ErrorResponses sent to clients (the servers' and pgtide's own), by SQLSTATE class (\"\" when malformed).", "class")
@@ -94,7 +97,7 @@ var roles = [...]cluster.Role{cluster.RoleWriter, cluster.RoleReader, cluster.Ro
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBuildInfo, descWriter, descNodeUp, descNodeRole, descLag, descLagBytes, descLagging,
 		descNodeServers, descBudget, descMaxConns, descReserved, descBackends, descOutstanding, descPicked, descPoolServers,
-		descPoolWaiting, descPoolMaxWait, descPoolWait, descPoolXacts, descPoolQueries, descPoolErrors, descClients,
+		descPoolWaiting, descPoolMaxWait, descPoolWait, descPoolXacts, descPoolQueries, descPoolErrors, descPoolBusy, descPoolRecv, descPoolSent, descClients,
 		descClientErrors, descWaitWriter, descAcceptErrors, descStateChanges, descRoleChanges, descFailovers, descSplitBrains, descPinned,
 		descRefused, descRouted, descRetries} {
 		ch <- d
@@ -199,6 +202,9 @@ func (c *Collector) collectPools(ch chan<- prometheus.Metric) {
 		counter(ch, descPoolXacts, float64(st.Counters.Transactions.Load()), l...)
 		counter(ch, descPoolQueries, float64(st.Counters.Queries.Load()), l...)
 		counter(ch, descPoolErrors, float64(st.Counters.ServerErrors.Load()), l...)
+		counter(ch, descPoolBusy, float64(st.Counters.QueryNanos.Load())/1e9, l...)
+		counter(ch, descPoolRecv, float64(st.Counters.BytesReceived.Load()), l...)
+		counter(ch, descPoolSent, float64(st.Counters.BytesSent.Load()), l...)
 	}
 }
 

@@ -130,6 +130,9 @@ type Proxy struct {
 	// cannot move between server connections: "pin" keeps its server connection until it
 	// disconnects; "error" refuses the statement.
 	PinPolicy string `toml:"pin_policy"`
+	// StatsPeriod is how often a line per busy pool logs its rates (transactions, queries and
+	// bytes per second, average query time and wait), as PgBouncer's stats_period; 0 turns it off.
+	StatsPeriod Duration `toml:"stats_period"`
 	// LogFormat is "text" or "json"; LogLevel is "debug", "info", "warn" or "error".
 	LogFormat string `toml:"log_format"`
 	LogLevel  string `toml:"log_level"`
@@ -260,6 +263,7 @@ func Defaults() *Config {
 			MaxPreparedStatements:      200,
 			MaxPreparedStatementsBytes: 1 << 20,
 			PinPolicy:                  PinPolicyPin,
+			StatsPeriod:                Duration{time.Minute},
 			LogFormat:                  "text",
 			LogLevel:                   "info",
 		},
@@ -379,6 +383,9 @@ func (c *Config) Validate() error {
 	}
 	if p.MaxMessageSize < 8192 || p.MaxMessageSize > 1<<30 {
 		add("proxy.max_message_size %d: must be between 8192 and 1073741824 bytes", p.MaxMessageSize)
+	}
+	if p.StatsPeriod.Duration < 0 {
+		add("proxy.stats_period must not be negative (0 turns it off)")
 	}
 	if p.MessageMemory < int64(p.MaxMessageSize) {
 		add("proxy.message_memory %d must be at least max_message_size (%d)", p.MessageMemory, p.MaxMessageSize)

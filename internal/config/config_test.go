@@ -132,6 +132,7 @@ func TestLoadFull(t *testing.T) {
 			ClientLoginTimeout:         Duration{5 * time.Second},
 			ShutdownTimeout:            Duration{time.Minute},
 			ClientWriteTimeout:         Duration{time.Minute},
+			StatsPeriod:                Duration{time.Minute},
 			MaxMessageSize:             1 << 20,
 			MessageMemory:              256 << 20,
 			MaxPreparedStatements:      50,

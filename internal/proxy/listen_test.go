@@ -91,3 +91,18 @@ func TestClientLogs(t *testing.T) {
 		t.Errorf("a password in the log: %s", l)
 	}
 }
+
+// TestStatsLine: every stats_period a line per busy pool logs its rates, as PgBouncer's do.
+func TestStatsLine(t *testing.T) {
+	p := startProxy(t, func(c *config.Config) { c.Proxy.StatsPeriod.Duration = 300 * time.Millisecond })
+	conn := p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
+	waitFor(t, 30*time.Second, "a stats line with queries", func() bool {
+		mustExec(t, conn, "SELECT 1")
+		for _, l := range p.logged("level=INFO", "msg=stats", "pool=app@", "/appdb", "received_bytes_per_s=", "avg_query_us=", "avg_wait_us=") {
+			if !strings.Contains(l, "queries_per_s=0 ") {
+				return true
+			}
+		}
+		return false
+	})
+}

@@ -174,7 +174,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
-	s.bg.Add(3)
+	s.bg.Add(4)
 	go func() {
 		defer s.bg.Done()
 		s.pools.Run(ctx, time.Second)
@@ -182,6 +182,10 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	go func() {
 		defer s.bg.Done()
 		s.janitor(ctx)
+	}()
+	go func() {
+		defer s.bg.Done()
+		s.logStats(ctx)
 	}()
 	go func() {
 		defer s.bg.Done()
