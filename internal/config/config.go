@@ -34,6 +34,12 @@ const (
 	ReadYourWritesOff = "off"
 )
 
+// Budget modes: how pgtide processes in front of the same nodes share each node's budget.
+const (
+	BudgetModeStatic = "static"
+	BudgetModeShared = "shared"
+)
+
 // Discovery modes.
 const (
 	DiscoveryAurora = "aurora"
@@ -129,11 +135,21 @@ type Cluster struct {
 	MaxServerConnections int `toml:"max_server_connections"`
 	// SafetyFactor sets each node's budget of server connections from the ceiling its health
 	// check reads: floor((max_connections − superuser_reserved_connections −
-	// reserved_connections) × SafetyFactor) / ProxyInstances (seed 003's 0.7 rule).
+	// reserved_connections) × SafetyFactor) (seed 003's 0.7 rule), shared as BudgetMode says.
 	SafetyFactor float64 `toml:"safety_factor"`
-	// ProxyInstances is how many pgtide processes share the nodes: each takes 1/N of every
-	// node's budget.
+	// ProxyInstances is how many pgtide processes share the nodes. In static mode each takes
+	// 1/N of every node's budget; in shared mode it bounds what each takes of the headroom one
+	// reading shows (see BudgetMode).
 	ProxyInstances int `toml:"proxy_instances"`
+	// BudgetMode is how the pgtide processes in front of a node share its budget. "static":
+	// each holds at most budget / ProxyInstances server connections there. "shared": each may
+	// hold up to the whole budget, but opens a new server connection only while the node's
+	// client backends — everyone's: other pgtide processes, other clients, pgtide's health
+	// checks — are under the budget, as its health check reads them from pg_stat_activity at
+	// every check; otherwise clients wait, as for a full pool, up to QueryWaitTimeout. It never
+	// closes a connection because of others' use. The rule and its worst case are in the
+	// README (budget_mode) and in package pool (the headroom gate).
+	BudgetMode string `toml:"budget_mode"`
 	// MinIdle is the number of idle server connections kept open per pool once the pool exists.
 	MinIdle int `toml:"min_idle"`
 	// ServerLifetime closes a server connection that has been open this long, when it is next idle.
@@ -225,6 +241,7 @@ func Defaults() *Config {
 			MaxServerConnections: 100,
 			SafetyFactor:         0.7,
 			ProxyInstances:       1,
+			BudgetMode:           BudgetModeStatic,
 			ServerLifetime:       Duration{time.Hour},
 			ServerIdleTimeout:    Duration{10 * time.Minute},
 			ServerCheckQuery:     "select 1",
@@ -364,6 +381,9 @@ func (c *Config) Validate() error {
 	}
 	if cl.ProxyInstances < 1 {
 		add("cluster.proxy_instances must be at least 1")
+	}
+	if cl.BudgetMode != BudgetModeStatic && cl.BudgetMode != BudgetModeShared {
+		add("cluster.budget_mode %q: must be \"static\" or \"shared\"", cl.BudgetMode)
 	}
 	if len(cl.Hosts) == 0 && cl.Discovery != DiscoveryDNS {
 		add("cluster.hosts: at least one host:port is required")
