@@ -9,4 +9,8 @@
 // by the caller's context (query_wait_timeout); a released connection goes straight to the longest
 // waiter. Idle connections past server_idle_timeout or server_lifetime are closed by Run, which
 // also keeps min_idle connections open.
+//
+// Each node's cap may be lowered to its budget (SetNodeBudget). With a budget shared with other
+// processes (budget_mode = "shared"), opening a connection also needs headroom from the latest
+// reading of the node's client backends: see the headroom gate in headroom.go.
 package pool

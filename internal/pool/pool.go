@@ -36,6 +36,13 @@ type Settings struct {
 	MaxMessageSize       int
 	// ServerConnectRate caps new connections per second per node; 0 means no cap.
 	ServerConnectRate int
+	// SharedBudget turns the headroom gate on (budget_mode = "shared", see headroom.go): a new
+	// server connection to a node needs headroom from a recent reading of the node's client
+	// backends (SetNodeBackends). ProxyInstances is how many pgtide processes share each node;
+	// HeadroomLifetime is how long a reading's headroom may be used (0: until the next).
+	SharedBudget     bool
+	ProxyInstances   int
+	HeadroomLifetime time.Duration
 }
 
 // WaitTimeoutError is returned by Acquire when no connection became free in time.
@@ -71,13 +78,15 @@ type Manager struct {
 // node counts the connections open to one server across its pools. Guarded by Manager.mu.
 type node struct {
 	total int
-	// budget caps total below max_server_connections when set (SetNodeBudget); 0: not set.
+	// budget caps total below max_server_connections when set (SetNodeBudget); 0: not set. With
+	// Settings.SharedBudget it is also what the node's client backends are measured against (room).
 	budget int
 	pools  []*pool
 	// gen counts CloseNode calls: a connection dialed under an older generation is closed when
 	// it comes back instead of being reused.
 	gen     uint64
 	limiter connectLimiter
+	room    headroom // the shared-budget gate
 }
 
 // pool is one key's connections. Guarded by Manager.mu.
@@ -119,14 +128,20 @@ func (m *Manager) SetSettings(s Settings) { m.settings.Store(&s) }
 // Settings returns the current settings.
 func (m *Manager) Settings() Settings { return *m.settings.Load() }
 
+// nodeLocked returns addr's node, creating it. Requires mu.
+func (m *Manager) nodeLocked(addr string) *node {
+	n := m.nodes[addr]
+	if n == nil {
+		n = &node{}
+		m.nodes[addr] = n
+	}
+	return n
+}
+
 func (m *Manager) poolLocked(k Key) *pool {
 	p := m.pools[k]
 	if p == nil {
-		n := m.nodes[k.Node]
-		if n == nil {
-			n = &node{}
-			m.nodes[k.Node] = n
-		}
+		n := m.nodeLocked(k.Node)
 		p = &pool{key: k, node: n}
 		n.pools = append(n.pools, p)
 		m.pools[k] = p
@@ -211,14 +226,15 @@ func (m *Manager) tryAcquire(k Key, now time.Time, queue bool) (c *Conn, slot bo
 		}
 		return c, false, nil, nil
 	}
-	if m.takeSlotLocked(p, s) {
+	if m.takeSlotLocked(p, s, now, false) {
 		return nil, true, nil, nil
 	}
-	// The node is full but this pool is not: an idle connection of another pool gives way.
+	// The node is full (or its headroom used up) but this pool is not: an idle connection of
+	// another pool gives way, and its place is taken at once.
 	if p.total < s.PoolSize {
 		if victim := m.evictIdleLocked(p.node, p); victim != nil {
 			toClose = append(toClose, victim)
-			if m.takeSlotLocked(p, s) {
+			if m.takeSlotLocked(p, s, now, true) {
 				return nil, true, nil, nil
 			}
 		}
@@ -240,8 +256,10 @@ func nodeCapLocked(n *node, s *Settings) int {
 	return s.MaxServerConnections
 }
 
-func (m *Manager) takeSlotLocked(p *pool, s *Settings) bool {
-	if p.total < s.PoolSize && p.node.total < nodeCapLocked(p.node, s) {
+// takeSlotLocked counts a connection to dial for p, if pool_size, the node's cap and (unless it
+// replaces one just closed: swap) the node's headroom allow it. Requires mu.
+func (m *Manager) takeSlotLocked(p *pool, s *Settings, now time.Time, swap bool) bool {
+	if p.total < s.PoolSize && p.node.total < nodeCapLocked(p.node, s) && p.node.room.take(now, s, swap) {
 		p.total++
 		p.node.total++
 		return true
@@ -278,17 +296,14 @@ func (m *Manager) wait(ctx context.Context, k Key, w *waiter, start time.Time) (
 		return g, nil
 	case <-ctx.Done():
 	}
+	s := m.settings.Load()
 	m.mu.Lock()
 	p := m.pools[k]
 	for i, x := range p.waiters {
 		if x == w {
 			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			limit := limitLocked(p, s)
 			m.mu.Unlock()
-			s := m.settings.Load()
-			limit := fmt.Sprintf("pool_size of %d", s.PoolSize)
-			if p.total < s.PoolSize {
-				limit = fmt.Sprintf("node's server connection cap of %d", m.NodeCap(k.Node))
-			}
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return grant{}, &WaitTimeoutError{Key: k, Waited: time.Since(start).Round(time.Millisecond), Limit: limit}
 			}
@@ -298,6 +313,18 @@ func (m *Manager) wait(ctx context.Context, k Key, w *waiter, start time.Time) (
 	m.mu.Unlock()
 	// Granted while we were giving up: use it rather than waste it.
 	return <-w.ch, nil
+}
+
+// limitLocked names the limit p's waiter waited for. Requires mu.
+func limitLocked(p *pool, s *Settings) string {
+	n := p.node
+	switch {
+	case p.total >= s.PoolSize:
+		return fmt.Sprintf("pool_size of %d", s.PoolSize)
+	case n.total < nodeCapLocked(n, s) && s.SharedBudget:
+		return fmt.Sprintf("node's shared budget of %d, with %d client backends at its last reading", n.budget, n.room.backends)
+	}
+	return fmt.Sprintf("node's server connection cap of %d", nodeCapLocked(n, s))
 }
 
 func (m *Manager) dialSlot(ctx context.Context, k Key) (*Conn, error) {
@@ -332,12 +359,14 @@ func (m *Manager) dialSlot(ctx context.Context, k Key) (*Conn, error) {
 		p := m.pools[k]
 		p.total--
 		p.node.total--
-		m.grantSlotsLocked(p.node)
+		p.node.room.dialed(time.Now(), false, s)
+		m.grantSlotsLocked(p.node, 0)
 		m.mu.Unlock()
 		return nil, err
 	}
 	m.mu.Lock()
 	p := m.pools[k]
+	p.node.room.dialed(time.Now(), true, s)
 	if p.params == nil {
 		p.params = maps.Clone(c.Params) // c.Params changes with the connection's session
 	}
@@ -429,16 +458,16 @@ func (m *Manager) putBackLocked(c *Conn, s *Settings) (toClose *Conn) {
 	case m.closed || p.total > s.PoolSize || now.Sub(c.created) >= s.ServerLifetime || c.gen != p.node.gen ||
 		p.node.total > nodeCapLocked(p.node, s): // the node's budget shrank: closed as it comes back
 		m.forgetLocked(p, c)
-		m.grantSlotsLocked(p.node)
+		m.grantSlotsLocked(p.node, 0)
 		return c
 	case len(p.waiters) > 0:
 		w := p.waiters[0]
 		p.waiters = p.waiters[1:]
 		w.ch <- grant{conn: c}
-	case p.node.total >= nodeCapLocked(p.node, s) && m.starvedLocked(p.node, s) != nil:
-		// Another pool on this node waits for a slot this idle connection holds.
+	case (p.node.total >= nodeCapLocked(p.node, s) || !p.node.room.open(now, s)) && m.starvedLocked(p.node, s) != nil:
+		// Another pool on this node waits for a slot (or headroom) this idle connection holds.
 		m.forgetLocked(p, c)
-		m.grantSlotsLocked(p.node)
+		m.grantSlotsLocked(p.node, 1)
 		return c
 	default:
 		p.idle = append(p.idle, c)
@@ -480,7 +509,7 @@ func (m *Manager) discard(c *Conn) {
 	m.mu.Lock()
 	p := m.pools[c.key]
 	m.forgetLocked(p, c)
-	m.grantSlotsLocked(p.node)
+	m.grantSlotsLocked(p.node, 0)
 	m.mu.Unlock()
 	c.close()
 }
@@ -498,18 +527,20 @@ func (m *Manager) starvedLocked(n *node, s *Settings) *pool {
 	return best
 }
 
-// grantSlotsLocked hands free node slots to waiting pools, longest waiter first.
-func (m *Manager) grantSlotsLocked(n *node) {
+// grantSlotsLocked hands free node slots to waiting pools, longest waiter first, as far as the
+// node's headroom allows; the first swaps of them replace connections just closed to make room
+// and need none.
+func (m *Manager) grantSlotsLocked(n *node, swaps int) {
 	s := m.settings.Load()
-	for n.total < nodeCapLocked(n, s) {
+	now := time.Now()
+	for {
 		q := m.starvedLocked(n, s)
-		if q == nil {
+		if q == nil || !m.takeSlotLocked(q, s, now, swaps > 0) {
 			return
 		}
+		swaps--
 		w := q.waiters[0]
 		q.waiters = q.waiters[1:]
-		q.total++
-		n.total++
 		w.ch <- grant{}
 	}
 }
@@ -517,17 +548,18 @@ func (m *Manager) grantSlotsLocked(n *node) {
 // SetNodeBudget caps the server connections to addr at budget (0 removes the cap;
 // max_server_connections stays a hard cap above it), for a budget derived from the node's own
 // max_connections. A smaller budget closes idle connections at once, longest idle first, and
-// connections in use as they come back: no transaction is interrupted. It returns the budget
-// it replaces.
+// connections in use as they come back: no transaction is interrupted. With
+// Settings.SharedBudget the budget is the node's whole one, shared with everyone, and the
+// headroom gate measures the node's client backends against it (SetNodeBackends); a smaller
+// budget takes its difference from the headroom left. It returns the budget it replaces.
 func (m *Manager) SetNodeBudget(addr string, budget int) (prev int) {
-	m.mu.Lock()
-	n := m.nodes[addr]
-	if n == nil {
-		n = &node{}
-		m.nodes[addr] = n
-	}
-	prev, n.budget = n.budget, max(0, budget)
 	s := m.settings.Load()
+	m.mu.Lock()
+	n := m.nodeLocked(addr)
+	prev, n.budget = n.budget, max(0, budget)
+	if n.budget < prev {
+		n.room.shrink(prev - n.budget)
+	}
 	var toClose []*Conn
 	for n.total > nodeCapLocked(n, s) {
 		c := m.evictIdleLocked(n, nil)
@@ -536,7 +568,7 @@ func (m *Manager) SetNodeBudget(addr string, budget int) (prev int) {
 		}
 		toClose = append(toClose, c)
 	}
-	m.grantSlotsLocked(n) // a larger budget frees slots for waiters
+	m.grantSlotsLocked(n, 0) // a larger budget frees slots for waiters
 	m.mu.Unlock()
 	closeAll(toClose)
 	return prev
@@ -574,7 +606,7 @@ func (m *Manager) CloseNode(addr string) {
 		clear(p.idle)
 		p.idle = p.idle[:0]
 	}
-	m.grantSlotsLocked(n)
+	m.grantSlotsLocked(n, 0)
 	m.mu.Unlock()
 	closeAll(toClose)
 }
@@ -646,7 +678,7 @@ func (m *Manager) maintain(ctx context.Context) {
 		clear(p.idle[len(kept):])
 		p.idle = kept
 		// Top up to min_idle, a few per tick so a restart does not become a storm.
-		for i := 0; i < 4 && p.total < s.MinIdle && len(p.waiters) == 0 && m.takeSlotLocked(p, s); i++ {
+		for i := 0; i < 4 && p.total < s.MinIdle && len(p.waiters) == 0 && m.takeSlotLocked(p, s, now, false); i++ {
 			toDial = append(toDial, p.key)
 		}
 	}
