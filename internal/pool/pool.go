@@ -87,6 +87,7 @@ type node struct {
 	gen     uint64
 	limiter connectLimiter
 	room    headroom // the shared-budget gate
+	fit     fitState // whether its pools fit its cap, as last logged
 }
 
 // pool is one key's connections. Guarded by Manager.mu.
@@ -123,7 +124,16 @@ func NewManager(s Settings) *Manager {
 
 // SetSettings replaces the settings (reload). Existing connections are kept; a smaller pool
 // shrinks as connections are released.
-func (m *Manager) SetSettings(s Settings) { m.settings.Store(&s) }
+func (m *Manager) SetSettings(s Settings) {
+	m.settings.Store(&s)
+	var notes []func()
+	m.mu.Lock()
+	for addr, n := range m.nodes {
+		notes = append(notes, m.fitLocked(addr, n, &s))
+	}
+	m.mu.Unlock()
+	logAll(notes...)
+}
 
 // Settings returns the current settings.
 func (m *Manager) Settings() Settings { return *m.settings.Load() }
@@ -138,15 +148,18 @@ func (m *Manager) nodeLocked(addr string) *node {
 	return n
 }
 
-func (m *Manager) poolLocked(k Key) *pool {
-	p := m.pools[k]
+// poolLocked returns k's pool, creating it; with a new pool, note is the fit check's (see
+// fitLocked), to call after unlocking. Requires mu.
+func (m *Manager) poolLocked(k Key, s *Settings) (p *pool, note func()) {
+	p = m.pools[k]
 	if p == nil {
 		n := m.nodeLocked(k.Node)
 		p = &pool{key: k, node: n}
 		n.pools = append(n.pools, p)
 		m.pools[k] = p
+		note = m.fitLocked(k.Node, n, s)
 	}
-	return p
+	return p, note
 }
 
 // Acquire returns a server connection for k, dialing one if the limits allow, else waiting up to
@@ -207,15 +220,18 @@ func (m *Manager) TryAcquire(ctx context.Context, k Key) (*Conn, error) {
 func (m *Manager) tryAcquire(k Key, now time.Time, queue bool) (c *Conn, slot bool, w *waiter, err error) {
 	s := m.settings.Load()
 	var toClose []*Conn
+	var note func()
 	m.mu.Lock()
 	defer func() {
 		m.mu.Unlock()
 		closeAll(toClose)
+		logAll(note)
 	}()
 	if m.closed {
 		return nil, false, nil, ErrClosed
 	}
-	p := m.poolLocked(k)
+	var p *pool
+	p, note = m.poolLocked(k, s)
 	for len(p.idle) > 0 {
 		c := p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
@@ -569,8 +585,10 @@ func (m *Manager) SetNodeBudget(addr string, budget int) (prev int) {
 		toClose = append(toClose, c)
 	}
 	m.grantSlotsLocked(n, 0) // a larger budget frees slots for waiters
+	note := m.fitLocked(addr, n, s)
 	m.mu.Unlock()
 	closeAll(toClose)
+	logAll(note)
 	return prev
 }
 
