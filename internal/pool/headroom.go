@@ -12,35 +12,37 @@ import (
 // the node's client backends (pg_stat_activity) at every check and hands the count to
 // SetNodeBackends. From that reading this process may open
 //
-//	left = max(0, ceil(free / N) − ceil((N − 1) × recent / N))
+//	left = max(0, ceil(free / N) − ceil((N − 1) × (unseen + recent) / N))
 //	free = budget − backends − unseen
 //
 // new server connections until the next reading, where N is Settings.ProxyInstances, unseen
 // the connections this process was opening when the reading began (in flight then, or finished
-// since: the reading may have missed them, so they count against free, not twice), and recent
-// the connections this process opened in the HeadroomLifetime before the reading. Each dial
-// started takes one from left, whatever its outcome; nothing else adds to it. Connections this
-// process closes, and dials that fail, give nothing back until a reading shows the places free:
-// another process may be counting on the same places already. The one exception is a swap: an
-// idle connection closed to make room for a pool that waits (see evictIdleLocked and
-// putBackLocked) is replaced at once without headroom, as this process's count does not change.
-// A reading's left lapses HeadroomLifetime after it began: when the health check fails or falls
-// behind, no connection opens on a stale count. Reusing an open connection never needs headroom,
-// and nothing is closed because of others' use.
+// since: pg_stat_activity shows a backend only once it has authenticated, so the reading may
+// have missed them; they count against free, and not twice), and recent the connections this
+// process opened in the HeadroomLifetime before the reading. Each dial started takes one from
+// left, whatever its outcome; nothing else adds to it. Connections this process closes, and dials
+// that fail, give nothing back until a reading shows the places free: another process may be
+// counting on the same places already. The one exception is a swap: an idle connection closed to
+// make room for a pool that waits (see evictIdleLocked and putBackLocked) is replaced at once
+// without headroom, as this process's count does not change. A reading's left lapses
+// HeadroomLifetime after it began: when the health check fails or falls behind, no connection
+// opens on a stale count. Reusing an open connection never needs headroom, and nothing is closed
+// because of others' use.
 //
-// Why the two terms. If every process read the same backends at the same moment and took all
+// Why the second term. If every process read the same backends at the same moment and took all
 // the free places, together they would take N times them; with ceil(free / N) each, they take
-// at most free + N − 1. Readings are not simultaneous: a process that opens its share and reads
-// again sees its own new connections but not the shares the others may still open from their
-// older readings, and its next ceil(free / N) would count those places again. Holding back
-// (N − 1) / N of what it opened within HeadroomLifetime (the longest an older reading's share
-// lives) covers exactly that. The worst case, then, is the node's client backends at
-// budget + N − 1, provided that no one else opens connections after a reading (pgtide cannot
-// hold back other clients; what they open, pgtide's opens from that reading may add to), and
-// that the other processes' dials in progress at a reading are few (they are missed by it).
-// The price: a single busy process grows into the free places by about 1/N of them every
-// HeadroomLifetime or so, not all at once. With N = 1 nothing is held back and it takes all the
-// free places.
+// at most free + N − 1. But readings are not simultaneous, and each process has a share of an
+// older reading that it may still be opening: connections the others' readings have not seen
+// (in flight, or not yet opened). A process that opens and reads again sees its own connections
+// (or knows them, unseen) but not those shares, so its next ceil(free / N) would count the same
+// places again. Holding back (N − 1) / N of what it opened, or is opening, since the others'
+// readings (at most HeadroomLifetime ago: older shares have lapsed) covers exactly that. The
+// worst case, then, is the node's client backends at budget + N − 1, provided that no one else
+// opens connections after a reading (pgtide cannot hold back other clients: what they open, the
+// opens that reading allowed may add to) and that every process's readings are at most
+// HeadroomLifetime apart. The price: a single busy process grows into the free places by about
+// 1/N of them every HeadroomLifetime or so, not all at once. With N = 1 nothing is held back and
+// it takes all the free places.
 
 // headroom is one node's gate. Guarded by Manager.mu.
 type headroom struct {
@@ -106,7 +108,7 @@ func (h *headroom) read(backends int, at time.Time, budget int, s *Settings) {
 	free := budget - backends - unseen
 	h.left = 0
 	if budget > 0 && free > 0 {
-		h.left = max(0, ceilDiv(free, n)-ceilDiv((n-1)*recent, n))
+		h.left = max(0, ceilDiv(free, n)-ceilDiv((n-1)*(unseen+recent), n))
 	}
 }
 

@@ -39,6 +39,9 @@ func TestHeadroomRead(t *testing.T) {
 			ago(400 * time.Millisecond), ago(300 * time.Millisecond), ago(200 * time.Millisecond),
 			ago(100 * time.Millisecond), ago(50 * time.Millisecond), ago(10 * time.Millisecond)}, 3},
 		{"two, dials older than the lifetime hold nothing back", 2, 25, 13, 0, []time.Time{ago(600 * time.Millisecond), ago(lifetime)}, 6},
+		// The other's reading did not see these 4 either: half held back too.
+		{"two, dials in flight hold back half", 2, 25, 13, 4, nil, 2},
+		{"two, a dial ended after the reading began", 2, 25, 13, 1, []time.Time{ago(time.Millisecond), at.Add(time.Millisecond)}, 3},
 		{"two, holding back more than the share", 2, 25, 20, 0, []time.Time{
 			ago(30 * time.Millisecond), ago(20 * time.Millisecond), ago(10 * time.Millisecond), ago(5 * time.Millisecond)}, 1},
 	}
