@@ -35,6 +35,7 @@ func (s *Server) Reload(next *config.Config) {
 	for _, n := range s.cluster.Nodes() { // safety_factor or proxy_instances may have changed
 		s.applyBudget(n, next)
 	}
+	s.cluster.SetBackendsEveryCheck(next.Cluster.BudgetMode == config.BudgetModeShared)
 	s.cluster.RefreshFunctions()
 	if s.OnReload != nil {
 		s.OnReload(next)
