@@ -128,7 +128,9 @@ type Auth struct {
 type Cluster struct {
 	// Hosts lists the PostgreSQL servers as host:port. The first one is the server.
 	Hosts []string `toml:"hosts"`
-	// PoolSize caps server connections per (node, database, user) pool.
+	// PoolSize caps server connections per (node, database, user) pool. When a node's pools
+	// cannot all fit its budget (pools × PoolSize, or pools × MinIdle, over it), a warning says
+	// so once per change: clients will wait for server connections when the pools are busy.
 	PoolSize int `toml:"pool_size"`
 	// MaxServerConnections caps server connections per node across all pools. Never crossed.
 	// Each node's own budget (SafetyFactor) usually caps lower; this stays a hard cap above it.
@@ -147,8 +149,9 @@ type Cluster struct {
 	// client backends — everyone's: other pgtide processes, other clients, pgtide's health
 	// checks — are under the budget, as its health check reads them from pg_stat_activity at
 	// every check; otherwise clients wait, as for a full pool, up to QueryWaitTimeout. It never
-	// closes a connection because of others' use. The rule and its worst case are in the
-	// README (budget_mode) and in package pool (the headroom gate).
+	// closes a connection because of others' use. The rule and its worst case (the node's
+	// backends at the budget + ProxyInstances − 1, when no one else opens connections between
+	// two checks) are in the README (budget_mode) and in package pool (the headroom gate).
 	BudgetMode string `toml:"budget_mode"`
 	// MinIdle is the number of idle server connections kept open per pool once the pool exists.
 	MinIdle int `toml:"min_idle"`
