@@ -24,9 +24,9 @@ type fitState struct {
 	cap, poolSize, minIdle int
 }
 
-// fitLocked checks n's pools against its cap and returns a function that logs the verdict if
-// it changed (see above), nil otherwise; the caller calls it after unlocking mu. Requires mu.
-func (m *Manager) fitLocked(addr string, n *node, s *Settings) func() {
+// fitLocked checks n's pools against its cap and, if the verdict changed (see above), adds the
+// line that says so to m.fitNotes, to log after unlocking mu (takeFitNotesLocked). Requires mu.
+func (m *Manager) fitLocked(addr string, n *node, s *Settings) {
 	k := len(n.pools)
 	now := fitState{fits, nodeCapLocked(n, s), s.PoolSize, s.MinIdle}
 	switch {
@@ -36,35 +36,43 @@ func (m *Manager) fitLocked(addr string, n *node, s *Settings) func() {
 		now.verdict = poolsOver
 	}
 	if now == n.fit || now.verdict == fits && n.fit.verdict == fits {
-		return nil
+		return
 	}
 	n.fit = now
 	attrs := []any{"node", addr, "pools", k, "pool_size", s.PoolSize, "min_idle", s.MinIdle, "budget", now.cap}
 	log := m.Logger
+	var note func()
 	switch now.verdict {
 	case minIdleOver:
-		return func() {
+		note = func() {
 			log.Warn("min_idle cannot be kept on every pool of the node: pools × min_idle is over its budget "+
 				"(or max_server_connections where lower); some pools stay under min_idle, and clients wait for server "+
 				"connections when the pools are busy at once. Lower min_idle or pool_size, raise the node's "+
 				"max_connections, or run fewer proxy_instances", append(attrs, "need", k*s.MinIdle)...)
 		}
 	case poolsOver:
-		return func() {
+		note = func() {
 			log.Warn("the node's pools cannot all fit its budget: pools × pool_size is over it (or over "+
 				"max_server_connections where lower), so clients wait for server connections when the pools are busy "+
 				"at once. Lower pool_size, raise the node's max_connections, or run fewer proxy_instances",
 				append(attrs, "need", k*s.PoolSize)...)
 		}
+	default:
+		note = func() { log.Info("the node's pools fit its budget again", attrs...) }
 	}
-	return func() { log.Info("the node's pools fit its budget again", attrs...) }
+	m.fitNotes = append(m.fitNotes, note)
 }
 
-// logAll calls each of fs that is not nil.
-func logAll(fs ...func()) {
-	for _, f := range fs {
-		if f != nil {
-			f()
-		}
+// takeFitNotesLocked returns the lines fitLocked left to log, nil mostly. Requires mu.
+func (m *Manager) takeFitNotesLocked() []func() {
+	notes := m.fitNotes
+	m.fitNotes = nil
+	return notes
+}
+
+// logAll calls each of notes.
+func logAll(notes []func()) {
+	for _, f := range notes {
+		f()
 	}
 }

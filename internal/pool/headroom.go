@@ -165,6 +165,6 @@ func (m *Manager) SetNodeBackends(addr string, backends int, at time.Time) {
 	m.mu.Lock()
 	n := m.nodeLocked(addr)
 	n.room.read(backends, at, n.budget, s)
-	m.grantSlotsLocked(n, 0)
+	m.grantSlotsLocked(n)
 	m.mu.Unlock()
 }

@@ -68,6 +68,9 @@ type Manager struct {
 	Logger   *slog.Logger
 
 	settings atomic.Pointer[Settings]
+	// fitNotes log fit verdicts that changed (fitLocked), for whoever holds mu to take and call
+	// once it has unlocked it; guarded by mu.
+	fitNotes []func()
 
 	mu     sync.Mutex
 	nodes  map[string]*node // guarded by mu
@@ -126,13 +129,13 @@ func NewManager(s Settings) *Manager {
 // shrinks as connections are released.
 func (m *Manager) SetSettings(s Settings) {
 	m.settings.Store(&s)
-	var notes []func()
 	m.mu.Lock()
 	for addr, n := range m.nodes {
-		notes = append(notes, m.fitLocked(addr, n, &s))
+		m.fitLocked(addr, n, &s)
 	}
+	notes := m.takeFitNotesLocked()
 	m.mu.Unlock()
-	logAll(notes...)
+	logAll(notes)
 }
 
 // Settings returns the current settings.
@@ -148,18 +151,18 @@ func (m *Manager) nodeLocked(addr string) *node {
 	return n
 }
 
-// poolLocked returns k's pool, creating it; with a new pool, note is the fit check's (see
-// fitLocked), to call after unlocking. Requires mu.
-func (m *Manager) poolLocked(k Key, s *Settings) (p *pool, note func()) {
-	p = m.pools[k]
+// poolLocked returns k's pool, creating it (and checking whether the node's pools still fit its
+// cap: fitLocked). Requires mu.
+func (m *Manager) poolLocked(k Key) *pool {
+	p := m.pools[k]
 	if p == nil {
 		n := m.nodeLocked(k.Node)
 		p = &pool{key: k, node: n}
 		n.pools = append(n.pools, p)
 		m.pools[k] = p
-		note = m.fitLocked(k.Node, n, s)
+		m.fitLocked(k.Node, n, m.settings.Load())
 	}
-	return p, note
+	return p
 }
 
 // Acquire returns a server connection for k, dialing one if the limits allow, else waiting up to
@@ -220,18 +223,17 @@ func (m *Manager) TryAcquire(ctx context.Context, k Key) (*Conn, error) {
 func (m *Manager) tryAcquire(k Key, now time.Time, queue bool) (c *Conn, slot bool, w *waiter, err error) {
 	s := m.settings.Load()
 	var toClose []*Conn
-	var note func()
 	m.mu.Lock()
 	defer func() {
+		notes := m.takeFitNotesLocked()
 		m.mu.Unlock()
 		closeAll(toClose)
-		logAll(note)
+		logAll(notes)
 	}()
 	if m.closed {
 		return nil, false, nil, ErrClosed
 	}
-	var p *pool
-	p, note = m.poolLocked(k, s)
+	p := m.poolLocked(k)
 	for len(p.idle) > 0 {
 		c := p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
@@ -242,7 +244,7 @@ func (m *Manager) tryAcquire(k Key, now time.Time, queue bool) (c *Conn, slot bo
 		}
 		return c, false, nil, nil
 	}
-	if m.takeSlotLocked(p, s, now, false) {
+	if m.takeSlotLocked(p, s) {
 		return nil, true, nil, nil
 	}
 	// The node is full (or its headroom used up) but this pool is not: an idle connection of
@@ -250,7 +252,7 @@ func (m *Manager) tryAcquire(k Key, now time.Time, queue bool) (c *Conn, slot bo
 	if p.total < s.PoolSize {
 		if victim := m.evictIdleLocked(p.node, p); victim != nil {
 			toClose = append(toClose, victim)
-			if m.takeSlotLocked(p, s, now, true) {
+			if m.swapSlotLocked(p, s) {
 				return nil, true, nil, nil
 			}
 		}
@@ -272,10 +274,16 @@ func nodeCapLocked(n *node, s *Settings) int {
 	return s.MaxServerConnections
 }
 
-// takeSlotLocked counts a connection to dial for p, if pool_size, the node's cap and (unless it
-// replaces one just closed: swap) the node's headroom allow it. Requires mu.
-func (m *Manager) takeSlotLocked(p *pool, s *Settings, now time.Time, swap bool) bool {
-	if p.total < s.PoolSize && p.node.total < nodeCapLocked(p.node, s) && p.node.room.take(now, s, swap) {
+// takeSlotLocked counts a connection to dial for p, if pool_size, the node's cap and the node's
+// headroom allow it. Requires mu.
+func (m *Manager) takeSlotLocked(p *pool, s *Settings) bool { return m.slotLocked(p, s, false) }
+
+// swapSlotLocked is takeSlotLocked for a connection that replaces one just closed to make room
+// for p: it needs no headroom. Requires mu.
+func (m *Manager) swapSlotLocked(p *pool, s *Settings) bool { return m.slotLocked(p, s, true) }
+
+func (m *Manager) slotLocked(p *pool, s *Settings, swap bool) bool {
+	if p.total < s.PoolSize && p.node.total < nodeCapLocked(p.node, s) && p.node.room.take(time.Now(), s, swap) {
 		p.total++
 		p.node.total++
 		return true
@@ -376,7 +384,7 @@ func (m *Manager) dialSlot(ctx context.Context, k Key) (*Conn, error) {
 		p.total--
 		p.node.total--
 		p.node.room.dialed(time.Now(), false, s)
-		m.grantSlotsLocked(p.node, 0)
+		m.grantSlotsLocked(p.node)
 		m.mu.Unlock()
 		return nil, err
 	}
@@ -474,7 +482,7 @@ func (m *Manager) putBackLocked(c *Conn, s *Settings) (toClose *Conn) {
 	case m.closed || p.total > s.PoolSize || now.Sub(c.created) >= s.ServerLifetime || c.gen != p.node.gen ||
 		p.node.total > nodeCapLocked(p.node, s): // the node's budget shrank: closed as it comes back
 		m.forgetLocked(p, c)
-		m.grantSlotsLocked(p.node, 0)
+		m.grantSlotsLocked(p.node)
 		return c
 	case len(p.waiters) > 0:
 		w := p.waiters[0]
@@ -483,7 +491,7 @@ func (m *Manager) putBackLocked(c *Conn, s *Settings) (toClose *Conn) {
 	case (p.node.total >= nodeCapLocked(p.node, s) || !p.node.room.open(now, s)) && m.starvedLocked(p.node, s) != nil:
 		// Another pool on this node waits for a slot (or headroom) this idle connection holds.
 		m.forgetLocked(p, c)
-		m.grantSlotsLocked(p.node, 1)
+		m.grantSwapLocked(p.node)
 		return c
 	default:
 		p.idle = append(p.idle, c)
@@ -525,7 +533,7 @@ func (m *Manager) discard(c *Conn) {
 	m.mu.Lock()
 	p := m.pools[c.key]
 	m.forgetLocked(p, c)
-	m.grantSlotsLocked(p.node, 0)
+	m.grantSlotsLocked(p.node)
 	m.mu.Unlock()
 	c.close()
 }
@@ -544,14 +552,19 @@ func (m *Manager) starvedLocked(n *node, s *Settings) *pool {
 }
 
 // grantSlotsLocked hands free node slots to waiting pools, longest waiter first, as far as the
-// node's headroom allows; the first swaps of them replace connections just closed to make room
-// and need none.
-func (m *Manager) grantSlotsLocked(n *node, swaps int) {
+// node's headroom allows.
+func (m *Manager) grantSlotsLocked(n *node) { m.grantLocked(n, 0) }
+
+// grantSwapLocked is grantSlotsLocked after closing a connection to make room for a waiting
+// pool: its replacement needs no headroom.
+func (m *Manager) grantSwapLocked(n *node) { m.grantLocked(n, 1) }
+
+// grantLocked hands out slots; the first swaps of them need no headroom.
+func (m *Manager) grantLocked(n *node, swaps int) {
 	s := m.settings.Load()
-	now := time.Now()
 	for {
 		q := m.starvedLocked(n, s)
-		if q == nil || !m.takeSlotLocked(q, s, now, swaps > 0) {
+		if q == nil || !m.slotLocked(q, s, swaps > 0) {
 			return
 		}
 		swaps--
@@ -584,11 +597,12 @@ func (m *Manager) SetNodeBudget(addr string, budget int) (prev int) {
 		}
 		toClose = append(toClose, c)
 	}
-	m.grantSlotsLocked(n, 0) // a larger budget frees slots for waiters
-	note := m.fitLocked(addr, n, s)
+	m.grantSlotsLocked(n) // a larger budget frees slots for waiters
+	m.fitLocked(addr, n, s)
+	notes := m.takeFitNotesLocked()
 	m.mu.Unlock()
 	closeAll(toClose)
-	logAll(note)
+	logAll(notes)
 	return prev
 }
 
@@ -624,7 +638,7 @@ func (m *Manager) CloseNode(addr string) {
 		clear(p.idle)
 		p.idle = p.idle[:0]
 	}
-	m.grantSlotsLocked(n, 0)
+	m.grantSlotsLocked(n)
 	m.mu.Unlock()
 	closeAll(toClose)
 }
@@ -696,7 +710,7 @@ func (m *Manager) maintain(ctx context.Context) {
 		clear(p.idle[len(kept):])
 		p.idle = kept
 		// Top up to min_idle, a few per tick so a restart does not become a storm.
-		for i := 0; i < 4 && p.total < s.MinIdle && len(p.waiters) == 0 && m.takeSlotLocked(p, s, now, false); i++ {
+		for i := 0; i < 4 && p.total < s.MinIdle && len(p.waiters) == 0 && m.takeSlotLocked(p, s); i++ {
 			toDial = append(toDial, p.key)
 		}
 	}
