@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 )
 
 // ceilingQuery reads a server's connection ceiling: max_connections and the connections it keeps
@@ -18,17 +19,37 @@ const ceilingQuery = `SELECT current_setting('max_connections'), current_setting
 // ceilingEvery is how many health checks pass between reads of the ceiling on one connection
 // (about 10 s at the default interval): a ceiling changes only with a restart or, on Aurora
 // Serverless v2, with capacity, and a restart opens a new connection, which reads it at once.
+// SetBackendsEveryCheck makes it every check, for the client backends.
 const ceilingEvery = 40
 
-// checkCeiling reads the node's ceiling on a new connection and every ceilingEvery checks, and
-// emits an Event when it is first known or changes. A failed read keeps the last ceiling (the
-// next check's health query finds out whether the node is gone).
+// SetBackendsEveryCheck makes every health check read its node's ceiling and client backends
+// (on) instead of every ceilingEvery checks (off, the default): budget_mode = "shared" gates new
+// server connections on that count. It applies from each node's next check.
+func (c *Cluster) SetBackendsEveryCheck(on bool) { c.backendsEveryCheck.Store(on) }
+
+// SubscribeBackends registers fn to be called with every successful reading of a node's client
+// backends (see Node.Backends), from that node's checker goroutine, after the ceiling Event the
+// same reading may have caused. at is when the reading began: a connection that finished
+// logging in to the server before then is in backends, one that finished later may not be.
+// fn must not block; there is no unsubscribe.
+func (c *Cluster) SubscribeBackends(fn func(n *Node, backends int, at time.Time)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.backendSubs = append(c.backendSubs[:len(c.backendSubs):len(c.backendSubs)], fn)
+}
+
+// checkCeiling reads the node's ceiling on a new connection and every ceilingEvery checks (every
+// check with SetBackendsEveryCheck), emits an Event when it is first known or changes, and hands
+// the node's client backends to SubscribeBackends' functions. A failed read keeps the last
+// ceiling (the next check's health query finds out whether the node is gone) and calls no one.
 func (k *checker) checkCeiling(ctx context.Context) {
-	if k.conn == nil || k.sinceCeiling >= 0 && k.sinceCeiling < ceilingEvery {
+	every := k.c.backendsEveryCheck.Load()
+	if k.conn == nil || k.sinceCeiling >= 0 && k.sinceCeiling < ceilingEvery && !every {
 		k.sinceCeiling++
 		return
 	}
 	k.sinceCeiling = 0
+	at := k.c.cfg.Now()
 	cctx, cancel := context.WithTimeout(ctx, k.c.cfg.HealthCheckTimeout)
 	rows, err := k.conn.query(cctx, ceilingQuery)
 	cancel()
@@ -36,23 +57,45 @@ func (k *checker) checkCeiling(ctx context.Context) {
 	if err == nil {
 		maxConns, reserved, backends, err = parseCeiling(rows)
 	}
+	k.noteBackendsRead(err, every)
 	if err != nil {
-		k.c.log.Debug("reading the connection ceiling failed", "addr", k.n.addr, "err", err)
 		k.sinceCeiling = -1 // again at the next check
 		return
 	}
 	k.n.backends.Store(int32(backends))
 	k.noteBusy(maxConns, backends)
-	if int(k.n.maxConnections.Load()) == maxConns && int(k.n.reservedConnections.Load()) == reserved {
-		return
+	if int(k.n.maxConnections.Load()) != maxConns || int(k.n.reservedConnections.Load()) != reserved {
+		k.n.maxConnections.Store(int32(maxConns))
+		k.n.reservedConnections.Store(int32(reserved))
+		k.c.log.Info("node connection ceiling", "addr", k.n.addr, "max_connections", maxConns, "reserved", reserved)
+		k.c.eventMu.Lock()
+		s := k.n.loadState()
+		k.c.emitLocked(Event{Node: k.n, Up: s.up(), Role: s.role(), PrevUp: s.up(), PrevRole: s.role(), Ceiling: true})
+		k.c.eventMu.Unlock()
 	}
-	k.n.maxConnections.Store(int32(maxConns))
-	k.n.reservedConnections.Store(int32(reserved))
-	k.c.log.Info("node connection ceiling", "addr", k.n.addr, "max_connections", maxConns, "reserved", reserved)
-	k.c.eventMu.Lock()
-	defer k.c.eventMu.Unlock()
-	s := k.n.loadState()
-	k.c.emitLocked(Event{Node: k.n, Up: s.up(), Role: s.role(), PrevUp: s.up(), PrevRole: s.role(), Ceiling: true})
+	k.c.mu.Lock()
+	subs := k.c.backendSubs
+	k.c.mu.Unlock()
+	for _, fn := range subs {
+		fn(k.n, backends, at)
+	}
+}
+
+// noteBackendsRead logs a failed reading of the ceiling and backends: at debug level normally,
+// and as a warning, once per episode, when every check reads them (budget_mode = "shared": no
+// new server connections open to the node until a reading succeeds), with a line when one does.
+func (k *checker) noteBackendsRead(err error, every bool) {
+	switch {
+	case err != nil && every && !k.backendsFailing:
+		k.backendsFailing = true
+		k.c.log.Warn("reading the node's client backends failed; no new server connections to it until a reading succeeds",
+			"addr", k.n.addr, "err", err)
+	case err != nil:
+		k.c.log.Debug("reading the connection ceiling failed", "addr", k.n.addr, "err", err)
+	case k.backendsFailing:
+		k.backendsFailing = false
+		k.c.log.Info("reading the node's client backends works again", "addr", k.n.addr)
+	}
 }
 
 // busyShare is the share of its ceiling a node's backends (all clients, not only pgtide) may

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -79,19 +80,8 @@ func TestBusyWarning(t *testing.T) {
 		return nil
 	})
 	// 16 of 20 is 80%, not over it: with the health check's own connection, 16 more pass it.
-	var held []*pgx.Conn
-	defer func() {
-		for _, c := range held {
-			c.Close(context.Background())
-		}
-	}()
-	for range 16 {
-		c, err := pgx.Connect(t.Context(), pc.Primary().ConnString("postgres", "postgres"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, c)
-	}
+	held := holdConns(t, pc.Primary(), 16)
+	defer closeConns(held)
 	warned := func() int {
 		return tc.logs.count(slog.LevelWarn, "node's client backends passed 80%")
 	}
@@ -101,10 +91,7 @@ func TestBusyWarning(t *testing.T) {
 		}
 		return nil
 	})
-	for _, c := range held {
-		c.Close(context.Background())
-	}
-	held = nil
+	closeConns(held) // closing again at the deferred call does nothing
 	waitFor(t, 30*time.Second, "the line saying it is back under", func() error {
 		if tc.logs.count(slog.LevelInfo, "node's client backends back under 80%") == 0 {
 			return fmt.Errorf("backends %d", n.Backends())
@@ -113,5 +100,99 @@ func TestBusyWarning(t *testing.T) {
 	})
 	if w := warned(); w != 1 {
 		t.Fatalf("%d warnings, want 1", w)
+	}
+}
+
+// TestBackendsEveryCheck: with SetBackendsEveryCheck every health check reads the node's client
+// backends and hands them to SubscribeBackends' functions, so a change shows at the next check.
+func TestBackendsEveryCheck(t *testing.T) {
+	checkNoLeaks(t)
+	pc := sharedCluster(t)
+	const interval = 50 * time.Millisecond
+	tc := New(Config{Hosts: hostsOf(pc.Nodes()[:1]), User: "postgres", HealthCheckInterval: interval, HealthCheckTimeout: 5 * time.Second}, nil)
+	tc.SetBackendsEveryCheck(true)
+	type reading struct {
+		backends int
+		at       time.Time
+	}
+	var mu sync.Mutex
+	var readings []reading
+	tc.SubscribeBackends(func(n *Node, backends int, at time.Time) {
+		mu.Lock()
+		readings = append(readings, reading{backends, at})
+		mu.Unlock()
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tc.Run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	last := func() (reading, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(readings) == 0 {
+			return reading{}, 0
+		}
+		return readings[len(readings)-1], len(readings)
+	}
+	waitFor(t, 30*time.Second, "the first reading", func() error {
+		if _, n := last(); n == 0 {
+			return errors.New("none yet")
+		}
+		return nil
+	})
+	first, _ := last()
+	defer closeConns(holdConns(t, pc.Primary(), 5))
+	waitFor(t, 30*time.Second, "a reading with the 5 new connections", func() error {
+		if r, _ := last(); r.backends < first.backends+5 {
+			return fmt.Errorf("backends %d, first %d", r.backends, first.backends)
+		}
+		return nil
+	})
+	waitFor(t, 30*time.Second, "5 more readings", func() error {
+		if _, n := last(); n < 8 {
+			return fmt.Errorf("%d readings", n)
+		}
+		return nil
+	})
+	// Every ceilingEvery checks, readings would be at least 40 × 45 ms apart; every check, some
+	// two are close even on a busy machine.
+	mu.Lock()
+	gap := time.Hour
+	for i := 1; i < len(readings); i++ {
+		gap = min(gap, readings[i].at.Sub(readings[i-1].at))
+	}
+	mu.Unlock()
+	if gap > 20*interval {
+		t.Fatalf("the closest readings were %v apart with health checks every %v", gap, interval)
+	}
+	if n := tc.Nodes()[0]; n.Backends() < first.backends+5 {
+		t.Fatalf("Node.Backends = %d, want at least %d", n.Backends(), first.backends+5)
+	}
+}
+
+// holdConns opens n connections to node as postgres, which the caller closes (closeConns).
+func holdConns(t *testing.T, node *pgcluster.Node, n int) []*pgx.Conn {
+	t.Helper()
+	var held []*pgx.Conn
+	for range n {
+		c, err := pgx.Connect(t.Context(), node.ConnString("postgres", "postgres"))
+		if err != nil {
+			closeConns(held)
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	return held
+}
+
+func closeConns(cs []*pgx.Conn) {
+	for _, c := range cs {
+		c.Close(context.Background())
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Event is one state change.
@@ -44,10 +45,11 @@ type Cluster struct {
 	eventMu    sync.Mutex
 	splitBrain bool // guarded by eventMu: two or more up writers at the last event
 
-	mu    sync.Mutex // guards the fields below
-	seeds []Host     // configured hosts: the static topology, or discovery's seeds and weights
-	subs  []func(Event)
-	run   *runState // non-nil while Run runs
+	mu          sync.Mutex // guards the fields below
+	seeds       []Host     // configured hosts: the static topology, or discovery's seeds and weights
+	subs        []func(Event)
+	backendSubs []func(*Node, int, time.Time) // SubscribeBackends
+	run         *runState                     // non-nil while Run runs
 
 	changed    broadcast     // fires at every event
 	checked    broadcast     // fires when a node finishes its first check, or discovery its first round
@@ -55,6 +57,8 @@ type Cluster struct {
 	discover   chan struct{} // 1-buffered: SetHosts asks discovery for a round now
 
 	downs, ups, roleChanges, splitBrains atomic.Int64
+
+	backendsEveryCheck atomic.Bool // SetBackendsEveryCheck
 
 	// Function catalogs (functions.go). funcDBs is copy-on-write: a
 	// registration stores a new map under mu; Functions reads it without a lock.

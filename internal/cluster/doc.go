@@ -35,6 +35,13 @@
 // warned about once per episode: unlike a lost connection it will not pass
 // by itself.
 //
+// The same checker reads the node's connection ceiling (max_connections and
+// the connections kept for superusers and reserved roles) and its client
+// backends, everyone's, from pg_stat_activity: when it connects and every few
+// seconds, a change of ceiling being an Event, or at every check with
+// SetBackendsEveryCheck (budget_mode = "shared"), each reading going to
+// SubscribeBackends' functions: the pools' headroom gate.
+//
 // Roles are a claim, not a fact: during a failover two servers may both say
 // they are not in recovery. Writer then answers "none" until only one is
 // left, because sending writes to both would fork the data.

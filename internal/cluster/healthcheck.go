@@ -21,6 +21,9 @@ type checker struct {
 	// it at the next check (a new connection).
 	sinceCeiling int
 	busy         bool // the node's backends are over 80% of its ceiling (see noteBusy)
+	// backendsFailing: the last reading of the ceiling and backends failed while every check
+	// reads them (see noteBackendsRead).
+	backendsFailing bool
 	// behind: the last successful PostgreSQL check found WAL received and not replayed yet (see
 	// timeLag).
 	behind bool

@@ -44,7 +44,7 @@ type Node struct {
 	// The server's connection ceiling (see Ceiling); 0 before it was read.
 	maxConnections      atomic.Int32
 	reservedConnections atomic.Int32
-	backends            atomic.Int32 // client backends at the last ceiling read
+	backends            atomic.Int32 // client backends at the last reading (see Backends)
 
 	// removed is set once, under Cluster.eventMu, when the node leaves the
 	// topology; never cleared.
@@ -105,7 +105,8 @@ func (n *Node) Ceiling() (maxConnections, reserved int, ok bool) {
 }
 
 // Backends returns how many client backends (every client's, not only pgtide's) the node had
-// when its ceiling was last read.
+// when its ceiling was last read: every few seconds, or at every check with
+// Cluster.SetBackendsEveryCheck.
 func (n *Node) Backends() int { return int(n.backends.Load()) }
 
 // LastCheck returns when the last health check (success or failure) ended;

@@ -35,6 +35,12 @@ const (
 	ReadYourWritesOff = "off"
 )
 
+// Budget modes: how pgtide processes in front of the same nodes share each node's budget.
+const (
+	BudgetModeStatic = "static"
+	BudgetModeShared = "shared"
+)
+
 // Discovery modes.
 const (
 	DiscoveryAurora = "aurora"
@@ -166,18 +172,31 @@ type Admin struct {
 type Cluster struct {
 	// Hosts lists the PostgreSQL servers as host:port. The first one is the server.
 	Hosts []string `toml:"hosts"`
-	// PoolSize caps server connections per (node, database, user) pool.
+	// PoolSize caps server connections per (node, database, user) pool. When a node's pools
+	// cannot all fit its budget (pools × PoolSize, or pools × MinIdle, over it), a warning says
+	// so once per change: clients will wait for server connections when the pools are busy.
 	PoolSize int `toml:"pool_size"`
 	// MaxServerConnections caps server connections per node across all pools. Never crossed.
 	// Each node's own budget (SafetyFactor) usually caps lower; this stays a hard cap above it.
 	MaxServerConnections int `toml:"max_server_connections"`
 	// SafetyFactor sets each node's budget of server connections from the ceiling its health
 	// check reads: floor((max_connections − superuser_reserved_connections −
-	// reserved_connections) × SafetyFactor) / ProxyInstances (seed 003's 0.7 rule).
+	// reserved_connections) × SafetyFactor) (seed 003's 0.7 rule), shared as BudgetMode says.
 	SafetyFactor float64 `toml:"safety_factor"`
-	// ProxyInstances is how many pgtide processes share the nodes: each takes 1/N of every
-	// node's budget.
+	// ProxyInstances is how many pgtide processes share the nodes. In static mode each takes
+	// 1/N of every node's budget; in shared mode it bounds what each takes of the headroom one
+	// reading shows (see BudgetMode).
 	ProxyInstances int `toml:"proxy_instances"`
+	// BudgetMode is how the pgtide processes in front of a node share its budget. "static":
+	// each holds at most budget / ProxyInstances server connections there. "shared": each may
+	// hold up to the whole budget, but opens a new server connection only while the node's
+	// client backends — everyone's: other pgtide processes, other clients, pgtide's health
+	// checks — are under the budget, as its health check reads them from pg_stat_activity at
+	// every check; otherwise clients wait, as for a full pool, up to QueryWaitTimeout. It never
+	// closes a connection because of others' use. The rule and its worst case (the node's
+	// backends at the budget + ProxyInstances − 1, when no one else opens connections between
+	// two checks) are in the README (budget_mode) and in package pool (the headroom gate).
+	BudgetMode string `toml:"budget_mode"`
 	// MinIdle is the number of idle server connections kept open per pool once the pool exists.
 	MinIdle int `toml:"min_idle"`
 	// ServerLifetime closes a server connection that has been open this long, when it is next idle.
@@ -273,6 +292,7 @@ func Defaults() *Config {
 			MaxServerConnections: 100,
 			SafetyFactor:         0.7,
 			ProxyInstances:       1,
+			BudgetMode:           BudgetModeStatic,
 			ServerLifetime:       Duration{time.Hour},
 			ServerIdleTimeout:    Duration{10 * time.Minute},
 			ServerCheckQuery:     "select 1",
@@ -454,6 +474,9 @@ func (c *Config) Validate() error {
 	}
 	if cl.ProxyInstances < 1 {
 		add("cluster.proxy_instances must be at least 1")
+	}
+	if cl.BudgetMode != BudgetModeStatic && cl.BudgetMode != BudgetModeShared {
+		add("cluster.budget_mode %q: must be \"static\" or \"shared\"", cl.BudgetMode)
 	}
 	if len(cl.Hosts) == 0 && cl.Discovery != DiscoveryDNS {
 		add("cluster.hosts: at least one host:port is required")

@@ -75,6 +75,7 @@ users_file = "users.toml"
 hosts = ["db1.internal:5432", "[::1]:5433"]
 pool_size = 10
 max_server_connections = 50
+budget_mode = "shared"
 min_idle = 2
 server_lifetime = "30m"
 server_idle_timeout = "5m"
@@ -148,6 +149,7 @@ func TestLoadFull(t *testing.T) {
 			MaxServerConnections: 50,
 			SafetyFactor:         0.7,
 			ProxyInstances:       1,
+			BudgetMode:           BudgetModeShared,
 			MinIdle:              2,
 			ServerLifetime:       Duration{30 * time.Minute},
 			ServerIdleTimeout:    Duration{5 * time.Minute},
@@ -390,6 +392,7 @@ func TestValidate(t *testing.T) {
 		{"zero safety_factor", func(c *Config) { c.Cluster.SafetyFactor = 0 }, "cluster.safety_factor"},
 		{"safety_factor over 1", func(c *Config) { c.Cluster.SafetyFactor = 1.2 }, "cluster.safety_factor"},
 		{"zero proxy_instances", func(c *Config) { c.Cluster.ProxyInstances = 0 }, "cluster.proxy_instances"},
+		{"unknown budget_mode", func(c *Config) { c.Cluster.BudgetMode = "dynamic" }, "cluster.budget_mode"},
 		{"zero max_replica_lag", func(c *Config) { c.Proxy.MaxReplicaLag.Duration = 0 }, "proxy.max_replica_lag"},
 		{"negative max_replica_lag_bytes", func(c *Config) { c.Proxy.MaxReplicaLagBytes = -1 }, "proxy.max_replica_lag_bytes"},
 		{"unknown read_your_writes", func(c *Config) { c.Proxy.ReadYourWrites = "always" }, "proxy.read_your_writes"},

@@ -1,6 +1,9 @@
 // Package pool owns the server connections: one pool per (node, database, user), each capped at
 // pool_size, and every node capped at max_server_connections across all its pools — a hard cap
 // that a connection storm cannot cross, because a slot is counted before the dial starts.
+// Each node's cap may be lowered to its budget (SetNodeBudget). With a budget shared with other
+// processes (budget_mode = "shared"), opening a connection also needs headroom from the latest
+// reading of the node's client backends: see the headroom gate in headroom.go.
 //
 // A Conn is owned by exactly one party at a time: the pool while it is idle, the session that
 // acquired it until it calls Release. A Conn released while a CancelRequest for its backend is

@@ -36,6 +36,13 @@ type Settings struct {
 	MaxMessageSize       int
 	// ServerConnectRate caps new connections per second per node; 0 means no cap.
 	ServerConnectRate int
+	// SharedBudget turns the headroom gate on (budget_mode = "shared", see headroom.go): a new
+	// server connection to a node needs headroom from a recent reading of the node's client
+	// backends (SetNodeBackends). ProxyInstances is how many pgtide processes share each node;
+	// HeadroomLifetime is how long a reading's headroom may be used (0: until the next).
+	SharedBudget     bool
+	ProxyInstances   int
+	HeadroomLifetime time.Duration
 }
 
 // WaitTimeoutError is returned by Acquire when no connection became free in time.
@@ -65,6 +72,9 @@ type Manager struct {
 	Logger   *slog.Logger
 
 	settings atomic.Pointer[Settings]
+	// fitNotes log fit verdicts that changed (fitLocked), for whoever holds mu to take and call
+	// once it has unlocked it; guarded by mu.
+	fitNotes []func()
 
 	mu     sync.Mutex
 	nodes  map[string]*node // guarded by mu
@@ -76,13 +86,16 @@ type Manager struct {
 // node counts the connections open to one server across its pools. Guarded by Manager.mu.
 type node struct {
 	total int
-	// budget caps total below max_server_connections when set (SetNodeBudget); 0: not set.
+	// budget caps total below max_server_connections when set (SetNodeBudget); 0: not set. With
+	// Settings.SharedBudget it is also what the node's client backends are measured against (room).
 	budget int
 	pools  []*pool
 	// gen counts CloseNode calls: a connection dialed under an older generation is closed when
 	// it comes back instead of being reused.
 	gen     uint64
 	limiter connectLimiter
+	room    headroom // the shared-budget gate
+	fit     fitState // whether its pools fit its cap, as last logged
 }
 
 // pool is one key's connections. Guarded by Manager.mu.
@@ -123,22 +136,40 @@ func NewManager(s Settings) *Manager {
 
 // SetSettings replaces the settings (reload). Existing connections are kept; a smaller pool
 // shrinks as connections are released.
-func (m *Manager) SetSettings(s Settings) { m.settings.Store(&s) }
+func (m *Manager) SetSettings(s Settings) {
+	m.settings.Store(&s)
+	m.mu.Lock()
+	for addr, n := range m.nodes {
+		m.fitLocked(addr, n, &s)
+	}
+	notes := m.takeFitNotesLocked()
+	m.mu.Unlock()
+	logAll(notes)
+}
 
 // Settings returns the current settings.
 func (m *Manager) Settings() Settings { return *m.settings.Load() }
 
+// nodeLocked returns addr's node, creating it. Requires mu.
+func (m *Manager) nodeLocked(addr string) *node {
+	n := m.nodes[addr]
+	if n == nil {
+		n = &node{}
+		m.nodes[addr] = n
+	}
+	return n
+}
+
+// poolLocked returns k's pool, creating it (and checking whether the node's pools still fit its
+// cap: fitLocked). Requires mu.
 func (m *Manager) poolLocked(k Key) *pool {
 	p := m.pools[k]
 	if p == nil {
-		n := m.nodes[k.Node]
-		if n == nil {
-			n = &node{}
-			m.nodes[k.Node] = n
-		}
+		n := m.nodeLocked(k.Node)
 		p = &pool{key: k, node: n}
 		n.pools = append(n.pools, p)
 		m.pools[k] = p
+		m.fitLocked(k.Node, n, m.settings.Load())
 	}
 	return p
 }
@@ -218,8 +249,10 @@ func (m *Manager) tryAcquire(k Key, now time.Time, queue bool) (c *Conn, slot bo
 	var toClose []*Conn
 	m.mu.Lock()
 	defer func() {
+		notes := m.takeFitNotesLocked()
 		m.mu.Unlock()
 		closeAll(toClose)
+		logAll(notes)
 	}()
 	if m.closed {
 		return nil, false, nil, ErrClosed
@@ -241,11 +274,12 @@ func (m *Manager) tryAcquire(k Key, now time.Time, queue bool) (c *Conn, slot bo
 	if m.takeSlotLocked(p, s) {
 		return nil, true, nil, nil
 	}
-	// The node is full but this pool is not: an idle connection of another pool gives way.
+	// The node is full (or its headroom used up) but this pool is not: an idle connection of
+	// another pool gives way, and its place is taken at once.
 	if p.total < s.PoolSize {
 		if victim := m.evictIdleLocked(p.node, p); victim != nil {
 			toClose = append(toClose, victim)
-			if m.takeSlotLocked(p, s) {
+			if m.swapSlotLocked(p, s) {
 				return nil, true, nil, nil
 			}
 		}
@@ -272,8 +306,16 @@ func nodeCapLocked(n *node, s *Settings) int {
 	return s.MaxServerConnections
 }
 
-func (m *Manager) takeSlotLocked(p *pool, s *Settings) bool {
-	if p.total < s.PoolSize && p.node.total < nodeCapLocked(p.node, s) {
+// takeSlotLocked counts a connection to dial for p, if pool_size, the node's cap and the node's
+// headroom allow it. Requires mu.
+func (m *Manager) takeSlotLocked(p *pool, s *Settings) bool { return m.slotLocked(p, s, false) }
+
+// swapSlotLocked is takeSlotLocked for a connection that replaces one just closed to make room
+// for p: it needs no headroom. Requires mu.
+func (m *Manager) swapSlotLocked(p *pool, s *Settings) bool { return m.slotLocked(p, s, true) }
+
+func (m *Manager) slotLocked(p *pool, s *Settings, swap bool) bool {
+	if p.total < s.PoolSize && p.node.total < nodeCapLocked(p.node, s) && p.node.room.take(time.Now(), s, swap) {
 		p.total++
 		p.node.total++
 		return true
@@ -310,17 +352,14 @@ func (m *Manager) wait(ctx context.Context, k Key, w *waiter, start time.Time) (
 		return g, nil
 	case <-ctx.Done():
 	}
+	s := m.settings.Load()
 	m.mu.Lock()
 	p := m.pools[k]
 	for i, x := range p.waiters {
 		if x == w {
 			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			limit := limitLocked(p, s)
 			m.mu.Unlock()
-			s := m.settings.Load()
-			limit := fmt.Sprintf("pool_size of %d", s.PoolSize)
-			if p.total < s.PoolSize {
-				limit = fmt.Sprintf("node's server connection cap of %d", m.NodeCap(k.Node))
-			}
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return grant{}, &WaitTimeoutError{Key: k, Waited: time.Since(start).Round(time.Millisecond), Limit: limit,
 					Paused: m.Paused(k.Database)}
@@ -331,6 +370,18 @@ func (m *Manager) wait(ctx context.Context, k Key, w *waiter, start time.Time) (
 	m.mu.Unlock()
 	// Granted while we were giving up: use it rather than waste it.
 	return <-w.ch, nil
+}
+
+// limitLocked names the limit p's waiter waited for. Requires mu.
+func limitLocked(p *pool, s *Settings) string {
+	n := p.node
+	switch {
+	case p.total >= s.PoolSize:
+		return fmt.Sprintf("pool_size of %d", s.PoolSize)
+	case n.total < nodeCapLocked(n, s) && s.SharedBudget:
+		return fmt.Sprintf("node's shared budget of %d, with %d client backends at its last reading", n.budget, n.room.backends)
+	}
+	return fmt.Sprintf("node's server connection cap of %d", nodeCapLocked(n, s))
 }
 
 func (m *Manager) dialSlot(ctx context.Context, k Key) (*Conn, error) {
@@ -365,12 +416,14 @@ func (m *Manager) dialSlot(ctx context.Context, k Key) (*Conn, error) {
 		p := m.pools[k]
 		p.total--
 		p.node.total--
+		p.node.room.dialed(time.Now(), false, s)
 		m.grantSlotsLocked(p.node)
 		m.mu.Unlock()
 		return nil, err
 	}
 	m.mu.Lock()
 	p := m.pools[k]
+	p.node.room.dialed(time.Now(), true, s)
 	if p.params == nil {
 		p.params = maps.Clone(c.Params) // c.Params changes with the connection's session
 	}
@@ -469,10 +522,10 @@ func (m *Manager) putBackLocked(c *Conn, s *Settings) (toClose *Conn) {
 		w := p.waiters[0]
 		p.waiters = p.waiters[1:]
 		w.ch <- grant{conn: c}
-	case p.node.total >= nodeCapLocked(p.node, s) && m.starvedLocked(p.node, s) != nil:
-		// Another pool on this node waits for a slot this idle connection holds.
+	case (p.node.total >= nodeCapLocked(p.node, s) || !p.node.room.open(now, s)) && m.starvedLocked(p.node, s) != nil:
+		// Another pool on this node waits for a slot (or headroom) this idle connection holds.
 		m.forgetLocked(p, c)
-		m.grantSlotsLocked(p.node)
+		m.grantSwapLocked(p.node)
 		return c
 	default:
 		p.idle = append(p.idle, c)
@@ -542,18 +595,25 @@ func (m *Manager) starvedLocked(n *node, s *Settings) *pool {
 	return best
 }
 
-// grantSlotsLocked hands free node slots to waiting pools, longest waiter first.
-func (m *Manager) grantSlotsLocked(n *node) {
+// grantSlotsLocked hands free node slots to waiting pools, longest waiter first, as far as the
+// node's headroom allows.
+func (m *Manager) grantSlotsLocked(n *node) { m.grantLocked(n, 0) }
+
+// grantSwapLocked is grantSlotsLocked after closing a connection to make room for a waiting
+// pool: its replacement needs no headroom.
+func (m *Manager) grantSwapLocked(n *node) { m.grantLocked(n, 1) }
+
+// grantLocked hands out slots; the first swaps of them need no headroom.
+func (m *Manager) grantLocked(n *node, swaps int) {
 	s := m.settings.Load()
-	for n.total < nodeCapLocked(n, s) {
+	for {
 		q := m.starvedLocked(n, s)
-		if q == nil {
+		if q == nil || !m.slotLocked(q, s, swaps > 0) {
 			return
 		}
+		swaps--
 		w := q.waiters[0]
 		q.waiters = q.waiters[1:]
-		q.total++
-		n.total++
 		w.ch <- grant{}
 	}
 }
@@ -561,17 +621,18 @@ func (m *Manager) grantSlotsLocked(n *node) {
 // SetNodeBudget caps the server connections to addr at budget (0 removes the cap;
 // max_server_connections stays a hard cap above it), for a budget derived from the node's own
 // max_connections. A smaller budget closes idle connections at once, longest idle first, and
-// connections in use as they come back: no transaction is interrupted. It returns the budget
-// it replaces.
+// connections in use as they come back: no transaction is interrupted. With
+// Settings.SharedBudget the budget is the node's whole one, shared with everyone, and the
+// headroom gate measures the node's client backends against it (SetNodeBackends); a smaller
+// budget takes its difference from the headroom left. It returns the budget it replaces.
 func (m *Manager) SetNodeBudget(addr string, budget int) (prev int) {
-	m.mu.Lock()
-	n := m.nodes[addr]
-	if n == nil {
-		n = &node{}
-		m.nodes[addr] = n
-	}
-	prev, n.budget = n.budget, max(0, budget)
 	s := m.settings.Load()
+	m.mu.Lock()
+	n := m.nodeLocked(addr)
+	prev, n.budget = n.budget, max(0, budget)
+	if n.budget < prev {
+		n.room.shrink(prev - n.budget)
+	}
 	var toClose []*Conn
 	for n.total > nodeCapLocked(n, s) {
 		c := m.evictIdleLocked(n, nil)
@@ -581,8 +642,11 @@ func (m *Manager) SetNodeBudget(addr string, budget int) (prev int) {
 		toClose = append(toClose, c)
 	}
 	m.grantSlotsLocked(n) // a larger budget frees slots for waiters
+	m.fitLocked(addr, n, s)
+	notes := m.takeFitNotesLocked()
 	m.mu.Unlock()
 	closeAll(toClose)
+	logAll(notes)
 	return prev
 }
 

@@ -188,15 +188,7 @@ func TestCancelParkedCountsOnNode(t *testing.T) {
 	m.Release(c, false)
 	other := k
 	other.User = "v"
-	got := make(chan error, 1)
-	go func() {
-		c, err := m.Acquire(ctx, other, time.Minute)
-		if err == nil {
-			m.Release(c, false)
-		}
-		got <- err
-	}()
-	waitStats(t, m, other, "the other pool to wait", func(s Stats) bool { return s.Waiting == 1 })
+	got := acquireWaiting(t, m, other)
 	if n := m.NodeTotal(k.Node); n != 1 {
 		t.Fatalf("node total %d with one parked connection, want 1", n)
 	}
@@ -226,6 +218,22 @@ func TestAcquireIdleAllocs(t *testing.T) {
 	}); n != 0 {
 		t.Fatalf("Acquire and Release of an idle connection: %v allocations, want 0", n)
 	}
+}
+
+// acquireWaiting starts a client that acquires a connection of k (waiting up to a minute) and
+// gives it back at once; it returns once the client waits, with the channel of its error.
+func acquireWaiting(t *testing.T, m *Manager, k Key) <-chan error {
+	t.Helper()
+	got := make(chan error, 1)
+	go func() {
+		c, err := m.Acquire(context.Background(), k, time.Minute)
+		if err == nil {
+			m.Release(c, false)
+		}
+		got <- err
+	}()
+	waitStats(t, m, k, "a client of "+k.String()+" to wait", func(s Stats) bool { return s.Waiting == 1 })
+	return got
 }
 
 // waitStats polls k's stats until ok, failing the test after a generous deadline.

@@ -89,8 +89,9 @@ func TestConnectionStorm(t *testing.T) {
 }
 
 // watchPeak samples, as often as it can until the returned function is called, the client
-// backends of user in mon's server's pg_stat_activity, and also what also reports (pgtide's own
-// count, if not nil); the function stops the sampling and returns the largest figure seen.
+// backends of user (every user's with "") in mon's server's pg_stat_activity, and also what also
+// reports (pgtide's own count, if not nil); the function stops the sampling and returns the
+// largest figure seen.
 func watchPeak(mon *pgx.Conn, user string, also func() int64) (stop func() int64) {
 	var peak atomic.Int64
 	raise := func(n int64) {
@@ -109,7 +110,7 @@ func watchPeak(mon *pgx.Conn, user string, also func() int64) (stop func() int64
 			}
 			var n int64
 			if err := mon.QueryRow(context.Background(),
-				"SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND backend_type = 'client backend'", user).Scan(&n); err == nil {
+				"SELECT count(*) FROM pg_stat_activity WHERE ($1 = '' OR usename = $1) AND backend_type = 'client backend'", user).Scan(&n); err == nil {
 				raise(n)
 			}
 			if also != nil {

@@ -119,6 +119,9 @@ func PoolSettings(c *config.Config) pool.Settings {
 		ServerConnectTimeout: cl.ServerConnectTimeout.Duration,
 		MaxMessageSize:       1 << 30, // server messages are streamed, never held whole
 		ServerConnectRate:    cl.ServerConnectRate,
+		SharedBudget:         cl.BudgetMode == config.BudgetModeShared,
+		ProxyInstances:       cl.ProxyInstances,
+		HeadroomLifetime:     2 * cl.HealthCheckInterval.Duration, // past the next reading
 	}
 }
 
@@ -145,6 +148,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	s.pools.Logger = logger
 	s.pools.Password = func(user string) string { return s.cfg.Load().Users[user].Password }
 	s.cluster = cluster.New(ClusterConfig(cfg), logger)
+	s.shareBudgets(cfg)
 	// A node that went down or changed role keeps none of its idle server connections, and the
 	// ones in use are closed when they come back: writes must not reach an old writer.
 	s.cluster.Subscribe(func(e cluster.Event) {
@@ -222,20 +226,23 @@ func (s *Server) Pools() *pool.Manager { return s.pools }
 // Pins returns the counts of pinned clients and refused statements by reason.
 func (s *Server) Pins() *session.PinCounter { return s.env.Pins }
 
-// applyBudget gives n's pools the budget its ceiling allows (see config.Cluster.SafetyFactor),
-// when its health check has read the ceiling.
+// applyBudget gives n's pools the budget its ceiling allows (see config.Cluster.SafetyFactor and
+// BudgetMode), when its health check has read the ceiling.
 func (s *Server) applyBudget(n *cluster.Node, cfg *config.Config) {
 	maxConns, reserved, ok := n.Ceiling()
 	if !ok {
 		return
 	}
-	budget := plan.Budget(maxConns, reserved, cfg.Cluster.SafetyFactor) / cfg.Cluster.ProxyInstances
+	budget := plan.Budget(maxConns, reserved, cfg.Cluster.SafetyFactor)
+	if cfg.Cluster.BudgetMode == config.BudgetModeStatic {
+		budget /= cfg.Cluster.ProxyInstances
+	}
 	if budget < 1 {
 		budget = 1 // a node that allows any connection at all gets one
 	}
 	if prev := s.pools.SetNodeBudget(n.Addr(), budget); prev != budget && budget < cfg.Cluster.MaxServerConnections {
 		s.logger.Info("node budget", "node", n.Addr(), "budget", budget, "max_connections", maxConns, "reserved", reserved,
-			"safety_factor", cfg.Cluster.SafetyFactor, "proxy_instances", cfg.Cluster.ProxyInstances)
+			"safety_factor", cfg.Cluster.SafetyFactor, "proxy_instances", cfg.Cluster.ProxyInstances, "budget_mode", cfg.Cluster.BudgetMode)
 	}
 }
 

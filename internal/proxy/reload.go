@@ -51,6 +51,7 @@ func (s *Server) reloadLocked(next *config.Config) {
 	for _, n := range s.cluster.Nodes() { // safety_factor or proxy_instances may have changed
 		s.applyBudget(n, next)
 	}
+	s.cluster.SetBackendsEveryCheck(next.Cluster.BudgetMode == config.BudgetModeShared)
 	s.cluster.RefreshFunctions()
 	if s.OnReload != nil {
 		s.OnReload(next)
