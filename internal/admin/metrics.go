@@ -60,6 +60,7 @@ var (
 	descBudget      = desc("pgtide_node_budget_connections", "The most server connections pgtide may hold to the node: its budget from max_connections and safety_factor, or max_server_connections where lower.", "node")
 	descMaxConns    = desc("pgtide_node_max_connections", "The node's max_connections, its ceiling (0 before the first read).", "node")
 	descReserved    = desc("pgtide_node_reserved_connections", "The node's superuser_reserved_connections plus reserved_connections.", "node")
+	descHeadroom    = desc("pgtide_node_headroom_connections", "budget_mode = \"shared\": new server connections this process may still open on the node before its next reading of the node's backends (absent in static mode).", "node")
 	descBackends    = desc("pgtide_node_backends", "The node's client backends, all clients and not only pgtide's (pg_stat_activity), at the last read.", "node")
 	descOutstanding = desc("pgtide_node_outstanding", "Transactions (or sessions) the router has on the node now: what least-outstanding balancing compares.", "node")
 	descPicked      = desc("pgtide_node_picked_total", "Times the router picked the node.", "node")
@@ -96,7 +97,7 @@ var roles = [...]cluster.Role{cluster.RoleWriter, cluster.RoleReader, cluster.Ro
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBuildInfo, descWriter, descNodeUp, descNodeRole, descLag, descLagBytes, descLagging,
-		descNodeServers, descBudget, descMaxConns, descReserved, descBackends, descOutstanding, descPicked, descPoolServers,
+		descNodeServers, descBudget, descMaxConns, descReserved, descHeadroom, descBackends, descOutstanding, descPicked, descPoolServers,
 		descPoolWaiting, descPoolMaxWait, descPoolWait, descPoolXacts, descPoolQueries, descPoolErrors, descPoolBusy, descPoolRecv, descPoolSent, descClients,
 		descClientErrors, descWaitWriter, descAcceptErrors, descStateChanges, descRoleChanges, descFailovers, descSplitBrains, descPinned,
 		descRefused, descRouted, descRetries} {
@@ -180,6 +181,9 @@ func (c *Collector) collectNodes(ch chan<- prometheus.Metric) {
 		gauge(ch, descMaxConns, float64(maxConns), addr)
 		gauge(ch, descReserved, float64(reserved), addr)
 		gauge(ch, descBackends, float64(n.Backends()), addr)
+		if h := pools.NodeHeadroom(addr); h.Shared {
+			gauge(ch, descHeadroom, float64(h.Left), addr)
+		}
 		gauge(ch, descOutstanding, float64(rt.Outstanding(n)), addr)
 		counter(ch, descPicked, float64(rt.Picked(n)), addr)
 	}

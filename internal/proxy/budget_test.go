@@ -111,15 +111,7 @@ func TestBudgetShrinks(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c, err := pgcluster.Start(ctx, pgcluster.Options{
-		ExtraConf: []string{"max_connections = 40"},
-		HBA:       []string{"host all app 127.0.0.1/32 scram-sha-256"},
-		InitSQL:   []string{"CREATE ROLE app LOGIN PASSWORD 'app secret'", "CREATE DATABASE appdb OWNER app"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := startBudgetNode(t, ctx, 40)
 	p := clusterProxy(t, c, func(cfg *config.Config) {
 		cfg.Proxy.ReaderListen = ""
 		cfg.Cluster.PoolSize = 100
@@ -187,32 +179,10 @@ func TestBudgetShrinks(t *testing.T) {
 	}
 	defer mon.Close(context.Background())
 	peak := watchPeak(mon, "app", func() int64 { return int64(p.Pools().NodeTotal(addr)) })
-	var wg sync.WaitGroup
-	errs := make(chan error, 100)
-	for i := range 100 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			conn, err := pgx.Connect(ctx, p.connString("app", "appdb"))
-			if err != nil {
-				errs <- fmt.Errorf("client %d: %w", i, err)
-				return
-			}
-			defer conn.Close(context.Background())
-			for range 3 {
-				if _, err := conn.Exec(ctx, "SELECT pg_sleep(0.01)"); err != nil {
-					errs <- fmt.Errorf("client %d: %w", i, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	most := peak()
-	close(errs)
-	for err := range errs {
+	if err := storm(ctx, []string{p.connString("app", "appdb")}, 100, func(done int) bool { return done < 3 }); err != nil {
 		t.Fatal(err)
 	}
+	most := peak()
 	t.Logf("most server connections after the restart: %d", most)
 	if most > 18 {
 		t.Fatalf("%d server connections on a node whose budget is 18", most)
