@@ -49,8 +49,8 @@ func (k *checker) checkCeiling(ctx context.Context) {
 		return
 	}
 	k.sinceCeiling = 0
-	at := k.c.cfg.Now()
-	cctx, cancel := context.WithTimeout(ctx, k.c.cfg.HealthCheckTimeout)
+	at := k.c.config().Now()
+	cctx, cancel := context.WithTimeout(ctx, k.c.config().HealthCheckTimeout)
 	rows, err := k.conn.query(cctx, ceilingQuery)
 	cancel()
 	var maxConns, reserved, backends int

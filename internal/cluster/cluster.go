@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,7 +28,9 @@ type Event struct {
 // methods are safe for concurrent use; the read side (Nodes, Writer,
 // Readers) takes no locks.
 type Cluster struct {
-	cfg Config // immutable after New; defaults applied
+	// cfg is the configuration in force, defaults applied: replaced whole by SetConfig, read by
+	// everyone through config. Its Hosts are the ones given to New (SetHosts keeps the seeds).
+	cfg atomic.Pointer[Config]
 	log *slog.Logger
 
 	// nodes is the current topology in config/discovery order. The slice is
@@ -57,6 +60,7 @@ type Cluster struct {
 	discover   chan struct{} // 1-buffered: SetHosts asks discovery for a round now
 
 	downs, ups, roleChanges, splitBrains atomic.Int64
+	writerSeen                           atomic.Bool // a node was an up writer at some point since New
 
 	backendsEveryCheck atomic.Bool // SetBackendsEveryCheck
 
@@ -83,24 +87,25 @@ func New(cfg Config, logger *slog.Logger) *Cluster {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Cluster{
-		cfg:      cfg.withDefaults(),
 		log:      logger,
 		discover: make(chan struct{}, 1),
 
 		funcDBLimit: maxFunctionDatabases,
 		funcWake:    make(chan struct{}, 1),
 	}
-	c.funcDBs.Store(&map[string]*funcDB{})
-	switch c.cfg.Discovery {
+	cfg = cfg.withDefaults()
+	switch cfg.Discovery {
 	case DiscoveryStatic, DiscoveryAurora, DiscoveryDNS:
 	default:
-		logger.Error("unknown topology discovery; using the configured hosts only", "discovery", c.cfg.Discovery)
-		c.cfg.Discovery = DiscoveryStatic
+		logger.Error("unknown topology discovery; using the configured hosts only", "discovery", cfg.Discovery)
+		cfg.Discovery = DiscoveryStatic
 	}
-	c.seeds = c.cfg.Hosts
+	c.cfg.Store(&cfg)
+	c.funcDBs.Store(&map[string]*funcDB{})
+	c.seeds = c.config().Hosts
 	var nodes []*Node
 	seen := map[string]bool{}
-	for _, h := range c.cfg.Hosts {
+	for _, h := range c.config().Hosts {
 		if !seen[h.Addr] {
 			seen[h.Addr] = true
 			nodes = append(nodes, newNode(h))
@@ -108,6 +113,84 @@ func New(cfg Config, logger *slog.Logger) *Cluster {
 	}
 	c.nodes.Store(&nodes)
 	return c
+}
+
+// config returns the configuration in force. The pointer stays valid; SetConfig replaces it.
+func (c *Cluster) config() *Config { return c.cfg.Load() }
+
+// SetConfig applies a new configuration (a reload) to what runs: the health checks' interval,
+// timeout, failures, login (a checker whose login changed reconnects with the new one, so a
+// password fixed or rotated in the users file takes effect at the next check), discovery's
+// template, DNS name and interval, and the function catalogs' refresh interval. The topology
+// comes from SetHosts, not from next.Hosts. The discovery mode cannot change while Run runs: it
+// keeps its running value, and SetConfig returns "discovery" so the caller can say so.
+func (c *Cluster) SetConfig(next Config) (restartOnly []string) {
+	next = next.withDefaults()
+	cur := c.config()
+	if next.Discovery != cur.Discovery {
+		next.Discovery = cur.Discovery
+		restartOnly = append(restartOnly, "discovery")
+	}
+	next.Hosts = cur.Hosts
+	next.Dial, next.Resolver, next.Now = cur.Dial, cur.Resolver, cur.Now // injected, not configured
+	c.cfg.Store(&next)
+	return restartOnly
+}
+
+// NeverReachable reports whether, since New, no node has ever passed a health check as the
+// writer and now every node has been checked and none passes: not a failover to wait for, but a
+// configuration or network problem (a wrong health_check_user password, unreachable hosts), so
+// work for the writer fails at once (with NoWriterReason) instead of waiting failover_timeout.
+func (c *Cluster) NeverReachable() bool {
+	if c.writerSeen.Load() || !c.allChecked() {
+		return false
+	}
+	for _, n := range c.Nodes() {
+		if n.Up() {
+			return false
+		}
+	}
+	return true
+}
+
+// NoWriterReason says in a sentence, for a client's error message, why no writer is known: every
+// node's checks fail (with the reasons, no addresses), or the nodes that answer are all replicas,
+// or none was checked yet.
+func (c *Cluster) NoWriterReason() string {
+	nodes := c.Nodes()
+	failures := map[string]int{}
+	var order []string
+	up, readers := 0, 0
+	for _, n := range nodes {
+		if n.Up() {
+			up++
+			if n.Role() == RoleReader {
+				readers++
+			}
+			continue
+		}
+		f := n.CheckFailure()
+		if f == "" {
+			f = "not checked yet"
+		}
+		if failures[f] == 0 {
+			order = append(order, f)
+		}
+		failures[f]++
+	}
+	switch {
+	case len(nodes) == 0:
+		return "no nodes are configured or discovered"
+	case up == 0:
+		parts := make([]string, len(order))
+		for i, f := range order {
+			parts[i] = fmt.Sprintf("%s (%d of %d nodes)", f, failures[f], len(nodes))
+		}
+		return "no node passes its health checks: " + strings.Join(parts, "; ")
+	case readers == up:
+		return fmt.Sprintf("the %d nodes that answer are all replicas (a failover may be under way)", up)
+	}
+	return "the nodes' roles are not settled (a failover may be under way)"
 }
 
 // Run checks every node, runs discovery if configured and loads the function
@@ -125,7 +208,7 @@ func (c *Cluster) Run(ctx context.Context) {
 	for _, n := range *c.nodes.Load() {
 		c.startCheckerLocked(n)
 	}
-	if c.cfg.Discovery != DiscoveryStatic {
+	if c.config().Discovery != DiscoveryStatic {
 		rs.wg.Go(func() { c.runDiscovery(ctx) })
 	}
 	rs.wg.Go(func() { c.runFunctions(ctx) })
@@ -242,7 +325,7 @@ func (c *Cluster) WaitChecked(ctx context.Context) error {
 }
 
 func (c *Cluster) allChecked() bool {
-	if c.cfg.Discovery != DiscoveryStatic && !c.discovered.Load() {
+	if c.config().Discovery != DiscoveryStatic && !c.discovered.Load() {
 		return false
 	}
 	for _, n := range *c.nodes.Load() {
@@ -289,11 +372,14 @@ func (c *Cluster) setState(n *Node, prev, next nodeState, cause error) {
 		c.forgetWriterLSNs(n)
 	}
 	ev := Event{Node: n, Up: next.up(), Role: next.role(), PrevUp: prev.up(), PrevRole: prev.role()}
+	if ev.Up && ev.Role == RoleWriter {
+		c.writerSeen.Store(true)
+	}
 	attrs := []any{"addr", n.addr, "up", ev.Up, "role", ev.Role, "prev_up", ev.PrevUp, "prev_role", ev.PrevRole}
 	switch {
 	case ev.PrevUp && !ev.Up:
 		c.downs.Add(1)
-		c.log.Warn("node down", append(attrs, "misses", c.cfg.HealthCheckFailures, "err", cause)...)
+		c.log.Warn("node down", append(attrs, "misses", c.config().HealthCheckFailures, "err", cause)...)
 	case !ev.PrevUp && ev.Up:
 		c.ups.Add(1)
 		c.log.Info("node up", attrs...)

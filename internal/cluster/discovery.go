@@ -54,7 +54,7 @@ func (c *Cluster) runDiscovery(ctx context.Context) {
 		if !c.discovered.Swap(true) {
 			c.checked.notify() // WaitChecked waits for the first round
 		}
-		t.Reset(jitter(c.cfg.DiscoveryInterval))
+		t.Reset(jitter(c.config().DiscoveryInterval))
 	}
 }
 
@@ -63,7 +63,7 @@ func (c *Cluster) runDiscovery(ctx context.Context) {
 func (d *discoverer) round(ctx context.Context) {
 	var addrs []string
 	var err error
-	switch d.c.cfg.Discovery {
+	switch d.c.config().Discovery {
 	case DiscoveryAurora:
 		addrs, err = d.aurora(ctx)
 	case DiscoveryDNS:
@@ -76,15 +76,15 @@ func (d *discoverer) round(ctx context.Context) {
 		if !d.failing {
 			d.failing = true
 			d.c.log.Warn("topology discovery failed; keeping the current nodes",
-				"discovery", d.c.cfg.Discovery, "nodes", len(*d.c.nodes.Load()), "err", err)
+				"discovery", d.c.config().Discovery, "nodes", len(*d.c.nodes.Load()), "err", err)
 		} else {
-			d.c.log.Debug("topology discovery failed again", "discovery", d.c.cfg.Discovery, "err", err)
+			d.c.log.Debug("topology discovery failed again", "discovery", d.c.config().Discovery, "err", err)
 		}
 		return
 	}
 	if d.failing {
 		d.failing = false
-		d.c.log.Info("topology discovery works again", "discovery", d.c.cfg.Discovery)
+		d.c.log.Info("topology discovery works again", "discovery", d.c.config().Discovery)
 	}
 	hosts := make([]Host, len(addrs))
 	for i, a := range addrs {
@@ -96,13 +96,13 @@ func (d *discoverer) round(ctx context.Context) {
 // dns resolves DNSName's host: every address, with DNSName's port, is a
 // node. Addresses are sorted so a round-robin answer does not reorder Nodes.
 func (d *discoverer) dns(ctx context.Context) ([]string, error) {
-	host, port, err := net.SplitHostPort(d.c.cfg.DNSName)
+	host, port, err := net.SplitHostPort(d.c.config().DNSName)
 	if err != nil {
-		return nil, fmt.Errorf("dns discovery name %q: %w", d.c.cfg.DNSName, err)
+		return nil, fmt.Errorf("dns discovery name %q: %w", d.c.config().DNSName, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, d.c.cfg.HealthCheckTimeout)
+	ctx, cancel := context.WithTimeout(ctx, d.c.config().HealthCheckTimeout)
 	defer cancel()
-	ips, err := d.c.cfg.Resolver.LookupHost(ctx, host)
+	ips, err := d.c.config().Resolver.LookupHost(ctx, host)
 	if err != nil {
 		return nil, fmt.Errorf("resolve %s: %w", host, err)
 	}
@@ -123,6 +123,9 @@ func (d *discoverer) dns(ctx context.Context) ([]string, error) {
 func (d *discoverer) aurora(ctx context.Context) ([]string, error) {
 	var errs []error
 	failed := ""
+	if d.conn != nil && d.c.outdated(d.conn) {
+		d.closeConn() // reconnect with the login a reload gave
+	}
 	if d.conn != nil {
 		addrs, err := d.auroraOn(ctx, d.conn)
 		if err == nil {
@@ -139,7 +142,7 @@ func (d *discoverer) aurora(ctx context.Context) ([]string, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		cctx, cancel := context.WithTimeout(ctx, d.c.cfg.HealthCheckTimeout)
+		cctx, cancel := context.WithTimeout(ctx, d.c.config().HealthCheckTimeout)
 		conn, err := d.c.connect(cctx, addr)
 		cancel()
 		if err != nil {
@@ -174,7 +177,7 @@ func (d *discoverer) candidates() []string {
 }
 
 func (d *discoverer) auroraOn(ctx context.Context, conn *probeConn) ([]string, error) {
-	ctx, cancel := context.WithTimeout(ctx, d.c.cfg.HealthCheckTimeout)
+	ctx, cancel := context.WithTimeout(ctx, d.c.config().HealthCheckTimeout)
 	defer cancel()
 	rows, err := conn.query(ctx, auroraQuery)
 	if err != nil {
@@ -218,7 +221,7 @@ func (d *discoverer) auroraRows(rows [][][]byte) ([]string, error) {
 	slices.SortFunc(insts, func(a, b inst) int { return strings.Compare(a.id, b.id) })
 	addrs := make([]string, 0, len(insts))
 	for _, in := range insts {
-		addrs = append(addrs, strings.ReplaceAll(d.c.cfg.AuroraTemplate, "{id}", in.id))
+		addrs = append(addrs, strings.ReplaceAll(d.c.config().AuroraTemplate, "{id}", in.id))
 	}
 	return dedupe(addrs), nil
 }
@@ -227,7 +230,7 @@ func (d *discoverer) closeConn() {
 	if d.conn == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), d.c.cfg.HealthCheckTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), d.c.config().HealthCheckTimeout)
 	d.conn.close(ctx)
 	cancel()
 	d.conn, d.connAddr = nil, ""

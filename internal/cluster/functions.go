@@ -269,7 +269,7 @@ func (c *Cluster) wakeFunctions() {
 // RefreshFunctions, until ctx ends.
 func (c *Cluster) runFunctions(ctx context.Context) {
 	var refreshes uint64
-	t := time.NewTimer(c.cfg.FunctionRefreshInterval)
+	t := time.NewTimer(c.config().FunctionRefreshInterval)
 	defer t.Stop()
 	for ctx.Err() == nil {
 		if r := c.funcRefreshes.Load(); r != refreshes {
@@ -306,7 +306,7 @@ func (c *Cluster) nextFunctionLoad(now time.Time) (*funcDB, time.Duration) {
 	}
 	switch {
 	case next == nil:
-		return nil, c.cfg.FunctionRefreshInterval // woken by the first registration
+		return nil, c.config().FunctionRefreshInterval // woken by the first registration
 	case next.due.After(now):
 		return nil, next.due.Sub(now)
 	}
@@ -322,7 +322,7 @@ func (c *Cluster) loadFunctions(ctx context.Context, db *funcDB) {
 		return // stopping: a load cut short says nothing
 	}
 	now := time.Now()
-	interval := c.cfg.FunctionRefreshInterval
+	interval := c.config().FunctionRefreshInterval
 	if err != nil {
 		db.retry = min(max(2*db.retry, time.Second), interval)
 		db.due = now.Add(db.retry)
@@ -359,14 +359,14 @@ func (c *Cluster) fetchFunctions(ctx context.Context, database string) (*Functio
 	if !ok {
 		return nil, errNoWriter
 	}
-	cctx, cancel := context.WithTimeout(ctx, c.cfg.HealthCheckTimeout)
+	cctx, cancel := context.WithTimeout(ctx, c.config().HealthCheckTimeout)
 	conn, err := c.connectDB(cctx, w.addr, database)
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("writer %s: %w", w.addr, err)
 	}
 	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.HealthCheckTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), c.config().HealthCheckTimeout)
 		conn.close(ctx)
 		cancel()
 	}()

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"net"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -31,6 +34,7 @@ type checker struct {
 	// Logged once per episode:
 	seen      target // the last connection's target, to log when it changes
 	refused   string // SQLSTATE and message of the SQL error the health query fails with; "" when it works
+	failing   string // why checks fail otherwise (checkFailure); "" when they pass
 	notOwnRow bool   // an Aurora reader's own row was missing from aurora_replica_status()
 }
 
@@ -54,7 +58,7 @@ func (c *Cluster) runChecker(ctx context.Context, n *Node) {
 		}
 		// Measured from the start so a slow check does not stretch the
 		// period; a check that took longer than the period is followed at once.
-		t.Reset(time.Until(start.Add(jitter(c.cfg.HealthCheckInterval))))
+		t.Reset(time.Until(start.Add(jitter(c.config().HealthCheckInterval))))
 	}
 }
 
@@ -68,19 +72,22 @@ func jitter(d time.Duration) time.Duration {
 func (k *checker) check(ctx context.Context) {
 	// For WriterLSNAfter: the writer's WAL position this check finds is at
 	// least its position when the check started.
-	started := k.c.cfg.Now()
-	cctx, cancel := context.WithTimeout(ctx, k.c.cfg.HealthCheckTimeout)
+	started := k.c.config().Now()
+	if k.conn != nil && k.c.outdated(k.conn) {
+		k.closeConn() // reconnect with the login a reload gave
+	}
+	cctx, cancel := context.WithTimeout(ctx, k.c.config().HealthCheckTimeout)
 	h, err := k.probe(cctx)
 	cancel()
 	if ctx.Err() != nil {
 		return // stopping: a check cut short says nothing about the node
 	}
-	k.n.lastCheck.Store(k.c.cfg.Now().UnixNano())
+	k.n.lastCheck.Store(k.c.config().Now().UnixNano())
 	prev := k.n.loadState()
 	next := prev | stateChecked
 	if err != nil {
 		k.misses++
-		if k.misses >= k.c.cfg.HealthCheckFailures {
+		if k.misses >= k.c.config().HealthCheckFailures {
 			next = next.withUp(false)
 		}
 		if (next^prev)&^stateChecked == 0 { // no state change, so no event to log it
@@ -130,30 +137,46 @@ func (c *Cluster) lagBytes(h health) int64 {
 	return lsnDistance(w, h.lsn)
 }
 
-// noteRefusal warns, once per episode, that the server answers the health
-// check with a SQL error (an ErrorResponse): unlike a lost connection or a
-// timeout that is not going to pass by itself, and a node refusing every
-// check is marked down however well it runs. A new error warns again.
-// Login errors are left to the "node down" line.
+// noteRefusal records why a check failed, on the node (Node.CheckFailure) and, once per
+// episode and again when the reason changes, in the log at warning level, so that failing
+// checks are never silent at the default level (a wrong health_check_user password, an
+// unreachable host, a server refusing the health query):
+//   - a SQL error from the health query (an ErrorResponse): "health query refused by the
+//     server", unlike a lost connection or a timeout not going to pass by itself, and a node
+//     refusing every check is marked down however well it runs;
+//   - anything else (the login refused, no connection, no answer in time): "health checks
+//     failing", with the reason.
 func (k *checker) noteRefusal(err error) {
+	reason := checkFailure(err)
+	k.n.failure.Store(&reason)
 	var pgErr *pgconn.PgError
 	var connErr *pgconn.ConnectError
-	if !errors.As(err, &pgErr) || errors.As(err, &connErr) {
+	if errors.As(err, &pgErr) && !errors.As(err, &connErr) {
+		if key := pgErr.Code + " " + pgErr.Message; key != k.refused {
+			k.refused = key
+			k.c.log.Warn("health query refused by the server", "addr", k.n.addr,
+				"sqlstate", pgErr.Code, "err", pgErr.Message, "aurora", k.target.aurora)
+		}
 		return
 	}
-	if key := pgErr.Code + " " + pgErr.Message; key != k.refused {
-		k.refused = key
-		k.c.log.Warn("health query refused by the server", "addr", k.n.addr,
-			"sqlstate", pgErr.Code, "err", pgErr.Message, "aurora", k.target.aurora)
+	if reason != k.failing {
+		k.failing = reason
+		k.c.log.Warn("health checks failing", "addr", k.n.addr, "reason", reason, "err", err,
+			"user", k.c.config().User, "database", k.c.config().Database)
 	}
 }
 
-// noteAnswer logs the end of a refusal episode, and an Aurora reader whose
+// noteAnswer logs the end of a refusal or failure episode, and an Aurora reader whose
 // own row went missing from aurora_replica_status() or came back.
 func (k *checker) noteAnswer(h health) {
+	k.n.failure.Store(nil)
 	if k.refused != "" {
 		k.refused = ""
 		k.c.log.Info("health query answered again", "addr", k.n.addr)
+	}
+	if k.failing != "" {
+		k.failing = ""
+		k.c.log.Info("health checks pass again", "addr", k.n.addr)
 	}
 	if missing := !h.ownRow; missing != k.notOwnRow {
 		k.notOwnRow = missing
@@ -215,7 +238,7 @@ func (k *checker) closeConn() {
 	if k.conn == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), k.c.cfg.HealthCheckTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), k.c.config().HealthCheckTimeout)
 	k.conn.close(ctx)
 	cancel()
 	k.conn = nil
@@ -240,4 +263,26 @@ func (k *checker) timeLag(measured time.Duration) time.Duration {
 		return 0
 	}
 	return measured
+}
+
+// checkFailure says in a few words, without addresses, why a check failed: what clients are
+// told when no writer is known (see Cluster.NoWriterReason).
+func checkFailure(err error) string {
+	var pgErr *pgconn.PgError
+	var ne net.Error
+	switch {
+	case errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "28"):
+		return "the server refuses the health check's login (health_check_user): " + pgErr.Message
+	case errors.As(err, &pgErr) && pgErr.Code == "3D000":
+		return "health_check_database does not exist"
+	case errors.As(err, &pgErr) && (pgErr.Code == "57P03" || pgErr.Code == "57P01"):
+		return "the server is starting up or shutting down"
+	case errors.As(err, &pgErr):
+		return "the health query fails: " + pgErr.Message
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "no answer within health_check_timeout"
+	}
+	return "no connection"
 }

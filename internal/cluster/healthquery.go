@@ -107,7 +107,7 @@ type health struct {
 // With aurora discovery the cluster is Aurora whatever the detection says.
 func (c *Cluster) detect(ctx context.Context, conn *probeConn, addr string) (target, error) {
 	var t target
-	if c.cfg.Discovery == DiscoveryAurora {
+	if c.config().Discovery == DiscoveryAurora {
 		t.aurora = true
 	} else {
 		rows, err := conn.query(ctx, auroraDetectQuery)
@@ -135,7 +135,7 @@ func (c *Cluster) detect(ctx context.Context, conn *probeConn, addr string) (tar
 // (<instance>.<cluster>.<region>.rds.amazonaws.com). "" when none applies;
 // then a reader is given the most lagging reader's values.
 func (c *Cluster) auroraServerID(ctx context.Context, conn *probeConn, addr string) (string, error) {
-	if id := serverIDFromTemplate(c.cfg.AuroraTemplate, addr); id != "" {
+	if id := serverIDFromTemplate(c.config().AuroraTemplate, addr); id != "" {
 		return id, nil
 	}
 	rows, err := conn.query(ctx, auroraInstanceQuery)

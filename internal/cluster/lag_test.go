@@ -210,7 +210,7 @@ func TestWriterLSNAfter(t *testing.T) {
 	t0 := clock.Now()
 	// check is a health check of n that starts now, finds lsn and takes a second.
 	check := func(n *Node, lsn uint64) {
-		c.recordWriterLSN(n, c.cfg.Now(), lsn)
+		c.recordWriterLSN(n, c.config().Now(), lsn)
 		clock.advance(time.Second)
 	}
 	type query struct {

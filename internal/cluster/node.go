@@ -49,6 +49,18 @@ type Node struct {
 	// removed is set once, under Cluster.eventMu, when the node leaves the
 	// topology; never cleared.
 	removed atomic.Bool
+
+	// failure is why its last check failed (checkFailure), nil when it passed.
+	failure atomic.Pointer[string]
+}
+
+// CheckFailure returns in a few words, without addresses, why the node's last health check
+// failed, or "" if it passed (or none ran yet).
+func (n *Node) CheckFailure() string {
+	if f := n.failure.Load(); f != nil {
+		return *f
+	}
+	return ""
 }
 
 func newNode(h Host) *Node {

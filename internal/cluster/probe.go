@@ -28,6 +28,8 @@ type probeConn struct {
 
 	mu    sync.Mutex // guards socks
 	socks []net.Conn // every socket dialed for this connection, cancel requests included
+
+	login login // who it logged in as; immutable
 }
 
 var errProbeClosed = errors.New("health check connection closed")
@@ -35,7 +37,7 @@ var errProbeClosed = errors.New("health check connection closed")
 // connect opens a connection to addr with the health check's login. ctx
 // bounds the whole login.
 func (c *Cluster) connect(ctx context.Context, addr string) (*probeConn, error) {
-	return c.connectDB(ctx, addr, c.cfg.Database)
+	return c.connectDB(ctx, addr, c.config().Database)
 }
 
 // connectDB is connect to database instead of the health check's.
@@ -45,22 +47,22 @@ func (c *Cluster) connectDB(ctx context.Context, addr, database string) (*probeC
 		return nil, fmt.Errorf("address %q: %w", addr, err)
 	}
 	pcfg, err := pgconn.ParseConfig(fmt.Sprintf("host=%s port=%s user=%s dbname=%s sslmode=disable",
-		connValue(host), connValue(port), connValue(c.cfg.User), connValue(database)))
+		connValue(host), connValue(port), connValue(c.config().User), connValue(database)))
 	if err != nil {
 		return nil, fmt.Errorf("connection settings for %s: %w", addr, err)
 	}
 	// Set outside the connection string so it needs no quoting and can never
 	// show up in a parse error.
-	pcfg.Password = c.cfg.Password
-	pcfg.ConnectTimeout = c.cfg.HealthCheckTimeout
+	pcfg.Password = c.config().Password
+	pcfg.ConnectTimeout = c.config().HealthCheckTimeout
 	pcfg.RuntimeParams["application_name"] = "pgtide health check"
 	// The dialer gets the configured address as it is: net.Dialer resolves
 	// names itself, and an injected Dial sees what it was configured with.
 	pcfg.LookupFunc = func(_ context.Context, host string) ([]string, error) { return []string{host}, nil }
 
 	life, end := context.WithCancel(context.Background())
-	p := &probeConn{life: life, end: end}
-	pcfg.DialFunc = p.dialer(c.cfg.Dial)
+	p := &probeConn{life: life, end: end, login: c.login(database)}
+	pcfg.DialFunc = p.dialer(c.config().Dial)
 	pg, err := pgconn.ConnectConfig(ctx, pcfg)
 	if err != nil {
 		p.close(ctx)
@@ -133,3 +135,17 @@ func connValue(v string) string {
 	v = strings.ReplaceAll(v, `\`, `\\`)
 	return "'" + strings.ReplaceAll(v, `'`, `\'`) + "'"
 }
+
+// login is who a probe connection logged in as.
+type login struct{ user, password, database string }
+
+// login returns the login the configuration in force gives for database.
+func (c *Cluster) login(database string) login {
+	cfg := c.config()
+	return login{cfg.User, cfg.Password, database}
+}
+
+// outdated reports whether p, a health-check or discovery connection, logged in otherwise than
+// the configuration now says (a reload fixed or rotated the password, or changed the user or
+// database): its owner reconnects rather than go on as before.
+func (c *Cluster) outdated(p *probeConn) bool { return p.login != c.login(c.config().Database) }

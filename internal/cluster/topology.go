@@ -11,7 +11,7 @@ func (c *Cluster) SetHosts(hosts []Host) {
 	c.mu.Lock()
 	c.seeds = hosts
 	c.mu.Unlock()
-	if c.cfg.Discovery == DiscoveryStatic {
+	if c.config().Discovery == DiscoveryStatic {
 		c.setTopology(hosts)
 		return
 	}

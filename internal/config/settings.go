@@ -18,16 +18,37 @@ type Setting struct {
 	Reloadable bool
 }
 
-// restartOnly are the settings a reload does not apply: the listeners, the log format, and the
-// health checker's and discovery's settings, which the cluster reads once when it starts.
+// restartOnly are the settings a reload does not apply: the listeners, the log format and the
+// discovery mode. A reload keeps their running values (KeepRestartOnly).
 var restartOnly = map[string]bool{
 	"proxy.listen": true, "proxy.writer_listen": true, "proxy.reader_listen": true, "admin.listen": true,
-	"proxy.unix_socket_dir":         true,
-	"proxy.log_format":              true,
-	"cluster.health_check_interval": true, "cluster.health_check_timeout": true,
-	"cluster.health_check_failures": true, "cluster.health_check_user": true,
-	"cluster.health_check_database": true, "cluster.discovery": true, "cluster.aurora_template": true,
-	"cluster.dns_name": true, "cluster.discovery_interval": true, "cluster.function_refresh_interval": true,
+	"proxy.unix_socket_dir": true,
+	"proxy.log_format":      true,
+	"cluster.discovery":     true,
+}
+
+// KeepRestartOnly gives next the running values (cur's) of the settings a reload cannot apply,
+// and returns the keys of those that differed, for the reload to warn about.
+func KeepRestartOnly(cur, next *Config) (changed []string) {
+	cv, nv := reflect.ValueOf(cur).Elem(), reflect.ValueOf(next).Elem()
+	for i := range cv.NumField() {
+		section := cv.Type().Field(i)
+		name := tomlName(section)
+		if name == "" || section.Type.Kind() != reflect.Struct {
+			continue
+		}
+		for j := range section.Type.NumField() {
+			key := name + "." + tomlName(section.Type.Field(j))
+			if !restartOnly[key] {
+				continue
+			}
+			if c, n := cv.Field(i).Field(j), nv.Field(i).Field(j); !reflect.DeepEqual(c.Interface(), n.Interface()) {
+				n.Set(c)
+				changed = append(changed, key)
+			}
+		}
+	}
+	return changed
 }
 
 // Settings returns every key of the file's sections with its value in c and its default, in the

@@ -33,7 +33,8 @@ func TestSettings(t *testing.T) {
 		{"auth.admin_users", "ops,dba", "", true},
 		{"proxy.reader_fallback_to_writer", "true", "true", true},
 		{"proxy.listen", "127.0.0.1:6432", "127.0.0.1:6432", false},
-		{"cluster.health_check_interval", "250ms", "250ms", false},
+		{"cluster.health_check_interval", "250ms", "250ms", true},
+		{"cluster.discovery", "", "", false},
 	} {
 		if got := byKey[want.Key]; got != want {
 			t.Errorf("%s: got %+v, want %+v", want.Key, got, want)
@@ -43,5 +44,24 @@ func TestSettings(t *testing.T) {
 		if _, ok := byKey[key]; !ok {
 			t.Errorf("restartOnly names %q, which is not a setting", key)
 		}
+	}
+}
+
+// TestKeepRestartOnly: a reload keeps the running values of what needs a restart, and says which.
+func TestKeepRestartOnly(t *testing.T) {
+	cur, next := valid(), valid()
+	next.Proxy.Listen = "127.0.0.1:7000"
+	next.Proxy.LogFormat = "json"
+	next.Cluster.PoolSize = 3
+	next.Cluster.HealthCheckUser = "monitor"
+	changed := KeepRestartOnly(cur, next)
+	if strings.Join(changed, ",") != "proxy.listen,proxy.log_format" {
+		t.Fatalf("changed %v", changed)
+	}
+	if next.Proxy.Listen != cur.Proxy.Listen || next.Proxy.LogFormat != cur.Proxy.LogFormat {
+		t.Fatalf("restart-only settings not kept: %s %s", next.Proxy.Listen, next.Proxy.LogFormat)
+	}
+	if next.Cluster.PoolSize != 3 || next.Cluster.HealthCheckUser != "monitor" {
+		t.Fatal("reloadable settings were reverted")
 	}
 }

@@ -24,23 +24,13 @@ func (s *Server) Reload(next *config.Config) {
 // reloadLocked is Reload. Requires reloadMu.
 func (s *Server) reloadLocked(next *config.Config) {
 	cur := s.cfg.Load()
-	if next.Proxy.Listen != cur.Proxy.Listen {
-		s.logger.Warn("reload: proxy.listen changes only on restart", "running", cur.Proxy.Listen, "configured", next.Proxy.Listen)
-		next.Proxy.Listen = cur.Proxy.Listen
-	}
-	if next.Proxy.WriterListen != cur.Proxy.WriterListen || next.Proxy.ReaderListen != cur.Proxy.ReaderListen {
-		s.logger.Warn("reload: proxy.writer_listen and proxy.reader_listen change only on restart")
-		next.Proxy.WriterListen, next.Proxy.ReaderListen = cur.Proxy.WriterListen, cur.Proxy.ReaderListen
-	}
-	if next.Proxy.UnixSocketDir != cur.Proxy.UnixSocketDir {
-		s.logger.Warn("reload: proxy.unix_socket_dir changes only on restart", "running", cur.Proxy.UnixSocketDir, "configured", next.Proxy.UnixSocketDir)
-		next.Proxy.UnixSocketDir = cur.Proxy.UnixSocketDir
-	}
-	if next.Admin.Listen != cur.Admin.Listen {
-		s.logger.Warn("reload: admin.listen changes only on restart", "running", cur.Admin.Listen, "configured", next.Admin.Listen)
-		next.Admin.Listen = cur.Admin.Listen
+	for _, key := range config.KeepRestartOnly(cur, next) {
+		s.logger.Warn("reload: this setting changes only on restart; the running value stays", "setting", key)
 	}
 	s.cfg.Store(next)
+	// The health checks' settings and login (a password fixed or rotated in the users file),
+	// discovery's and the function catalogs' take effect at their next round.
+	s.cluster.SetConfig(ClusterConfig(next))
 	// A host added starts receiving work once its first check passes; a removed one drains:
 	// no new work, its connections closed as they come back.
 	if !slices.Equal(next.Cluster.Hosts, cur.Cluster.Hosts) || !maps.Equal(next.Cluster.Weights, cur.Cluster.Weights) {

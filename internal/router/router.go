@@ -13,6 +13,7 @@ package router
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -267,6 +268,10 @@ func (r *Router) waitWriter(ctx context.Context) (*cluster.Node, error) {
 			Message: fmt.Sprintf("pgtide: no writer, and failover_max_waiting (%d) clients are already waiting for one", cfg.Cluster.FailoverMaxWaiting)}
 	}
 	defer r.waiting.Add(-1)
+	if r.cluster.NeverReachable() {
+		return nil, &wire.Error{Severity: wire.SeverityError, Code: wire.CodeCannotConnectNow,
+			Message: "pgtide: no writer known: " + r.cluster.NoWriterReason()}
+	}
 	timer := time.NewTimer(cfg.Cluster.FailoverTimeout.Duration)
 	defer timer.Stop()
 	for {
@@ -278,8 +283,15 @@ func (r *Router) waitWriter(ctx context.Context) (*cluster.Node, error) {
 		case <-changed:
 		case <-timer.C:
 			return nil, &wire.Error{Severity: wire.SeverityError, Code: wire.CodeCannotConnectNow,
-				Message: fmt.Sprintf("pgtide: no writer available after waiting failover_timeout (%s)", cfg.Cluster.FailoverTimeout.Duration)}
+				Message: fmt.Sprintf("pgtide: no writer available after waiting failover_timeout (%s): %s",
+					cfg.Cluster.FailoverTimeout.Duration, r.cluster.NoWriterReason())}
 		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				// The caller's own deadline (client_login_timeout) came first: say why, not
+				// "context deadline exceeded".
+				return nil, &wire.Error{Severity: wire.SeverityError, Code: wire.CodeCannotConnectNow,
+					Message: "pgtide: no writer available: " + r.cluster.NoWriterReason()}
+			}
 			return nil, ctx.Err()
 		}
 	}
