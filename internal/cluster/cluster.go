@@ -379,7 +379,7 @@ func (c *Cluster) setState(n *Node, prev, next nodeState, cause error) {
 	switch {
 	case ev.PrevUp && !ev.Up:
 		c.downs.Add(1)
-		c.log.Warn("node down", append(attrs, "misses", c.config().HealthCheckFailures, "err", cause)...)
+		c.log.Warn("node down", append(attrs, "reason", n.CheckFailure(), "err", cause)...)
 	case !ev.PrevUp && ev.Up:
 		c.ups.Add(1)
 		c.log.Info("node up", attrs...)

@@ -190,3 +190,33 @@ func TestSplitBrain(t *testing.T) {
 		t.Errorf("%d split brains counted, want 1", s)
 	}
 }
+
+// TestDownAtOnce: a node whose check proves it is not serving (stopped: its port refuses
+// connections; shutting down: 57P01/57P03) is down at the first such check, not after
+// health_check_failures misses: with 5 misses of 400 ms the old rule took at least 1.6 s.
+func TestDownAtOnce(t *testing.T) {
+	checkNoLeaks(t)
+	pc := startPG(t, 0)
+	addr := pc.Primary().Addr()
+	tc := runCluster(t, Config{
+		Hosts:               []Host{{Addr: addr}},
+		HealthCheckInterval: 400 * time.Millisecond,
+		HealthCheckFailures: 5,
+		HealthCheckTimeout:  5 * time.Second,
+	})
+	tc.waitChecked(t)
+	if err := tc.writerIs(addr); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	if err := pc.Primary().Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the node down", func() error { return tc.nodeIs(addr, false, RoleWriter) })
+	took := time.Since(stopped)
+	t.Logf("down %v after the stop began", took.Round(time.Millisecond))
+	// One interval (plus jitter) after the stop, and the stop's own time: well under 5 misses.
+	if took >= 1600*time.Millisecond {
+		t.Fatalf("down after %v: counted misses instead of believing the refusal", took)
+	}
+}

@@ -87,7 +87,7 @@ func (k *checker) check(ctx context.Context) {
 	next := prev | stateChecked
 	if err != nil {
 		k.misses++
-		if k.misses >= k.c.config().HealthCheckFailures {
+		if k.misses >= k.c.config().HealthCheckFailures || gone(err) {
 			next = next.withUp(false)
 		}
 		if (next^prev)&^stateChecked == 0 { // no state change, so no event to log it
@@ -285,4 +285,21 @@ func checkFailure(err error) string {
 		return "no answer within health_check_timeout"
 	}
 	return "no connection"
+}
+
+// gone reports whether a failed check proves the node is not serving now, so that it is down at
+// once rather than after health_check_failures misses: nothing listens on its port (connection
+// refused), or the server says it is shutting down or starting up (57P01, 57P02, 57P03, in the
+// health query's answer or at login). During a failover this keeps the old primary from counting
+// as a second writer while the promoted replica is already seen. A timeout or a lost connection
+// proves nothing by itself (a busy server, an idle connection closed): those count as misses.
+func gone(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "57P01", "57P02", "57P03":
+			return true
+		}
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
 }
