@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"syscall"
 	"time"
@@ -187,7 +186,7 @@ func (e *LeaseError) ClientError(severity string) *wire.Error {
 		out = wire.Error{Code: wire.CodeQueryCanceled, Message: "canceling statement due to user request"}
 	default:
 		// A network failure: its details (addresses) are in pgtide's log, not for the client.
-		out = wire.Error{Code: wire.CodeUnableToConnect, Message: "pgtide could not connect to the server: " + netFailure(e.Err)}
+		out = wire.Error{Code: wire.CodeUnableToConnect, Message: "pgtide could not connect to the server: " + wire.NetFailure(e.Err)}
 	}
 	out.Severity = severity
 	return &out
@@ -214,26 +213,4 @@ func nodeMayRecover(err error) bool {
 	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, context.DeadlineExceeded)
-}
-
-// netFailure words a failure to reach a server as libpq does, without addresses.
-func netFailure(err error) string {
-	var dns *net.DNSError
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
-		return "timeout expired"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection refused"
-	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		return "no route to host"
-	case errors.As(err, &dns):
-		return "could not resolve the server's host name"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
-		return "server closed the connection unexpectedly"
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
-		return "timeout expired"
-	}
-	return "network error"
 }

@@ -599,7 +599,7 @@ func (s *Session) relayStopped(srv *pool.Conn, err error) {
 		// client's session or transaction is lost, so end it, as a direct connection would.
 		s.logger.Warn("server connection lost", "server", srv.Key().Node, "err", err)
 		s.fail(&wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeConnectionFailure,
-			Message: "pgtide: the server connection was lost: " + err.Error()})
+			Message: "pgtide: the server connection was lost: " + wire.NetFailure(err)})
 	}
 	s.conn.Close() // ends the client loop
 }

@@ -410,7 +410,13 @@ func (s *Session) fail(err error) {
 		if isNetErr(err) {
 			return // nobody to tell
 		}
-		we = &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeProtocolViolation, Message: err.Error()}
+		if wire.IsProtocolError(err) {
+			we = &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeProtocolViolation, Message: err.Error()}
+		} else {
+			// pgtide's own failure: its details are for the log, not the client.
+			s.logger.Error("ending a client on an internal error", "err", err)
+			we = &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeInternalError, Message: "pgtide: internal error (see pgtide's log)"}
+		}
 	}
 	countError(s.env.Errors, we.Code)
 	s.conn.SetWriteDeadline(time.Now().Add(time.Second))
@@ -431,5 +437,8 @@ func fatal(err error) *wire.Error {
 		f.Severity = wire.SeverityFatal
 		return &f
 	}
-	return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeUnableToConnect, Message: err.Error()}
+	if errors.Is(err, context.Canceled) {
+		return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeQueryCanceled, Message: "canceling authentication due to user request"}
+	}
+	return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeUnableToConnect, Message: "pgtide could not connect to the server: " + wire.NetFailure(err)}
 }

@@ -1,6 +1,14 @@
 package wire
 
-import "encoding/binary"
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+)
 
 // SQLSTATE codes pgtide uses in its own ErrorResponses.
 const (
@@ -164,4 +172,27 @@ func ErrorCode(body []byte) (code []byte) {
 		}
 	}
 	return code
+}
+
+// NetFailure words a network failure for a client as libpq would, without addresses or Go's
+// error text: what pgtide's own messages say when a server could not be reached or was lost.
+func NetFailure(err error) string {
+	var dns *net.DNSError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout expired"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return "no route to host"
+	case errors.As(err, &dns):
+		return "could not resolve the server's host name"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+		return "server closed the connection unexpectedly"
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "timeout expired"
+	}
+	return "network error"
 }

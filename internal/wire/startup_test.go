@@ -2,11 +2,14 @@ package wire
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
+	"net"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/iotest"
 
@@ -484,5 +487,26 @@ func TestParseErrorFields(t *testing.T) {
 				t.Fatalf("ErrorCode = %q; want %q", code, tc.code)
 			}
 		})
+	}
+}
+
+// TestNetFailure: network failures read as libpq words them, never with addresses or Go's text.
+func TestNetFailure(t *testing.T) {
+	addr := &net.TCPAddr{IP: net.IPv4(10, 1, 2, 3), Port: 5432}
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&net.OpError{Op: "dial", Net: "tcp", Addr: addr, Err: syscall.ECONNREFUSED}, "connection refused"},
+		{&net.OpError{Op: "read", Net: "tcp", Addr: addr, Err: syscall.ECONNRESET}, "server closed the connection unexpectedly"},
+		{io.ErrUnexpectedEOF, "server closed the connection unexpectedly"},
+		{context.DeadlineExceeded, "timeout expired"},
+		{&net.OpError{Op: "dial", Net: "tcp", Addr: addr, Err: syscall.EHOSTUNREACH}, "no route to host"},
+		{&net.DNSError{Err: "no such host", Name: "db.internal"}, "could not resolve the server's host name"},
+		{errors.New("something else at 10.1.2.3:5432"), "network error"},
+	} {
+		if got := NetFailure(tc.err); got != tc.want {
+			t.Errorf("NetFailure(%v) = %q, want %q", tc.err, got, tc.want)
+		}
 	}
 }
