@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -451,8 +452,9 @@ func TestRemoveOrphans(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(removed) != 1 || removed[0] != orphan.Dir() {
-		t.Fatalf("removed %v, want only %s", removed, orphan.Dir())
+	// Others' orphans (killed test runs on this machine) may go too; never a live cluster.
+	if !slices.Contains(removed, orphan.Dir()) || slices.Contains(removed, live.Dir()) {
+		t.Fatalf("removed %v, want %s and not %s", removed, orphan.Dir(), live.Dir())
 	}
 	if _, err := os.Stat(orphan.Dir()); !os.IsNotExist(err) {
 		t.Fatalf("the orphan's directory is still there: %v", err)
