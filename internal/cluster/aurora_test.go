@@ -32,8 +32,9 @@ var auroraRefusals = []string{
 	refuse("pg_last_wal_receive_lsn", "pg_lsn", "0A000", "Function pg_last_xlog_receive_location() is currently not supported for Aurora"),
 	refuse("pg_last_wal_replay_lsn", "pg_lsn", "0A000", "Function pg_last_xlog_replay_location() is currently not supported for Aurora"),
 	refuse("pg_last_xact_replay_timestamp", "timestamptz", "0A000", "Function pg_last_xact_replay_timestamp() is currently not supported for Aurora"),
-	// Aurora's writer refuses it too.
+	// Aurora's writer refuses them too.
 	refuse("pg_current_wal_lsn", "pg_lsn", "55000", "wal_level must be set to 'logical'"),
+	refuse("pg_current_wal_flush_lsn", "pg_lsn", "55000", "wal_level must be set to 'logical'"),
 }
 
 // setUpAurora makes the primary (and so its replicas) look like Aurora to

@@ -30,6 +30,8 @@ type checker struct {
 	// behind: the last successful PostgreSQL check found WAL received and not replayed yet (see
 	// timeLag).
 	behind bool
+	// lagRef is the writer's sample the replica's lag was last measured from (see replayLag).
+	lagRef lsnSample
 
 	// Logged once per episode:
 	seen      target // the last connection's target, to log when it changes
@@ -102,7 +104,11 @@ func (k *checker) check(ctx context.Context) {
 			role = RoleReader
 		}
 		next = next.withUp(true).withRole(role)
-		k.n.lag.Store(int64(k.timeLag(h.lag)))
+		lag := k.timeLag(h.lag)
+		if role == RoleReader && !k.target.aurora { // Aurora measures its readers' lag itself
+			lag = max(lag, k.c.replayLag(started, h.lsn, &k.lagRef))
+		}
+		k.n.lag.Store(int64(lag))
 		k.n.replayLSN.Store(h.lsn)
 		if role == RoleWriter {
 			k.n.lagBytes.Store(0)

@@ -26,8 +26,10 @@ import (
 // being pulled up, so the columns agree even while the server is promoted.
 
 // pgHealthQuery returns the role, a WAL position and the lag in seconds.
-// The position is the replica's replay position, or the writer's current
-// (written) WAL position, which is what its replicas are sent.
+// The position is the replica's replay position, or the writer's flushed WAL
+// position, which is what its replicas can be sent (WAL written but not yet
+// flushed, such as background records before wal_writer_delay passes, is not
+// sent: counting it would make healthy replicas look behind).
 //
 // The lag is the age of the last transaction the replica replayed, but only
 // while it has received WAL it has not replayed: an idle primary sends no
@@ -35,14 +37,15 @@ import (
 // and a replica that has replayed all it received reports no lag. A replica
 // whose WAL stops arriving (a stalled walreceiver) has replayed all it
 // received and reports no lag in time either; the bytes lag, the writer's
-// position minus the replay position, shows it. After a restart a replica
+// position minus the replay position, shows it, and so does the time lag
+// pgtide derives from the writer's sampled positions (Cluster.replayLag). After a restart a replica
 // may have replayed past what its walreceiver has received so far (WAL from
 // its own pg_wal, or nothing streamed yet): that is no lag either, hence <=.
 // pg_last_wal_receive_lsn()
 // is NULL when nothing streams (archive recovery); then the timestamp is all
 // there is.
 const pgHealthQuery = `SELECT rec,
-	CASE WHEN rec THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END,
+	CASE WHEN rec THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END,
 	CASE
 		WHEN NOT rec THEN 0
 		WHEN pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0

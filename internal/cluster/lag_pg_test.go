@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -141,4 +142,59 @@ func TestReadYourWrites(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A replica that receives no WAL (its walreceiver cut off, as one left following a dead primary
+// after a failover) has replayed all it received, so its own figure says no lag; the writer's
+// sampled positions show it behind, by a time that keeps growing past what the samples reach,
+// and back to none once it streams again.
+func TestStalledReplicaLag(t *testing.T) {
+	checkNoLeaks(t)
+	pc := startPG(t, 1)
+	primary, replica := pc.Primary(), pc.Replicas()[0]
+	execSQL(t, primary, "CREATE TABLE stall_test (id int)")
+	syncReplicas(t, pc)
+	tc := runCluster(t, Config{
+		Hosts:               hostsOf(pc.Nodes()),
+		HealthCheckInterval: 100 * time.Millisecond,
+		HealthCheckTimeout:  5 * time.Second,
+	})
+	tc.waitChecked(t)
+	r := tc.node(replica.Addr())
+	waitFor(t, 30*time.Second, "the replica without lag", func() error {
+		if r.Lag() != 0 || r.Role() != RoleReader {
+			return fmt.Errorf("lag %v, role %v", r.Lag(), r.Role())
+		}
+		return nil
+	})
+	conninfo := queryValue(t, replica, "SHOW primary_conninfo")
+	execSQL(t, replica, "ALTER SYSTEM SET primary_conninfo = ''", "SELECT pg_reload_conf()")
+	waitFor(t, 30*time.Second, "the walreceiver to stop", func() error {
+		if v := queryValue(t, replica, "SELECT count(*) FROM pg_stat_wal_receiver"); v != "0" {
+			return fmt.Errorf("%s walreceivers", v)
+		}
+		return nil
+	})
+	execSQL(t, primary, "INSERT INTO stall_test VALUES (1)")
+	waitFor(t, 30*time.Second, "the stalled replica's lag past 500ms", func() error {
+		if r.Lag() < 500*time.Millisecond {
+			return fmt.Errorf("lag %v", r.Lag())
+		}
+		return nil
+	})
+	// Past the 16 samples (1.6 s at this interval): the lag keeps growing.
+	waitFor(t, 30*time.Second, "the stalled replica's lag past 3s", func() error {
+		execSQL(t, primary, "INSERT INTO stall_test VALUES (2)")
+		if r.Lag() < 3*time.Second {
+			return fmt.Errorf("lag %v", r.Lag())
+		}
+		return nil
+	})
+	execSQL(t, replica, "ALTER SYSTEM SET primary_conninfo = '"+strings.ReplaceAll(conninfo, "'", "''")+"'", "SELECT pg_reload_conf()")
+	waitFor(t, 60*time.Second, "the replica caught up", func() error {
+		if r.Lag() != 0 {
+			return fmt.Errorf("lag %v", r.Lag())
+		}
+		return nil
+	})
 }

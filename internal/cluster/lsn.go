@@ -49,6 +49,7 @@ const writerSamples = 16
 
 type lsnSample struct {
 	started time.Time // when the writer's health check that took it started
+	ended   time.Time // when it ended: the writer had lsn by then
 	lsn     uint64
 }
 
@@ -76,7 +77,7 @@ func (c *Cluster) recordWriterLSN(n *Node, started time.Time, lsn uint64) {
 		if old != nil && old.node == n {
 			*next = *old
 		}
-		s := lsnSample{started: started, lsn: lsn}
+		s := lsnSample{started: started, ended: c.config().Now(), lsn: lsn}
 		if next.n < writerSamples {
 			next.samples[(next.head+next.n)%writerSamples] = s
 			next.n++
@@ -142,4 +143,40 @@ func (c *Cluster) WriterLSNAfter(t time.Time) (lsn uint64, ok bool) {
 		}
 	}
 	return 0, false
+}
+
+// replayLag returns a lower bound of how far behind the writer a replica whose check started at
+// started had replayed (up to replay): the time since the writer had WAL the replica had not
+// replayed yet. The writer's samples say when it had which position (flushed, so sendable); the
+// oldest one past replay, taken before the replica's check started, is WAL the replica lacked
+// for at least started minus that sample's end. It catches what the replica's own figure cannot:
+// a replica that receives nothing (a stalled or cut-off walreceiver, one still following a dead
+// primary after a failover) has replayed all it received and would report no lag. ref is the
+// caller's memory of the sample it measured from last time, kept while the replica has not
+// replayed past it, so a replica stuck for longer than the samples reach shows its whole lag.
+// It returns 0 when the samples say nothing (no writer known, no position).
+func (c *Cluster) replayLag(started time.Time, replay uint64, ref *lsnSample) time.Duration {
+	if replay == 0 {
+		*ref = lsnSample{}
+		return 0
+	}
+	if ref.lsn != 0 && replay < ref.lsn {
+		return max(0, started.Sub(ref.ended))
+	}
+	*ref = lsnSample{}
+	r := c.currentWriterLSNs()
+	if r == nil {
+		return 0
+	}
+	for i := range r.n {
+		s := r.at(i)
+		if s.ended.After(started) {
+			break
+		}
+		if s.lsn > replay {
+			*ref = s
+			return max(0, started.Sub(s.ended))
+		}
+	}
+	return 0
 }

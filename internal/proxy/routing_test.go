@@ -515,6 +515,7 @@ func TestRouteAurora(t *testing.T) {
 		refuse("pg_last_wal_replay_lsn", "pg_lsn", "0A000"),
 		refuse("pg_last_xact_replay_timestamp", "timestamptz", "0A000"),
 		refuse("pg_current_wal_lsn", "pg_lsn", "55000"),
+		refuse("pg_current_wal_flush_lsn", "pg_lsn", "55000"),
 		"CREATE FUNCTION aurora_shadow.aurora_version() RETURNS text LANGUAGE sql AS $$ SELECT '15.4.3' $$",
 		"CREATE FUNCTION aurora_shadow.aurora_db_instance_identifier() RETURNS text LANGUAGE sql AS $$ SELECT current_setting('port') $$",
 		`CREATE TABLE aurora_shadow.status (server_id text, session_id text, durable_lsn numeric,
