@@ -331,24 +331,29 @@ func (e *env) slowClients(ctx context.Context) error {
 		_ = c.Exec(context.Background(), sql) // sent; its results are never read
 	}
 	if err := waitFor(ctx, 10*time.Second, "slow queries running", func(ctx context.Context) error {
-		if n := e.slowBackends(ctx); n < len(conns) {
-			return fmt.Errorf("%d of %d slow queries seen in pg_stat_activity", n, len(conns))
+		n, err := e.slowBackends(ctx)
+		if err == nil && n < len(conns) {
+			err = fmt.Errorf("%d of %d slow queries seen in pg_stat_activity", n, len(conns))
 		}
-		return nil
+		return err
 	}); err != nil {
 		return err
 	}
 	t0 := time.Now()
-	limit := e.opts.ClientWriteTimeout + e.opts.Hold
-	err := waitFor(ctx, limit, "slow clients' server connections released", func(ctx context.Context) error {
-		if n := e.slowBackends(ctx); n > 0 {
+	held := len(conns)
+	err := waitFor(ctx, e.opts.ClientWriteTimeout+e.opts.Hold, "slow clients' server connections released", func(ctx context.Context) error {
+		n, err := e.slowBackends(ctx)
+		if err != nil {
+			return err
+		}
+		if held = n; n > 0 {
 			return fmt.Errorf("%d still running", n)
 		}
 		return nil
 	})
 	if err != nil {
-		e.notef("the slow clients' %d server connections were still held %.1f s after they stopped reading, when they disconnected",
-			e.slowBackends(ctx), time.Since(t0).Seconds())
+		e.notef("%d of the slow clients' server connections were still held %.1f s after they stopped reading, when the clients disconnected",
+			held, time.Since(t0).Seconds())
 	} else {
 		e.notef("the slow clients' server connections were released %.1f s after they stopped reading", time.Since(t0).Seconds())
 	}
@@ -356,16 +361,18 @@ func (e *env) slowClients(ctx context.Context) error {
 }
 
 // slowBackends counts the backends running a slow client's query on every node.
-func (e *env) slowBackends(ctx context.Context) int {
+func (e *env) slowBackends(ctx context.Context) (int, error) {
 	total := 0
 	for _, n := range e.cluster.Nodes() {
 		var k int
-		if e.queryRow(ctx, n, `SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND query LIKE $1`,
-			[]any{"%" + slowMarker + "%"}, &k) == nil {
-			total += k
+		err := e.queryRow(ctx, n, `SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND query LIKE $1`,
+			[]any{"%" + slowMarker + "%"}, &k)
+		if err != nil {
+			return 0, err
 		}
+		total += k
 	}
-	return total
+	return total, nil
 }
 
 // storm connects Options.StormClients clients at once to the auto endpoint; each runs SELECT 1

@@ -12,14 +12,21 @@ import (
 // as the server sees them.
 const countBackends = `SELECT count(*) FROM pg_stat_activity WHERE usename = '` + clientUser + `'`
 
+// capGrace is how long connections may stay above a cap that was just lowered.
+const capGrace = time.Second
+
 // nodeStats is what the monitor saw of one node during a window.
 type nodeStats struct {
 	maxConns int // the proxy's server connections (pgtide: /metrics), highest sample
-	// firstCap and lastCap are the proxy's cap on them (pgtide's budget, PgBouncer's pool
-	// size) at the window's first and last sample.
+	// firstCap and lastCap are the proxy's cap on them (pgtide: its budget, or pool_size where
+	// lower; PgBouncer: default_pool_size) at the window's first and last sample.
 	firstCap, lastCap int
-	overCap           int // samples in which the connections exceeded the cap of that moment
-	maxBackends       int // pg_stat_activity's client backends but the suite's, highest sample
+	// overCap counts the samples in which the connections exceeded the cap of that moment,
+	// once that cap had held for capGrace: busy connections above a lowered cap close as they
+	// come back.
+	overCap      int
+	capChangedAt time.Time
+	maxBackends  int // pg_stat_activity's client backends but the suite's, highest sample
 }
 
 // monitor samples the proxy's server connections and every node's backends every 200 ms while
@@ -109,13 +116,16 @@ func (m *monitor) sampleOnce(ctx context.Context) {
 func (m *monitor) note(node string, s nodeSample) {
 	st := m.stats(node)
 	st.maxConns = max(st.maxConns, s.conns)
-	if s.cap > 0 {
-		if st.firstCap == 0 {
-			st.firstCap = s.cap
-		}
-		st.lastCap = s.cap
+	if s.cap <= 0 {
+		return
 	}
-	if s.cap > 0 && s.conns > s.cap {
+	if st.firstCap == 0 {
+		st.firstCap, st.lastCap = s.cap, s.cap
+	}
+	if s.cap != st.lastCap {
+		st.lastCap, st.capChangedAt = s.cap, time.Now()
+	}
+	if s.conns > s.cap && time.Since(st.capChangedAt) >= capGrace {
 		st.overCap++
 	}
 }

@@ -23,7 +23,7 @@ type bouncerProxy struct {
 	dir    string
 	listen string              // host:port of its one listener
 	cred   *syscall.Credential // nil: as this process
-	cur    proxySettings
+	cur    liveSettings
 	run    *child
 }
 
@@ -38,7 +38,8 @@ func newBouncer(bin, dir string, s proxySettings) (*bouncerProxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &bouncerProxy{bin: bin, dir: dir, listen: addr, cur: s}
+	b := &bouncerProxy{bin: bin, dir: dir, listen: addr}
+	b.cur.set(s)
 	if b.cred, err = pgcluster.ServerCredential(); err != nil {
 		return nil, err
 	}
@@ -54,13 +55,14 @@ func (b *bouncerProxy) name() string            { return "PgBouncer" }
 func (b *bouncerProxy) addr(endpoint) string    { return b.listen }
 func (b *bouncerProxy) logFile() string         { return filepath.Join(b.dir, "pgbouncer.log") }
 func (b *bouncerProxy) configPath() string      { return filepath.Join(b.dir, "pgbouncer.ini") }
-func (b *bouncerProxy) settings() proxySettings { return b.cur }
+func (b *bouncerProxy) settings() proxySettings { return b.cur.get() }
 
 // writeConfig writes pgbouncer.ini: Debian's defaults but for what the suite needs (trust, a
 // port, room for the 1,000-client storm) and the pool limits pgtide gets (pool_size per pool,
 // max_server_connections' 100 per node).
 func (b *bouncerProxy) writeConfig() error {
-	host, port := splitHostPort(b.cur.Hosts[0])
+	s := b.cur.get()
+	host, port := splitHostPort(s.Hosts[0])
 	lhost, lport := splitHostPort(b.listen)
 	ini := fmt.Sprintf(`; written by the chaos suite (internal/chaos)
 [databases]
@@ -78,7 +80,7 @@ default_pool_size = %d
 max_db_connections = 100
 max_client_conn = 2000
 logfile = %s
-`, host, port, lhost, lport, filepath.Join(b.dir, "userlist.txt"), b.cur.PoolSize, b.logFile())
+`, host, port, lhost, lport, filepath.Join(b.dir, "userlist.txt"), s.PoolSize, b.logFile())
 	files := map[string]string{b.configPath(): ini, filepath.Join(b.dir, "userlist.txt"): fmt.Sprintf("%q \"\"\n", clientUser)}
 	for path, text := range files {
 		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
@@ -141,7 +143,7 @@ func (b *bouncerProxy) stop() error {
 }
 
 func (b *bouncerProxy) reload(ctx context.Context, s proxySettings) error {
-	b.cur = s
+	b.cur.set(s)
 	return sighup(ctx, b.run, b.writeConfig, b.logFile(), "got SIGHUP")
 }
 

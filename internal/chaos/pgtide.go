@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -29,6 +30,25 @@ const (
 type proxySettings struct {
 	Hosts    []string // pgtide: every node; PgBouncer: the primary alone
 	PoolSize int      // server connections per pool
+}
+
+// liveSettings are a proxy's current settings: set by Run's goroutine (reloads), read by the
+// monitor's too.
+type liveSettings struct {
+	mu sync.Mutex
+	s  proxySettings
+}
+
+func (l *liveSettings) get() proxySettings {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return proxySettings{Hosts: append([]string(nil), l.s.Hosts...), PoolSize: l.s.PoolSize}
+}
+
+func (l *liveSettings) set(s proxySettings) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.s = s
 }
 
 // nodeSample is the proxy's own count of its server connections to one node, and their cap.
@@ -62,14 +82,15 @@ type pgtideProxy struct {
 	dir                         string
 	auto, writer, reader, admin string // listen addresses, kept across restarts
 	writeTimeout                string // [proxy] client_write_timeout
-	cur                         proxySettings
+	cur                         liveSettings
 	run                         *child // nil while stopped
 	http                        *http.Client
 }
 
 func newPgtide(command func(args ...string) *exec.Cmd, dir string, s proxySettings, writeTimeout time.Duration) (*pgtideProxy, error) {
-	p := &pgtideProxy{command: command, dir: dir, cur: s, writeTimeout: writeTimeout.String(),
+	p := &pgtideProxy{command: command, dir: dir, writeTimeout: writeTimeout.String(),
 		http: &http.Client{Timeout: 2 * time.Second}}
+	p.cur.set(s)
 	for _, a := range []*string{&p.auto, &p.writer, &p.reader, &p.admin} {
 		var err error
 		if *a, err = freeAddr(); err != nil {
@@ -85,15 +106,14 @@ func (p *pgtideProxy) addr(e endpoint) string {
 	return [...]string{p.auto, p.writer, p.reader}[e]
 }
 
-func (p *pgtideProxy) configPath() string { return filepath.Join(p.dir, "pgtide.toml") }
-func (p *pgtideProxy) logFile() string    { return filepath.Join(p.dir, "pgtide.log") }
-func (p *pgtideProxy) settings() proxySettings {
-	return proxySettings{Hosts: append([]string(nil), p.cur.Hosts...), PoolSize: p.cur.PoolSize}
-}
+func (p *pgtideProxy) configPath() string      { return filepath.Join(p.dir, "pgtide.toml") }
+func (p *pgtideProxy) logFile() string         { return filepath.Join(p.dir, "pgtide.log") }
+func (p *pgtideProxy) settings() proxySettings { return p.cur.get() }
 
 func (p *pgtideProxy) writeConfig() error {
-	hosts := make([]string, len(p.cur.Hosts))
-	for i, h := range p.cur.Hosts {
+	s := p.cur.get()
+	hosts := make([]string, len(s.Hosts))
+	for i, h := range s.Hosts {
 		hosts[i] = strconv.Quote(h)
 	}
 	conf := fmt.Sprintf(`# written by the chaos suite (internal/chaos)
@@ -113,7 +133,7 @@ pool_size = %d
 
 [admin]
 listen = %q
-`, p.auto, p.writer, p.reader, p.writeTimeout, strings.Join(hosts, ", "), p.cur.PoolSize, p.admin)
+`, p.auto, p.writer, p.reader, p.writeTimeout, strings.Join(hosts, ", "), s.PoolSize, p.admin)
 	return os.WriteFile(p.configPath(), []byte(conf), 0o644)
 }
 
@@ -152,12 +172,13 @@ func (p *pgtideProxy) stop() error {
 }
 
 func (p *pgtideProxy) reload(ctx context.Context, s proxySettings) error {
-	p.cur = s
+	p.cur.set(s)
 	return sighup(ctx, p.run, p.writeConfig, p.logFile(), "configuration reloaded")
 }
 
 // sample reads pgtide_node_server_connections (summed over states) and
-// pgtide_node_budget_connections from /metrics.
+// pgtide_node_budget_connections from /metrics; the cap is the lower of the budget and
+// pool_size.
 func (p *pgtideProxy) sample(ctx context.Context) (map[string]nodeSample, error) {
 	out := map[string]nodeSample{}
 	err := p.get(ctx, "/metrics", func(body io.Reader) error {
@@ -183,6 +204,13 @@ func (p *pgtideProxy) sample(ctx context.Context) (map[string]nodeSample, error)
 		}
 		return sc.Err()
 	})
+	// The suite's clients are one database and one user: one pool per node, so pool_size
+	// caps a node as much as its budget does.
+	pool := p.cur.get().PoolSize
+	for node, s := range out {
+		s.cap = min(s.cap, pool)
+		out[node] = s
+	}
 	return out, err
 }
 

@@ -40,6 +40,15 @@ func (r *Report) Details() string {
 		for _, n := range res.Notes {
 			fmt.Fprintf(&b, " %s%s.", strings.ToUpper(n[:1]), n[1:])
 		}
+		var backends []string
+		for _, name := range sortedKeys(res.Nodes) {
+			if st := res.Nodes[name]; st.maxBackends > 0 {
+				backends = append(backends, fmt.Sprintf("%s %d", name, st.maxBackends))
+			}
+		}
+		if len(backends) > 0 {
+			fmt.Fprintf(&b, " Most backends of the clients' role in pg_stat_activity: %s.", strings.Join(backends, ", "))
+		}
 		for _, code := range sortedKeys(res.Codes) {
 			var who []string
 			for _, w := range sortedKeys(res.Who[code]) {
