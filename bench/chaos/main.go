@@ -88,7 +88,7 @@ func run(ctx context.Context, targets []string, faults, record, logs string) err
 			continue
 		}
 		alarms += len(rep.Alarms)
-		fmt.Fprintf(&out, "### %s (%s, PostgreSQL %s; %s)\n\n%s\n%s", target, rep.Proxy, rep.Server,
+		fmt.Fprintf(&out, "### %s, PostgreSQL %s (the suite took %s)\n\n%s\n%s", rep.Proxy, rep.Server,
 			time.Since(t0).Round(time.Second), rep.Table(), rep.Details())
 		if len(rep.NotApplicable) > 0 {
 			fmt.Fprintf(&out, "\nNot applicable: %s.\n", strings.Join(rep.NotApplicable, "; "))
