@@ -33,7 +33,7 @@ test-deps:
 bench-deps:
 	@scripts/ensure-postgres.sh --pgbouncer
 
-## chaos: the fault-injection suite against pgtide and then PgBouncer (about 6 minutes); prints
+## chaos: the fault-injection suite against pgtide and then PgBouncer (about 4 minutes); prints
 ## the tables. CHAOSFLAGS="-record RELIABILITY.md" also writes them there; see go run ./bench/chaos -h
 CHAOSFLAGS ?=
 chaos: bench-deps

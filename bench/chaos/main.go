@@ -2,7 +2,7 @@
 // comparison, PgBouncer, and prints the tables. With -record FILE it also replaces the measured
 // part of FILE (between the chaos:begin and chaos:end markers, as in RELIABILITY.md) with them.
 //
-//	go run ./bench/chaos                       # everything, about 10 minutes
+//	go run ./bench/chaos                       # everything, about 4 minutes
 //	go run ./bench/chaos -targets pgtide -faults stop-promote,sighup
 //	go run ./bench/chaos -record RELIABILITY.md
 //
