@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo deve
 COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 
-.PHONY: local test build deps test-deps bench-deps bench vet
+.PHONY: local test build deps test-deps bench-deps bench vet chaos
 
 ## local: start a local primary + 2 replicas with pgtide in front (Ctrl-C stops and cleans up)
 local: deps
@@ -32,6 +32,12 @@ test-deps:
 
 bench-deps:
 	@scripts/ensure-postgres.sh --pgbouncer
+
+## chaos: the fault-injection suite against pgtide and then PgBouncer (about 4 minutes); prints
+## the tables. CHAOSFLAGS="-record RELIABILITY.md" also writes them there; see go run ./bench/chaos -h
+CHAOSFLAGS ?=
+chaos: bench-deps
+	$(GO) run ./bench/chaos $(CHAOSFLAGS)
 
 ## fuzz: every fuzz target in turn for FUZZTIME each (default 30s); new failing inputs are kept in
 ## the package's testdata/fuzz, to be committed with their fix

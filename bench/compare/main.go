@@ -195,7 +195,7 @@ func (b *bench) setup(ctx context.Context) error {
 	}
 	if os.Geteuid() == 0 && b.opts.pgbouncer != "" {
 		// PgBouncer runs as postgres and writes its log here.
-		cred, err := postgresCredential()
+		cred, err := pgcluster.ServerCredential()
 		if err != nil {
 			return err
 		}

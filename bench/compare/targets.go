@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -263,7 +261,7 @@ admin_users = postgres
 	}
 	cmd := exec.Command(bin, path)
 	if os.Geteuid() == 0 {
-		cred, err := postgresCredential()
+		cred, err := pgcluster.ServerCredential()
 		if err != nil {
 			return nil, err
 		}
@@ -311,21 +309,6 @@ listen postgres
 	}
 	// -db: stay in the foreground, so that stop reaches it.
 	return launch(ctx, nameHAProxy, addr, exec.Command(bin, "-db", "-f", path), filepath.Join(dir, "haproxy.log"))
-}
-
-// postgresCredential is the identity PgBouncer runs as when we are root:
-// the postgres OS user, which the PostgreSQL packages create.
-func postgresCredential() (*syscall.Credential, error) {
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return nil, fmt.Errorf("running as root: PgBouncer refuses root and there is no postgres OS user to run it as: %w", err)
-	}
-	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
-	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
-	if err := errors.Join(err1, err2); err != nil {
-		return nil, fmt.Errorf("postgres OS user: %w", err)
-	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
 // freePort asks the kernel for an unused loopback port. Another process

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -32,19 +31,11 @@ func newRunner(workDir string) (*runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{binDir: binDir, workDir: workDir, env: CleanEnv()}
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			return nil, fmt.Errorf("pgcluster: running as root needs a %q OS user to run PostgreSQL as: %w", "postgres", err)
-		}
-		uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
-		gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
-		if err := errors.Join(err1, err2); err != nil {
-			return nil, fmt.Errorf("pgcluster: postgres OS user: %w", err)
-		}
-		r.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	cred, err := ServerCredential()
+	if err != nil {
+		return nil, err
 	}
+	r := &runner{binDir: binDir, workDir: workDir, env: CleanEnv(), cred: cred}
 	return r, nil
 }
 
