@@ -16,13 +16,7 @@ import (
 // knownBugs are error classes a fault still causes through a reported, unfixed pgtide bug. They
 // are logged rather than failed, so that the test keeps guarding everything else; remove an
 // entry with its fix.
-var knownBugs = map[string][]string{
-	// After a fast stop the old primary may be back as a standby (pg_rewind, then started)
-	// before its health checks have failed health_check_failures times: pgtide still takes it
-	// for the writer and sends it writes, which fail with 25006 until the next check reads its
-	// new role (RELIABILITY.md, primary stop).
-	"stop-promote": {"25"},
-}
+var knownBugs = map[string][]string{}
 
 // onlyKnownBugs reports whether every unexpected error class of the fault is a known bug's.
 func onlyKnownBugs(rep *chaos.Report, fault string) bool {

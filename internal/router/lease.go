@@ -52,7 +52,10 @@ func (r *Router) Lease(ctx context.Context, ep Endpoint, key pool.Key, in Intent
 		key.Node = node.Addr()
 		c, err := r.pools.Acquire(ctx, key, cfg.Cluster.QueryWaitTimeout.Duration)
 		if err == nil {
-			return c, node, nil
+			if err = r.checkWriter(c, ep, in); err == nil {
+				return c, node, nil
+			}
+			r.pools.Release(c, false)
 		}
 		r.Done(node)
 		if deadline.IsZero() {
@@ -89,11 +92,37 @@ func (r *Router) TryLease(ctx context.Context, ep Endpoint, key pool.Key, in Int
 	}
 	key.Node = node.Addr()
 	c, err := r.pools.TryAcquire(ctx, key)
+	if err == nil {
+		if err = r.checkWriter(c, ep, in); err != nil {
+			r.pools.Release(c, false)
+		}
+	}
 	if err != nil {
 		r.Done(node)
 		return nil, nil, r.leaseError(key, err)
 	}
 	return c, node, nil
+}
+
+// errStandby: a connection leased for writer work is on a server in hot standby. It counts as a
+// node that may recover (see nodeMayRecover): the work waits for the topology to change.
+var errStandby = errors.New("the server is a standby (in_hot_standby = on)")
+
+// checkWriter makes sure a connection leased for writer work is not on a standby. The router
+// picks by the health checks' last word, which is up to an interval old: right after a failover
+// an old primary that was stopped may be back, restarted as a standby, while it still counts as
+// the writer, and writes sent there would fail with 25006. PostgreSQL 14 and later report
+// in_hot_standby at login and whenever it changes, so the connection itself says; a standby's
+// connection is closed and errStandby returned. Servers that do not report it pass.
+func (r *Router) checkWriter(c *pool.Conn, ep Endpoint, in Intent) error {
+	if ep == Reader || ep == Auto && in.Route == classify.RouteReader {
+		return nil
+	}
+	if c.Params["in_hot_standby"] == "on" {
+		c.MarkBroken()
+		return errStandby
+	}
+	return nil
 }
 
 var errNoWriterNow = &wire.Error{Severity: wire.SeverityError, Code: wire.CodeCannotConnectNow,
@@ -184,6 +213,9 @@ func (e *LeaseError) ClientError(severity string) *wire.Error {
 		return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeAdminShutdown, Message: "pgtide is shutting down"}
 	case errors.Is(e.Err, context.Canceled):
 		out = wire.Error{Code: wire.CodeQueryCanceled, Message: "canceling statement due to user request"}
+	case errors.Is(e.Err, errStandby):
+		out = wire.Error{Code: wire.CodeCannotConnectNow,
+			Message: "pgtide: no writer available: the node last seen as the writer is now a standby (a failover is under way)"}
 	default:
 		// A network failure: its details (addresses) are in pgtide's log, not for the client.
 		out = wire.Error{Code: wire.CodeUnableToConnect, Message: "pgtide could not connect to the server: " + wire.NetFailure(e.Err)}
@@ -204,6 +236,9 @@ func nodeMayRecover(err error) bool {
 			return true
 		}
 		return strings.HasPrefix(se.Code, "08")
+	}
+	if errors.Is(err, errStandby) {
+		return true
 	}
 	var wt *pool.WaitTimeoutError
 	if errors.As(err, &wt) || errors.Is(err, pool.ErrClosed) || errors.Is(err, context.Canceled) {

@@ -20,7 +20,8 @@ import (
 )
 
 // fakeDialer is the pool's dialer for the lease tests: "refused:*" addresses refuse, "denied:*"
-// ones answer the login with a 28P01, any other logs the client in and drops what it sends.
+// ones answer the login with a 28P01, "standby:*" ones log the client in reporting
+// in_hot_standby = on, any other logs the client in and drops what it sends.
 type fakeDialer struct {
 	wg     sync.WaitGroup
 	mu     sync.Mutex
@@ -52,6 +53,9 @@ func (d *fakeDialer) dial(ctx context.Context, network, addr string) (net.Conn, 
 				Message: `password authentication failed for user "u"`}).Append(nil)
 		} else {
 			msg = wire.AppendMessage(nil, 'R', []byte{0, 0, 0, 0})
+			if strings.HasPrefix(addr, "standby:") {
+				msg = wire.AppendParameterStatus(msg, "in_hot_standby", "on")
+			}
 			msg = wire.AppendBackendKeyData(msg, 7, 42)
 			msg = wire.AppendReadyForQuery(msg, 'I')
 		}
@@ -68,6 +72,7 @@ func leaseRouter(t *testing.T, writer *cluster.Node, readers ...*cluster.Node) (
 	cfg := config.Defaults()
 	cfg.Cluster.FailoverTimeout.Duration = time.Second
 	r := testRouter(cfg, writer, readers...)
+	r.cluster = cluster.New(cluster.Config{}, nil) // for Backoff's waits: no checks run, nothing changes
 	d := &fakeDialer{dialed: map[string]int{}}
 	m := pool.NewManager(pool.Settings{PoolSize: 2, MaxServerConnections: 10, ServerLifetime: time.Hour,
 		ServerIdleTimeout: time.Hour, ServerConnectTimeout: 5 * time.Second, MaxMessageSize: 1 << 20})
@@ -157,4 +162,39 @@ func TestLeaseErrorClientError(t *testing.T) {
 			t.Errorf("%v: the client's message %q shows internals", tc.err, we.Message)
 		}
 	}
+}
+
+// TestLeaseStandbyWriter: a node the health checks still take for the writer but whose new
+// connection reports in_hot_standby = on (an old primary restarted as a standby after a
+// failover) gets no writer work: the lease waits for the topology, up to failover_timeout, and
+// then says there is no writer; its connections are closed, none kept. Reads may use it.
+func TestLeaseStandbyWriter(t *testing.T) {
+	w := cluster.NewNodeForTest("standby:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleWriter})
+	r, d := leaseRouter(t, w)
+	start := time.Now()
+	_, _, err := r.Lease(context.Background(), Writer, pool.Key{Database: "db", User: "u"}, Intent{})
+	var le *LeaseError
+	if !errors.As(err, &le) || !errors.Is(err, errStandby) {
+		t.Fatalf("Lease: %v, want errStandby", err)
+	}
+	if waited := time.Since(start); waited < 900*time.Millisecond {
+		t.Fatalf("gave up after %v, before failover_timeout (1s)", waited)
+	}
+	if we := le.ClientError(wire.SeverityError); we.Code != wire.CodeCannotConnectNow {
+		t.Fatalf("ClientError = %+v, want 57P03", we)
+	}
+	if n := r.pools.NodeTotal("standby:1"); n != 0 {
+		t.Fatalf("%d connections to the standby kept", n)
+	}
+	if d.dialed["standby:1"] < 2 {
+		t.Fatalf("dialed %d times: the lease did not wait and ask again", d.dialed["standby:1"])
+	}
+	// Reader work may run there.
+	rd := cluster.NewNodeForTest("standby:2", cluster.NodeStateForTest{Up: true, Role: cluster.RoleReader})
+	r2, _ := leaseRouter(t, w, rd)
+	c, n, err := r2.Lease(context.Background(), Reader, pool.Key{Database: "db", User: "u"}, Intent{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.Release(c, n, false)
 }
