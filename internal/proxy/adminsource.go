@@ -75,7 +75,7 @@ func (s *Server) KillClient(id uint32) error {
 		return admin.ErrNoSuchClient
 	case 1:
 		s.logger.Info("client killed from the admin console", "id", id)
-		found[0].Kill()
+		found[0].Kill(s.dialServer)
 		return nil
 	}
 	return fmt.Errorf("%d clients have id %d (session-mode clients on different nodes); none was closed", len(found), id)

@@ -623,6 +623,31 @@ func TestConsoleKillClient(t *testing.T) {
 	if _, err := admin.Exec(ctx, "KILL_CLIENT victim"); pgCode(err) != "22023" {
 		t.Fatalf("KILL_CLIENT of a name: %v", err)
 	}
+
+	// A client killed in the middle of a query: the query is cancelled on the server, which does
+	// not go on with it (holding a connection slot) after pgtide has let go of it.
+	busy := p.connectApp(t, "busy")
+	busyErr := make(chan error, 1)
+	go func() { _, err := busy.Exec(ctx, "SELECT pg_sleep(60)"); busyErr <- err }()
+	mon := direct(t, "appdb")
+	waitFor(t, 10*time.Second, "the query running on the server", func() bool {
+		var n int
+		return mon.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'").Scan(&n) == nil && n == 1
+	})
+	rows = find(show(t, admin, "SHOW CLIENTS", clientsCols), "application_name", "busy")
+	if len(rows) != 1 {
+		t.Fatalf("SHOW CLIENTS: %v", rows)
+	}
+	if _, err := admin.Exec(ctx, fmt.Sprintf("KILL_CLIENT %d", rows[0]["id"].(int64))); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-busyErr; err == nil {
+		t.Fatal("the killed client's query succeeded")
+	}
+	waitFor(t, 10*time.Second, "the killed client's query gone from the server", func() bool {
+		var n int
+		return mon.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'").Scan(&n) == nil && n == 0
+	})
 }
 
 // TestConsoleShutdown: console connections do not hold up a shutdown: an idle one is closed, a

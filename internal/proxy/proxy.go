@@ -562,12 +562,17 @@ func (s *Server) Shutdown() {
 	case <-done:
 	case <-timer.C:
 		s.mu.Lock()
-		n := len(s.sessions)
+		left := make([]*session.Session, 0, len(s.sessions))
 		for _, sess := range s.sessions {
-			sess.Kill()
+			left = append(left, sess)
 		}
 		s.mu.Unlock()
-		s.logger.Warn("shutdown_timeout passed: closed clients still in a transaction", "clients", n)
+		var killed sync.WaitGroup
+		for _, sess := range left {
+			killed.Go(func() { sess.Kill(s.dialServer) }) // each may wait for its cancel's delivery
+		}
+		killed.Wait()
+		s.logger.Warn("shutdown_timeout passed: closed clients still in a transaction", "clients", len(left))
 		<-done
 	}
 	if s.adminHTTP != nil {

@@ -645,14 +645,27 @@ func (s *Session) endAtBoundary() {
 	s.conn.Close()
 }
 
-// Kill closes the client connection now (shutdown_timeout passed); a transaction in progress is
-// rolled back by the server when its connection is closed.
-func (s *Session) Kill() {
+// Kill closes the client connection now (shutdown_timeout passed, KILL_CLIENT); a transaction in
+// progress is rolled back by the server when its connection is closed. A request still running
+// there is cancelled first, through dial (nil: not cancelled), so the server does not go on with
+// it, holding a connection slot, after pgtide has let go of the connection.
+func (s *Session) Kill(dial func(network, addr string) (net.Conn, error)) {
 	s.mu.Lock()
 	s.closing = true
+	srv := s.server
+	running := srv != nil && (s.pending > 0 || s.open) && dial != nil
+	if running {
+		s.env.Pools.BeginCancel(srv) // not lent to anyone until the cancel is delivered
+	}
 	s.interruptLocked()
 	s.mu.Unlock()
 	s.conn.Close()
+	if running {
+		if err := sendCancel(dial, srv); err != nil {
+			s.logger.Warn("could not cancel the killed client's query", "server", srv.Key().Node, "err", err)
+		}
+		s.env.Pools.EndCancel(srv)
+	}
 }
 
 // Cancel forwards a CancelRequest to the server running this client's request, or ends the
