@@ -62,6 +62,22 @@ func cmdPlan(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pgtide plan: "+format+"\n", a...)
 		return 2
 	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	sizes := 0
+	for _, name := range []string{"instance-class", "memory-gib", "serverless-max-acu"} {
+		if given[name] {
+			sizes++
+		}
+	}
+	switch {
+	case sizes > 1 && *classes != "list":
+		return bad("give one of --instance-class, --memory-gib and --serverless-max-acu")
+	case given["memory-gib"] && !(*memory > 0 && *memory <= maxMemoryGiB):
+		return bad("--memory-gib must be more than 0 and at most %d (GiB)", maxMemoryGiB)
+	case given["serverless-max-acu"] && !(*acu >= 1 && *acu <= maxACU):
+		return bad("--serverless-max-acu must be between 1 and %d (Aurora Serverless v2's range for a maximum)", maxACU)
+	}
 	switch {
 	case fs.NArg() > 0:
 		return bad("unexpected argument %q", fs.Arg(0))
@@ -73,12 +89,8 @@ func cmdPlan(args []string, stdout, stderr io.Writer) int {
 		return bad("--proxy-instances must be at least 1")
 	case *reserved < 0:
 		return bad("--reserved must not be negative")
-	case *factor <= 0 || *factor > 1:
+	case !(*factor > 0 && *factor <= 1): // NaN too
 		return bad("--safety-factor must be more than 0 and at most 1")
-	case *memory < 0 || *acu < 0:
-		return bad("--memory-gib and --serverless-max-acu must be positive")
-	case *memory > 0 && *acu > 0:
-		return bad("give --memory-gib or --serverless-max-acu, not both")
 	}
 	if *classes == "list" {
 		fmt.Fprintln(stdout, strings.Join(plan.Classes(), "\n"))
@@ -118,10 +130,10 @@ func cmdPlan(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "pgtide plan:", err)
 			return 1
 		}
-		return 0
+	} else {
+		printPlans(stdout, plans)
 	}
-	printPlans(stdout, plans)
-	for _, p := range plans {
+	for _, p := range plans { // exit 1 when the setup cannot fit, with --json too
 		if len(p.Problems) > 0 {
 			return 1
 		}
@@ -152,3 +164,10 @@ func printPlans(w io.Writer, plans []plan.Plan) {
 		}
 	}
 }
+
+// The largest sizes pgtide plan takes: more memory than any instance class has (db.x2iedn.32xlarge
+// has 4,096 GiB), and Aurora Serverless v2's largest maximum capacity.
+const (
+	maxMemoryGiB = 24576
+	maxACU       = 256
+)

@@ -62,3 +62,34 @@ func TestPlanCommand(t *testing.T) {
 		t.Fatalf("list: exit %d\n%s", code, out.String())
 	}
 }
+
+// TestPlanInputs: bad inputs are refused with exit 2 and a message naming the flag; a setup that
+// cannot fit exits 1, as a table or as JSON.
+func TestPlanInputs(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--memory-gib", "0"}, 2, "--memory-gib must be more than 0"},
+		{[]string{"--memory-gib", "NaN"}, 2, "--memory-gib must be more than 0"},
+		{[]string{"--memory-gib", "1e300"}, 2, "at most 24576"},
+		{[]string{"--serverless-max-acu", "0"}, 2, "--serverless-max-acu must be between 1 and 256"},
+		{[]string{"--serverless-max-acu", "300"}, 2, "--serverless-max-acu must be between 1 and 256"},
+		{[]string{"--safety-factor", "NaN"}, 2, "--safety-factor must be more than 0"},
+		{[]string{"--memory-gib", "4", "--instance-class", "db.r6g.large"}, 2, "give one of --instance-class"},
+		{[]string{"--app-instances", "500", "--instance-class", "db.t4g.medium", "--json"}, 1, `"problems"`},
+		{[]string{"--app-instances", "500", "--instance-class", "db.t4g.medium"}, 1, "cannot each have"},
+		{[]string{"--memory-gib", "0.01"}, 1, "allows no server connection at all"},
+		{[]string{"--serverless-max-acu", "16", "--app-instances", "4", "--json"}, 0, `"max_connections"`},
+	} {
+		var out, errb bytes.Buffer
+		code := run(append([]string{"plan"}, tc.args...), &out, &errb)
+		if code != tc.code || !strings.Contains(out.String()+errb.String(), tc.want) {
+			t.Errorf("%v: exit %d, want %d and %q:\n%s%s", tc.args, code, tc.code, tc.want, out.String(), errb.String())
+		}
+		if strings.Contains(out.String(), "fewer pgtide instances") && !strings.Contains(strings.Join(tc.args, " "), "proxy-instances") {
+			t.Errorf("%v: advises fewer pgtide instances with one", tc.args)
+		}
+	}
+}

@@ -197,6 +197,12 @@ func (c *Console) databaseArg(verb string, args []string) (string, error) {
 	if len(args) == 0 {
 		return "", nil
 	}
+	if args[0] == "" {
+		// PAUSE "" must not mean PAUSE (everything): a script's empty variable would stall the
+		// whole proxy. PostgreSQL's words for it.
+		return "", &wire.Error{Severity: wire.SeverityError, Code: "42601",
+			Message: `zero-length delimited identifier at or near """"`}
+	}
 	if IsConsoleDatabase(args[0]) {
 		return "", &wire.Error{Severity: wire.SeverityError, Code: wire.CodeFeatureNotSupported,
 			Message: fmt.Sprintf("%s of the admin console's own database %q", verb, args[0])}

@@ -159,10 +159,13 @@ func Make(in Input) Plan {
 				"use a larger instance class, fewer application instances, or connect them through pgtide in transaction mode, "+
 				"where many clients share few server connections", in.AppInstances, p.Budget, fit))
 	}
-	if p.PerProxy < 1 {
+	switch {
+	case p.PerProxy < 1 && in.ProxyInstances > 1:
 		p.Problems = append(p.Problems, fmt.Sprintf(
 			"%d pgtide instances leave none of the budget (%d) to each: run fewer pgtide instances or use a larger class",
 			in.ProxyInstances, p.Budget))
+	case p.PerProxy < 1:
+		p.Problems = append(p.Problems, fmt.Sprintf("the budget (%d) allows no server connection at all: use a larger class", p.Budget))
 	}
 	if in.Reserved >= p.MaxConnections {
 		p.Problems = append(p.Problems, fmt.Sprintf("the reserved connections (%d) take the whole ceiling (%d)", in.Reserved, p.MaxConnections))

@@ -444,6 +444,15 @@ func TestConsolePause(t *testing.T) {
 	mustExec(t, waiter, "SELECT 1") // its pool exists
 	notices := make(chan string, 10)
 	admin := p.console(t, "app", notices)
+	// An empty name is an error, not PAUSE of everything (a script's empty variable).
+	for _, cmd := range []string{`PAUSE ""`, `RESUME ""`, `RECONNECT ""`} {
+		if _, err := admin.Exec(ctx, cmd); pgCode(err) != "42601" {
+			t.Fatalf("%s: %v, want 42601", cmd, err)
+		}
+	}
+	if all, dbs := p.Pools().Pauses(); all || len(dbs) > 0 {
+		t.Fatalf("paused after the refused commands: %v %v", all, dbs)
+	}
 
 	tx := holdTx(t, holder)
 	paused := startPause(t, admin, notices, "PAUSE appdb")
