@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,6 +114,9 @@ type pool struct {
 	gen uint64
 	// counters are updated without mu by the holders of the pool's connections.
 	counters Counters
+	// lastActive is when a connection of the pool was last asked for or given back; a pool
+	// with no connections unused for server_idle_timeout is removed (see maintain).
+	lastActive time.Time
 }
 
 // grant is handed to a waiter: a connection, or (conn == nil) a counted slot to dial into.
@@ -166,7 +170,7 @@ func (m *Manager) poolLocked(k Key) *pool {
 	p := m.pools[k]
 	if p == nil {
 		n := m.nodeLocked(k.Node)
-		p = &pool{key: k, node: n}
+		p = &pool{key: k, node: n, lastActive: time.Now()}
 		n.pools = append(n.pools, p)
 		m.pools[k] = p
 		m.fitLocked(k.Node, n, m.settings.Load())
@@ -258,6 +262,7 @@ func (m *Manager) tryAcquire(k Key, now time.Time, queue bool) (c *Conn, slot bo
 		return nil, false, nil, ErrClosed
 	}
 	p := m.poolLocked(k)
+	p.lastActive = now
 	if m.pauses.has(k.Database) {
 		return nil, false, m.queueLocked(p, now, queue), nil // PAUSE: nothing is lent
 	}
@@ -418,7 +423,15 @@ func (m *Manager) dialSlot(ctx context.Context, k Key) (*Conn, error) {
 		p.node.total--
 		p.node.room.dialed(time.Now(), false, s)
 		m.grantSlotsLocked(p.node)
+		var se *ServerError
+		if p.params == nil && errors.As(err, &se) {
+			// Never logged in, and the server refuses (an unknown database or user): no pool
+			// is kept for it, so failed logins leave nothing behind.
+			m.removeIfUnusedLocked(p)
+		}
+		notes := m.takeFitNotesLocked()
 		m.mu.Unlock()
+		logAll(notes)
 		return nil, err
 	}
 	m.mu.Lock()
@@ -513,6 +526,7 @@ func (m *Manager) putBackLocked(c *Conn, s *Settings) (toClose *Conn) {
 	p := m.pools[c.key]
 	now := time.Now()
 	c.lastUsed = now
+	p.lastActive = now
 	switch {
 	case m.closeOnReleaseLocked(p, c, s, now):
 		m.forgetLocked(p, c)
@@ -743,6 +757,9 @@ func (m *Manager) maintain(ctx context.Context) {
 	var toDial []Key
 	m.mu.Lock()
 	for _, p := range m.pools {
+		if now.Sub(p.lastActive) >= s.ServerIdleTimeout && m.removeIfUnusedLocked(p) {
+			continue // deleting the current key of a range over a map is allowed
+		}
 		kept := p.idle[:0]
 		for i, c := range p.idle {
 			// idle is LIFO, so the oldest-used come first; keep min_idle of the warmest.
@@ -762,7 +779,9 @@ func (m *Manager) maintain(ctx context.Context) {
 			toDial = append(toDial, p.key)
 		}
 	}
+	notes := m.takeFitNotesLocked()
 	m.mu.Unlock()
+	logAll(notes)
 	closeAll(toClose)
 	for _, k := range toDial {
 		c, err := m.dialSlot(ctx, k)
@@ -795,4 +814,19 @@ func closeAll(cs []*Conn) {
 	for _, c := range cs {
 		c.close()
 	}
+}
+
+// removeIfUnusedLocked removes p if it has no connection (open, being dialed, parked) and no
+// waiter, and reports whether it did. Its counters go with it. Requires mu.
+func (m *Manager) removeIfUnusedLocked(p *pool) bool {
+	if p.total > 0 || len(p.waiters) > 0 || p.parked > 0 || len(p.idle) > 0 || m.pools[p.key] != p {
+		return false
+	}
+	delete(m.pools, p.key)
+	n := p.node
+	if i := slices.Index(n.pools, p); i >= 0 {
+		n.pools = slices.Delete(n.pools, i, i+1)
+	}
+	m.fitLocked(p.key.Node, n, m.settings.Load())
+	return true
 }

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"io"
@@ -41,7 +42,12 @@ func fakeServer(t *testing.T) string {
 				if _, err := io.ReadFull(c, n[:]); err != nil {
 					return
 				}
-				if _, err := io.CopyN(io.Discard, c, int64(binary.BigEndian.Uint32(n[:])-4)); err != nil {
+				startup := make([]byte, binary.BigEndian.Uint32(n[:])-4)
+				if _, err := io.ReadFull(c, startup); err != nil {
+					return
+				}
+				if bytes.Contains(startup, []byte("\x00missing\x00")) { // database "missing"
+					c.Write((&wire.Error{Severity: wire.SeverityFatal, Code: "3D000", Message: `database "missing" does not exist`}).Append(nil))
 					return
 				}
 				msg := wire.AppendMessage(nil, 'R', []byte{0, 0, 0, 0})
@@ -288,4 +294,46 @@ func TestNodeBudget(t *testing.T) {
 	if got := m.NodeCap(k.Node); got != s.MaxServerConnections {
 		t.Fatalf("NodeCap with a budget over max_server_connections = %d, want %d", got, s.MaxServerConnections)
 	}
+}
+
+// TestPoolsRemoved: a pool whose first login the server refuses (an unknown database) is not
+// kept; a pool with no connections unused for server_idle_timeout is removed; pools in use stay.
+func TestPoolsRemoved(t *testing.T) {
+	m, k := newTestManager(t)
+	missing := k
+	missing.Database = "missing"
+	for range 3 {
+		if _, err := m.Acquire(context.Background(), missing, time.Second); err == nil {
+			t.Fatal("a login to a missing database succeeded")
+		}
+	}
+	c, err := m.Acquire(context.Background(), k, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(m.Stats()); got != 1 {
+		t.Fatalf("%d pools after failed logins, want only the one in use", got)
+	}
+	s := m.Settings()
+	s.ServerIdleTimeout = time.Millisecond
+	m.SetSettings(s)
+	time.Sleep(5 * time.Millisecond) // past the tiny server_idle_timeout
+	m.maintain(context.Background())
+	if got := len(m.Stats()); got != 1 {
+		t.Fatalf("a pool with a connection lent was removed (%d pools)", got)
+	}
+	m.Release(c, false)
+	time.Sleep(5 * time.Millisecond)
+	m.maintain(context.Background()) // closes the idle connection (server_idle_timeout) ...
+	time.Sleep(5 * time.Millisecond)
+	m.maintain(context.Background()) // ... and then removes the empty pool
+	if got := len(m.Stats()); got != 0 {
+		t.Fatalf("%d pools left unused", got)
+	}
+	// A new client simply makes it again.
+	c, err = m.Acquire(context.Background(), k, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Release(c, false)
 }
