@@ -52,7 +52,7 @@ var (
 	descWriter    = desc("pgtide_writer_known", "1 while a writer (primary) is known, else 0.")
 
 	descNodeUp      = desc("pgtide_node_up", "1 while the node's health checks pass, else 0.", "node")
-	descNodeRole    = desc("pgtide_node_role", "1 for the node's current role (writer, reader or unknown), 0 for the others.", "node", "role")
+	descNodeRole    = desc("pgtide_node_role", "1 for the node's current role (writer, reader, or unknown: never checked, or down), 0 for the others.", "node", "role")
 	descLag         = desc("pgtide_node_replication_lag_seconds", "How far the node's replay is behind its writer, as the health checks measure it (0 on the writer).", "node")
 	descLagBytes    = desc("pgtide_node_replication_lag_bytes", "WAL bytes between the writer's position and the node's replay position (0 on the writer and when unknown).", "node")
 	descLagging     = desc("pgtide_node_lagging", "1 while the node is kept off reads because of its lag (max_replica_lag, max_replica_lag_bytes).", "node")
@@ -61,7 +61,7 @@ var (
 	descMaxConns    = desc("pgtide_node_max_connections", "The node's max_connections, its ceiling (0 before the first read).", "node")
 	descReserved    = desc("pgtide_node_reserved_connections", "The node's superuser_reserved_connections plus reserved_connections.", "node")
 	descHeadroom    = desc("pgtide_node_headroom_connections", "budget_mode = \"shared\": new server connections this process may still open on the node before its next reading of the node's backends (absent in static mode).", "node")
-	descBackends    = desc("pgtide_node_backends", "The node's client backends, all clients and not only pgtide's (pg_stat_activity), at the last read.", "node")
+	descBackends    = desc("pgtide_node_backends", "The node's client backends, all clients and not only pgtide's (pg_stat_activity), at the last read; absent while the node is down.", "node")
 	descOutstanding = desc("pgtide_node_outstanding", "Transactions (or sessions) the router has on the node now: what least-outstanding balancing compares.", "node")
 	descPicked      = desc("pgtide_node_picked_total", "Times the router picked the node.", "node")
 
@@ -168,6 +168,9 @@ func (c *Collector) collectNodes(ch chan<- prometheus.Metric) {
 		addr := n.Addr()
 		gauge(ch, descNodeUp, bool01(n.Up()), addr)
 		role := n.Role()
+		if !n.Up() {
+			role = cluster.RoleUnknown // its last role is history: a node down plays none
+		}
 		for _, r := range roles {
 			gauge(ch, descNodeRole, bool01(r == role), addr, r.String())
 		}
@@ -180,7 +183,9 @@ func (c *Collector) collectNodes(ch chan<- prometheus.Metric) {
 		maxConns, reserved, _ := n.Ceiling()
 		gauge(ch, descMaxConns, float64(maxConns), addr)
 		gauge(ch, descReserved, float64(reserved), addr)
-		gauge(ch, descBackends, float64(n.Backends()), addr)
+		if n.Up() { // a reading from before the node went down says nothing about it now
+			gauge(ch, descBackends, float64(n.Backends()), addr)
+		}
 		if h := pools.NodeHeadroom(addr); h.Shared {
 			gauge(ch, descHeadroom, float64(h.Left), addr)
 		}
