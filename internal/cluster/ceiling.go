@@ -16,11 +16,12 @@ const ceilingQuery = `SELECT current_setting('max_connections'), current_setting
 	current_setting('reserved_connections', true),
 	(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')`
 
-// ceilingEvery is how many health checks pass between reads of the ceiling on one connection
-// (about 10 s at the default interval): a ceiling changes only with a restart or, on Aurora
-// Serverless v2, with capacity, and a restart opens a new connection, which reads it at once.
-// SetBackendsEveryCheck makes it every check, for the client backends.
-const ceilingEvery = 40
+// ceilingEvery is how many health checks pass between reads of the ceiling and the client
+// backends on one connection (about a second at the default interval): the ceiling changes only
+// with a restart or, on Aurora Serverless v2, with capacity (and a restart opens a new
+// connection, which reads it at once), but the backends move all the time, and the 80% warning,
+// the metrics and the status page show them. SetBackendsEveryCheck makes it every check.
+const ceilingEvery = 4
 
 // SetBackendsEveryCheck makes every health check read its node's ceiling and client backends
 // (on) instead of every ceilingEvery checks (off, the default): budget_mode = "shared" gates new
