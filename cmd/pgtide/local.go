@@ -151,11 +151,16 @@ func checkLocalFlags(replicas int, mode string, poolSize int, listens map[string
 	if poolSize < 1 {
 		return fmt.Errorf("--pool-size must be at least 1, not %d", poolSize)
 	}
+	seen := map[string]string{}
 	for _, flagName := range slices.Sorted(maps.Keys(listens)) {
 		addr := listens[flagName]
 		if addr == "" {
 			continue
 		}
+		if other, dup := seen[addr]; dup {
+			return fmt.Errorf("%s and %s are both %s: give each its own address", other, flagName, addr)
+		}
+		seen[addr] = flagName
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			if errors.Is(err, syscall.EADDRINUSE) {

@@ -10,10 +10,20 @@ import (
 	"strings"
 )
 
-// ownerFile, in a cluster's directory, names the process that owns the cluster: its PID and its
+// ownerFile, in a cluster's directory, names the process that owns the cluster: its PID, its
 // start time (field 22 of /proc/PID/stat), so a PID reused by another process is not taken for
-// the owner.
+// the owner, and its PID namespace, so a cluster made in another container sharing /tmp, whose
+// owner this process cannot see, is never taken for an orphan.
 const ownerFile = "owner"
+
+// pidNamespace names this process's PID namespace ("" if unknown).
+func pidNamespace() string {
+	ns, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil {
+		return ""
+	}
+	return ns
+}
 
 // processStart returns the start time of process pid (clock ticks since boot), or "" if there
 // is no such process.
@@ -38,7 +48,7 @@ func processStart(pid int) string {
 // writeOwner records this process as the owner of dir.
 func writeOwner(dir string) error {
 	pid := os.Getpid()
-	return os.WriteFile(filepath.Join(dir, ownerFile), []byte(fmt.Sprintf("%d %s\n", pid, processStart(pid))), 0o644)
+	return os.WriteFile(filepath.Join(dir, ownerFile), []byte(fmt.Sprintf("%d %s %s\n", pid, processStart(pid), pidNamespace())), 0o644)
 }
 
 // orphaned reports whether dir's owner is gone. A directory without an owner file (being
@@ -48,11 +58,15 @@ func orphaned(dir string) bool {
 	if err != nil {
 		return false
 	}
-	pidS, start, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
-	pid, err := strconv.Atoi(pidS)
+	fields := strings.Fields(string(b))
+	if len(fields) < 3 || fields[2] != pidNamespace() || fields[2] == "" {
+		return false // another namespace's (or an older format): its owner may live where we cannot see
+	}
+	pid, err := strconv.Atoi(fields[0])
 	if err != nil {
 		return false
 	}
+	start := fields[1]
 	now := processStart(pid)
 	return now == "" || now != start
 }

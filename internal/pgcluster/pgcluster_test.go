@@ -445,7 +445,7 @@ func TestRemoveOrphans(t *testing.T) {
 	if err := dead.Run(); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(orphan.Dir(), ownerFile), []byte(fmt.Sprintf("%d 1\n", dead.Process.Pid)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(orphan.Dir(), ownerFile), []byte(fmt.Sprintf("%d 1 %s\n", dead.Process.Pid, pidNamespace())), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	removed, err := RemoveOrphans(ctx)
