@@ -161,7 +161,7 @@ func checkLocalFlags(replicas int, mode string, poolSize int, listens map[string
 			return fmt.Errorf("%s and %s are both %s: give each its own address", other, flagName, addr)
 		}
 		seen[addr] = flagName
-		ln, err := net.Listen("tcp", addr)
+		ln, err := net.Listen("tcp", proxy.ListenAddr(addr))
 		if err != nil {
 			if errors.Is(err, syscall.EADDRINUSE) {
 				return fmt.Errorf("%s %s: the address is in use (another pgtide local?); pick another with %s", flagName, addr, flagName)

@@ -32,6 +32,7 @@ func TestLocalFlags(t *testing.T) {
 		{[]string{"--pool-size", "0"}, "--pool-size must be at least 1"},
 		{[]string{"--listen", busy.Addr().String()}, "--listen " + busy.Addr().String() + ": the address is in use"},
 		{[]string{"replicas=2"}, `unexpected argument "replicas=2"`},
+		{[]string{"--listen", "*:" + strings.TrimPrefix(busy.Addr().String(), "127.0.0.1:")}, "the address is in use"},
 		{[]string{"--listen", "127.0.0.1:7932", "--writer-listen", "127.0.0.1:7932"}, "--listen and --writer-listen are both 127.0.0.1:7932"},
 	} {
 		var out, errb bytes.Buffer

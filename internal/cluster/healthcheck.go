@@ -287,6 +287,8 @@ func checkFailure(err error) string {
 		return "the health query fails: " + pgErr.Message
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "connection refused"
+	case errors.As(err, new(*net.DNSError)):
+		return "the host name does not resolve"
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return "no answer within health_check_timeout"
 	}

@@ -28,8 +28,9 @@ var restartOnly = map[string]bool{
 }
 
 // KeepRestartOnly gives next the running values (cur's) of the settings a reload cannot apply,
-// and returns the keys of those that differed, for the reload to warn about.
-func KeepRestartOnly(cur, next *Config) (changed []string) {
+// and returns those that differed (Value: the running one, Default: the file's), for the reload
+// to warn about.
+func KeepRestartOnly(cur, next *Config) (changed []Setting) {
 	cv, nv := reflect.ValueOf(cur).Elem(), reflect.ValueOf(next).Elem()
 	for i := range cv.NumField() {
 		section := cv.Type().Field(i)
@@ -43,8 +44,8 @@ func KeepRestartOnly(cur, next *Config) (changed []string) {
 				continue
 			}
 			if c, n := cv.Field(i).Field(j), nv.Field(i).Field(j); !reflect.DeepEqual(c.Interface(), n.Interface()) {
+				changed = append(changed, Setting{Key: key, Value: formatSetting(c), Default: formatSetting(n)})
 				n.Set(c)
-				changed = append(changed, key)
 			}
 		}
 	}

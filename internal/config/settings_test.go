@@ -55,8 +55,9 @@ func TestKeepRestartOnly(t *testing.T) {
 	next.Cluster.PoolSize = 3
 	next.Cluster.HealthCheckUser = "monitor"
 	changed := KeepRestartOnly(cur, next)
-	if strings.Join(changed, ",") != "proxy.listen,proxy.log_format" {
-		t.Fatalf("changed %v", changed)
+	if len(changed) != 2 || changed[0] != (Setting{Key: "proxy.listen", Value: "127.0.0.1:6432", Default: "127.0.0.1:7000"}) ||
+		changed[1].Key != "proxy.log_format" || changed[1].Value != "text" || changed[1].Default != "json" {
+		t.Fatalf("changed %+v", changed)
 	}
 	if next.Proxy.Listen != cur.Proxy.Listen || next.Proxy.LogFormat != cur.Proxy.LogFormat {
 		t.Fatalf("restart-only settings not kept: %s %s", next.Proxy.Listen, next.Proxy.LogFormat)

@@ -39,8 +39,8 @@ func processStart(pid int) string {
 		return ""
 	}
 	fields := strings.Fields(s[i+1:])
-	if len(fields) < 20 {
-		return ""
+	if len(fields) < 20 || fields[0] == "Z" || fields[0] == "X" {
+		return "" // a zombie (killed, not reaped yet) or dead process owns nothing
 	}
 	return fields[19] // field 22 overall
 }

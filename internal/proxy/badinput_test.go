@@ -292,7 +292,7 @@ func TestServerDown(t *testing.T) {
 	r := p.raw(t)
 	r.write(startupPacket(3<<16, "user", "app", "database", "appdb"))
 	e := r.expectError("57P03", true)
-	if !strings.Contains(e.Message, "no writer") || !strings.Contains(e.Message, "connection refused") {
+	if !strings.Contains(e.Message, "cannot reach the cluster") || !strings.Contains(e.Message, "connection refused") {
 		t.Fatalf("message %q", e.Message)
 	}
 	if n := p.Pools().NodeTotal(addr); n != 0 {

@@ -33,7 +33,7 @@ func openListeners(cfg *config.Config) (listeners []listener, err error) {
 		if l.addr == "" {
 			continue
 		}
-		ln, err := net.Listen("tcp", tcpListenAddr(l.addr))
+		ln, err := net.Listen("tcp", ListenAddr(l.addr))
 		if err != nil {
 			return listeners, fmt.Errorf("listen on %s (%s endpoint): %w", l.addr, l.ep, err)
 		}
@@ -54,9 +54,10 @@ func openListeners(cfg *config.Config) (listeners []listener, err error) {
 	return listeners, nil
 }
 
-// tcpListenAddr turns the PgBouncer-style "*:6432" (every address) into Go's ":6432"; other
-// forms ("0.0.0.0:6432", "[::]:6432", "127.0.0.1:6432") are Go's already.
-func tcpListenAddr(addr string) string {
+// ListenAddr turns a listen address as pgtide's configuration takes it into what net.Listen
+// takes: the PgBouncer-style "*:6432" (every address) into ":6432"; other forms ("0.0.0.0:6432",
+// "[::]:6432", "127.0.0.1:6432") are Go's already.
+func ListenAddr(addr string) string {
 	if host, port, err := net.SplitHostPort(addr); err == nil && host == "*" {
 		return net.JoinHostPort("", port)
 	}

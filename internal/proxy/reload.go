@@ -24,8 +24,9 @@ func (s *Server) Reload(next *config.Config) {
 // reloadLocked is Reload. Requires reloadMu.
 func (s *Server) reloadLocked(next *config.Config) {
 	cur := s.cfg.Load()
-	for _, key := range config.KeepRestartOnly(cur, next) {
-		s.logger.Warn("reload: this setting changes only on restart; the running value stays", "setting", key)
+	for _, c := range config.KeepRestartOnly(cur, next) {
+		s.logger.Warn("reload: this setting changes only on restart; the running value stays",
+			"setting", c.Key, "running", c.Value, "configured", c.Default)
 	}
 	s.cfg.Store(next)
 	// The health checks' settings and login (a password fixed or rotated in the users file),
@@ -105,10 +106,15 @@ func (s *Server) reloadIfChanged(path string) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	defer s.watchChecks.Add(1)
-	if [2]fileStamp{stampOf(path), stampOf(s.cfg.Load().UsersPath())} == s.cfgStamps {
+	now := [2]fileStamp{stampOf(path), stampOf(s.cfg.Load().UsersPath())}
+	if now == s.cfgStamps {
 		return
 	}
-	s.logger.Info("configuration file changed; reloading", "path", path)
+	changed := path
+	if now[0] == s.cfgStamps[0] {
+		changed = s.cfg.Load().UsersPath()
+	}
+	s.logger.Info("configuration file changed; reloading", "path", changed)
 	s.reloadFileLocked(path)
 }
 

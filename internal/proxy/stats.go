@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"math"
 	"time"
 
 	"pgtide/internal/pool"
@@ -59,4 +60,5 @@ func (s *Server) logStats(ctx context.Context) {
 	}
 }
 
-func perSecond(n int64, secs float64) int64 { return int64(float64(n)/secs + 0.5) }
+// perSecond is n per second over secs, to two decimals: one query a minute is 0.02, not 0.
+func perSecond(n int64, secs float64) float64 { return math.Round(float64(n)/secs*100) / 100 }

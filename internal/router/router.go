@@ -269,8 +269,9 @@ func (r *Router) waitWriter(ctx context.Context) (*cluster.Node, error) {
 	}
 	defer r.waiting.Add(-1)
 	if r.cluster.NeverReachable() {
+		// Not about the writer only: no node answers (the reader endpoint falls back here too).
 		return nil, &wire.Error{Severity: wire.SeverityError, Code: wire.CodeCannotConnectNow,
-			Message: "pgtide: no writer known: " + r.cluster.NoWriterReason()}
+			Message: "pgtide cannot reach the cluster: " + r.cluster.NoWriterReason()}
 	}
 	timer := time.NewTimer(cfg.Cluster.FailoverTimeout.Duration)
 	defer timer.Stop()

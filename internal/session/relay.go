@@ -594,7 +594,7 @@ func (s *Session) relayStopped(srv *pool.Conn, err error) {
 	srv.WriteMu.Lock()
 	srv.WriteMu.Unlock()
 	s.env.Router.Release(srv, node, false)
-	if !closing {
+	if !closing && !s.clientClosed.Load() {
 		// The server went away under the client (crash, restart, terminated backend): the
 		// client's session or transaction is lost, so end it, as a direct connection would.
 		s.logger.Warn("server connection lost", "server", srv.Key().Node, "err", err)

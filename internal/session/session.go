@@ -84,6 +84,8 @@ type Session struct {
 	// request answered, and since when a write to it has been blocked (0: none), on Env.Clock.
 	progressAt atomic.Int64
 	writeSince atomic.Int64
+	// clientClosed: pgtide closed the client's connection itself (client_write_timeout).
+	clientClosed atomic.Bool
 
 	routeState // routing on the auto endpoint (see route.go)
 

@@ -74,6 +74,7 @@ func (s *Session) CheckTimeouts(now time.Time, p *config.Proxy, dial func(networ
 			// Closing the connection is what unblocks the write; no lock is taken, since the
 			// blocked writer may hold them.
 			s.logger.Warn("client stopped reading its results: closing it", "client_write_timeout", w)
+			s.clientClosed.Store(true) // what fails next is the client's socket, not the server
 			s.conn.Close()
 			return TimeoutClientWrite
 		}
