@@ -1,7 +1,9 @@
 // Package classify owns what pgtide learns from the SQL text a client sends: the text of every
 // simple-protocol Query message and every Parse message, as raw bytes without the NUL terminator.
-// It answers two questions about a text: what session state it leaves on its server connection
-// (AnalyzeSession), and whether it may run on a replica (ClassifyRoute).
+// It answers three questions about a text: what session state it leaves on its server connection
+// (AnalyzeSession), whether it may run on a replica (ClassifyRoute), and whether, run outside a
+// transaction block, it is one transaction that commits only at its end (SingleTransaction: the
+// session layer may re-run such a text after a failover proved it did not commit).
 //
 // AnalyzeSession finds the session state a statement leaves behind on its server connection. In
 // transaction mode a client's next transaction may run on another server connection, so state

@@ -158,6 +158,16 @@ func FuzzClassifyRoute(f *testing.F) {
 		if again := ClassifyRoute(sql, fakeFuncs{}); again != info {
 			t.Fatalf("not deterministic: %+v then %+v", info, again)
 		}
+		if SingleTransaction(sql) {
+			// What it lets through is never what opens, ends or commits a transaction.
+			switch info.Reason {
+			case ReasonTransaction, ReasonCall, ReasonDo, ReasonMaintenance, ReasonDDL:
+				t.Fatalf("SingleTransaction, yet %v", info.Reason)
+			}
+			if info.Begin {
+				t.Fatal("SingleTransaction, yet it opens a transaction block")
+			}
+		}
 
 		with := func(prefix, suffix string) RouteInfo {
 			text := append(append([]byte(prefix), sql...), suffix...)

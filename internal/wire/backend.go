@@ -165,13 +165,27 @@ func nextErrorField(body []byte) (f byte, v, rest []byte, ok bool) {
 
 // ErrorCode returns the SQLSTATE field of an ErrorResponse or NoticeResponse body as
 // ParseErrorFields reads it (nil if it has none), a slice of body, without allocating.
-func ErrorCode(body []byte) (code []byte) {
-	for f, v, rest, ok := nextErrorField(body); ok; f, v, rest, ok = nextErrorField(rest) {
-		if f == 'C' {
-			code = v
+func ErrorCode(body []byte) (code []byte) { return errorField(body, 'C') }
+
+// ErrorSeverity returns the severity of an ErrorResponse or NoticeResponse body (ERROR, FATAL,
+// PANIC, WARNING, NOTICE, ...): the never-localized V field PostgreSQL sends since 9.6, else the
+// S field, which may be translated (nil if neither is there). A slice of body, not a copy.
+func ErrorSeverity(body []byte) []byte {
+	if v := errorField(body, 'V'); v != nil {
+		return v
+	}
+	return errorField(body, 'S')
+}
+
+// errorField returns the last field of type f in an ErrorResponse or NoticeResponse body, nil if
+// there is none.
+func errorField(body []byte, f byte) (v []byte) {
+	for g, w, rest, ok := nextErrorField(body); ok; g, w, rest, ok = nextErrorField(rest) {
+		if g == f {
+			v = w
 		}
 	}
-	return code
+	return v
 }
 
 // NetFailure words a network failure for a client as libpq would, without addresses or Go's

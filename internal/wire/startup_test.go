@@ -510,3 +510,21 @@ func TestNetFailure(t *testing.T) {
 		}
 	}
 }
+
+func TestErrorSeverity(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		body string
+		want string
+	}{
+		{"unlocalized first", "SFATAL\x00VFATAL\x00C57P01\x00\x00", "FATAL"},
+		{"unlocalized wins over a translation", "SSCHWERWIEGEND\x00VFATAL\x00\x00", "FATAL"},
+		{"before 9.6: the S field", "SWARNING\x00C57P02\x00\x00", "WARNING"},
+		{"none", "C57P01\x00\x00", ""},
+		{"empty body", "", ""},
+	} {
+		if got := ErrorSeverity([]byte(tc.body)); string(got) != tc.want {
+			t.Errorf("%s: ErrorSeverity = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
