@@ -96,6 +96,12 @@ type Proxy struct {
 	// reads go only to replicas that have replayed the writer's position at that moment, or to
 	// the writer) or "off".
 	ReadYourWrites string `toml:"read_your_writes"`
+	// RetryOnFailover re-runs, once and without the client seeing anything, a transaction-mode
+	// request outside a transaction block whose server connection ended before the server
+	// answered it, when the server's reply proves it did not commit (a fast shutdown or a
+	// terminated backend: FATAL 57P01) or it only reads (then also after a crash or a lost
+	// connection); see package session. Reloadable.
+	RetryOnFailover bool `toml:"retry_on_failover"`
 	// PoolMode is "session" (a client keeps one server connection for its whole life) or
 	// "transaction" (a server connection is lent per transaction).
 	PoolMode string `toml:"pool_mode"`
@@ -272,6 +278,7 @@ func Defaults() *Config {
 			ReaderFallbackToWriter:     true,
 			MaxReplicaLag:              Duration{100 * time.Millisecond},
 			ReadYourWrites:             ReadYourWritesLSN,
+			RetryOnFailover:            true,
 			PoolMode:                   PoolModeTransaction,
 			MaxClientConnections:       10000,
 			ClientLoginTimeout:         Duration{15 * time.Second},

@@ -57,6 +57,7 @@ reader_fallback_to_writer = false
 max_replica_lag = "250ms"
 max_replica_lag_bytes = 16777216
 read_your_writes = "off"
+retry_on_failover = false
 pool_mode = "session"
 max_client_connections = 500
 client_login_timeout = "5s"

@@ -32,6 +32,7 @@ func TestSettings(t *testing.T) {
 		{"cluster.safety_factor", "0.7", "0.7", true},
 		{"auth.admin_users", "ops,dba", "", true},
 		{"proxy.reader_fallback_to_writer", "true", "true", true},
+		{"proxy.retry_on_failover", "true", "true", true},
 		{"proxy.listen", "127.0.0.1:6432", "127.0.0.1:6432", false},
 		{"cluster.health_check_interval", "250ms", "250ms", true},
 		{"cluster.discovery", "", "", false},
