@@ -90,6 +90,8 @@ var (
 	descRefused = desc("pgtide_refused_statements_total", "Statements refused under pin_policy = \"error\", by reason.", "reason")
 	descRouted  = desc("pgtide_routing_decisions_total", "Transactions the auto endpoint routed, by route and reason.", "route", "reason")
 	descRetries = desc("pgtide_routing_retries_total", "Requests a replica refused that ran on the writer instead (the safety net), by the reason they went to a replica.", "reason")
+
+	descFailoverRetries = desc("pgtide_failover_retries_total", "Requests outside a transaction block whose server connection ended before they were answered (retry_on_failover), by outcome: retried (run again on another server connection, unseen by the client), unsafe (not run again: it may have committed; the client got the error).", "outcome")
 )
 
 var roles = [...]cluster.Role{cluster.RoleWriter, cluster.RoleReader, cluster.RoleUnknown}
@@ -100,7 +102,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descNodeServers, descBudget, descMaxConns, descReserved, descHeadroom, descBackends, descOutstanding, descPicked, descPoolServers,
 		descPoolWaiting, descPoolMaxWait, descPoolWait, descPoolXacts, descPoolQueries, descPoolErrors, descPoolBusy, descPoolRecv, descPoolSent, descClients,
 		descClientErrors, descWaitWriter, descAcceptErrors, descStateChanges, descRoleChanges, descFailovers, descSplitBrains, descPinned,
-		descRefused, descRouted, descRetries} {
+		descRefused, descRouted, descRetries, descFailoverRetries} {
 		ch <- d
 	}
 }
@@ -156,6 +158,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, descRouted, float64(routes.Routed(classify.RouteWriter, why)), "writer", why.String())
 		counter(ch, descRouted, float64(routes.Routed(classify.RouteReader, why)), "reader", why.String())
 		counter(ch, descRetries, float64(routes.Retried(why)), why.String())
+	}
+	for o := range session.NumFailoverOutcomes {
+		outcome := session.FailoverOutcome(o)
+		counter(ch, descFailoverRetries, float64(routes.FailoverRetries(outcome)), outcome.String())
 	}
 }
 

@@ -19,6 +19,7 @@ const clientBufferSize = 8 << 10
 var (
 	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, clientBufferSize) }}
 	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, clientBufferSize) }}
+	heldPool   = sync.Pool{New: func() any { return new([heldKeep]byte) }}
 )
 
 // loginBufferSize is the read buffer of a connection that has not logged in yet: enough for a
@@ -65,9 +66,7 @@ func (s *Session) waitIdle() error {
 		s.r.Reset(nil)
 		s.r.DropScratch()
 	}
-	if cap(s.held) > heldKeep {
-		s.held = nil // a large request kept for a re-run (see route.go): not while idle
-	}
+	s.dropHeld()
 	n, err := s.conn.Read(s.src.first[:])
 	if n == 0 {
 		if err == nil {
@@ -80,6 +79,24 @@ func (s *Session) waitIdle() error {
 	s.br.Reset(&s.src)
 	s.r.Reset(s.br)
 	return nil
+}
+
+// keepHeld makes held a copy of req, the request about to be forwarded, kept for a re-run (see
+// route.go and retry.go), in a pooled buffer if it fits one. Owned by the client loop.
+func (s *Session) keepHeld(req []byte) {
+	if s.heldBuf == nil {
+		s.heldBuf = heldPool.Get().(*[heldKeep]byte)
+	}
+	s.held = append(s.heldBuf[:0], req...)
+}
+
+// dropHeld lets go of the held request and gives its buffer back: the client is idle, or gone.
+func (s *Session) dropHeld() {
+	if s.heldBuf != nil {
+		heldPool.Put(s.heldBuf)
+		s.heldBuf = nil
+	}
+	s.held = nil
 }
 
 // writer returns the client's write buffer, taking one from the pool if it has none.
@@ -115,4 +132,5 @@ func (s *Session) releaseBuffers() {
 		readerPool.Put(s.br)
 	}
 	s.br = nil
+	s.dropHeld()
 }

@@ -5,7 +5,9 @@
 // The client loop (Serve) reads the client, leases a server connection from the router
 // (router.Lease) on the first message of a transaction — on the auto endpoint in transaction
 // mode after reading ahead to the end of the request and classifying its SQL (route.go, with
-// the safety net and read-your-writes) — and forwards raw messages to it. What sessions know of
+// the safety net and read-your-writes; a request outside a transaction block whose server
+// connection ends before it is answered may run again on another, retry.go) — and forwards raw
+// messages to it. What sessions know of
 // a server connection's session (settings, prepared statements) is a serverState kept with the
 // connection (server.go). Someone must read that server
 // and forward its messages to the client, watching ReadyForQuery to give the connection back (in

@@ -95,6 +95,9 @@ func (s *Session) hiddenMessage(srv *pool.Conn, typ byte, restore bool) error {
 		if err != nil {
 			return err
 		}
+		if s.retryable && s.rerunAfterError(body) {
+			return errRerun // a request before the client's: the client's did not run
+		}
 		code, msg := wire.ParseErrorFields(body)
 		s.mu.Lock()
 		aborted := s.txStatus == 'E'

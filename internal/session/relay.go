@@ -44,7 +44,8 @@ func (s *Session) clientLoop(ctx context.Context) error {
 	for {
 		s.releaseMemory()
 		if s.replaying && !s.replayDone() {
-			// Re-running a request a replica refused (see route.go): read it from the copy.
+			// Re-running a request a replica refused (see route.go) or whose server connection
+			// ended (retry.go): read it from the copy.
 		} else if s.br == nil || s.r.Buffered() == 0 {
 			// Nothing from the client is waiting: give the read buffer back while blocked.
 			if err := s.waitIdle(); err != nil {
@@ -155,9 +156,10 @@ func (s *Session) readInline(srv *pool.Conn) (inline bool) {
 		// Nothing asked (COPY messages outside a COPY, which the server ignores): srv is read
 		// with the client's next request.
 	case s.open || !s.txMode || s.pinned:
-		// Only the client loop holds answers back (see route.go); armed is set only while no
-		// relay runs, so it is cleared before one starts, never beside one.
-		s.armed = false
+		// Only the client loop holds answers back (see route.go, retry.go); armed and retryable
+		// are set only while no relay runs, so they are cleared before one starts, never beside
+		// one.
+		s.armed, s.retryable = false, false
 		s.startRelayLocked()
 	default:
 		inline = true
@@ -167,12 +169,12 @@ func (s *Session) readInline(srv *pool.Conn) (inline bool) {
 }
 
 // relayInline sends what the client loop forwarded and relays the answers to the client, until
-// nothing is outstanding (see readInline).
+// nothing is outstanding (see readInline). A nil error with srv gone: the request is to be read
+// again, for another server connection (see serverFailed).
 func (s *Session) relayInline(srv *pool.Conn) error {
 	phase := phaseNext
 	if err := srv.FlushAndWait(); err != nil {
-		s.relayStopped(srv, err)
-		return err
+		return s.serverFailed(srv, err, srv.Writer.Buffered() > 0)
 	}
 	for {
 		res, err := s.serverStep(srv, &phase, true)
@@ -180,8 +182,7 @@ func (s *Session) relayInline(srv *pool.Conn) error {
 			return err // srv went back: only the client can have failed
 		}
 		if err != nil {
-			s.relayStopped(srv, err)
-			return err
+			return s.serverFailed(srv, err, false)
 		}
 		switch res {
 		case stepIdle, stepCopyIn:
@@ -222,9 +223,13 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 		return nil, s.r.Skip()
 	}
 	if srv == nil {
-		if s.routes() && !s.replaying {
+		if !s.replaying {
+			// Both read ahead of the client: not under mu.
 			s.mu.Unlock()
-			s.planRoute(typ) // reads ahead of the client: not under mu
+			if s.routes() {
+				s.planRoute(typ)
+			}
+			s.armRetry(typ)
 			s.mu.Lock()
 		}
 		s.waiting = true
@@ -257,7 +262,10 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 			s.leaseWrites = s.intent.Route == classify.RouteWriter
 			s.env.Routes.count(s.intent)
 			if s.armed && node.Role() != cluster.RoleReader {
-				s.armed, s.heldLeft = false, 0 // a read that fell back to the writer: nothing to hold back
+				s.armed = false // a read that fell back to the writer: no refusal to hold back for
+				if !s.retryable {
+					s.heldLeft = 0
+				}
 			}
 		}
 	}
@@ -418,7 +426,7 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 		return stepMore, err
 	}
 	for typ != 'Z' {
-		if s.armed || s.dropping {
+		if s.armed || s.retryable || s.dropping {
 			held, err := s.heldMessage(srv, typ)
 			if err != nil || held {
 				s.wmu.Unlock()
@@ -503,9 +511,8 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 		s.hiddenDoneLocked()
 	} else {
 		s.reqs.popRequest()
-		if s.armed {
-			s.armed = false // whatever was held back goes out with this ReadyForQuery
-		}
+		// Whatever was held back goes out with this ReadyForQuery.
+		s.armed, s.retryable = false, false
 		s.onReadyLocked(srv)
 		s.applyPendingLocked(srv, status)
 		showReady = !s.restoreNextLocked() && !s.dropping

@@ -17,7 +17,8 @@ package session
 // its ReadyForQuery, and the kept bytes are read again by the client loop as if the client had
 // sent them anew, now for the writer. Anything else ends the holding back and the answers flow as usual; a transaction is
 // never moved once anything of it has reached the client, and nothing inside a transaction
-// block is ever retried.
+// block is ever retried. A request re-run after its server connection ended (retry.go) is kept,
+// held back and read again by the same means.
 //
 // Read-your-writes. When a transaction that may have written ends on the writer, the session
 // notes the time. Its later reads may go to a replica only once that replica has replayed the
@@ -48,12 +49,19 @@ import (
 type routeState struct {
 	setting routeSetting // SET pgtide.route
 
-	// held is the armed request, kept for a re-run on the writer; heldLeft counts its messages
+	// held is the armed (or retryable) request, kept for a re-run; heldLeft counts its messages
 	// not yet forwarded. armed is read and cleared by the server's one reader, which the client
 	// loop is while armed (see readInline): it is set before the request is forwarded.
+	// heldBuf is the pooled buffer behind held while it fits one (see keepHeld).
 	held     []byte
+	heldBuf  *[heldKeep]byte
 	heldLeft int
 	armed    bool
+	// retryable: the held request may be run again elsewhere if its server connection ends
+	// before the server answered it (see retry.go); endNotice: a warning that the server is
+	// going away is among its held answers. Owned like armed.
+	retryable bool
+	endNotice bool
 	// Set by the reader at a replica's refusal: the answers until ReadyForQuery are dropped
 	// (dropping), and the client loop then reads held again (rerun).
 	dropping bool
@@ -145,7 +153,7 @@ func (s *Session) planRoute(typ byte) {
 		idle := s.txStatus == 'I'
 		s.mu.Unlock()
 		if idle {
-			s.held = append(s.held[:0], req...)
+			s.keepHeld(req)
 			s.heldLeft, s.armed, s.heldMark = msgs, true, -1
 		}
 	}
@@ -180,7 +188,8 @@ func containsFold(s, w string) bool {
 	return false
 }
 
-// heldKeep is the largest copy of a request an idle session keeps for the next one.
+// heldKeep is the size of the pooled buffers requests are kept in (see keepHeld); a longer one
+// gets a buffer of its own, dropped when the client is idle.
 const heldKeep = 1 << 10
 
 // maxHeld bounds a request pgtide reads ahead of: the client read buffer. A longer request goes
@@ -235,7 +244,7 @@ type requestPlan struct {
 // classifyRequest classifies the messages of req (whole messages, see peekRequest): the writer if
 // any of them needs it. Unknown messages take the writer.
 func (s *Session) classifyRequest(req []byte) requestPlan {
-	p := requestPlan{route: classify.RouteReader, reason: classify.ReasonReadOnly, replayable: true}
+	p := requestPlan{route: classify.RouteReader, reason: classify.ReasonReadOnly, replayable: s.sendableAgain(req)}
 	// Statements parsed by this request, for its Binds (a few: more are looked up as defined
 	// before, which a statement parsed here is not, so they take the writer).
 	var parses [4]parsedStmt
@@ -274,15 +283,6 @@ func (s *Session) classifyRequest(req []byte) requestPlan {
 				s.planned[s.plannedN] = info
 				s.plannedN++
 			}
-			if len(name) > 0 {
-				// Sent again after a refusal, it would meet its own definition unless the name
-				// was new (see startRerun): only then is it replayable.
-				s.mu.Lock()
-				if s.stmts[string(name)] != nil {
-					p.replayable = false
-				}
-				s.mu.Unlock()
-			}
 		case 'B':
 			_, stmt, ok := twoCStrings(body) // portal, statement
 			if !ok {
@@ -299,20 +299,41 @@ func (s *Session) classifyRequest(req []byte) requestPlan {
 			take(info)
 		case 'E':
 			p.executes = true
-		case 'H':
-			// The client reads answers before its Sync: they cannot be held back.
-			p.replayable = false
-		case 'D', 'S':
-		case 'C':
-			if len(body) > 2 && body[0] == 'S' {
-				p.replayable = false // closing a named statement
-			}
+		case 'D', 'S', 'H', 'C':
 		default: // FunctionCall and anything unexpected
 			p.executes = true
 			take(classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified})
 		}
 	}
 	return p
+}
+
+// sendableAgain reports whether req (whole messages, see peekRequest) could be sent again on
+// another server connection, none of its answers having reached the client: it closes no named
+// statement, parses no statement name the client had already defined (sent again, it would meet
+// its own definition; a new name is forgotten before, see replayHeld), and does not end with
+// Flush (the client reads answers before its Sync: they cannot be held back).
+func (s *Session) sendableAgain(req []byte) bool {
+	for typ, body, rest, ok := nextMessage(req); ok; typ, body, rest, ok = nextMessage(rest) {
+		switch typ {
+		case 'H':
+			return false
+		case 'C':
+			if len(body) > 2 && body[0] == 'S' {
+				return false
+			}
+		case 'P':
+			if name, _, ok := twoCStrings(body); ok && len(name) > 0 {
+				s.mu.Lock()
+				defined := s.stmts[string(name)] != nil
+				s.mu.Unlock()
+				if defined {
+					return false
+				}
+			}
+		}
+	}
+	return true
 }
 
 // nextMessage splits the first whole message off req (see peekRequest), ok false when none is left.
@@ -387,26 +408,39 @@ func trimNul(b []byte) []byte {
 	return b
 }
 
-// holdBack decides, for a server message of type typ (not ReadyForQuery) answering an armed
-// request, whether the answers so far stay held back (true), or the transaction is committed to
-// this server and they flow (false, s.armed cleared). Called by the reader with wmu held.
+// holdBack decides, for a server message of type typ (not ReadyForQuery) answering an armed or
+// retryable request, whether the answers so far stay held back (true), or the transaction is
+// committed to this server and they flow (false, s.armed and s.retryable cleared). Called by the
+// reader with wmu held.
 func (s *Session) holdBack(typ byte, bodyLen int) bool {
 	switch typ {
-	case '1', '2', 't', 'T', 'n', 'N', 'S', '3':
-		// Parse/Bind/Close complete, parameter and row descriptions, NoData, notices and
-		// parameter changes: held while they fit the write buffer, which must not flush.
-		if wire.HeaderLen+bodyLen < s.w.Available() {
-			return true
+	case '1', '2', 't', 'T', 'n', '3':
+		// Parse/Bind/Close complete, parameter and row descriptions, NoData: what the server
+		// sends before it runs anything.
+	case 'N', 'S':
+		// Notices and parameter changes: held for the safety net. A statement that sent one
+		// ran, which ends a failover retry (heldMessage keeps it for a server's warning that it
+		// is going away).
+		if typ == 'S' {
+			s.retryable = false
 		}
+	default:
+		s.armed, s.retryable = false, false
+		return false
 	}
-	s.armed = false
+	// Held while they fit the write buffer, which must not flush.
+	if (s.armed || s.retryable) && wire.HeaderLen+bodyLen < s.w.Available() {
+		return true
+	}
+	s.armed, s.retryable = false, false
 	return false
 }
 
-// heldMessage handles a server message (not ReadyForQuery) while an armed request's answers are
-// held back or a refused one's dropped. It returns true when it consumed the message; false
-// when the message is to be relayed as usual (the transaction is now committed to this server).
-// Called by the reader with wmu held.
+// heldMessage handles a server message (not ReadyForQuery) while an armed or retryable
+// request's answers are held back or a refused one's dropped. It returns true when it consumed
+// the message; false when the message is to be relayed as usual (the transaction is now
+// committed to this server). errRerun: the server ended the connection, and the request is to
+// run elsewhere (see retry.go). Called by the reader with wmu held.
 func (s *Session) heldMessage(srv *pool.Conn, typ byte) (bool, error) {
 	sr := srv.Reader
 	if s.dropping {
@@ -416,18 +450,34 @@ func (s *Session) heldMessage(srv *pool.Conn, typ byte) (bool, error) {
 		// Only what is written from now on can be taken back (see refusedByReplica).
 		s.heldMark = s.w.Buffered()
 	}
-	if typ == 'E' {
+	switch typ {
+	case 'E':
 		body, err := sr.Body()
 		if err != nil {
 			return true, err
 		}
-		if isStandbyRefusal(body) && s.heldMark == 0 {
+		if s.armed && isStandbyRefusal(body) && s.heldMark == 0 {
 			s.refusedByReplica()
 			return true, nil
 		}
+		if s.retryable && s.rerunAfterError(body) {
+			return true, errRerun
+		}
 		// Any other error is the client's answer: relay it as relayMessage would.
-		s.armed = false
+		s.armed, s.retryable = false, false
 		return true, s.relayError(srv, body)
+	case 'N':
+		if s.retryable {
+			body, err := sr.PeekBody(sr.MaxPeek())
+			if err != nil {
+				return true, err
+			}
+			if isShutdownWarning(body) {
+				s.endNotice = true // the end of the connection decides (see mayRerun)
+			} else {
+				s.retryable = false
+			}
+		}
 	}
 	if s.holdBack(typ, sr.BodyLen()) {
 		// Relayed into the write buffer, which is not flushed until the holding back ends.
@@ -498,12 +548,18 @@ func (s *Session) fingerprint(req []byte) string {
 	return strconv.FormatUint(h.Sum64(), 16)
 }
 
-// startRerun makes the client loop read the held request again, for the writer. Statement names
-// the held request's Parses defined are forgotten first: the client never saw their
-// ParseComplete (it was held back and dropped), and they were new (see classifyRequest), so
-// the re-run defines them again, on the writer.
+// startRerun makes the client loop read the held request again, for the writer.
 func (s *Session) startRerun() {
 	s.rerun, s.dropping = false, false
+	s.intent = router.Intent{Route: classify.RouteWriter, Reason: s.intent.Reason}
+	s.replayHeld()
+}
+
+// replayHeld makes the client loop read the held request again, as if the client had sent it
+// anew, for whatever server connection it gets. Statement names the held request's Parses
+// defined are forgotten first: the client never saw their ParseComplete (it was held back and
+// dropped), and they were new (see sendableAgain), so the re-run defines them again.
+func (s *Session) replayHeld() {
 	s.mu.Lock()
 	for typ, body, rest, ok := nextMessage(s.held); ok; typ, body, rest, ok = nextMessage(rest) {
 		if name, _, ok := twoCStrings(body); typ == 'P' && ok && len(name) > 0 {
@@ -511,7 +567,6 @@ func (s *Session) startRerun() {
 		}
 	}
 	s.mu.Unlock()
-	s.intent = router.Intent{Route: classify.RouteWriter, Reason: s.intent.Reason}
 	s.replaySrc.Reset(s.held)
 	s.replay = bufio.NewReaderSize(&s.replaySrc, maxHeld)
 	s.r.Reset(s.replay)
@@ -539,13 +594,14 @@ func (s *Session) noteReleaseLocked() {
 	}
 }
 
-// RouteCounter counts routing decisions: transactions by route and reason, and requests re-run on
+// RouteCounter counts routing decisions: transactions by route and reason, requests re-run on
 // the writer after a replica refused them (see isStandbyRefusal) by the reason they were sent to
-// a replica. It
-// is safe for concurrent use.
+// a replica, and, on every endpoint, requests whose server connection ended before they were
+// answered, by what became of them (see retry.go). It is safe for concurrent use.
 type RouteCounter struct {
-	routed  [2][classify.NumRouteReasons]atomic.Int64
-	retries [classify.NumRouteReasons]atomic.Int64
+	routed   [2][classify.NumRouteReasons]atomic.Int64
+	retries  [classify.NumRouteReasons]atomic.Int64
+	failover [NumFailoverOutcomes]atomic.Int64
 }
 
 func (c *RouteCounter) count(in router.Intent) {

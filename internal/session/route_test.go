@@ -218,8 +218,8 @@ func TestFingerprint(t *testing.T) {
 }
 
 // FuzzPlanRoute: whatever a client sends, reading ahead of it never panics, never consumes
-// anything, and arms the safety net only for a request whose held copy is exactly the bytes it
-// read ahead of.
+// anything, and arms the safety net or a failover retry only for a request whose held copy is
+// exactly the bytes it read ahead of.
 func FuzzPlanRoute(f *testing.F) {
 	seeds := [][]pgproto3.FrontendMessage{
 		{&pgproto3.Query{String: "SELECT 1"}},
@@ -245,11 +245,12 @@ func FuzzPlanRoute(f *testing.F) {
 			return // the client loop reports a bad first header
 		}
 		s.planRoute(typ)
-		if s.armed && (s.heldLeft == 0 || !bytes.HasPrefix(in, s.held)) {
-			t.Fatalf("armed with %d messages held, %q not a prefix of the input", s.heldLeft, s.held)
+		s.armRetry(typ)
+		if (s.armed || s.retryable) && (s.heldLeft == 0 || !bytes.HasPrefix(in, s.held)) {
+			t.Fatalf("armed %v, retryable %v with %d messages held, %q not a prefix of the input", s.armed, s.retryable, s.heldLeft, s.held)
 		}
 		if rest, _ := io.ReadAll(s.br); !bytes.Equal(rest, in) {
-			t.Fatalf("planRoute consumed input: %d of %d bytes left", len(rest), len(in))
+			t.Fatalf("planRoute or armRetry consumed input: %d of %d bytes left", len(rest), len(in))
 		}
 		if s.intent.Route == classify.RouteReader && s.intent.Reason == classify.ReasonUnclassified {
 			t.Fatal("an unclassified request goes to a reader")
