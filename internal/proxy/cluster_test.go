@@ -268,9 +268,10 @@ func TestFailover(t *testing.T) {
 	<-watchDone
 	close(failures)
 
-	// Only transactions in flight while the primary shut down may fail (their commit may or may
-	// not have happened, so they are never retried); every client that started a transaction
-	// after the primary was down waited for the new writer instead.
+	// Only transactions in flight while the primary shut down may fail (an INSERT whose server
+	// said it did not commit runs again, see TestRetryOnFailover; one that may have committed
+	// does not); every client that started a transaction after the primary was down waited for
+	// the new writer instead.
 	inFlight := 0
 	for f := range failures {
 		if !f.start.After(stopped) {
