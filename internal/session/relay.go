@@ -237,7 +237,12 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 		s.mu.Unlock()
 		var node *cluster.Node
 		var err error
-		srv, node, err = s.acquire(wctx, wire.SeverityError)
+		if s.rerunning {
+			s.rerunning = false
+			srv, node, err = s.leaseAgain(wctx)
+		} else {
+			srv, node, err = s.acquire(wctx, wire.SeverityError)
+		}
 		s.mu.Lock()
 		s.waiting = false
 		if context.Cause(wctx) == errClientCancel {

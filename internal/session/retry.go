@@ -8,7 +8,8 @@ package session
 // anything (ParseComplete, BindComplete, descriptions, NoData, CloseComplete). If the server
 // connection ends before any other answer, nothing has reached the client, and the request is
 // run again, once, on the server connection the router gives it anew (after a failover: the new
-// writer, once there is one), unless it may have committed already:
+// writer, once there is one; one that answers an empty query first, see leaseAgain), unless it
+// may have committed already:
 //
 //   - FATAL 57P01 (admin_shutdown: a fast shutdown, pg_terminate_backend) as its first answer,
 //     or its last bytes never left pgtide: it did not commit. PostgreSQL acts on SIGTERM only
@@ -34,11 +35,13 @@ package session
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"syscall"
 
 	"pgtide/internal/classify"
+	"pgtide/internal/cluster"
 	"pgtide/internal/pool"
 	"pgtide/internal/wire"
 )
@@ -278,6 +281,35 @@ func (s *Session) rerunElsewhere(srv *pool.Conn, err error) {
 	s.logger.Info("server connection ended before answering; running the request again",
 		"server", srv.Key().Node, "err", msg, "fingerprint", s.fingerprint(s.held))
 	s.replayHeld()
+	s.rerunning = true
+}
+
+// leaseAgain is acquire for a request run again after its server connection ended (see
+// rerunElsewhere). A server shutting down terminates all its backends at once, idle ones too,
+// and the pool's check of an idle connection cannot see a termination still on its way, so the
+// connection it lends now is first asked an empty query; one that does not answer is closed and
+// another leased (as many as the pool may have idle, and one more), so that the one re-run goes
+// to a server that answers.
+func (s *Session) leaseAgain(ctx context.Context) (*pool.Conn, *cluster.Node, error) {
+	cfg := s.env.Config()
+	timeout := cfg.Cluster.ServerConnectTimeout.Duration
+	for try := 0; ; try++ {
+		srv, node, err := s.acquire(ctx, wire.SeverityError)
+		if err != nil {
+			return nil, nil, err
+		}
+		err = srv.Exec("", timeout)
+		if err == nil {
+			return srv, node, nil
+		}
+		srv.MarkBroken()
+		s.env.Router.Release(srv, node, false)
+		if try == cfg.Cluster.PoolSize {
+			s.logger.Warn("no server connection answered for a request run again", "server", srv.Key().Node, "err", err)
+			return nil, nil, &wire.Error{Severity: wire.SeverityError, Code: wire.CodeConnectionFailure,
+				Message: "pgtide: the server connection was lost, and no other answered"}
+		}
+	}
 }
 
 // FailoverOutcome is what became of a request whose server connection ended before it was

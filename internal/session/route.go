@@ -62,6 +62,9 @@ type routeState struct {
 	// going away is among its held answers. Owned like armed.
 	retryable bool
 	endNotice bool
+	// rerunning: the request being read again is a failover retry's, whose lease is checked
+	// (see leaseAgain). Owned by the client loop.
+	rerunning bool
 	// Set by the reader at a replica's refusal: the answers until ReadyForQuery are dropped
 	// (dropping), and the client loop then reads held again (rerun).
 	dropping bool
