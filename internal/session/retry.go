@@ -273,6 +273,8 @@ func (s *Session) rerunElsewhere(srv *pool.Conn, err error) {
 		s.w.Reset(&s.out) // what was held back: nothing of it reached the client
 	}
 	s.wmu.Unlock()
+	// The re-run holds back anew for the safety net, if armed; it is not retryable again.
+	s.heldMark, s.endNotice = -1, false
 	s.env.Routes.failoverOutcome(FailoverRetried)
 	msg := err.Error()
 	if errors.Is(err, errRerun) {
