@@ -120,10 +120,20 @@ const (
 	// server lost its statements (P19 B010E00 B010S). Avoided: the generator parses such
 	// texts unnamed.
 	bugNamedSQLRefs = true
-	// bugDuplicateParseFirst: a Parse of a name the client already has, with a text that does
-	// not parse, gets 42P05 where PostgreSQL reports the syntax error (42601) first.
-	// Normalised: that pair of errors compares equal.
+	// bugDuplicateParseFirst: a Parse of a name the client already has gets 42P05 even where
+	// PostgreSQL reports another error first: a text that does not parse (42601), a failed
+	// transaction (25P02; P10S Q7 Qb P10S). Normalised: those pairs of errors compare equal.
 	bugDuplicateParseFirst = true
+	// bugUnnamedSQLRefs: SQL EXECUTE and DEALLOCATE in the unnamed statement are translated
+	// and followed at its Parse, for that batch on that server connection only. Its names are
+	// dropped at the Parse (P10 P08 B010E00S: 26000 where PostgreSQL binds a, not deallocated
+	// until the Execute); run in a later batch the DEALLOCATE is not followed (P10S P08S
+	// B000E00S B010E00S: 26000 names pgtide_<n>, and pgtide warns that the server lost its
+	// statements); on another server connection its text names the first one's statement
+	// (P10S P07S O00 B000E00S: 26000 pgtide_<n> where PostgreSQL returns 1). Avoided: such a
+	// Parse is followed at once by its Bind and Execute, and the unnamed statement is not
+	// bound or described again.
+	bugUnnamedSQLRefs = true
 )
 
 // fuzzDuplicateParseWarns reports whether every one of lines is bugDuplicateParseWarns.
@@ -288,10 +298,12 @@ type fuzzRun struct {
 	step                  int
 	directAddr, proxyAddr string
 	main, other           *fuzzPair
-	open                  bool // main has sent extended messages since its last Sync
-	batchStart            int  // main's messages from PostgreSQL before this batch's answers
-	batchParsedUnnamed    bool // this batch has a Parse of the unnamed statement
-	unnamedSuspect        bool // see bugUnnamedAfterError
+	open                  bool             // main has sent extended messages since its last Sync
+	batchStart            int              // main's messages from PostgreSQL before this batch's answers
+	batchParsedUnnamed    bool             // this batch has a Parse of the unnamed statement
+	unnamedSuspect        bool             // see bugUnnamedAfterError
+	unnamedRefs           bool             // see bugUnnamedSQLRefs
+	notes                 map[int][]string // what the run did to each op to steer around bugs
 }
 
 // fuzzPair is one client role, connected to both.
@@ -399,6 +411,13 @@ func (r *fuzzRun) do(op fuzzOp) {
 		}
 		r.batchParsedUnnamed = r.batchParsedUnnamed || name == ""
 		m.send(&pgproto3.Parse{Name: name, Query: t.sql, ParameterOIDs: t.oids})
+		if name == "" {
+			r.unnamedRefs = t.refs && bugUnnamedSQLRefs
+			if r.unnamedRefs {
+				m.send(&pgproto3.Bind{}, &pgproto3.Execute{})
+				r.note("then Bind, Execute (bugUnnamedSQLRefs)")
+			}
+		}
 	case 'B':
 		if !r.unnamedOK(pick(fuzzNames, a[1])) {
 			return
@@ -419,7 +438,7 @@ func (r *fuzzRun) do(op fuzzOp) {
 		m.send(&pgproto3.Execute{Portal: pick(fuzzPortals, a[0]), MaxRows: uint32(a[1] % 2)})
 	case 'C':
 		if pick(fuzzNames, a[0]) == "" && r.open && bugUnnamedAfterError {
-			r.sync()
+			r.syncFirst("bugUnnamedAfterError")
 		}
 		m.send(&pgproto3.Close{ObjectType: 'S', Name: pick(fuzzNames, a[0])})
 	case 'X':
@@ -434,9 +453,10 @@ func (r *fuzzRun) do(op fuzzOp) {
 	case 'Q':
 		q := &pgproto3.Query{String: pick(fuzzQueries, a[0])}
 		if r.open && bugSkippedQuery {
-			r.sync()
+			r.syncFirst("bugSkippedQuery")
 		}
-		r.unnamedSuspect = false // a Query drops the unnamed statement, on both sides
+		// A Query drops the unnamed statement, on both sides.
+		r.unnamedSuspect, r.unnamedRefs = false, false
 		if !r.open {
 			m.send(q)
 			r.round(m, (*fuzzClient).readReady)
@@ -477,16 +497,35 @@ func (r *fuzzRun) sync() {
 // unnamedOK steers a Bind or Describe of statement name around bugUnnamedAfterError: false to
 // leave it out, and a Sync first where pgtide may close another client's unnamed statement.
 func (r *fuzzRun) unnamedOK(name string) bool {
-	if name != "" || !bugUnnamedAfterError {
+	switch {
+	case name != "":
 		return true
-	}
-	if r.unnamedSuspect {
+	case r.unnamedRefs:
+		r.note("left out (bugUnnamedSQLRefs)")
 		return false
-	}
-	if r.open && !r.batchParsedUnnamed {
-		r.sync()
+	case !bugUnnamedAfterError:
+		return true
+	case r.unnamedSuspect:
+		r.note("left out (bugUnnamedAfterError)")
+		return false
+	case r.open && !r.batchParsedUnnamed:
+		r.syncFirst("bugUnnamedAfterError")
 	}
 	return true
+}
+
+// syncFirst ends the main client's batch before the current op, to steer around bug.
+func (r *fuzzRun) syncFirst(bug string) {
+	r.note("Sync first (" + bug + ")")
+	r.sync()
+}
+
+// note adds what the run did to the current op, for reports.
+func (r *fuzzRun) note(s string) {
+	if r.notes == nil {
+		r.notes = make(map[int][]string)
+	}
+	r.notes[r.step] = append(r.notes[r.step], s)
 }
 
 // flushRound reads what the main client's Flush brought: whatever PostgreSQL sent until it was
@@ -689,7 +728,8 @@ func fuzzSame(d, p string) bool {
 	if d == p {
 		return true
 	}
-	return bugDuplicateParseFirst && d == "ErrorResponse ERROR 42601" && p == "ErrorResponse ERROR 42P05"
+	return bugDuplicateParseFirst && p == "ErrorResponse ERROR 42P05" &&
+		(d == "ErrorResponse ERROR 42601" || d == "ErrorResponse ERROR 25P02")
 }
 
 // fail reports the input, the ops and every stream, side by side, and ends the run.
@@ -703,7 +743,11 @@ func (r *fuzzRun) fail(format string, args ...any) {
 		if i == r.step {
 			mark = "->"
 		}
-		fmt.Fprintf(&b, "%s %2d %s\n", mark, i, op)
+		fmt.Fprintf(&b, "%s %2d %s", mark, i, op)
+		for _, n := range r.notes[i] {
+			fmt.Fprintf(&b, "; %s", n)
+		}
+		b.WriteString("\n")
 	}
 	for _, pair := range []*fuzzPair{r.main, r.other} {
 		if pair == nil || pair.direct == nil || pair.proxied == nil {
