@@ -44,6 +44,8 @@ import (
 //
 // What the generator leaves out, and why (each difference the README documents):
 //   - pg_prepared_statements (shows pgtide's names) and pg_backend_pid (pgtide's own ID).
+//   - A protocol Parse of a name the client has sent a SQL PREPARE of (pgtide does not
+//     refuse it with 42P05 as PostgreSQL does: it pins the client).
 //   - SET of parameters other than search_path, which pin (pinning is covered by SQL PREPARE).
 //
 // The proxy runs with pin_policy "pin" (the default: nothing is refused), a pool of 4 server
@@ -52,6 +54,7 @@ func FuzzPreparedStatements(f *testing.F) {
 	if cluster == nil {
 		f.Skip("no test cluster (-short)")
 	}
+	watchFuzzWorker(f)
 	p := startProxyTB(quietF{f}, func(c *config.Config) {
 		c.Proxy.LogLevel = "warn"
 		c.Proxy.PinPolicy = config.PinPolicyPin
@@ -203,6 +206,8 @@ var (
 		"Parse unnamed, Describe, Bind, Execute, Sync", "Close a, Sync", "DEALLOCATE ALL"}
 )
 
+// fuzzMaxOps bounds an input's ops (an input takes about a millisecond per op, and 100 ms
+// per Flush).
 const fuzzMaxOps = 30
 
 // fuzzOp is one decoded op: kind is its letter, args index the lists above.
@@ -285,6 +290,10 @@ func (op fuzzOp) String() string {
 // (10 s), so a request waiting for a server connection ends with pgtide's error, not here.
 const fuzzTimeout = 15 * time.Second
 
+// fuzzWriteTimeout bounds the writes of a whole input: an input writes a few kilobytes at most,
+// so a write that blocks means the reader stopped reading.
+const fuzzWriteTimeout = 2 * time.Minute
+
 // fuzzQuiet is how long the direct connection must stay silent after a Flush before its
 // answers so far count as all of them. A slow server only moves messages to the next round:
 // the streams are compared whole.
@@ -304,6 +313,7 @@ type fuzzRun struct {
 	unnamedSuspect        bool             // see bugUnnamedAfterError
 	unnamedRefs           bool             // see bugUnnamedSQLRefs
 	notes                 map[int][]string // what the run did to each op to steer around bugs
+	sqlPrepared           map[string]bool  // names the main client sent a SQL PREPARE of
 }
 
 // fuzzPair is one client role, connected to both.
@@ -338,6 +348,7 @@ func dialFuzzClient(addr string) (*fuzzClient, error) {
 	if err != nil {
 		return nil, err
 	}
+	conn.SetWriteDeadline(time.Now().Add(fuzzWriteTimeout)) // the whole input's writes
 	c := &fuzzClient{conn: conn, fe: pgproto3.NewFrontend(conn, conn)}
 	c.fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber,
 		Parameters: map[string]string{"user": "postgres", "database": "postgres"}})
@@ -406,8 +417,15 @@ func (r *fuzzRun) do(op fuzzOp) {
 	case 'P':
 		t := pick(fuzzTexts, a[1])
 		name := pick(fuzzNames, a[0])
-		if t.refs && bugNamedSQLRefs {
+		if t.refs && name != "" && bugNamedSQLRefs {
 			name = ""
+			r.note("parsed unnamed (bugNamedSQLRefs)")
+		}
+		if r.sqlPrepared[name] {
+			// Documented (README, Transaction mode): a protocol Parse of a name the client
+			// created with SQL PREPARE is not refused with 42P05 as on PostgreSQL, but pins.
+			r.note("left out: the name was SQL PREPAREd")
+			return
 		}
 		r.batchParsedUnnamed = r.batchParsedUnnamed || name == ""
 		m.send(&pgproto3.Parse{Name: name, Query: t.sql, ParameterOIDs: t.oids})
@@ -452,10 +470,17 @@ func (r *fuzzRun) do(op fuzzOp) {
 		return
 	case 'Q':
 		q := &pgproto3.Query{String: pick(fuzzQueries, a[0])}
+		if name, ok := strings.CutPrefix(q.String, "PREPARE "); ok {
+			if r.sqlPrepared == nil {
+				r.sqlPrepared = make(map[string]bool)
+			}
+			r.sqlPrepared[name[:1]] = true // whether or not it succeeds, and for good
+		}
 		if r.open && bugSkippedQuery {
 			r.syncFirst("bugSkippedQuery")
 		}
-		// A Query drops the unnamed statement, on both sides.
+		// A Query drops the unnamed statement, on both sides (so does the empty Query that
+		// ends a Query inside a batch, below).
 		r.unnamedSuspect, r.unnamedRefs = false, false
 		if !r.open {
 			m.send(q)
@@ -583,6 +608,7 @@ func (r *fuzzRun) doOther(action int, text fuzzText) {
 		name := "a"
 		if text.refs && bugNamedSQLRefs {
 			name = ""
+			r.note("other client parses unnamed (bugNamedSQLRefs)")
 		}
 		o.send(&pgproto3.Parse{Name: name, Query: text.sql, ParameterOIDs: text.oids},
 			&pgproto3.Bind{PreparedStatement: name, Parameters: params}, &pgproto3.Execute{}, &pgproto3.Sync{})
