@@ -58,43 +58,38 @@ type Conn struct {
 	flushWaitFn func(uintptr) bool
 	flushed     bool
 	flushErr    error
-	sent        sentCounter // bytes Writer has sent; Writer writes through it
-	received    recvCounter // bytes Reader has read; Reader reads through it
-	// What sent and received had counted when last added to counters (see Manager.Release).
+	// counted is the socket as Reader and Writer see it, counting what each moves.
+	counted counted
+	// What counted had counted when last added to counters (see Manager.Release).
 	sentMark, receivedMark uint64
 	answeredAt             uint64 // sent when the server last owed nothing (see MarkAnswered)
 }
 
-// sentCounter is the connection's socket as Writer sees it, counting what it sends.
-type sentCounter struct {
+// counted is a connection's socket counting the bytes written (by the Writer's one writer)
+// and read (by the Reader's one reader): each count has one owner.
+type counted struct {
 	net.Conn
-	n uint64
+	sent, received uint64
 }
 
-func (w *sentCounter) Write(p []byte) (int, error) {
-	n, err := w.Conn.Write(p)
-	w.n += uint64(n)
+func (c *counted) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.sent += uint64(n)
 	return n, err
 }
 
-// recvCounter is the connection's socket as Reader sees it, counting what it reads.
-type recvCounter struct {
-	net.Conn
-	n uint64
-}
-
-func (r *recvCounter) Read(p []byte) (int, error) {
-	n, err := r.Conn.Read(p)
-	r.n += uint64(n)
+func (c *counted) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.received += uint64(n)
 	return n, err
 }
 
 // countTraffic adds the bytes sent and read since the last call to the pool's counters. The
 // caller owns c (it is being given back).
 func (c *Conn) countTraffic() {
-	c.counters.BytesSent.Add(int64(c.sent.n - c.sentMark))
-	c.counters.BytesReceived.Add(int64(c.received.n - c.receivedMark))
-	c.sentMark, c.receivedMark = c.sent.n, c.received.n
+	c.counters.BytesSent.Add(int64(c.counted.sent - c.sentMark))
+	c.counters.BytesReceived.Add(int64(c.counted.received - c.receivedMark))
+	c.sentMark, c.receivedMark = c.counted.sent, c.counted.received
 }
 
 // Key returns the pool the connection belongs to.
@@ -152,7 +147,7 @@ func (c *Conn) peek(fd uintptr) bool {
 // holds), it only flushes: an answer to that part may have arrived before the wait began, and
 // the caller's read finds it as usual.
 func (c *Conn) FlushAndWait() error {
-	if c.raw == nil || c.Reader.Buffered() > 0 || c.sent.n != c.answeredAt || c.Writer.Buffered() == 0 {
+	if c.raw == nil || c.Reader.Buffered() > 0 || c.counted.sent != c.answeredAt || c.Writer.Buffered() == 0 {
 		return c.Writer.Flush()
 	}
 	// The poller's readiness is reset before the callback sends the request, so an answer
@@ -166,7 +161,7 @@ func (c *Conn) FlushAndWait() error {
 
 // MarkAnswered records that the server owes nothing for what was sent so far: the holder has
 // read the answer to every request. The pool marks a connection it lends.
-func (c *Conn) MarkAnswered() { c.answeredAt = c.sent.n }
+func (c *Conn) MarkAnswered() { c.answeredAt = c.counted.sent }
 
 // flushWait is the RawConn callback for FlushAndWait: the first call sends, the next (after the
 // socket became readable) ends the wait; the caller's read then finds the data.

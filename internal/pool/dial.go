@@ -61,10 +61,9 @@ func Dial(ctx context.Context, key Key, o DialOptions) (*Conn, error) {
 		// A Manager points this at its pool's; a Conn dialed on its own counts for itself.
 		counters: new(Counters),
 	}
-	c.sent.Conn = nc
-	c.Writer = bufio.NewWriterSize(&c.sent, wire.BufferSize)
-	c.received.Conn = nc
-	c.Reader = wire.NewReader(bufio.NewReaderSize(&c.received, wire.BufferSize), o.MaxMessageSize)
+	c.counted.Conn = nc
+	c.Writer = bufio.NewWriterSize(&c.counted, wire.BufferSize)
+	c.Reader = wire.NewReader(bufio.NewReaderSize(&c.counted, wire.BufferSize), o.MaxMessageSize)
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			c.raw = raw

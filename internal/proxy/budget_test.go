@@ -58,6 +58,18 @@ func storm(ctx context.Context, connStrings []string, n int, more func(done int)
 	return <-errs
 }
 
+// budgetProxy is pgtide in front of a budget node, with limits of its own far above the node's
+// budget (pool_size and max_server_connections 100), so the budget is what caps it.
+func budgetProxy(t *testing.T, c *pgcluster.Cluster) *testProxy {
+	return clusterProxy(t, c, func(cfg *config.Config) {
+		cfg.Proxy.ReaderListen = ""
+		cfg.Cluster.PoolSize = 100
+		cfg.Cluster.MaxServerConnections = 100
+		cfg.Cluster.ServerConnectRate = 1000
+		cfg.Cluster.QueryWaitTimeout.Duration = 2 * time.Minute
+	})
+}
+
 // TestNodeBudgetFromCeiling: the budget comes from the node's own max_connections. With
 // max_connections = 40 (3 reserved for superusers) and safety_factor 0.7, pgtide holds at most
 // floor((40 − 3) × 0.7) = 25 server connections there under a storm of 300 clients, although
@@ -69,13 +81,7 @@ func TestNodeBudgetFromCeiling(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	c := startBudgetNode(t, ctx, 40)
-	p := clusterProxy(t, c, func(cfg *config.Config) {
-		cfg.Proxy.ReaderListen = ""
-		cfg.Cluster.PoolSize = 100
-		cfg.Cluster.MaxServerConnections = 100
-		cfg.Cluster.ServerConnectRate = 1000
-		cfg.Cluster.QueryWaitTimeout.Duration = 2 * time.Minute
-	})
+	p := budgetProxy(t, c)
 	addr := c.Primary().Addr()
 	waitFor(t, 30*time.Second, "the node's budget", func() bool { return p.Pools().NodeCap(addr) == 25 })
 
@@ -112,13 +118,7 @@ func TestBudgetShrinks(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	c := startBudgetNode(t, ctx, 40)
-	p := clusterProxy(t, c, func(cfg *config.Config) {
-		cfg.Proxy.ReaderListen = ""
-		cfg.Cluster.PoolSize = 100
-		cfg.Cluster.MaxServerConnections = 100
-		cfg.Cluster.ServerConnectRate = 1000
-		cfg.Cluster.QueryWaitTimeout.Duration = 2 * time.Minute
-	})
+	p := budgetProxy(t, c)
 	node := c.Primary()
 	addr := node.Addr()
 	waitFor(t, 30*time.Second, "the node's budget", func() bool { return p.Pools().NodeCap(addr) == 25 })
