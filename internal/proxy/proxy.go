@@ -613,9 +613,11 @@ func (s *Server) janitor(ctx context.Context) {
 			}
 			s.mu.Unlock()
 			p := &s.cfg.Load().Proxy
+			var cancels sync.WaitGroup
 			for _, sess := range sessions {
-				sess.CheckTimeouts(now, p, s.dialServer)
+				sess.CheckTimeouts(now, p, s.dialServer, &cancels)
 			}
+			cancels.Wait()
 			clear(sessions)
 		}
 	}

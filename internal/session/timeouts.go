@@ -2,6 +2,7 @@ package session
 
 import (
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -66,8 +67,10 @@ const (
 // same moment is either served or never started. Safe from any goroutine.
 //
 // A query_timeout also sends the server a CancelRequest through dial, so the query does not run
-// on after its client is gone.
-func (s *Session) CheckTimeouts(now time.Time, p *config.Proxy, dial func(network, addr string) (net.Conn, error)) string {
+// on after its client is gone; it is sent from a goroutine counted in cancels, which the caller
+// waits for, so that many timeouts at once (a network partition) cost the caller one cancel's
+// time, not one each.
+func (s *Session) CheckTimeouts(now time.Time, p *config.Proxy, dial func(network, addr string) (net.Conn, error), cancels *sync.WaitGroup) string {
 	nowNs := now.UnixNano()
 	if w := p.ClientWriteTimeout.Duration; w > 0 {
 		if since := s.writeSince.Load(); since != 0 && nowNs-since > int64(w) {
@@ -89,7 +92,7 @@ func (s *Session) CheckTimeouts(now time.Time, p *config.Proxy, dial func(networ
 	reason, cancel := s.checkIdleLocked(now, p)
 	s.wmu.Unlock()
 	if cancel != nil && dial != nil {
-		sendCancel(dial, cancel)
+		cancels.Go(func() { sendCancel(dial, cancel) })
 	}
 	return reason
 }
