@@ -303,7 +303,7 @@ const (
 // counted.
 func (s *Server) accept(l listener) error {
 	var backoff time.Duration
-	var failing error // the first error of the current episode; nil while accepting
+	failing := false // in an episode of failures
 	for {
 		conn, err := l.ln.Accept()
 		if err != nil {
@@ -314,8 +314,8 @@ func (s *Server) accept(l listener) error {
 				return nil
 			}
 			s.acceptErrors.Add(1)
-			if failing == nil {
-				failing = err
+			if !failing {
+				failing = true
 				s.logger.Warn("cannot accept client connections; retrying", "endpoint", l.ep.String(),
 					"listen", l.ln.Addr().String(), "err", err)
 			}
@@ -326,9 +326,9 @@ func (s *Server) accept(l listener) error {
 			}
 			continue
 		}
-		if failing != nil {
+		if failing {
 			s.logger.Info("accepting client connections again", "endpoint", l.ep.String(), "listen", l.ln.Addr().String())
-			failing, backoff = nil, 0
+			failing, backoff = false, 0
 		}
 		s.conns.Add(1)
 		go s.handle(conn, l.ep)
