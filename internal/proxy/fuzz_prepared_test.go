@@ -98,7 +98,7 @@ const (
 	// server skips after an error in them, still waits for a ReadyForQuery of its own, and the
 	// client's next request hangs (Parse "" "SELEC 1", Query "SELECT 1", Sync; then any
 	// request). Avoided: the generator sends a Sync before every Query.
-	bugSkippedQuery = true
+	bugSkippedQuery = false
 	// bugUnnamedAfterError: a Parse or Close of the unnamed statement that fails or that the
 	// server skips after an error still changes the client's unnamed statement in pgtide (P00S
 	// E20 P04S B000E00S: the rows of the skipped Parse's text). A skipped Close of it — the
@@ -108,12 +108,12 @@ const (
 	// Describe of the unnamed statement goes first in its batch (after a Sync), unless the
 	// batch parsed it; after a batch with an error and a Parse of the unnamed statement, Binds
 	// and Describes of it are left out until a Query or an unnamed Parse without error.
-	bugUnnamedAfterError = true
+	bugUnnamedAfterError = false
 	// bugDuplicateParseWarns: a Parse of a name the client already has (answered 42P05
 	// through a Describe of a stand-in name) is taken for a statement the server lost: pgtide
 	// logs a warning and drops and re-creates every statement of that server connection.
 	// Avoided: that warning is not counted.
-	bugDuplicateParseWarns = true
+	bugDuplicateParseWarns = false
 	// bugNamedSQLRefs: SQL EXECUTE and DEALLOCATE of the client's protocol-level statements
 	// are translated in a Query and in the unnamed statement only; in a named statement they
 	// reach the server with the client's name (Parse "b" "EXECUTE a" after Parse "a": 26000
@@ -126,7 +126,7 @@ const (
 	// bugDuplicateParseFirst: a Parse of a name the client already has gets 42P05 even where
 	// PostgreSQL reports another error first: a text that does not parse (42601), a failed
 	// transaction (25P02; P10S Q7 Qb P10S). Normalised: those pairs of errors compare equal.
-	bugDuplicateParseFirst = true
+	bugDuplicateParseFirst = false
 	// bugUnnamedSQLRefs: SQL EXECUTE and DEALLOCATE in the unnamed statement are translated
 	// and followed at its Parse, for that batch on that server connection only. Its names are
 	// dropped at the Parse (P10 P08 B010E00S: 26000 where PostgreSQL binds a, not deallocated

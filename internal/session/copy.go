@@ -32,80 +32,13 @@ package session
 // it) and, because a ReadyForQuery may still be on its way, closes that server connection instead
 // of giving it to another client (copyUnsure).
 
-// Kinds of client messages in a reqLog.
-const (
-	logQuery    byte = 'Q' // Query or FunctionCall: answered by a ReadyForQuery
-	logSync     byte = 'S' // Sync: answered by a ReadyForQuery
-	logExecute  byte = 'E' // one or more Executes in a row: may start a COPY
-	logCopyDone byte = 'c' // CopyDone or CopyFail: ends a copy-in
-)
-
-// reqLog is a ring of the client's messages that count for ReadyForQuery, from the oldest not yet
-// answered. Consecutive Executes share one entry, so a pipeline costs a byte per request. It
-// allocates only when it grows past its largest size so far.
-type reqLog struct {
-	buf  []byte
-	head int
-	n    int
-}
-
-func (l *reqLog) reset() { l.head, l.n = 0, 0 }
-
-func (l *reqLog) len() int { return l.n }
-
-// at returns the i'th entry from the oldest.
-func (l *reqLog) at(i int) byte { return l.buf[(l.head+i)%len(l.buf)] }
-
-func (l *reqLog) push(k byte) {
-	if l.n == len(l.buf) {
-		buf := make([]byte, max(16, 2*len(l.buf)))
-		for i := 0; i < l.n; i++ {
-			buf[i] = l.at(i)
-		}
-		l.buf, l.head = buf, 0
-	}
-	l.buf[(l.head+l.n)%len(l.buf)] = k
-	l.n++
-}
-
-// pushExecute logs an Execute, unless the last entry is one already.
-func (l *reqLog) pushExecute() {
-	if l.n == 0 || l.at(l.n-1) != logExecute {
-		l.push(logExecute)
-	}
-}
-
-// popRequest drops the entries up to and including the oldest request (Query or Sync): the one a
-// ReadyForQuery answers.
-func (l *reqLog) popRequest() {
-	for l.n > 0 {
-		k := l.buf[l.head]
-		l.head = (l.head + 1) % len(l.buf)
-		l.n--
-		if k == logQuery || k == logSync {
-			return
-		}
-	}
-}
-
-// remove drops the count entries starting at the i'th, moving the i entries before them.
-func (l *reqLog) remove(i, count int) {
-	for j := i - 1; j >= 0; j-- {
-		l.buf[(l.head+j+count)%len(l.buf)] = l.at(j)
-	}
-	l.head = (l.head + count) % len(l.buf)
-	l.n -= count
-}
-
 // onCopyInLocked accounts for a CopyInResponse: the server is in copy-in for the oldest
 // unanswered request, and ignores the Syncs the client sent inside the COPY. It returns how the
 // COPY was started: logQuery or logExecute. Requires mu.
 func (s *Session) onCopyInLocked() byte {
 	l := &s.reqs
+	s.compactLocked() // what is left of an earlier COPY, and the messages answered before this one
 	i := 0
-	for i < l.len() && l.at(i) == logCopyDone {
-		i++ // what is left of an earlier COPY: the server ignored it before this one began
-	}
 	started := logExecute
 	if i < l.len() {
 		switch l.at(i) {
@@ -117,13 +50,8 @@ func (s *Session) onCopyInLocked() byte {
 		}
 	}
 	// The request that started the COPY is answered by ReadyForQuery number first (counting from
-	// 1 in this attachment); the Syncs from there until the COPY's end are not.
-	first := s.reqDone + 1
-	for j := 0; j < i; j++ {
-		if k := l.at(j); k == logQuery || k == logSync {
-			first++
-		}
-	}
+	// 0 in this attachment, as reqDone); the Syncs from there until the COPY's end are not.
+	first := s.reqDone
 	if started == logQuery {
 		first++ // the Query itself is answered
 	}
@@ -139,20 +67,7 @@ func (s *Session) onCopyInLocked() byte {
 		s.copySyncs += n
 		// Statement expectations count the batch they are in by Syncs sent: those sent after an
 		// ignored Sync are in an earlier batch than they were counted in.
-		renumber := func(k *int) {
-			if *k >= first {
-				*k -= min(n, *k-first+1)
-			}
-		}
-		for i := 0; i < s.expect.len(); i++ {
-			renumber(&s.expect.at(i).batch)
-		}
-		for i := 0; i < s.deallocs.len(); i++ {
-			renumber(&s.deallocs.at(i).batch)
-		}
-		for i := range s.hidden {
-			renumber(&s.hidden[i].req)
-		}
+		s.renumberLocked(first, n)
 	}
 	if started == logExecute {
 		// The Execute's batch stays open until a Sync the server does not ignore.

@@ -20,24 +20,24 @@ func TestReqLog(t *testing.T) {
 	for _, k := range "cESSScSQ" {
 		l.push(byte(k))
 	}
-	l.pushExecute()
-	l.pushExecute()
-	if got := str(); got != "cESSScSQE" {
+	l.push(logExecute)
+	l.pushBeforeLast(logParse) // sent before the Execute
+	if got := str(); got != "cESSScSQpE" {
 		t.Fatalf("log %q", got)
 	}
 	l.remove(2, 3) // the three Syncs after the Execute
-	if got := str(); got != "cEcSQE" {
+	if got := str(); got != "cEcSQpE" {
 		t.Fatalf("after remove: %q", got)
 	}
 	l.popRequest()
-	if got := str(); got != "QE" {
+	if got := str(); got != "QpE" {
 		t.Fatalf("after pop: %q", got)
 	}
 	for i := 0; i < 100; i++ {
 		l.push(logSync)
 	}
 	l.popRequest()
-	if l.len() != 101 || l.at(0) != logExecute || l.at(100) != logSync {
+	if l.len() != 102 || l.at(0) != logParse || l.at(1) != logExecute || l.at(101) != logSync {
 		t.Fatalf("after growth: len %d", l.len())
 	}
 }

@@ -1,5 +1,7 @@
 package session
 
+import "pgtide/internal/classify"
+
 // Expectations: every Parse and Close pgtide sends a server in transaction mode (the client's
 // and its own), and every SQL DEALLOCATE, is queued here, in order, saying what to do with its
 // ParseComplete, CloseComplete or CommandComplete and how to undo its bookkeeping if the server
@@ -27,10 +29,17 @@ type expectation struct {
 	saved   map[string]*clientStmt
 	all     bool
 	dropped *statement
-	// unnamed: a Parse of the unnamed statement. PostgreSQL drops the old unnamed statement
-	// when a new one's Parse starts, so if this one failed the server holds none, and if it was
-	// skipped the one before: either way pgtide no longer knows which.
-	unnamed bool
+	// unnamed: a Parse or Close of the unnamed statement. PostgreSQL drops the old unnamed
+	// statement when a new one's Parse starts, so if a Parse failed the server holds none, and
+	// if it was skipped the one before: for the server connection, pgtide no longer knows
+	// which. The client's own (actForward) also changed the client's unnamed statement, from
+	// prev (its unnamedKey and route before), which it has again if the message was skipped.
+	unnamed   bool
+	prevKey   string
+	prevRoute classify.RouteInfo
+	// failed: the server answered this message with the ErrorResponse (see
+	// skipAfterErrorLocked), rather than skipping it.
+	failed bool
 }
 
 // expectRing is a FIFO of expectations. The zero value is empty and ready to use.

@@ -11,6 +11,11 @@ import (
 // translated and SQL is checked for state that pins. In both modes a reset of what the client
 // gave at startup is followed by a restore (see reset.go).
 func (s *Session) forward(srv *pool.Conn, typ byte) error {
+	if (typ == 'Q' || typ == 'F') && s.skipping.Load() {
+		// An error the reader saw after attach counted this request took it back: the server
+		// skips it (see reqlog.go).
+		return s.r.Skip()
+	}
 	if typ == 'S' && s.restore != nil {
 		return s.forwardSyncRestore(srv)
 	}
@@ -205,7 +210,10 @@ func (s *Session) relayMessage(srv *pool.Conn, typ byte) error {
 	switch typ {
 	case 'S':
 		return s.parameterStatus(srv, true)
+	case '2', 'n', 'T', 'I', 's':
+		s.noteAnswered() // see reqlog.go
 	case '1', '3':
+		s.noteAnswered()
 		if !s.txMode || s.maxPrepared == 0 {
 			break
 		}
@@ -222,6 +230,7 @@ func (s *Session) relayMessage(srv *pool.Conn, typ byte) error {
 		s.copyIn = s.onCopyInLocked()
 		s.mu.Unlock()
 	case 'C':
+		s.noteAnswered()
 		s.copyIn = 0 // a COPY's CommandComplete ends copy-in; outside one this is a no-op
 		// Only DEALLOCATE [ALL] and DISCARD ALL matter (see onCommandCompleteLocked); a length
 		// check keeps every other tag to a comparison or three.
@@ -258,11 +267,9 @@ func (s *Session) relayError(srv *pool.Conn, body []byte) error {
 		s.copyIn = 0
 		s.onCopyFailedLocked()
 	}
-	if s.txMode {
+	s.skipAfterErrorLocked()
+	if reworded := len(s.duplicate) > 0 && s.rewordDuplicateLocked(&body); !reworded && s.txMode {
 		s.onErrorLocked(srv, body)
-	}
-	if len(s.duplicate) > 0 {
-		body = s.rewordDuplicateLocked(body)
 	}
 	s.mu.Unlock()
 	_, err := s.w.Write(wire.AppendMessage(s.w.AvailableBuffer(), 'E', body))

@@ -89,6 +89,7 @@ func (s *Session) ensureLocked(srv *pool.Conn, key stmtKey, out []byte) (*statem
 	}
 	out = appendParse(out, st.name, key.text)
 	s.expectLocked(expectation{typ: '1', action: actSwallow, stmt: st})
+	s.logHiddenLocked()
 	return st, out
 }
 
@@ -96,6 +97,7 @@ func (s *Session) ensureLocked(srv *pool.Conn, key stmtKey, out []byte) (*statem
 // client does not see. Requires mu.
 func (s *Session) hiddenCloseLocked(out []byte, name string) []byte {
 	s.expectLocked(expectation{typ: '3', action: actSwallow, closed: name})
+	s.logHiddenLocked()
 	return appendClose(out, name)
 }
 
@@ -280,6 +282,7 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		// The unnamed statement: passed through, but remembered so a later Bind on another
 		// server connection can re-create it. Clients tend to send the same text again and
 		// again, so the key is only copied when it changes.
+		e := expectation{typ: '1', action: actForward, unnamed: true, prevKey: s.unnamedKey, prevRoute: s.unnamed}
 		if s.unnamedKey != string(rest) {
 			s.unnamedKey = string(rest)
 		}
@@ -290,21 +293,27 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		} else {
 			out = wire.AppendMessage(out, 'P', body)
 		}
-		s.expectLocked(expectation{typ: '1', action: actForward, unnamed: true})
+		s.expectLocked(e)
 		if a != nil {
 			s.queueDeallocsLocked(srv, a, s.reqSent) // run by this batch's Execute, if any
 		}
 	case s.stmts[string(nameB)] != nil:
-		name := string(nameB)
-		// PostgreSQL refuses to redefine a statement. Make the server fail at this point with an
-		// error pgtide recognises (Describe of a statement that cannot exist), then reword it.
-		marker := fmt.Sprintf("pgtide_duplicate_%d", s.PID)
+		// PostgreSQL refuses to redefine a statement, once it has parsed and analysed the text:
+		// the text's own errors come first. So the text is parsed as the unnamed statement,
+		// and then the server is made to fail with an error pgtide recognises (Describe of a
+		// statement that cannot exist), which is reworded (see rewordDuplicateLocked).
+		s.expectSeq++ // numbers the marker
+		marker := fmt.Sprintf("pgtide_duplicate_%d_%d", s.PID, s.expectSeq)
 		if s.duplicate == nil {
-			s.duplicate = make(map[string]string)
+			s.duplicate = make(map[string]duplicateParse)
 		}
-		s.duplicate[marker] = name
+		s.duplicate[marker] = duplicateParse{name: string(nameB), batch: s.reqSent}
+		out = appendParse(out, "", string(rest))
+		stateOf(srv).setUnnamed(srv, unnamedUnknown)
+		s.expectLocked(expectation{typ: '1', action: actSwallow, unnamed: true})
 		out = wire.AppendHeader(out, 'D', 1+len(marker)+1)
 		out = append(append(append(out, 'S'), marker...), 0)
+		s.logLocked(logExtended)
 	default:
 		name := string(nameB)
 		key := stmtKey{context: s.stmtContextLocked(), text: string(rest)}
@@ -394,10 +403,12 @@ func (s *Session) unnamedLocked(srv *pool.Conn, out []byte) []byte {
 	case s.unnamedKey != "" && stateOf(srv).unnamed(srv) != s.unnamedKey:
 		out = appendParse(out, "", s.unnamedKey)
 		s.expectLocked(expectation{typ: '1', action: actSwallow, unnamed: true})
+		s.logHiddenLocked()
 		stateOf(srv).setUnnamed(srv, s.unnamedKey)
 	case s.unnamedKey == "" && stateOf(srv).unnamed(srv) != "":
 		out = appendClose(out, "")
-		s.expectLocked(expectation{typ: '3', action: actSwallow})
+		s.expectLocked(expectation{typ: '3', action: actSwallow, unnamed: true})
+		s.logHiddenLocked()
 		stateOf(srv).setUnnamed(srv, "")
 	}
 	return out
@@ -435,9 +446,9 @@ func (s *Session) forwardDescribeClose(srv *pool.Conn, typ byte) error {
 			serverName = st.name
 		}
 	case name == "": // Close of the unnamed statement
+		s.expectLocked(expectation{typ: '3', action: actForward, unnamed: true, prevKey: s.unnamedKey, prevRoute: s.unnamed})
 		s.unnamedKey = ""
 		stateOf(srv).setUnnamed(srv, "")
-		s.expectLocked(expectation{typ: '3', action: actForward})
 	default:
 		// Close of a named statement: the client forgets it (unless the server skips the
 		// Close); the server keeps it cached for others. A Close of a name the server does not
@@ -519,6 +530,14 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 			}
 		case e.unnamed:
 			stateOf(srv).setUnnamed(srv, unnamedUnknown)
+			switch {
+			case e.action == actSwallow:
+				// pgtide's own: the client's unnamed statement is what it was.
+			case e.failed && e.typ == '1':
+				s.unnamedKey, s.unnamed = "", classify.RouteInfo{} // a failed Parse leaves none
+			default:
+				s.unnamedKey, s.unnamed = e.prevKey, e.prevRoute
+			}
 		case e.closed != "":
 			stateOf(srv).orphans = append(stateOf(srv).orphans, e.closed)
 		case e.def != nil:
@@ -528,6 +547,11 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 	}
 	s.expect.pop(n)
 	s.deallocs.pop(m)
+	for marker, d := range s.duplicate {
+		if d.batch <= done {
+			delete(s.duplicate, marker) // its stand-in failed with the text's own error, or was skipped
+		}
+	}
 }
 
 // onCommandCompleteLocked follows what a CommandComplete says the server did to its prepared
@@ -557,19 +581,27 @@ func (s *Session) onCommandCompleteLocked(srv *pool.Conn, tag []byte) {
 	}
 }
 
+// duplicateParse is a Parse of a name the client has, sent as a stand-in (see forwardParse).
+type duplicateParse struct {
+	name  string // the client's statement name
+	batch int    // the request that ends its batch: if its stand-in has not failed by then, it was skipped
+}
+
 // rewordDuplicateLocked turns the error caused by a duplicate Parse's stand-in into
-// PostgreSQL's. Runs on the relay, only when a duplicate is outstanding. Requires mu.
-func (s *Session) rewordDuplicateLocked(body []byte) []byte {
-	_, msg := wire.ParseErrorFields(body)
-	for marker, name := range s.duplicate {
+// PostgreSQL's, in *body, and reports whether it did. Runs on the reader, only when a duplicate
+// is outstanding. Requires mu.
+func (s *Session) rewordDuplicateLocked(body *[]byte) bool {
+	_, msg := wire.ParseErrorFields(*body)
+	for marker, d := range s.duplicate {
 		if strings.Contains(msg, `"`+marker+`"`) {
 			delete(s.duplicate, marker)
 			e := &wire.Error{Severity: wire.SeverityError, Code: "42P05",
-				Message: fmt.Sprintf("prepared statement %q already exists", name)}
-			return e.Append(nil)[wire.HeaderLen:]
+				Message: fmt.Sprintf("prepared statement %q already exists", d.name)}
+			*body = e.Append(nil)[wire.HeaderLen:]
+			return true
 		}
 	}
-	return body
+	return false
 }
 
 // onErrorLocked drops srv's statements when the server says one of them is stale or missing:

@@ -274,6 +274,15 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 			}
 		}
 	}
+	if s.skipping.Load() {
+		// An extended-protocol message failed: the server skips everything until a Sync, and
+		// so does pgtide (see reqlog.go).
+		if typ != 'S' {
+			s.mu.Unlock()
+			return nil, s.r.Skip()
+		}
+		s.skipping.Store(false)
+	}
 	switch typ {
 	case 'Q', 'F':
 		s.pending++
@@ -295,13 +304,17 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 		s.reqs.push(logCopyDone)
 	case 'E':
 		s.open = true
-		s.reqs.pushExecute()
+		s.logLocked(logExecute)
 	case 'H':
 		if !s.copySeg { // ignored by the server in copy-in
 			s.open = true
 		}
+	case 'P', 'C':
+		s.open = true // a request until Sync
+		s.logLocked(logParse)
 	default:
-		s.open = true // Parse, Bind, Describe, Close: a request until Sync
+		s.open = true // Bind, Describe
+		s.logLocked(logExtended)
 	}
 	if s.busySince == 0 {
 		s.busySince = time.Now().UnixNano()
@@ -324,6 +337,8 @@ func (s *Session) attachLocked(srv *pool.Conn, node *cluster.Node) {
 	s.deallocs.reset()
 	s.resetHiddenLocked()
 	s.reqs.reset()
+	s.answered = 0
+	s.skipping.Store(false)
 	s.copySeg, s.copySyncs, s.copyUnsure, s.copyIn = false, 0, false, 0
 	if preamble := s.paramSync(srv); len(preamble) > 0 {
 		s.hideLocked(s.reqSent, false)
@@ -516,6 +531,7 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 		s.hiddenDoneLocked()
 	} else {
 		s.reqs.popRequest()
+		s.answered = 0 // the messages it answered were before it
 		// Whatever was held back goes out with this ReadyForQuery.
 		s.armed, s.retryable = false, false
 		s.onReadyLocked(srv)

@@ -150,12 +150,12 @@ type Session struct {
 	// Statement tracking (see prepared.go). Guarded by mu.
 	stmts      map[string]*clientStmt
 	unnamedKey string
-	expect     expectRing        // Parse and Close sent, awaiting ParseComplete or CloseComplete
-	deallocs   expectRing        // SQL DEALLOCATEs sent, awaiting their CommandComplete (typ 'D')
-	expectSeq  uint64            // numbers expectations in sending order
-	reqSent    int               // Query, Sync and FunctionCall sent in this attachment
-	reqDone    int               // ReadyForQuery received in this attachment
-	duplicate  map[string]string // stand-in statement name → the client's duplicate name
+	expect     expectRing                // Parse and Close sent, awaiting ParseComplete or CloseComplete
+	deallocs   expectRing                // SQL DEALLOCATEs sent, awaiting their CommandComplete (typ 'D')
+	expectSeq  uint64                    // numbers expectations in sending order
+	reqSent    int                       // Query, Sync and FunctionCall sent in this attachment
+	reqDone    int                       // ReadyForQuery received in this attachment
+	duplicate  map[string]duplicateParse // by stand-in statement name (see forwardParse)
 	// Effects of the Query in flight, applied at its ReadyForQuery unless it failed. Guarded by mu.
 	pendingExtra *extraChange
 	pendingReset *resetChange
@@ -165,6 +165,14 @@ type Session struct {
 	copySeg    bool   // the server is in copy-in and the client has not ended the COPY yet
 	copySyncs  int    // Syncs the server ignores in the current copy-in
 	copyUnsure bool   // a ReadyForQuery may be due that pending does not count: never reuse server
+
+	// answered counts the answers to extended-protocol messages at the front of reqs (see
+	// reqlog.go). Owned by the server's one reader.
+	answered int
+	// skipping: an extended-protocol message failed and the client has not sent the Sync that
+	// ends the server's skipping yet (see reqlog.go). Written under mu; read by the client loop
+	// without it.
+	skipping atomic.Bool
 
 	// copyIn is how the server's current copy-in was started (logQuery or logExecute), 0 outside
 	// one. Owned by the server's one reader (see serverStep), so the hot path reads it without mu.
