@@ -22,6 +22,9 @@ func TestHealthCheckLogin(t *testing.T) {
 		c.Cluster.HealthCheckUser = "app"
 		c.Cluster.HealthCheckDatabase = "appdb"
 		c.Proxy.ClientLoginTimeout.Duration = 3 * time.Second
+		// A refused SCRAM login can take more than the default second on a loaded machine,
+		// and then the reason is a timeout.
+		c.Cluster.HealthCheckTimeout.Duration = 5 * time.Second
 	})
 	ctx := context.Background()
 	mustExec(t, p.connect(t, "app", "appdb", pgx.QueryExecModeExec), "SELECT 1")

@@ -1,7 +1,5 @@
 package session
 
-import "pgtide/internal/classify"
-
 // Expectations: every Parse and Close pgtide sends a server in transaction mode (the client's
 // and its own), and every SQL DEALLOCATE, is queued here, in order, saying what to do with its
 // ParseComplete, CloseComplete or CommandComplete and how to undo its bookkeeping if the server
@@ -33,10 +31,9 @@ type expectation struct {
 	// statement when a new one's Parse starts, so if a Parse failed the server holds none, and
 	// if it was skipped the one before: for the server connection, pgtide no longer knows
 	// which. The client's own (actForward) also changed the client's unnamed statement, from
-	// prev (its unnamedKey and route before), which it has again if the message was skipped.
-	unnamed   bool
-	prevKey   string
-	prevRoute classify.RouteInfo
+	// prev, which it has again if the message was skipped.
+	unnamed bool
+	prev    clientStmt
 	// failed: the server answered this message with the ErrorResponse (see
 	// skipAfterErrorLocked), rather than skipping it.
 	failed bool

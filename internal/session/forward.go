@@ -68,7 +68,7 @@ func (s *Session) forwardQuery(srv *pool.Conn) error {
 	}
 	s.mu.Lock()
 	// A simple Query replaces the unnamed statement, on the server and for the client.
-	s.unnamedKey = ""
+	s.unnamed = clientStmt{}
 	stateOf(srv).setUnnamed(srv, "")
 	s.mu.Unlock()
 	if s.pinErr != nil {
@@ -93,13 +93,13 @@ func (s *Session) forwardQuery(srv *pool.Conn) error {
 	}
 	restore := s.restoreSQL(a)
 	if len(a.Refs) > 0 {
-		pre, q := s.resolveRefs(srv, a, s.scratch[:0], query, true)
+		pre, q := s.resolveRefs(srv, a, s.scratch[:0], query)
 		s.scratch = pre
 		if q != nil {
 			query = q
 		}
 		s.mu.Lock()
-		s.queueDeallocsLocked(srv, a, s.reqSent-1) // the Query's own number (see attach)
+		s.queueDeallocsLocked(srv, a.Refs, a.RefsOverflow, s.reqSent-1) // the Query's own number (see attach)
 		s.mu.Unlock()
 		if _, err := srv.Writer.Write(pre); err != nil {
 			return err

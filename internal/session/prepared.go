@@ -38,6 +38,9 @@ import (
 type clientStmt struct {
 	key   string             // query text and parameter types: the Parse body after the name
 	route classify.RouteInfo // where executions of it go on the auto endpoint, classified at Parse
+	// refs are the SQL EXECUTE and DEALLOCATE statements in its text, which name statements
+	// where it runs (see keyOnLocked); their DEALLOCATEs are followed from each Bind of it.
+	refs []classify.StmtRef
 }
 
 // expectLocked queues an expectation. Requires mu.
@@ -111,65 +114,109 @@ func (s *Session) closeOrphansLocked(srv *pool.Conn, out []byte) []byte {
 	return out
 }
 
-// resolveRefs makes SQL that names the client's protocol-level statements — EXECUTE name(...),
-// DEALLOCATE name — name their server-side statements instead: PostgreSQL has one namespace for
-// both. a is text's analysis. A statement srv lacks is created first: by a hidden Parse before the
-// message for the extended protocol (pre, with the expectation queued), by a hidden request
-// (Parse, Sync) before a simple Query, which then takes the next request number. It returns pre
-// with those messages appended, and the rewritten text in s.rewrite, or nil if nothing was
-// rewritten. In a failed transaction nothing is rewritten: the server refuses the statement
-// whatever it names.
-func (s *Session) resolveRefs(srv *pool.Conn, a *classify.Session, pre, text []byte, simple bool) ([]byte, []byte) {
+// refsMode says what keyOnLocked does about a statement the server connection lacks.
+type refsMode uint8
+
+const (
+	refsExpect refsMode = iota // a hidden Parse with an expectation, before an extended message
+	refsHidden                 // a Parse in a hidden request of its own (the caller adds its Sync)
+	refsNone                   // nothing: the name is left as the client wrote it
+)
+
+// maxRefDepth bounds how deep keyOnLocked follows statements whose text runs another by name:
+// a statement that runs itself cannot be created by text under pgtide's names at all.
+const maxRefDepth = 4
+
+// keyOnLocked returns the key def's statement has on srv: its text, with the names of the
+// client's statements it runs or drops (SQL EXECUTE, DEALLOCATE) replaced by theirs on srv —
+// PostgreSQL has one namespace for both, and looks such names up when the statement runs, so
+// they are resolved here, where and when it runs. The statements named are created on srv first
+// when it lacks them, as mode says, their messages appended to out. A name the client has no
+// statement of is left as it is. Requires mu.
+func (s *Session) keyOnLocked(srv *pool.Conn, def *clientStmt, out []byte, mode refsMode, depth int) (stmtKey, []byte) {
+	ctx := s.stmtContextLocked()
+	if len(def.refs) == 0 || depth >= maxRefDepth {
+		return stmtKey{context: ctx, text: def.key}, out
+	}
+	text, params, _ := strings.Cut(def.key, "\x00")
+	var b []byte
+	last := 0
+	for _, r := range def.refs {
+		ref := s.refDefLocked(r)
+		if ref == nil {
+			continue
+		}
+		var st *statement
+		st, out = s.stmtOnLocked(srv, ref, out, mode, depth+1)
+		if st == nil {
+			continue
+		}
+		b = append(append(b, text[last:r.Start]...), st.name...)
+		last = r.End
+	}
+	if b == nil {
+		return stmtKey{context: ctx, text: def.key}, out
+	}
+	b = append(append(append(b, text[last:]...), 0), params...)
+	return stmtKey{context: ctx, text: string(b)}, out
+}
+
+// stmtOnLocked returns def's statement on srv (see keyOnLocked), created as mode says if srv
+// lacks it; nil if it lacks it and mode is refsNone. Requires mu.
+func (s *Session) stmtOnLocked(srv *pool.Conn, def *clientStmt, out []byte, mode refsMode, depth int) (*statement, []byte) {
+	key, out := s.keyOnLocked(srv, def, out, mode, depth)
+	if st := stateOf(srv).lookup(key); st != nil || mode == refsNone {
+		return st, out
+	}
+	if mode == refsExpect {
+		return s.ensureLocked(srv, key, out)
+	}
+	// A hidden request's answers are skipped by the reader, so its Parse takes no expectation;
+	// its failure breaks the connection (see hiddenMessage).
+	st, evicted := stateOf(srv).add(key, s.maxPrepared, s.maxPreparedBytes)
+	if evicted != nil {
+		out = appendClose(out, evicted.name)
+	}
+	st.ready = true
+	return st, appendParse(out, st.name, key.text)
+}
+
+// resolveRefs makes a simple Query's SQL that names the client's protocol-level statements name
+// their server-side statements instead (see keyOnLocked). a is text's analysis. A statement srv
+// lacks is created first by a hidden request (Parse, Sync) before the Query, which then takes the
+// next request number; inside an unfinished extended batch, where a request of its own cannot
+// go, it is not. It returns pre with that request appended, and the rewritten text in s.rewrite,
+// or nil if nothing was rewritten. In a failed transaction nothing is rewritten: the server
+// refuses the statement whatever it names.
+func (s *Session) resolveRefs(srv *pool.Conn, a *classify.Session, pre, text []byte) ([]byte, []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.txStatus == 'E' || len(s.stmts) == 0 {
 		return pre, nil
 	}
-	ctx := s.stmtContextLocked()
-	// First, the statements srv lacks.
-	hidden := false
+	mode := refsHidden
+	if s.open {
+		mode = refsNone
+	}
+	start := len(pre)
+	out := s.rewrite[:0]
+	last := 0
 	for _, r := range a.Refs {
 		def := s.refDefLocked(r)
 		if def == nil {
 			continue
 		}
-		key := stmtKey{context: ctx, text: def.key}
-		if stateOf(srv).lookup(key) != nil {
+		var st *statement
+		st, pre = s.stmtOnLocked(srv, def, pre, mode, 0)
+		if st == nil {
 			continue
 		}
-		if !simple {
-			_, pre = s.ensureLocked(srv, key, pre)
-			continue
-		}
-		if s.open {
-			continue // a Query inside an unfinished extended batch: left as it is
-		}
-		// A hidden request of its own: a Parse that failed before the Query would make the
-		// server skip the Query too. Its responses are skipped by the reader, so it takes no
-		// expectations; its failure breaks the connection (see hiddenMessage).
-		if !hidden {
-			hidden = true
-			s.hideLocked(s.reqSent-1, false) // the Query, already counted, moves up one
-		}
-		st, evicted := stateOf(srv).add(key, s.maxPrepared, s.maxPreparedBytes)
-		if evicted != nil {
-			pre = appendClose(pre, evicted.name)
-		}
-		st.ready = true
-		pre = appendParse(pre, st.name, key.text)
+		out = append(append(out, text[last:r.Start]...), st.name...)
+		last = r.End
 	}
-	if hidden {
+	if len(pre) > start {
+		s.hideLocked(s.reqSent-1, false) // the Query, already counted, moves up one
 		pre = wire.AppendHeader(pre, 'S', 0)
-	}
-	out := s.rewrite[:0]
-	last := 0
-	for _, r := range a.Refs {
-		if def := s.refDefLocked(r); def != nil {
-			if st := stateOf(srv).lookup(stmtKey{context: ctx, text: def.key}); st != nil {
-				out = append(append(out, text[last:r.Start]...), st.name...)
-				last = r.End
-			}
-		}
 	}
 	if last == 0 {
 		return pre, nil
@@ -177,6 +224,24 @@ func (s *Session) resolveRefs(srv *pool.Conn, a *classify.Session, pre, text []b
 	out = append(out, text[last:]...)
 	s.rewrite = out
 	return pre, out
+}
+
+// ownRefs returns a copy of a's SQL EXECUTE and DEALLOCATE statements, for a statement that
+// keeps them (see clientStmt.refs); nil if there are none, or more than classify keeps (such a
+// text is sent as it is).
+func ownRefs(a *classify.Session) []classify.StmtRef {
+	if a == nil || a.RefsOverflow {
+		return nil
+	}
+	var refs []classify.StmtRef
+	for _, r := range a.Refs {
+		switch r.Kind {
+		case classify.RefExecute, classify.RefDeallocate, classify.RefDeallocateAll:
+			r.Name = bytes.Clone(r.Name)
+			refs = append(refs, r)
+		}
+	}
+	return refs
 }
 
 // refDefLocked returns the client's protocol-level statement an EXECUTE or DEALLOCATE names, or
@@ -188,15 +253,15 @@ func (s *Session) refDefLocked(r classify.StmtRef) *clientStmt {
 	return s.stmts[string(r.Name)]
 }
 
-// queueDeallocsLocked queues an expectation for each DEALLOCATE in a (in text order), to be
+// queueDeallocsLocked queues an expectation for each DEALLOCATE in refs (in text order), to be
 // matched with its CommandComplete, and takes the names it removes from the client's records at
 // once, so that a Parse of the same name later in the pipeline is not a duplicate; a DEALLOCATE
 // the server skips gives them back. batch is the request the text runs in. Requires mu.
-func (s *Session) queueDeallocsLocked(srv *pool.Conn, a *classify.Session, batch int) {
-	if a.RefsOverflow {
+func (s *Session) queueDeallocsLocked(srv *pool.Conn, refs []classify.StmtRef, overflow bool, batch int) {
+	if overflow {
 		return // cannot be matched with CommandCompletes: followed by the fallback in onCommandCompleteLocked
 	}
-	for _, r := range a.Refs {
+	for _, r := range refs {
 		e := expectation{typ: 'D', batch: batch}
 		switch r.Kind {
 		case classify.RefDeallocateAll:
@@ -205,7 +270,7 @@ func (s *Session) queueDeallocsLocked(srv *pool.Conn, a *classify.Session, batch
 		case classify.RefDeallocate:
 			if def := s.refDefLocked(r); def != nil && s.txStatus != 'E' {
 				e.name, e.def = string(r.Name), def
-				e.dropped = stateOf(srv).lookup(stmtKey{context: s.stmtContextLocked(), text: def.key})
+				e.dropped, _ = s.stmtOnLocked(srv, def, nil, refsNone, 0)
 				delete(s.stmts, e.name)
 			}
 		default:
@@ -260,21 +325,12 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		s.pinErr, a, body = nil, nil, nil
 	}
 	out := s.scratch[:0]
+	var refs []classify.StmtRef // SQL EXECUTE and DEALLOCATE: resolved where the statement runs
 	if a != nil {
 		if r := s.restoreSQL(a); r != nil {
 			s.restore = r
 		}
-		if len(a.Refs) > 0 && len(nameB) == 0 {
-			// SQL EXECUTE or DEALLOCATE in the unnamed statement, run with this batch (a named
-			// statement runs later, wherever its names then mean something else: left alone).
-			var q []byte
-			out, q = s.resolveRefs(srv, a, out, query, false)
-			if q != nil { // rewritten, in s.rewrite: the rest of the Parse follows it there
-				rest = append(append(q, 0), rest[len(query)+1:]...)
-				s.rewrite = rest[:0]
-				body = nil // rebuilt below from rest
-			}
-		}
+		refs = ownRefs(a)
 	}
 	s.mu.Lock()
 	switch {
@@ -282,21 +338,18 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		// The unnamed statement: passed through, but remembered so a later Bind on another
 		// server connection can re-create it. Clients tend to send the same text again and
 		// again, so the key is only copied when it changes.
-		e := expectation{typ: '1', action: actForward, unnamed: true, prevKey: s.unnamedKey, prevRoute: s.unnamed}
-		if s.unnamedKey != string(rest) {
-			s.unnamedKey = string(rest)
+		e := expectation{typ: '1', action: actForward, unnamed: true, prev: s.unnamed}
+		if s.unnamed.key != string(rest) {
+			s.unnamed.key = string(rest)
 		}
-		s.unnamed = route
-		stateOf(srv).setUnnamed(srv, s.unnamedKey)
+		s.unnamed.route, s.unnamed.refs = route, refs
+		stateOf(srv).setUnnamed(srv, s.unnamed.key)
 		if body == nil {
 			out = appendParse(out, "", string(rest))
 		} else {
 			out = wire.AppendMessage(out, 'P', body)
 		}
 		s.expectLocked(e)
-		if a != nil {
-			s.queueDeallocsLocked(srv, a, s.reqSent) // run by this batch's Execute, if any
-		}
 	case s.stmts[string(nameB)] != nil:
 		// PostgreSQL refuses to redefine a statement, once it has parsed and analysed the text:
 		// the text's own errors come first. So the text is parsed as the unnamed statement,
@@ -317,7 +370,7 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 	default:
 		name := string(nameB)
 		key := stmtKey{context: s.stmtContextLocked(), text: string(rest)}
-		def := &clientStmt{key: key.text, route: route}
+		def := &clientStmt{key: key.text, route: route, refs: refs}
 		if s.stmts == nil {
 			s.stmts = make(map[string]*clientStmt)
 		}
@@ -362,10 +415,15 @@ func (s *Session) forwardBind(srv *pool.Conn) error {
 	var serverName string
 	s.mu.Lock()
 	if len(stmt) == 0 {
-		out = s.unnamedLocked(srv, out)
+		out = s.unnamedLocked(srv, out, true)
 	} else if def := s.stmts[string(stmt)]; def != nil {
 		var st *statement
-		st, out = s.ensureLocked(srv, stmtKey{context: s.stmtContextLocked(), text: def.key}, out)
+		if def.refs == nil {
+			st, out = s.ensureLocked(srv, stmtKey{context: s.stmtContextLocked(), text: def.key}, out)
+		} else {
+			st, out = s.stmtOnLocked(srv, def, out, refsExpect, 0)
+			s.queueDeallocsLocked(srv, def.refs, false, s.reqSent) // run by the portal's Execute
+		}
 		serverName = st.name
 	}
 	s.mu.Unlock()
@@ -395,17 +453,27 @@ func cbytes(b []byte) ([]byte, []byte, bool) {
 	return b[:i], b[i+1:], true
 }
 
-// unnamedLocked makes the server's unnamed statement the client's before a Bind or Describe of
-// it: re-created when the client parsed it on another server connection, closed when the server
-// holds another client's. Requires mu.
-func (s *Session) unnamedLocked(srv *pool.Conn, out []byte) []byte {
+// unnamedLocked makes the server's unnamed statement the client's before a Bind (bind) or
+// Describe of it: re-created when the client parsed it on another server connection, or when
+// the statements its text names are others there (see keyOnLocked); closed when the server holds
+// another client's. Requires mu.
+func (s *Session) unnamedLocked(srv *pool.Conn, out []byte, bind bool) []byte {
+	key := s.unnamed.key
+	if s.unnamed.refs != nil {
+		var k stmtKey
+		k, out = s.keyOnLocked(srv, &s.unnamed, out, refsExpect, 0)
+		key = k.text
+		if bind {
+			s.queueDeallocsLocked(srv, s.unnamed.refs, false, s.reqSent) // run by the portal's Execute
+		}
+	}
 	switch {
-	case s.unnamedKey != "" && stateOf(srv).unnamed(srv) != s.unnamedKey:
-		out = appendParse(out, "", s.unnamedKey)
+	case key != "" && stateOf(srv).unnamed(srv) != key:
+		out = appendParse(out, "", key)
 		s.expectLocked(expectation{typ: '1', action: actSwallow, unnamed: true})
 		s.logHiddenLocked()
-		stateOf(srv).setUnnamed(srv, s.unnamedKey)
-	case s.unnamedKey == "" && stateOf(srv).unnamed(srv) != "":
+		stateOf(srv).setUnnamed(srv, key)
+	case key == "" && stateOf(srv).unnamed(srv) != "":
 		out = appendClose(out, "")
 		s.expectLocked(expectation{typ: '3', action: actSwallow, unnamed: true})
 		s.logHiddenLocked()
@@ -438,16 +506,16 @@ func (s *Session) forwardDescribeClose(srv *pool.Conn, typ byte) error {
 			s.expectLocked(expectation{typ: '3', action: actForward})
 		}
 	case typ == 'D' && name == "":
-		out = s.unnamedLocked(srv, out)
+		out = s.unnamedLocked(srv, out, false)
 	case typ == 'D':
 		if def := s.stmts[name]; def != nil {
 			var st *statement
-			st, out = s.ensureLocked(srv, stmtKey{context: s.stmtContextLocked(), text: def.key}, out)
+			st, out = s.stmtOnLocked(srv, def, out, refsExpect, 0)
 			serverName = st.name
 		}
 	case name == "": // Close of the unnamed statement
-		s.expectLocked(expectation{typ: '3', action: actForward, unnamed: true, prevKey: s.unnamedKey, prevRoute: s.unnamed})
-		s.unnamedKey = ""
+		s.expectLocked(expectation{typ: '3', action: actForward, unnamed: true, prev: s.unnamed})
+		s.unnamed = clientStmt{}
 		stateOf(srv).setUnnamed(srv, "")
 	default:
 		// Close of a named statement: the client forgets it (unless the server skips the
@@ -534,9 +602,9 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 			case e.action == actSwallow:
 				// pgtide's own: the client's unnamed statement is what it was.
 			case e.failed && e.typ == '1':
-				s.unnamedKey, s.unnamed = "", classify.RouteInfo{} // a failed Parse leaves none
+				s.unnamed = clientStmt{} // a failed Parse leaves none
 			default:
-				s.unnamedKey, s.unnamed = e.prevKey, e.prevRoute
+				s.unnamed = e.prev
 			}
 		case e.closed != "":
 			stateOf(srv).orphans = append(stateOf(srv).orphans, e.closed)

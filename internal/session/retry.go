@@ -216,7 +216,7 @@ func (s *Session) heldKinds() (single, reads bool) {
 // from, false if pgtide does not know it.
 func (s *Session) statementText(name []byte) ([]byte, bool) {
 	s.mu.Lock()
-	key := s.unnamedKey
+	key := s.unnamed.key
 	if len(name) > 0 {
 		key = ""
 		if def := s.stmts[string(name)]; def != nil {

@@ -19,7 +19,7 @@ func retrySession(in []byte) *Session {
 		"w": {key: "INSERT INTO t VALUES ($1)\x00\x00\x00"},
 		"r": {key: "SELECT $1::int\x00\x00\x00"},
 	}
-	s.unnamedKey = "SELECT 1\x00\x00\x00"
+	s.unnamed.key = "SELECT 1\x00\x00\x00"
 	return s
 }
 

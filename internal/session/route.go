@@ -380,19 +380,15 @@ type parsedStmt struct {
 // statementRoute returns the route of the client's prepared statement name ("" for the unnamed
 // one): the classification of its Parse, or the writer for a statement pgtide does not know.
 func (s *Session) statementRoute(name []byte) classify.RouteInfo {
-	if len(name) == 0 {
-		return s.unnamed
-	}
 	s.mu.Lock()
-	def := s.stmts[string(name)]
-	var info classify.RouteInfo
-	if def != nil {
-		info = def.route
-	} else {
-		info = classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified}
+	defer s.mu.Unlock()
+	if len(name) == 0 {
+		return s.unnamed.route
 	}
-	s.mu.Unlock()
-	return info
+	if def := s.stmts[string(name)]; def != nil {
+		return def.route
+	}
+	return classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified}
 }
 
 // functions returns what is known of database's functions, nil for nothing.

@@ -149,7 +149,7 @@ type Session struct {
 	rewrite       []byte // scratch for SQL with statement names rewritten; owned by the client loop
 	// Statement tracking (see prepared.go). Guarded by mu.
 	stmts      map[string]*clientStmt
-	unnamedKey string
+	unnamed    clientStmt // the unnamed statement; key "" when the client has none
 	expect     expectRing                // Parse and Close sent, awaiting ParseComplete or CloseComplete
 	deallocs   expectRing                // SQL DEALLOCATEs sent, awaiting their CommandComplete (typ 'D')
 	expectSeq  uint64                    // numbers expectations in sending order
