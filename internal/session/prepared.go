@@ -185,8 +185,8 @@ func (s *Session) stmtOnLocked(srv *pool.Conn, def *clientStmt, out []byte, mode
 // their server-side statements instead (see keyOnLocked). a is text's analysis. A statement srv
 // lacks is created first by a hidden request (Parse, Sync) before the Query, which then takes the
 // next request number; inside an unfinished extended batch, where a request of its own cannot
-// go, it is not. It returns pre with that request appended, and the rewritten text in s.rewrite,
-// or nil if nothing was rewritten. In a failed transaction nothing is rewritten: the server
+// go, by a hidden Parse with an expectation, as before an extended message. It returns pre with
+// those messages appended, and the rewritten text in s.rewrite, or nil if nothing was rewritten. In a failed transaction nothing is rewritten: the server
 // refuses the statement whatever it names.
 func (s *Session) resolveRefs(srv *pool.Conn, a *classify.Session, pre, text []byte) ([]byte, []byte) {
 	s.mu.Lock()
@@ -196,7 +196,7 @@ func (s *Session) resolveRefs(srv *pool.Conn, a *classify.Session, pre, text []b
 	}
 	mode := refsHidden
 	if s.open {
-		mode = refsNone
+		mode = refsExpect
 	}
 	start := len(pre)
 	out := s.rewrite[:0]
@@ -214,7 +214,7 @@ func (s *Session) resolveRefs(srv *pool.Conn, a *classify.Session, pre, text []b
 		out = append(append(out, text[last:r.Start]...), st.name...)
 		last = r.End
 	}
-	if len(pre) > start {
+	if mode == refsHidden && len(pre) > start {
 		s.hideLocked(s.reqSent-1, false) // the Query, already counted, moves up one
 		pre = wire.AppendHeader(pre, 'S', 0)
 	}
