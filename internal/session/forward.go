@@ -47,6 +47,12 @@ func (s *Session) forward(srv *pool.Conn, typ byte) error {
 		if s.maxPrepared > 0 {
 			return s.forwardDescribeClose(srv, typ)
 		}
+	case 'E':
+		if len(s.refPortals) > 0 {
+			if err := s.executeRefs(srv); err != nil {
+				return err
+			}
+		}
 	}
 	return s.r.Forward(srv.Writer)
 }

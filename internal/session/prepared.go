@@ -415,17 +415,17 @@ func (s *Session) forwardBind(srv *pool.Conn) error {
 	var serverName string
 	s.mu.Lock()
 	if len(stmt) == 0 {
-		out = s.unnamedLocked(srv, out, true)
+		out = s.unnamedLocked(srv, out)
 	} else if def := s.stmts[string(stmt)]; def != nil {
 		var st *statement
 		if def.refs == nil {
 			st, out = s.ensureLocked(srv, stmtKey{context: s.stmtContextLocked(), text: def.key}, out)
 		} else {
 			st, out = s.stmtOnLocked(srv, def, out, refsExpect, 0)
-			s.queueDeallocsLocked(srv, def.refs, false, s.reqSent) // run by the portal's Execute
 		}
 		serverName = st.name
 	}
+	s.bindRefsLocked(portal, stmt)
 	s.mu.Unlock()
 	s.scratch = out
 	if len(out) > 0 {
@@ -444,6 +444,46 @@ func (s *Session) forwardBind(srv *pool.Conn) error {
 	return s.r.ForwardReplacing(srv.Writer, skip, prefix)
 }
 
+// bindRefsLocked notes a Bind of the client's statement stmt to portal: a statement with SQL
+// DEALLOCATE in its text deallocates when the portal runs (see executeRefs). Requires mu.
+func (s *Session) bindRefsLocked(portal, stmt []byte) {
+	if len(s.refPortals) > 0 {
+		delete(s.refPortals, string(portal)) // a Bind replaces the portal
+	}
+	def := &s.unnamed
+	if len(stmt) > 0 {
+		def = s.stmts[string(stmt)]
+	}
+	if def == nil || def.refs == nil {
+		return
+	}
+	if s.refPortals == nil {
+		s.refPortals = make(map[string][]classify.StmtRef)
+	}
+	s.refPortals[string(portal)] = def.refs
+}
+
+// executeRefs handles an Execute in transaction mode: a portal bound to a statement with SQL
+// DEALLOCATE in its text runs it now, so its names are taken from the client's records here
+// (see queueDeallocsLocked).
+func (s *Session) executeRefs(srv *pool.Conn) error {
+	head, err := s.r.PeekBody(s.r.MaxPeek())
+	if err != nil {
+		return err
+	}
+	portal, _, ok := cbytes(head)
+	if !ok {
+		return errMalformedMessage
+	}
+	s.mu.Lock()
+	if refs, ok := s.refPortals[string(portal)]; ok {
+		delete(s.refPortals, string(portal)) // a utility statement runs at the portal's first Execute
+		s.queueDeallocsLocked(srv, refs, false, s.reqSent)
+	}
+	s.mu.Unlock()
+	return nil
+}
+
 // cbytes splits a NUL-terminated string off b, without copying.
 func cbytes(b []byte) ([]byte, []byte, bool) {
 	i := bytes.IndexByte(b, 0)
@@ -453,19 +493,16 @@ func cbytes(b []byte) ([]byte, []byte, bool) {
 	return b[:i], b[i+1:], true
 }
 
-// unnamedLocked makes the server's unnamed statement the client's before a Bind (bind) or
-// Describe of it: re-created when the client parsed it on another server connection, or when
+// unnamedLocked makes the server's unnamed statement the client's before a Bind or Describe of
+// it: re-created when the client parsed it on another server connection, or when
 // the statements its text names are others there (see keyOnLocked); closed when the server holds
 // another client's. Requires mu.
-func (s *Session) unnamedLocked(srv *pool.Conn, out []byte, bind bool) []byte {
+func (s *Session) unnamedLocked(srv *pool.Conn, out []byte) []byte {
 	key := s.unnamed.key
 	if s.unnamed.refs != nil {
 		var k stmtKey
 		k, out = s.keyOnLocked(srv, &s.unnamed, out, refsExpect, 0)
 		key = k.text
-		if bind {
-			s.queueDeallocsLocked(srv, s.unnamed.refs, false, s.reqSent) // run by the portal's Execute
-		}
 	}
 	switch {
 	case key != "" && stateOf(srv).unnamed(srv) != key:
@@ -504,9 +541,10 @@ func (s *Session) forwardDescribeClose(srv *pool.Conn, typ byte) error {
 		// Portals live and die inside one server connection's transaction: nothing to do.
 		if typ == 'C' {
 			s.expectLocked(expectation{typ: '3', action: actForward})
+			delete(s.refPortals, name)
 		}
 	case typ == 'D' && name == "":
-		out = s.unnamedLocked(srv, out, false)
+		out = s.unnamedLocked(srv, out)
 	case typ == 'D':
 		if def := s.stmts[name]; def != nil {
 			var st *statement

@@ -335,6 +335,7 @@ func (s *Session) attachLocked(srv *pool.Conn, node *cluster.Node) {
 	s.reqSent, s.reqDone = 0, 0
 	s.expect.reset()
 	s.deallocs.reset()
+	clear(s.refPortals) // portals end with the transaction, which ended with the last attachment
 	s.resetHiddenLocked()
 	s.reqs.reset()
 	s.answered = 0

@@ -150,6 +150,9 @@ type Session struct {
 	// Statement tracking (see prepared.go). Guarded by mu.
 	stmts      map[string]*clientStmt
 	unnamed    clientStmt // the unnamed statement; key "" when the client has none
+	// refPortals are the portals bound to statements with SQL DEALLOCATE or EXECUTE in their
+	// text, with those (see bindRefsLocked). Owned by the client loop.
+	refPortals map[string][]classify.StmtRef
 	expect     expectRing                // Parse and Close sent, awaiting ParseComplete or CloseComplete
 	deallocs   expectRing                // SQL DEALLOCATEs sent, awaiting their CommandComplete (typ 'D')
 	expectSeq  uint64                    // numbers expectations in sending order
