@@ -148,8 +148,8 @@ type Session struct {
 	restore       []byte // a Parse reset something: the restore to send after the next Sync; owned by the client loop
 	rewrite       []byte // scratch for SQL with statement names rewritten; owned by the client loop
 	// Statement tracking (see prepared.go). Guarded by mu.
-	stmts      map[string]*clientStmt
-	unnamed    clientStmt // the unnamed statement; key "" when the client has none
+	stmts   map[string]*clientStmt
+	unnamed clientStmt // the unnamed statement; key "" when the client has none
 	// refPortals are the portals bound to statements with SQL DEALLOCATE or EXECUTE in their
 	// text, with those (see bindRefsLocked). Owned by the client loop.
 	refPortals map[string][]classify.StmtRef
