@@ -642,6 +642,10 @@ func (r *fuzzRun) doOther(action int, text fuzzText) {
 			name = ""
 			r.note("other client parses unnamed (bugNamedSQLRefs)")
 		}
+		if text.sql == "EXECUTE a" {
+			name = "" // a statement cannot EXECUTE itself under pgtide's names (see executesItself)
+			r.note("other client parses unnamed: the statement would EXECUTE itself")
+		}
 		o.send(&pgproto3.Parse{Name: name, Query: text.sql, ParameterOIDs: text.oids},
 			&pgproto3.Bind{PreparedStatement: name, Parameters: params}, &pgproto3.Execute{}, &pgproto3.Sync{})
 	case 3:

@@ -409,3 +409,57 @@ func TestPipelinedRequests(t *testing.T) {
 		}
 	}
 }
+
+// TestSkippedAfterError: after an error in an extended-protocol message, the server skips every
+// message until Sync, a simple Query among them too, which then gets no ReadyForQuery. pgtide
+// must count the same way in both pool modes, or the client's next request hangs (found by
+// FuzzPreparedStatements). Also with a long pipeline before the Query, so that pgtide has
+// dropped the answered messages from its account of the batch meanwhile.
+func TestSkippedAfterError(t *testing.T) {
+	for _, mode := range []string{config.PoolModeTransaction, config.PoolModeSession} {
+		t.Run(mode, func(t *testing.T) {
+			p := startProxy(t, func(c *config.Config) {
+				c.Proxy.PoolMode = mode
+				c.Cluster.PoolSize = 1
+				c.Auth.Method = config.AuthTrust
+			})
+			r := p.raw(t)
+			r.login("app", "appdb")
+			one := &pgproto3.Query{String: "SELECT 1"}
+			bad := &pgproto3.Parse{Query: "SELEC 1"}
+			// The Query after the failed Parse is skipped: one ReadyForQuery, for the Sync.
+			r.send(bad, one, &pgproto3.Sync{})
+			r.expect("Error:42601", "ReadyForQuery")
+			r.send(one)
+			r.expect("RowDescription", "DataRow", "CommandComplete", "ReadyForQuery")
+
+			// The client waits for the error (Flush) before sending the rest of the batch.
+			r.send(bad, &pgproto3.Flush{})
+			r.expectError("42601", false)
+			r.send(one, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{})
+			r.expect("ReadyForQuery")
+
+			// A Query that fails itself inside a batch gets its ReadyForQuery, and the batch
+			// goes on after it (with a named statement: a Query drops the unnamed one).
+			r.send(&pgproto3.Parse{Name: "two", Query: "SELECT 2"}, &pgproto3.Query{String: "SELEC 1"},
+				&pgproto3.Bind{PreparedStatement: "two"}, &pgproto3.Execute{}, &pgproto3.Sync{})
+			r.expect("ParseComplete", "Error:42601", "ReadyForQuery")
+			r.expect("BindComplete", "DataRow", "CommandComplete", "ReadyForQuery")
+
+			// 200 statements answered, then a failing Bind, then a Query: skipped.
+			for range 200 {
+				r.fe.Send(&pgproto3.Parse{Query: "SELECT 3"})
+				r.fe.Send(&pgproto3.Bind{})
+				r.fe.Send(&pgproto3.Execute{})
+			}
+			r.send(&pgproto3.Bind{PreparedStatement: "nope"}, one, &pgproto3.Sync{})
+			var want []string
+			for range 200 {
+				want = append(want, "ParseComplete", "BindComplete", "DataRow", "CommandComplete")
+			}
+			r.expect(append(want, "Error:26000", "ReadyForQuery")...)
+			r.send(one)
+			r.expect("RowDescription", "DataRow", "CommandComplete", "ReadyForQuery")
+		})
+	}
+}
