@@ -413,20 +413,25 @@ func (s *Session) forwardBind(srv *pool.Conn) error {
 	skip := len(portal) + 1 + len(stmt) + 1
 	out := s.scratch[:0]
 	var serverName string
+	var refs []classify.StmtRef
 	s.mu.Lock()
 	if len(stmt) == 0 {
 		out = s.unnamedLocked(srv, out)
+		refs = s.unnamed.refs
 	} else if def := s.stmts[string(stmt)]; def != nil {
 		var st *statement
 		if def.refs == nil {
 			st, out = s.ensureLocked(srv, stmtKey{context: s.stmtContextLocked(), text: def.key}, out)
 		} else {
 			st, out = s.stmtOnLocked(srv, def, out, refsExpect, 0)
+			refs = def.refs
 		}
 		serverName = st.name
 	}
-	s.bindRefsLocked(portal, stmt)
 	s.mu.Unlock()
+	if len(s.refPortals) > 0 || refs != nil {
+		s.bindRefs(portal, refs)
+	}
 	s.scratch = out
 	if len(out) > 0 {
 		if _, err := srv.Writer.Write(out); err != nil {
@@ -444,23 +449,17 @@ func (s *Session) forwardBind(srv *pool.Conn) error {
 	return s.r.ForwardReplacing(srv.Writer, skip, prefix)
 }
 
-// bindRefsLocked notes a Bind of the client's statement stmt to portal: a statement with SQL
-// DEALLOCATE in its text deallocates when the portal runs (see executeRefs). Requires mu.
-func (s *Session) bindRefsLocked(portal, stmt []byte) {
-	if len(s.refPortals) > 0 {
-		delete(s.refPortals, string(portal)) // a Bind replaces the portal
-	}
-	def := &s.unnamed
-	if len(stmt) > 0 {
-		def = s.stmts[string(stmt)]
-	}
-	if def == nil || def.refs == nil {
+// bindRefs notes a Bind to portal of a statement with the given refs (see clientStmt.refs): its
+// SQL DEALLOCATEs deallocate when the portal runs (see executeRefs).
+func (s *Session) bindRefs(portal []byte, refs []classify.StmtRef) {
+	delete(s.refPortals, string(portal)) // a Bind replaces the portal
+	if refs == nil {
 		return
 	}
 	if s.refPortals == nil {
 		s.refPortals = make(map[string][]classify.StmtRef)
 	}
-	s.refPortals[string(portal)] = def.refs
+	s.refPortals[string(portal)] = refs
 }
 
 // executeRefs handles an Execute in transaction mode: a portal bound to a statement with SQL
