@@ -28,7 +28,12 @@ func (e *ServerError) Error() string {
 
 // DialOptions are what a dial needs beyond the key.
 type DialOptions struct {
-	Password       string
+	Password string
+	// RequireTLS: Password may be sent only over an encrypted connection (an RDS IAM auth token).
+	// Dial then refuses to log in on a connection that is not TLS, before the startup message,
+	// with a *CredentialError wrapping ErrTLSRequired: the server never gets a chance to ask for
+	// the password in the clear.
+	RequireTLS     bool
 	ConnectTimeout time.Duration
 	MaxMessageSize int
 	// Dial opens the TCP connection; nil means net.Dialer.
@@ -53,6 +58,13 @@ func Dial(ctx context.Context, key Key, o DialOptions) (*Conn, error) {
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)
+	}
+	// secure says the connection is encrypted: o.Dial returned a *tls.Conn. (The server_tls
+	// upgrade after an SSLRequest sets it too.) Decided before anything is sent.
+	secure := isTLS(nc)
+	if o.RequireTLS && !secure {
+		nc.Close()
+		return nil, &CredentialError{User: key.User, Err: ErrTLSRequired}
 	}
 	c := &Conn{
 		Params:  make(map[string]string),

@@ -60,14 +60,14 @@ func TestCredentialChainToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	after := time.Now().UTC().Add(time.Second)
-	checkToken(t, tok, "db-1.abc123.eu-west-1.rds.amazonaws.com:5432", "eu-west-1", "app user", before, after)
+	CheckToken(t, tok, "db-1.abc123.eu-west-1.rds.amazonaws.com:5432", "eu-west-1", "app user", before, after)
 
 	// The chain is kept per region: another region signs with its own scope.
 	tok2, err := build(t.Context(), "127.0.0.1:6543", "us-east-1", "app")
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkToken(t, tok2, "127.0.0.1:6543", "us-east-1", "app", before, time.Now().UTC().Add(time.Second))
+	CheckToken(t, tok2, "127.0.0.1:6543", "us-east-1", "app", before, time.Now().UTC().Add(time.Second))
 
 	if _, err := build(t.Context(), "db-1.abc123.eu-west-1.rds.amazonaws.com", "eu-west-1", "app"); err == nil {
 		t.Error("an endpoint without a port made a token")
@@ -89,9 +89,9 @@ func TestCredentialChainNoCredentials(t *testing.T) {
 	}
 }
 
-// checkToken parses tok as a presigned RDS connect URL and checks every part, then the
+// CheckToken parses tok as a presigned RDS connect URL and checks every part, then the
 // signature.
-func checkToken(t *testing.T, tok, endpoint, region, user string, notBefore, notAfter time.Time) {
+func CheckToken(t *testing.T, tok, endpoint, region, user string, notBefore, notAfter time.Time) {
 	t.Helper()
 	u, err := url.Parse("https://" + tok)
 	if err != nil {

@@ -196,8 +196,8 @@ func (t *Tokens) run(k key, e *entry, f *flight, started time.Time) {
 	e.failing = err != nil
 	closed := t.closed
 	t.mu.Unlock()
+	defer close(f.done) // after the log line: a waiter that reads the log finds it
 	f.token, f.err = tok, err
-	close(f.done)
 	switch {
 	case closed:
 	case err != nil && !wasFailing:
