@@ -28,16 +28,17 @@ func (e *ServerError) Error() string {
 
 // DialOptions are what a dial needs beyond the key.
 type DialOptions struct {
-	Password string
-	// RequireTLS: Password may be sent only over an encrypted connection (an RDS IAM auth token).
-	// Dial then refuses to log in on a connection that is not TLS, before the startup message,
-	// with a *CredentialError wrapping ErrTLSRequired: the server never gets a chance to ask for
-	// the password in the clear.
-	RequireTLS     bool
+	Password       string
 	ConnectTimeout time.Duration
 	MaxMessageSize int
 	// Dial opens the TCP connection; nil means net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// RequireTLS: Password may be sent only over an encrypted connection (an RDS IAM auth token).
+	// Dial then refuses to log in on a connection that is not TLS, before the startup message,
+	// with a *CredentialError wrapping ErrTLSRequired: the server never gets a chance to ask for
+	// the password in the clear.
+	RequireTLS bool
 }
 
 // Dial opens a server connection for key and logs in as key.User, answering whichever
@@ -59,8 +60,8 @@ func Dial(ctx context.Context, key Key, o DialOptions) (*Conn, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)
 	}
-	// secure says the connection is encrypted: o.Dial returned a *tls.Conn. (The server_tls
-	// upgrade after an SSLRequest sets it too.) Decided before anything is sent.
+	// secure says the connection is encrypted, decided before anything is sent: o.Dial returned
+	// a *tls.Conn. MERGE(server_tls): the SSLRequest upgrade goes before this check and sets it.
 	secure := isTLS(nc)
 	if o.RequireTLS && !secure {
 		nc.Close()
