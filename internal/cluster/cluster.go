@@ -133,6 +133,7 @@ func (c *Cluster) SetConfig(next Config) (restartOnly []string) {
 	}
 	next.Hosts = cur.Hosts
 	next.Dial, next.Resolver, next.Now = cur.Dial, cur.Resolver, cur.Now // injected, not configured
+	next.Token = cur.Token                                               // likewise (IAM is configured)
 	c.cfg.Store(&next)
 	return restartOnly
 }

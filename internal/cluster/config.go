@@ -48,6 +48,15 @@ type Config struct {
 		LookupHost(ctx context.Context, host string) ([]string, error)
 	} // nil: net.DefaultResolver
 	Now func() time.Time // nil: time.Now
+
+	// IAM makes the health check's (and discovery's) login present an RDS IAM auth token for
+	// each node, from Token, instead of Password (health_check_user has iam = true): only over
+	// TLS, refused before the startup message otherwise, and only as a cleartext password (see
+	// useIAMToken).
+	IAM bool
+	// Token returns the RDS IAM auth token of user for node ("host:port"); required with IAM.
+	// Injected like Dial: SetConfig keeps the one New was given. Never logged.
+	Token func(ctx context.Context, node, user string) (string, error)
 }
 
 // Discovery modes.
@@ -125,6 +134,9 @@ func (cfg Config) Validate() error {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s must be >= 0, got %v", d.name, d.v))
 		}
+	}
+	if cfg.IAM && cfg.Token == nil {
+		errs = append(errs, errors.New("an IAM login needs a Token function"))
 	}
 	if cfg.HealthCheckFailures < 0 {
 		errs = append(errs, fmt.Errorf("health check failures must be >= 0, got %d", cfg.HealthCheckFailures))

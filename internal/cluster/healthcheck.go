@@ -277,6 +277,10 @@ func checkFailure(err error) string {
 	var pgErr *pgconn.PgError
 	var ne net.Error
 	switch {
+	case errors.Is(err, errIAMNeedsTLS):
+		return errIAMNeedsTLS.Error()
+	case errors.Is(err, errIAMToken):
+		return errIAMToken.Error() + " (see pgtide's log)"
 	case errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "28"):
 		return "the server refuses the health check's login (health_check_user): " + pgErr.Message
 	case errors.As(err, &pgErr) && pgErr.Code == "3D000":

@@ -54,6 +54,11 @@ func (c *Cluster) connectDB(ctx context.Context, addr, database string) (*probeC
 	// Set outside the connection string so it needs no quoting and can never
 	// show up in a parse error.
 	pcfg.Password = c.config().Password
+	if c.config().IAM {
+		if err := c.useIAMToken(ctx, pcfg, addr); err != nil {
+			return nil, err
+		}
+	}
 	pcfg.ConnectTimeout = c.config().HealthCheckTimeout
 	pcfg.RuntimeParams["application_name"] = "pgtide health check"
 	// The dialer gets the configured address as it is: net.Dialer resolves
@@ -136,13 +141,17 @@ func connValue(v string) string {
 	return "'" + strings.ReplaceAll(v, `'`, `\'`) + "'"
 }
 
-// login is who a probe connection logged in as.
-type login struct{ user, password, database string }
+// login is who a probe connection logged in as. An IAM login's token is not part of it: a new
+// token for the same user is the same login.
+type login struct {
+	user, password, database string
+	iam                      bool
+}
 
 // login returns the login the configuration in force gives for database.
 func (c *Cluster) login(database string) login {
 	cfg := c.config()
-	return login{cfg.User, cfg.Password, database}
+	return login{cfg.User, cfg.Password, database, cfg.IAM}
 }
 
 // outdated reports whether p, a health-check or discovery connection, logged in otherwise than

@@ -60,6 +60,7 @@ type Config struct {
 	Auth    Auth    `toml:"auth"`
 	Cluster Cluster `toml:"cluster"`
 	Admin   Admin   `toml:"admin"`
+	AWS     AWS     `toml:"aws"`
 
 	// Users is loaded from Auth.UsersFile, not from the main file.
 	Users Users `toml:"-"`
@@ -155,7 +156,8 @@ type Auth struct {
 	// Method is how clients prove who they are: "trust", "md5" or "scram-sha-256".
 	Method string `toml:"method"`
 	// UsersFile lists users and passwords (relative paths are relative to the config file). The same
-	// password logs pgtide in to the server. Optional with trust.
+	// password logs pgtide in to the server (an iam user's logs in with an RDS IAM auth token
+	// instead: see User.IAM). Optional with trust.
 	UsersFile string `toml:"users_file"`
 	// AdminUsers may use the admin console: connecting to the virtual database "pgtide" (or
 	// "pgbouncer") gives SHOW, RELOAD, PAUSE and the other PgBouncer-style commands instead of a
@@ -572,6 +574,7 @@ func (c *Config) Validate() error {
 		add("cluster.query_wait_timeout (%s) must be at least server_connect_timeout (%s)",
 			cl.QueryWaitTimeout.Duration, cl.ServerConnectTimeout.Duration)
 	}
+	errs = append(errs, c.validateIAM()...)
 	return errors.Join(errs...)
 }
 

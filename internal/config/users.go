@@ -11,8 +11,13 @@ import (
 type User struct {
 	// Name is the PostgreSQL role name clients log in as.
 	Name string `toml:"name"`
-	// Password authenticates the client (md5, scram-sha-256) and logs pgtide in to the server.
+	// Password authenticates the client (md5, scram-sha-256) and logs pgtide in to the server,
+	// unless IAM is set: then it only authenticates the client.
 	Password string `toml:"password"`
+	// IAM makes pgtide log in to every node as this user with an RDS IAM auth token (package
+	// rdsiam) signed for [aws] region by credentials from the standard AWS credential chain,
+	// sent only over TLS, instead of Password. Clients still authenticate with Password.
+	IAM bool `toml:"iam"`
 }
 
 // String never shows the password, so a User can be printed in an error.

@@ -33,6 +33,12 @@ type DialOptions struct {
 	MaxMessageSize int
 	// Dial opens the TCP connection; nil means net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// RequireTLS: Password may be sent only over an encrypted connection (an RDS IAM auth token).
+	// Dial then refuses to log in on a connection that is not TLS, before the startup message,
+	// with a *CredentialError wrapping ErrTLSRequired: the server never gets a chance to ask for
+	// the password in the clear.
+	RequireTLS bool
 }
 
 // Dial opens a server connection for key and logs in as key.User, answering whichever
@@ -53,6 +59,13 @@ func Dial(ctx context.Context, key Key, o DialOptions) (*Conn, error) {
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)
+	}
+	// secure says the connection is encrypted, decided before anything is sent: o.Dial returned
+	// a *tls.Conn. MERGE(server_tls): the SSLRequest upgrade goes before this check and sets it.
+	secure := isTLS(nc)
+	if o.RequireTLS && !secure {
+		nc.Close()
+		return nil, &CredentialError{User: key.User, Err: ErrTLSRequired}
 	}
 	c := &Conn{
 		Params:  make(map[string]string),

@@ -16,4 +16,7 @@
 // For the admin console, a database can be paused (Pause: nothing is lent, acquirers wait,
 // connections close as they come back) and its connections renewed (Reconnect: a per-pool
 // generation, as CloseNode keeps one per node).
+//
+// Each dial logs in with what the Manager's Secret gives for its node and user (secret.go): a
+// password, or a bearer token (an RDS IAM auth token) that Dial sends only over TLS.
 package pool

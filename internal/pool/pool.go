@@ -66,8 +66,9 @@ var ErrClosed = errors.New("pool: closed")
 
 // Manager owns every pool and every server connection.
 type Manager struct {
-	// Password returns the password for logging user in to a server. Set before use.
-	Password func(user string) string
+	// Secret gives the secret each dial logs in with (see SecretFunc); nil: none (trust). Set
+	// before use.
+	Secret SecretFunc
 	// DialFunc, when set, opens TCP connections (tests inject failures here).
 	DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 	Logger   *slog.Logger
@@ -408,9 +409,18 @@ func (m *Manager) dialSlot(ctx context.Context, k Key) (*Conn, error) {
 			err = ctx.Err()
 		}
 	}
+	var secret ServerSecret
+	if err == nil && m.Secret != nil {
+		sctx, cancel := context.WithTimeout(ctx, s.ServerConnectTimeout)
+		if secret, err = m.Secret(sctx, k.Node, k.User); err != nil {
+			err = &CredentialError{User: k.User, Err: err}
+		}
+		cancel()
+	}
 	if err == nil {
 		c, err = Dial(ctx, k, DialOptions{
-			Password:       m.Password(k.User),
+			Password:       secret.Password,
+			RequireTLS:     secret.RequireTLS,
 			ConnectTimeout: s.ServerConnectTimeout,
 			MaxMessageSize: s.MaxMessageSize,
 			Dial:           m.DialFunc,

@@ -74,7 +74,6 @@ func newTestManager(t *testing.T) (*Manager, Key) {
 		ServerConnectTimeout: 5 * time.Second,
 		MaxMessageSize:       1 << 20,
 	})
-	m.Password = func(string) string { return "" }
 	t.Cleanup(m.Close)
 	return m, Key{Node: addr, Database: "db", User: "u"}
 }

@@ -43,6 +43,8 @@ type Server struct {
 	OnReload func(*config.Config)
 	// dialServer opens connections to servers for CancelRequests. Tests may replace it.
 	dialServer func(network, addr string) (net.Conn, error)
+	// secrets gives the pools' and health checks' logins their password or RDS IAM token.
+	secrets *serverSecrets
 
 	clients      atomic.Int64 // client connections being served, logging in included
 	acceptErrors atomic.Int64 // see accept
@@ -94,6 +96,7 @@ func ClusterConfig(c *config.Config) cluster.Config {
 		HealthCheckFailures: cl.HealthCheckFailures,
 		User:                cl.HealthCheckUser,
 		Password:            c.Users[cl.HealthCheckUser].Password,
+		IAM:                 c.Users[cl.HealthCheckUser].IAM, // then Token, set by New, replaces Password
 		Database:            cl.HealthCheckDatabase,
 		Discovery:           cl.Discovery,
 		AuroraTemplate:      cl.AuroraTemplate,
@@ -146,14 +149,20 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	s.cfgStamps = configStamps(cfg)
 	warnConfig(logger, cfg)
 	s.pools.Logger = logger
-	s.pools.Password = func(user string) string { return s.cfg.Load().Users[user].Password }
-	s.cluster = cluster.New(ClusterConfig(cfg), logger)
+	s.secrets = newServerSecrets(s.cfg.Load, logger)
+	s.pools.Secret = s.secrets.secret
+	ccfg := ClusterConfig(cfg)
+	ccfg.Token = s.secrets.token
+	s.cluster = cluster.New(ccfg, logger)
 	s.shareBudgets(cfg)
 	// A node that went down or changed role keeps none of its idle server connections, and the
 	// ones in use are closed when they come back: writes must not reach an old writer.
 	s.cluster.Subscribe(func(e cluster.Event) {
 		if (e.PrevUp && !e.Up) || (e.PrevRole != e.Role && e.PrevRole != cluster.RoleUnknown) || e.Removed {
 			s.pools.CloseNode(e.Node.Addr())
+		}
+		if e.Removed {
+			s.secrets.tokens.Forget(e.Node.Addr())
 		}
 		if e.Ceiling {
 			s.applyBudget(e.Node, s.cfg.Load())
@@ -195,6 +204,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		defer s.bg.Done()
 		s.cluster.Run(ctx)
 	}()
+	s.bg.Go(func() { s.secrets.tokens.Run(ctx, time.Minute) })
 	wctx, wcancel := context.WithTimeout(ctx, 2*cfg.Cluster.HealthCheckTimeout.Duration)
 	s.cluster.WaitChecked(wctx)
 	wcancel()
@@ -580,6 +590,7 @@ func (s *Server) Shutdown() {
 	}
 	s.stop()
 	s.bg.Wait()
+	s.secrets.tokens.Close()
 	s.pools.Close()
 	s.logger.Info("shut down")
 }

@@ -136,20 +136,23 @@ func (r *Router) Release(c *pool.Conn, n *cluster.Node, reset bool) {
 }
 
 // leaseError makes the LeaseError for a failure to get a connection of key, logging what the
-// client's message leaves out: a server refusing pgtide's own login (at most once per
-// refusalLogEvery per node and user: a storm of clients must not flood the log) and network
-// failures, whose addresses stay out of clients' messages.
+// client's message leaves out: a server refusing pgtide's own login, or pgtide unable to present
+// its credential (at most once per refusalLogEvery per node and user: a storm of clients must
+// not flood the log), and network failures, whose addresses stay out of clients' messages.
 func (r *Router) leaseError(key pool.Key, err error) *LeaseError {
 	le := &LeaseError{Node: key.Node, User: key.User, Err: err}
 	var se *pool.ServerError
 	switch {
 	case errors.As(err, &se) && strings.HasPrefix(se.Code, "28"):
-		now := time.Now()
-		k := refusalKey{key.Node, key.User}
-		if last, ok := r.refusals.Load(k); !ok || now.Sub(last.(time.Time)) >= refusalLogEvery {
-			r.refusals.Store(k, now)
+		if r.logSeldom(key) {
 			r.logger.Warn("a server refused pgtide's login: check the password pgtide has for this user (users file) against the server's",
 				"server", key.Node, "user", key.User, "database", key.Database, "sqlstate", se.Code, "err", se.Message)
+		}
+	case errors.As(err, new(*pool.CredentialError)):
+		// pgtide could not present its secret (no RDS IAM token, or no TLS for one): a
+		// configuration or environment problem, as a refusal is, logged as seldom.
+		if r.logSeldom(key) {
+			r.logger.Warn("pgtide cannot log in to a server", "server", key.Node, "user", key.User, "err", err)
 		}
 	case errors.As(err, &se), errors.Is(err, pool.ErrClosed), errors.Is(err, context.Canceled):
 	default:
@@ -162,9 +165,21 @@ func (r *Router) leaseError(key pool.Key, err error) *LeaseError {
 	return le
 }
 
-// refusalLogEvery bounds how often a server's refusal of pgtide's login is logged per node and
-// user.
+// refusalLogEvery bounds how often a server's refusal of pgtide's login (or pgtide's failure to
+// present a credential) is logged per node and user.
 const refusalLogEvery = 10 * time.Second
+
+// logSeldom reports whether a failure to log in as key's user on key's node may be logged now,
+// and if so notes that it was: at most once per refusalLogEvery.
+func (r *Router) logSeldom(key pool.Key) bool {
+	now := time.Now()
+	k := refusalKey{key.Node, key.User}
+	if last, ok := r.refusals.Load(k); ok && now.Sub(last.(time.Time)) < refusalLogEvery {
+		return false
+	}
+	r.refusals.Store(k, now)
+	return true
+}
 
 type refusalKey struct{ node, user string }
 
@@ -209,6 +224,14 @@ func (e *LeaseError) ClientError(severity string) *wire.Error {
 		out = wire.Error{Code: se.Code, Message: se.Message, Detail: se.Detail}
 	case errors.As(e.Err, &wt):
 		out = wire.Error{Code: wire.CodeTooManyConnections, Message: "pgtide: query_wait_timeout: " + wt.Error()}
+	case errors.As(e.Err, new(*pool.CredentialError)):
+		// pgtide's own credential for the server, not the client's: the details (the AWS
+		// credential chain's error) are in pgtide's log.
+		out = wire.Error{Code: wire.CodeUnableToConnect,
+			Message: fmt.Sprintf("pgtide cannot log in to the server as user %q: its credential for the server (an RDS IAM auth token) could not be made; the reason is in pgtide's log", e.User)}
+		if errors.Is(e.Err, pool.ErrTLSRequired) {
+			out.Message = fmt.Sprintf("pgtide cannot log in to the server as user %q: %v", e.User, pool.ErrTLSRequired)
+		}
 	case errors.Is(e.Err, pool.ErrClosed):
 		return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeAdminShutdown, Message: "pgtide is shutting down"}
 	case errors.Is(e.Err, context.Canceled):
@@ -229,6 +252,9 @@ func (e *LeaseError) ClientError(severity string) *wire.Error {
 // node refused or dropped the connection, did not answer, or said it is shutting down or
 // starting up.
 func nodeMayRecover(err error) bool {
+	if errors.As(err, new(*pool.CredentialError)) {
+		return false // whatever it wraps (a token build's timeout): the node is not the cause
+	}
 	var se *pool.ServerError
 	if errors.As(err, &se) {
 		switch se.Code {

@@ -76,7 +76,6 @@ func leaseRouter(t *testing.T, writer *cluster.Node, readers ...*cluster.Node) (
 	d := &fakeDialer{dialed: map[string]int{}}
 	m := pool.NewManager(pool.Settings{PoolSize: 2, MaxServerConnections: 10, ServerLifetime: time.Hour,
 		ServerIdleTimeout: time.Hour, ServerConnectTimeout: 5 * time.Second, MaxMessageSize: 1 << 20})
-	m.Password = func(string) string { return "" }
 	m.DialFunc = d.dial
 	t.Cleanup(func() {
 		m.Close()

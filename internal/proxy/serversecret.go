@@ -1,0 +1,46 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+
+	"pgtide/internal/config"
+	"pgtide/internal/pool"
+	"pgtide/internal/rdsiam"
+)
+
+// serverSecrets says what pgtide logs in to the servers with, per node and user, reading the
+// configuration in force at each login (a reload that changes a password, iam or [aws] region
+// applies to the next one): for a user with iam = true an RDS IAM auth token for the node, signed
+// for [aws] region and sent only over TLS; for any other user the users file's password.
+// Clients authenticate to pgtide with the users file's password in both cases.
+type serverSecrets struct {
+	cfg func() *config.Config
+	// tokens is owned by the Server: Run on its background group, Forget when a node leaves the
+	// topology, Close at Shutdown.
+	tokens *rdsiam.Tokens
+}
+
+func newServerSecrets(cfg func() *config.Config, logger *slog.Logger) *serverSecrets {
+	return &serverSecrets{cfg: cfg, tokens: rdsiam.New(rdsiam.CredentialChain(), rdsiam.Options{Logger: logger})}
+}
+
+// secret is the pools' pool.SecretFunc.
+func (s *serverSecrets) secret(ctx context.Context, node, user string) (pool.ServerSecret, error) {
+	cfg := s.cfg()
+	u := cfg.Users[user]
+	if !u.IAM {
+		return pool.ServerSecret{Password: u.Password}, nil
+	}
+	tok, err := s.tokens.Token(ctx, cfg.AWS.Region, node, user)
+	if err != nil {
+		return pool.ServerSecret{}, err
+	}
+	return pool.ServerSecret{Password: tok, RequireTLS: true}, nil
+}
+
+// token is the health checks' and discovery's cluster.Config.Token (used when
+// health_check_user has iam = true).
+func (s *serverSecrets) token(ctx context.Context, node, user string) (string, error) {
+	return s.tokens.Token(ctx, s.cfg().AWS.Region, node, user)
+}
