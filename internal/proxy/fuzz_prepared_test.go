@@ -317,13 +317,15 @@ type fuzzRun struct {
 	parsed                map[string]string // the text of each name the main client last parsed
 }
 
-// executesItself reports whether statement name, parsed as sql, would run itself through SQL
-// EXECUTE of the statements the main client parsed (whether or not those Parses succeeded).
-func (r *fuzzRun) executesItself(name, sql string) bool {
+// namesItself reports whether statement name, parsed as sql, would run or drop itself through
+// SQL EXECUTE and DEALLOCATE of the statements the main client parsed (whether or not those
+// Parses succeeded).
+func (r *fuzzRun) namesItself(name, sql string) bool {
 	for range 8 {
 		target, ok := strings.CutPrefix(sql, "EXECUTE ")
 		if !ok {
-			return false
+			target, ok = strings.CutPrefix(sql, "DEALLOCATE ")
+			return ok && target == name
 		}
 		target, _, _ = strings.Cut(target, "(")
 		if target == name {
@@ -441,10 +443,10 @@ func (r *fuzzRun) do(op fuzzOp) {
 			name = ""
 			r.note("parsed unnamed (bugNamedSQLRefs)")
 		}
-		if t.refs && name != "" && r.executesItself(name, t.sql) {
-			// Documented (README, Transaction mode): a statement whose SQL EXECUTE runs itself,
-			// directly or through others, cannot be created under pgtide's names.
-			r.note("left out: the statement would EXECUTE itself")
+		if t.refs && name != "" && r.namesItself(name, t.sql) {
+			// Documented (README, Transaction mode): a statement whose SQL EXECUTE or DEALLOCATE
+			// names itself, directly or through others, cannot be created under pgtide's names.
+			r.note("left out: the statement would name itself")
 			return
 		}
 		if name != "" {
@@ -642,9 +644,9 @@ func (r *fuzzRun) doOther(action int, text fuzzText) {
 			name = ""
 			r.note("other client parses unnamed (bugNamedSQLRefs)")
 		}
-		if text.sql == "EXECUTE a" {
-			name = "" // a statement cannot EXECUTE itself under pgtide's names (see executesItself)
-			r.note("other client parses unnamed: the statement would EXECUTE itself")
+		if text.sql == "EXECUTE a" || text.sql == "DEALLOCATE a" {
+			name = "" // a statement cannot name itself under pgtide's names (see namesItself)
+			r.note("other client parses unnamed: the statement would name itself")
 		}
 		o.send(&pgproto3.Parse{Name: name, Query: text.sql, ParameterOIDs: text.oids},
 			&pgproto3.Bind{PreparedStatement: name, Parameters: params}, &pgproto3.Execute{}, &pgproto3.Sync{})

@@ -261,9 +261,20 @@ func (s *Session) queueDeallocsLocked(srv *pool.Conn, refs []classify.StmtRef, o
 	if overflow {
 		return // cannot be matched with CommandCompletes: followed by the fallback in onCommandCompleteLocked
 	}
+	s.queueDeallocsDepthLocked(srv, refs, batch, 0)
+}
+
+// queueDeallocsDepthLocked is queueDeallocsLocked for refs depth statements down: an EXECUTE of
+// a statement whose own text deallocates runs that DEALLOCATE too. Requires mu.
+func (s *Session) queueDeallocsDepthLocked(srv *pool.Conn, refs []classify.StmtRef, batch, depth int) {
 	for _, r := range refs {
 		e := expectation{typ: 'D', batch: batch}
 		switch r.Kind {
+		case classify.RefExecute:
+			if def := s.refDefLocked(r); def != nil && def.refs != nil && depth < maxRefDepth {
+				s.queueDeallocsDepthLocked(srv, def.refs, batch, depth+1)
+			}
+			continue
 		case classify.RefDeallocateAll:
 			e.all, e.saved = true, s.stmts
 			s.stmts = nil
