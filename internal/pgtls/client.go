@@ -51,6 +51,11 @@ func NewClientTLS(mode Mode, files ClientFiles) (*ClientTLS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cert_file %s, key_file %s: %w", files.Cert, files.Key, err)
 	}
+	if cert.Leaf == nil { // LoadX509KeyPair fills it in, unless GODEBUG x509keypairleaf=0
+		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("cert_file %s: %w", files.Cert, err)
+		}
+	}
 	c := &ClientTLS{mode: mode, leaf: cert.Leaf}
 	c.config = &tls.Config{
 		Certificates: []tls.Certificate{cert},
@@ -81,6 +86,14 @@ func (c *ClientTLS) Mode() Mode {
 		return Disable
 	}
 	return c.mode
+}
+
+// Certificate returns the certificate presented to clients, nil for Disable.
+func (c *ClientTLS) Certificate() *x509.Certificate {
+	if c == nil {
+		return nil
+	}
+	return c.leaf
 }
 
 // Offered reports whether clients may use TLS: an SSLRequest is answered 'S', a direct TLS
