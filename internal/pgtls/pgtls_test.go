@@ -278,6 +278,8 @@ func TestHandshake(t *testing.T) {
 		alpn   []string
 		cert   *tls.Certificate
 		force  bool // send cert even if the server's CAs did not sign it
+		// maxVersion caps the client's TLS version (0: Go's default).
+		maxVersion uint16
 		// extra is plain text sent right behind the ClientHello (direct): the handshake takes it
 		// for TLS records, which it is not, and fails.
 		extra   []byte
@@ -288,6 +290,7 @@ func TestHandshake(t *testing.T) {
 		{name: "after SSLRequest, with a certificate", cert: &alice, peer: "alice"},
 		{name: "after SSLRequest, ALPN", alpn: []string{"postgresql"}},
 		{name: "after SSLRequest, other ALPN", alpn: []string{"http/1.1"}, wantErr: errAny},
+		{name: "TLS 1.1", maxVersion: tls.VersionTLS11, wantErr: errAny},
 		{name: "untrusted client certificate", cert: &mallory, force: true, wantErr: errAny},
 		{name: "client certificate from another CA is not sent", cert: &mallory},
 		{name: "direct", direct: true, alpn: []string{"postgresql"}, cert: &alice, peer: "alice"},
@@ -296,7 +299,10 @@ func TestHandshake(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cc, sc := clientPair(t)
-			cfg := &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1", NextProtos: tc.alpn}
+			cfg := &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1", NextProtos: tc.alpn, MaxVersion: tc.maxVersion}
+			if tc.maxVersion != 0 {
+				cfg.MinVersion = tls.VersionTLS10
+			}
 			if tc.cert != nil {
 				cfg.Certificates = []tls.Certificate{*tc.cert}
 			}

@@ -65,8 +65,8 @@ func (s *Server) applyTLSLocked(t tlsState, cfg *config.Config) {
 	if cur != nil && cur.Mode() == t.server.Mode() && s.tlsServerCA == tlsFiles(cfg)[3] && s.tlsStamps[3] == t.stamps[3] {
 		t.server = cur
 	}
-	if s.tlsStamps != t.stamps || s.clientTLS.Load().Mode() != t.client.Mode() {
-		s.logClientTLS(t.client)
+	if [3]fileStamp(s.tlsStamps[:3]) != [3]fileStamp(t.stamps[:3]) || s.clientTLS.Load().Mode() != t.client.Mode() {
+		s.logClientTLS(t.client) // the client side changed
 	}
 	s.clientTLS.Store(t.client)
 	s.serverTLS.Store(t.server)

@@ -363,6 +363,28 @@ func TestDirectTLS(t *testing.T) {
 	}
 }
 
+// TestTLSHandshakeTimeout: client_login_timeout bounds a TLS handshake that a client starts and
+// does not finish, after an SSLRequest and direct.
+func TestTLSHandshakeTimeout(t *testing.T) {
+	tt := newTestTLS(t)
+	p := startProxy(t, func(c *config.Config) {
+		tt.configure(c, pgtls.Require, pgtls.Prefer)
+		c.Proxy.ClientLoginTimeout.Duration = 500 * time.Millisecond
+	})
+	for _, start := range [][]byte{
+		wire.AppendSSLRequest(nil),                // then nothing after the 'S'
+		{wire.TLSHandshakeByte, 0x03, 0x01, 0x02}, // half a ClientHello's header
+	} {
+		r := p.raw(t)
+		r.write(start)
+		began := time.Now()
+		n, err := io.Copy(io.Discard, r.br) // until pgtide closes
+		if took := time.Since(began); err != nil || took < 400*time.Millisecond || took > 10*time.Second {
+			t.Fatalf("%x: read %d bytes, %v, closed after %s (client_login_timeout 500ms)", start, n, err, took)
+		}
+	}
+}
+
 // TestClientCertificates: verify-ca needs a client certificate from ca_file's CA; verify-full also
 // that its common name is the user name; an untrusted certificate fails the handshake (libpq
 // sends it; pgx sends none).
@@ -482,6 +504,17 @@ func TestTLSReload(t *testing.T) {
 		t.Fatalf("after a broken file, clients get %q", name)
 	}
 	writeAtomically(t, certFile, renewed.CertFile)
+
+	// Renewed in place, then SIGHUP (ReloadFile): in force when the reload returns.
+	again := tt.ca.Server(t, "pgtide-again", "127.0.0.1", "localhost")
+	writeAtomically(t, keyFile, again.KeyFile)
+	writeAtomically(t, certFile, again.CertFile)
+	if err := p.ReloadFile(p.cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	if name := nextName(); name != "pgtide-again" {
+		t.Fatalf("after the reload, clients get %q", name)
+	}
 
 	// A new pair named by the configuration, reloaded.
 	other := tt.ca.Server(t, "pgtide-other", "127.0.0.1", "localhost")
