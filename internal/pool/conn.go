@@ -102,6 +102,11 @@ func (c *Conn) Key() Key { return c.key }
 // write. On an encrypted connection it is the socket under TLS: never read or write it.
 func (c *Conn) NetConn() net.Conn { return c.netConn }
 
+// Encrypted reports whether the connection speaks TLS: with server_tls = "prefer" a server that
+// refuses TLS gets plain text, so whoever sends a secret that must not travel in the clear checks
+// this first.
+func (c *Conn) Encrypted() bool { return c.tls != nil }
+
 // MarkBroken records that the connection must not be reused: its protocol state is unknown.
 func (c *Conn) MarkBroken() { c.broken = true }
 

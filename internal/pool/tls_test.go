@@ -144,7 +144,7 @@ func TestDialTLS(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.tls == nil || c.raw == nil {
+			if !c.Encrypted() || c.raw == nil {
 				t.Fatal("the connection is not encrypted, or its socket cannot be peeked")
 			}
 			server := <-srv.conns
@@ -187,8 +187,8 @@ func TestDialTLSModes(t *testing.T) {
 	plain := newTLSServer(t, cert, true)
 	prefer, _ := pgtls.NewServerTLS(pgtls.Prefer, "")
 	c, err := dialTLS(t, plain.addr, prefer)
-	if err != nil || c.tls != nil {
-		t.Fatalf("prefer against a plain server: %v, encrypted %v", err, c != nil && c.tls != nil)
+	if err != nil || c.Encrypted() {
+		t.Fatalf("prefer against a plain server: %v, encrypted %v", err, c != nil && c.Encrypted())
 	}
 	<-plain.conns
 	require, _ := pgtls.NewServerTLS(pgtls.Require, "")

@@ -147,7 +147,7 @@ func PoolSettings(c *config.Config) pool.Settings {
 // running; it returns once every node has been checked (or health_check_timeout has passed
 // twice), so the first clients find the roles known. Call Serve to accept clients.
 func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
-	tlsFiles, err := loadTLS(cfg)
+	tlsLoaded, err := loadTLS(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +166,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	s.dialServer = s.dialCancel
 	s.cfg.Store(cfg)
 	s.cfgStamps = configStamps(cfg)
-	s.applyTLSLocked(tlsFiles, cfg)
+	s.applyTLSLocked(tlsLoaded, cfg)
 	warnConfig(logger, cfg)
 	s.pools.Logger = logger
 	s.pools.Password = func(user string) string { return s.cfg.Load().Users[user].Password }

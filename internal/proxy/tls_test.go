@@ -246,12 +246,29 @@ func TestClientTLS(t *testing.T) {
 		t.Fatalf("psql sslmode=prefer: %v\n%s%s", err, out, stderr)
 	}
 
-	// A Unix-domain socket is neither encrypted nor refused.
+	// A Unix-domain socket is neither encrypted (its SSLRequest is answered 'N') nor refused.
 	unix := fmt.Sprintf("host=%s port=%d user=app dbname=appdb password='app secret'", sockets, port)
 	if c, err := tlsConnect(t, unix); err != nil {
 		t.Fatalf("over the Unix-domain socket: %v", err)
 	} else if peerName(c) != "" {
 		t.Fatal("TLS over a Unix-domain socket")
+	}
+	u, err := net.Dial("unix", filepath.Join(sockets, fmt.Sprintf(".s.PGSQL.%d", port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	u.SetDeadline(time.Now().Add(10 * time.Second))
+	u.Write(wire.AppendSSLRequest(nil))
+	if answer, err := io.ReadAll(io.LimitReader(u, 1)); err != nil || string(answer) != "N" {
+		t.Fatalf("SSLRequest over the Unix-domain socket: %q %v", answer, err)
+	}
+
+	// Plain text pipelined behind an SSLRequest is refused before any 'S' (CVE-2021-23222).
+	r := p.raw(t)
+	r.write(append(wire.AppendSSLRequest(nil), startupPacket(3<<16, "user", "app", "database", "appdb")...))
+	if e := r.expectError(wire.CodeProtocolViolation, true); !strings.Contains(e.Message, "unexpected data after encryption request") {
+		t.Fatalf("pipelined after SSLRequest: %s", e.Message)
 	}
 
 	// A cancel request comes over TLS too (pgx encrypts it as its connection).
