@@ -26,13 +26,16 @@ transaction mode each transaction goes to a replica when it is provably read-onl
 writer otherwise), writer_listen (the writer) and reader_listen (the healthy readers within
 max_replica_lag). Every node in [cluster] hosts is health-checked for its role and lag; see
 the README for every setting, and its "Read/write routing" for the hints
-(/* pgtide:reader */, SET pgtide.route) and read-your-writes.
+(/* pgtide:reader */, SET pgtide.route) and read-your-writes. TLS: [tls] towards clients
+(cert_file, key_file, ca_file, client_tls), [cluster] server_tls and server_ca_file towards
+the servers (the README's "TLS" shows a setup for Aurora).
 
 Signals:
   SIGHUP           reload the configuration and users file (pool sizes, users, timeouts,
-                   limits, hosts and weights, lag bounds, log level; and re-read the
-                   writer's function catalogs) without dropping connections; the
-                   files are also watched and reloaded when they change
+                   limits, hosts and weights, lag bounds, log level, TLS settings and
+                   certificates; and re-read the writer's function catalogs) without
+                   dropping connections; the files (the TLS files too) are also watched
+                   and reloaded when they change
   SIGTERM, SIGINT  stop accepting clients, let running transactions finish (up to
                    [proxy] shutdown_timeout), then exit
 

@@ -7,6 +7,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"pgtide/internal/pgtls"
 )
 
 // Host is one configured (or discovered) node.
@@ -41,6 +43,9 @@ type Config struct {
 	// FunctionRefreshInterval is how often each database's function catalog
 	// (Functions) is read again from the writer; default 60s.
 	FunctionRefreshInterval time.Duration
+	// TLS is server_tls for health-check, discovery and catalog connections
+	// (nil: plain text). A connection opened with another one is reopened.
+	TLS *pgtls.ServerTLS
 
 	// Injectable for tests:
 	Dial     func(ctx context.Context, network, addr string) (net.Conn, error) // nil: net.Dialer

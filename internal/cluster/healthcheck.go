@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"pgtide/internal/pgtls"
 )
 
 // checker is one node's health checker. It is owned by its goroutine
@@ -276,11 +278,14 @@ func (k *checker) timeLag(measured time.Duration) time.Duration {
 func checkFailure(err error) string {
 	var pgErr *pgconn.PgError
 	var ne net.Error
+	var tlsErr *pgtls.Error
 	switch {
 	case errors.Is(err, errIAMNeedsTLS):
 		return errIAMNeedsTLS.Error()
 	case errors.Is(err, errIAMToken):
 		return errIAMToken.Error() + " (see pgtide's log)"
+	case errors.As(err, &tlsErr):
+		return "TLS with the server failed: " + tlsErr.Reason()
 	case errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "28"):
 		return "the server refuses the health check's login (health_check_user): " + pgErr.Message
 	case errors.As(err, &pgErr) && pgErr.Code == "3D000":

@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"pgtide/internal/pgtls"
 )
 
 // probeConn is one health-check or discovery connection. It is owned by one
@@ -67,7 +69,7 @@ func (c *Cluster) connectDB(ctx context.Context, addr, database string) (*probeC
 
 	life, end := context.WithCancel(context.Background())
 	p := &probeConn{life: life, end: end, login: c.login(database)}
-	pcfg.DialFunc = p.dialer(c.config().Dial)
+	pcfg.DialFunc = p.dialer(c.config().Dial, addr)
 	pg, err := pgconn.ConnectConfig(ctx, pcfg)
 	if err != nil {
 		p.close(ctx)
@@ -77,7 +79,11 @@ func (c *Cluster) connectDB(ctx context.Context, addr, database string) (*probeC
 	return p, nil
 }
 
-func (p *probeConn) dialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) pgconn.DialFunc {
+// dialer returns pgconn's dialer for p's connection to node: the socket, tracked, then TLS as
+// p's login says (pgconn itself is told sslmode=disable, so that the pool's rules apply here
+// too). The node's own address, not the one pgconn dials (a cancel request dials the socket's
+// IP address), is what verify-full checks the certificate against.
+func (p *probeConn) dialer(dial func(ctx context.Context, network, addr string) (net.Conn, error), node string) pgconn.DialFunc {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
@@ -88,13 +94,14 @@ func (p *probeConn) dialer(dial func(ctx context.Context, network, addr string) 
 			return nil, err
 		}
 		p.mu.Lock()
-		defer p.mu.Unlock()
 		if p.life.Err() != nil {
+			p.mu.Unlock()
 			conn.Close()
 			return nil, errProbeClosed
 		}
 		p.socks = append(p.socks, conn)
-		return conn, nil
+		p.mu.Unlock()
+		return p.login.tls.Negotiate(ctx, conn, node) // on error pgconn closes nothing: close does
 	}
 }
 
@@ -141,20 +148,21 @@ func connValue(v string) string {
 	return "'" + strings.ReplaceAll(v, `'`, `\'`) + "'"
 }
 
-// login is who a probe connection logged in as. An IAM login's token is not part of it: a new
-// token for the same user is the same login.
+// login is who a probe connection logged in as, and how it speaks TLS. An IAM login's token is
+// not part of it: a new token for the same user is the same login.
 type login struct {
 	user, password, database string
 	iam                      bool
+	tls                      *pgtls.ServerTLS
 }
 
 // login returns the login the configuration in force gives for database.
 func (c *Cluster) login(database string) login {
 	cfg := c.config()
-	return login{cfg.User, cfg.Password, database, cfg.IAM}
+	return login{cfg.User, cfg.Password, database, cfg.IAM, cfg.TLS}
 }
 
 // outdated reports whether p, a health-check or discovery connection, logged in otherwise than
-// the configuration now says (a reload fixed or rotated the password, or changed the user or
-// database): its owner reconnects rather than go on as before.
+// the configuration now says (a reload fixed or rotated the password, changed the user or
+// database, or server_tls or its CA file): its owner reconnects rather than go on as before.
 func (c *Cluster) outdated(p *probeConn) bool { return p.login != c.login(c.config().Database) }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"pgtide/internal/pgtls"
 )
 
 // Pool modes.
@@ -57,6 +59,7 @@ const (
 // Config is the whole configuration file. Zero values are replaced by Defaults before validation.
 type Config struct {
 	Proxy   Proxy   `toml:"proxy"`
+	TLS     TLS     `toml:"tls"`
 	Auth    Auth    `toml:"auth"`
 	Cluster Cluster `toml:"cluster"`
 	Admin   Admin   `toml:"admin"`
@@ -220,6 +223,16 @@ type Cluster struct {
 	ServerResetQuery string `toml:"server_reset_query"`
 	// ServerConnectTimeout bounds dialing and logging in to a server.
 	ServerConnectTimeout Duration `toml:"server_connect_timeout"`
+	// ServerTLS is how pgtide speaks TLS to the servers, as libpq's sslmode (see package pgtls):
+	// "disable", "prefer" (the default: TLS when the server offers it), "require" (TLS, the
+	// certificate checked only against ServerCAFile when that is set), "verify-ca" (the
+	// certificate chains to ServerCAFile) or "verify-full" (and names the host of the node's
+	// host:port). It applies to pooled connections, health checks, discovery and cancel requests.
+	// A reload applies it to connections opened after it.
+	ServerTLS string `toml:"server_tls"`
+	// ServerCAFile is a PEM file of the CAs the servers' certificates must chain to (for Aurora
+	// and RDS, the RDS CA bundle). Relative to the config file's directory.
+	ServerCAFile string `toml:"server_ca_file"`
 	// QueryWaitTimeout bounds how long a client waits for a server connection; then it gets an
 	// ErrorResponse (SQLSTATE 53300) instead of hanging.
 	QueryWaitTimeout Duration `toml:"query_wait_timeout"`
@@ -295,6 +308,7 @@ func Defaults() *Config {
 			LogFormat:                  "text",
 			LogLevel:                   "info",
 		},
+		TLS:  TLS{ClientTLS: string(pgtls.Disable)},
 		Auth: Auth{Method: AuthTrust},
 		Cluster: Cluster{
 			PoolSize:             20,
@@ -308,6 +322,7 @@ func Defaults() *Config {
 			ServerCheckDelay:     Duration{30 * time.Second},
 			ServerResetQuery:     "DISCARD ALL",
 			ServerConnectTimeout: Duration{5 * time.Second},
+			ServerTLS:            string(pgtls.Prefer),
 			QueryWaitTimeout:     Duration{30 * time.Second},
 			ServerConnectRate:    100,
 			HealthCheckInterval:  Duration{250 * time.Millisecond},
@@ -335,6 +350,7 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: unknown setting %q", path, und[0].String())
 	}
 	c.Path = path
+	c.TLS.defaultClientTLS(md)
 	if c.Auth.UsersFile != "" {
 		users, err := LoadUsers(c.resolve(c.Auth.UsersFile))
 		if err != nil {
@@ -354,6 +370,15 @@ func (c *Config) UsersPath() string {
 		return ""
 	}
 	return c.resolve(c.Auth.UsersFile)
+}
+
+// FilePath is the path of a file the configuration names (users_file, the TLS files) as the
+// process opens it: relative to the config file's directory, "" for "".
+func (c *Config) FilePath(p string) string {
+	if p == "" {
+		return ""
+	}
+	return c.resolve(p)
 }
 
 func (c *Config) resolve(p string) string {
@@ -570,6 +595,7 @@ func (c *Config) Validate() error {
 	if cl.QueryWaitTimeout.Duration <= 0 {
 		add("cluster.query_wait_timeout must be positive")
 	}
+	c.validateTLS(add)
 	if cl.QueryWaitTimeout.Duration < cl.ServerConnectTimeout.Duration {
 		add("cluster.query_wait_timeout (%s) must be at least server_connect_timeout (%s)",
 			cl.QueryWaitTimeout.Duration, cl.ServerConnectTimeout.Duration)

@@ -143,6 +143,7 @@ func TestLoadFull(t *testing.T) {
 			LogFormat:                  "json",
 			LogLevel:                   "debug",
 		},
+		TLS:  TLS{ClientTLS: "disable"},
 		Auth: Auth{Method: AuthSCRAM, UsersFile: "users.toml"},
 		Cluster: Cluster{
 			Hosts:                []string{"db1.internal:5432", "[::1]:5433"},
@@ -158,6 +159,7 @@ func TestLoadFull(t *testing.T) {
 			ServerCheckDelay:     Duration{10 * time.Second},
 			ServerResetQuery:     "",
 			ServerConnectTimeout: Duration{2 * time.Second},
+			ServerTLS:            "prefer",
 			QueryWaitTimeout:     Duration{20 * time.Second},
 			ServerConnectRate:    40,
 			Weights:              map[string]int{"db1.internal:5432": 2},
@@ -356,12 +358,15 @@ func TestLoadUsersErrorHidesPassword(t *testing.T) {
 	}
 }
 
+// validateCase is a change to a valid config and what Validate says of it.
+type validateCase struct {
+	name   string
+	change func(c *Config)
+	want   string // "" for valid; otherwise a substring of the error, naming the field
+}
+
 func TestValidate(t *testing.T) {
-	cases := []struct {
-		name   string
-		change func(c *Config)
-		want   string // "" for valid; otherwise a substring of the error, naming the field
-	}{
+	cases := []validateCase{
 		{"defaults with a host", func(c *Config) {}, ""},
 		{"session mode", func(c *Config) { c.Proxy.PoolMode = PoolModeSession }, ""},
 		{"md5 with a users file", func(c *Config) { c.Auth = Auth{Method: AuthMD5, UsersFile: "u.toml"} }, ""},
@@ -441,6 +446,12 @@ func TestValidate(t *testing.T) {
 			c.Cluster.QueryWaitTimeout.Duration = 9 * time.Second
 		}, "cluster.query_wait_timeout (9s) must be at least server_connect_timeout (10s)"},
 	}
+	checkValidate(t, cases)
+}
+
+// checkValidate runs Validate on each case.
+func checkValidate(t *testing.T, cases []validateCase) {
+	t.Helper()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c := valid()

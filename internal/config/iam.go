@@ -38,12 +38,11 @@ func (c *Config) validateIAM() []error {
 	if len(iam) > 0 && c.AWS.Region == "" {
 		errs = append(errs, fmt.Errorf("aws.region is required: users %q log in to the servers with RDS IAM auth tokens (iam = true), which are signed for a region", iam))
 	}
-	// MERGE(server_tls): once [cluster] server_tls exists, refuse IAM over plaintext here:
-	//	if len(iam) > 0 {
-	//		if err := checkIAMServerTLS(c.Cluster.ServerTLS); err != nil {
-	//			errs = append(errs, fmt.Errorf("users %q have iam = true: %w", iam, err))
-	//		}
-	//	}
+	if len(iam) > 0 {
+		if err := checkIAMServerTLS(c.Cluster.ServerTLS); err != nil {
+			errs = append(errs, fmt.Errorf("users %q have iam = true: %w", iam, err))
+		}
+	}
 	return errs
 }
 

@@ -28,6 +28,8 @@ users_file = "users.toml"
 
 [cluster]
 hosts = ["db-1.abc123.eu-west-1.rds.amazonaws.com:5432"]
+server_tls = "verify-full"
+server_ca_file = "global-bundle.pem"
 
 [aws]
 region = "eu-west-1"
@@ -81,12 +83,22 @@ func TestValidateIAM(t *testing.T) {
 			c.Auth.UsersFile = "users.toml"
 			c.Users = tc.users
 			c.AWS.Region = tc.region
+			c.Cluster.ServerTLS = "require"
 			err := c.Validate()
 			if (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
 				t.Fatalf("Validate = %v, want %q", err, tc.err)
 			}
 		})
 	}
+	t.Run("iam over server_tls prefer", func(t *testing.T) {
+		c := valid()
+		c.Users = Users{"app": {Name: "app", Password: "x", IAM: true}}
+		c.AWS.Region = "us-east-1"
+		c.Cluster.ServerTLS = "prefer"
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), `users ["app"] have iam = true: cluster.server_tls must be`) {
+			t.Fatalf("Validate = %v", err)
+		}
+	})
 }
 
 // TestCheckIAMServerTLS: only the server_tls modes that never send a byte in plaintext pass.

@@ -23,6 +23,11 @@ type Options struct {
 	// "host all scram_user 127.0.0.1/32 scram-sha-256". The defaults after
 	// them trust everything, replication included, on 127.0.0.1/32 and ::1/128.
 	HBA []string
+	// DataFiles are written into the primary's data directory before it first starts, by name,
+	// each mode 0600 and owned by the servers' OS user (as PostgreSQL wants of a key): e.g.
+	// "server.crt" and "server.key", PostgreSQL's default ssl_cert_file and ssl_key_file, with
+	// ExtraConf "ssl = on". Replicas get them through pg_basebackup.
+	DataFiles map[string][]byte
 	// InitSQL statements run on the primary as superuser "postgres" in
 	// database "postgres" after it starts and before replicas are created, so
 	// the replicas get the objects. Errors name the statement by index, never
@@ -115,6 +120,11 @@ func (c *Cluster) start(ctx context.Context, opts Options) error {
 	}
 	if err := writeHBA(c.run, p.dataDir, opts.HBA); err != nil {
 		return fmt.Errorf("pgcluster: write pg_hba.conf: %w", err)
+	}
+	for name, data := range opts.DataFiles {
+		if err := c.run.writeFile(filepath.Join(p.dataDir, name), data); err != nil {
+			return fmt.Errorf("pgcluster: Options.DataFiles: %w", err)
+		}
 	}
 	if err := p.writeNodeConf(nil); err != nil {
 		return err

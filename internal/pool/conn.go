@@ -2,9 +2,11 @@ package pool
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -38,7 +40,8 @@ type Conn struct {
 	paramsVersion uint64 // bumped by every change to Params
 	execs         uint64 // simple queries run by Exec
 
-	netConn  net.Conn
+	netConn  net.Conn  // the socket; under tls when encrypted
+	tls      *tls.Conn // what the protocol is spoken on when encrypted; nil in plain text
 	key      Key
 	counters *Counters // the pool's, set when dialed
 	created  time.Time
@@ -49,11 +52,11 @@ type Conn struct {
 	parked   bool      // released while cancels > 0: lent to no one until they end; guarded by Manager.mu
 
 	// For alive, set up once at dial so a check allocates nothing.
-	raw      syscall.RawConn
-	peekFn   func(uintptr) bool
-	peekBuf  [1]byte
-	peekDead bool
-	broken   bool
+	raw     syscall.RawConn
+	peekFn  func(uintptr) bool
+	peekBuf [1]byte
+	peeked  peekResult
+	broken  bool
 	// For FlushAndWait, likewise.
 	flushWaitFn func(uintptr) bool
 	flushed     bool
@@ -65,8 +68,8 @@ type Conn struct {
 	answeredAt             uint64 // sent when the server last owed nothing (see MarkAnswered)
 }
 
-// counted is a connection's socket counting the bytes written (by the Writer's one writer)
-// and read (by the Reader's one reader): each count has one owner.
+// counted is a connection's stream (the socket, or TLS over it) counting the bytes written (by
+// the Writer's one writer) and read (by the Reader's one reader): each count has one owner.
 type counted struct {
 	net.Conn
 	sent, received uint64
@@ -95,9 +98,14 @@ func (c *Conn) countTraffic() {
 // Key returns the pool the connection belongs to.
 func (c *Conn) Key() Key { return c.key }
 
-// NetConn returns the underlying network connection, for deadlines and for closing it to
-// interrupt a blocked read.
+// NetConn returns the socket, for deadlines and for closing it to interrupt a blocked read or
+// write. On an encrypted connection it is the socket under TLS: never read or write it.
 func (c *Conn) NetConn() net.Conn { return c.netConn }
+
+// Encrypted reports whether the connection speaks TLS: with server_tls = "prefer" a server that
+// refuses TLS gets plain text, so whoever sends a secret that must not travel in the clear checks
+// this first.
+func (c *Conn) Encrypted() bool { return c.tls != nil }
 
 // MarkBroken records that the connection must not be reused: its protocol state is unknown.
 func (c *Conn) MarkBroken() { c.broken = true }
@@ -105,7 +113,9 @@ func (c *Conn) MarkBroken() { c.broken = true }
 func (c *Conn) close() {
 	c.netConn.SetWriteDeadline(time.Now().Add(time.Second))
 	if !c.broken {
-		c.netConn.Write([]byte{'X', 0, 0, 0, 4}) // Terminate: a clean goodbye in the server's log
+		// Terminate: a clean goodbye in the server's log. Over TLS the server ends the session
+		// when it reads it: no close_notify is needed after it (nor waited for).
+		c.counted.Conn.Write([]byte{'X', 0, 0, 0, 4})
 	}
 	c.netConn.Close()
 }
@@ -114,6 +124,12 @@ func (c *Conn) close() {
 // nothing unless it is going away (a FATAL before closing, as after pg_terminate_backend or a
 // shutdown), so readable data or EOF on an idle connection means it is dead. It costs one
 // non-blocking recv and allocates nothing.
+//
+// Over TLS the socket may also be readable with records that carry no application data and
+// that the TLS layer takes for itself (a TLS 1.3 NewSessionTicket or KeyUpdate): those are read
+// through TLS, briefly, to tell them from the server going away (see tlsQuiet). A FATAL the
+// server sent together with the connection's last answer may sit unread in TLS's own buffer;
+// the server's close follows it at once, and that the peek sees.
 func (c *Conn) alive() bool {
 	if c.Reader.Buffered() > 0 {
 		return false
@@ -121,19 +137,75 @@ func (c *Conn) alive() bool {
 	if c.raw == nil {
 		return true // not a socket (tests)
 	}
-	c.peekDead = false
-	if err := c.raw.Read(c.peekFn); err != nil {
-		return false
+	switch c.peekSocket() {
+	case peekEmpty:
+		return true
+	case peekData:
+		return c.tls != nil && c.tlsQuiet()
 	}
-	return !c.peekDead
+	return false
 }
 
-// peek is the RawConn callback for alive.
+// peekResult is what a peek at an idle socket found.
+type peekResult uint8
+
+const (
+	peekEmpty peekResult = iota // nothing to read
+	peekData                    // bytes to read
+	peekGone                    // end of stream, or an error
+)
+
+// peekSocket looks at the socket without reading or waiting.
+func (c *Conn) peekSocket() peekResult {
+	c.peeked = peekGone
+	if err := c.raw.Read(c.peekFn); err != nil {
+		return peekGone
+	}
+	return c.peeked
+}
+
+// peek is the RawConn callback for peekSocket.
 func (c *Conn) peek(fd uintptr) bool {
 	n, _, err := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	// Data or EOF (n == 0 without error) means dead; so does any error but "nothing to read".
-	c.peekDead = n > 0 || err == nil || err != syscall.EAGAIN
+	switch {
+	case n > 0:
+		c.peeked = peekData
+	case err == syscall.EAGAIN:
+		c.peeked = peekEmpty
+	default: // EOF (n == 0 without error), or an error
+		c.peeked = peekGone
+	}
 	return true // never wait for readiness
+}
+
+// tlsQuietWait bounds each read tlsQuiet makes: what made the socket readable is there already,
+// so the wait only ends a read that has taken every record and found no application data.
+const tlsQuietWait = 5 * time.Millisecond
+
+// tlsQuiet reads through TLS what made an idle encrypted connection's socket readable, and
+// reports whether it was only records the TLS layer takes for itself (then the connection is
+// fine). Application data (an ErrorResponse before the server closes), close_notify, an alert or
+// EOF mean the server is going away. It gives up, as dead, after a few rounds of records arriving
+// while it reads.
+func (c *Conn) tlsQuiet() bool {
+	for range 4 {
+		c.netConn.SetReadDeadline(time.Now().Add(tlsQuietWait))
+		// Through counted, so the bytes count; any data read is lost, with the connection.
+		n, err := c.counted.Read(c.peekBuf[:])
+		c.netConn.SetReadDeadline(time.Time{}) // passed, it would fail the peek too
+		if n > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return false
+		}
+		// Only records TLS took for itself, so far; a timeout leaves the TLS connection usable
+		// (crypto/tls treats it as temporary). Did more arrive meanwhile?
+		switch c.peekSocket() {
+		case peekEmpty:
+			return true
+		case peekGone:
+			return false
+		}
+	}
+	return false
 }
 
 // FlushAndWait sends what Writer holds and returns once the server has sent something to read,

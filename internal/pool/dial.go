@@ -3,6 +3,7 @@ package pool
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"github.com/xdg-go/scram"
 
 	"pgtide/internal/auth"
+	"pgtide/internal/pgtls"
 	"pgtide/internal/wire"
 )
 
@@ -33,18 +35,20 @@ type DialOptions struct {
 	MaxMessageSize int
 	// Dial opens the TCP connection; nil means net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-
+	// TLS is server_tls: how the connection is encrypted before the login (nil: not at all).
+	TLS *pgtls.ServerTLS
 	// RequireTLS: Password may be sent only over an encrypted connection (an RDS IAM auth token).
-	// Dial then refuses to log in on a connection that is not TLS, before the startup message,
-	// with a *CredentialError wrapping ErrTLSRequired: the server never gets a chance to ask for
-	// the password in the clear.
+	// Dial then refuses to log in on a connection that is not TLS — server_tls = "prefer" and a
+	// server that answers 'N' — before the startup message, with a *CredentialError wrapping
+	// ErrTLSRequired: the server never gets a chance to ask for the password in the clear.
 	RequireTLS bool
 }
 
-// Dial opens a server connection for key and logs in as key.User, answering whichever
-// authentication the server asks for (scram-sha-256, md5, password or trust). The whole login is
-// bounded by o.ConnectTimeout. pgtide speaks the protocol itself here rather than through a
-// driver, so nothing but the Conn ever reads the socket.
+// Dial opens a server connection for key, encrypts it as o.TLS says, and logs in as key.User,
+// answering whichever authentication the server asks for (scram-sha-256, md5, password or
+// trust). The whole login is bounded by o.ConnectTimeout. pgtide speaks the protocol itself here
+// rather than through a driver, so nothing but the Conn ever reads the socket. A TLS failure is a
+// *pgtls.Error; a refusal by the server a *ServerError.
 func Dial(ctx context.Context, key Key, o DialOptions) (*Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
 	defer cancel()
@@ -60,30 +64,18 @@ func Dial(ctx context.Context, key Key, o DialOptions) (*Conn, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)
 	}
-	// secure says the connection is encrypted, decided before anything is sent: o.Dial returned
-	// a *tls.Conn. MERGE(server_tls): the SSLRequest upgrade goes before this check and sets it.
-	secure := isTLS(nc)
-	if o.RequireTLS && !secure {
+	stream, err := o.TLS.Negotiate(ctx, nc, key.Node)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	// Encrypted by server_tls, or by o.Dial itself (a *tls.Conn): decided before anything of the
+	// login is sent.
+	if o.RequireTLS && !isTLS(stream) {
 		nc.Close()
 		return nil, &CredentialError{User: key.User, Err: ErrTLSRequired}
 	}
-	c := &Conn{
-		Params:  make(map[string]string),
-		netConn: nc,
-		key:     key,
-		// A Manager points this at its pool's; a Conn dialed on its own counts for itself.
-		counters: new(Counters),
-	}
-	c.counted.Conn = nc
-	c.Writer = bufio.NewWriterSize(&c.counted, wire.BufferSize)
-	c.Reader = wire.NewReader(bufio.NewReaderSize(&c.counted, wire.BufferSize), o.MaxMessageSize)
-	if sc, ok := nc.(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
-			c.raw = raw
-			c.peekFn = c.peek
-			c.flushWaitFn = c.flushWait
-		}
-	}
+	c := newConn(key, nc, stream, o.MaxMessageSize)
 	if err := c.login(key, o.Password); err != nil {
 		nc.Close()
 		return nil, err
@@ -93,6 +85,31 @@ func Dial(ctx context.Context, key Key, o DialOptions) (*Conn, error) {
 	c.created = time.Now()
 	c.lastUsed = c.created
 	return c, nil
+}
+
+// newConn sets up a Conn over nc, the socket, and stream, what the protocol is spoken on: nc
+// itself, or a *tls.Conn over it. The socket stays at hand for deadlines, closing and the checks
+// that look at it directly (alive, FlushAndWait).
+func newConn(key Key, nc, stream net.Conn, maxMessageSize int) *Conn {
+	c := &Conn{
+		Params:  make(map[string]string),
+		netConn: nc,
+		key:     key,
+		// A Manager points this at its pool's; a Conn dialed on its own counts for itself.
+		counters: new(Counters),
+	}
+	c.tls, _ = stream.(*tls.Conn)
+	c.counted.Conn = stream
+	c.Writer = bufio.NewWriterSize(&c.counted, wire.BufferSize)
+	c.Reader = wire.NewReader(bufio.NewReaderSize(&c.counted, wire.BufferSize), maxMessageSize)
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw = raw
+			c.peekFn = c.peek
+			c.flushWaitFn = c.flushWait
+		}
+	}
+	return c
 }
 
 // login runs the startup exchange up to the first ReadyForQuery.

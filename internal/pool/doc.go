@@ -13,6 +13,10 @@
 // waiter. Idle connections past server_idle_timeout or server_lifetime are closed by Run, which
 // also keeps min_idle connections open.
 //
+// Connections are encrypted as server_tls says (pgtls.ServerTLS) before the login. Before an
+// idle connection is lent, a peek at its socket (under TLS, when encrypted) tells whether the
+// server has gone away meanwhile; records TLS takes for itself (a session ticket) do not count.
+//
 // For the admin console, a database can be paused (Pause: nothing is lent, acquirers wait,
 // connections close as they come back) and its connections renewed (Reconnect: a per-pool
 // generation, as CloseNode keeps one per node).

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"pgtide/internal/pgtls"
 )
 
 // Key identifies a pool: one node, one database, one user.
@@ -71,7 +73,10 @@ type Manager struct {
 	Secret SecretFunc
 	// DialFunc, when set, opens TCP connections (tests inject failures here).
 	DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
-	Logger   *slog.Logger
+	// ServerTLS, when set, returns server_tls in force for each new connection (a nil result:
+	// plain text). Set before use.
+	ServerTLS func() *pgtls.ServerTLS
+	Logger    *slog.Logger
 
 	settings atomic.Pointer[Settings]
 	// fitNotes log fit verdicts that changed (fitLocked), for whoever holds mu to take and call
@@ -424,6 +429,7 @@ func (m *Manager) dialSlot(ctx context.Context, k Key) (*Conn, error) {
 			ConnectTimeout: s.ServerConnectTimeout,
 			MaxMessageSize: s.MaxMessageSize,
 			Dial:           m.DialFunc,
+			TLS:            m.serverTLS(),
 		})
 	}
 	if err != nil {
@@ -454,6 +460,13 @@ func (m *Manager) dialSlot(ctx context.Context, k Key) (*Conn, error) {
 	c.counters = &p.counters
 	m.mu.Unlock()
 	return c, nil
+}
+
+func (m *Manager) serverTLS() *pgtls.ServerTLS {
+	if m.ServerTLS == nil {
+		return nil
+	}
+	return m.ServerTLS()
 }
 
 // Params returns the ParameterStatus values a server connection of pool k reported at login, if

@@ -14,18 +14,24 @@ import (
 
 	"pgtide/internal/config"
 	"pgtide/internal/pgcluster"
+	"pgtide/internal/pgtls"
 	"pgtide/internal/router"
 )
 
 // startCluster starts a cluster of its own (primary + replicas) for a test that changes it.
 func startCluster(t *testing.T, replicas int) *pgcluster.Cluster {
+	return startClusterWith(t, replicas, nil)
+}
+
+// startClusterWith is startCluster with mutate applied to the cluster's options first.
+func startClusterWith(t *testing.T, replicas int, mutate func(*pgcluster.Options)) *pgcluster.Cluster {
 	t.Helper()
 	if cluster == nil {
 		t.Skip("no test cluster (-short)")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := pgcluster.Start(ctx, pgcluster.Options{
+	opts := pgcluster.Options{
 		Replicas:  replicas,
 		ExtraConf: []string{"max_connections = 400"},
 		HBA:       []string{"host all app 127.0.0.1/32 scram-sha-256"},
@@ -33,7 +39,11 @@ func startCluster(t *testing.T, replicas int) *pgcluster.Cluster {
 			"CREATE ROLE app LOGIN PASSWORD 'app secret'",
 			"CREATE DATABASE appdb OWNER app",
 		},
-	})
+	}
+	if mutate != nil {
+		mutate(&opts)
+	}
+	c, err := pgcluster.Start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,8 +168,14 @@ func TestReaderBalance(t *testing.T) {
 // new writer and their writes succeed on it; every acknowledged write survives; the new writer's
 // connection cap holds. (How soon the first write lands is logged, not asserted: it measures the
 // machine's load as much as pgtide.)
-func TestFailover(t *testing.T) {
-	c := startCluster(t, 2)
+func TestFailover(t *testing.T) { testFailover(t, nil) }
+
+// TestFailoverTLS is TestFailover with TLS on both sides: clients verify pgtide's certificate,
+// pgtide verifies the servers' (verify-full), and the new writer's connections are encrypted.
+func TestFailoverTLS(t *testing.T) { testFailover(t, newTestTLS(t)) }
+
+func testFailover(t *testing.T, tt *testTLS) {
+	c := startClusterWith(t, 2, tt.serve)
 	ctx := context.Background()
 	primary := c.Primary()
 	d, err := pgx.Connect(ctx, primary.ConnString("postgres", "appdb"))
@@ -175,7 +191,9 @@ func TestFailover(t *testing.T) {
 		cfg.Cluster.PoolSize = cap
 		cfg.Cluster.MaxServerConnections = cap
 		cfg.Cluster.FailoverTimeout.Duration = 20 * time.Second
+		tt.configure(cfg, pgtls.Require, pgtls.VerifyFull)
 	})
+	writerConnString := tt.connString(p.endpointConnString(router.Writer))
 
 	var promotedAt atomic.Int64 // unix nanos
 	var firstWriteAfterPromotion atomic.Int64
@@ -193,7 +211,7 @@ func TestFailover(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			conn, err := pgx.Connect(ctx, p.endpointConnString(router.Writer))
+			conn, err := pgx.Connect(ctx, writerConnString)
 			if err != nil {
 				failures <- failure{i, time.Now(), err}
 				return
@@ -207,7 +225,7 @@ func TestFailover(t *testing.T) {
 					if conn.IsClosed() {
 						// The server connection died under a transaction in flight: reconnect,
 						// as an application would.
-						if conn, err = pgx.Connect(ctx, p.endpointConnString(router.Writer)); err != nil {
+						if conn, err = pgx.Connect(ctx, writerConnString); err != nil {
 							failures <- failure{i, time.Now(), err}
 							return
 						}
@@ -303,6 +321,9 @@ func TestFailover(t *testing.T) {
 		}
 	}
 	t.Logf("%d acknowledged writes, all present on the new writer", total)
+	if tt != nil {
+		tt.wantServerSSL(t, v)
+	}
 
 	// The old primary comes back as a replica of the new writer: roles follow.
 	if err := primary.Follow(ctx, newWriter); err != nil {

@@ -72,6 +72,7 @@ func runTests(m *testing.M) int {
 	}
 	defer cluster.Close()
 	defer closeRoutingCluster()
+	defer closeTLSCluster()
 	return m.Run()
 }
 

@@ -133,24 +133,8 @@ func TestCancel(t *testing.T) {
 			p := startProxy(t, func(c *config.Config) { c.Proxy.PoolMode = mode; c.Cluster.PoolSize = 2 })
 			c := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
 			ctx := context.Background()
-			errc := make(chan error, 1)
-			go func() {
-				_, err := c.Exec(ctx, "SELECT pg_sleep(30)")
-				errc <- err
-			}()
 			mon := direct(t, "postgres")
-			waitFor(t, 10*time.Second, "pg_sleep to start", func() bool {
-				var n int
-				mon.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'").Scan(&n)
-				return n == 1
-			})
-			if err := c.PgConn().CancelRequest(ctx); err != nil {
-				t.Fatal(err)
-			}
-			err := <-errc
-			if pgCode(err) != "57014" {
-				t.Fatalf("cancelled query: got %v", err)
-			}
+			cancelSleep(t, c, mon)
 			// The connection is still good.
 			if _, err := c.Exec(ctx, "SELECT 1"); err != nil {
 				t.Fatal(err)
@@ -158,6 +142,7 @@ func TestCancel(t *testing.T) {
 			// A cancel while the client is idle must not hit another client's query on the server
 			// connection it used before.
 			other := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
+			errc := make(chan error, 1)
 			go func() {
 				_, err := other.Exec(ctx, "SELECT pg_sleep(1)")
 				errc <- err

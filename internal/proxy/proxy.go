@@ -1,7 +1,8 @@
-// Package proxy owns the client-facing listener: it admits connections (startup packet, SSL and
-// GSS encryption refusal, CancelRequest, protocol negotiation, max_client_connections), hands each
-// admitted client to a session, keeps the registry of live sessions for cancels and shutdown, and
-// applies configuration reloads.
+// Package proxy owns the client-facing listener: it admits connections (startup packet, TLS as
+// client_tls says — SSLRequest or direct — and GSS encryption refusal, CancelRequest, protocol
+// negotiation, max_client_connections), hands each admitted client to a session, keeps the
+// registry of live sessions for cancels and shutdown, and applies configuration reloads (the TLS
+// files' too, watched; see tls.go).
 package proxy
 
 import (
@@ -22,6 +23,7 @@ import (
 	"pgtide/internal/classify"
 	"pgtide/internal/cluster"
 	"pgtide/internal/config"
+	"pgtide/internal/pgtls"
 	"pgtide/internal/plan"
 	"pgtide/internal/pool"
 	"pgtide/internal/router"
@@ -65,6 +67,14 @@ type Server struct {
 	cfgStamps   [2]fileStamp
 	watchChecks atomic.Int64 // checks WatchConfig made, for tests
 
+	// TLS in force (see tls.go): set by New, then by reloads and watchTLS. tlsStamps are the TLS
+	// files' stamps as last read, tlsServerCA the server_ca_file serverTLS was read from; both
+	// guarded by reloadMu.
+	clientTLS   atomic.Pointer[pgtls.ClientTLS]
+	serverTLS   atomic.Pointer[pgtls.ServerTLS]
+	tlsStamps   [4]fileStamp
+	tlsServerCA string
+
 	mu       sync.Mutex
 	sessions map[cancelKey]*session.Session // sessions by the BackendKeyData pgtide gave them; guarded by mu
 	consoles map[cancelKey]*admin.Console   // admin console connections, likewise (see console.go); guarded by mu
@@ -82,7 +92,8 @@ type listener struct {
 	ln net.Listener
 }
 
-// ClusterConfig derives the health checker's and discovery's settings from a configuration.
+// ClusterConfig derives the health checker's and discovery's settings from a configuration (TLS
+// aside: the files it names are read by New and reloads).
 func ClusterConfig(c *config.Config) cluster.Config {
 	cl := &c.Cluster
 	hosts := make([]cluster.Host, len(cl.Hosts))
@@ -105,6 +116,13 @@ func ClusterConfig(c *config.Config) cluster.Config {
 
 		FunctionRefreshInterval: cl.FunctionRefreshInterval.Duration,
 	}
+}
+
+// clusterConfig is ClusterConfig with the server_tls in force.
+func (s *Server) clusterConfig(c *config.Config) cluster.Config {
+	cc := ClusterConfig(c)
+	cc.TLS = s.serverTLS.Load()
+	return cc
 }
 
 // PoolSettings derives the pool manager's settings from a configuration.
@@ -132,26 +150,32 @@ func PoolSettings(c *config.Config) pool.Settings {
 // running; it returns once every node has been checked (or health_check_timeout has passed
 // twice), so the first clients find the roles known. Call Serve to accept clients.
 func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
+	tlsLoaded, err := loadTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
 	listeners, err := openListeners(cfg)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
-		pools:      pool.NewManager(PoolSettings(cfg)),
-		logger:     logger,
-		listeners:  listeners,
-		sessions:   make(map[cancelKey]*session.Session),
-		closed:     make(chan struct{}),
-		consoles:   make(map[cancelKey]*admin.Console),
-		dialServer: func(network, addr string) (net.Conn, error) { return net.DialTimeout(network, addr, 2*time.Second) },
+		pools:     pool.NewManager(PoolSettings(cfg)),
+		logger:    logger,
+		listeners: listeners,
+		sessions:  make(map[cancelKey]*session.Session),
+		closed:    make(chan struct{}),
+		consoles:  make(map[cancelKey]*admin.Console),
 	}
+	s.dialServer = s.dialCancel
 	s.cfg.Store(cfg)
 	s.cfgStamps = configStamps(cfg)
+	s.applyTLSLocked(tlsLoaded, cfg)
 	warnConfig(logger, cfg)
 	s.pools.Logger = logger
 	s.secrets = newServerSecrets(s.cfg.Load, logger)
 	s.pools.Secret = s.secrets.secret
-	ccfg := ClusterConfig(cfg)
+	s.pools.ServerTLS = s.serverTLS.Load
+	ccfg := s.clusterConfig(cfg)
 	ccfg.Token = s.secrets.token
 	s.cluster = cluster.New(ccfg, logger)
 	s.shareBudgets(cfg)
@@ -187,10 +211,14 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
-	s.bg.Add(4)
+	s.bg.Add(5)
 	go func() {
 		defer s.bg.Done()
 		s.pools.Run(ctx, time.Second)
+	}()
+	go func() {
+		defer s.bg.Done()
+		s.watchTLS(ctx)
 	}()
 	go func() {
 		defer s.bg.Done()
@@ -351,14 +379,15 @@ func (s *Server) AcceptErrors() int64 { return s.acceptErrors.Load() }
 // handle admits one client connection and serves it.
 func (s *Server) handle(conn net.Conn, ep router.Endpoint) {
 	defer s.conns.Done()
-	defer conn.Close()
+	defer func() { conn.Close() }() // the TLS connection, once encrypted
 	n := s.clients.Add(1)
 	defer s.clients.Add(-1)
 	cfg := s.cfg.Load()
+	ct := s.clientTLS.Load() // this connection's, whatever reloads come
+	// client_login_timeout bounds the TLS handshake too.
 	conn.SetDeadline(time.Now().Add(cfg.Proxy.ClientLoginTimeout.Duration))
 
-	br := session.NewClientReader(conn)
-	st, err := s.readStartup(conn, br)
+	conn, br, st, err := s.readStartup(conn, session.NewClientReader(conn), ct)
 	if err != nil || st == nil {
 		return
 	}
@@ -368,6 +397,10 @@ func (s *Server) handle(conn net.Conn, ep router.Endpoint) {
 	}
 	if v, ok := st.Get("replication"); ok && v != "false" && v != "off" && v != "no" && v != "0" {
 		s.refuse(conn, st, wire.CodeFeatureNotSupported, "pgtide does not support replication connections")
+		return
+	}
+	if e := tlsRefusal(conn, st, ct); e != nil {
+		s.refuseWith(conn, st, e)
 		return
 	}
 	if wantsConsole(st) {
@@ -405,17 +438,38 @@ func (s *Server) handle(conn net.Conn, ep router.Endpoint) {
 // refuse ends a client that sent its startup packet with a FATAL ErrorResponse, logging why at
 // info and counting it.
 func (s *Server) refuse(conn net.Conn, st *wire.Startup, code, msg string) {
-	user, _ := st.Get("user")
-	db, _ := st.Get("database")
-	s.logger.Info("client refused", "client", session.ClientAddr(conn), "user", user, "database", db, "sqlstate", code, "reason", msg)
-	s.reject(conn, code, msg)
+	s.refuseWith(conn, st, &wire.Error{Severity: wire.SeverityFatal, Code: code, Message: msg})
 }
 
-// readStartup reads startup packets, refusing encryption requests, until a StartupMessage.
-// It returns nil (and no error) when the connection was a CancelRequest, now handled.
-func (s *Server) readStartup(conn net.Conn, br *bufio.Reader) (*wire.Startup, error) {
+// refuseWith is refuse with e, a FATAL, as it is.
+func (s *Server) refuseWith(conn net.Conn, st *wire.Startup, e *wire.Error) {
+	user, _ := st.Get("user")
+	db, _ := st.Get("database")
+	s.logger.Info("client refused", "client", session.ClientAddr(conn), "user", user, "database", db, "sqlstate", e.Code, "reason", e.Message)
+	s.send(conn, e)
+}
+
+// readStartup reads startup packets, answering encryption requests, until a StartupMessage. It
+// encrypts the connection when the client asks (SSLRequest) or starts TLS at once (direct TLS)
+// and ct offers TLS, over TCP; GSS encryption is always refused. It returns the connection and the
+// reader to go on with (encrypted, after a handshake), and a nil Startup (no error) when the
+// connection was a CancelRequest, now handled.
+func (s *Server) readStartup(conn net.Conn, br *bufio.Reader, ct *pgtls.ClientTLS) (net.Conn, *bufio.Reader, *wire.Startup, error) {
 	var buf [256]byte
+	offered := ct.Offered() && !isUnix(conn)
+	encrypted := false
 	for negotiations := 0; ; negotiations++ {
+		if negotiations == 0 && offered {
+			// A ClientHello first: direct TLS (PostgreSQL 17), without an SSLRequest.
+			if first, err := br.Peek(1); err == nil && first[0] == wire.TLSHandshakeByte {
+				tc, tbr, err := s.encrypt(conn, br, ct, true)
+				if err != nil {
+					return conn, nil, nil, err
+				}
+				conn, br, encrypted = tc, tbr, true
+				continue
+			}
+		}
 		st, err := wire.ReadStartup(br, buf[:0])
 		if err != nil {
 			var ue *wire.UnsupportedProtocolError
@@ -425,24 +479,38 @@ func (s *Server) readStartup(conn net.Conn, br *bufio.Reader) (*wire.Startup, er
 			case wire.IsProtocolError(err):
 				s.reject(conn, wire.CodeProtocolViolation, err.Error())
 			}
-			return nil, err
+			return conn, nil, nil, err
 		}
 		switch st.Kind {
 		case wire.KindSSLRequest, wire.KindGSSENCRequest:
 			if negotiations >= 2 || br.Buffered() > 0 {
 				// Data after an encryption request, before our answer, is a buffer-stuffing
-				// attempt (CVE-2021-23222 in clients); PostgreSQL refuses it too.
+				// attempt (CVE-2021-23222 in clients); PostgreSQL refuses it too. Checked
+				// before a handshake, this also keeps any byte read in plain text from being
+				// taken for one sent over TLS.
 				s.reject(conn, wire.CodeProtocolViolation, "unexpected data after encryption request")
-				return nil, errors.New("unexpected data after encryption request")
+				return conn, nil, nil, errors.New("unexpected data after encryption request")
+			}
+			if st.Kind == wire.KindSSLRequest && encrypted {
+				s.reject(conn, wire.CodeProtocolViolation, "SSLRequest over a connection already encrypted")
+				return conn, nil, nil, errors.New("SSLRequest over TLS")
+			}
+			if st.Kind == wire.KindSSLRequest && offered {
+				tc, tbr, err := s.encrypt(conn, br, ct, false)
+				if err != nil {
+					return conn, nil, nil, err
+				}
+				conn, br, encrypted = tc, tbr, true
+				continue
 			}
 			if _, err := conn.Write([]byte{'N'}); err != nil {
-				return nil, err
+				return conn, nil, nil, err
 			}
 		case wire.KindCancel:
 			s.cancel(st)
-			return nil, nil
+			return conn, nil, nil, nil
 		default:
-			return st, nil
+			return conn, br, st, nil
 		}
 	}
 }
@@ -469,9 +537,13 @@ func (s *Server) negotiate(conn net.Conn, st *wire.Startup) error {
 
 // reject sends a FATAL ErrorResponse to a client that is not (yet) a session, and counts it.
 func (s *Server) reject(conn net.Conn, code, msg string) {
-	s.env.Errors.Count(code)
+	s.send(conn, &wire.Error{Severity: wire.SeverityFatal, Code: code, Message: msg})
+}
+
+// send is reject with e as it is.
+func (s *Server) send(conn net.Conn, e *wire.Error) {
+	s.env.Errors.Count(e.Code)
 	conn.SetWriteDeadline(time.Now().Add(time.Second))
-	e := &wire.Error{Severity: wire.SeverityFatal, Code: code, Message: msg}
 	conn.Write(e.Append(nil))
 }
 

@@ -13,25 +13,33 @@ import (
 // Reload applies a new configuration without dropping connections: pool sizes, timeouts, users,
 // limits and cluster.hosts (and weights) take effect for the next decision each makes. The
 // listen addresses need a restart and keep their running values, with a warning. pool_mode
-// applies to clients that connect after the reload. The function catalogs are read again, so a
-// reload also makes newly created functions known. Reloads are serialized with ReloadFile's.
+// applies to clients that connect after the reload, and the TLS settings (whose files are read
+// again) to connections opened after it. The function catalogs are read again, so a reload also
+// makes newly created functions known. A configuration whose TLS files do not load is logged and
+// not applied. Reloads are serialized with ReloadFile's.
 func (s *Server) Reload(next *config.Config) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	s.reloadLocked(next)
 }
 
-// reloadLocked is Reload. Requires reloadMu.
-func (s *Server) reloadLocked(next *config.Config) {
+// reloadLocked is Reload; it returns why next was not applied. Requires reloadMu.
+func (s *Server) reloadLocked(next *config.Config) error {
+	tls, err := loadTLS(next)
+	if err != nil {
+		s.logger.Error("reload failed; keeping the running configuration", "err", err)
+		return err
+	}
 	cur := s.cfg.Load()
 	for _, c := range config.KeepRestartOnly(cur, next) {
 		s.logger.Warn("reload: this setting changes only on restart; the running value stays",
 			"setting", c.Key, "running", c.Value, "configured", c.Default)
 	}
 	s.cfg.Store(next)
-	// The health checks' settings and login (a password fixed or rotated in the users file),
-	// discovery's and the function catalogs' take effect at their next round.
-	s.cluster.SetConfig(ClusterConfig(next))
+	s.applyTLSLocked(tls, next)
+	// The health checks' settings and login (a password fixed or rotated in the users file,
+	// server_tls), discovery's and the function catalogs' take effect at their next round.
+	s.cluster.SetConfig(s.clusterConfig(next))
 	// A host added starts receiving work once its first check passes; a removed one drains:
 	// no new work, its connections closed as they come back.
 	if !slices.Equal(next.Cluster.Hosts, cur.Cluster.Hosts) || !maps.Equal(next.Cluster.Weights, cur.Cluster.Weights) {
@@ -50,10 +58,11 @@ func (s *Server) reloadLocked(next *config.Config) {
 	warnConfig(s.logger, next)
 	s.logger.Info("configuration reloaded", "pool_size", next.Cluster.PoolSize,
 		"max_server_connections", next.Cluster.MaxServerConnections, "users", len(next.Users))
+	return nil
 }
 
-// ReloadFile loads path and applies it; a config that does not load or validate is logged and
-// the running one kept. Reloads are serialized (SIGHUP, the file watcher, the admin console's
+// ReloadFile loads path and applies it; a config that does not load or validate, or whose TLS
+// files do not load, is logged and the running one kept. Reloads are serialized (SIGHUP, the file watcher, the admin console's
 // RELOAD), so the configuration in force is always the one loaded last.
 func (s *Server) ReloadFile(path string) error {
 	s.reloadMu.Lock()
@@ -76,8 +85,7 @@ func (s *Server) reloadFileLocked(path string) error {
 	if users := stampOf(next.UsersPath()); users != stamps[1] {
 		s.cfgStamps[1] = users // the users file moved with this reload
 	}
-	s.reloadLocked(next)
-	return nil
+	return s.reloadLocked(next)
 }
 
 // WatchConfig makes the Server reload path whenever it or its users file changes (size or

@@ -12,6 +12,7 @@ import (
 
 	"pgtide/internal/classify"
 	"pgtide/internal/cluster"
+	"pgtide/internal/pgtls"
 	"pgtide/internal/pool"
 	"pgtide/internal/wire"
 )
@@ -142,16 +143,24 @@ func (r *Router) Release(c *pool.Conn, n *cluster.Node, reset bool) {
 func (r *Router) leaseError(key pool.Key, err error) *LeaseError {
 	le := &LeaseError{Node: key.Node, User: key.User, Err: err}
 	var se *pool.ServerError
+	var te *pgtls.Error
 	switch {
+	case errors.As(err, &te):
+		// Its own words (x509's) and the server's address, for the operator; the client gets
+		// the reason only (ClientError).
+		if r.shouldLogRefusal(refusalKey{key.Node, ""}) {
+			r.logger.Warn("TLS with a server failed: check server_tls and server_ca_file against the server's certificate",
+				"server", key.Node, "server_tls", te.Mode, "err", te.Err)
+		}
 	case errors.As(err, &se) && strings.HasPrefix(se.Code, "28"):
-		if r.logSeldom(key) {
+		if r.shouldLogRefusal(refusalKey{key.Node, key.User}) {
 			r.logger.Warn("a server refused pgtide's login: check the password pgtide has for this user (users file) against the server's",
 				"server", key.Node, "user", key.User, "database", key.Database, "sqlstate", se.Code, "err", se.Message)
 		}
 	case errors.As(err, new(*pool.CredentialError)):
 		// pgtide could not present its secret (no RDS IAM token, or no TLS for one): a
 		// configuration or environment problem, as a refusal is, logged as seldom.
-		if r.logSeldom(key) {
+		if r.shouldLogRefusal(refusalKey{key.Node, key.User}) {
 			r.logger.Warn("pgtide cannot log in to a server", "server", key.Node, "user", key.User, "err", err)
 		}
 	case errors.As(err, &se), errors.Is(err, pool.ErrClosed), errors.Is(err, context.Canceled):
@@ -166,14 +175,16 @@ func (r *Router) leaseError(key pool.Key, err error) *LeaseError {
 }
 
 // refusalLogEvery bounds how often a server's refusal of pgtide's login (or pgtide's failure to
-// present a credential) is logged per node and user.
+// present a credential) is logged per node and user, and a failure of TLS per node.
 const refusalLogEvery = 10 * time.Second
 
-// logSeldom reports whether a failure to log in as key's user on key's node may be logged now,
-// and if so notes that it was: at most once per refusalLogEvery.
-func (r *Router) logSeldom(key pool.Key) bool {
+// refusalKey is a node and a user ("" for TLS, which fails for every user alike).
+type refusalKey struct{ node, user string }
+
+// shouldLogRefusal reports whether the refusal k is to be logged now (see refusalLogEvery),
+// recording it if so.
+func (r *Router) shouldLogRefusal(k refusalKey) bool {
 	now := time.Now()
-	k := refusalKey{key.Node, key.User}
 	if last, ok := r.refusals.Load(k); ok && now.Sub(last.(time.Time)) < refusalLogEvery {
 		return false
 	}
@@ -181,15 +192,14 @@ func (r *Router) logSeldom(key pool.Key) bool {
 	return true
 }
 
-type refusalKey struct{ node, user string }
-
 // LeaseError is why Lease lent no connection.
 type LeaseError struct {
 	// Node is the node last tried, "" if none was picked; User is the user pgtide logged in as.
 	Node string
 	User string
 	// Err is the cause: a *wire.Error from the pick (no writer, no reader), the pool's
-	// (*pool.ServerError, *pool.WaitTimeoutError, pool.ErrClosed), a network error, or ctx's.
+	// (*pool.ServerError, *pool.WaitTimeoutError, pool.ErrClosed), a TLS failure (*pgtls.Error), a
+	// network error, or ctx's.
 	Err error
 }
 
@@ -208,10 +218,14 @@ func (e *LeaseError) ClientError(severity string) *wire.Error {
 	var we *wire.Error
 	var se *pool.ServerError
 	var wt *pool.WaitTimeoutError
+	var te *pgtls.Error
 	var out wire.Error
 	switch {
 	case errors.As(e.Err, &we):
 		out = *we
+	case errors.As(e.Err, &te):
+		out = wire.Error{Code: wire.CodeUnableToConnect, Message: "pgtide could not connect to the server: TLS failed: " + te.Reason(),
+			Hint: "pgtide's log names the server and the TLS error; check [cluster] server_tls and server_ca_file."}
 	case errors.As(e.Err, &se) && strings.HasPrefix(se.Code, "28"):
 		// The server refused pgtide's own login, not the client's: the client authenticated
 		// with pgtide. Passed on as it is, it would read as the client's wrong password.
@@ -254,6 +268,9 @@ func (e *LeaseError) ClientError(severity string) *wire.Error {
 func nodeMayRecover(err error) bool {
 	if errors.As(err, new(*pool.CredentialError)) {
 		return false // whatever it wraps (a token build's timeout): the node is not the cause
+	}
+	if errors.As(err, new(*pgtls.Error)) {
+		return false // a certificate or a TLS setting, not a failover (even if a TLS alert is a net.Error)
 	}
 	var se *pool.ServerError
 	if errors.As(err, &se) {

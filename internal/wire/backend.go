@@ -103,6 +103,18 @@ func AppendBackendKeyData(dst []byte, pid, secret uint32) []byte {
 	return binary.BigEndian.AppendUint32(dst, secret)
 }
 
+// AppendSSLRequest appends an SSLRequest packet, which asks a server to speak TLS: it answers
+// 'S' (go on with the TLS handshake) or 'N' (no TLS here).
+func AppendSSLRequest(dst []byte) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, 8)
+	return binary.BigEndian.AppendUint32(dst, codeSSL)
+}
+
+// TLSHandshakeByte is the first byte of a TLS handshake record (a ClientHello). No startup packet
+// starts with it (their length is below 2^24), so a client that starts TLS at once, without an
+// SSLRequest (PostgreSQL 17's direct TLS), is told apart by its first byte.
+const TLSHandshakeByte = 0x16
+
 // AppendCancelRequest appends a CancelRequest packet for the server connection (pid, secret).
 func AppendCancelRequest(dst []byte, pid uint32, secret []byte) []byte {
 	dst = binary.BigEndian.AppendUint32(dst, uint32(12+len(secret)))
