@@ -68,6 +68,9 @@ var ErrClosed = errors.New("pool: closed")
 type Manager struct {
 	// Password returns the password for logging user in to a server. Set before use.
 	Password func(user string) string
+	// Secret returns what answers a server for user when Password gives "" and the users file
+	// holds an md5 hash or a SCRAM verifier (pass-through), or nil. Optional.
+	Secret func(user string) *ServerSecret
 	// DialFunc, when set, opens TCP connections (tests inject failures here).
 	DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 	Logger   *slog.Logger
@@ -411,6 +414,7 @@ func (m *Manager) dialSlot(ctx context.Context, k Key) (*Conn, error) {
 	if err == nil {
 		c, err = Dial(ctx, k, DialOptions{
 			Password:       m.Password(k.User),
+			Secret:         m.secretFor(k.User),
 			ConnectTimeout: s.ServerConnectTimeout,
 			MaxMessageSize: s.MaxMessageSize,
 			Dial:           m.DialFunc,

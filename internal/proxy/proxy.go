@@ -93,7 +93,7 @@ func ClusterConfig(c *config.Config) cluster.Config {
 		HealthCheckTimeout:  cl.HealthCheckTimeout.Duration,
 		HealthCheckFailures: cl.HealthCheckFailures,
 		User:                cl.HealthCheckUser,
-		Password:            c.Users[cl.HealthCheckUser].Password,
+		Password:            c.Users[cl.HealthCheckUser].ServerPassword(),
 		Database:            cl.HealthCheckDatabase,
 		Discovery:           cl.Discovery,
 		AuroraTemplate:      cl.AuroraTemplate,
@@ -146,7 +146,10 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	s.cfgStamps = configStamps(cfg)
 	warnConfig(logger, cfg)
 	s.pools.Logger = logger
-	s.pools.Password = func(user string) string { return s.cfg.Load().Users[user].Password }
+	s.pools.Password = func(user string) string { return s.cfg.Load().Users[user].ServerPassword() }
+	authenticator := auth.NewAuthenticator()
+	authenticator.Logger = logger
+	s.pools.Secret = func(user string) *pool.ServerSecret { return serverSecret(s.cfg.Load(), authenticator, user) }
 	s.cluster = cluster.New(ClusterConfig(cfg), logger)
 	s.shareBudgets(cfg)
 	// A node that went down or changed role keeps none of its idle server connections, and the
@@ -161,7 +164,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	})
 	s.history = admin.NewHistory(s.cluster)
 	s.router = router.New(s.cluster, s.pools, s.cfg.Load, s.logger)
-	s.env = &session.Env{Pools: s.pools, Auth: auth.NewAuthenticator(), Config: s.cfg.Load, Logger: logger,
+	s.env = &session.Env{Pools: s.pools, Auth: authenticator, Config: s.cfg.Load, Logger: logger,
 		Pins: new(session.PinCounter), Routes: new(session.RouteCounter), Errors: new(session.ErrorCounter),
 		Router: s.router, KeyChanged: s.rekey, Functions: s.functions, Clock: new(session.Clock),
 		Memory: session.NewMessageMemory(cfg.Proxy.MessageMemory)}

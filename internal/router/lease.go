@@ -142,12 +142,15 @@ func (r *Router) Release(c *pool.Conn, n *cluster.Node, reset bool) {
 func (r *Router) leaseError(key pool.Key, err error) *LeaseError {
 	le := &LeaseError{Node: key.Node, User: key.User, Err: err}
 	var se *pool.ServerError
+	var sec *pool.SecretError
 	switch {
+	case errors.As(err, &sec):
+		if r.refusalDue(key) {
+			r.logger.Warn("pgtide cannot log in to a server with the users file's md5 hash or SCRAM verifier (pass-through): "+sec.Reason,
+				"server", key.Node, "user", key.User, "database", key.Database)
+		}
 	case errors.As(err, &se) && strings.HasPrefix(se.Code, "28"):
-		now := time.Now()
-		k := refusalKey{key.Node, key.User}
-		if last, ok := r.refusals.Load(k); !ok || now.Sub(last.(time.Time)) >= refusalLogEvery {
-			r.refusals.Store(k, now)
+		if r.refusalDue(key) {
 			r.logger.Warn("a server refused pgtide's login: check the password pgtide has for this user (users file) against the server's",
 				"server", key.Node, "user", key.User, "database", key.Database, "sqlstate", se.Code, "err", se.Message)
 		}
@@ -160,6 +163,18 @@ func (r *Router) leaseError(key pool.Key, err error) *LeaseError {
 		}
 	}
 	return le
+}
+
+// refusalDue reports whether a refusal of pgtide's login to key's node as key's user is to be
+// logged: at most once per refusalLogEvery.
+func (r *Router) refusalDue(key pool.Key) bool {
+	now := time.Now()
+	k := refusalKey{key.Node, key.User}
+	if last, ok := r.refusals.Load(k); ok && now.Sub(last.(time.Time)) < refusalLogEvery {
+		return false
+	}
+	r.refusals.Store(k, now)
+	return true
 }
 
 // refusalLogEvery bounds how often a server's refusal of pgtide's login is logged per node and
@@ -193,10 +208,15 @@ func (e *LeaseError) ClientError(severity string) *wire.Error {
 	var we *wire.Error
 	var se *pool.ServerError
 	var wt *pool.WaitTimeoutError
+	var sec *pool.SecretError
 	var out wire.Error
 	switch {
 	case errors.As(e.Err, &we):
 		out = *we
+	case errors.As(e.Err, &sec):
+		// Not the client's password either: the client authenticated with pgtide.
+		out = wire.Error{Code: wire.CodeServerRejected,
+			Message: fmt.Sprintf("pgtide cannot log in to server %s as user %q: %s", e.Node, e.User, sec.Reason)}
 	case errors.As(e.Err, &se) && strings.HasPrefix(se.Code, "28"):
 		// The server refused pgtide's own login, not the client's: the client authenticated
 		// with pgtide. Passed on as it is, it would read as the client's wrong password.
