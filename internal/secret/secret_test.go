@@ -224,3 +224,16 @@ func TestKeyClient(t *testing.T) {
 		t.Errorf("Verify before Final: %v", err)
 	}
 }
+
+// TestPostgresVerifier: a verifier PostgreSQL 15 made (pg_authid.rolpassword of a role with the
+// password "scram pencil") parses, and NewVerifier derives the same keys from the password.
+func TestPostgresVerifier(t *testing.T) {
+	const pg = "SCRAM-SHA-256$4096:MPGmQK2/nOYGGvgMsQoKmg==$DXfipsU0+8uUT48mxK/kEUB63ZuibzgxEW9hDDNu6/w=:lR/scUU8OzBpYthogMMs+eMz81APKKjjct7af4VIW3c="
+	v, err := ParseVerifier(pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !NewVerifier("scram pencil", v.Salt, v.Iterations).Equal(v) || v.Encode() != pg {
+		t.Fatal("NewVerifier does not derive PostgreSQL's keys")
+	}
+}
