@@ -532,6 +532,7 @@ func TestUserStringHidesPassword(t *testing.T) {
 		u.String(),
 		fmt.Sprint(u),
 		fmt.Sprintf("%v %+v %s %q", u, u, u, u),
+		fmt.Sprintf("%#v", u),
 		fmt.Sprint(users),
 		fmt.Sprintf("%+v", users),
 		fmt.Sprintf("%v", []User{u}),

@@ -35,6 +35,9 @@ func (u User) ServerPassword() string {
 // String never shows the password, so a User can be printed in an error.
 func (u User) String() string { return fmt.Sprintf("user %q", u.Name) }
 
+// GoString never shows the password either, for %#v.
+func (u User) GoString() string { return u.String() }
+
 // LogValue never shows the password, so a User can be logged with slog (text or JSON).
 func (u User) LogValue() slog.Value { return slog.StringValue(u.Name) }
 
