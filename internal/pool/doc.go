@@ -16,4 +16,8 @@
 // For the admin console, a database can be paused (Pause: nothing is lent, acquirers wait,
 // connections close as they come back) and its connections renewed (Reconnect: a per-pool
 // generation, as CloseNode keeps one per node).
+//
+// Dial logs in with the user's plaintext password, or, when the users file holds an md5 hash or a
+// SCRAM verifier instead, by pass-through (passthrough.go): the hash answers md5, and keys a
+// client's SCRAM login proved answer SCRAM; what cannot be answered is a *SecretError.
 package pool
