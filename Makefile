@@ -28,7 +28,7 @@ deps:
 	@scripts/ensure-postgres.sh
 
 test-deps:
-	@scripts/ensure-postgres.sh --promtool --chromium
+	@scripts/ensure-postgres.sh --promtool --chromium --jdbc
 
 bench-deps:
 	@scripts/ensure-postgres.sh --pgbouncer

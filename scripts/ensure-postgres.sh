@@ -3,18 +3,21 @@
 # pgbench clients when this machine lacks them. With --pgbouncer it also installs PgBouncer and
 # HAProxy (used by the benchmarks only); with --promtool, promtool from the prometheus package (the
 # alert-rule tests in deploy/ run it); with --chromium, Chromium (the status page's tests drive it
-# headless). Debian/Ubuntu only; other systems print what to install.
+# headless); with --jdbc, Java and the PostgreSQL JDBC driver (the secrets tests log in through it).
+# Debian/Ubuntu only; other systems print what to install.
 set -euo pipefail
 
 want_pgbouncer=0
 want_promtool=0
 want_chromium=0
+want_jdbc=0
 for arg in "$@"; do
   case "$arg" in
     --pgbouncer) want_pgbouncer=1 ;;
     --promtool) want_promtool=1 ;;
     --chromium) want_chromium=1 ;;
-    *) echo "usage: $0 [--pgbouncer] [--promtool] [--chromium]" >&2; exit 2 ;;
+    --jdbc) want_jdbc=1 ;;
+    *) echo "usage: $0 [--pgbouncer] [--promtool] [--chromium] [--jdbc]" >&2; exit 2 ;;
   esac
 done
 
@@ -30,6 +33,8 @@ if [ "$want_pgbouncer" = 1 ] && ! command -v pgbouncer >/dev/null 2>&1; then pkg
 if [ "$want_pgbouncer" = 1 ] && ! command -v haproxy >/dev/null 2>&1; then pkgs+=(haproxy); fi
 if [ "$want_promtool" = 1 ] && ! command -v promtool >/dev/null 2>&1; then pkgs+=(prometheus); fi
 if [ "$want_chromium" = 1 ] && ! command -v chromium >/dev/null 2>&1; then pkgs+=(chromium); fi
+if [ "$want_jdbc" = 1 ] && ! command -v java >/dev/null 2>&1; then pkgs+=(default-jdk-headless); fi
+if [ "$want_jdbc" = 1 ] && [ ! -e /usr/share/java/postgresql.jar ]; then pkgs+=(libpostgresql-jdbc-java); fi
 [ ${#pkgs[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then

@@ -1,21 +1,24 @@
 // Package auth owns client authentication: pgtide plays the server's part of the trust, md5 and
-// scram-sha-256 exchanges against the users file. (Logging in to the servers is done by pgconn in
-// package pool, with the same user's password.)
+// scram-sha-256 exchanges (SCRAM-SHA-256-PLUS too, over TLS) against the users file, whose
+// passwords may be plaintext, md5 hashes or SCRAM verifiers (package secret). A client's SCRAM
+// login against a verifier leaves its ClientKey with the Authenticator, from which package pool
+// logs in to the servers as that user (pass-through, see PassThroughKeys).
 package auth
 
 import (
 	"bytes"
-	"crypto/md5"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/xdg-go/scram"
 
 	"pgtide/internal/config"
+	"pgtide/internal/secret"
 	"pgtide/internal/wire"
 )
 
@@ -30,35 +33,104 @@ type Exchange interface {
 // scramIterations is PostgreSQL's default scram_iterations.
 const scramIterations = 4096
 
-// Authenticator verifies clients. It caches the SCRAM keys derived from each password, since the
-// derivation costs milliseconds of CPU per login. It is safe for concurrent use.
+// Authenticator verifies clients. It caches the SCRAM keys derived from each plaintext password,
+// since the derivation costs milliseconds of CPU per login, and keeps the pass-through keys of
+// the users whose entry is a SCRAM verifier, in memory only, for the life of the process. It is
+// safe for concurrent use.
 type Authenticator struct {
-	mu    sync.Mutex
-	creds map[credKey]scram.StoredCredentials // guarded by mu
+	// Logger receives the warnings about users-file entries that cannot serve a login (an md5
+	// hash asked for SCRAM). Set before use; nil logs nothing.
+	Logger *slog.Logger
+
+	mockKey [32]byte // makes the made-up SCRAM keys of users without any; immutable
+
+	mu     sync.Mutex
+	creds  map[credKey]scram.StoredCredentials // guarded by mu
+	keys   map[string]secret.ClientKeys        // pass-through keys by user; guarded by mu
+	warned map[string]time.Time                // last warning per user; guarded by mu
 }
 
 type credKey struct{ user, password string }
 
-// NewAuthenticator returns an Authenticator with an empty cache.
+// NewAuthenticator returns an Authenticator with empty caches.
 func NewAuthenticator() *Authenticator {
-	return &Authenticator{creds: make(map[credKey]scram.StoredCredentials)}
+	a := &Authenticator{creds: make(map[credKey]scram.StoredCredentials),
+		keys: make(map[string]secret.ClientKeys), warned: make(map[string]time.Time)}
+	rand.Read(a.mockKey[:])
+	return a
 }
 
-// Authenticate runs method's exchange for user. It does not send AuthenticationOk. A failure is a
-// *wire.Error to send to the client.
+// Authenticate runs method's exchange for user against the users file, following PostgreSQL's
+// rules for the stored form of the password (pg_hba.conf's md5 and scram-sha-256 methods):
+//   - md5: a plaintext password or an md5 hash answer an md5 exchange; a SCRAM verifier makes it a
+//     SCRAM exchange ("If md5 is specified and the password is SCRAM-encrypted, SCRAM is used").
+//   - scram-sha-256: a plaintext password or a verifier; an md5 hash cannot serve SCRAM, so the
+//     exchange runs against made-up keys and fails with 28P01, and the reason is logged.
+//
+// Over TLS (ex is a TLSExchange with a certificate) SCRAM-SHA-256-PLUS is offered first. An
+// unknown user goes through the same motions and fails the same way as a wrong password. It does
+// not send AuthenticationOk. A failure is a *wire.Error to send to the client; it never holds a
+// password, hash, verifier or proof.
 func (a *Authenticator) Authenticate(ex Exchange, method, user string, users config.Users) error {
 	if method == config.AuthTrust {
 		return nil
 	}
 	u, known := users[user]
+	sec, err := secret.Parse(u.Password)
+	if err != nil {
+		known = false // Validate refuses such a users file; never trust one that got through
+	}
 	switch method {
 	case config.AuthMD5:
-		return a.md5(ex, user, u.Password, known)
+		if known && sec.Kind == secret.SCRAM {
+			return a.scram(ex, user, sec, known)
+		}
+		return a.md5(ex, user, sec, known)
 	case config.AuthSCRAM:
-		return a.scram(ex, user, u.Password, known)
+		if known && sec.Kind == secret.MD5 {
+			a.warn(user, "the users file has an md5 hash for this user, which cannot serve SCRAM: "+
+				"replace it with the role's SCRAM verifier (SELECT rolpassword FROM pg_authid) or set auth.method = \"md5\"")
+			known = false
+		}
+		return a.scram(ex, user, sec, known)
 	}
 	return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeInvalidAuthorization,
 		Message: fmt.Sprintf("authentication method %q is not supported", method)}
+}
+
+// warnEvery bounds how often the same user's unusable entry is logged.
+const warnEvery = 10 * time.Second
+
+// warn logs why user's login cannot succeed, as PostgreSQL logs the detail it keeps from the
+// client (User "%s" does not have a valid SCRAM secret.), at most once per warnEvery.
+func (a *Authenticator) warn(user, why string) {
+	if a.Logger == nil {
+		return
+	}
+	now := time.Now()
+	a.mu.Lock()
+	last, seen := a.warned[user]
+	if !seen || now.Sub(last) >= warnEvery {
+		a.warned[user] = now
+	}
+	a.mu.Unlock()
+	if !seen || now.Sub(last) >= warnEvery {
+		a.Logger.Warn("client login refused: "+why, "user", user)
+	}
+}
+
+// PassThroughKeys returns the ClientKeys the latest SCRAM login of user proved, provided it was
+// checked against verifier v (the users file's entry now: keys learnt against an older entry
+// are not used after a reload changed it). ok is false until a client of user has logged in
+// with SCRAM since start. The keys stay in memory until the process ends.
+func (a *Authenticator) PassThroughKeys(user string, v secret.Verifier) (keys secret.ClientKeys, ok bool) {
+	a.mu.Lock()
+	keys, ok = a.keys[user]
+	a.mu.Unlock()
+	if !ok || !keys.Verifier.Equal(v) {
+		return secret.ClientKeys{}, false
+	}
+	return keys, true
 }
 
 // failed is the error PostgreSQL gives for a wrong password and, so as not to reveal which users
@@ -68,7 +140,9 @@ func failed(user string) *wire.Error {
 		Message: fmt.Sprintf("password authentication failed for user %q", user)}
 }
 
-func (a *Authenticator) md5(ex Exchange, user, password string, known bool) error {
+// md5 runs the md5 exchange. sec is a plaintext password or an md5 hash: either gives the hash
+// the client's answer is made from.
+func (a *Authenticator) md5(ex Exchange, user string, sec secret.Secret, known bool) error {
 	var salt [4]byte
 	rand.Read(salt[:])
 	msg := wire.AppendHeader(nil, 'R', 8)
@@ -82,8 +156,12 @@ func (a *Authenticator) md5(ex Exchange, user, password string, known bool) erro
 		return err
 	}
 	got := bytes.TrimSuffix(body, []byte{0})
-	want := MD5Response(user, password, salt)
-	if !known || subtle.ConstantTimeCompare(got, []byte(want)) != 1 {
+	hash := sec.Text
+	if sec.Kind != secret.MD5 {
+		hash = secret.MD5Hash(user, sec.Text)
+	}
+	want := secret.MD5Response(hash, salt)
+	if subtle.ConstantTimeCompare(got, []byte(want)) != 1 || !known {
 		return failed(user)
 	}
 	return nil
@@ -91,98 +169,7 @@ func (a *Authenticator) md5(ex Exchange, user, password string, known bool) erro
 
 // MD5Response is what a client sends for md5 authentication: "md5" + md5(md5(password+user)+salt).
 func MD5Response(user, password string, salt [4]byte) string {
-	inner := md5.Sum([]byte(password + user))
-	h := hex.EncodeToString(inner[:])
-	outer := md5.Sum(append([]byte(h), salt[:]...))
-	return "md5" + hex.EncodeToString(outer[:])
-}
-
-func (a *Authenticator) scram(ex Exchange, user, password string, known bool) error {
-	const mech = "SCRAM-SHA-256"
-	msg := wire.AppendHeader(nil, 'R', 4+len(mech)+2)
-	msg = binary.BigEndian.AppendUint32(msg, 10)
-	msg = append(msg, mech...)
-	msg = append(msg, 0, 0)
-	if err := ex.Send(msg); err != nil {
-		return err
-	}
-	body, err := receivePassword(ex)
-	if err != nil {
-		return err
-	}
-	gotMech, data, err := parseSASLInitial(body)
-	if err != nil {
-		return err
-	}
-	if gotMech != mech {
-		return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeProtocolViolation,
-			Message: "client selected an invalid SASL authentication mechanism"}
-	}
-
-	// An unknown user runs the exchange against made-up keys and fails at the end, as PostgreSQL
-	// does, so the exchange does not reveal whether the user exists.
-	creds := a.storedCredentials(user, password, known)
-	srv, err := scram.SHA256.NewServer(func(string) (scram.StoredCredentials, error) { return creds, nil })
-	if err != nil {
-		return err
-	}
-	conv := srv.NewConversation()
-	for step := 0; ; step++ {
-		resp, err := conv.Step(string(data))
-		if err != nil {
-			if step == 0 {
-				return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeProtocolViolation,
-					Message: "malformed SCRAM message"}
-			}
-			return failed(user)
-		}
-		code := uint32(11) // AuthenticationSASLContinue
-		if conv.Done() {
-			code = 12 // AuthenticationSASLFinal
-		}
-		if conv.Done() && (!conv.Valid() || !known) {
-			return failed(user)
-		}
-		msg := wire.AppendHeader(nil, 'R', 4+len(resp))
-		msg = binary.BigEndian.AppendUint32(msg, code)
-		msg = append(msg, resp...)
-		if err := ex.Send(msg); err != nil {
-			return err
-		}
-		if conv.Done() {
-			return nil
-		}
-		if data, err = receivePassword(ex); err != nil {
-			return err
-		}
-	}
-}
-
-func (a *Authenticator) storedCredentials(user, password string, known bool) scram.StoredCredentials {
-	if !known {
-		password = rand.Text()
-	}
-	k := credKey{user, password}
-	a.mu.Lock()
-	c, ok := a.creds[k]
-	a.mu.Unlock()
-	if ok {
-		return c
-	}
-	salt := make([]byte, 16)
-	rand.Read(salt)
-	client, err := scram.SHA256.NewClient(user, password, "")
-	if err != nil {
-		// SASLprep rejected the password: use it unprepared, as PostgreSQL does.
-		client, _ = scram.SHA256.NewClientUnprepped(user, password, "")
-	}
-	c = client.GetStoredCredentials(scram.KeyFactors{Salt: string(salt), Iters: scramIterations})
-	if known {
-		a.mu.Lock()
-		a.creds[k] = c
-		a.mu.Unlock()
-	}
-	return c
+	return secret.MD5Response(secret.MD5Hash(user, password), salt)
 }
 
 func receivePassword(ex Exchange) ([]byte, error) {

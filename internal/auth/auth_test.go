@@ -6,8 +6,6 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/xdg-go/scram"
-
 	"pgtide/internal/config"
 	"pgtide/internal/wire"
 )
@@ -94,33 +92,9 @@ func TestSCRAM(t *testing.T) {
 		{"app", "wrong", false},
 		{"nobody", "pencil", false},
 	} {
-		client, err := scram.SHA256.NewClient("", tc.password, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		conv := client.NewConversation()
-		c := &scriptedClient{}
-		c.reply = func(msg []byte) (byte, []byte, error) {
-			code, data := authCode(t, msg)
-			switch code {
-			case 10: // AuthenticationSASL: pick the mechanism and send client-first
-				if !bytes.Equal(data, []byte("SCRAM-SHA-256\x00\x00")) {
-					t.Fatalf("mechanisms %q", data)
-				}
-				first, _ := conv.Step("")
-				body := append([]byte("SCRAM-SHA-256\x00"), binary.BigEndian.AppendUint32(nil, uint32(len(first)))...)
-				return 'p', append(body, first...), nil
-			case 11: // SASLContinue: client-final
-				final, err := conv.Step(string(data))
-				if err != nil {
-					t.Fatal(err)
-				}
-				return 'p', []byte(final), nil
-			}
-			t.Fatalf("unexpected code %d", code)
-			return 0, nil, nil
-		}
-		err = a.Authenticate(c, config.AuthSCRAM, tc.user, users)
+		conv := newConv(t, tc.password)
+		c := &scriptedClient{reply: scramClient(t, conv, mechSCRAM, mechSCRAM+"\x00\x00")}
+		err := a.Authenticate(c, config.AuthSCRAM, tc.user, users)
 		checkResult(t, err, tc.ok, tc.user)
 		if tc.ok {
 			// The server's final message must prove it knows the password too.

@@ -160,7 +160,8 @@ type Auth struct {
 	Method string `toml:"method"`
 	// UsersFile lists users and passwords (relative paths are relative to the config file). The same
 	// password logs pgtide in to the server (an iam user's logs in with an RDS IAM auth token
-	// instead: see User.IAM). Optional with trust.
+	// instead: see User.IAM). Optional with trust. A password may be the plaintext, an md5 hash
+	// or a SCRAM verifier as pg_authid holds them (User.Password).
 	UsersFile string `toml:"users_file"`
 	// AdminUsers may use the admin console: connecting to the virtual database "pgtide" (or
 	// "pgbouncer") gives SHOW, RELOAD, PAUSE and the other PgBouncer-style commands instead of a
@@ -245,7 +246,8 @@ type Cluster struct {
 	// Health checks: every node's role comes from SELECT pg_is_in_recovery() every
 	// HealthCheckInterval, each check bounded by HealthCheckTimeout; a node is down after
 	// HealthCheckFailures misses in a row and up again after one success. The check logs in as
-	// HealthCheckUser (password from the users file) to HealthCheckDatabase.
+	// HealthCheckUser (password from the users file: a plaintext one, or none if the servers trust
+	// it) to HealthCheckDatabase.
 	HealthCheckInterval Duration `toml:"health_check_interval"`
 	HealthCheckTimeout  Duration `toml:"health_check_timeout"`
 	HealthCheckFailures int      `toml:"health_check_failures"`
@@ -501,6 +503,7 @@ func (c *Config) Validate() error {
 	default:
 		add("auth.method %q: must be trust, md5 or scram-sha-256", c.Auth.Method)
 	}
+	errs = append(errs, c.secretErrors()...)
 
 	cl := &c.Cluster
 	if cl.SafetyFactor <= 0 || cl.SafetyFactor > 1 {
@@ -608,25 +611,8 @@ func (c *Config) Validate() error {
 // and at each reload.
 func (c *Config) Warnings() []string {
 	var out []string
-	for _, name := range slices.Sorted(maps.Keys(c.Users)) {
-		if kind := hashedSecret(c.Users[name].Password); kind != "" {
-			out = append(out, fmt.Sprintf("users file: the password of user %q looks like %s; pgtide uses it as the plaintext password, "+
-				"so clients must type the hash and pgtide sends it to the server as the password (hashed secrets in the users file are not supported yet)", name, kind))
-		}
-	}
+	out = append(out, c.secretWarnings()...)
 	return out
-}
-
-// hashedSecret says what kind of stored hash p looks like ("" if none): PostgreSQL's md5 hash
-// ("md5" and 32 hex digits) or SCRAM verifier ("SCRAM-SHA-256$<iterations>:<salt>$...").
-func hashedSecret(p string) string {
-	if len(p) == 35 && strings.HasPrefix(p, "md5") && strings.Trim(p[3:], "0123456789abcdef") == "" {
-		return "an md5 hash"
-	}
-	if strings.HasPrefix(p, "SCRAM-SHA-256$") && strings.Count(p, "$") == 2 {
-		return "a SCRAM-SHA-256 verifier"
-	}
-	return ""
 }
 
 func checkHostPort(h string) error {

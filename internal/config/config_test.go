@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"pgtide/internal/secret"
 )
 
 // valid returns the defaults with the one thing they lack, a host.
@@ -541,6 +543,7 @@ func TestUserStringHidesPassword(t *testing.T) {
 		u.String(),
 		fmt.Sprint(u),
 		fmt.Sprintf("%v %+v %s %q", u, u, u, u),
+		fmt.Sprintf("%#v", u),
 		fmt.Sprint(users),
 		fmt.Sprintf("%+v", users),
 		fmt.Sprintf("%v", []User{u}),
@@ -557,8 +560,12 @@ func TestUserStringHidesPassword(t *testing.T) {
 }
 
 // TestUsersPasswords: with md5 or scram-sha-256 every user needs a password (trust needs none);
-// a password that looks like a stored hash is valid but warned about.
+// a malformed SCRAM verifier is an error; a stored form that cannot serve the method, a verifier
+// with trust, and a hashed health_check_user are valid but warned about; no message shows the
+// secret.
 func TestUsersPasswords(t *testing.T) {
+	verifier := secret.NewVerifier("pencil", []byte("salt"), 4096).Encode()
+	md5 := secret.MD5Hash("app", "pencil")
 	for _, tc := range []struct {
 		method  string
 		users   Users
@@ -568,8 +575,15 @@ func TestUsersPasswords(t *testing.T) {
 		{AuthSCRAM, Users{"app": {Name: "app"}}, `user "app" has no password`, ""},
 		{AuthMD5, Users{"app": {Name: "app", Password: "x"}, "b": {Name: "b"}}, `user "b" has no password`, ""},
 		{AuthTrust, Users{"app": {Name: "app"}}, "", ""},
-		{AuthSCRAM, Users{"app": {Name: "app", Password: "md5" + strings.Repeat("ab", 16)}}, "", `user "app" looks like an md5 hash`},
-		{AuthSCRAM, Users{"app": {Name: "app", Password: "SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy"}}, "", "a SCRAM-SHA-256 verifier"},
+		{AuthSCRAM, Users{"app": {Name: "app", Password: md5}}, "", `user "app" has an md5 hash, which cannot serve auth.method = "scram-sha-256"`},
+		{AuthMD5, Users{"app": {Name: "app", Password: md5}}, "", ""},
+		{AuthSCRAM, Users{"app": {Name: "app", Password: verifier}}, "", ""},
+		{AuthMD5, Users{"app": {Name: "app", Password: verifier}}, "", ""},
+		{AuthTrust, Users{"app": {Name: "app", Password: verifier}}, "", `user "app" has a SCRAM verifier, but with auth.method = "trust"`},
+		{AuthSCRAM, Users{"postgres": {Name: "postgres", Password: verifier}}, "", `cluster.health_check_user "postgres" has a SCRAM-SHA-256 verifier`},
+		{AuthSCRAM, Users{"app": {Name: "app", Password: "SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy"}},
+			`the password of user "app" starts with "SCRAM-SHA-256$" but is not a valid SCRAM-SHA-256 verifier: StoredKey is not base64 of 32 bytes`, ""},
+		{AuthTrust, Users{"app": {Name: "app", Password: "SCRAM-SHA-256$4096:c2FsdA=="}}, `user "app" starts with "SCRAM-SHA-256$" but is not`, ""},
 		{AuthSCRAM, Users{"app": {Name: "app", Password: "md5 but just a password"}}, "", ""},
 	} {
 		c := Defaults()
@@ -585,8 +599,10 @@ func TestUsersPasswords(t *testing.T) {
 		if (w == "") != (tc.warning == "") || !strings.Contains(w, tc.warning) {
 			t.Errorf("%s %v: Warnings = %q, want %q", tc.method, tc.users, w, tc.warning)
 		}
-		if strings.Contains(w, "abab") || strings.Contains(w, "c3RvcmVk") {
-			t.Errorf("a warning shows the secret: %s", w)
+		for _, secret := range []string{md5[3:], verifier[20:], "c3RvcmVk"} {
+			if strings.Contains(w, secret) || err != nil && strings.Contains(err.Error(), secret) {
+				t.Errorf("a message shows the secret: %s %v", w, err)
+			}
 		}
 	}
 }

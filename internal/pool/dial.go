@@ -42,6 +42,9 @@ type DialOptions struct {
 	// server that answers 'N' — before the startup message, with a *CredentialError wrapping
 	// ErrTLSRequired: the server never gets a chance to ask for the password in the clear.
 	RequireTLS bool
+	// PassThrough answers the server when Password is "" and the users file holds an md5 hash or
+	// a SCRAM verifier for the user (passthrough.go); nil otherwise.
+	PassThrough *PassThrough
 }
 
 // Dial opens a server connection for key, encrypts it as o.TLS says, and logs in as key.User,
@@ -76,7 +79,7 @@ func Dial(ctx context.Context, key Key, o DialOptions) (*Conn, error) {
 		return nil, &CredentialError{User: key.User, Err: ErrTLSRequired}
 	}
 	c := newConn(key, nc, stream, o.MaxMessageSize)
-	if err := c.login(key, o.Password); err != nil {
+	if err := c.login(key, o.Password, o.PassThrough); err != nil {
 		nc.Close()
 		return nil, err
 	}
@@ -112,8 +115,9 @@ func newConn(key Key, nc, stream net.Conn, maxMessageSize int) *Conn {
 	return c
 }
 
-// login runs the startup exchange up to the first ReadyForQuery.
-func (c *Conn) login(key Key, password string) error {
+// login runs the startup exchange up to the first ReadyForQuery. hashed, when password is "",
+// answers the server by pass-through.
+func (c *Conn) login(key Key, password string, hashed *PassThrough) error {
 	msg := []byte{0, 0, 0, 0}
 	msg = binary.BigEndian.AppendUint32(msg, wire.ProtocolVersion30)
 	for _, kv := range [][2]string{{"user", key.User}, {"database", key.Database}} {
@@ -126,6 +130,7 @@ func (c *Conn) login(key Key, password string) error {
 		return err
 	}
 	var sc *scram.ClientConversation
+	var pt passThroughLogin
 	for {
 		typ, _, err := c.Reader.Next()
 		if err != nil {
@@ -140,11 +145,17 @@ func (c *Conn) login(key Key, password string) error {
 			if len(body) < 4 {
 				return errMalformed
 			}
-			if sc, err = c.authenticate(key, password, binary.BigEndian.Uint32(body), body[4:], sc); err != nil {
+			code := binary.BigEndian.Uint32(body)
+			if password == "" && hashed != nil {
+				err = pt.answer(c, key.User, hashed, code, body[4:])
+			} else {
+				sc, err = c.authenticate(key, password, code, body[4:], sc)
+			}
+			if err != nil {
 				return err
 			}
 		case 'E':
-			return parseServerError(body)
+			return pt.refused(key.User, parseServerError(body))
 		case 'S':
 			name, rest, ok := cstring(body)
 			value, _, ok2 := cstring(rest)
@@ -212,8 +223,7 @@ func (c *Conn) authenticate(key Key, password string, code uint32, data []byte, 
 		if err != nil {
 			return nil, err
 		}
-		body := append([]byte("SCRAM-SHA-256\x00"), binary.BigEndian.AppendUint32(nil, uint32(len(first)))...)
-		return sc, c.send(passwordMessage(append(body, first...)))
+		return sc, c.send(passwordMessage(saslInitialResponse("SCRAM-SHA-256", first)))
 	case 11, 12: // SASLContinue, SASLFinal
 		if sc == nil {
 			return nil, errMalformed

@@ -21,6 +21,9 @@
 // connections close as they come back) and its connections renewed (Reconnect: a per-pool
 // generation, as CloseNode keeps one per node).
 //
-// Each dial logs in with what the Manager's Secret gives for its node and user (secret.go): a
-// password, or a bearer token (an RDS IAM auth token) that Dial sends only over TLS.
+// Each dial logs in with what the Manager's Secret gives for its node and user (secret.go): the
+// user's plaintext password, or a bearer token (an RDS IAM auth token) that Dial sends only over
+// TLS; or, when the users file holds an md5 hash or a SCRAM verifier instead, by pass-through
+// (passthrough.go): the hash answers md5, and keys a client's SCRAM login proved answer SCRAM;
+// what cannot be answered is a *SecretError.
 package pool

@@ -426,6 +426,7 @@ func (m *Manager) dialSlot(ctx context.Context, k Key) (*Conn, error) {
 		c, err = Dial(ctx, k, DialOptions{
 			Password:       secret.Password,
 			RequireTLS:     secret.RequireTLS,
+			PassThrough:    secret.PassThrough,
 			ConnectTimeout: s.ServerConnectTimeout,
 			MaxMessageSize: s.MaxMessageSize,
 			Dial:           m.DialFunc,

@@ -16,6 +16,9 @@ type ServerSecret struct {
 	// RequireTLS says Password may be sent only over an encrypted connection: it is a bearer
 	// secret (an RDS IAM auth token, package rdsiam). See DialOptions.RequireTLS.
 	RequireTLS bool
+	// PassThrough answers the server when Password is "" and the users file holds an md5 hash
+	// or a SCRAM verifier for the user (passthrough.go); nil otherwise.
+	PassThrough *PassThrough
 }
 
 // SecretFunc returns the secret for logging user in to node ("host:port"). A Manager calls it

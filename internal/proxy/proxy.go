@@ -106,7 +106,7 @@ func ClusterConfig(c *config.Config) cluster.Config {
 		HealthCheckTimeout:  cl.HealthCheckTimeout.Duration,
 		HealthCheckFailures: cl.HealthCheckFailures,
 		User:                cl.HealthCheckUser,
-		Password:            c.Users[cl.HealthCheckUser].Password,
+		Password:            c.Users[cl.HealthCheckUser].ServerPassword(),
 		IAM:                 c.Users[cl.HealthCheckUser].IAM, // then Token, set by New, replaces Password
 		Database:            cl.HealthCheckDatabase,
 		Discovery:           cl.Discovery,
@@ -172,7 +172,9 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	s.applyTLSLocked(tlsLoaded, cfg)
 	warnConfig(logger, cfg)
 	s.pools.Logger = logger
-	s.secrets = newServerSecrets(s.cfg.Load, logger)
+	authenticator := auth.NewAuthenticator()
+	authenticator.Logger = logger
+	s.secrets = newServerSecrets(s.cfg.Load, authenticator, logger)
 	s.pools.Secret = s.secrets.secret
 	s.pools.ServerTLS = s.serverTLS.Load
 	ccfg := s.clusterConfig(cfg)
@@ -194,7 +196,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	})
 	s.history = admin.NewHistory(s.cluster)
 	s.router = router.New(s.cluster, s.pools, s.cfg.Load, s.logger)
-	s.env = &session.Env{Pools: s.pools, Auth: auth.NewAuthenticator(), Config: s.cfg.Load, Logger: logger,
+	s.env = &session.Env{Pools: s.pools, Auth: authenticator, Config: s.cfg.Load, Logger: logger,
 		Pins: new(session.PinCounter), Routes: new(session.RouteCounter), Errors: new(session.ErrorCounter),
 		Router: s.router, KeyChanged: s.rekey, Functions: s.functions, Clock: new(session.Clock),
 		Memory: session.NewMessageMemory(cfg.Proxy.MessageMemory)}

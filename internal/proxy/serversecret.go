@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 
+	"pgtide/internal/auth"
 	"pgtide/internal/config"
 	"pgtide/internal/pool"
 	"pgtide/internal/rdsiam"
@@ -12,17 +13,19 @@ import (
 // serverSecrets says what pgtide logs in to the servers with, per node and user, reading the
 // configuration in force at each login (a reload that changes a password, iam or [aws] region
 // applies to the next one): for a user with iam = true an RDS IAM auth token for the node, signed
-// for [aws] region and sent only over TLS; for any other user the users file's password.
-// Clients authenticate to pgtide with the users file's password in both cases.
+// for [aws] region and sent only over TLS; for any other user the users file's plaintext
+// password, or pass-through from its md5 hash or SCRAM verifier (see passThroughFor). Clients
+// authenticate to pgtide with the users file's password in every case.
 type serverSecrets struct {
-	cfg func() *config.Config
+	cfg  func() *config.Config
+	auth *auth.Authenticator // the clients' logins, which prove the keys pass-through uses
 	// tokens is owned by the Server: Run on its background group, Forget when a node leaves the
 	// topology, Close at Shutdown.
 	tokens *rdsiam.Tokens
 }
 
-func newServerSecrets(cfg func() *config.Config, logger *slog.Logger) *serverSecrets {
-	return &serverSecrets{cfg: cfg, tokens: rdsiam.New(rdsiam.CredentialChain(), rdsiam.Options{Logger: logger})}
+func newServerSecrets(cfg func() *config.Config, a *auth.Authenticator, logger *slog.Logger) *serverSecrets {
+	return &serverSecrets{cfg: cfg, auth: a, tokens: rdsiam.New(rdsiam.CredentialChain(), rdsiam.Options{Logger: logger})}
 }
 
 // secret is the pools' pool.SecretFunc.
@@ -30,7 +33,7 @@ func (s *serverSecrets) secret(ctx context.Context, node, user string) (pool.Ser
 	cfg := s.cfg()
 	u := cfg.Users[user]
 	if !u.IAM {
-		return pool.ServerSecret{Password: u.Password}, nil
+		return pool.ServerSecret{Password: u.ServerPassword(), PassThrough: passThroughFor(cfg, s.auth, user)}, nil
 	}
 	tok, err := s.tokens.Token(ctx, cfg.AWS.Region, node, user)
 	if err != nil {

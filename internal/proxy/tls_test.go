@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -778,4 +779,60 @@ func TestTLSCancel(t *testing.T) {
 	if plain != 0 || total < 3 { // a health check, a pooled connection, the cancel
 		t.Fatalf("%d of %d connections to the server were not encrypted", plain, total)
 	}
+}
+
+// TestChannelBinding: over TLS pgtide offers SCRAM-SHA-256-PLUS, so pgx and psql with
+// channel_binding=require log in, with a plaintext password in the users file and with the
+// role's SCRAM verifier (then pgtide logs in to the server by pass-through, from keys a bound
+// exchange proved); in plain text (client_tls = "allow") the same clients refuse to log in,
+// since pgtide cannot bind the exchange to a channel there.
+func TestChannelBinding(t *testing.T) {
+	tt := newTestTLS(t)
+	p := startProxy(t, func(c *config.Config) {
+		tt.configure(c, pgtls.Allow, pgtls.Prefer)
+		c.Auth.Method = config.AuthSCRAM
+	})
+	plain := p.connString("app", "appdb")
+	bound := tt.connString(plain) + " channel_binding=require"
+	c, err := tlsConnect(t, bound)
+	if err != nil {
+		t.Fatalf("pgx over TLS with channel_binding=require: %v", err)
+	}
+	mustExec(t, c, "SELECT 1")
+	if out, stderr, err := psqlRun(t, bound, "-c", "SELECT 'bound'"); err != nil || out != "bound\n" {
+		t.Fatalf("psql over TLS with channel_binding=require: %q %v\n%s", out, err, stderr)
+	}
+	unbound := plain + " channel_binding=require"
+	if _, err := tlsConnect(t, unbound); err == nil || !strings.Contains(err.Error(), "channel binding") {
+		t.Fatalf("pgx in plain text with channel_binding=require: %v", err)
+	}
+	if _, stderr, err := psqlRun(t, unbound, "-c", "SELECT 1"); err == nil || !strings.Contains(stderr, "channel binding") {
+		t.Fatalf("psql in plain text with channel_binding=require: %v\n%s", err, stderr)
+	}
+
+	// The users file holds app's verifier as the server has it: no plaintext for app anywhere.
+	var verifier string
+	if err := direct(t, "postgres").QueryRow(context.Background(),
+		"SELECT rolpassword FROM pg_authid WHERE rolname = 'app'").Scan(&verifier); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(verifier, "SCRAM-SHA-256$") {
+		t.Fatalf("app's password on the server is not a SCRAM verifier")
+	}
+	users := slices.Clone(testUsers)
+	for i := range users {
+		if users[i].Name == "app" {
+			users[i].Password = verifier
+		}
+	}
+	writeUsers(t, filepath.Join(filepath.Dir(p.cfgPath), "users.toml"), users)
+	if err := p.ReloadFile(p.cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	p.Pools().Reconnect("") // the next server connections log in by pass-through
+	c, err = tlsConnect(t, bound)
+	if err != nil {
+		t.Fatalf("pgx over TLS with channel_binding=require, verifier in the users file: %v", err)
+	}
+	mustExec(t, c, "SELECT 1")
 }

@@ -144,6 +144,7 @@ func (r *Router) leaseError(key pool.Key, err error) *LeaseError {
 	le := &LeaseError{Node: key.Node, User: key.User, Err: err}
 	var se *pool.ServerError
 	var te *pgtls.Error
+	var sec *pool.SecretError
 	switch {
 	case errors.As(err, &te):
 		// Its own words (x509's) and the server's address, for the operator; the client gets
@@ -151,6 +152,11 @@ func (r *Router) leaseError(key pool.Key, err error) *LeaseError {
 		if r.shouldLogRefusal(refusalKey{key.Node, ""}) {
 			r.logger.Warn("TLS with a server failed: check server_tls and server_ca_file against the server's certificate",
 				"server", key.Node, "server_tls", te.Mode, "err", te.Err)
+		}
+	case errors.As(err, &sec):
+		if r.shouldLogRefusal(refusalKey{key.Node, key.User}) {
+			r.logger.Warn("pgtide cannot log in to a server with the users file's md5 hash or SCRAM verifier (pass-through): "+sec.Reason,
+				"server", key.Node, "user", key.User, "database", key.Database)
 		}
 	case errors.As(err, &se) && strings.HasPrefix(se.Code, "28"):
 		if r.shouldLogRefusal(refusalKey{key.Node, key.User}) {
@@ -219,6 +225,7 @@ func (e *LeaseError) ClientError(severity string) *wire.Error {
 	var se *pool.ServerError
 	var wt *pool.WaitTimeoutError
 	var te *pgtls.Error
+	var sec *pool.SecretError
 	var out wire.Error
 	switch {
 	case errors.As(e.Err, &we):
@@ -226,6 +233,10 @@ func (e *LeaseError) ClientError(severity string) *wire.Error {
 	case errors.As(e.Err, &te):
 		out = wire.Error{Code: wire.CodeUnableToConnect, Message: "pgtide could not connect to the server: TLS failed: " + te.Reason(),
 			Hint: "pgtide's log names the server and the TLS error; check [cluster] server_tls and server_ca_file."}
+	case errors.As(e.Err, &sec):
+		// Not the client's password either: the client authenticated with pgtide.
+		out = wire.Error{Code: wire.CodeServerRejected,
+			Message: fmt.Sprintf("pgtide cannot log in to server %s as user %q: %s", e.Node, e.User, sec.Reason)}
 	case errors.As(e.Err, &se) && strings.HasPrefix(se.Code, "28"):
 		// The server refused pgtide's own login, not the client's: the client authenticated
 		// with pgtide. Passed on as it is, it would read as the client's wrong password.
