@@ -8,10 +8,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"io"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
@@ -19,6 +22,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"pgtide/internal/pgtls"
 	"pgtide/internal/pool"
 	"pgtide/internal/rdsiam"
 )
@@ -31,6 +35,9 @@ import (
 type fakeRDS struct {
 	ln  net.Listener
 	tls *tls.Config
+	// sslRequest: the connection starts in plain text with an SSLRequest, answered 'S' (as
+	// PostgreSQL does); otherwise TLS starts at once (the test's dialer does the handshake).
+	sslRequest bool
 
 	mu        sync.Mutex
 	users     []string // from the startup messages, in order
@@ -40,13 +47,17 @@ type fakeRDS struct {
 	conns     []net.Conn
 }
 
-func newFakeRDS(t *testing.T, cfg *tls.Config) *fakeRDS {
+func newFakeRDS(t *testing.T, cfg *tls.Config) *fakeRDS { return newFakeRDSWith(t, cfg, false) }
+
+// newFakeRDSWith is newFakeRDS, with connections that start with an SSLRequest (see
+// fakeRDS.sslRequest).
+func newFakeRDSWith(t *testing.T, cfg *tls.Config, sslRequest bool) *fakeRDS {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeRDS{ln: ln, tls: cfg}
+	f := &fakeRDS{ln: ln, tls: cfg, sslRequest: sslRequest}
 	f.wg.Go(func() {
 		for {
 			c, err := ln.Accept()
@@ -82,6 +93,16 @@ func (f *fakeRDS) serve(nc net.Conn) {
 	}()
 	nc.SetDeadline(time.Now().Add(time.Minute))
 	var c net.Conn = nc
+	if f.sslRequest {
+		// As PostgreSQL: an SSLRequest answered 'S', then the handshake.
+		msg, err := pgproto3.NewBackend(nc, nc).ReceiveStartupMessage()
+		if _, ok := msg.(*pgproto3.SSLRequest); !ok || err != nil {
+			return
+		}
+		if _, err := nc.Write([]byte{'S'}); err != nil {
+			return
+		}
+	}
 	if f.tls != nil {
 		c = tls.Server(nc, f.tls)
 	}
@@ -283,4 +304,40 @@ func TestScriptedBackendPlaintextRefused(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestScriptedBackendServerTLS: with server_tls = "verify-full" (pgtide's own negotiation: an
+// SSLRequest, then the handshake and the certificate's checks), the node receives the token for
+// its host:port as the cleartext password.
+func TestScriptedBackendServerTLS(t *testing.T) {
+	checkNoLeaks(t)
+	rdsiam.StaticCredentials(t)
+	serverTLS, _ := testTLS(t)
+	node := newFakeRDSWith(t, serverTLS, true)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	pemCA := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: serverTLS.Certificates[0].Certificate[0]})
+	if err := os.WriteFile(caFile, pemCA, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := pgtls.NewServerTLS(pgtls.VerifyFull, caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const region = "us-east-1"
+	m, _ := iamManager(t, region, nil)
+	m.ServerTLS = func() *pgtls.ServerTLS { return st }
+	before := time.Now().UTC().Add(-time.Second)
+	c, err := m.Acquire(t.Context(), pool.Key{Node: node.addr(), Database: "db", User: "iam_app"}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Encrypted() {
+		t.Error("the server connection is not encrypted")
+	}
+	m.Release(c, false)
+	users, passwords, _ := node.got()
+	if len(users) != 1 || users[0] != "iam_app" || len(passwords) != 1 {
+		t.Fatalf("users %q and %d passwords, want iam_app once", users, len(passwords))
+	}
+	rdsiam.CheckToken(t, passwords[0], node.addr(), region, "iam_app", before, time.Now().UTC().Add(time.Second))
 }
