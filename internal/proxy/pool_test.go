@@ -269,10 +269,10 @@ func TestReload(t *testing.T) {
 		t.Fatalf("pool_size after reload: %d", got)
 	}
 	// The newbie user exists in pgtide's users file but not on the server: the server refuses
-	// pgtide's login, and the client is told so (08004, naming the server and the user), not
-	// that its own password is wrong.
+	// pgtide's login, and the client is told so (naming the server and the user), with the
+	// server's 28000 (no such role), as a direct connection would get.
 	_, err := pgx.Connect(ctx, strings.Replace(p.connString("app", "appdb"), "user=app ", "user=newbie ", 1)+" password='app secret'")
-	if code := pgCode(err); code != "08004" || !strings.Contains(err.Error(), `refused pgtide's login as user "newbie"`) {
+	if code := pgCode(err); code != "28000" || !strings.Contains(err.Error(), `refused pgtide's login as user "newbie"`) {
 		t.Fatalf("newbie login: want the server's refusal of pgtide, got %v", err)
 	}
 	// Existing connection still works, and three transactions can now run at once.

@@ -239,8 +239,15 @@ func (e *LeaseError) ClientError(severity string) *wire.Error {
 			Message: fmt.Sprintf("pgtide cannot log in to server %s as user %q: %s", e.Node, e.User, sec.Reason)}
 	case errors.As(e.Err, &se) && strings.HasPrefix(se.Code, "28"):
 		// The server refused pgtide's own login, not the client's: the client authenticated
-		// with pgtide. Passed on as it is, it would read as the client's wrong password.
-		out = wire.Error{Code: wire.CodeServerRejected,
+		// with pgtide. A wrong password (28P01) is pgtide's, not the client's: passed on as it
+		// is, it would read as the client's, so it becomes 08004. Other refusals (28000: no such
+		// role, no pg_hba.conf entry) are about the user the client named, and keep their code,
+		// as a direct connection gets it (drivers check it).
+		code := se.Code
+		if code == "28P01" {
+			code = wire.CodeServerRejected
+		}
+		out = wire.Error{Code: code,
 			Message: fmt.Sprintf("server %s refused pgtide's login as user %q: %s", e.Node, e.User, se.Message),
 			Hint:    "pgtide logs in to servers with the password its users file gives for the user; it must match the server's."}
 	case errors.As(e.Err, &se):

@@ -150,7 +150,8 @@ func TestLeaseErrorClientError(t *testing.T) {
 		{context.DeadlineExceeded, wire.CodeUnableToConnect, wire.SeverityError},
 		{io.ErrUnexpectedEOF, wire.CodeUnableToConnect, wire.SeverityError},
 		{context.Canceled, wire.CodeQueryCanceled, wire.SeverityError},
-		{&pool.ServerError{Code: "28000", Message: `role "u" is not permitted to log in`}, wire.CodeServerRejected, wire.SeverityError},
+		{&pool.ServerError{Code: "28000", Message: `role "u" is not permitted to log in`}, "28000", wire.SeverityError},
+		{&pool.ServerError{Code: "28P01", Message: `password authentication failed for user "u"`}, wire.CodeServerRejected, wire.SeverityError},
 	} {
 		we := (&LeaseError{Node: "10.1.2.3:5432", User: "u", Err: tc.err}).ClientError(wire.SeverityError)
 		if we.Code != tc.code || we.Severity != tc.severity {
