@@ -39,8 +39,11 @@ type clientStmt struct {
 	key   string             // query text and parameter types: the Parse body after the name
 	route classify.RouteInfo // where executions of it go on the auto endpoint, classified at Parse
 	// refs are the SQL EXECUTE and DEALLOCATE statements in its text, which name statements
-	// where it runs (see keyOnLocked); their DEALLOCATEs are followed from each Bind of it.
+	// where it runs (see keyOnLocked); their DEALLOCATEs are followed from its portals' Execute.
 	refs []classify.StmtRef
+	// parsed has bit i set when refs[i] named a statement of the client's at its Parse, when
+	// PostgreSQL fixes the statement's result description (see keyOnLocked).
+	parsed uint8
 }
 
 // expectLocked queues an expectation. Requires mu.
@@ -132,8 +135,10 @@ const maxRefDepth = 4
 // PostgreSQL has one namespace for both, and looks such names up when the statement runs, so
 // they are resolved here, where and when it runs. The statements named are created on srv first
 // when it lacks them, as mode says, their messages appended to out. A name the client has no
-// statement of is left as it is. Requires mu.
-func (s *Session) keyOnLocked(srv *pool.Conn, def *clientStmt, out []byte, mode refsMode, depth int) (stmtKey, []byte) {
+// statement of is left as it is. For a Describe (describe), so is a name that named none when
+// def was parsed: PostgreSQL works out a statement's result description at its Parse, and a
+// statement EXECUTEd that did not exist then gives none (NoData). Requires mu.
+func (s *Session) keyOnLocked(srv *pool.Conn, def *clientStmt, out []byte, mode refsMode, describe bool, depth int) (stmtKey, []byte) {
 	ctx := s.stmtContextLocked()
 	if len(def.refs) == 0 || depth >= maxRefDepth {
 		return stmtKey{context: ctx, text: def.key}, out
@@ -141,13 +146,13 @@ func (s *Session) keyOnLocked(srv *pool.Conn, def *clientStmt, out []byte, mode 
 	text, params, _ := strings.Cut(def.key, "\x00")
 	var b []byte
 	last := 0
-	for _, r := range def.refs {
+	for i, r := range def.refs {
 		ref := s.refDefLocked(r)
-		if ref == nil {
+		if ref == nil || describe && def.parsed&(1<<i) == 0 {
 			continue
 		}
 		var st *statement
-		st, out = s.stmtOnLocked(srv, ref, out, mode, depth+1)
+		st, out = s.stmtOnLocked(srv, ref, out, mode, describe, depth+1)
 		if st == nil {
 			continue
 		}
@@ -163,8 +168,8 @@ func (s *Session) keyOnLocked(srv *pool.Conn, def *clientStmt, out []byte, mode 
 
 // stmtOnLocked returns def's statement on srv (see keyOnLocked), created as mode says if srv
 // lacks it; nil if it lacks it and mode is refsNone. Requires mu.
-func (s *Session) stmtOnLocked(srv *pool.Conn, def *clientStmt, out []byte, mode refsMode, depth int) (*statement, []byte) {
-	key, out := s.keyOnLocked(srv, def, out, mode, depth)
+func (s *Session) stmtOnLocked(srv *pool.Conn, def *clientStmt, out []byte, mode refsMode, describe bool, depth int) (*statement, []byte) {
+	key, out := s.keyOnLocked(srv, def, out, mode, describe, depth)
 	if st := stateOf(srv).lookup(key); st != nil || mode == refsNone {
 		return st, out
 	}
@@ -207,7 +212,7 @@ func (s *Session) resolveRefs(srv *pool.Conn, a *classify.Session, pre, text []b
 			continue
 		}
 		var st *statement
-		st, pre = s.stmtOnLocked(srv, def, pre, mode, 0)
+		st, pre = s.stmtOnLocked(srv, def, pre, mode, false, 0)
 		if st == nil {
 			continue
 		}
@@ -224,6 +229,17 @@ func (s *Session) resolveRefs(srv *pool.Conn, a *classify.Session, pre, text []b
 	out = append(out, text[last:]...)
 	s.rewrite = out
 	return pre, out
+}
+
+// refsParsedLocked returns clientStmt.parsed for a statement with refs parsed now. Requires mu.
+func (s *Session) refsParsedLocked(refs []classify.StmtRef) uint8 {
+	var parsed uint8
+	for i, r := range refs {
+		if s.refDefLocked(r) != nil {
+			parsed |= 1 << i
+		}
+	}
+	return parsed
 }
 
 // ownRefs returns a copy of a's SQL EXECUTE and DEALLOCATE statements, for a statement that
@@ -281,7 +297,7 @@ func (s *Session) queueDeallocsDepthLocked(srv *pool.Conn, refs []classify.StmtR
 		case classify.RefDeallocate:
 			if def := s.refDefLocked(r); def != nil && s.txStatus != 'E' {
 				e.name, e.def = string(r.Name), def
-				e.dropped, _ = s.stmtOnLocked(srv, def, nil, refsNone, 0)
+				e.dropped, _ = s.stmtOnLocked(srv, def, nil, refsNone, false, 0)
 				delete(s.stmts, e.name)
 			}
 		default:
@@ -344,6 +360,7 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		refs = ownRefs(a)
 	}
 	s.mu.Lock()
+	parsed := s.refsParsedLocked(refs)
 	switch {
 	case len(nameB) == 0:
 		// The unnamed statement: passed through, but remembered so a later Bind on another
@@ -353,7 +370,7 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		if s.unnamed.key != string(rest) {
 			s.unnamed.key = string(rest)
 		}
-		s.unnamed.route, s.unnamed.refs = route, refs
+		s.unnamed.route, s.unnamed.refs, s.unnamed.parsed = route, refs, parsed
 		stateOf(srv).setUnnamed(srv, s.unnamed.key)
 		if body == nil {
 			out = appendParse(out, "", string(rest))
@@ -381,7 +398,7 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 	default:
 		name := string(nameB)
 		key := stmtKey{context: s.stmtContextLocked(), text: string(rest)}
-		def := &clientStmt{key: key.text, route: route, refs: refs}
+		def := &clientStmt{key: key.text, route: route, refs: refs, parsed: parsed}
 		if s.stmts == nil {
 			s.stmts = make(map[string]*clientStmt)
 		}
@@ -427,14 +444,14 @@ func (s *Session) forwardBind(srv *pool.Conn) error {
 	var refs []classify.StmtRef
 	s.mu.Lock()
 	if len(stmt) == 0 {
-		out = s.unnamedLocked(srv, out)
+		out = s.unnamedLocked(srv, out, false)
 		refs = s.unnamed.refs
 	} else if def := s.stmts[string(stmt)]; def != nil {
 		var st *statement
 		if def.refs == nil {
 			st, out = s.ensureLocked(srv, stmtKey{context: s.stmtContextLocked(), text: def.key}, out)
 		} else {
-			st, out = s.stmtOnLocked(srv, def, out, refsExpect, 0)
+			st, out = s.stmtOnLocked(srv, def, out, refsExpect, false, 0)
 			refs = def.refs
 		}
 		serverName = st.name
@@ -503,15 +520,15 @@ func cbytes(b []byte) ([]byte, []byte, bool) {
 	return b[:i], b[i+1:], true
 }
 
-// unnamedLocked makes the server's unnamed statement the client's before a Bind or Describe of
-// it: re-created when the client parsed it on another server connection, or when
+// unnamedLocked makes the server's unnamed statement the client's before a Bind or Describe
+// (describe) of it: re-created when the client parsed it on another server connection, or when
 // the statements its text names are others there (see keyOnLocked); closed when the server holds
 // another client's. Requires mu.
-func (s *Session) unnamedLocked(srv *pool.Conn, out []byte) []byte {
+func (s *Session) unnamedLocked(srv *pool.Conn, out []byte, describe bool) []byte {
 	key := s.unnamed.key
 	if s.unnamed.refs != nil {
 		var k stmtKey
-		k, out = s.keyOnLocked(srv, &s.unnamed, out, refsExpect, 0)
+		k, out = s.keyOnLocked(srv, &s.unnamed, out, refsExpect, describe, 0)
 		key = k.text
 	}
 	switch {
@@ -554,11 +571,11 @@ func (s *Session) forwardDescribeClose(srv *pool.Conn, typ byte) error {
 			delete(s.refPortals, name)
 		}
 	case typ == 'D' && name == "":
-		out = s.unnamedLocked(srv, out)
+		out = s.unnamedLocked(srv, out, true)
 	case typ == 'D':
 		if def := s.stmts[name]; def != nil {
 			var st *statement
-			st, out = s.stmtOnLocked(srv, def, out, refsExpect, 0)
+			st, out = s.stmtOnLocked(srv, def, out, refsExpect, true, 0)
 			serverName = st.name
 		}
 	case name == "": // Close of the unnamed statement
