@@ -118,7 +118,9 @@ func (ep *Endpoint) Removed() bool { return ep.removed.Load() }
 
 // Leases returns the server connections the endpoint's clients hold now, and how many of its
 // clients wait for its pool_size (not for a pool's).
-func (ep *Endpoint) Leases() (held, waiting int64) { return ep.limit.held.Load(), ep.limit.waiters.Load() }
+func (ep *Endpoint) Leases() (held, waiting int64) {
+	return ep.limit.held.Load(), ep.limit.waiters.Load()
+}
 
 // Picked returns how much work the router picked a node for on this endpoint, ever.
 func (ep *Endpoint) Picked() int64 { return ep.picked.Load() }
