@@ -32,6 +32,9 @@ func (s *Server) applyEndpoints(cfg *config.Config, next, unused []*listener) {
 	s.mu.Lock()
 	old := s.listeners
 	s.listeners = next
+	for i, ep := range eps {
+		next[i].name = ep.Name()
+	}
 	var started []*listener
 	for _, l := range next {
 		switch {

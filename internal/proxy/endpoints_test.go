@@ -381,12 +381,30 @@ func testEndpointReload(t *testing.T, c *pgcluster.Cluster) {
 		t.Errorf("after the transaction on the removed endpoint: %v", err)
 	}
 	progress("after endpoints were removed and moved")
+
+	// An address in use: the reload is refused whole, the running endpoints stay.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	next := *p.Config()
+	next.Endpoint = []config.Endpoint{app, {Name: "late", Listen: busy.Addr().String(), Route: config.RouteWriter}}
+	writeFile(t, p.cfgPath, &next)
+	if err := p.ReloadFile(p.cfgPath); err == nil || !strings.Contains(err.Error(), `endpoint "late"`) {
+		t.Fatalf("a reload with an address in use: %v", err)
+	}
+	if p.NamedEndpointAddr("late") != nil || p.NamedEndpointAddr("reports") == nil || len(p.Config().Endpoint) != 2 ||
+		p.Config().Endpoint[1].Name != "reports" {
+		t.Fatal("a refused reload changed the endpoints")
+	}
+	progress("after a refused reload")
 	close(stop)
 	load.Wait()
 	if n := failures.Load(); n != 0 {
 		t.Fatalf("%d clients of the endpoints that stayed failed: %v", n, *firstErr.Load())
 	}
-	t.Logf("%d queries through two reloads, none failed", queries.Load())
+	t.Logf("%d queries through three reloads, none failed", queries.Load())
 	if len(p.logged(`msg="reload: endpoint removed`, "endpoint=batch")) != 1 {
 		t.Error("the removal was not logged")
 	}

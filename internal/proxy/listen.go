@@ -22,8 +22,8 @@ import (
 // address over (see openListeners); it never closes a socket that stays in use.
 type listener struct {
 	listen string // the listen setting it was opened for; immutable
-	// name is the endpoint it serves, as the configuration names it; written by reloads under
-	// Server.reloadMu (and by New before Serve).
+	// name is the endpoint it serves; written by New before Serve, then by reloads under
+	// Server.mu (a listener another endpoint takes over changes name). Guarded by Server.mu.
 	name string
 	// ep is the endpoint its clients reach, read by its accept loops at every connection.
 	ep    atomic.Pointer[router.Endpoint]
@@ -44,7 +44,7 @@ func (l *listener) close() {
 // taking from cur (the running ones) what it can: the listener of an endpoint of the same name
 // and listen setting, else one another endpoint had on the same setting (not port 0: ":0" asks
 // for a new port), else a new one. unused are cur's listeners none of eps took; the caller
-// closes them once the new ones serve. On error the listeners it opened are closed and cur is
+// names the kept ones after their new endpoints and closes the unused once the new ones serve. On error the listeners it opened are closed and cur is
 // as it was.
 func openListeners(cfg *config.Config, eps []config.Endpoint, cur []*listener) (next, unused []*listener, err error) {
 	var opened []*listener
@@ -84,7 +84,6 @@ func openListeners(cfg *config.Config, eps []config.Endpoint, cur []*listener) (
 			opened = append(opened, l)
 			next[i] = l
 		}
-		next[i].name = e.Name
 	}
 	for i, l := range cur {
 		if !taken[i] {

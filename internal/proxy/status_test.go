@@ -176,7 +176,7 @@ func TestStatusJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &raw); code != 200 || err != nil {
 		t.Fatalf("/status.json: %d %v", code, err)
 	}
-	for _, k := range []string{"time", "version", "writer", "writer_known", "waiting_for_writer", "nodes", "pools", "clients", "routing", "failovers", "changes"} {
+	for _, k := range []string{"time", "version", "writer", "writer_known", "waiting_for_writer", "nodes", "pools", "clients", "endpoints", "routing", "failovers", "changes"} {
 		if _, ok := raw[k]; !ok {
 			t.Errorf("/status.json lacks %q", k)
 		}
