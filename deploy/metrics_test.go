@@ -35,13 +35,12 @@ var exported = func() map[string]metric {
 }()
 
 // labelValues are the fixed value sets of the labels that have one; a matcher `label="value"`
-// must use one of them.
+// must use one of them. endpoint has none: its values are the operator's endpoint names.
 var labelValues = map[string][]string{
-	"role":     {"writer", "reader", "unknown"},
-	"state":    {"active", "idle", "login", "waiting"},
-	"endpoint": {"auto", "writer", "reader"},
-	"route":    {"writer", "reader"},
-	"change":   {"down", "up"},
+	"role":   {"writer", "reader", "unknown"},
+	"state":  {"active", "idle", "login", "waiting"},
+	"route":  {"writer", "reader"},
+	"change": {"down", "up"},
 }
 
 // targetLabels are the labels Prometheus adds to every scraped series.

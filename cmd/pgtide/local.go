@@ -118,7 +118,7 @@ func cmdLocal(args []string, stdout, stderr io.Writer) int {
 
 	err = serve(cfg, stderr, func(srv *proxy.Server) {
 		fmt.Fprintf(stdout, "\npgtide is ready. Connect with:\n\n")
-		for _, ep := range []router.Endpoint{router.Auto, router.Writer, router.Reader} {
+		for _, ep := range []router.Route{router.Auto, router.Writer, router.Reader} {
 			if a := srv.EndpointAddr(ep); a != nil {
 				host, port := splitAddr(a.String())
 				fmt.Fprintf(stdout, "  psql -h %s -p %s -U postgres postgres    # %s endpoint\n", host, port, ep)

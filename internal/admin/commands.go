@@ -34,6 +34,7 @@ func init() {
 		{verb: "SHOW STATS", run: (*Console).showStats},
 		{verb: "SHOW DATABASES", run: (*Console).showDatabases},
 		{verb: "SHOW NODES", run: (*Console).showNodes},
+		{verb: "SHOW ENDPOINTS", run: (*Console).showEndpoints},
 		{verb: "SHOW CONFIG", run: (*Console).showConfig},
 		{verb: "SHOW VERSION", run: (*Console).showVersion},
 		{verb: "RELOAD", admin: true, run: (*Console).reload},

@@ -6,7 +6,6 @@ import (
 	"pgtide/internal/classify"
 	"pgtide/internal/cluster"
 	"pgtide/internal/pool"
-	"pgtide/internal/router"
 	"pgtide/internal/session"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -77,6 +76,11 @@ var (
 	descPoolSent    = desc("pgtide_pool_sent_bytes_total", "Bytes pgtide sent to the pool's servers.", "node", "database", "user")
 
 	descClients      = desc("pgtide_client_connections", "Client connections, by endpoint and state (login, active, waiting, idle).", "endpoint", "state")
+	descEPServers    = desc("pgtide_endpoint_server_connections", "Server connections the endpoint's clients hold now, over every node and pool (what its pool_size caps).", "endpoint")
+	descEPPoolSize   = desc("pgtide_endpoint_pool_size", "The endpoint's pool_size: the most server connections its clients may hold at once (0: no cap beyond the pools').", "endpoint")
+	descEPWaiting    = desc("pgtide_endpoint_clients_waiting", "The endpoint's clients waiting for a server connection under its pool_size.", "endpoint")
+	descEPReaders    = desc("pgtide_endpoint_readers", "Up readers the endpoint's nodes and exclude_nodes leave it now (lag aside).", "endpoint")
+	descEPPicked     = desc("pgtide_endpoint_picked_total", "Times the router picked a node for the endpoint's clients' work.", "endpoint")
 	descClientErrors = desc("pgtide_client_errors_total", "ErrorResponses sent to clients (the servers' and pgtide's own), by SQLSTATE class (\"\" when malformed).", "class")
 	descWaitWriter   = desc("pgtide_failover_waiting_clients", "Clients waiting for a writer (during a failover).")
 	descAcceptErrors = desc("pgtide_accept_errors_total", "Failures to accept a client connection (out of file descriptors, ...); pgtide keeps accepting after a pause.")
@@ -101,7 +105,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBuildInfo, descWriter, descNodeUp, descNodeRole, descLag, descLagBytes, descLagging,
 		descNodeServers, descBudget, descMaxConns, descReserved, descHeadroom, descBackends, descOutstanding, descPicked, descPoolServers,
 		descPoolWaiting, descPoolMaxWait, descPoolWait, descPoolXacts, descPoolQueries, descPoolErrors, descPoolBusy, descPoolRecv, descPoolSent, descClients,
-		descClientErrors, descWaitWriter, descAcceptErrors, descStateChanges, descRoleChanges, descFailovers, descSplitBrains, descPinned,
+		descEPServers, descEPPoolSize, descEPWaiting, descEPReaders, descEPPicked, descClientErrors, descWaitWriter, descAcceptErrors, descStateChanges, descRoleChanges, descFailovers, descSplitBrains, descPinned,
 		descRefused, descRouted, descRetries, descFailoverRetries} {
 		ch <- d
 	}
@@ -131,6 +135,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.collectNodes(ch)
 	c.collectPools(ch)
 	c.collectClients(ch)
+	c.collectEndpoints(ch)
 
 	downs, ups, roleChanges, splitBrains := src.Cluster().Counters()
 	counter(ch, descStateChanges, float64(downs), "down")
@@ -223,11 +228,24 @@ func (c *Collector) collectPools(ch chan<- prometheus.Metric) {
 	}
 }
 
+func (c *Collector) collectEndpoints(ch chan<- prometheus.Metric) {
+	rt := c.src.Router()
+	for _, ep := range rt.Endpoints() {
+		name := ep.Name()
+		held, waiting := ep.Leases()
+		gauge(ch, descEPServers, float64(held), name)
+		gauge(ch, descEPPoolSize, float64(ep.Config().PoolSize), name)
+		gauge(ch, descEPWaiting, float64(waiting), name)
+		gauge(ch, descEPReaders, float64(len(rt.EndpointReaders(ep))), name)
+		counter(ch, descEPPicked, float64(ep.Picked()), name)
+	}
+}
+
 func (c *Collector) collectClients(ch chan<- prometheus.Metric) {
-	counts := countClients(c.src.Clients())
-	for ep := range counts {
+	counts := countClients(c.src.Router().Endpoints(), c.src.Clients())
+	for ep, n := range counts {
 		for i, s := range clientStates {
-			gauge(ch, descClients, float64(counts[ep][i]), router.Endpoint(ep).String(), s)
+			gauge(ch, descClients, float64(n[i]), ep, s)
 		}
 	}
 	seen := map[string]bool{}

@@ -74,7 +74,7 @@ func (c *Console) showClients([]string) error {
 			link, node = ci.ServerPID, ci.Node
 		}
 		r.row("C", ci.User, ci.Database, ci.State, host, port, lhost, lport, ci.Connected, ci.RequestTime, link,
-			ci.ApplicationName, ci.ID, ci.Endpoint.String(), node, ci.Pinned)
+			ci.ApplicationName, ci.ID, ci.Endpoint, node, ci.Pinned)
 	}
 	c.send(r, "SHOW")
 	return nil
@@ -202,15 +202,17 @@ func (c *Console) showDatabases([]string) error {
 	return nil
 }
 
-// showNodes lists the nodes as the health checks and the router see them (pgtide's own).
+// showNodes lists the nodes as the health checks and the router see them (pgtide's own);
+// endpoints names the endpoints that may read from the node now (see readersOf).
 func (c *Console) showNodes([]string) error {
 	pools := c.src.Pools()
 	servers := nodeServers(pools.Stats())
 	rt := c.src.Router()
+	endpoints := readersOf(rt)
 	r := newResult(textCol("node"), textCol("role"), intCol("up"), floatCol("lag_seconds"), intCol("lag_bytes"),
 		intCol("lagging"), intCol("sv_active"), intCol("sv_idle"), intCol("budget"), intCol("max_connections"),
 		intCol("reserved_connections"), intCol("backends"), intCol("outstanding"), intCol("picked"), intCol("weight"),
-		textCol("last_check"))
+		textCol("last_check"), textCol("instance_id"), textCol("endpoints"))
 	for _, n := range c.src.Cluster().Nodes() {
 		addr := n.Addr()
 		var lagBytes, maxConns, reserved, backends any // NULL until known
@@ -221,7 +223,8 @@ func (c *Console) showNodes([]string) error {
 			maxConns, reserved, backends = m, res, n.Backends()
 		}
 		r.row(addr, n.Role().String(), n.Up(), n.Lag().Seconds(), lagBytes, rt.Lagging(n), servers[addr].active, servers[addr].idle,
-			pools.NodeCap(addr), maxConns, reserved, backends, rt.Outstanding(n), rt.Picked(n), n.Weight(), n.LastCheck())
+			pools.NodeCap(addr), maxConns, reserved, backends, rt.Outstanding(n), rt.Picked(n), n.Weight(), n.LastCheck(),
+			n.InstanceID(), endpoints[addr])
 	}
 	c.send(r, "SHOW")
 	return nil

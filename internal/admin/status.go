@@ -28,10 +28,12 @@ type Status struct {
 	WaitingForWriter int64        `json:"waiting_for_writer"`
 	Nodes            []NodeStatus `json:"nodes"`
 	Pools            []PoolStatus `json:"pools"`
-	// Clients counts client connections by endpoint ("auto", "writer", "reader"; all three always
-	// present) and state.
+	// Clients counts client connections by endpoint name (every configured endpoint present, and
+	// a removed one while its clients drain) and state.
 	Clients map[string]ClientStates `json:"clients"`
-	Routing RoutingStatus           `json:"routing"`
+	// Endpoints are the configured endpoints, in the configuration's order.
+	Endpoints []EndpointStatus `json:"endpoints"`
+	Routing   RoutingStatus    `json:"routing"`
 	// Failovers counts the times a reader became the writer since start.
 	Failovers int64 `json:"failovers"`
 	// Changes are the recent node state changes (at most 64), newest first.
@@ -142,11 +144,12 @@ func ReadStatus(src Source) *Status {
 			Active: p.Total - p.Idle, Idle: p.Idle, Waiting: p.Waiting, MaxWaitSeconds: p.MaxWait.Seconds(),
 			Transactions: p.Counters.Transactions.Load(), Queries: p.Counters.Queries.Load()})
 	}
-	counts := countClients(src.Clients())
+	counts := countClients(src.Router().Endpoints(), src.Clients())
 	st.Clients = make(map[string]ClientStates, len(counts))
 	for ep, c := range counts {
-		st.Clients[router.Endpoint(ep).String()] = ClientStates{Login: c[0], Active: c[1], Waiting: c[2], Idle: c[3]}
+		st.Clients[ep] = ClientStates{Login: c[0], Active: c[1], Waiting: c[2], Idle: c[3]}
 	}
+	st.Endpoints = readEndpoints(src)
 	st.Routing = readRouting(src.Routes())
 	for _, c := range src.History().Changes() {
 		st.Changes = append(st.Changes, ChangeStatus{Time: c.Time, Node: c.Node, Up: c.Up, PrevUp: c.PrevUp,
@@ -199,12 +202,24 @@ func nodeServers(stats []pool.Stats) map[string]serverCounts {
 // clientStates are the states countClients counts, in its order.
 var clientStates = [...]string{session.ClientLogin, session.ClientActive, session.ClientWaiting, session.ClientIdle}
 
-// countClients counts clients by endpoint (router.Endpoint's values) and state (clientStates).
-func countClients(clients []session.ClientInfo) (counts [3][len(clientStates)]int) {
+// clientCounts are one endpoint's clients by state (clientStates' order).
+type clientCounts [len(clientStates)]int
+
+// countClients counts clients by endpoint name and state; every endpoint of eps is present.
+func countClients(eps []*router.Endpoint, clients []session.ClientInfo) map[string]*clientCounts {
+	counts := make(map[string]*clientCounts, len(eps))
+	for _, ep := range eps {
+		counts[ep.Name()] = new(clientCounts)
+	}
 	for _, ci := range clients {
+		c := counts[ci.Endpoint]
+		if c == nil {
+			c = new(clientCounts) // a removed endpoint's client, draining
+			counts[ci.Endpoint] = c
+		}
 		for i, s := range clientStates {
-			if ci.State == s && int(ci.Endpoint) < len(counts) {
-				counts[ci.Endpoint][i]++
+			if ci.State == s {
+				c[i]++
 			}
 		}
 	}

@@ -33,8 +33,10 @@ func newFakeSource(hosts ...string) *fakeSource {
 	}
 	c := cluster.New(cluster.Config{Hosts: hs}, nil)
 	pools := pool.NewManager(pool.Settings{})
-	return &fakeSource{cluster: c, pools: pools, router: router.New(c, pools, func() *config.Config { return cfg }, nil),
-		history: NewHistory(c)}
+	rt := router.New(c, pools, func() *config.Config { return cfg }, nil)
+	cfg.Proxy.WriterListen, cfg.Proxy.ReaderListen = "127.0.0.1:6433", "127.0.0.1:6434"
+	rt.SetEndpoints(cfg)
+	return &fakeSource{cluster: c, pools: pools, router: rt, history: NewHistory(c)}
 }
 
 func (f *fakeSource) Cluster() *cluster.Cluster     { return f.cluster }

@@ -113,6 +113,12 @@ func TestAuroraDiscovery(t *testing.T) {
 	if evs := tc.eventsOf(node1, func(ev Event) bool { return ev.Added }); len(evs) != 1 {
 		t.Errorf("node1 Added events: %+v, want 1", evs)
 	}
+	// The instance ids endpoints' nodes filters match: the server_ids the template gives.
+	for addr, port := range map[string]int{node0: port0, node1: port1} {
+		if id := tc.node(addr).InstanceID(); id != strconv.Itoa(port) {
+			t.Errorf("%s: InstanceID %q, want %d", addr, id, port)
+		}
+	}
 
 	// node2 fresh: added.
 	execSQL(t, primary, auroraStub(port0, []int{port1, port2}, nil))

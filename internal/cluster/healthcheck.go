@@ -235,6 +235,9 @@ func (k *checker) connect(ctx context.Context) error {
 		return err
 	}
 	k.conn, k.target = conn, t
+	if t.serverID != "" {
+		k.n.setInstanceID(t.serverID) // before the check's result: its event finds the id known
+	}
 	if t != k.seen && (t.aurora || k.seen.aurora) {
 		k.c.log.Info("health check: server kind", "addr", k.n.addr, "aurora", t.aurora, "server_id", t.serverID)
 	}

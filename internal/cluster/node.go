@@ -52,6 +52,27 @@ type Node struct {
 
 	// failure is why its last check failed (checkFailure), nil when it passed.
 	failure atomic.Pointer[string]
+
+	// instanceID is the Aurora instance id (server_id) its health check found, nil until then;
+	// written only by the node's checker.
+	instanceID atomic.Pointer[string]
+}
+
+// InstanceID returns the node's Aurora DB instance identifier (its server_id in
+// aurora_replica_status()), as its health check found it when it connected: from
+// aurora_template, aurora_db_instance_identifier() or the instance endpoint's host name. "" on
+// PostgreSQL, and until the first connection. Endpoints' nodes filters match it.
+func (n *Node) InstanceID() string {
+	if id := n.instanceID.Load(); id != nil {
+		return *id
+	}
+	return ""
+}
+
+func (n *Node) setInstanceID(id string) {
+	if cur := n.instanceID.Load(); cur == nil || *cur != id {
+		n.instanceID.Store(&id)
+	}
 }
 
 // CheckFailure returns in a few words, without addresses, why the node's last health check

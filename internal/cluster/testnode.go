@@ -11,6 +11,8 @@ type NodeStateForTest struct {
 	LagBytes  int64 // 0 means 0; use -1 for unknown
 	ReplayLSN uint64
 	Removed   bool
+	// InstanceID is the node's Aurora instance id; "" for none.
+	InstanceID string
 }
 
 // NewNodeForTest returns a node at addr that belongs to no Cluster and is never checked, in state
@@ -28,4 +30,7 @@ func SetNodeStateForTest(n *Node, s NodeStateForTest) {
 	n.lagBytes.Store(s.LagBytes)
 	n.replayLSN.Store(s.ReplayLSN)
 	n.removed.Store(s.Removed)
+	if s.InstanceID != "" {
+		n.setInstanceID(s.InstanceID)
+	}
 }

@@ -64,6 +64,9 @@ type Config struct {
 	Cluster Cluster `toml:"cluster"`
 	Admin   Admin   `toml:"admin"`
 	AWS     AWS     `toml:"aws"`
+	// Endpoint is the [[endpoint]] tables, beside the [proxy] listen shorthands; Endpoints
+	// returns them all.
+	Endpoint []Endpoint `toml:"endpoint"`
 
 	// Users is loaded from Auth.UsersFile, not from the main file.
 	Users Users `toml:"-"`
@@ -73,14 +76,16 @@ type Config struct {
 
 // Proxy configures the client-facing side.
 type Proxy struct {
-	// Listen is the automatic endpoint: in transaction mode each transaction goes to a reader
-	// when its first request is provably read-only, to the writer otherwise; in session mode
-	// every session goes to the writer. "" disables it.
+	// Listen is the automatic endpoint, named "auto": in transaction mode each transaction goes
+	// to a reader when its first request is provably read-only, to the writer otherwise; in
+	// session mode every session goes to the writer. "" disables it; so does leaving it out of a
+	// file that has [[endpoint]] tables. Reloadable, as every endpoint (see Endpoint).
 	Listen string `toml:"listen"`
-	// WriterListen sends everything to the writer, like Aurora's cluster endpoint. Optional.
+	// WriterListen is the endpoint named "writer": everything to the writer, like Aurora's
+	// cluster endpoint. Optional.
 	WriterListen string `toml:"writer_listen"`
-	// ReaderListen spreads clients' work over the healthy readers, like Aurora's reader
-	// endpoint. Optional.
+	// ReaderListen is the endpoint named "reader": clients' work spread over the healthy
+	// readers, like Aurora's reader endpoint. Optional.
 	ReaderListen string `toml:"reader_listen"`
 	// UnixSocketDir, when set, makes each endpoint also listen on the Unix-domain socket
 	// <dir>/.s.PGSQL.<port> (its TCP port), where libpq clients look for it with -h <dir>
@@ -353,6 +358,9 @@ func Load(path string) (*Config, error) {
 	}
 	c.Path = path
 	c.TLS.defaultClientTLS(md)
+	if len(c.Endpoint) > 0 && !md.IsDefined("proxy", "listen") {
+		c.Proxy.Listen = "" // no implicit auto endpoint beside the tables
+	}
 	if c.Auth.UsersFile != "" {
 		users, err := LoadUsers(c.resolve(c.Auth.UsersFile))
 		if err != nil {
@@ -396,23 +404,7 @@ func (c *Config) Validate() error {
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
 	p := &c.Proxy
-	listeners := map[string]string{}
-	for _, l := range []struct{ name, addr string }{
-		{"proxy.listen", p.Listen}, {"proxy.writer_listen", p.WriterListen}, {"proxy.reader_listen", p.ReaderListen},
-	} {
-		if l.addr == "" {
-			continue
-		}
-		if _, _, err := net.SplitHostPort(l.addr); err != nil {
-			add("%s %q: %v", l.name, l.addr, err)
-		} else if other, dup := listeners[l.addr]; dup && !strings.HasSuffix(l.addr, ":0") {
-			add("%s and %s are both %q", other, l.name, l.addr)
-		}
-		listeners[l.addr] = l.name
-	}
-	if len(listeners) == 0 {
-		add("at least one of proxy.listen, proxy.writer_listen and proxy.reader_listen is required")
-	}
+	c.validateEndpoints(add)
 	if p.UnixSocketDir != "" && !filepath.IsAbs(p.UnixSocketDir) {
 		add("proxy.unix_socket_dir %q must be an absolute path", p.UnixSocketDir)
 	}
@@ -473,13 +465,6 @@ func (c *Config) Validate() error {
 		add("proxy.log_level %q: must be debug, info, warn or error", p.LogLevel)
 	}
 
-	if c.Admin.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
-			add("admin.listen %q: %v", c.Admin.Listen, err)
-		} else if other, dup := listeners[c.Admin.Listen]; dup && !strings.HasSuffix(c.Admin.Listen, ":0") {
-			add("%s and admin.listen are both %q", other, c.Admin.Listen)
-		}
-	}
 	for _, l := range []struct {
 		name  string
 		users []string
@@ -612,6 +597,7 @@ func (c *Config) Validate() error {
 func (c *Config) Warnings() []string {
 	var out []string
 	out = append(out, c.secretWarnings()...)
+	out = append(out, c.endpointWarnings()...)
 	return out
 }
 

@@ -18,10 +18,11 @@ type Setting struct {
 	Reloadable bool
 }
 
-// restartOnly are the settings a reload does not apply: the listeners, the log format and the
-// discovery mode. A reload keeps their running values (KeepRestartOnly).
+// restartOnly are the settings a reload does not apply: the admin listener, the Unix socket
+// directory, the log format and the discovery mode. A reload keeps their running values
+// (KeepRestartOnly). The endpoints' listeners, the [proxy] shorthands' included, are reloadable.
 var restartOnly = map[string]bool{
-	"proxy.listen": true, "proxy.writer_listen": true, "proxy.reader_listen": true, "admin.listen": true,
+	"admin.listen":          true,
 	"proxy.unix_socket_dir": true,
 	"proxy.log_format":      true,
 	"cluster.discovery":     true,
@@ -53,7 +54,7 @@ func KeepRestartOnly(cur, next *Config) (changed []Setting) {
 }
 
 // Settings returns every key of the file's sections with its value in c and its default, in the
-// order of the Config struct. Nothing from the users file appears, and a key whose name says
+// order of the Config struct, then the [[endpoint]] tables' as "endpoint.<name>.<key>". Nothing from the users file appears, and a key whose name says
 // password would show as "********": the listing is safe to show to operators.
 func (c *Config) Settings() []Setting {
 	var out []Setting
@@ -74,7 +75,7 @@ func (c *Config) Settings() []Setting {
 			out = append(out, s)
 		}
 	}
-	return out
+	return append(out, c.endpointSettings()...)
 }
 
 func tomlName(f reflect.StructField) string {

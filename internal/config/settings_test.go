@@ -33,7 +33,8 @@ func TestSettings(t *testing.T) {
 		{"auth.admin_users", "ops,dba", "", true},
 		{"proxy.reader_fallback_to_writer", "true", "true", true},
 		{"proxy.retry_on_failover", "true", "true", true},
-		{"proxy.listen", "127.0.0.1:6432", "127.0.0.1:6432", false},
+		{"proxy.listen", "127.0.0.1:6432", "127.0.0.1:6432", true}, // endpoints are reloadable
+		{"proxy.unix_socket_dir", "", "", false},
 		{"cluster.health_check_interval", "250ms", "250ms", true},
 		{"cluster.discovery", "", "", false},
 	} {
@@ -51,19 +52,20 @@ func TestSettings(t *testing.T) {
 // TestKeepRestartOnly: a reload keeps the running values of what needs a restart, and says which.
 func TestKeepRestartOnly(t *testing.T) {
 	cur, next := valid(), valid()
-	next.Proxy.Listen = "127.0.0.1:7000"
+	next.Proxy.UnixSocketDir = "/run/pgtide"
 	next.Proxy.LogFormat = "json"
+	next.Proxy.Listen = "127.0.0.1:7000"
 	next.Cluster.PoolSize = 3
 	next.Cluster.HealthCheckUser = "monitor"
 	changed := KeepRestartOnly(cur, next)
-	if len(changed) != 2 || changed[0] != (Setting{Key: "proxy.listen", Value: "127.0.0.1:6432", Default: "127.0.0.1:7000"}) ||
+	if len(changed) != 2 || changed[0] != (Setting{Key: "proxy.unix_socket_dir", Value: "", Default: "/run/pgtide"}) ||
 		changed[1].Key != "proxy.log_format" || changed[1].Value != "text" || changed[1].Default != "json" {
 		t.Fatalf("changed %+v", changed)
 	}
-	if next.Proxy.Listen != cur.Proxy.Listen || next.Proxy.LogFormat != cur.Proxy.LogFormat {
-		t.Fatalf("restart-only settings not kept: %s %s", next.Proxy.Listen, next.Proxy.LogFormat)
+	if next.Proxy.UnixSocketDir != cur.Proxy.UnixSocketDir || next.Proxy.LogFormat != cur.Proxy.LogFormat {
+		t.Fatalf("restart-only settings not kept: %s %s", next.Proxy.UnixSocketDir, next.Proxy.LogFormat)
 	}
-	if next.Cluster.PoolSize != 3 || next.Cluster.HealthCheckUser != "monitor" {
+	if next.Cluster.PoolSize != 3 || next.Cluster.HealthCheckUser != "monitor" || next.Proxy.Listen != "127.0.0.1:7000" {
 		t.Fatal("reloadable settings were reverted")
 	}
 }

@@ -72,7 +72,7 @@ func clusterProxy(t *testing.T, c *pgcluster.Cluster, mutate func(*config.Config
 }
 
 // endpointConnString is connString for a given endpoint.
-func (p *testProxy) endpointConnString(ep router.Endpoint) string {
+func (p *testProxy) endpointConnString(ep router.Route) string {
 	return fmt.Sprintf("host=127.0.0.1 port=%d user=app dbname=appdb password='app secret' sslmode=disable",
 		p.EndpointAddr(ep).(*net.TCPAddr).Port)
 }
@@ -94,7 +94,7 @@ func TestEndpoints(t *testing.T) {
 	ctx := context.Background()
 	// A read: the auto endpoint (transaction mode) sends it to a replica, as the reader endpoint
 	// does; a transaction that is not READ ONLY goes to the writer there.
-	for ep, wantRecovery := range map[router.Endpoint]bool{router.Auto: true, router.Writer: false, router.Reader: true} {
+	for ep, wantRecovery := range map[router.Route]bool{router.Auto: true, router.Writer: false, router.Reader: true} {
 		conn, err := pgx.Connect(ctx, p.endpointConnString(ep))
 		if err != nil {
 			t.Fatal(err)

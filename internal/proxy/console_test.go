@@ -168,7 +168,7 @@ var (
 	databasesCols = []string{"name", "database", "pool_size", "min_pool_size", "server_lifetime", "pool_mode",
 		"current_connections", "current_client_connections", "paused"}
 	nodesCols = []string{"node", "role", "up", "lag_seconds", "lag_bytes", "lagging", "sv_active", "sv_idle", "budget",
-		"max_connections", "reserved_connections", "backends", "outstanding", "picked", "weight", "last_check"}
+		"max_connections", "reserved_connections", "backends", "outstanding", "picked", "weight", "last_check", "instance_id", "endpoints"}
 )
 
 // TestConsoleShow: a client holding a transaction shows in SHOW POOLS, CLIENTS and SERVERS as
@@ -255,8 +255,8 @@ func TestConsoleShow(t *testing.T) {
 	if r := find(conf, "key", "auth.admin_users"); len(r) != 1 || r[0]["value"] != "app" || r[0]["changeable"] != "yes" {
 		t.Errorf("SHOW CONFIG auth.admin_users: %v", r)
 	}
-	if r := find(conf, "key", "proxy.listen"); len(r) != 1 || r[0]["changeable"] != "no" {
-		t.Errorf("SHOW CONFIG proxy.listen: %v", r)
+	if r := find(conf, "key", "proxy.unix_socket_dir"); len(r) != 1 || r[0]["changeable"] != "no" {
+		t.Errorf("SHOW CONFIG proxy.unix_socket_dir: %v", r)
 	}
 	if v := show(t, admin, "SHOW VERSION", []string{"version"}); len(v) != 1 || v[0]["version"] != "pgtide (devel)" {
 		t.Errorf("SHOW VERSION: %v", v)

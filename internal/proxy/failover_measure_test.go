@@ -108,7 +108,7 @@ func measureFailover(t *testing.T, insert string, retry bool) failoverFigures {
 	var wg sync.WaitGroup
 	// client runs step every 100 ms, starting after offset, on a connection to ep until the load
 	// stops, reconnecting after a failure that closed it, as an application would.
-	client := func(ep router.Endpoint, offset time.Duration, errs map[string]int, step func(*pgx.Conn, int) error) {
+	client := func(ep router.Route, offset time.Duration, errs map[string]int, step func(*pgx.Conn, int) error) {
 		defer wg.Done()
 		select {
 		case <-time.After(offset):

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -14,44 +16,111 @@ import (
 	"pgtide/internal/router"
 )
 
-// openListeners listens on every configured endpoint: its TCP address, and its Unix-domain
-// socket in unix_socket_dir when that is set. The TCP listeners come first, in endpoint order.
-// On error nothing stays open.
-func openListeners(cfg *config.Config) (listeners []listener, err error) {
+// listener is where one endpoint accepts clients: its TCP address (and the Unix-domain socket
+// unix_socket_dir adds for its port) or its own Unix-domain socket. A reload keeps it for an
+// endpoint whose listen setting stays, and may hand it to another endpoint that takes the
+// address over (see openListeners); it never closes a socket that stays in use.
+type listener struct {
+	listen string // the listen setting it was opened for; immutable
+	// name is the endpoint it serves; written by New before Serve, then by reloads under
+	// Server.mu (a listener another endpoint takes over changes name). Guarded by Server.mu.
+	name string
+	// ep is the endpoint its clients reach, read by its accept loops at every connection.
+	ep    atomic.Pointer[router.Endpoint]
+	socks []net.Listener // immutable; the TCP socket first
+	// closed: a reload no longer uses it; its accept loops end.
+	closed atomic.Bool
+}
+
+// close closes its sockets; their accept loops end.
+func (l *listener) close() {
+	l.closed.Store(true)
+	for _, s := range l.socks {
+		s.Close()
+	}
+}
+
+// openListeners returns a listener for each endpoint of eps (the configuration's, in order),
+// taking from cur (the running ones) what it can: the listener of an endpoint of the same name
+// and listen setting, else one another endpoint had on the same setting (not port 0: ":0" asks
+// for a new port), else a new one. unused are cur's listeners none of eps took; the caller
+// names the kept ones after their new endpoints and closes the unused once the new ones serve. On error the listeners it opened are closed and cur is
+// as it was.
+func openListeners(cfg *config.Config, eps []config.Endpoint, cur []*listener) (next, unused []*listener, err error) {
+	var opened []*listener
 	defer func() {
 		if err != nil {
-			for _, l := range listeners {
-				l.ln.Close()
+			for _, l := range opened {
+				l.close()
 			}
-			listeners = nil
+			next, unused = nil, nil
 		}
 	}()
-	for _, l := range []struct {
-		ep   router.Endpoint
-		addr string
-	}{{router.Auto, cfg.Proxy.Listen}, {router.Writer, cfg.Proxy.WriterListen}, {router.Reader, cfg.Proxy.ReaderListen}} {
-		if l.addr == "" {
-			continue
+	taken := make([]bool, len(cur))
+	take := func(match func(*listener) bool) *listener {
+		for i, l := range cur {
+			if !taken[i] && match(l) {
+				taken[i] = true
+				return l
+			}
 		}
-		ln, err := net.Listen("tcp", ListenAddr(l.addr))
+		return nil
+	}
+	next = make([]*listener, len(eps))
+	for i, e := range eps {
+		next[i] = take(func(l *listener) bool { return l.name == e.Name && l.listen == e.Listen })
+	}
+	for i, e := range eps {
+		if next[i] == nil && !strings.HasSuffix(e.Listen, ":0") {
+			next[i] = take(func(l *listener) bool { return l.listen == e.Listen })
+		}
+	}
+	for i, e := range eps {
+		if next[i] == nil {
+			l, err := openListener(cfg, e)
+			if err != nil {
+				return nil, nil, err
+			}
+			opened = append(opened, l)
+			next[i] = l
+		}
+	}
+	for i, l := range cur {
+		if !taken[i] {
+			unused = append(unused, l)
+		}
+	}
+	return next, unused, nil
+}
+
+// openListener listens for endpoint e: on its TCP address and, when unix_socket_dir is set, on
+// <dir>/.s.PGSQL.<port>; or on its Unix-domain socket.
+func openListener(cfg *config.Config, e config.Endpoint) (*listener, error) {
+	l := &listener{listen: e.Listen, name: e.Name}
+	if e.IsUnix() {
+		ln, err := listenUnix(e.Listen)
 		if err != nil {
-			return listeners, fmt.Errorf("listen on %s (%s endpoint): %w", l.addr, l.ep, err)
+			return nil, fmt.Errorf("listen on %s (endpoint %q): %w", e.Listen, e.Name, err)
 		}
-		listeners = append(listeners, listener{ep: l.ep, ln: ln})
+		l.socks = []net.Listener{ln}
+		return l, nil
 	}
-	if cfg.Proxy.UnixSocketDir == "" {
-		return listeners, nil
+	ln, err := net.Listen("tcp", ListenAddr(e.Listen))
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s (endpoint %q): %w", e.Listen, e.Name, err)
 	}
-	for _, l := range listeners[:len(listeners):len(listeners)] {
-		port := l.ln.Addr().(*net.TCPAddr).Port
+	l.socks = []net.Listener{ln}
+	if cfg.Proxy.UnixSocketDir != "" {
+		port := ln.Addr().(*net.TCPAddr).Port
 		path := filepath.Join(cfg.Proxy.UnixSocketDir, ".s.PGSQL."+strconv.Itoa(port))
-		ln, err := listenUnix(path)
+		uln, err := listenUnix(path)
 		if err != nil {
-			return listeners, fmt.Errorf("listen on %s (%s endpoint): %w", path, l.ep, err)
+			ln.Close()
+			return nil, fmt.Errorf("listen on %s (endpoint %q): %w", path, e.Name, err)
 		}
-		listeners = append(listeners, listener{ep: l.ep, ln: ln})
+		l.socks = append(l.socks, uln)
 	}
-	return listeners, nil
+	return l, nil
 }
 
 // ListenAddr turns a listen address as pgtide's configuration takes it into what net.Listen

@@ -39,8 +39,6 @@ type Server struct {
 	logger  *slog.Logger
 	cluster *cluster.Cluster
 	router  *router.Router
-	// listeners by endpoint; set by New, read-only after.
-	listeners []listener
 	// OnReload, if set before Serve, is called with each configuration a reload applies.
 	OnReload func(*config.Config)
 	// dialServer opens connections to servers for CancelRequests. Tests may replace it.
@@ -75,21 +73,20 @@ type Server struct {
 	tlsStamps   [4]fileStamp
 	tlsServerCA string
 
-	mu       sync.Mutex
-	sessions map[cancelKey]*session.Session // sessions by the BackendKeyData pgtide gave them; guarded by mu
-	consoles map[cancelKey]*admin.Console   // admin console connections, likewise (see console.go); guarded by mu
-	closing  bool                           // guarded by mu
-	closed   chan struct{}                  // closed when closing is set
+	mu sync.Mutex
+	// listeners are the endpoints' listeners, in the configuration's endpoint order (see
+	// listen.go); replaced by reloads, under reloadMu too. Guarded by mu.
+	listeners []*listener
+	serving   bool                           // Serve started the accept loops; guarded by mu
+	accepts   sync.WaitGroup                 // one per accept loop
+	sessions  map[cancelKey]*session.Session // sessions by the BackendKeyData pgtide gave them; guarded by mu
+	consoles  map[cancelKey]*admin.Console   // admin console connections, likewise (see console.go); guarded by mu
+	closing   bool                           // guarded by mu
+	closed    chan struct{}                  // closed when closing is set
 
 	conns sync.WaitGroup // one per client connection goroutine
 	bg    sync.WaitGroup // pool maintenance and cluster health checks
 	stop  context.CancelFunc
-}
-
-// listener is one client-facing endpoint.
-type listener struct {
-	ep router.Endpoint
-	ln net.Listener
 }
 
 // ClusterConfig derives the health checker's and discovery's settings from a configuration (TLS
@@ -154,7 +151,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	listeners, err := openListeners(cfg)
+	listeners, _, err := openListeners(cfg, cfg.Endpoints(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -196,6 +193,10 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	})
 	s.history = admin.NewHistory(s.cluster)
 	s.router = router.New(s.cluster, s.pools, s.cfg.Load, s.logger)
+	eps, _ := s.router.SetEndpoints(cfg)
+	for i, ep := range eps {
+		listeners[i].ep.Store(ep)
+	}
 	s.env = &session.Env{Pools: s.pools, Auth: authenticator, Config: s.cfg.Load, Logger: logger,
 		Pins: new(session.PinCounter), Routes: new(session.RouteCounter), Errors: new(session.ErrorCounter),
 		Router: s.router, KeyChanged: s.rekey, Functions: s.functions, Clock: new(session.Clock),
@@ -205,7 +206,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		h, err := admin.ListenHTTP(cfg.Admin.Listen, s, logger)
 		if err != nil {
 			for _, l := range listeners {
-				l.ln.Close()
+				l.close()
 			}
 			return nil, err
 		}
@@ -241,17 +242,38 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
-// Addr returns the TCP address of the first endpoint (auto, else writer, else reader).
-func (s *Server) Addr() net.Addr { return s.listeners[0].ln.Addr() }
+// Addr returns the address of the first endpoint (auto, else writer, else reader, else the first
+// [[endpoint]] table).
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.listeners[0].socks[0].Addr()
+}
 
-// EndpointAddr returns the address of endpoint ep, or nil if it is not configured.
-func (s *Server) EndpointAddr(ep router.Endpoint) net.Addr {
+// EndpointAddr returns the address of the [proxy] shorthand endpoint of route r ("auto",
+// "writer", "reader"), or nil if it is not configured.
+func (s *Server) EndpointAddr(r router.Route) net.Addr { return s.NamedEndpointAddr(r.String()) }
+
+// NamedEndpointAddr returns the address of the endpoint named name, or nil if there is none.
+func (s *Server) NamedEndpointAddr(name string) net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, l := range s.listeners {
-		if l.ep == ep {
-			return l.ln.Addr()
+		if l.name == name {
+			return l.socks[0].Addr()
 		}
 	}
 	return nil
+}
+
+// EndpointAddrs returns every endpoint's name and address, in the configuration's order.
+func (s *Server) EndpointAddrs() (names []string, addrs []net.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.listeners {
+		names, addrs = append(names, l.name), append(addrs, l.socks[0].Addr())
+	}
+	return names, addrs
 }
 
 // Cluster returns the live view of the nodes.
@@ -316,18 +338,25 @@ func (s *Server) Serve() error {
 			}
 		}()
 	}
-	s.listening.Store(true)
-	errs := make(chan error, len(s.listeners))
-	for _, l := range s.listeners[1:] {
-		go func() { errs <- s.accept(l) }()
-	}
-	err := s.accept(s.listeners[0])
-	for range s.listeners[1:] {
-		if e := <-errs; err == nil {
-			err = e
+	s.mu.Lock()
+	if !s.closing {
+		s.serving = true
+		for _, l := range s.listeners {
+			s.startAcceptLocked(l)
 		}
 	}
-	return err
+	s.mu.Unlock()
+	s.listening.Store(true)
+	<-s.closed
+	s.accepts.Wait()
+	return nil
+}
+
+// startAcceptLocked starts l's accept loops. Requires mu.
+func (s *Server) startAcceptLocked(l *listener) {
+	for _, sock := range l.socks {
+		s.accepts.Go(func() { s.accept(l, sock) })
+	}
 }
 
 // Bounds of the pause after a failed accept: it doubles from acceptBackoffMin while accepting
@@ -337,27 +366,27 @@ const (
 	acceptBackoffMax = time.Second
 )
 
-// accept serves one endpoint until Shutdown closes its listener. Any other failure to accept
-// (out of file descriptors, a connection aborted before it was accepted, ...) is an episode to
-// wait out, never a reason to stop serving: it is logged when it starts and when it ends, and
-// counted.
-func (s *Server) accept(l listener) error {
+// accept serves one socket of l until Shutdown, or a reload that no longer uses l, closes it.
+// Any other failure to accept (out of file descriptors, a connection aborted before it was
+// accepted, ...) is an episode to wait out, never a reason to stop serving: it is logged when it
+// starts and when it ends, and counted.
+func (s *Server) accept(l *listener, sock net.Listener) {
 	var backoff time.Duration
 	failing := false // in an episode of failures
 	for {
-		conn, err := l.ln.Accept()
+		conn, err := sock.Accept()
 		if err != nil {
 			s.mu.Lock()
 			closing := s.closing
 			s.mu.Unlock()
-			if closing {
-				return nil
+			if closing || l.closed.Load() {
+				return
 			}
 			s.acceptErrors.Add(1)
 			if !failing {
 				failing = true
-				s.logger.Warn("cannot accept client connections; retrying", "endpoint", l.ep.String(),
-					"listen", l.ln.Addr().String(), "err", err)
+				s.logger.Warn("cannot accept client connections; retrying", "endpoint", l.ep.Load().Name(),
+					"listen", sock.Addr().String(), "err", err)
 			}
 			backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
 			select {
@@ -367,19 +396,19 @@ func (s *Server) accept(l listener) error {
 			continue
 		}
 		if failing {
-			s.logger.Info("accepting client connections again", "endpoint", l.ep.String(), "listen", l.ln.Addr().String())
+			s.logger.Info("accepting client connections again", "endpoint", l.ep.Load().Name(), "listen", sock.Addr().String())
 			failing, backoff = false, 0
 		}
 		s.conns.Add(1)
-		go s.handle(conn, l.ep)
+		go s.handle(conn, l.ep.Load())
 	}
 }
 
 // AcceptErrors returns how many times accepting a client connection failed (see accept).
 func (s *Server) AcceptErrors() int64 { return s.acceptErrors.Load() }
 
-// handle admits one client connection and serves it.
-func (s *Server) handle(conn net.Conn, ep router.Endpoint) {
+// handle admits one client connection to endpoint ep and serves it.
+func (s *Server) handle(conn net.Conn, ep *router.Endpoint) {
 	defer s.conns.Done()
 	defer func() { conn.Close() }() // the TLS connection, once encrypted
 	n := s.clients.Add(1)
@@ -416,6 +445,11 @@ func (s *Server) handle(conn net.Conn, ep router.Endpoint) {
 		return
 	}
 	defer s.unregister(sess)
+	if ep.Removed() {
+		// A reload removed the endpoint after this client was accepted (its session list was
+		// taken before this one registered): the client ends before its first transaction.
+		sess.Drain(endpointRemoved(ep))
+	}
 	if err := s.negotiate(conn, st); err != nil {
 		return
 	}
@@ -429,7 +463,7 @@ func (s *Server) handle(conn net.Conn, ep router.Endpoint) {
 		return
 	}
 	conn.SetDeadline(time.Time{})
-	s.logger.Debug("client connected", "client", session.ClientAddr(conn), "endpoint", ep.String(),
+	s.logger.Debug("client connected", "client", session.ClientAddr(conn), "endpoint", ep.Name(),
 		"user", sess.Key().User, "database", sess.Key().Database)
 	start := time.Now()
 	sess.Serve(context.Background())
@@ -627,9 +661,11 @@ func (s *Server) Shutdown() {
 	}
 	s.mu.Unlock()
 	s.listening.Store(false)
+	s.mu.Lock()
 	for _, l := range s.listeners {
-		l.ln.Close()
+		l.close()
 	}
+	s.mu.Unlock()
 	s.shutdownConsoles()
 	s.logger.Info("shutting down: waiting for running transactions", "clients", len(sessions))
 	for _, sess := range sessions {

@@ -11,10 +11,12 @@ import (
 )
 
 // Reload applies a new configuration without dropping connections: pool sizes, timeouts, users,
-// limits and cluster.hosts (and weights) take effect for the next decision each makes. The
-// listen addresses need a restart and keep their running values, with a warning. pool_mode
-// applies to clients that connect after the reload, and the TLS settings (whose files are read
-// again) to connections opened after it. The function catalogs are read again, so a reload also
+// limits and cluster.hosts (and weights) take effect for the next decision each makes. Endpoints
+// are added, changed and removed (see endpoints.go): a new listen address is listened on before
+// the old one closes, and a configuration whose listeners cannot all be opened is not applied.
+// unix_socket_dir, admin.listen, log_format and discovery need a restart and keep their running
+// values, with a warning. pool_mode and an endpoint's route apply to clients that connect after
+// the reload, and the TLS settings (whose files are read again) to connections opened after it. The function catalogs are read again, so a reload also
 // makes newly created functions known. A configuration whose TLS files do not load is logged and
 // not applied. Reloads are serialized with ReloadFile's.
 func (s *Server) Reload(next *config.Config) {
@@ -35,7 +37,16 @@ func (s *Server) reloadLocked(next *config.Config) error {
 		s.logger.Warn("reload: this setting changes only on restart; the running value stays",
 			"setting", c.Key, "running", c.Value, "configured", c.Default)
 	}
+	s.mu.Lock()
+	running := s.listeners
+	s.mu.Unlock()
+	listeners, unused, err := openListeners(next, next.Endpoints(), running)
+	if err != nil {
+		s.logger.Error("reload failed; keeping the running configuration", "err", err)
+		return err
+	}
 	s.cfg.Store(next)
+	s.applyEndpoints(next, listeners, unused)
 	s.applyTLSLocked(tls, next)
 	// The health checks' settings and login (a password fixed or rotated in the users file,
 	// server_tls), discovery's and the function catalogs' take effect at their next round.
@@ -57,7 +68,7 @@ func (s *Server) reloadLocked(next *config.Config) error {
 	}
 	warnConfig(s.logger, next)
 	s.logger.Info("configuration reloaded", "pool_size", next.Cluster.PoolSize,
-		"max_server_connections", next.Cluster.MaxServerConnections, "users", len(next.Users))
+		"max_server_connections", next.Cluster.MaxServerConnections, "users", len(next.Users), "endpoints", len(listeners))
 	return nil
 }
 

@@ -135,7 +135,7 @@ func outcome(t *testing.T, what string, done <-chan error) error {
 
 // connectTo opens a client connection to endpoint ep of p, in query mode mode, closed when the
 // test ends.
-func connectTo(t *testing.T, p *testProxy, ep router.Endpoint, mode pgx.QueryExecMode) *pgx.Conn {
+func connectTo(t *testing.T, p *testProxy, ep router.Route, mode pgx.QueryExecMode) *pgx.Conn {
 	t.Helper()
 	cfg, err := pgx.ParseConfig(p.endpointConnString(ep))
 	if err != nil {

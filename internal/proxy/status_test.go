@@ -54,7 +54,7 @@ func nodeStatus(st *admin.Status, addr string) *admin.NodeStatus {
 
 // holdTransactions opens n clients on ep, each inside a transaction that holds a server
 // connection until the test ends.
-func holdTransactions(t *testing.T, ctx context.Context, p *testProxy, ep router.Endpoint, n int) {
+func holdTransactions(t *testing.T, ctx context.Context, p *testProxy, ep router.Route, n int) {
 	t.Helper()
 	for range n {
 		conn, err := pgx.Connect(ctx, p.endpointConnString(ep))
@@ -176,7 +176,7 @@ func TestStatusJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &raw); code != 200 || err != nil {
 		t.Fatalf("/status.json: %d %v", code, err)
 	}
-	for _, k := range []string{"time", "version", "writer", "writer_known", "waiting_for_writer", "nodes", "pools", "clients", "routing", "failovers", "changes"} {
+	for _, k := range []string{"time", "version", "writer", "writer_known", "waiting_for_writer", "nodes", "pools", "clients", "endpoints", "routing", "failovers", "changes"} {
 		if _, ok := raw[k]; !ok {
 			t.Errorf("/status.json lacks %q", k)
 		}
@@ -371,7 +371,7 @@ func TestStatusPageScreenshot(t *testing.T) {
 	}
 	waitReaders(t, p, 2)
 
-	cs := func(ep router.Endpoint) string {
+	cs := func(ep router.Route) string {
 		return fmt.Sprintf("host=127.0.0.1 port=%d user=app dbname=appdb password='app secret' sslmode=disable",
 			p.EndpointAddr(ep).(*net.TCPAddr).Port)
 	}

@@ -24,7 +24,7 @@ func TestLeaseCredentialError(t *testing.T) {
 		asked++
 		return pool.ServerSecret{}, errors.Join(cause, context.DeadlineExceeded)
 	}
-	_, _, err := r.Lease(context.Background(), Writer, pool.Key{Database: "db", User: "u"}, Intent{Route: classify.RouteWriter})
+	_, _, err := r.Lease(context.Background(), epFor(r.config(), Writer), Writer, pool.Key{Database: "db", User: "u"}, Intent{Route: classify.RouteWriter})
 	var le *LeaseError
 	var ce *pool.CredentialError
 	if !errors.As(err, &le) || !errors.As(err, &ce) || ce.User != "u" {

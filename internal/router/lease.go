@@ -19,8 +19,8 @@ import (
 
 // Intent is what a transaction (or, in session mode, a session) asks of the node that serves it.
 type Intent struct {
-	// Route says whether a replica may serve it. Only the auto endpoint follows it: the writer
-	// endpoint always takes the writer, the reader endpoint always a reader.
+	// Route says whether a replica may serve it. Only auto endpoints follow it: a writer
+	// endpoint always takes the writer, a reader endpoint always a reader.
 	Route classify.Route
 	// Reason is why it takes Route, for counting and logging.
 	Reason classify.RouteReason
@@ -31,29 +31,38 @@ type Intent struct {
 	After time.Time
 }
 
-// Lease lends a server connection for work arriving on endpoint ep with intent in, from the pool
-// of key's database and user on the node the router picks (key.Node is ignored; the connection's
-// Key says which node it is on). The node stays counted until Release.
+// Lease lends a server connection for work arriving on endpoint ep, whose client logged in with
+// route, with intent in, from the pool of key's database and user on the node the router picks
+// (key.Node is ignored; the connection's Key says which node it is on). The node stays counted,
+// and the lease counted against ep's pool_size, until Release.
 //
-// Lease owns the waiting a transaction may need before it can start: for a writer during a
-// failover (bounded by failover_timeout and failover_max_waiting), for a free connection in the
-// pool (query_wait_timeout), and, when the picked node cannot be reached or refuses as it shuts
-// down or starts up, for the topology to change, asking again within failover_timeout, so a
-// client between transactions sees no error for a failover. ctx ends every wait (the client
-// cancelled, or its login timed out). An error is a *LeaseError.
-func (r *Router) Lease(ctx context.Context, ep Endpoint, key pool.Key, in Intent) (*pool.Conn, *cluster.Node, error) {
+// Lease owns the waiting a transaction may need before it can start: for a lease within ep's
+// pool_size and then a free connection in the pool (together bounded by query_wait_timeout),
+// for a writer during a failover (bounded by failover_timeout and failover_max_waiting), and,
+// when the picked node cannot be reached or refuses as it shuts down or starts up, for the
+// topology to change, asking again within failover_timeout, so a client between transactions
+// sees no error for a failover. ctx ends every wait (the client cancelled, or its login timed
+// out). An error is a *LeaseError.
+func (r *Router) Lease(ctx context.Context, ep *Endpoint, route Route, key pool.Key, in Intent) (*pool.Conn, *cluster.Node, error) {
 	cfg := r.config()
+	wait := cfg.Cluster.QueryWaitTimeout.Duration
+	waited, err := ep.limit.acquire(ctx, wait, ep.name)
+	if err != nil {
+		return nil, nil, &LeaseError{User: key.User, Err: err}
+	}
+	wait = max(wait-waited, time.Millisecond)
 	var deadline time.Time // set at the first failure: the common case reads no clock here
 	retried := false
 	for {
-		node, err := r.Pick(ctx, ep, in)
+		node, err := r.Pick(ctx, ep, route, in)
 		if err != nil {
+			ep.limit.release()
 			return nil, nil, &LeaseError{Err: err}
 		}
 		key.Node = node.Addr()
-		c, err := r.pools.Acquire(ctx, key, cfg.Cluster.QueryWaitTimeout.Duration)
+		c, err := r.pools.Acquire(ctx, key, wait)
 		if err == nil {
-			if err = r.checkWriter(c, ep, in); err == nil {
+			if err = r.checkWriter(c, route, in); err == nil {
 				return c, node, nil
 			}
 			r.pools.Release(c, false)
@@ -65,6 +74,7 @@ func (r *Router) Lease(ctx context.Context, ep Endpoint, key pool.Key, in Intent
 		// ctx done: the client cancelled, or the caller's own deadline (client_login_timeout)
 		// passed, which says nothing about the node, and every further try would fail at once.
 		if !nodeMayRecover(err) || ctx.Err() != nil || time.Now().After(deadline) {
+			ep.limit.release()
 			return nil, nil, r.leaseError(key, err)
 		}
 		r.Suspect(node)
@@ -78,28 +88,33 @@ func (r *Router) Lease(ctx context.Context, ep Endpoint, key pool.Key, in Intent
 	}
 }
 
-// TryLease is Lease without any waiting: it lends a connection only if the picked node's pool has
-// one free or may open one now, and fails at once otherwise (a failover under way, a full pool, a
-// node that cannot be reached).
-func (r *Router) TryLease(ctx context.Context, ep Endpoint, key pool.Key, in Intent) (*pool.Conn, *cluster.Node, error) {
-	if ep == Writer || ep == Auto && in.Route == classify.RouteWriter {
+// TryLease is Lease without any waiting: it lends a connection only if ep's pool_size and the
+// picked node's pool have one free or may open one now, and fails at once otherwise (a failover
+// under way, a full pool, a node that cannot be reached).
+func (r *Router) TryLease(ctx context.Context, ep *Endpoint, route Route, key pool.Key, in Intent) (*pool.Conn, *cluster.Node, error) {
+	if route == Writer || route == Auto && in.Route == classify.RouteWriter {
 		if r.currentWriter() == nil {
 			return nil, nil, &LeaseError{Err: errNoWriterNow}
 		}
 	}
-	node, err := r.Pick(ctx, ep, in)
+	if !ep.limit.tryAcquire() {
+		return nil, nil, &LeaseError{User: key.User, Err: &EndpointWaitError{Endpoint: ep.name, PoolSize: int(ep.limit.max.Load())}}
+	}
+	node, err := r.Pick(ctx, ep, route, in)
 	if err != nil {
+		ep.limit.release()
 		return nil, nil, &LeaseError{Err: err}
 	}
 	key.Node = node.Addr()
 	c, err := r.pools.TryAcquire(ctx, key)
 	if err == nil {
-		if err = r.checkWriter(c, ep, in); err != nil {
+		if err = r.checkWriter(c, route, in); err != nil {
 			r.pools.Release(c, false)
 		}
 	}
 	if err != nil {
 		r.Done(node)
+		ep.limit.release()
 		return nil, nil, r.leaseError(key, err)
 	}
 	return c, node, nil
@@ -115,8 +130,8 @@ var errStandby = errors.New("the server is a standby (in_hot_standby = on)")
 // the writer, and writes sent there would fail with 25006. PostgreSQL 14 and later report
 // in_hot_standby at login and whenever it changes, so the connection itself says; a standby's
 // connection is closed and errStandby returned. Servers that do not report it pass.
-func (r *Router) checkWriter(c *pool.Conn, ep Endpoint, in Intent) error {
-	if ep == Reader || ep == Auto && in.Route == classify.RouteReader {
+func (r *Router) checkWriter(c *pool.Conn, route Route, in Intent) error {
+	if route == Reader || route == Auto && in.Route == classify.RouteReader {
 		return nil
 	}
 	if c.Params["in_hot_standby"] == "on" {
@@ -129,11 +144,12 @@ func (r *Router) checkWriter(c *pool.Conn, ep Endpoint, in Intent) error {
 var errNoWriterNow = &wire.Error{Severity: wire.SeverityError, Code: wire.CodeCannotConnectNow,
 	Message: "pgtide: no writer at the moment"}
 
-// Release gives back a connection Lease lent on node n; reset runs server_reset_query first (see
-// pool.Manager.Release).
-func (r *Router) Release(c *pool.Conn, n *cluster.Node, reset bool) {
+// Release gives back a connection Lease lent to a client of ep on node n; reset runs
+// server_reset_query first (see pool.Manager.Release).
+func (r *Router) Release(ep *Endpoint, c *pool.Conn, n *cluster.Node, reset bool) {
 	r.pools.Release(c, reset)
 	r.Done(n)
+	ep.limit.release()
 }
 
 // leaseError makes the LeaseError for a failure to get a connection of key, logging what the
@@ -203,9 +219,9 @@ type LeaseError struct {
 	// Node is the node last tried, "" if none was picked; User is the user pgtide logged in as.
 	Node string
 	User string
-	// Err is the cause: a *wire.Error from the pick (no writer, no reader), the pool's
-	// (*pool.ServerError, *pool.WaitTimeoutError, pool.ErrClosed), a TLS failure (*pgtls.Error), a
-	// network error, or ctx's.
+	// Err is the cause: a *wire.Error from the pick (no writer, no reader), the endpoint's
+	// pool_size (*EndpointWaitError), the pool's (*pool.ServerError, *pool.WaitTimeoutError,
+	// pool.ErrClosed), a TLS failure (*pgtls.Error), a network error, or ctx's.
 	Err error
 }
 
@@ -256,6 +272,8 @@ func (e *LeaseError) ClientError(severity string) *wire.Error {
 		out = wire.Error{Code: se.Code, Message: se.Message, Detail: se.Detail}
 	case errors.As(e.Err, &wt):
 		out = wire.Error{Code: wire.CodeTooManyConnections, Message: "pgtide: query_wait_timeout: " + wt.Error()}
+	case errors.As(e.Err, new(*EndpointWaitError)):
+		out = wire.Error{Code: wire.CodeTooManyConnections, Message: "pgtide: query_wait_timeout: " + e.Err.Error()}
 	case errors.As(e.Err, new(*pool.CredentialError)):
 		// pgtide's own credential for the server, not the client's: the details (the AWS
 		// credential chain's error) are in pgtide's log.
@@ -302,7 +320,7 @@ func nodeMayRecover(err error) bool {
 		return true
 	}
 	var wt *pool.WaitTimeoutError
-	if errors.As(err, &wt) || errors.Is(err, pool.ErrClosed) || errors.Is(err, context.Canceled) {
+	if errors.As(err, &wt) || errors.As(err, new(*EndpointWaitError)) || errors.Is(err, pool.ErrClosed) || errors.Is(err, context.Canceled) {
 		return false
 	}
 	var ne net.Error

@@ -93,7 +93,8 @@ func TestLeaseSkipsAnUnreachableReader(t *testing.T) {
 	live := cluster.NewNodeForTest("live:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleReader})
 	r, d := leaseRouter(t, w, dead, live)
 	r.state(dead).load.Store(-1) // the least loaded: picked first
-	c, n, err := r.Lease(context.Background(), Auto, pool.Key{Database: "db", User: "u"}, Intent{Route: classify.RouteReader})
+	ep := epFor(r.config(), Auto)
+	c, n, err := r.Lease(context.Background(), ep, Auto, pool.Key{Database: "db", User: "u"}, Intent{Route: classify.RouteReader})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +107,7 @@ func TestLeaseSkipsAnUnreachableReader(t *testing.T) {
 	if r.Outstanding(dead) != -1 || r.Outstanding(live) != 1 {
 		t.Fatalf("outstanding: dead %d, live %d; want the failed pick undone", r.Outstanding(dead), r.Outstanding(live))
 	}
-	r.Release(c, n, false)
+	r.Release(ep, c, n, false)
 	if r.Outstanding(live) != 0 {
 		t.Fatalf("outstanding on live after Release: %d", r.Outstanding(live))
 	}
@@ -117,7 +118,7 @@ func TestLeaseSkipsAnUnreachableReader(t *testing.T) {
 func TestLeaseServerRefusal(t *testing.T) {
 	w := cluster.NewNodeForTest("denied:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleWriter})
 	r, d := leaseRouter(t, w)
-	_, _, err := r.Lease(context.Background(), Writer, pool.Key{Database: "db", User: "u"}, Intent{})
+	_, _, err := r.Lease(context.Background(), epFor(r.config(), Writer), Writer, pool.Key{Database: "db", User: "u"}, Intent{})
 	var le *LeaseError
 	if !errors.As(err, &le) {
 		t.Fatalf("Lease: %v, want a *LeaseError", err)
@@ -172,7 +173,7 @@ func TestLeaseStandbyWriter(t *testing.T) {
 	w := cluster.NewNodeForTest("standby:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleWriter})
 	r, d := leaseRouter(t, w)
 	start := time.Now()
-	_, _, err := r.Lease(context.Background(), Writer, pool.Key{Database: "db", User: "u"}, Intent{})
+	_, _, err := r.Lease(context.Background(), epFor(r.config(), Writer), Writer, pool.Key{Database: "db", User: "u"}, Intent{})
 	var le *LeaseError
 	if !errors.As(err, &le) || !errors.Is(err, errStandby) {
 		t.Fatalf("Lease: %v, want errStandby", err)
@@ -192,9 +193,10 @@ func TestLeaseStandbyWriter(t *testing.T) {
 	// Reader work may run there.
 	rd := cluster.NewNodeForTest("standby:2", cluster.NodeStateForTest{Up: true, Role: cluster.RoleReader})
 	r2, _ := leaseRouter(t, w, rd)
-	c, n, err := r2.Lease(context.Background(), Reader, pool.Key{Database: "db", User: "u"}, Intent{})
+	ep := epFor(r2.config(), Reader)
+	c, n, err := r2.Lease(context.Background(), ep, Reader, pool.Key{Database: "db", User: "u"}, Intent{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2.Release(c, n, false)
+	r2.Release(ep, c, n, false)
 }

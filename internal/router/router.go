@@ -1,8 +1,9 @@
 // Package router decides which node serves a client's next transaction (transaction mode) or
-// its session (session mode), and lends it a server connection there (Lease): the writer for the
-// writer endpoint; for the reader endpoint, and for work on the auto endpoint whose Intent allows
-// it, the healthy reader within max_replica_lag (and, for read-your-writes, far enough along)
-// with the least outstanding work. While there is no writer (a failover), writer work waits for
+// its session (session mode), and lends it a server connection there (Lease): the writer for
+// a writer endpoint; for a reader endpoint, and for work on an auto endpoint whose Intent allows
+// it, the healthy reader within the endpoint's max_replica_lag (and, for read-your-writes, far
+// enough along) with the least outstanding work, among the readers the endpoint's nodes filter
+// leaves it (see Endpoint). Outstanding work is counted per node, over every endpoint. While there is no writer (a failover), writer work waits for
 // one, bounded by failover_timeout and failover_max_waiting, instead of failing; a node that
 // cannot be reached is suspected and the lease asked again.
 //
@@ -28,26 +29,6 @@ import (
 	"pgtide/internal/wire"
 )
 
-// Endpoint is what a listener promises its clients.
-type Endpoint uint8
-
-// The endpoints.
-const (
-	Auto   Endpoint = iota // each transaction where its Intent says
-	Writer                 // everything to the writer
-	Reader                 // everything to a reader
-)
-
-func (e Endpoint) String() string {
-	switch e {
-	case Writer:
-		return "writer"
-	case Reader:
-		return "reader"
-	}
-	return "auto"
-}
-
 // Router picks nodes. It is safe for concurrent use.
 type Router struct {
 	cluster *cluster.Cluster
@@ -60,6 +41,9 @@ type Router struct {
 	nodes   sync.Map // *cluster.Node → *nodeState
 
 	waiting atomic.Int64 // clients waiting for a writer
+
+	endpoints atomic.Pointer[[]*Endpoint] // the configured endpoints (SetEndpoints)
+	epMu      sync.Mutex                  // serializes SetEndpoints
 
 	refusals sync.Map // refusalKey → time.Time of the last log of a server refusing pgtide's login
 }
@@ -88,19 +72,20 @@ func (r *Router) refresh() {
 	r.readers.Store(&readers)
 }
 
-// Pick returns the node for work arriving on endpoint ep with intent in, and counts the work on
-// it until Done. It waits for a writer during a failover (see waitWriter); a failure is a
-// *wire.Error for the client (severity ERROR).
-func (r *Router) Pick(ctx context.Context, ep Endpoint, in Intent) (*cluster.Node, error) {
-	if ep == Reader || ep == Auto && in.Route == classify.RouteReader {
-		cfg := r.config()
-		if n := r.leastLoadedReader(r.freshness(cfg, in)); n != nil {
+// Pick returns the node for work arriving on endpoint ep, whose client logged in with route,
+// with intent in, and counts the work on it until Done. It waits for a writer during a failover
+// (see waitWriter); a failure is a *wire.Error for the client (severity ERROR).
+func (r *Router) Pick(ctx context.Context, ep *Endpoint, route Route, in Intent) (*cluster.Node, error) {
+	if route == Reader || route == Auto && in.Route == classify.RouteReader {
+		st := ep.settings.Load()
+		if n := r.leastLoadedReader(ep, st, r.freshness(st, in)); n != nil {
 			r.count(n)
+			ep.picked.Add(1)
 			return n, nil
 		}
-		if ep == Reader && !cfg.Proxy.ReaderFallbackToWriter {
+		if route == Reader && !st.cfg.FallbackToWriter() {
 			return nil, &wire.Error{Severity: wire.SeverityError, Code: wire.CodeUnableToConnect,
-				Message: "pgtide: no healthy reader within max_replica_lag (and reader_fallback_to_writer is off)"}
+				Message: "pgtide: no healthy reader within max_replica_lag for endpoint \"" + ep.name + "\" (and reader_fallback_to_writer is off)"}
 		}
 	}
 	n, err := r.waitWriter(ctx)
@@ -108,6 +93,7 @@ func (r *Router) Pick(ctx context.Context, ep Endpoint, in Intent) (*cluster.Nod
 		return nil, err
 	}
 	r.count(n)
+	ep.picked.Add(1)
 	return n, nil
 }
 
@@ -157,9 +143,14 @@ type freshness struct {
 	none bool
 }
 
-// freshness returns what replicas must satisfy to serve work with intent in.
-func (r *Router) freshness(cfg *config.Config, in Intent) freshness {
+// freshness returns what replicas must satisfy to serve work with intent in on an endpoint
+// with settings st (nil: [proxy]'s bounds).
+func (r *Router) freshness(st *endpointSettings, in Intent) freshness {
+	cfg := r.config()
 	f := freshness{maxLag: cfg.Proxy.MaxReplicaLag.Duration, maxBytes: cfg.Proxy.MaxReplicaLagBytes}
+	if st != nil {
+		f.maxLag = st.cfg.MaxReplicaLag.Duration
+	}
 	if !in.After.IsZero() {
 		lsn, ok := r.cluster.WriterLSNAfter(in.After)
 		f.minLSN, f.none = lsn, !ok
@@ -186,28 +177,33 @@ func admit(f freshness, lagging bool, lag time.Duration, lagBytes int64, replay 
 	return true, lagging
 }
 
-// leastLoadedReader returns the healthy reader within the lag bounds with the least outstanding
-// work per unit of weight, ties broken at random, or nil.
-func (r *Router) leastLoadedReader(f freshness) *cluster.Node {
+// leastLoadedReader returns, among ep's readers, the healthy one within the lag bounds with the
+// least outstanding work per unit of weight, ties broken at random, or nil.
+func (r *Router) leastLoadedReader(ep *Endpoint, st *endpointSettings, f freshness) *cluster.Node {
 	if f.none {
 		return nil
 	}
-	if n := r.pickReader(f, time.Now().UnixNano()); n != nil {
+	rs := r.readerSet(ep, st)
+	if n := r.pickReader(ep, rs, f, time.Now().UnixNano()); n != nil {
 		return n
 	}
-	return r.pickReader(f, 0) // every such reader is suspect: try one anyway
+	return r.pickReader(ep, rs, f, 0) // every such reader is suspect: try one anyway
 }
 
-func (r *Router) pickReader(f freshness, now int64) *cluster.Node {
+func (r *Router) pickReader(ep *Endpoint, rs *readerSet, f freshness, now int64) *cluster.Node {
 	var best *cluster.Node
 	var bestLoad, bestWeight int64
 	ties := 0
-	for _, n := range *r.readers.Load() {
+	for i, n := range rs.nodes {
 		if !n.Up() || n.Removed() || n.Role() != cluster.RoleReader {
 			continue // the snapshot lags the checker by at most one event
 		}
 		st := r.state(n)
-		if !r.admit(n, st, f) {
+		if rs.lagging != nil {
+			if !r.admitFor(ep, n, &rs.lagging[i], f) {
+				continue
+			}
+		} else if !r.admit(n, st, f) {
 			continue
 		}
 		if now != 0 && st.suspect.Load() > now {
@@ -227,6 +223,22 @@ func (r *Router) pickReader(f freshness, now int64) *cluster.Node {
 	return best
 }
 
+// admitFor is admit for an endpoint with its own max_replica_lag: whether n lags is kept in
+// lagging, the endpoint's own, and logged with the endpoint's name.
+func (r *Router) admitFor(ep *Endpoint, n *cluster.Node, lagging *atomic.Bool, f freshness) bool {
+	was := lagging.Load()
+	ok, now := admit(f, was, n.Lag(), n.LagBytes(), n.ReplayLSN())
+	if now != was && lagging.CompareAndSwap(was, now) {
+		if now {
+			r.logger.Warn("replica lags behind the writer past the endpoint's max_replica_lag: no reads from this endpoint until it catches up",
+				"endpoint", ep.name, "node", n.Addr(), "lag", n.Lag(), "lag_bytes", n.LagBytes(), "max_replica_lag", f.maxLag)
+		} else {
+			r.logger.Info("replica caught up: reads from the endpoint again", "endpoint", ep.name, "node", n.Addr(), "lag", n.Lag())
+		}
+	}
+	return ok
+}
+
 // admit applies admit to n, recording and logging (once per change) whether it is lagging.
 func (r *Router) admit(n *cluster.Node, st *nodeState, f freshness) bool {
 	was := st.lagging.Load()
@@ -243,7 +255,8 @@ func (r *Router) admit(n *cluster.Node, st *nodeState, f freshness) bool {
 	return ok
 }
 
-// Lagging reports whether reads are kept off n because it lags (see admit). It applies the
+// Lagging reports whether reads are kept off n because it lags past [proxy] max_replica_lag
+// (see admit; an endpoint with a bound of its own decides for itself). It applies the
 // health checks' latest figures first, as a pick would, so the state (and its log line) follows
 // the replica even when no reads are picked: the metrics and the status page call it on every
 // refresh. A node that is not a reader never lags.
@@ -252,7 +265,7 @@ func (r *Router) Lagging(n *cluster.Node) bool {
 		return false
 	}
 	st := r.state(n)
-	r.admit(n, st, r.freshness(r.config(), Intent{}))
+	r.admit(n, st, r.freshness(nil, Intent{}))
 	return st.lagging.Load()
 }
 

@@ -57,6 +57,14 @@ func testRouter(cfg *config.Config, writer *cluster.Node, readers ...*cluster.No
 	return r
 }
 
+// epFor returns an endpoint of route with cfg's [proxy] settings, as a shorthand gets them.
+func epFor(cfg *config.Config, route Route) *Endpoint {
+	c := *cfg
+	c.Proxy.Listen, c.Proxy.WriterListen, c.Proxy.ReaderListen = "", "", ""
+	c.Endpoint = []config.Endpoint{{Name: route.String(), Listen: "127.0.0.1:0", Route: route.String()}}
+	return NewEndpoint(c.Endpoints()[0], cfg.Proxy.MaxReplicaLag.Duration)
+}
+
 func TestPick(t *testing.T) {
 	cfg := config.Defaults()
 	w := cluster.NewNodeForTest("w:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleWriter})
@@ -72,7 +80,7 @@ func TestPick(t *testing.T) {
 	write := Intent{Route: classify.RouteWriter}
 	for _, tc := range []struct {
 		name     string
-		ep       Endpoint
+		ep       Route
 		in       Intent
 		readers  []*cluster.Node
 		fallback bool
@@ -94,7 +102,7 @@ func TestPick(t *testing.T) {
 		c := *cfg
 		c.Proxy.ReaderFallbackToWriter = tc.fallback
 		r := testRouter(&c, w, tc.readers...)
-		n, err := r.Pick(context.Background(), tc.ep, tc.in)
+		n, err := r.Pick(context.Background(), epFor(&c, tc.ep), tc.ep, tc.in)
 		if len(tc.want) == 0 {
 			if err == nil {
 				t.Errorf("%s: picked %s, want an error", tc.name, n)
@@ -128,10 +136,11 @@ func TestPickLeastLoaded(t *testing.T) {
 	b := cluster.NewNodeForTest("b:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleReader, Weight: 2})
 	r := testRouter(cfg, w, a, b)
 	read := Intent{Route: classify.RouteReader}
+	ep := epFor(cfg, Auto)
 	counts := map[string]int{}
 	var held []*cluster.Node
 	for range 30 {
-		n, err := r.Pick(context.Background(), Auto, read)
+		n, err := r.Pick(context.Background(), ep, Auto, read)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -146,7 +155,7 @@ func TestPickLeastLoaded(t *testing.T) {
 	}
 	r.Suspect(b)
 	for range 5 {
-		n, _ := r.Pick(context.Background(), Auto, read)
+		n, _ := r.Pick(context.Background(), ep, Auto, read)
 		if n != a {
 			t.Fatalf("picked %s while b:1 is suspect", n)
 		}
@@ -163,8 +172,9 @@ func TestPickLagHysteresis(t *testing.T) {
 	n := cluster.NewNodeForTest("r:1", state)
 	r := testRouter(cfg, w, n)
 	read := Intent{Route: classify.RouteReader}
+	ep := epFor(cfg, Auto)
 	pick := func() *cluster.Node {
-		p, err := r.Pick(context.Background(), Auto, read)
+		p, err := r.Pick(context.Background(), ep, Auto, read)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -199,9 +209,10 @@ func TestPickAllocs(t *testing.T) {
 	b := cluster.NewNodeForTest("b:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleReader})
 	r := testRouter(cfg, w, a, b)
 	ctx := context.Background()
+	ep := epFor(cfg, Auto)
 	for _, in := range []Intent{{Route: classify.RouteReader}, {Route: classify.RouteWriter}} {
 		if n := testing.AllocsPerRun(100, func() {
-			p, _ := r.Pick(ctx, Auto, in)
+			p, _ := r.Pick(ctx, ep, Auto, in)
 			r.Done(p)
 		}); n != 0 {
 			t.Errorf("Pick(%v) allocates %.1f times", in.Route, n)

@@ -45,7 +45,7 @@ func TestLeaseTLSFailure(t *testing.T) {
 		return client, nil
 	}
 	start := time.Now()
-	_, _, err = r.Lease(context.Background(), Writer, pool.Key{Database: "db", User: "u"}, Intent{})
+	_, _, err = r.Lease(context.Background(), epFor(r.config(), Writer), Writer, pool.Key{Database: "db", User: "u"}, Intent{})
 	if took := time.Since(start); took > 10*time.Second {
 		t.Fatalf("the lease waited %s", took)
 	}

@@ -3,7 +3,7 @@
 // server connection it holds.
 //
 // The client loop (Serve) reads the client, leases a server connection from the router
-// (router.Lease) on the first message of a transaction — on the auto endpoint in transaction
+// (router.Lease) on the first message of a transaction — on an auto endpoint in transaction
 // mode after reading ahead to the end of the request and classifying its SQL (route.go, with
 // the safety net and read-your-writes; a request outside a transaction block whose server
 // connection ends before it is answered may run again on another, retry.go) — and forwards raw

@@ -3,8 +3,6 @@ package session
 import (
 	"net"
 	"time"
-
-	"pgtide/internal/router"
 )
 
 // Client states, as PgBouncer's SHOW CLIENTS words them where the concept is the same.
@@ -22,7 +20,7 @@ type ClientInfo struct {
 	ID        uint32
 	User      string
 	Database  string
-	Endpoint  router.Endpoint
+	Endpoint  string // the name of the endpoint it came through
 	Addr      string // the client's address, host:port
 	LocalAddr string // pgtide's end: the endpoint's address
 	State     string // ClientLogin, ClientActive, ClientWaiting or ClientIdle
@@ -45,7 +43,7 @@ type ClientInfo struct {
 // Info returns a snapshot of the client. It takes the session's lock briefly; safe from any
 // goroutine.
 func (s *Session) Info() ClientInfo {
-	ci := ClientInfo{User: s.user, Database: s.database, Endpoint: s.endpoint,
+	ci := ClientInfo{User: s.user, Database: s.database, Endpoint: s.endpoint.Name(),
 		Addr: ClientAddr(s.conn), LocalAddr: localAddr(s.conn), Connected: s.connected}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -252,7 +252,7 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 			s.waitCtx, s.waitCancel = context.WithCancelCause(ctx)
 			s.mu.Unlock()
 			if err == nil {
-				s.env.Router.Release(srv, node, false)
+				s.env.Router.Release(s.endpoint, srv, node, false)
 			}
 			s.logger.Debug("request cancelled by the client while waiting for a server connection")
 			return nil, s.refuse(typ, errCanceled)
@@ -361,7 +361,7 @@ var errCanceled = &wire.Error{Severity: wire.SeverityError, Code: wire.CodeQuery
 // counted by the router on its node until released. A failure is a *wire.Error with the given
 // severity.
 func (s *Session) acquire(ctx context.Context, severity string) (*pool.Conn, *cluster.Node, error) {
-	c, n, err := s.env.Router.Lease(ctx, s.endpoint, s.key, s.intent)
+	c, n, err := s.env.Router.Lease(ctx, s.endpoint, s.route, s.key, s.intent)
 	if err != nil {
 		return nil, nil, err.(*router.LeaseError).ClientError(severity)
 	}
@@ -586,7 +586,7 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 	if unsure {
 		srv.MarkBroken() // a ReadyForQuery may still come (see copy.go)
 	}
-	s.env.Router.Release(srv, node, reset)
+	s.env.Router.Release(s.endpoint, srv, node, reset)
 	if closing {
 		s.endAtBoundary()
 	}
@@ -615,14 +615,14 @@ func (s *Session) relayStopped(srv *pool.Conn, err error) {
 		s.mu.Unlock()
 		// Only detach interrupts a clean relay, after the client loop ended: nothing is writing.
 		srv.NetConn().SetReadDeadline(time.Time{})
-		s.env.Router.Release(srv, node, reset)
+		s.env.Router.Release(s.endpoint, srv, node, reset)
 		return
 	}
 	srv.MarkBroken()
 	srv.NetConn().Close() // unblocks a client loop writing to it
 	srv.WriteMu.Lock()
 	srv.WriteMu.Unlock()
-	s.env.Router.Release(srv, node, false)
+	s.env.Router.Release(s.endpoint, srv, node, false)
 	if !closing && !s.clientClosed.Load() {
 		// The server went away under the client (crash, restart, terminated backend): the
 		// client's session or transaction is lost, so end it, as a direct connection would.
@@ -657,9 +657,16 @@ func (s *Session) interruptLocked() {
 
 // Shutdown asks the session to end at its next transaction boundary: at once if it is between
 // transactions, otherwise when the running transaction ends.
-func (s *Session) Shutdown() {
+func (s *Session) Shutdown() { s.Drain("") }
+
+// Drain is Shutdown with the reason the client reads in its FATAL 57P01 ("" for pgtide shutting
+// down): a reload removed the session's endpoint.
+func (s *Session) Drain(reason string) {
 	s.mu.Lock()
 	s.closing = true
+	if reason != "" {
+		s.closeReason = reason
+	}
 	boundary := s.server == nil || (s.pending == 0 && !s.open && s.txStatus == 'I')
 	s.mu.Unlock()
 	if boundary {
@@ -667,10 +674,16 @@ func (s *Session) Shutdown() {
 	}
 }
 
-// endAtBoundary tells the client pgtide is shutting down and closes its connection.
+// endAtBoundary tells the client why it is ended (pgtide shutting down, unless Drain said
+// otherwise) and closes its connection.
 func (s *Session) endAtBoundary() {
-	s.fail(&wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeAdminShutdown,
-		Message: "terminating connection because pgtide is shutting down"})
+	s.mu.Lock()
+	msg := "terminating connection because pgtide is shutting down"
+	if s.closeReason != "" {
+		msg = "terminating connection because " + s.closeReason
+	}
+	s.mu.Unlock()
+	s.fail(&wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeAdminShutdown, Message: msg})
 	s.conn.Close()
 }
 

@@ -267,7 +267,7 @@ func (s *Session) rerunElsewhere(srv *pool.Conn, err error) {
 	s.mu.Unlock()
 	srv.MarkBroken()
 	srv.NetConn().Close()
-	s.env.Router.Release(srv, node, false)
+	s.env.Router.Release(s.endpoint, srv, node, false)
 	s.wmu.Lock()
 	if s.w != nil && s.heldMark == 0 {
 		s.w.Reset(&s.out) // what was held back: nothing of it reached the client
@@ -305,7 +305,7 @@ func (s *Session) leaseAgain(ctx context.Context) (*pool.Conn, *cluster.Node, er
 			return srv, node, nil
 		}
 		srv.MarkBroken()
-		s.env.Router.Release(srv, node, false)
+		s.env.Router.Release(s.endpoint, srv, node, false)
 		if try == cfg.Cluster.PoolSize {
 			s.logger.Warn("no server connection answered for a request run again", "server", srv.Key().Node, "err", err)
 			return nil, nil, &wire.Error{Severity: wire.SeverityError, Code: wire.CodeConnectionFailure,

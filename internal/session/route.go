@@ -111,9 +111,10 @@ func (r routeSetting) String() string {
 }
 
 // routes reports whether the session's transactions are routed by their SQL: transaction mode on
-// the auto endpoint. In session mode the auto endpoint sends the whole session to the writer: the
-// session's statements cannot be known when it gets its server connection.
-func (s *Session) routes() bool { return s.txMode && s.endpoint == router.Auto }
+// an auto endpoint (the route and the mode its endpoint had at login). In session mode an auto
+// endpoint sends the whole session to the writer: the session's statements cannot be known when
+// it gets its server connection.
+func (s *Session) routes() bool { return s.txMode && s.route == router.Auto }
 
 // planRoute sets s.intent for the request that starts with the client's current message (of type
 // typ), reading ahead to the request's end without consuming anything, and arms the safety net

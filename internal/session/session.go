@@ -59,10 +59,11 @@ type Session struct {
 	env      *Env
 	conn     net.Conn
 	startup  *wire.Startup
-	key      pool.Key        // Node is set per attachment
-	endpoint router.Endpoint // the listener the client came through
-	intent   router.Intent   // what the client's next transaction asks of its node; owned by the client loop
-	txMode   bool            // pool_mode = transaction, fixed at login
+	key      pool.Key         // Node is set per attachment
+	endpoint *router.Endpoint // the endpoint the client came through
+	route    router.Route     // the endpoint's route, fixed at login
+	intent   router.Intent    // what the client's next transaction asks of its node; owned by the client loop
+	txMode   bool             // the endpoint's pool_mode = transaction, fixed at login
 	logger   *slog.Logger
 
 	// PID and Secret are the BackendKeyData pgtide gave this client. Set before the session is
@@ -109,7 +110,9 @@ type Session struct {
 	open      bool // extended-protocol messages sent since the last Sync; guarded by mu
 	txStatus  byte // last ReadyForQuery status from the server; guarded by mu
 	closing   bool // shutting down: end the session at the next transaction boundary; guarded by mu
-	pinned    bool // keeps its server connection until it disconnects; guarded by mu
+	// closeReason is why, when not pgtide's shutdown (see Drain); guarded by mu.
+	closeReason string
+	pinned      bool // keeps its server connection until it disconnects; guarded by mu
 	// For SHOW CLIENTS and the status page (see info.go): when the client connected (read-only
 	// after New), logged in, and last got a server connection. Guarded by mu.
 	connected  time.Time
@@ -182,9 +185,9 @@ type Session struct {
 	copyIn byte
 }
 
-// New returns a session for a client that sent startup. br holds anything the client sent after
-// the startup packet.
-func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup, ep router.Endpoint) *Session {
+// New returns a session for a client that sent startup to endpoint ep, whose route and pool mode
+// it keeps whatever reloads come. br holds anything the client sent after the startup packet.
+func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup, ep *router.Endpoint) *Session {
 	cfg := env.Config()
 	user, _ := startup.Get("user")
 	db, ok := startup.Get("database")
@@ -197,7 +200,8 @@ func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup, ep ro
 		startup:   startup,
 		key:       pool.Key{Database: db, User: user},
 		endpoint:  ep,
-		txMode:    cfg.Proxy.PoolMode == config.PoolModeTransaction,
+		route:     ep.Route(),
+		txMode:    ep.TxMode(),
 		br:        br,
 		r:         wire.NewReader(br, cfg.Proxy.MaxMessageSize),
 		txStatus:  'I',
@@ -222,6 +226,9 @@ func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup, ep ro
 	s.Secret = binary.BigEndian.Uint32(b[4:])
 	return s
 }
+
+// Endpoint returns the endpoint the client came through.
+func (s *Session) Endpoint() *router.Endpoint { return s.endpoint }
 
 // Key returns the pool this session draws from.
 func (s *Session) Key() pool.Key { return s.key }
@@ -288,7 +295,7 @@ func (s *Session) loginShared(ctx context.Context, cfg *config.Config) (map[stri
 		s.intent = router.Intent{Route: classify.RouteReader, Reason: classify.ReasonReadOnly}
 		defer func() { s.intent = router.Intent{} }()
 	}
-	node, err := s.env.Router.Pick(ctx, s.endpoint, s.intent)
+	node, err := s.env.Router.Pick(ctx, s.endpoint, s.route, s.intent)
 	if err != nil {
 		return nil, fatal(err)
 	}
@@ -303,7 +310,7 @@ func (s *Session) loginShared(ctx context.Context, cfg *config.Config) (map[stri
 			return nil, err
 		}
 		params = maps.Clone(c.Params)
-		s.env.Router.Release(c, n, false)
+		s.env.Router.Release(s.endpoint, c, n, false)
 	}
 	// Settings that are not reported are tried once here so a bad one fails the login, as it
 	// would on a server.
@@ -313,7 +320,7 @@ func (s *Session) loginShared(ctx context.Context, cfg *config.Config) (map[stri
 			return nil, err
 		}
 		err = s.tryStartup(c, cfg, nil)
-		s.env.Router.Release(c, n, false)
+		s.env.Router.Release(s.endpoint, c, n, false)
 		if err != nil {
 			return nil, err
 		}
@@ -329,7 +336,7 @@ func (s *Session) loginShared(ctx context.Context, cfg *config.Config) (map[stri
 // goes through pgtide, which forwards it with the server's own key only while the client has a
 // request running.
 func (s *Session) loginOwn(ctx context.Context, cfg *config.Config) (map[string]string, error) {
-	c, n, err := s.env.Router.TryLease(ctx, s.endpoint, s.key, s.intent)
+	c, n, err := s.env.Router.TryLease(ctx, s.endpoint, s.route, s.key, s.intent)
 	if err != nil {
 		// None free now (or a failure loginShared reports as it should): the client logs in
 		// without one, with pgtide's own process ID, and waits for one at its first request.
@@ -339,7 +346,7 @@ func (s *Session) loginOwn(ctx context.Context, cfg *config.Config) (map[string]
 	// Settled now rather than in a preamble before the first request: until then the client
 	// has nothing outstanding (a shutdown ends it at once).
 	if err := s.tryStartup(c, cfg, s.params); err != nil {
-		s.env.Router.Release(c, n, false)
+		s.env.Router.Release(s.endpoint, c, n, false)
 		return nil, err
 	}
 	params, ok := s.env.Pools.Params(s.key)
@@ -365,7 +372,7 @@ func (s *Session) dropServer() {
 	s.mu.Unlock()
 	if c != nil {
 		c.MarkBroken() // a preamble may be buffered, unsent
-		s.env.Router.Release(c, n, false)
+		s.env.Router.Release(s.endpoint, c, n, false)
 	}
 }
 
