@@ -124,7 +124,13 @@ func (s *Server) reloadTLSIfChanged() {
 		return
 	}
 	s.logger.Info("TLS files changed; reloaded for new connections", "files", changed)
+	before := s.serverTLS.Load()
 	s.applyTLSLocked(t, cfg)
+	if s.serverTLS.Load() != before {
+		// The pools read serverTLS as they dial; the health checks, discovery and the function
+		// catalogs have it from the cluster's configuration, and reconnect when it changes.
+		s.cluster.SetConfig(s.clusterConfig(cfg))
+	}
 }
 
 // isUnix reports whether conn came through a Unix-domain socket, where TLS is neither offered

@@ -562,6 +562,38 @@ func TestTLSReload(t *testing.T) {
 	mustWork(first, "after a refused reload")
 }
 
+// TestServerCAReload: a server_ca_file replaced in place reaches the health checks without a
+// reload, as it reaches new pool connections: a wrong bundle replaced by the right one lets the
+// checks pass, and the right one replaced by a wrong one makes the check connection, made with
+// the old CA, reconnect and fail.
+func TestServerCAReload(t *testing.T) {
+	c, tt := sharedTLSCluster(t)
+	wrongCA := pgtlstest.NewCA(t, t.TempDir(), "wrong")
+	caFile := filepath.Join(t.TempDir(), "server-ca.pem")
+	writeAtomically(t, caFile, wrongCA.CertFile)
+	p := startProxy(t, func(cfg *config.Config) {
+		tt.configure(cfg, pgtls.Disable, pgtls.VerifyFull)
+		cfg.Cluster.Hosts = []string{c.Primary().Addr()}
+		cfg.Cluster.ServerCAFile = caFile
+		cfg.Cluster.HealthCheckInterval.Duration = 50 * time.Millisecond
+		cfg.Cluster.HealthCheckFailures = 1
+	})
+	node := p.Cluster().Nodes()[0]
+	waitFor(t, 20*time.Second, "health checks to fail with the wrong CA", func() bool { return !node.Up() && node.CheckFailure() != "" })
+
+	writeAtomically(t, caFile, tt.ca.CertFile)
+	waitFor(t, 20*time.Second, "health checks to pass with the right CA, without a reload", node.Up)
+	if _, err := tlsConnect(t, p.connString("app", "appdb")); err != nil {
+		t.Fatalf("a client after the right CA: %v", err)
+	}
+
+	writeAtomically(t, caFile, wrongCA.CertFile)
+	waitFor(t, 20*time.Second, "the health checks to reconnect with the wrong CA and fail", func() bool { return !node.Up() })
+	if f := node.CheckFailure(); !strings.Contains(f, "TLS") {
+		t.Errorf("the check's failure: %q", f)
+	}
+}
+
 // TestServerTLS: with server_tls = verify-full and the servers' CA, pgtide's connections to a
 // TLS server are encrypted (pg_stat_ssl, in session and transaction mode, by address and by
 // name); with a CA that did not sign the server's certificate, or require against a server
