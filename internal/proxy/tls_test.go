@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -560,6 +561,58 @@ func TestTLSReload(t *testing.T) {
 		t.Fatal("a refused reload changed something")
 	}
 	mustWork(first, "after a refused reload")
+}
+
+// TestShowTLS: SHOW CLIENTS and SHOW SERVERS say how each connection is encrypted, in
+// PgBouncer's form, for a client over TLS and its server connection, active and idle.
+func TestShowTLS(t *testing.T) {
+	c, tt := sharedTLSCluster(t)
+	p := startProxy(t, func(cfg *config.Config) {
+		tt.configure(cfg, pgtls.Allow, pgtls.VerifyFull)
+		cfg.Cluster.Hosts = []string{c.Primary().Addr()}
+		cfg.Auth.AdminUsers = []string{"postgres"}
+	})
+	ctx := context.Background()
+	app, err := tlsConnect(t, tt.connString(p.connString("app", "appdb"))+" application_name=tls_holder")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := app.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	var pid int64
+	if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	admin := p.console(t, "postgres", nil)
+	tlsOf := func(rows []map[string]any) string {
+		t.Helper()
+		if len(rows) != 1 {
+			t.Fatalf("%d rows, want 1: %v", len(rows), rows)
+		}
+		return rows[0]["tls"].(string)
+	}
+	want := regexp.MustCompile(`^TLSv1\.3/TLS_[A-Z0-9_]+/ECDH=[A-Za-z0-9]+$`)
+	if s := tlsOf(find(show(t, admin, "SHOW CLIENTS", clientsCols), "application_name", "tls_holder")); !want.MatchString(s) {
+		t.Errorf("SHOW CLIENTS tls of a TLS client: %q", s)
+	}
+	if _, err := tlsConnect(t, p.connString("app", "appdb")+" application_name=plain"); err != nil {
+		t.Fatal(err)
+	}
+	if s := tlsOf(find(show(t, admin, "SHOW CLIENTS", clientsCols), "application_name", "plain")); s != "" {
+		t.Errorf("SHOW CLIENTS tls of a plain-text client: %q", s)
+	}
+	if s := tlsOf(find(show(t, admin, "SHOW SERVERS", serversCols), "remote_pid", pid)); !want.MatchString(s) {
+		t.Errorf("SHOW SERVERS tls of an active server connection: %q", s)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := tlsOf(find(show(t, admin, "SHOW SERVERS", serversCols), "remote_pid", pid)); !want.MatchString(s) {
+		t.Errorf("SHOW SERVERS tls of an idle server connection: %q", s)
+	}
 }
 
 // TestServerCAReload: a server_ca_file replaced in place reaches the health checks without a
