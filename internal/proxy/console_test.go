@@ -171,6 +171,24 @@ var (
 		"max_connections", "reserved_connections", "backends", "outstanding", "picked", "weight", "last_check"}
 )
 
+// beginHolding begins a transaction on c, which then holds a server connection, and returns it
+// with that server's process ID; the transaction is rolled back at the end of the test unless
+// it ended before.
+func beginHolding(t *testing.T, c *pgx.Conn) (pgx.Tx, int64) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Rollback(ctx) })
+	var pid int64
+	if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	return tx, pid
+}
+
 // TestConsoleShow: a client holding a transaction shows in SHOW POOLS, CLIENTS and SERVERS as
 // active on the primary, with its application_name and its server's PID; SHOW STATS counts its
 // work; SHOW DATABASES, CONFIG (no password), VERSION and HELP answer, through pgx and psql.
@@ -179,15 +197,7 @@ func TestConsoleShow(t *testing.T) {
 	ctx := context.Background()
 	primary := cluster.Primary().Addr()
 	holder := p.connectApp(t, "holder")
-	tx, err := holder.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	var pid int64
-	if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-		t.Fatal(err)
-	}
+	tx, pid := beginHolding(t, holder)
 	admin := p.console(t, "app", nil)
 
 	pools := find(find(show(t, admin, "SHOW POOLS", poolsCols), "database", "appdb"), "node", primary)

@@ -577,15 +577,7 @@ func TestShowTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tx, err := app.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	var pid int64
-	if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-		t.Fatal(err)
-	}
+	tx, pid := beginHolding(t, app)
 	admin := p.console(t, "postgres", nil)
 	tlsOf := func(rows []map[string]any) string {
 		t.Helper()
