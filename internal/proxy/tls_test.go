@@ -607,6 +607,19 @@ func TestShowTLS(t *testing.T) {
 	}
 }
 
+// TestCertificateExpiryMetric: /metrics says when the certificate given to clients expires.
+func TestCertificateExpiryMetric(t *testing.T) {
+	tt := newTestTLS(t)
+	p := startProxy(t, func(cfg *config.Config) {
+		tt.configure(cfg, pgtls.Allow, pgtls.Prefer)
+		cfg.Admin.Listen = "127.0.0.1:0"
+	})
+	leaf := tt.proxy.TLSCertificate(t).Leaf
+	if v, ok := p.scrape(t).value("pgtide_tls_certificate_expiry_timestamp_seconds"); !ok || v != float64(leaf.NotAfter.Unix()) {
+		t.Fatalf("pgtide_tls_certificate_expiry_timestamp_seconds = %v (present %v), want %d", v, ok, leaf.NotAfter.Unix())
+	}
+}
+
 // TestServerCAReload: a server_ca_file replaced in place reaches the health checks without a
 // reload, as it reaches new pool connections: a wrong bundle replaced by the right one lets the
 // checks pass, and the right one replaced by a wrong one makes the check connection, made with
