@@ -612,6 +612,7 @@ func (c *Config) Validate() error {
 func (c *Config) Warnings() []string {
 	var out []string
 	out = append(out, c.secretWarnings()...)
+	out = append(out, c.permissionWarnings()...)
 	return out
 }
 

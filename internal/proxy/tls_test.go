@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -377,10 +378,20 @@ func TestDirectTLS(t *testing.T) {
 			}
 		}
 	}
-	// With client_tls = disable a direct TLS client finds no TLS.
+	// With client_tls = disable a direct TLS client finds no TLS: the connection is closed
+	// without a word, as PostgreSQL 17 does (a plain-text error would read as a garbled
+	// handshake), and the log says why.
 	q := startProxy(t, nil)
 	if _, err := tlsConnect(t, tt.connString(q.connString("app", "appdb"))+" sslnegotiation=direct"); err == nil {
 		t.Fatal("direct TLS to a pgtide without TLS succeeded")
+	}
+	r := q.raw(t)
+	r.write([]byte{wire.TLSHandshakeByte, 0x03, 0x01, 0x01, 0x71, 0x01, 0x00, 0x01, 0x6d, 0x03, 0x03})
+	if got, err := io.ReadAll(r.br); err != nil && !errors.Is(err, syscall.ECONNRESET) || len(got) != 0 {
+		t.Fatalf("direct TLS without TLS: answered %q (%v), want the connection closed", got, err)
+	}
+	if len(q.logged("direct TLS from a client, but TLS is off")) == 0 {
+		t.Error("not logged")
 	}
 }
 
