@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -527,6 +528,11 @@ func TestTLSReload(t *testing.T) {
 	mustWork(first, "after the renewal")
 	if len(p.logged("TLS files changed; reloaded")) == 0 {
 		t.Error("the change is not logged")
+	}
+	// The line that says which certificate is in force tells it from the one it replaced.
+	fingerprint := fmt.Sprintf("sha256=%x", sha256.Sum256(renewed.TLSCertificate(t).Leaf.Raw))
+	if len(p.logged("TLS towards clients", "CN=pgtide-renewed", fingerprint, "serial=")) == 0 {
+		t.Errorf("no TLS towards clients line with the renewed certificate's %s", fingerprint)
 	}
 
 	// A broken file: logged, and the running certificate stays.
