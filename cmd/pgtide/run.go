@@ -28,7 +28,12 @@ max_replica_lag). Every node in [cluster] hosts is health-checked for its role a
 the README for every setting, and its "Read/write routing" for the hints
 (/* pgtide:reader */, SET pgtide.route) and read-your-writes. TLS: [tls] towards clients
 (cert_file, key_file, ca_file, client_tls), [cluster] server_tls and server_ca_file towards
-the servers (the README's "TLS" shows a setup for Aurora).
+the servers (the README's "TLS" shows a setup for Aurora). Secrets: a users-file password may
+be the role's SCRAM verifier or md5 hash, and pgtide then logs in to the servers by
+pass-through (README "Secrets"). RDS IAM: a users-file entry with iam = true logs in to the
+servers with RDS IAM auth tokens signed for [aws] region with the machine's AWS credentials,
+over TLS only (README "RDS IAM authentication"). health_check_user needs a plaintext password
+or iam = true in the users file, or the servers' trust.
 
 Signals:
   SIGHUP           reload the configuration and users file (pool sizes, users, timeouts,

@@ -84,6 +84,7 @@ var (
 	descClientErrors = desc("pgtide_client_errors_total", "ErrorResponses sent to clients (the servers' and pgtide's own), by SQLSTATE class (\"\" when malformed).", "class")
 	descWaitWriter   = desc("pgtide_failover_waiting_clients", "Clients waiting for a writer (during a failover).")
 	descAcceptErrors = desc("pgtide_accept_errors_total", "Failures to accept a client connection (out of file descriptors, ...); pgtide keeps accepting after a pause.")
+	descCertExpiry   = desc("pgtide_tls_certificate_expiry_timestamp_seconds", "When the certificate pgtide presents to clients ([tls] cert_file, as last loaded) expires: its not_after, in Unix seconds; absent without client TLS.")
 
 	descStateChanges = desc("pgtide_node_state_changes_total", "Node health changes, by change (down, up).", "change")
 	descRoleChanges  = desc("pgtide_role_changes_total", "Node role changes seen by the health checks.")
@@ -105,7 +106,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBuildInfo, descWriter, descNodeUp, descNodeRole, descLag, descLagBytes, descLagging,
 		descNodeServers, descBudget, descMaxConns, descReserved, descHeadroom, descBackends, descOutstanding, descPicked, descPoolServers,
 		descPoolWaiting, descPoolMaxWait, descPoolWait, descPoolXacts, descPoolQueries, descPoolErrors, descPoolBusy, descPoolRecv, descPoolSent, descClients,
-		descEPServers, descEPPoolSize, descEPWaiting, descEPReaders, descEPPicked, descClientErrors, descWaitWriter, descAcceptErrors, descStateChanges, descRoleChanges, descFailovers, descSplitBrains, descPinned,
+		descEPServers, descEPPoolSize, descEPWaiting, descEPReaders, descEPPicked, descClientErrors, descWaitWriter, descAcceptErrors, descCertExpiry, descStateChanges, descRoleChanges, descFailovers, descSplitBrains, descPinned,
 		descRefused, descRouted, descRetries, descFailoverRetries} {
 		ch <- d
 	}
@@ -145,6 +146,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(ch, descSplitBrains, float64(splitBrains))
 	gauge(ch, descWaitWriter, float64(src.Router().Waiting()))
 	counter(ch, descAcceptErrors, float64(src.AcceptErrors()))
+	if cert := src.ClientCertificate(); cert != nil {
+		gauge(ch, descCertExpiry, float64(cert.NotAfter.Unix()))
+	}
 
 	pins := src.Pins()
 	for r := range session.NumPinReasons {

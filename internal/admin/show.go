@@ -65,7 +65,7 @@ func (c *Console) showClients([]string) error {
 	})
 	r := newResult(textCol("type"), textCol("user"), textCol("database"), textCol("state"), textCol("addr"), intCol("port"),
 		textCol("local_addr"), intCol("local_port"), textCol("connect_time"), textCol("request_time"), intCol("link"),
-		textCol("application_name"), intCol("id"), textCol("endpoint"), textCol("node"), intCol("pinned"))
+		textCol("tls"), textCol("application_name"), intCol("id"), textCol("endpoint"), textCol("node"), intCol("pinned"))
 	for _, ci := range clients {
 		host, port := splitAddr(ci.Addr)
 		lhost, lport := splitAddr(ci.LocalAddr)
@@ -74,7 +74,7 @@ func (c *Console) showClients([]string) error {
 			link, node = ci.ServerPID, ci.Node
 		}
 		r.row("C", ci.User, ci.Database, ci.State, host, port, lhost, lport, ci.Connected, ci.RequestTime, link,
-			ci.ApplicationName, ci.ID, ci.Endpoint, node, ci.Pinned)
+			ci.TLS, ci.ApplicationName, ci.ID, ci.Endpoint, node, ci.Pinned)
 	}
 	c.send(r, "SHOW")
 	return nil
@@ -93,12 +93,13 @@ func (c *Console) showServers([]string) error {
 		closeNeeded          bool
 		link                 any // the client's id; NULL when idle
 		app                  string
+		tls                  string
 	}
 	var servers []server
 	for _, ci := range c.src.Clients() {
 		if ci.State == session.ClientActive {
 			servers = append(servers, server{pool.Key{Node: ci.Node, Database: ci.Database, User: ci.User}, "active",
-				ci.ServerPID, ci.ServerLocalAddr, ci.ServerConnected, ci.RequestTime, ci.ServerCloseNeeded, ci.ID, ci.ApplicationName})
+				ci.ServerPID, ci.ServerLocalAddr, ci.ServerConnected, ci.RequestTime, ci.ServerCloseNeeded, ci.ID, ci.ApplicationName, ci.ServerTLS})
 		}
 	}
 	now := time.Now()
@@ -107,7 +108,7 @@ func (c *Console) showServers([]string) error {
 		if cfg.Cluster.ServerCheckQuery != "" && now.Sub(sv.LastUsed) >= cfg.Cluster.ServerCheckDelay.Duration {
 			state = "used"
 		}
-		servers = append(servers, server{sv.Key, state, sv.PID, sv.LocalAddr, sv.Connected, sv.LastUsed, false, nil, ""})
+		servers = append(servers, server{sv.Key, state, sv.PID, sv.LocalAddr, sv.Connected, sv.LastUsed, false, nil, "", sv.TLS})
 	}
 	slices.SortFunc(servers, func(a, b server) int {
 		return cmp.Or(cmp.Compare(a.key.Database, b.key.Database), cmp.Compare(a.key.User, b.key.User),
@@ -115,12 +116,12 @@ func (c *Console) showServers([]string) error {
 	})
 	r := newResult(textCol("type"), textCol("user"), textCol("database"), textCol("state"), textCol("addr"), intCol("port"),
 		textCol("local_addr"), intCol("local_port"), textCol("connect_time"), textCol("request_time"), intCol("close_needed"),
-		intCol("link"), intCol("remote_pid"), textCol("application_name"), textCol("node"))
+		intCol("link"), intCol("remote_pid"), textCol("tls"), textCol("application_name"), textCol("node"))
 	for _, s := range servers {
 		host, port := splitAddr(s.key.Node)
 		lhost, lport := splitAddr(s.local)
 		r.row("S", s.key.User, s.key.Database, s.state, host, port, lhost, lport, s.connected, s.requested, s.closeNeeded,
-			s.link, s.pid, s.app, s.key.Node)
+			s.link, s.pid, s.tls, s.app, s.key.Node)
 	}
 	c.send(r, "SHOW")
 	return nil

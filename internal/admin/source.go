@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"crypto/x509"
 	"errors"
 	"sync"
 	"time"
@@ -33,6 +34,9 @@ type Source interface {
 	Version() string
 	// AcceptErrors counts failures to accept a client connection (out of file descriptors, ...).
 	AcceptErrors() int64
+	// ClientCertificate is the certificate pgtide presents to the clients that connect now
+	// ([tls] cert_file as last loaded), nil without client TLS.
+	ClientCertificate() *x509.Certificate
 	// ReloadConfig reloads the configuration file the process was started with, as SIGHUP does
 	// (the admin console's RELOAD); an error says why the running configuration was kept.
 	ReloadConfig() error

@@ -204,7 +204,7 @@ func TestChannelBindingPgconn(t *testing.T) {
 		{"disable", config.AuthSCRAM, "scram", "disable", leaf, ""},
 		{"not offered, client says y", config.AuthSCRAM, "scram", "prefer", nil, ""},
 		{"not offered, client requires", config.AuthSCRAM, "scram", "require", nil, "channel binding required"},
-		{"wrong binding data", config.AuthSCRAM, "scram", "require", other, "SCRAM channel binding check failed (SQLSTATE 08P01)"},
+		{"wrong binding data", config.AuthSCRAM, "scram", "require", other, "SCRAM channel binding check failed (SQLSTATE 28000)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -260,7 +260,7 @@ func TestGS2Flags(t *testing.T) {
 		{"y without TLS", false, mechSCRAM, "y," + nonce, "", ""},
 		{"n over TLS", true, mechSCRAM, "n," + nonce, "", ""},
 		{"p with PLUS", true, mechSCRAMPlus, "p=tls-server-end-point," + nonce, "", ""},
-		{"y over TLS: downgrade", true, mechSCRAM, "y," + nonce, "08P01", "SCRAM channel binding negotiation error"},
+		{"y over TLS: downgrade", true, mechSCRAM, "y," + nonce, "28000", "SCRAM channel binding negotiation error"},
 		{"PLUS without TLS", false, mechSCRAMPlus, "p=tls-server-end-point," + nonce, "08P01", "client selected an invalid SASL authentication mechanism"},
 		{"p without PLUS", true, mechSCRAM, "p=tls-server-end-point," + nonce, "08P01", "malformed SCRAM message"},
 		{"PLUS with n", true, mechSCRAMPlus, "n," + nonce, "08P01", "malformed SCRAM message"},
@@ -333,8 +333,38 @@ func TestWrongBindingData(t *testing.T) {
 			continue
 		}
 		var we *wire.Error
-		if !errors.As(err, &we) || we.Code != wire.CodeProtocolViolation || we.Message != "SCRAM channel binding check failed" {
+		if !errors.As(err, &we) || we.Code != wire.CodeInvalidAuthorization || we.Message != "SCRAM channel binding check failed" {
 			t.Fatalf("wrong binding: %v", err)
 		}
+	}
+}
+
+// TestWrongNonce: a client-final-message whose nonce is not the server-first-message's is refused
+// as PostgreSQL refuses it (08P01 invalid SCRAM response), not as a wrong password, even with
+// the right password's proof.
+func TestWrongNonce(t *testing.T) {
+	client, _ := scram.SHA256.NewClient("", "pencil", "")
+	conv := client.NewConversation()
+	c := &tlsScripted{}
+	script := scramClient(t, conv, mechSCRAM, mechSCRAM+"\x00\x00")
+	c.reply = func(msg []byte) (byte, []byte, error) {
+		typ, data, err := script(msg)
+		if code, _ := authCode(t, msg); code == 11 {
+			// The nonce's last character changed: the proof still matches the password.
+			final := string(data)
+			i := strings.Index(final, ",p=")
+			if final[i-1] == 'A' {
+				final = final[:i-1] + "B" + final[i:]
+			} else {
+				final = final[:i-1] + "A" + final[i:]
+			}
+			data = []byte(final)
+		}
+		return typ, data, err
+	}
+	err := NewAuthenticator().Authenticate(&c.scriptedClient, config.AuthSCRAM, "scram", hashedUsers)
+	var we *wire.Error
+	if !errors.As(err, &we) || we.Code != wire.CodeProtocolViolation || we.Message != "invalid SCRAM response" || we.Detail != "Nonce does not match." {
+		t.Fatalf("wrong nonce: %v (%+v)", err, we)
 	}
 }

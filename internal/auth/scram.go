@@ -90,9 +90,15 @@ func (a *Authenticator) scram(ex Exchange, user string, sec secret.Secret, known
 	clientFinal := string(finalBody)
 	serverFinal, err := conv.Step(clientFinal)
 	if err != nil {
-		if serverFinal == scram.ErrChannelBindingsDontMatch {
-			return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeProtocolViolation,
+		// PostgreSQL's order and codes (read_client_final_message, then scram_exchange): the
+		// binding first, then the nonce, then the proof.
+		switch {
+		case serverFinal == scram.ErrChannelBindingsDontMatch:
+			return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeInvalidAuthorization,
 				Message: "SCRAM channel binding check failed"}
+		case scramAttr(clientFinal, 'r') != scramAttr(serverFirst, 'r'):
+			return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeProtocolViolation,
+				Message: "invalid SCRAM response", Detail: "Nonce does not match."}
 		}
 		return failed(user)
 	}
@@ -150,7 +156,7 @@ func checkGS2(clientFirst string, plus, offered bool) (bare string, err error) {
 			return "", malformed("The client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include channel binding data.")
 		}
 		if flag == "y" && offered {
-			return "", &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeProtocolViolation,
+			return "", &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeInvalidAuthorization,
 				Message: "SCRAM channel binding negotiation error",
 				Detail:  "The client supports SCRAM channel binding but thinks the server does not.  However, this server does support channel binding."}
 		}
@@ -170,6 +176,17 @@ func checkGS2(clientFirst string, plus, offered bool) (bare string, err error) {
 			Message: "client uses authorization identity, but it is not supported"}
 	}
 	return bare, nil
+}
+
+// scramAttr returns the value of attribute name in a SCRAM message (RFC 5802 §5: "name=value"
+// separated by commas), "" when it is absent.
+func scramAttr(msg string, name byte) string {
+	for attr := range strings.SplitSeq(msg, ",") {
+		if len(attr) >= 2 && attr[0] == name && attr[1] == '=' {
+			return attr[2:]
+		}
+	}
+	return ""
 }
 
 func malformed(detail string) *wire.Error {

@@ -598,6 +598,7 @@ func (c *Config) Warnings() []string {
 	var out []string
 	out = append(out, c.secretWarnings()...)
 	out = append(out, c.endpointWarnings()...)
+	out = append(out, c.permissionWarnings()...)
 	return out
 }
 

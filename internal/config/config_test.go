@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -595,13 +596,85 @@ func TestUsersPasswords(t *testing.T) {
 		if (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("%s %v: Validate = %v, want %q", tc.method, tc.users, err, tc.err)
 		}
-		w := strings.Join(c.Warnings(), "\n")
+		// A health_check_user without an entry is TestHealthCheckUserWarnings's.
+		w := strings.Join(slices.DeleteFunc(c.Warnings(), func(w string) bool { return strings.Contains(w, "has no entry") }), "\n")
 		if (w == "") != (tc.warning == "") || !strings.Contains(w, tc.warning) {
 			t.Errorf("%s %v: Warnings = %q, want %q", tc.method, tc.users, w, tc.warning)
 		}
 		for _, secret := range []string{md5[3:], verifier[20:], "c3RvcmVk"} {
 			if strings.Contains(w, secret) || err != nil && strings.Contains(err.Error(), secret) {
 				t.Errorf("a message shows the secret: %s %v", w, err)
+			}
+		}
+	}
+}
+
+// TestHealthCheckUserWarnings: a health_check_user without a users-file entry is warned about
+// unless clients are trusted (then nothing is expected of the users file); an iam one is not
+// warned about for its stored password, which its checks never send.
+func TestHealthCheckUserWarnings(t *testing.T) {
+	verifier := secret.NewVerifier("pencil", []byte("salt"), 4096).Encode()
+	for _, tc := range []struct {
+		name    string
+		method  string
+		users   Users
+		warning string // "" for none about the health check
+	}{
+		{"missing", AuthSCRAM, Users{"app": {Name: "app", Password: "x"}}, `cluster.health_check_user "postgres" has no entry`},
+		{"missing with md5", AuthMD5, Users{"app": {Name: "app", Password: "x"}}, `the servers must trust that user`},
+		{"missing with trust", AuthTrust, nil, ""},
+		{"plaintext", AuthSCRAM, Users{"postgres": {Name: "postgres", Password: "x"}}, ""},
+		{"iam with a verifier", AuthSCRAM, Users{"postgres": {Name: "postgres", Password: verifier, IAM: true}}, ""},
+	} {
+		c := valid()
+		c.Auth.Method = tc.method
+		c.Users = tc.users
+		var got []string
+		for _, w := range c.Warnings() {
+			if strings.Contains(w, "health_check_user") {
+				got = append(got, w)
+			}
+		}
+		if w := strings.Join(got, "\n"); (w == "") != (tc.warning == "") || !strings.Contains(w, tc.warning) {
+			t.Errorf("%s: warnings %q, want %q", tc.name, w, tc.warning)
+		}
+	}
+}
+
+// TestPermissionWarnings: a key file others may read (PostgreSQL's rule for its own) and a users
+// file with secrets readable by everyone are warned about; private ones are not.
+func TestPermissionWarnings(t *testing.T) {
+	dir := t.TempDir()
+	key := writeFile(t, filepath.Join(dir, "pgtide.key"), "key")
+	users := writeFile(t, filepath.Join(dir, "users.toml"), "")
+	for _, tc := range []struct {
+		keyMode, usersMode os.FileMode
+		secrets            bool
+		want               []string
+	}{
+		{0o600, 0o600, true, nil},
+		{0o400, 0o640, true, nil},
+		{0o640, 0o600, true, []string{"tls.key_file " + key + " has mode 0640"}},
+		{0o644, 0o644, true, []string{"tls.key_file " + key + " has mode 0644", "auth.users_file " + users + " has mode 0644"}},
+		{0o600, 0o644, false, nil}, // no secret in it
+	} {
+		os.Chmod(key, tc.keyMode)
+		os.Chmod(users, tc.usersMode)
+		c := valid()
+		c.TLS.CertFile, c.TLS.KeyFile = filepath.Join(dir, "pgtide.crt"), key
+		c.Auth.Method, c.Auth.UsersFile = AuthTrust, users
+		c.Users = Users{"app": {Name: "app"}}
+		if tc.secrets {
+			c.Users["app"] = User{Name: "app", Password: "pencil"}
+		}
+		got := c.permissionWarnings()
+		if len(got) != len(tc.want) {
+			t.Errorf("key %04o, users %04o: warnings %q, want %q", tc.keyMode, tc.usersMode, got, tc.want)
+			continue
+		}
+		for i, w := range tc.want {
+			if !strings.Contains(got[i], w) || strings.Contains(got[i], "pencil") {
+				t.Errorf("key %04o, users %04o: warning %q, want %q", tc.keyMode, tc.usersMode, got[i], w)
 			}
 		}
 	}

@@ -38,10 +38,15 @@ func (c *Config) secretWarnings() []string {
 			out = append(out, fmt.Sprintf("users file: user %q has a SCRAM verifier, but with auth.method = %q its clients prove "+
 				"nothing, so pgtide never learns the keys to log in to the servers with (pass-through): the servers must trust it", name, AuthTrust))
 		}
-		if s.Kind != secret.Plaintext && name == c.Cluster.HealthCheckUser {
+		if s.Kind != secret.Plaintext && name == c.Cluster.HealthCheckUser && !c.Users[name].IAM {
 			out = append(out, fmt.Sprintf("users file: cluster.health_check_user %q has %s; health checks and discovery log in "+
 				"with a plaintext password only, so the servers must trust that user (or give it a plaintext password in the users file)", name, s.Kind))
 		}
+	}
+	if _, ok := c.Users[c.Cluster.HealthCheckUser]; !ok && c.Auth.Method != AuthTrust {
+		out = append(out, fmt.Sprintf("users file: cluster.health_check_user %q has no entry; the health checks, discovery and the "+
+			"function catalogs then log in without a password, so the servers must trust that user "+
+			"(or give it a plaintext password, or iam = true, in the users file)", c.Cluster.HealthCheckUser))
 	}
 	return out
 }

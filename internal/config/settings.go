@@ -69,8 +69,11 @@ func (c *Config) Settings() []Setting {
 			key := name + "." + tomlName(section.Type.Field(j))
 			s := Setting{Key: key, Reloadable: !restartOnly[key],
 				Value: formatSetting(cur.Field(i).Field(j)), Default: formatSetting(def.Field(i).Field(j))}
-			if strings.Contains(key, "password") {
+			switch {
+			case strings.Contains(key, "password"):
 				s.Value, s.Default = "********", "********"
+			case key == "tls.client_tls": // its default depends on cert_file
+				s.Default = c.TLS.DefaultClientTLS()
 			}
 			out = append(out, s)
 		}

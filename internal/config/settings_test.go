@@ -37,9 +37,16 @@ func TestSettings(t *testing.T) {
 		{"proxy.unix_socket_dir", "", "", false},
 		{"cluster.health_check_interval", "250ms", "250ms", true},
 		{"cluster.discovery", "", "", false},
+		{"tls.client_tls", "disable", "disable", true},
 	} {
 		if got := byKey[want.Key]; got != want {
 			t.Errorf("%s: got %+v, want %+v", want.Key, got, want)
+		}
+	}
+	c.TLS.CertFile, c.TLS.KeyFile, c.TLS.ClientTLS = "pgtide.crt", "pgtide.key", "require"
+	for _, s := range c.Settings() {
+		if s.Key == "tls.client_tls" && (s.Value != "require" || s.Default != "allow") {
+			t.Errorf("tls.client_tls with a certificate: %+v, want the default allow", s)
 		}
 	}
 	for key := range restartOnly {

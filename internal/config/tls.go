@@ -29,11 +29,20 @@ type TLS struct {
 	ClientTLS string `toml:"client_tls"`
 }
 
-// defaultClientTLS makes client_tls "allow" when the file sets a certificate and no client_tls.
+// defaultClientTLS makes client_tls its default (DefaultClientTLS) when the file sets none.
 func (t *TLS) defaultClientTLS(md toml.MetaData) {
-	if t.CertFile != "" && !md.IsDefined("tls", "client_tls") {
-		t.ClientTLS = string(pgtls.Allow)
+	if !md.IsDefined("tls", "client_tls") {
+		t.ClientTLS = t.DefaultClientTLS()
 	}
+}
+
+// DefaultClientTLS is client_tls's default with t's files: "allow" when cert_file is set,
+// "disable" otherwise.
+func (t *TLS) DefaultClientTLS() string {
+	if t.CertFile != "" {
+		return string(pgtls.Allow)
+	}
+	return string(pgtls.Disable)
 }
 
 // validateTLS checks the [tls] section and the cluster's server_tls settings together. The files

@@ -42,6 +42,7 @@ type Conn struct {
 
 	netConn  net.Conn  // the socket; under tls when encrypted
 	tls      *tls.Conn // what the protocol is spoken on when encrypted; nil in plain text
+	tlsInfo  string    // how tls is encrypted (pgtls.Describe), set by Dial after the login; read-only after
 	key      Key
 	counters *Counters // the pool's, set when dialed
 	created  time.Time

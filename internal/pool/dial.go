@@ -84,6 +84,9 @@ func Dial(ctx context.Context, key Key, o DialOptions) (*Conn, error) {
 		return nil, err
 	}
 	nc.SetDeadline(time.Time{})
+	if c.tls != nil { // the handshake is over: the login went through it
+		c.tlsInfo = pgtls.Describe(c.tls.ConnectionState())
+	}
 	c.MarkAnswered()
 	c.created = time.Now()
 	c.lastUsed = c.created

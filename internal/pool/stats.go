@@ -79,6 +79,7 @@ type ServerInfo struct {
 	LocalAddr string    // pgtide's end of the connection
 	Connected time.Time // when it was opened
 	LastUsed  time.Time // when it was last given back
+	TLS       string    // how it is encrypted, "" in plain text (see Conn.TLS)
 }
 
 // IdleServers returns a snapshot of every idle server connection.
@@ -89,11 +90,15 @@ func (m *Manager) IdleServers() []ServerInfo {
 	for _, p := range m.pools {
 		for _, c := range p.idle {
 			out = append(out, ServerInfo{Key: p.key, PID: c.PID, LocalAddr: c.netConn.LocalAddr().String(),
-				Connected: c.created, LastUsed: c.lastUsed})
+				Connected: c.created, LastUsed: c.lastUsed, TLS: c.tlsInfo})
 		}
 	}
 	return out
 }
+
+// TLS says how c is encrypted, as PgBouncer's tls column ("TLSv1.3/TLS_AES_256_GCM_SHA384/…",
+// see pgtls.Describe), or "" in plain text.
+func (c *Conn) TLS() string { return c.tlsInfo }
 
 // Created returns when c was opened.
 func (c *Conn) Created() time.Time { return c.created }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -80,6 +81,10 @@ func (s *Server) KillClient(id uint32) error {
 	}
 	return fmt.Errorf("%d clients have id %d (session-mode clients on different nodes); none was closed", len(found), id)
 }
+
+// ClientCertificate returns the certificate given to the clients that connect now, nil without
+// client TLS.
+func (s *Server) ClientCertificate() *x509.Certificate { return s.clientTLS.Load().Certificate() }
 
 // AdminAddr returns the address of admin.listen, or nil when it is off.
 func (s *Server) AdminAddr() net.Addr {

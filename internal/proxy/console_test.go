@@ -159,9 +159,9 @@ var (
 	poolsCols = []string{"database", "user", "node", "cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used",
 		"sv_being_canceled", "maxwait", "maxwait_us", "pool_mode"}
 	clientsCols = []string{"type", "user", "database", "state", "addr", "port", "local_addr", "local_port", "connect_time",
-		"request_time", "link", "application_name", "id", "endpoint", "node", "pinned"}
+		"request_time", "link", "tls", "application_name", "id", "endpoint", "node", "pinned"}
 	serversCols = []string{"type", "user", "database", "state", "addr", "port", "local_addr", "local_port", "connect_time",
-		"request_time", "close_needed", "link", "remote_pid", "application_name", "node"}
+		"request_time", "close_needed", "link", "remote_pid", "tls", "application_name", "node"}
 	statsCols = []string{"database", "node", "total_server_assignment_count", "total_xact_count", "total_query_count",
 		"total_received", "total_sent", "total_query_time", "total_wait_time", "total_server_error_count", "avg_query_time",
 		"avg_wait_time"}
@@ -171,6 +171,24 @@ var (
 		"max_connections", "reserved_connections", "backends", "outstanding", "picked", "weight", "last_check", "instance_id", "endpoints"}
 )
 
+// beginHolding begins a transaction on c, which then holds a server connection, and returns it
+// with that server's process ID; the transaction is rolled back at the end of the test unless
+// it ended before.
+func beginHolding(t *testing.T, c *pgx.Conn) (pgx.Tx, int64) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Rollback(ctx) })
+	var pid int64
+	if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	return tx, pid
+}
+
 // TestConsoleShow: a client holding a transaction shows in SHOW POOLS, CLIENTS and SERVERS as
 // active on the primary, with its application_name and its server's PID; SHOW STATS counts its
 // work; SHOW DATABASES, CONFIG (no password), VERSION and HELP answer, through pgx and psql.
@@ -179,15 +197,7 @@ func TestConsoleShow(t *testing.T) {
 	ctx := context.Background()
 	primary := cluster.Primary().Addr()
 	holder := p.connectApp(t, "holder")
-	tx, err := holder.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	var pid int64
-	if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-		t.Fatal(err)
-	}
+	tx, pid := beginHolding(t, holder)
 	admin := p.console(t, "app", nil)
 
 	pools := find(find(show(t, admin, "SHOW POOLS", poolsCols), "database", "appdb"), "node", primary)
@@ -201,12 +211,12 @@ func TestConsoleShow(t *testing.T) {
 	}
 	cl := clients[0]
 	if cl["type"] != "C" || cl["state"] != "active" || cl["link"] != pid || cl["node"] != primary || cl["database"] != "appdb" ||
-		cl["user"] != "app" || cl["endpoint"] != "auto" || cl["addr"] != "127.0.0.1" || cl["pinned"] != int64(0) {
+		cl["user"] != "app" || cl["endpoint"] != "auto" || cl["addr"] != "127.0.0.1" || cl["pinned"] != int64(0) || cl["tls"] != "" {
 		t.Fatalf("SHOW CLIENTS row of the holder: %v (server pid %d)", cl, pid)
 	}
 	servers := find(show(t, admin, "SHOW SERVERS", serversCols), "remote_pid", pid)
 	if len(servers) != 1 || servers[0]["state"] != "active" || servers[0]["link"] != cl["id"] || servers[0]["close_needed"] != int64(0) ||
-		servers[0]["application_name"] != "holder" || servers[0]["node"] != primary {
+		servers[0]["application_name"] != "holder" || servers[0]["node"] != primary || servers[0]["tls"] != "" {
 		t.Fatalf("SHOW SERVERS row of the holder's server: %v", servers)
 	}
 	if err := tx.Commit(ctx); err != nil {

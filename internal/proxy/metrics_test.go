@@ -134,6 +134,9 @@ func TestMetrics(t *testing.T) {
 	if _, ok := s.value("pgtide_build_info"); !ok {
 		t.Error("no pgtide_build_info")
 	}
+	if v, ok := s.value("pgtide_tls_certificate_expiry_timestamp_seconds"); ok {
+		t.Errorf("a certificate expiry without client TLS: %v", v)
+	}
 	for _, name := range []string{"pgtide_routing_decisions_total", "pgtide_client_errors_total", "pgtide_pinned_clients_total"} {
 		if s[name] == nil {
 			t.Errorf("%s missing before any traffic", name)

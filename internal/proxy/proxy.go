@@ -495,9 +495,16 @@ func (s *Server) readStartup(conn net.Conn, br *bufio.Reader, ct *pgtls.ClientTL
 	offered := ct.Offered() && !isUnix(conn)
 	encrypted := false
 	for negotiations := 0; ; negotiations++ {
-		if negotiations == 0 && offered {
+		if negotiations == 0 {
 			// A ClientHello first: direct TLS (PostgreSQL 17), without an SSLRequest.
 			if first, err := br.Peek(1); err == nil && first[0] == wire.TLSHandshakeByte {
+				if !offered {
+					// PostgreSQL 17 closes the connection: the client would not read a
+					// plain-text error in the middle of its handshake.
+					s.logger.Info("direct TLS from a client, but TLS is off", "client", session.ClientAddr(conn),
+						"client_tls", ct.Mode(), "unix_socket", isUnix(conn))
+					return conn, nil, nil, errors.New("direct TLS, but TLS is off")
+				}
 				tc, tbr, err := s.encrypt(conn, br, ct, true)
 				if err != nil {
 					return conn, nil, nil, err

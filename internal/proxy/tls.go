@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"net"
 	"time"
@@ -80,8 +81,11 @@ func (s *Server) logClientTLS(ct *pgtls.ClientTLS) {
 		s.logger.Info("TLS towards clients", "client_tls", ct.Mode())
 		return
 	}
+	// The serial number and fingerprint tell a renewal apart from the certificate it replaces,
+	// which often has the same subject and issuer.
 	s.logger.Info("TLS towards clients", "client_tls", ct.Mode(), "certificate", cert.Subject.String(),
-		"issuer", cert.Issuer.String(), "not_after", cert.NotAfter.UTC().Format(time.RFC3339))
+		"issuer", cert.Issuer.String(), "not_after", cert.NotAfter.UTC().Format(time.RFC3339),
+		"serial", cert.SerialNumber.Text(16), "sha256", fmt.Sprintf("%x", sha256.Sum256(cert.Raw)))
 }
 
 // watchTLS reloads the TLS files whenever one of them changes (size or modification time),
@@ -124,7 +128,13 @@ func (s *Server) reloadTLSIfChanged() {
 		return
 	}
 	s.logger.Info("TLS files changed; reloaded for new connections", "files", changed)
+	before := s.serverTLS.Load()
 	s.applyTLSLocked(t, cfg)
+	if s.serverTLS.Load() != before {
+		// The pools read serverTLS as they dial; the health checks, discovery and the function
+		// catalogs have it from the cluster's configuration, and reconnect when it changes.
+		s.cluster.SetConfig(s.clusterConfig(cfg))
+	}
 }
 
 // isUnix reports whether conn came through a Unix-domain socket, where TLS is neither offered

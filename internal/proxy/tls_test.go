@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -11,9 +12,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -376,10 +379,20 @@ func TestDirectTLS(t *testing.T) {
 			}
 		}
 	}
-	// With client_tls = disable a direct TLS client finds no TLS.
+	// With client_tls = disable a direct TLS client finds no TLS: the connection is closed
+	// without a word, as PostgreSQL 17 does (a plain-text error would read as a garbled
+	// handshake), and the log says why.
 	q := startProxy(t, nil)
 	if _, err := tlsConnect(t, tt.connString(q.connString("app", "appdb"))+" sslnegotiation=direct"); err == nil {
 		t.Fatal("direct TLS to a pgtide without TLS succeeded")
+	}
+	r := q.raw(t)
+	r.write([]byte{wire.TLSHandshakeByte, 0x03, 0x01, 0x01, 0x71, 0x01, 0x00, 0x01, 0x6d, 0x03, 0x03})
+	if got, err := io.ReadAll(r.br); err != nil && !errors.Is(err, syscall.ECONNRESET) || len(got) != 0 {
+		t.Fatalf("direct TLS without TLS: answered %q (%v), want the connection closed", got, err)
+	}
+	if len(q.logged("direct TLS from a client, but TLS is off")) == 0 {
+		t.Error("not logged")
 	}
 }
 
@@ -516,6 +529,11 @@ func TestTLSReload(t *testing.T) {
 	if len(p.logged("TLS files changed; reloaded")) == 0 {
 		t.Error("the change is not logged")
 	}
+	// The line that says which certificate is in force tells it from the one it replaced.
+	fingerprint := fmt.Sprintf("sha256=%x", sha256.Sum256(renewed.TLSCertificate(t).Leaf.Raw))
+	if len(p.logged("TLS towards clients", "CN=pgtide-renewed", fingerprint, "serial=")) == 0 {
+		t.Errorf("no TLS towards clients line with the renewed certificate's %s", fingerprint)
+	}
 
 	// A broken file: logged, and the running certificate stays.
 	os.WriteFile(certFile, []byte("garbage"), 0o600)
@@ -560,6 +578,95 @@ func TestTLSReload(t *testing.T) {
 		t.Fatal("a refused reload changed something")
 	}
 	mustWork(first, "after a refused reload")
+}
+
+// TestShowTLS: SHOW CLIENTS and SHOW SERVERS say how each connection is encrypted, in
+// PgBouncer's form, for a client over TLS and its server connection, active and idle.
+func TestShowTLS(t *testing.T) {
+	c, tt := sharedTLSCluster(t)
+	p := startProxy(t, func(cfg *config.Config) {
+		tt.configure(cfg, pgtls.Allow, pgtls.VerifyFull)
+		cfg.Cluster.Hosts = []string{c.Primary().Addr()}
+		cfg.Auth.AdminUsers = []string{"postgres"}
+	})
+	ctx := context.Background()
+	app, err := tlsConnect(t, tt.connString(p.connString("app", "appdb"))+" application_name=tls_holder")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, pid := beginHolding(t, app)
+	admin := p.console(t, "postgres", nil)
+	tlsOf := func(rows []map[string]any) string {
+		t.Helper()
+		if len(rows) != 1 {
+			t.Fatalf("%d rows, want 1: %v", len(rows), rows)
+		}
+		return rows[0]["tls"].(string)
+	}
+	want := regexp.MustCompile(`^TLSv1\.3/TLS_[A-Z0-9_]+/ECDH=[A-Za-z0-9]+$`)
+	if s := tlsOf(find(show(t, admin, "SHOW CLIENTS", clientsCols), "application_name", "tls_holder")); !want.MatchString(s) {
+		t.Errorf("SHOW CLIENTS tls of a TLS client: %q", s)
+	}
+	if _, err := tlsConnect(t, p.connString("app", "appdb")+" application_name=plain"); err != nil {
+		t.Fatal(err)
+	}
+	if s := tlsOf(find(show(t, admin, "SHOW CLIENTS", clientsCols), "application_name", "plain")); s != "" {
+		t.Errorf("SHOW CLIENTS tls of a plain-text client: %q", s)
+	}
+	if s := tlsOf(find(show(t, admin, "SHOW SERVERS", serversCols), "remote_pid", pid)); !want.MatchString(s) {
+		t.Errorf("SHOW SERVERS tls of an active server connection: %q", s)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s := tlsOf(find(show(t, admin, "SHOW SERVERS", serversCols), "remote_pid", pid)); !want.MatchString(s) {
+		t.Errorf("SHOW SERVERS tls of an idle server connection: %q", s)
+	}
+}
+
+// TestCertificateExpiryMetric: /metrics says when the certificate given to clients expires.
+func TestCertificateExpiryMetric(t *testing.T) {
+	tt := newTestTLS(t)
+	p := startProxy(t, func(cfg *config.Config) {
+		tt.configure(cfg, pgtls.Allow, pgtls.Prefer)
+		cfg.Admin.Listen = "127.0.0.1:0"
+	})
+	leaf := tt.proxy.TLSCertificate(t).Leaf
+	if v, ok := p.scrape(t).value("pgtide_tls_certificate_expiry_timestamp_seconds"); !ok || v != float64(leaf.NotAfter.Unix()) {
+		t.Fatalf("pgtide_tls_certificate_expiry_timestamp_seconds = %v (present %v), want %d", v, ok, leaf.NotAfter.Unix())
+	}
+}
+
+// TestServerCAReload: a server_ca_file replaced in place reaches the health checks without a
+// reload, as it reaches new pool connections: a wrong bundle replaced by the right one lets the
+// checks pass, and the right one replaced by a wrong one makes the check connection, made with
+// the old CA, reconnect and fail.
+func TestServerCAReload(t *testing.T) {
+	c, tt := sharedTLSCluster(t)
+	wrongCA := pgtlstest.NewCA(t, t.TempDir(), "wrong")
+	caFile := filepath.Join(t.TempDir(), "server-ca.pem")
+	writeAtomically(t, caFile, wrongCA.CertFile)
+	p := startProxy(t, func(cfg *config.Config) {
+		tt.configure(cfg, pgtls.Disable, pgtls.VerifyFull)
+		cfg.Cluster.Hosts = []string{c.Primary().Addr()}
+		cfg.Cluster.ServerCAFile = caFile
+		cfg.Cluster.HealthCheckInterval.Duration = 50 * time.Millisecond
+		cfg.Cluster.HealthCheckFailures = 1
+	})
+	node := p.Cluster().Nodes()[0]
+	waitFor(t, 20*time.Second, "health checks to fail with the wrong CA", func() bool { return !node.Up() && node.CheckFailure() != "" })
+
+	writeAtomically(t, caFile, tt.ca.CertFile)
+	waitFor(t, 20*time.Second, "health checks to pass with the right CA, without a reload", node.Up)
+	if _, err := tlsConnect(t, p.connString("app", "appdb")); err != nil {
+		t.Fatalf("a client after the right CA: %v", err)
+	}
+
+	writeAtomically(t, caFile, wrongCA.CertFile)
+	waitFor(t, 20*time.Second, "the health checks to reconnect with the wrong CA and fail", func() bool { return !node.Up() })
+	if f := node.CheckFailure(); !strings.Contains(f, "TLS") {
+		t.Errorf("the check's failure: %q", f)
+	}
 }
 
 // TestServerTLS: with server_tls = verify-full and the servers' CA, pgtide's connections to a

@@ -157,7 +157,7 @@ func (r *Router) Release(ep *Endpoint, c *pool.Conn, n *cluster.Node, reset bool
 // its credential (at most once per refusalLogEvery per node and user: a storm of clients must
 // not flood the log), and network failures, whose addresses stay out of clients' messages.
 func (r *Router) leaseError(key pool.Key, err error) *LeaseError {
-	le := &LeaseError{Node: key.Node, User: key.User, Err: err}
+	le := &LeaseError{Node: key.Node, User: key.User, IAM: r.config().Users[key.User].IAM, Err: err}
 	var se *pool.ServerError
 	var te *pgtls.Error
 	var sec *pool.SecretError
@@ -176,8 +176,11 @@ func (r *Router) leaseError(key pool.Key, err error) *LeaseError {
 		}
 	case errors.As(err, &se) && strings.HasPrefix(se.Code, "28"):
 		if r.shouldLogRefusal(refusalKey{key.Node, key.User}) {
-			r.logger.Warn("a server refused pgtide's login: check the password pgtide has for this user (users file) against the server's",
-				"server", key.Node, "user", key.User, "database", key.Database, "sqlstate", se.Code, "err", se.Message)
+			msg := "a server refused pgtide's login: check the password pgtide has for this user (users file) against the server's"
+			if le.IAM {
+				msg = iamRefusalCheck("a server refused pgtide's login with an RDS IAM auth token (iam = true): check ")
+			}
+			r.logger.Warn(msg, "server", key.Node, "user", key.User, "database", key.Database, "sqlstate", se.Code, "err", se.Message)
 		}
 	case errors.As(err, new(*pool.CredentialError)):
 		// pgtide could not present its secret (no RDS IAM token, or no TLS for one): a
@@ -219,6 +222,9 @@ type LeaseError struct {
 	// Node is the node last tried, "" if none was picked; User is the user pgtide logged in as.
 	Node string
 	User string
+	// IAM is set when User logs in to the servers with RDS IAM auth tokens (iam = true), not
+	// with a password of the users file.
+	IAM bool
 	// Err is the cause: a *wire.Error from the pick (no writer, no reader), the endpoint's
 	// pool_size (*EndpointWaitError), the pool's (*pool.ServerError, *pool.WaitTimeoutError,
 	// pool.ErrClosed), a TLS failure (*pgtls.Error), a network error, or ctx's.
@@ -266,6 +272,9 @@ func (e *LeaseError) ClientError(severity string) *wire.Error {
 		out = wire.Error{Code: code,
 			Message: fmt.Sprintf("server %s refused pgtide's login as user %q: %s", e.Node, e.User, se.Message),
 			Hint:    "pgtide logs in to servers with the password its users file gives for the user; it must match the server's."}
+		if e.IAM {
+			out.Hint = iamRefusalCheck("pgtide logs in to servers as this user with an RDS IAM auth token, not a password: check ")
+		}
 	case errors.As(e.Err, &se):
 		// The server's own answer (unknown database, too many connections, starting up):
 		// passed on as it is.
@@ -295,6 +304,14 @@ func (e *LeaseError) ClientError(severity string) *wire.Error {
 	}
 	out.Severity = severity
 	return &out
+}
+
+// iamRefusalCheck is lead followed by what to check when a server refuses an RDS IAM auth token:
+// the README's checklist (RDS IAM authentication, "When it does not work").
+func iamRefusalCheck(lead string) string {
+	return lead + "the IAM policy's rds-db:connect resource (region, account, cluster resource id, user name), " +
+		"that the user has the rds_iam role, that IAM database authentication is on for the cluster, and [aws] region " +
+		"(README: RDS IAM authentication)."
 }
 
 // nodeMayRecover reports whether a failure to get a server connection may be a node going away

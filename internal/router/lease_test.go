@@ -1,10 +1,12 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -132,6 +134,37 @@ func TestLeaseServerRefusal(t *testing.T) {
 	}
 	if d.dialed["denied:1"] != 1 {
 		t.Fatalf("dialed %d times, want 1", d.dialed["denied:1"])
+	}
+}
+
+// TestLeaseServerRefusalIAM: when the server refuses the login of an iam user, the log and the
+// client's hint point at the RDS IAM checklist, not at a users-file password never sent.
+func TestLeaseServerRefusalIAM(t *testing.T) {
+	w := cluster.NewNodeForTest("denied:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleWriter})
+	r, _ := leaseRouter(t, w)
+	cfg := r.config()
+	cfg.Users = config.Users{"u": {Name: "u", IAM: true}, "pw": {Name: "pw", Password: "secret"}}
+	var log bytes.Buffer
+	r.logger = slog.New(slog.NewTextHandler(&log, nil))
+	for _, tc := range []struct {
+		user, want, not string
+	}{
+		{"u", "rds_iam", "users file"},
+		{"pw", "users file", "rds_iam"},
+	} {
+		log.Reset()
+		_, _, err := r.Lease(context.Background(), epFor(r.config(), Writer), Writer, pool.Key{Database: "db", User: tc.user}, Intent{})
+		var le *LeaseError
+		if !errors.As(err, &le) {
+			t.Fatalf("Lease: %v, want a *LeaseError", err)
+		}
+		we := le.ClientError(wire.SeverityFatal)
+		if we.Code != wire.CodeServerRejected || !strings.Contains(we.Hint, tc.want) || strings.Contains(we.Hint, tc.not) {
+			t.Errorf("user %s: ClientError = %+v, want a hint with %q and without %q", tc.user, we, tc.want, tc.not)
+		}
+		if line := log.String(); !strings.Contains(line, "refused pgtide's login") || !strings.Contains(line, tc.want) || strings.Contains(line, tc.not) {
+			t.Errorf("user %s: logged %q, want %q and not %q", tc.user, line, tc.want, tc.not)
+		}
 	}
 }
 

@@ -23,6 +23,7 @@ type ClientInfo struct {
 	Endpoint  string // the name of the endpoint it came through
 	Addr      string // the client's address, host:port
 	LocalAddr string // pgtide's end: the endpoint's address
+	TLS       string // how the client's connection is encrypted (pgtls.Describe), "" in plain text
 	State     string // ClientLogin, ClientActive, ClientWaiting or ClientIdle
 	Connected time.Time
 	// RequestTime is when the client last got a server connection (zero if never).
@@ -34,6 +35,7 @@ type ClientInfo struct {
 	ServerPID       uint32
 	ServerLocalAddr string
 	ServerConnected time.Time
+	ServerTLS       string // how the server connection is encrypted, "" in plain text
 	// ServerCloseNeeded: the server connection will be closed, not reused, when released
 	// (RECONNECT, PAUSE, server_lifetime, a role change; see pool.Manager.CloseNeeded).
 	ServerCloseNeeded bool
@@ -44,7 +46,7 @@ type ClientInfo struct {
 // goroutine.
 func (s *Session) Info() ClientInfo {
 	ci := ClientInfo{User: s.user, Database: s.database, Endpoint: s.endpoint.Name(),
-		Addr: ClientAddr(s.conn), LocalAddr: localAddr(s.conn), Connected: s.connected}
+		Addr: ClientAddr(s.conn), LocalAddr: localAddr(s.conn), TLS: s.tlsInfo, Connected: s.connected}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ci.RequestTime = s.attachedAt
@@ -60,6 +62,7 @@ func (s *Session) Info() ClientInfo {
 		ci.ServerPID = s.server.PID
 		ci.ServerLocalAddr = s.server.NetConn().LocalAddr().String()
 		ci.ServerConnected = s.server.Created()
+		ci.ServerTLS = s.server.TLS()
 		ci.ServerCloseNeeded = s.env.Pools.CloseNeeded(s.server) // the pool's lock nests inside the session's
 	case s.waiting:
 		ci.State = ClientWaiting

@@ -21,6 +21,7 @@ import (
 	"pgtide/internal/classify"
 	"pgtide/internal/cluster"
 	"pgtide/internal/config"
+	"pgtide/internal/pgtls"
 	"pgtide/internal/pool"
 	"pgtide/internal/router"
 	"pgtide/internal/wire"
@@ -117,6 +118,7 @@ type Session struct {
 	// after New), logged in, and last got a server connection. Guarded by mu.
 	connected  time.Time
 	user       string // the client's user and database, read-only after New
+	tlsInfo    string // how conn is encrypted (pgtls.Describe), "" in plain text; read-only after New
 	database   string
 	loggedIn   bool
 	attachedAt time.Time
@@ -213,6 +215,9 @@ func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup, ep *r
 		maxPreparedBytes: cfg.Proxy.MaxPreparedStatementsBytes,
 	}
 	s.src.conn = conn
+	if tc, ok := conn.(*pgtls.Conn); ok { // encrypted by the proxy before the startup packet
+		s.tlsInfo = pgtls.Describe(tc.ConnectionState())
+	}
 	s.out.s = s
 	s.relayFn = s.relay
 	s.params, s.extra = startupParams(startup)
