@@ -132,7 +132,11 @@ func TestAcceptOutOfFiles(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	waitLog("accepting client connections again")
-	if n := strings.Count(logText(), "cannot accept client connections"); n != 1 {
+	// One line per episode, however many accepts failed in it. (The probes above may start
+	// another episode while the closed clients' descriptors are still being released.)
+	text := logText()
+	first := text[:strings.Index(text, "accepting client connections again")]
+	if n := strings.Count(first, "cannot accept client connections"); n != 1 {
 		t.Errorf("the episode was logged %d times, want once", n)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
