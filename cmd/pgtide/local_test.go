@@ -23,6 +23,9 @@ func TestLocalFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close()
+	// The other listeners off, so that the defaults being in use (another pgtide local) cannot
+	// decide the outcome.
+	others := []string{"--writer-listen", "", "--reader-listen", "", "--admin-listen", ""}
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -30,10 +33,10 @@ func TestLocalFlags(t *testing.T) {
 		{[]string{"--replicas", "-1"}, "--replicas must be 0 or more, not -1"},
 		{[]string{"--pool-mode", "statement"}, `--pool-mode must be "session" or "transaction"`},
 		{[]string{"--pool-size", "0"}, "--pool-size must be at least 1"},
-		{[]string{"--listen", busy.Addr().String()}, "--listen " + busy.Addr().String() + ": the address is in use"},
+		{append([]string{"--listen", busy.Addr().String()}, others...), "--listen " + busy.Addr().String() + ": the address is in use"},
 		{[]string{"replicas=2"}, `unexpected argument "replicas=2"`},
-		{[]string{"--listen", "*:" + strings.TrimPrefix(busy.Addr().String(), "127.0.0.1:")}, "the address is in use"},
-		{[]string{"--listen", "127.0.0.1:7932", "--writer-listen", "127.0.0.1:7932"}, "--listen and --writer-listen are both 127.0.0.1:7932"},
+		{append([]string{"--listen", "*:" + strings.TrimPrefix(busy.Addr().String(), "127.0.0.1:")}, others...), "the address is in use"},
+		{append([]string{"--listen", "127.0.0.1:7932"}, append(others, "--writer-listen", "127.0.0.1:7932")...), "--listen and --writer-listen are both 127.0.0.1:7932"},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(append([]string{"local"}, tc.args...), &out, &errb); code != 2 || !strings.Contains(errb.String(), tc.want) {
