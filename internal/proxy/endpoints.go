@@ -26,6 +26,7 @@ func endpointRemoved(ep *router.Endpoint) string {
 // for cfg); unused are the running listeners next does not keep. Requires reloadMu.
 func (s *Server) applyEndpoints(cfg *config.Config, next, unused []*listener) {
 	eps, removed := s.router.SetEndpoints(cfg)
+	s.router.CheckEntries()
 	for i, ep := range eps {
 		next[i].ep.Store(ep)
 	}

@@ -55,6 +55,9 @@ type Endpoint struct {
 	limit    leaseLimit
 	removed  atomic.Bool
 	picked   atomic.Int64 // work the router picked a node for, ever
+	// unmatched holds the nodes and exclude_nodes entries that matched no node at the last
+	// CheckEntries; guarded by Router.entryMu.
+	unmatched map[string]bool
 }
 
 // endpointSettings is an Endpoint's configuration in force, replaced whole by a reload.
@@ -224,4 +227,49 @@ func (r *Router) Endpoints() []*Endpoint {
 		return *p
 	}
 	return nil
+}
+
+// CheckEntries logs, once per change, each endpoint's nodes or exclude_nodes entry that matches
+// none of the cluster's nodes, by address or by Aurora instance id, and each that matches one
+// again. It looks only once every node has been checked: before, an instance id may be unknown
+// yet. Validate refuses entries that can never match on plain PostgreSQL, but an instance id
+// (Aurora) or an address found by discovery is known only at run time. The router calls it on
+// every cluster event; the proxy calls it after the first checks and after a reload.
+func (r *Router) CheckEntries() {
+	if r.cluster.AllChecked() {
+		r.checkEntries(r.cluster.Nodes())
+	}
+}
+
+// checkEntries is CheckEntries over nodes.
+func (r *Router) checkEntries(nodes []*cluster.Node) {
+	r.entryMu.Lock()
+	defer r.entryMu.Unlock()
+	for _, ep := range r.Endpoints() {
+		if ep.Removed() {
+			continue
+		}
+		cfg := &ep.settings.Load().cfg
+		for _, l := range []struct {
+			key     string
+			entries []string
+		}{{"nodes", cfg.Nodes}, {"exclude_nodes", cfg.ExcludeNodes}} {
+			for _, p := range l.entries {
+				none := !slices.ContainsFunc(nodes, func(n *cluster.Node) bool { return config.MatchNode(p, n.Addr(), n.InstanceID()) })
+				if none == ep.unmatched[p] {
+					continue
+				}
+				if ep.unmatched == nil {
+					ep.unmatched = map[string]bool{}
+				}
+				ep.unmatched[p] = none
+				if none {
+					r.logger.Warn("endpoint: a "+l.key+" entry matches no node, by address or by Aurora instance id (check its spelling and port)",
+						"endpoint", ep.name, l.key, p)
+				} else {
+					r.logger.Info("endpoint: a "+l.key+" entry matches a node again", "endpoint", ep.name, l.key, p)
+				}
+			}
+		}
+	}
 }

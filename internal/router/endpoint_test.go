@@ -3,7 +3,9 @@ package router
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -300,5 +302,36 @@ func TestLeaseLimitAllocs(t *testing.T) {
 		l.release()
 	}); n != 0 {
 		t.Errorf("acquire and release allocate %.1f times", n)
+	}
+}
+
+// TestCheckEntries: an entry that matches no node (an instance id no node has) is logged once,
+// and again, as matching, once a node has it.
+func TestCheckEntries(t *testing.T) {
+	cfg := config.Defaults()
+	cfg.Cluster.Discovery, cfg.Cluster.AuroraTemplate = config.DiscoveryAurora, "{id}.abc.rds.amazonaws.com:5432"
+	cfg.Endpoint = []config.Endpoint{{Name: "analytics", Listen: "127.0.0.1:0", Route: "reader",
+		Nodes: []string{"analytics-*", "analytcs-3"}, ExcludeNodes: []string{"app-reader-1"}}}
+	w, readers := endpointCluster()
+	var log strings.Builder
+	r := testRouter(cfg, w, readers...)
+	r.logger = slog.New(slog.NewTextHandler(&log, nil))
+	r.SetEndpoints(cfg)
+	nodes := append([]*cluster.Node{w}, readers...)
+	for range 3 {
+		r.checkEntries(nodes)
+	}
+	if got := strings.Count(log.String(), "matches no node"); got != 1 || !strings.Contains(log.String(), "nodes=analytcs-3") {
+		t.Fatalf("after three checks, want one warning for analytcs-3:\n%s", log.String())
+	}
+	typo := cluster.NewNodeForTest("x:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleReader, InstanceID: "analytcs-3"})
+	r.checkEntries(append(nodes, typo))
+	r.checkEntries(append(nodes, typo))
+	if got := strings.Count(log.String(), "matches a node again"); got != 1 {
+		t.Fatalf("want one line saying it matches again:\n%s", log.String())
+	}
+	r.checkEntries(readers[2:]) // app-reader-1 only among them, no analytics-*
+	if got := strings.Count(log.String(), "matches no node"); got != 3 || !strings.Contains(log.String(), "nodes=analytics-*") {
+		t.Fatalf("want warnings for analytics-* and analytcs-3 again:\n%s", log.String())
 	}
 }

@@ -46,6 +46,8 @@ type Router struct {
 	epMu      sync.Mutex                  // serializes SetEndpoints
 
 	refusals sync.Map // refusalKey → time.Time of the last log of a server refusing pgtide's login
+
+	entryMu sync.Mutex // guards every Endpoint's unmatched (see checkEntries)
 }
 
 // nodeState is the router's own view of a node.
@@ -60,7 +62,10 @@ type nodeState struct {
 func New(c *cluster.Cluster, pools *pool.Manager, cfg func() *config.Config, logger *slog.Logger) *Router {
 	r := &Router{cluster: c, pools: pools, config: cfg, logger: logger}
 	r.refresh()
-	c.Subscribe(func(cluster.Event) { r.refresh() })
+	c.Subscribe(func(cluster.Event) {
+		r.refresh()
+		r.CheckEntries()
+	})
 	return r
 }
 
