@@ -24,7 +24,9 @@ const runUsage = `Usage: pgtide run -c pgtide.toml
 Runs the proxy. Clients connect to its endpoints as to PostgreSQL: [proxy] listen (auto: in
 transaction mode each transaction goes to a replica when it is provably read-only, to the
 writer otherwise), writer_listen (the writer) and reader_listen (the healthy readers within
-max_replica_lag). Every node in [cluster] hosts is health-checked for its role and lag; see
+max_replica_lag); and [[endpoint]] tables, each a listener with its own route (writer,
+reader, auto), readers (nodes, exclude_nodes), pool_mode, max_replica_lag and pool_size
+(README "[[endpoint]]"). Every node in [cluster] hosts is health-checked for its role and lag; see
 the README for every setting, and its "Read/write routing" for the hints
 (/* pgtide:reader */, SET pgtide.route) and read-your-writes. TLS: [tls] towards clients
 (cert_file, key_file, ca_file, client_tls), [cluster] server_tls and server_ca_file towards
@@ -38,9 +40,11 @@ or iam = true in the users file, or the servers' trust.
 Signals:
   SIGHUP           reload the configuration and users file (pool sizes, users, timeouts,
                    limits, hosts and weights, lag bounds, log level, TLS settings and
-                   certificates; and re-read the writer's function catalogs) without
-                   dropping connections; the files (the TLS files too) are also watched
-                   and reloaded when they change
+                   certificates, endpoints: [[endpoint]] tables and the listen shorthands
+                   added, changed or removed; and re-read the writer's function catalogs)
+                   without dropping the connections of the endpoints that stay; the files
+                   (the TLS files too) are also watched and reloaded when they change.
+                   unix_socket_dir, admin.listen, log_format and discovery need a restart
   SIGTERM, SIGINT  stop accepting clients, let running transactions finish (up to
                    [proxy] shutdown_timeout), then exit
 
