@@ -335,3 +335,35 @@ func TestCheckEntries(t *testing.T) {
 		t.Fatalf("want warnings for analytics-* and analytcs-3 again:\n%s", log.String())
 	}
 }
+
+// TestEndpointReadable: what SHOW NODES and the status page say an endpoint may read from now
+// applies the endpoint's own filter and lag bound; a writer endpoint reads from none.
+func TestEndpointReadable(t *testing.T) {
+	cfg := config.Defaults() // max_replica_lag 100ms
+	w, readers := endpointCluster()
+	cluster.SetNodeStateForTest(readers[0], cluster.NodeStateForTest{Up: true, Role: cluster.RoleReader, InstanceID: "analytics-1", Lag: 10 * time.Second})
+	r := testRouter(cfg, w, readers...)
+	reporting := tableEP(cfg, config.Endpoint{Name: "reporting", Listen: "127.0.0.1:0", Route: "reader", Nodes: []string{"analytics-*"},
+		MaxReplicaLag: config.Duration{Duration: 30 * time.Second}})
+	app := tableEP(cfg, config.Endpoint{Name: "app", Listen: "127.0.0.1:0", Route: "reader"})
+	writer := tableEP(cfg, config.Endpoint{Name: "w", Listen: "127.0.0.1:0", Route: "writer"})
+	ids := func(ns []*cluster.Node) []string {
+		var out []string
+		for _, n := range ns {
+			out = append(out, n.InstanceID())
+		}
+		return out
+	}
+	if got := ids(r.EndpointReadable(reporting)); !slices.Equal(got, []string{"analytics-1", "analytics-2"}) {
+		t.Errorf("reporting (30s bound) reads from %v", got)
+	}
+	if got := ids(r.EndpointReadable(app)); !slices.Equal(got, []string{"analytics-2", "app-reader-1", "app-reader-2"}) {
+		t.Errorf("app (100ms bound) reads from %v", got)
+	}
+	if got := r.EndpointReadable(writer); got != nil {
+		t.Errorf("a writer endpoint reads from %v", ids(got))
+	}
+	if got := r.EndpointReaders(writer); got != nil {
+		t.Errorf("a writer endpoint's readers: %v", ids(got))
+	}
+}
