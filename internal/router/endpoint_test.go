@@ -367,3 +367,32 @@ func TestEndpointReadable(t *testing.T) {
 		t.Errorf("a writer endpoint's readers: %v", ids(got))
 	}
 }
+
+// TestNoReaderReason: a reader endpoint without fallback that has no reader says why, with counts.
+func TestNoReaderReason(t *testing.T) {
+	cfg := config.Defaults()
+	no := false
+	w, readers := endpointCluster()
+	cluster.SetNodeStateForTest(readers[0], cluster.NodeStateForTest{Up: false, Role: cluster.RoleReader, InstanceID: "analytics-1"})
+	cluster.SetNodeStateForTest(readers[1], cluster.NodeStateForTest{Up: true, Role: cluster.RoleReader, InstanceID: "analytics-2", Lag: time.Minute})
+	r := testRouter(cfg, w, readers...)
+	for _, tc := range []struct {
+		name  string
+		nodes []string
+		want  string
+	}{
+		{"its only node stopped", []string{"analytics-1"}, `no reader for endpoint "e": its readers are down (1 of 1 nodes its nodes filter admits) (and its reader_fallback_to_writer is off)`},
+		{"lagging", []string{"analytics-2"}, `no reader for endpoint "e": 1 of its 1 up readers lag beyond max_replica_lag (100ms)`},
+		{"one down, one lagging", []string{"analytics-*"}, `1 of its 1 up readers lag beyond max_replica_lag (100ms); 1 of the 2 nodes its nodes filter admits are down`},
+		{"a filter matching none", []string{"nothing-*"}, `no reader for endpoint "e": none of the 4 nodes matches its nodes filter`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ep := tableEP(cfg, config.Endpoint{Name: "e", Listen: "127.0.0.1:0", Route: "reader", Nodes: tc.nodes, ReaderFallbackToWriter: &no})
+			_, err := r.Pick(context.Background(), ep, Reader, Intent{})
+			var we *wire.Error
+			if !errors.As(err, &we) || we.Code != wire.CodeUnableToConnect || !strings.Contains(we.Message, tc.want) {
+				t.Fatalf("Pick: %v; want 08001 with %q", err, tc.want)
+			}
+		})
+	}
+}
