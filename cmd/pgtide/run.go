@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
@@ -108,8 +109,7 @@ func serve(cfg *config.Config, logOut io.Writer, ready func(*proxy.Server), hang
 		return err
 	}
 	srv.BuildVersion = versionString()
-	logger.Info("pgtide listening", "version", versionString(), "listen", cfg.Proxy.Listen,
-		"writer_listen", cfg.Proxy.WriterListen, "reader_listen", cfg.Proxy.ReaderListen,
+	logger.Info("pgtide listening", "version", versionString(), "endpoints", endpointList(cfg, srv),
 		"admin_listen", cfg.Admin.Listen, "pool_mode", cfg.Proxy.PoolMode, "hosts", cfg.Cluster.Hosts,
 		"open_files_limit", checkFileLimit(cfg, logger))
 
@@ -168,4 +168,21 @@ func checkFileLimit(cfg *config.Config, logger *slog.Logger) uint64 {
 			"limit", lim.Cur, "hard_limit", lim.Max, "needed", need)
 	}
 	return lim.Cur
+}
+
+// endpointList names every endpoint of cfg with its route, pool mode and the address srv listens
+// on for it (the port the system chose for ":0"), for the startup line: "auto(auto,transaction)=
+// 127.0.0.1:6432 analytics(reader,session)=127.0.0.1:6440".
+func endpointList(cfg *config.Config, srv *proxy.Server) string {
+	names, addrs := srv.EndpointAddrs()
+	eps := cfg.Endpoints()
+	parts := make([]string, 0, len(names))
+	for i, name := range names {
+		part := name + "=" + addrs[i].String()
+		if i < len(eps) && eps[i].Name == name {
+			part = name + "(" + eps[i].Route + "," + eps[i].PoolMode + ")=" + addrs[i].String()
+		}
+		parts = append(parts, part)
+	}
+	return strings.Join(parts, " ")
 }
