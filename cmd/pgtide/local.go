@@ -29,6 +29,10 @@ address of the status page (--admin-listen). Ctrl-C (SIGINT, SIGTERM, or SIGHUP 
 terminal goes away) stops the proxy and the cluster and removes the temporary directory; what a
 killed run left behind is removed by the next one.
 
+To try [[endpoint]] tables (or any other setting), edit the configuration file it prints: it is
+watched, and an edit is applied as a reload. Unlike pgtide run, pgtide local stops on SIGHUP
+(its terminal went away) instead of reloading.
+
 PostgreSQL refuses to run as root; as root, the servers run as the "postgres" user.
 
 Flags:

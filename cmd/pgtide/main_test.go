@@ -23,8 +23,8 @@ func TestHelp(t *testing.T) {
 		{[]string{"--help"}, 0, []string{"pgtide run -c pgtide.toml", "pgtide local", "pgtide version"}},
 		{nil, 2, []string{"Usage:"}},
 		{[]string{"bogus"}, 2, []string{`unknown command "bogus"`}},
-		{[]string{"run", "--help"}, 0, []string{"-c string", "SIGHUP", "SIGTERM", "shutdown_timeout"}},
-		{[]string{"local", "--help"}, 0, []string{"-listen", "-admin-listen", "-replicas", "-pool-mode", "-pool-size", "postgres"}},
+		{[]string{"run", "--help"}, 0, []string{"-c string", "SIGHUP", "SIGTERM", "shutdown_timeout", "[[endpoint]]", "endpoints: [[endpoint]] tables"}},
+		{[]string{"local", "--help"}, 0, []string{"-listen", "-admin-listen", "-replicas", "-pool-mode", "-pool-size", "postgres", "[[endpoint]] tables", "stops on SIGHUP"}},
 		{[]string{"version"}, 0, []string{"pgtide "}},
 		{[]string{"run", "-c", "/nonexistent/pgtide.toml"}, 1, []string{"/nonexistent/pgtide.toml"}},
 	} {

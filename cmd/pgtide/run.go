@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
@@ -24,7 +25,9 @@ const runUsage = `Usage: pgtide run -c pgtide.toml
 Runs the proxy. Clients connect to its endpoints as to PostgreSQL: [proxy] listen (auto: in
 transaction mode each transaction goes to a replica when it is provably read-only, to the
 writer otherwise), writer_listen (the writer) and reader_listen (the healthy readers within
-max_replica_lag). Every node in [cluster] hosts is health-checked for its role and lag; see
+max_replica_lag); and [[endpoint]] tables, each a listener with its own route (writer,
+reader, auto), readers (nodes, exclude_nodes), pool_mode, max_replica_lag and pool_size
+(README "[[endpoint]]"). Every node in [cluster] hosts is health-checked for its role and lag; see
 the README for every setting, and its "Read/write routing" for the hints
 (/* pgtide:reader */, SET pgtide.route) and read-your-writes. TLS: [tls] towards clients
 (cert_file, key_file, ca_file, client_tls), [cluster] server_tls and server_ca_file towards
@@ -38,9 +41,11 @@ or iam = true in the users file, or the servers' trust.
 Signals:
   SIGHUP           reload the configuration and users file (pool sizes, users, timeouts,
                    limits, hosts and weights, lag bounds, log level, TLS settings and
-                   certificates; and re-read the writer's function catalogs) without
-                   dropping connections; the files (the TLS files too) are also watched
-                   and reloaded when they change
+                   certificates, endpoints: [[endpoint]] tables and the listen shorthands
+                   added, changed or removed; and re-read the writer's function catalogs)
+                   without dropping the connections of the endpoints that stay; the files
+                   (the TLS files too) are also watched and reloaded when they change.
+                   unix_socket_dir, admin.listen, log_format and discovery need a restart
   SIGTERM, SIGINT  stop accepting clients, let running transactions finish (up to
                    [proxy] shutdown_timeout), then exit
 
@@ -104,8 +109,7 @@ func serve(cfg *config.Config, logOut io.Writer, ready func(*proxy.Server), hang
 		return err
 	}
 	srv.BuildVersion = versionString()
-	logger.Info("pgtide listening", "version", versionString(), "listen", cfg.Proxy.Listen,
-		"writer_listen", cfg.Proxy.WriterListen, "reader_listen", cfg.Proxy.ReaderListen,
+	logger.Info("pgtide listening", "version", versionString(), "endpoints", endpointList(cfg, srv),
 		"admin_listen", cfg.Admin.Listen, "pool_mode", cfg.Proxy.PoolMode, "hosts", cfg.Cluster.Hosts,
 		"open_files_limit", checkFileLimit(cfg, logger))
 
@@ -164,4 +168,21 @@ func checkFileLimit(cfg *config.Config, logger *slog.Logger) uint64 {
 			"limit", lim.Cur, "hard_limit", lim.Max, "needed", need)
 	}
 	return lim.Cur
+}
+
+// endpointList names every endpoint of cfg with its route, pool mode and the address srv listens
+// on for it (the port the system chose for ":0"), for the startup line: "auto(auto,transaction)=
+// 127.0.0.1:6432 analytics(reader,session)=127.0.0.1:6440".
+func endpointList(cfg *config.Config, srv *proxy.Server) string {
+	names, addrs := srv.EndpointAddrs()
+	eps := cfg.Endpoints()
+	parts := make([]string, 0, len(names))
+	for i, name := range names {
+		part := name + "=" + addrs[i].String()
+		if i < len(eps) && eps[i].Name == name {
+			part = name + "(" + eps[i].Route + "," + eps[i].PoolMode + ")=" + addrs[i].String()
+		}
+		parts = append(parts, part)
+	}
+	return strings.Join(parts, " ")
 }

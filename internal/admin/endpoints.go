@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"slices"
 	"strings"
 
 	"pgtide/internal/cluster"
@@ -29,6 +30,10 @@ type EndpointStatus struct {
 	Servers  int64 `json:"servers"`
 	PoolSize int   `json:"pool_size"`
 	Waiting  int64 `json:"waiting"`
+	// MaxReplicaLag (seconds) and FallbackToWriter are its lag bound and reader fallback in
+	// force (an auto endpoint's reads always fall back).
+	MaxReplicaLag    float64 `json:"max_replica_lag"`
+	FallbackToWriter bool    `json:"reader_fallback_to_writer"`
 	// Picked counts the router's picks of a node for its clients' work since start.
 	Picked int64 `json:"picked"`
 }
@@ -41,7 +46,8 @@ func readEndpoints(src Source) []EndpointStatus {
 		held, waiting := ep.Leases()
 		out = append(out, EndpointStatus{Name: ep.Name(), Listen: e.Listen, Route: e.Route, PoolMode: e.PoolMode,
 			Nodes: nonNil(e.Nodes), ExcludeNodes: nonNil(e.ExcludeNodes), Readers: addrs(rt.EndpointReaders(ep)),
-			Servers: held, PoolSize: e.PoolSize, Waiting: waiting, Picked: ep.Picked()})
+			Servers: held, PoolSize: e.PoolSize, Waiting: waiting, MaxReplicaLag: e.MaxReplicaLag.Seconds(),
+			FallbackToWriter: e.FallbackToWriter(), Picked: ep.Picked()})
 	}
 	return out
 }
@@ -61,23 +67,51 @@ func addrs(nodes []*cluster.Node) []string {
 	return out
 }
 
-// readersOf maps each node's address to the endpoints that may read from it now, comma-joined
-// in the configuration's order, for SHOW NODES.
-func readersOf(rt *router.Router) map[string]string {
+// readersOf maps each node's address to the endpoints that may read from it now, each by its
+// own filter and lag bound, in the configuration's order, for SHOW NODES and the status page.
+func readersOf(rt *router.Router) map[string][]string {
 	m := map[string][]string{}
 	for _, ep := range rt.Endpoints() {
-		if ep.Route() == router.Writer {
-			continue
-		}
-		for _, n := range rt.EndpointReaders(ep) {
+		for _, n := range rt.EndpointReadable(ep) {
 			m[n.Addr()] = append(m[n.Addr()], ep.Name())
 		}
 	}
-	out := make(map[string]string, len(m))
-	for a, names := range m {
-		out[a] = strings.Join(names, ",")
+	return m
+}
+
+// poolModes returns the pool modes of the endpoints whose clients may use the pools of each node
+// now, comma-joined ("session,transaction" where both): a pool is shared by every endpoint that
+// uses its node, and a client keeps the mode of its endpoint. The writer's pools serve every
+// endpoint (writes, fallbacks); a reader's those whose filter admits it. all is every endpoint's
+// modes, for a node no endpoint uses now and for SHOW DATABASES.
+func poolModes(rt *router.Router, nodes []*cluster.Node) (byNode map[string]string, all string) {
+	eps := rt.Endpoints()
+	join := func(eps []*router.Endpoint) string {
+		var modes []string
+		for _, ep := range eps {
+			modes = append(modes, ep.Config().PoolMode)
+		}
+		slices.Sort(modes)
+		return strings.Join(slices.Compact(modes), ",")
 	}
-	return out
+	all = join(eps)
+	byNode = map[string]string{}
+	for _, n := range nodes {
+		if n.Role() == cluster.RoleWriter {
+			byNode[n.Addr()] = all
+			continue
+		}
+		var users []*router.Endpoint
+		for _, ep := range eps {
+			if slices.Contains(rt.EndpointReaders(ep), n) {
+				users = append(users, ep)
+			}
+		}
+		if len(users) > 0 {
+			byNode[n.Addr()] = join(users)
+		}
+	}
+	return byNode, all
 }
 
 // showEndpoints lists the endpoints (pgtide's own; PgBouncer has one listener): their settings in

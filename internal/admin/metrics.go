@@ -76,10 +76,10 @@ var (
 	descPoolSent    = desc("pgtide_pool_sent_bytes_total", "Bytes pgtide sent to the pool's servers.", "node", "database", "user")
 
 	descClients      = desc("pgtide_client_connections", "Client connections, by endpoint and state (login, active, waiting, idle).", "endpoint", "state")
-	descEPServers    = desc("pgtide_endpoint_server_connections", "Server connections the endpoint's clients hold now, over every node and pool (what its pool_size caps).", "endpoint")
+	descEPServers    = desc("pgtide_endpoint_server_connections", "Server connections the endpoint's clients hold now, over every node and pool (its pool_size caps these plus its clients waiting for a pool).", "endpoint")
 	descEPPoolSize   = desc("pgtide_endpoint_pool_size", "The endpoint's pool_size: the most server connections its clients may hold at once (0: no cap beyond the pools').", "endpoint")
 	descEPWaiting    = desc("pgtide_endpoint_clients_waiting", "The endpoint's clients waiting for a server connection under its pool_size.", "endpoint")
-	descEPReaders    = desc("pgtide_endpoint_readers", "Up readers the endpoint's nodes and exclude_nodes leave it now (lag aside).", "endpoint")
+	descEPReaders    = desc("pgtide_endpoint_readers", "Up readers the endpoint's nodes and exclude_nodes leave it now (lag aside); 0 for a writer endpoint, which uses none.", "endpoint")
 	descEPPicked     = desc("pgtide_endpoint_picked_total", "Times the router picked a node for the endpoint's clients' work.", "endpoint")
 	descClientErrors = desc("pgtide_client_errors_total", "ErrorResponses sent to clients (the servers' and pgtide's own), by SQLSTATE class (\"\" when malformed).", "class")
 	descWaitWriter   = desc("pgtide_failover_waiting_clients", "Clients waiting for a writer (during a failover).")

@@ -5,8 +5,10 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
+	"pgtide/internal/cluster"
 	"pgtide/internal/pool"
 	"pgtide/internal/session"
 )
@@ -38,11 +40,12 @@ func (c *Console) showPools([]string) error {
 	r := newResult(textCol("database"), textCol("user"), textCol("node"), intCol("cl_active"), intCol("cl_waiting"),
 		intCol("sv_active"), intCol("sv_idle"), intCol("sv_used"), intCol("sv_being_canceled"),
 		intCol("maxwait"), intCol("maxwait_us"), textCol("pool_mode"))
+	modes, allModes := poolModes(c.src.Router(), c.src.Cluster().Nodes())
 	for _, st := range stats {
 		k := st.Key
 		u := min(used[k], st.Idle) // two snapshots
 		r.row(k.Database, k.User, k.Node, active[k], st.Waiting, st.Total-st.Idle-st.Parked, st.Idle-u, u, st.Parked,
-			int64(st.MaxWait/time.Second), int64(st.MaxWait%time.Second/time.Microsecond), cfg.Proxy.PoolMode)
+			int64(st.MaxWait/time.Second), int64(st.MaxWait%time.Second/time.Microsecond), cmp.Or(modes[k.Node], allModes))
 	}
 	c.send(r, "SHOW")
 	return nil
@@ -195,9 +198,10 @@ func (c *Console) showDatabases([]string) error {
 	r := newResult(textCol("name"), textCol("database"), intCol("pool_size"), intCol("min_pool_size"),
 		intCol("server_lifetime"), textCol("pool_mode"), intCol("current_connections"),
 		intCol("current_client_connections"), intCol("paused"))
+	_, allModes := poolModes(c.src.Router(), nil)
 	for _, db := range names {
 		r.row(db, db, cfg.Cluster.PoolSize, cfg.Cluster.MinIdle, int64(cfg.Cluster.ServerLifetime.Seconds()),
-			cfg.Proxy.PoolMode, servers[db], clients[db], all || slices.Contains(paused, db))
+			allModes, servers[db], clients[db], all || slices.Contains(paused, db))
 	}
 	c.send(r, "SHOW")
 	return nil
@@ -205,6 +209,9 @@ func (c *Console) showDatabases([]string) error {
 
 // showNodes lists the nodes as the health checks and the router see them (pgtide's own);
 // endpoints names the endpoints that may read from the node now (see readersOf).
+//
+// role is as the metrics have it (nodeRole): a node that is down plays none, "unknown", and
+// last_role says what it was.
 func (c *Console) showNodes([]string) error {
 	pools := c.src.Pools()
 	servers := nodeServers(pools.Stats())
@@ -213,7 +220,7 @@ func (c *Console) showNodes([]string) error {
 	r := newResult(textCol("node"), textCol("role"), intCol("up"), floatCol("lag_seconds"), intCol("lag_bytes"),
 		intCol("lagging"), intCol("sv_active"), intCol("sv_idle"), intCol("budget"), intCol("max_connections"),
 		intCol("reserved_connections"), intCol("backends"), intCol("outstanding"), intCol("picked"), intCol("weight"),
-		textCol("last_check"), textCol("instance_id"), textCol("endpoints"))
+		textCol("last_check"), textCol("instance_id"), textCol("endpoints"), textCol("last_role"))
 	for _, n := range c.src.Cluster().Nodes() {
 		addr := n.Addr()
 		var lagBytes, maxConns, reserved, backends any // NULL until known
@@ -223,9 +230,10 @@ func (c *Console) showNodes([]string) error {
 		if m, res, ok := n.Ceiling(); ok {
 			maxConns, reserved, backends = m, res, n.Backends()
 		}
-		r.row(addr, n.Role().String(), n.Up(), n.Lag().Seconds(), lagBytes, rt.Lagging(n), servers[addr].active, servers[addr].idle,
+		role, last := nodeRole(n)
+		r.row(addr, role, n.Up(), n.Lag().Seconds(), lagBytes, rt.Lagging(n), servers[addr].active, servers[addr].idle,
 			pools.NodeCap(addr), maxConns, reserved, backends, rt.Outstanding(n), rt.Picked(n), n.Weight(), n.LastCheck(),
-			n.InstanceID(), endpoints[addr])
+			n.InstanceID(), strings.Join(endpoints[addr], ","), last)
 	}
 	c.send(r, "SHOW")
 	return nil
@@ -263,4 +271,17 @@ func splitAddr(addr string) (host string, port any) {
 		return h, n
 	}
 	return h, nil
+}
+
+// nodeRole returns n's role as SHOW NODES, the status page and the metrics show it: "unknown"
+// while it is down (its last role is history: after a failover the stopped old primary is no
+// writer), with last, the role it last had ("" when it is up or was never checked).
+func nodeRole(n *cluster.Node) (role, last string) {
+	if n.Up() {
+		return n.Role().String(), ""
+	}
+	if r := n.Role(); r != cluster.RoleUnknown {
+		last = r.String()
+	}
+	return cluster.RoleUnknown.String(), last
 }

@@ -43,10 +43,14 @@ type Status struct {
 // NodeStatus is one node in Status, in the order of the configured hosts.
 type NodeStatus struct {
 	Addr string `json:"addr"`
-	// Role is "writer", "reader" or "unknown" (never checked); a node that went down keeps the
-	// role it last had.
-	Role string `json:"role"`
-	Up   bool   `json:"up"`
+	// Role is "writer", "reader" or "unknown" (never checked, or down, as the metrics have it);
+	// LastRole is the role a node that is down last had ("" otherwise).
+	Role     string `json:"role"`
+	LastRole string `json:"last_role"`
+	Up       bool   `json:"up"`
+	// Endpoints are the endpoints that may read from the node now, each by its own filter and
+	// lag bound.
+	Endpoints []string `json:"endpoints"`
 	// LagSeconds and LagBytes are the replica's replay lag at its last check (0 on the writer);
 	// LagBytes is null while unknown.
 	LagSeconds float64 `json:"lag_seconds"`
@@ -166,10 +170,12 @@ func readNodes(src Source, stats []pool.Stats) []NodeStatus {
 	rt, pools := src.Router(), src.Pools()
 	nodes := src.Cluster().Nodes()
 	out := make([]NodeStatus, 0, len(nodes))
+	readers := readersOf(rt)
 	for _, n := range nodes {
 		addr := n.Addr()
 		maxConns, reserved, _ := n.Ceiling()
-		ns := NodeStatus{Addr: addr, Role: n.Role().String(), Up: n.Up(), LagSeconds: n.Lag().Seconds(),
+		role, last := nodeRole(n)
+		ns := NodeStatus{Addr: addr, Role: role, LastRole: last, Up: n.Up(), Endpoints: nonNil(readers[addr]), LagSeconds: n.Lag().Seconds(),
 			Lagging: rt.Lagging(n), Active: servers[addr].active, Idle: servers[addr].idle, Waiting: servers[addr].waiting,
 			Budget: pools.NodeCap(addr), MaxConnections: maxConns, Reserved: reserved, Backends: n.Backends(),
 			Outstanding: rt.Outstanding(n), Picked: rt.Picked(n), Weight: n.Weight()}

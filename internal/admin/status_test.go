@@ -105,3 +105,21 @@ func TestStatusJSONShared(t *testing.T) {
 		t.Error("a request after statusMaxAge got the old snapshot")
 	}
 }
+
+// TestNodeRole: a node that is down plays no role, as the metrics have it; its last role is kept
+// apart (SHOW NODES last_role, /status.json last_role).
+func TestNodeRole(t *testing.T) {
+	for _, tc := range []struct {
+		s          cluster.NodeStateForTest
+		role, last string
+	}{
+		{cluster.NodeStateForTest{Up: true, Role: cluster.RoleWriter}, "writer", ""},
+		{cluster.NodeStateForTest{Up: false, Role: cluster.RoleWriter}, "unknown", "writer"}, // the stopped old primary
+		{cluster.NodeStateForTest{Up: false, Role: cluster.RoleReader}, "unknown", "reader"},
+		{cluster.NodeStateForTest{Up: false, Role: cluster.RoleUnknown}, "unknown", ""},
+	} {
+		if role, last := nodeRole(cluster.NewNodeForTest("n:1", tc.s)); role != tc.role || last != tc.last {
+			t.Errorf("%+v: %q, %q; want %q, %q", tc.s, role, last, tc.role, tc.last)
+		}
+	}
+}

@@ -325,6 +325,11 @@ func (c *Cluster) WaitChecked(ctx context.Context) error {
 	}
 }
 
+// AllChecked reports whether every current node has been checked at least once (and, with
+// discovery, the first round has run): what the nodes are, their roles and Aurora instance ids,
+// is then as known as it will be.
+func (c *Cluster) AllChecked() bool { return c.allChecked() }
+
 func (c *Cluster) allChecked() bool {
 	if c.config().Discovery != DiscoveryStatic && !c.discovered.Load() {
 		return false

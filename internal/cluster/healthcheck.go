@@ -33,7 +33,7 @@ type checker struct {
 	// timeLag).
 	behind bool
 	// lagRef is the writer's sample the replica's lag was last measured from (see replayLag).
-	lagRef lsnSample
+	lagRef lagRef
 
 	// Logged once per episode:
 	seen      target // the last connection's target, to log when it changes
@@ -108,7 +108,14 @@ func (k *checker) check(ctx context.Context) {
 		next = next.withUp(true).withRole(role)
 		lag := k.timeLag(h.lag)
 		if role == RoleReader && !k.target.aurora { // Aurora measures its readers' lag itself
-			lag = max(lag, k.c.replayLag(started, h.lsn, &k.lagRef))
+			// The writer's samples, where they reach the replica's position, say how long
+			// ago the writer was there; the replica's own figure (the age of its last replayed
+			// commit) only when they do not, as a figure that may overstate.
+			if l, exact := k.c.replayLag(started, h.lsn, &k.lagRef); exact {
+				lag = l
+			} else {
+				lag = max(lag, l)
+			}
 		}
 		k.n.lag.Store(int64(lag))
 		k.n.replayLSN.Store(h.lsn)

@@ -38,7 +38,9 @@ import (
 // whose WAL stops arriving (a stalled walreceiver) has replayed all it
 // received and reports no lag in time either; the bytes lag, the writer's
 // position minus the replay position, shows it, and so does the time lag
-// pgtide derives from the writer's sampled positions (Cluster.replayLag). After a restart a replica
+// pgtide derives from the writer's sampled positions (Cluster.replayLag), which replaces this
+// figure wherever the samples reach the replica's position: after a quiet period on the writer
+// the age of the last replayed transaction counts the quiet period too. After a restart a replica
 // may have replayed past what its walreceiver has received so far (WAL from
 // its own pg_wal, or nothing streamed yet): that is no lag either, hence <=.
 // pg_last_wal_receive_lsn()

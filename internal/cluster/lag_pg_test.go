@@ -1,10 +1,13 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Lag on PostgreSQL: none in time or bytes on an idle cluster, although the
@@ -194,6 +197,91 @@ func TestStalledReplicaLag(t *testing.T) {
 	waitFor(t, 60*time.Second, "the replica caught up", func() error {
 		if r.Lag() != 0 {
 			return fmt.Errorf("lag %v", r.Lag())
+		}
+		return nil
+	})
+}
+
+// After a quiet period on the writer, a replica whose replay is paused as writes begin lags by
+// the time since they began — how long ago the writer was at its position — not by the time
+// since the last transaction it replayed, which is the quiet period longer.
+func TestLagAfterQuietPeriod(t *testing.T) {
+	checkNoLeaks(t)
+	pc := sharedCluster(t)
+	pg := pc.Nodes()
+	primary, paused := pg[0], pg[1]
+	t.Cleanup(func() {
+		execSQL(t, paused, "SELECT pg_wal_replay_resume()")
+		execSQL(t, primary, "DROP TABLE IF EXISTS quiet_test")
+	})
+	execSQL(t, primary, "CREATE TABLE quiet_test (id int)") // the last commit before the quiet period
+	syncReplicas(t, pc)
+	tc := runCluster(t, Config{
+		Hosts:               hostsOf(pg),
+		HealthCheckInterval: 100 * time.Millisecond,
+		HealthCheckTimeout:  5 * time.Second,
+	})
+	tc.waitChecked(t)
+	r := tc.node(paused.Addr())
+	waitFor(t, 30*time.Second, "the replica without lag", func() error {
+		if r.Lag() != 0 || r.LagBytes() != 0 || r.Role() != RoleReader {
+			return fmt.Errorf("lag %v, %d bytes, role %v", r.Lag(), r.LagBytes(), r.Role())
+		}
+		return nil
+	})
+	// The quiet period: no writes, and no lag all along.
+	const quiet = 10 * time.Second
+	tick := time.NewTicker(50 * time.Millisecond)
+	for end := time.Now().Add(quiet); time.Now().Before(end); <-tick.C {
+		if r.Lag() != 0 {
+			t.Fatalf("quiet writer: replica lag %v", r.Lag())
+		}
+	}
+	tick.Stop()
+
+	pausing := time.Now()
+	execSQL(t, paused, "SELECT pg_wal_replay_pause()")
+	waitFor(t, 30*time.Second, "replay paused", func() error {
+		if s := queryValue(t, paused, "SELECT pg_get_wal_replay_pause_state()"); s != "paused" {
+			return fmt.Errorf("pause state %q", s)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	conn, err := pgx.Connect(ctx, primary.ConnString("postgres", "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { // writes, from now on, ten a second
+		defer close(done)
+		defer conn.Close(context.Background())
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			if _, err := conn.Exec(ctx, "INSERT INTO quiet_test VALUES ($1)", i); err != nil {
+				if ctx.Err() == nil {
+					t.Errorf("write: %v", err)
+				}
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	defer func() { cancel(); <-done }()
+	// The lag grows with the writes; it never counts the quiet period. The bound leaves a second
+	// for WAL the writer flushed just before the pause took hold (whose replay the pause cut off).
+	waitFor(t, 60*time.Second, "the paused replica's lag past 3s, tracking the writes", func() error {
+		lag, since := r.Lag(), time.Since(pausing)
+		if lag > since+time.Second {
+			t.Fatalf("lag %v, %v after replay was paused at the end of a %v quiet period: it counts the quiet period", lag, since, quiet)
+		}
+		if lag < 3*time.Second {
+			return fmt.Errorf("lag %v", lag)
 		}
 		return nil
 	})

@@ -345,3 +345,50 @@ func TestLagBytes(t *testing.T) {
 		}
 	}
 }
+
+// replayLag driven directly: a writer idle at position 100 for a minute (samples each second),
+// then writing; a replica stuck at 100 lags by the time since the writer moved past it, not by
+// the idle minute, and the figure is exact; one behind every sample gets a lower bound.
+func TestReplayLag(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	c := New(Config{Hosts: []Host{{Addr: "w:1"}, {Addr: "r:1"}}, Now: clock.Now}, nil)
+	w := c.Nodes()[0]
+	prev := w.loadState()
+	c.setState(w, prev, prev.withUp(true).withRole(RoleWriter)|stateChecked, nil)
+	check := func(lsn uint64) {
+		c.recordWriterLSN(w, clock.Now(), lsn)
+		clock.advance(time.Second)
+	}
+	var ref lagRef
+	lag := func(replay uint64) (time.Duration, bool) { return c.replayLag(clock.Now(), replay, &ref) }
+	if l, exact := lag(100); l != 0 || exact {
+		t.Errorf("no samples: %v, %v; want 0, not exact", l, exact)
+	}
+	for range 60 {
+		check(100) // idle
+	}
+	if l, exact := lag(100); l != 0 || !exact {
+		t.Errorf("caught up after the idle minute: %v, %v; want 0, exact", l, exact)
+	}
+	wrote := clock.Now()
+	for i := range 8 {
+		check(200 + uint64(i)) // writes, each check taking a second
+	}
+	l, exact := lag(100)
+	if want := clock.Now().Sub(wrote); l != want || !exact {
+		t.Errorf("stuck at the idle position: %v, %v; want %v (since the writes began), exact", l, exact, want)
+	}
+	for range 30 {
+		check(300) // past the ring's reach: the remembered sample keeps the whole lag
+	}
+	if l, exact := lag(100); l != clock.Now().Sub(wrote) || !exact {
+		t.Errorf("stuck past the samples' reach: %v, %v", l, exact)
+	}
+	if l, exact := lag(300); l != 0 || !exact {
+		t.Errorf("caught up: %v, %v", l, exact)
+	}
+	ref = lagRef{}
+	if l, exact := lag(150); l != 16*time.Second || exact {
+		t.Errorf("behind every sample, nothing remembered: %v, %v; want the oldest sample's age, not exact", l, exact)
+	}
+}

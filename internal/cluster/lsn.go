@@ -145,38 +145,52 @@ func (c *Cluster) WriterLSNAfter(t time.Time) (lsn uint64, ok bool) {
 	return 0, false
 }
 
-// replayLag returns a lower bound of how far behind the writer a replica whose check started at
-// started had replayed (up to replay): the time since the writer had WAL the replica had not
-// replayed yet. The writer's samples say when it had which position (flushed, so sendable); the
-// oldest one past replay, taken before the replica's check started, is WAL the replica lacked
-// for at least started minus that sample's end. It catches what the replica's own figure cannot:
-// a replica that receives nothing (a stalled or cut-off walreceiver, one still following a dead
-// primary after a failover) has replayed all it received and would report no lag. ref is the
-// caller's memory of the sample it measured from last time, kept while the replica has not
-// replayed past it, so a replica stuck for longer than the samples reach shows its whole lag.
-// It returns 0 when the samples say nothing (no writer known, no position).
-func (c *Cluster) replayLag(started time.Time, replay uint64, ref *lsnSample) time.Duration {
+// replayLag returns how far behind the writer a replica whose check started at started had
+// replayed (up to replay): how long ago the writer was at that position, as monitoring on
+// PostgreSQL measures replay lag on the primary (pg_stat_replication.replay_lag), here from the
+// writer's samples, which say when it had which position (flushed, so sendable). The oldest
+// sample past replay taken before the replica's check started is WAL the replica lacked from
+// that sample's end on; the figure is started minus that end. It catches what the replica's own
+// figure cannot: a replica that receives nothing (a stalled or cut-off walreceiver, one still
+// following a dead primary after a failover) has replayed all it received and would report no
+// lag. And it is not the time since the last replayed commit, which after a quiet period on the
+// writer is the quiet period plus the real delay. ref is the caller's memory of the sample it
+// measured from last time, kept while the replica has not replayed past it, so a replica stuck
+// for longer than the samples reach shows its whole lag.
+//
+// exact reports whether the samples settle it: the replica has replayed all the writer had
+// flushed (0), or a sample at or before replay precedes the one past it, so the writer passed
+// replay within the samples' reach. Otherwise (no samples, or every sample already past replay:
+// pgtide started, or a new writer appeared, while the replica was behind) the figure is a lower
+// bound, and the caller takes the larger of it and the replica's own.
+func (c *Cluster) replayLag(started time.Time, replay uint64, ref *lagRef) (lag time.Duration, exact bool) {
 	if replay == 0 {
-		*ref = lsnSample{}
-		return 0
+		*ref = lagRef{}
+		return 0, false
 	}
 	if ref.lsn != 0 && replay < ref.lsn {
-		return max(0, started.Sub(ref.ended))
+		return max(0, started.Sub(ref.ended)), ref.exact
 	}
-	*ref = lsnSample{}
+	*ref = lagRef{}
 	r := c.currentWriterLSNs()
 	if r == nil {
-		return 0
+		return 0, false
 	}
 	for i := range r.n {
 		s := r.at(i)
 		if s.ended.After(started) {
-			break
+			return 0, i > 0
 		}
 		if s.lsn > replay {
-			*ref = s
-			return max(0, started.Sub(s.ended))
+			*ref = lagRef{lsnSample: s, exact: i > 0}
+			return max(0, started.Sub(s.ended)), ref.exact
 		}
 	}
-	return 0
+	return 0, true
+}
+
+// lagRef is the writer's sample a replica's lag is measured from (see replayLag).
+type lagRef struct {
+	lsnSample
+	exact bool // a sample at or before the replica's position preceded it
 }

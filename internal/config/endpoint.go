@@ -46,7 +46,7 @@ type Endpoint struct {
 	MaxReplicaLag Duration `toml:"max_replica_lag"`
 	// ReaderFallbackToWriter sends the endpoint's reader work to the writer when none of its
 	// readers can take it; unset takes [proxy] reader_fallback_to_writer. Reads of an auto
-	// endpoint always fall back.
+	// endpoint always fall back: Config.Endpoints gives it true.
 	ReaderFallbackToWriter *bool `toml:"reader_fallback_to_writer"`
 	// PoolSize caps the server connections the endpoint's clients hold at once, over every node
 	// and pool; further clients wait as for a full pool (query_wait_timeout). 0: no cap beyond
@@ -89,8 +89,9 @@ func (c *Config) Endpoints() []Endpoint {
 		if e.MaxReplicaLag.Duration == 0 {
 			e.MaxReplicaLag = p.MaxReplicaLag
 		}
-		if e.ReaderFallbackToWriter == nil {
-			fallback := p.ReaderFallbackToWriter
+		if e.ReaderFallbackToWriter == nil || e.Route == RouteAuto {
+			// An auto endpoint's reads always fall back (endpointWarnings): what it does.
+			fallback := p.ReaderFallbackToWriter || e.Route == RouteAuto
 			e.ReaderFallbackToWriter = &fallback
 		}
 	}
@@ -114,6 +115,53 @@ func MatchNode(pattern, addr, id string) bool {
 // isInstanceID reports whether a nodes entry names Aurora instances rather than host:port (it
 // has no port).
 func isInstanceID(pattern string) bool { return !strings.Contains(pattern, ":") }
+
+// mayHaveInstanceIDs reports whether c's nodes can have Aurora instance ids for nodes entries to
+// match. A health check finds a node's id only on Aurora (cluster.detect): always with aurora
+// discovery, and with static or DNS discovery when the servers answer as Aurora, which pgtide
+// takes c to expect when it names an RDS host or sets aurora_template (which also tells the
+// health checks the ids). On plain PostgreSQL no node ever has one, so an entry without a port
+// would silently match nothing: most likely a port forgotten.
+func (c *Config) mayHaveInstanceIDs() bool {
+	cl := &c.Cluster
+	if cl.Discovery == DiscoveryAurora || cl.AuroraTemplate != "" || isRDSHost(cl.DNSName) {
+		return true
+	}
+	return slices.ContainsFunc(cl.Hosts, isRDSHost)
+}
+
+// isRDSHost reports whether hostport names a host in Amazon RDS's domains.
+func isRDSHost(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	return strings.HasSuffix(host, ".rds.amazonaws.com") || strings.HasSuffix(host, ".rds.amazonaws.com.cn")
+}
+
+// portlessEntry says what is wrong with a nodes entry p that has no port, when it cannot be an
+// Aurora instance id (an IP address, a host of cluster.hosts, a bare port number) or c's nodes
+// cannot have ids (mayHaveInstanceIDs); "" when p may name Aurora instances.
+func (c *Config) portlessEntry(p string) string {
+	hostOf := func(h string) string { host, _, _ := net.SplitHostPort(h); return host }
+	switch {
+	case net.ParseIP(strings.Trim(p, "[]")) != nil || strings.EqualFold(p, "localhost") ||
+		slices.ContainsFunc(c.Cluster.Hosts, func(h string) bool { return hostOf(h) == p }):
+		return fmt.Sprintf("%q has no port: entries are host:port (such as %q), or Aurora instance ids", p, net.JoinHostPort(strings.Trim(p, "[]"), "5432"))
+	case isPortNumber(p):
+		return fmt.Sprintf("%q has no host: entries are host:port (such as %q), or Aurora instance ids", p, net.JoinHostPort("127.0.0.1", p))
+	case !c.mayHaveInstanceIDs():
+		return fmt.Sprintf("%q has no port, so it names Aurora instance ids, which nodes have only on Aurora: "+
+			"write host:port (such as %q); if the cluster is Aurora, set cluster.aurora_template or discovery = \"aurora\"", p, p+":5432")
+	}
+	return ""
+}
+
+func isPortNumber(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n > 0 && n <= 65535
+}
 
 // validateEndpoints checks the endpoints together: names unique, listen addresses that do not
 // collide with each other or admin.listen, routes, node entries, per-endpoint settings.
@@ -198,6 +246,9 @@ func (c *Config) validateEndpoints(add func(string, ...any)) {
 // topology, host:port entries that match a host and a filter that leaves the endpoint a node.
 func (c *Config) validateNodeEntries(add func(string, ...any), w string, e *Endpoint) {
 	static := c.Cluster.Discovery == ""
+	if e.Nodes != nil && len(e.Nodes) == 0 {
+		add("%s: nodes = [] leaves the endpoint no reader: leave nodes out for all of them", w)
+	}
 	for _, l := range []struct {
 		key     string
 		entries []string
@@ -210,6 +261,12 @@ func (c *Config) validateNodeEntries(add func(string, ...any), w string, e *Endp
 			if _, err := path.Match(p, ""); err != nil {
 				add("%s: %s: %q is not a valid glob: %v", w, l.key, p, err)
 				continue
+			}
+			if isInstanceID(p) {
+				if msg := c.portlessEntry(p); msg != "" {
+					add("%s: %s: %s", w, l.key, msg)
+					continue
+				}
 			}
 			if static && !isInstanceID(p) && !slices.ContainsFunc(c.Cluster.Hosts, func(h string) bool { return MatchNode(p, h, "") }) {
 				add("%s: %s: %q matches none of cluster.hosts", w, l.key, p)
@@ -229,16 +286,27 @@ func (c *Config) validateNodeEntries(add func(string, ...any), w string, e *Endp
 	}
 }
 
-// endpointWarnings are the endpoints' settings that are valid but probably not meant.
+// endpointWarnings are the endpoints' settings that are valid but have no effect, so were
+// probably meant otherwise.
 func (c *Config) endpointWarnings() []string {
 	var out []string
-	if c.Cluster.Discovery == DiscoveryAurora {
-		return nil
-	}
 	for _, e := range c.Endpoint {
-		for _, p := range slices.Concat(e.Nodes, e.ExcludeNodes) {
-			if isInstanceID(p) {
-				out = append(out, fmt.Sprintf("endpoint %q: %q has no port, so it names Aurora instance ids: it matches only nodes whose health check finds one (Aurora)", e.Name, p))
+		switch e.Route {
+		case RouteAuto:
+			if e.ReaderFallbackToWriter != nil && !*e.ReaderFallbackToWriter {
+				out = append(out, fmt.Sprintf("endpoint %q: reader_fallback_to_writer = false has no effect on route = \"auto\": "+
+					"its reads always go to the writer when none of its readers can take them (route = \"reader\" refuses them instead)", e.Name))
+			}
+		case RouteWriter:
+			var set []string
+			if e.MaxReplicaLag.Duration != 0 {
+				set = append(set, "max_replica_lag")
+			}
+			if e.ReaderFallbackToWriter != nil {
+				set = append(set, "reader_fallback_to_writer")
+			}
+			if len(set) > 0 {
+				out = append(out, fmt.Sprintf("endpoint %q: %s has no effect on route = \"writer\": it uses no readers", e.Name, strings.Join(set, " and ")))
 			}
 		}
 	}
@@ -277,16 +345,37 @@ func parseListen(s string) (listenAddr, error) {
 	case "*", "0.0.0.0", "::":
 		host = ""
 	}
+	if ip := net.ParseIP(host); ip != nil {
+		host = ip.String() // one spelling per address
+	}
 	return listenAddr{host: host, port: port}, nil
 }
 
 // collides reports whether a and b cannot both listen: the same socket path, or the same TCP
-// port (other than 0, a port of the system's choosing) on the same host or on every address.
+// port (other than 0, a port of the system's choosing) on the same host, on every address, or on
+// "localhost" and a loopback address (which it resolves to; other names are not resolved).
 func (a listenAddr) collides(b listenAddr) bool {
 	if a.unix || b.unix {
 		return a.unix && b.unix && a.path == b.path
 	}
-	return a.port == b.port && a.port != "0" && (a.host == b.host || a.host == "" || b.host == "")
+	if a.port != b.port || a.port == "0" {
+		return false
+	}
+	return a.host == b.host || a.host == "" || b.host == "" || a.isLoopback() && b.isLoopback() && (a.isLocalhost() || b.isLocalhost())
+}
+
+// isLocalhost reports whether a's host is the name "localhost".
+func (a listenAddr) isLocalhost() bool {
+	return strings.EqualFold(strings.TrimSuffix(a.host, "."), "localhost")
+}
+
+// isLoopback reports whether a's host is "localhost" or a loopback address.
+func (a listenAddr) isLoopback() bool {
+	if a.isLocalhost() {
+		return true
+	}
+	ip := net.ParseIP(a.host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (a listenAddr) String() string {

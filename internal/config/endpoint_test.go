@@ -134,7 +134,32 @@ func TestValidateEndpoints(t *testing.T) {
 		{"host globs", with(reader("r", "127.0.0.1:6440", []string{"db-*:5432"}, []string{"db-1:*"})), ""},
 		{"instance-id globs", aurora(reader("analytics", "127.0.0.1:6440", []string{"analytics-*"}, nil),
 			reader("app", "127.0.0.1:6441", nil, []string{"analytics-*"})), ""},
-		{"instance ids without discovery (Aurora found by the health checks)", with(reader("a", "127.0.0.1:6440", []string{"analytics-1"}, nil)), ""},
+		{"instance ids with static RDS hosts (Aurora found by the health checks)", func(c *Config) {
+			with(reader("a", "127.0.0.1:6440", []string{"analytics-1"}, nil))(c)
+			c.Cluster.Hosts = []string{"app-1.abc.us-east-1.rds.amazonaws.com:5432", "analytics-1.abc.us-east-1.rds.amazonaws.com:5432"}
+		}, ""},
+		{"instance ids with aurora_template and static hosts", func(c *Config) {
+			with(reader("a", "127.0.0.1:6440", []string{"analytics-1"}, nil))(c)
+			c.Cluster.AuroraTemplate = "{id}.internal:5432"
+		}, ""},
+		{"instance ids on plain PostgreSQL", with(reader("a", "127.0.0.1:6440", []string{"analytics-1"}, nil)),
+			`endpoint "a": nodes: "analytics-1" has no port, so it names Aurora instance ids, which nodes have only on Aurora: write host:port (such as "analytics-1:5432")`},
+		{"a port without its host", with(reader("a", "127.0.0.1:6440", nil, []string{"44087"})),
+			`endpoint "a": exclude_nodes: "44087" has no host: entries are host:port (such as "127.0.0.1:44087")`},
+		{"an IP address without its port", with(reader("a", "127.0.0.1:6440", []string{"127.0.0.1"}, nil)),
+			`endpoint "a": nodes: "127.0.0.1" has no port: entries are host:port (such as "127.0.0.1:5432")`},
+		{"an IP address without its port, on Aurora", aurora(reader("a", "127.0.0.1:6440", []string{"10.0.1.7"}, nil)),
+			`"10.0.1.7" has no port`},
+		{"a host of cluster.hosts without its port", with(reader("a", "127.0.0.1:6440", []string{"db-3"}, nil)),
+			`endpoint "a": nodes: "db-3" has no port: entries are host:port (such as "db-3:5432")`},
+		{"localhost without its port", with(reader("a", "127.0.0.1:6440", []string{"localhost"}, nil)), `"localhost" has no port`},
+		{"nodes = []", with(reader("a", "127.0.0.1:6440", []string{}, nil)), `endpoint "a": nodes = [] leaves the endpoint no reader: leave nodes out`},
+		{"localhost beside 127.0.0.1", with(ep("a", "localhost:6440", RouteAuto), ep("b", "127.0.0.1:6440", RouteReader)),
+			`endpoint "a" and endpoint "b" listen on the same address (127.0.0.1:6440)`},
+		{"localhost beside ::1", with(ep("a", "[::1]:6440", RouteAuto), ep("b", "LOCALHOST:6440", RouteReader)), `listen on the same address`},
+		{"two spellings of one IPv6 address", with(ep("a", "[::1]:6440", RouteAuto), ep("b", "[0:0::1]:6440", RouteReader)), `listen on the same address`},
+		{"127.0.0.1 beside ::1", with(ep("a", "[::1]:6440", RouteAuto), ep("b", "127.0.0.1:6440", RouteReader)), ""},
+		{"localhost beside another address", with(ep("a", "localhost:6440", RouteAuto), ep("b", "10.0.0.1:6440", RouteReader)), ""},
 		{"port 0 twice", func(c *Config) {
 			with(ep("a", "127.0.0.1:0", RouteAuto), ep("b", "127.0.0.1:0", RouteReader))(c)
 			c.Proxy.Listen = "127.0.0.1:0"
@@ -198,16 +223,59 @@ func TestValidateEndpoints(t *testing.T) {
 	checkValidate(t, cases)
 }
 
-// An instance id without Aurora discovery is allowed but warned about.
+// Settings that have no effect where they are written are warned about.
 func TestEndpointWarnings(t *testing.T) {
-	c := valid()
-	c.Endpoint = []Endpoint{{Name: "a", Listen: "127.0.0.1:6440", Route: RouteReader, Nodes: []string{"analytics-*"}}}
-	if w := c.Warnings(); len(w) != 1 || !strings.Contains(w[0], `"analytics-*" has no port`) {
-		t.Errorf("warnings %q", w)
+	off, on := false, true
+	for _, tc := range []struct {
+		name string
+		e    Endpoint
+		want string // "" for no warning
+	}{
+		{"fallback off on auto", Endpoint{Route: RouteAuto, ReaderFallbackToWriter: &off},
+			`endpoint "e": reader_fallback_to_writer = false has no effect on route = "auto"`},
+		{"fallback on on auto", Endpoint{Route: RouteAuto, ReaderFallbackToWriter: &on}, ""},
+		{"lag bound on writer", Endpoint{Route: RouteWriter, MaxReplicaLag: Duration{time.Second}},
+			`endpoint "e": max_replica_lag has no effect on route = "writer": it uses no readers`},
+		{"both on writer", Endpoint{Route: RouteWriter, MaxReplicaLag: Duration{time.Second}, ReaderFallbackToWriter: &off},
+			`max_replica_lag and reader_fallback_to_writer has no effect on route = "writer"`},
+		{"a reader's own settings", Endpoint{Route: RouteReader, MaxReplicaLag: Duration{time.Second}, ReaderFallbackToWriter: &off}, ""},
+		{"instance ids on Aurora", Endpoint{Route: RouteReader, Nodes: []string{"analytics-*"}}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := valid()
+			c.Cluster.Discovery, c.Cluster.AuroraTemplate = DiscoveryAurora, "{id}:5432"
+			tc.e.Name, tc.e.Listen = "e", "127.0.0.1:6440"
+			c.Endpoint = []Endpoint{tc.e}
+			if err := c.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			w := c.Warnings()
+			if tc.want == "" && len(w) != 0 || tc.want != "" && (len(w) != 1 || !strings.Contains(w[0], tc.want)) {
+				t.Errorf("warnings %q, want %q", w, tc.want)
+			}
+		})
 	}
-	c.Cluster.Discovery, c.Cluster.AuroraTemplate = DiscoveryAurora, "{id}:5432"
-	if w := c.Warnings(); len(w) != 0 {
-		t.Errorf("warnings with aurora discovery: %q", w)
+	// An auto endpoint's fallback in force is on, whatever it says.
+	c := valid()
+	c.Endpoint = []Endpoint{{Name: "e", Listen: "127.0.0.1:6440", Route: RouteAuto, ReaderFallbackToWriter: &off}}
+	if e := c.Endpoints()[1]; !e.FallbackToWriter() {
+		t.Errorf("auto endpoint's fallback in force: %+v", e)
+	}
+}
+
+// nodes = [] in a file is an empty list, not a missing one: Validate refuses it.
+func TestLoadEmptyNodes(t *testing.T) {
+	path := writeFile(t, filepath.Join(t.TempDir(), "pgtide.toml"), `
+[cluster]
+hosts = ["db-1:5432"]
+[[endpoint]]
+name = "r"
+listen = "127.0.0.1:6440"
+route = "reader"
+nodes = []
+`)
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "nodes = []") {
+		t.Fatalf("Load: %v", err)
 	}
 }
 

@@ -168,7 +168,7 @@ var (
 	databasesCols = []string{"name", "database", "pool_size", "min_pool_size", "server_lifetime", "pool_mode",
 		"current_connections", "current_client_connections", "paused"}
 	nodesCols = []string{"node", "role", "up", "lag_seconds", "lag_bytes", "lagging", "sv_active", "sv_idle", "budget",
-		"max_connections", "reserved_connections", "backends", "outstanding", "picked", "weight", "last_check", "instance_id", "endpoints"}
+		"max_connections", "reserved_connections", "backends", "outstanding", "picked", "weight", "last_check", "instance_id", "endpoints", "last_role"}
 )
 
 // beginHolding begins a transaction on c, which then holds a server connection, and returns it

@@ -39,6 +39,7 @@ func TestCustomEndpoints(t *testing.T) {
 	t.Run("reload", func(t *testing.T) { testEndpointReload(t, c) })
 	t.Run("aurora", func(t *testing.T) { testAuroraEndpoints(t, c) })
 	t.Run("pool_size", func(t *testing.T) { testEndpointPoolSize(t, c) })
+	t.Run("drain bound", func(t *testing.T) { testEndpointDrainBound(t, c) })
 }
 
 // endpointsProxy starts pgtide in front of c with the given [[endpoint]] tables and no
@@ -546,5 +547,46 @@ func testEndpointPoolSize(t *testing.T, c *pgcluster.Cluster) {
 	}
 	if errors.Is(err, context.Canceled) {
 		t.Fatal(err)
+	}
+}
+
+// testEndpointDrainBound: a removed endpoint's client that stays in its transaction is closed
+// once shutdown_timeout has passed, as at shutdown, and that is logged; the other endpoints'
+// clients are not touched.
+func testEndpointDrainBound(t *testing.T, c *pgcluster.Cluster) {
+	app := config.Endpoint{Name: "app", Listen: "127.0.0.1:0", Route: config.RouteAuto}
+	gone := config.Endpoint{Name: "gone", Listen: "127.0.0.1:0", Route: config.RouteWriter}
+	p := endpointsProxy(t, c, []config.Endpoint{app, gone}, func(cfg *config.Config) {
+		cfg.Proxy.ShutdownTimeout.Duration = time.Second
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	stays, err := pgx.Connect(ctx, p.epConnString("app", "app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stays.Close(ctx)
+	client, err := pgx.Connect(ctx, p.epConnString("gone", "gone"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close(ctx)
+	if _, err := client.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	next := *p.Config()
+	next.Endpoint = []config.Endpoint{app}
+	writeFile(t, p.cfgPath, &next)
+	if err := p.ReloadFile(p.cfgPath); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the removed endpoint's client closed after shutdown_timeout", func() bool {
+		return len(p.logged("closed the removed endpoints' clients still in a transaction", "clients=1")) == 1
+	})
+	if _, err := client.Exec(ctx, "SELECT 1"); err == nil {
+		t.Error("the removed endpoint's client still runs queries after shutdown_timeout")
+	}
+	if _, err := stays.Exec(ctx, "SELECT 1"); err != nil {
+		t.Errorf("the client of an endpoint that stayed: %v", err)
 	}
 }

@@ -239,6 +239,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	wctx, wcancel := context.WithTimeout(ctx, 2*cfg.Cluster.HealthCheckTimeout.Duration)
 	s.cluster.WaitChecked(wctx)
 	wcancel()
+	s.router.CheckEntries()
 	return s, nil
 }
 

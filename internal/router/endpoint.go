@@ -53,8 +53,14 @@ type Endpoint struct {
 	settings atomic.Pointer[endpointSettings]
 	readers  atomic.Pointer[readerSet] // the readers its filter leaves, rebuilt lazily (readerSet)
 	limit    leaseLimit
-	removed  atomic.Bool
-	picked   atomic.Int64 // work the router picked a node for, ever
+	// leased counts the server connections its clients hold: from a lease's success to its
+	// Release (limit.held also counts the clients that passed the cap and wait for a pool).
+	leased  atomic.Int64
+	removed atomic.Bool
+	picked  atomic.Int64 // work the router picked a node for, ever
+	// unmatched holds the nodes and exclude_nodes entries that matched no node at the last
+	// CheckEntries; guarded by Router.entryMu.
+	unmatched map[string]bool
 }
 
 // endpointSettings is an Endpoint's configuration in force, replaced whole by a reload.
@@ -117,9 +123,10 @@ func (ep *Endpoint) Config() config.Endpoint { return ep.settings.Load().cfg }
 func (ep *Endpoint) Removed() bool { return ep.removed.Load() }
 
 // Leases returns the server connections the endpoint's clients hold now, and how many of its
-// clients wait for its pool_size (not for a pool's).
+// clients wait for its pool_size (not for a pool's). Clients that passed the pool_size and wait
+// for a pool's connection are in neither (they count against pool_size all the same).
 func (ep *Endpoint) Leases() (held, waiting int64) {
-	return ep.limit.held.Load(), ep.limit.waiters.Load()
+	return ep.leased.Load(), ep.limit.waiters.Load()
 }
 
 // Picked returns how much work the router picked a node for on this endpoint, ever.
@@ -175,13 +182,44 @@ func (r *Router) readerSet(ep *Endpoint, st *endpointSettings) *readerSet {
 }
 
 // EndpointReaders returns the readers ep may use now: the up readers its nodes filter leaves
-// (lag aside), for the admin console and the status page.
+// (lag aside), for the admin console and the status page. A writer endpoint has none.
 func (r *Router) EndpointReaders(ep *Endpoint) []*cluster.Node {
+	st := ep.settings.Load()
+	if st.route == Writer {
+		return nil
+	}
 	var out []*cluster.Node
-	for _, n := range r.readerSet(ep, ep.settings.Load()).nodes {
+	for _, n := range r.readerSet(ep, st).nodes {
 		if n.Up() && !n.Removed() && n.Role() == cluster.RoleReader {
 			out = append(out, n)
 		}
+	}
+	return out
+}
+
+// EndpointReadable returns the readers ep may read from now: EndpointReaders less those lagging
+// past its own lag bounds (as a pick decides it, hysteresis included; read-your-writes aside).
+// Like Lagging, it applies the health checks' latest figures first.
+func (r *Router) EndpointReadable(ep *Endpoint) []*cluster.Node {
+	st := ep.settings.Load()
+	if st.route == Writer {
+		return nil
+	}
+	rs := r.readerSet(ep, st)
+	f := r.freshness(st, Intent{})
+	var out []*cluster.Node
+	for i, n := range rs.nodes {
+		if !n.Up() || n.Removed() || n.Role() != cluster.RoleReader {
+			continue
+		}
+		if rs.lagging != nil {
+			if !r.admitFor(ep, n, &rs.lagging[i], f) {
+				continue
+			}
+		} else if !r.admit(n, r.state(n), f) {
+			continue
+		}
+		out = append(out, n)
 	}
 	return out
 }
@@ -224,4 +262,49 @@ func (r *Router) Endpoints() []*Endpoint {
 		return *p
 	}
 	return nil
+}
+
+// CheckEntries logs, once per change, each endpoint's nodes or exclude_nodes entry that matches
+// none of the cluster's nodes, by address or by Aurora instance id, and each that matches one
+// again. It looks only once every node has been checked: before, an instance id may be unknown
+// yet. Validate refuses entries that can never match on plain PostgreSQL, but an instance id
+// (Aurora) or an address found by discovery is known only at run time. The router calls it on
+// every cluster event; the proxy calls it after the first checks and after a reload.
+func (r *Router) CheckEntries() {
+	if r.cluster.AllChecked() {
+		r.checkEntries(r.cluster.Nodes())
+	}
+}
+
+// checkEntries is CheckEntries over nodes.
+func (r *Router) checkEntries(nodes []*cluster.Node) {
+	r.entryMu.Lock()
+	defer r.entryMu.Unlock()
+	for _, ep := range r.Endpoints() {
+		if ep.Removed() {
+			continue
+		}
+		cfg := &ep.settings.Load().cfg
+		for _, l := range []struct {
+			key     string
+			entries []string
+		}{{"nodes", cfg.Nodes}, {"exclude_nodes", cfg.ExcludeNodes}} {
+			for _, p := range l.entries {
+				none := !slices.ContainsFunc(nodes, func(n *cluster.Node) bool { return config.MatchNode(p, n.Addr(), n.InstanceID()) })
+				if none == ep.unmatched[p] {
+					continue
+				}
+				if ep.unmatched == nil {
+					ep.unmatched = map[string]bool{}
+				}
+				ep.unmatched[p] = none
+				if none {
+					r.logger.Warn("endpoint: a "+l.key+" entry matches no node, by address or by Aurora instance id (check its spelling and port)",
+						"endpoint", ep.name, l.key, p)
+				} else {
+					r.logger.Info("endpoint: a "+l.key+" entry matches a node again", "endpoint", ep.name, l.key, p)
+				}
+			}
+		}
+	}
 }

@@ -3,7 +3,9 @@ package router
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -300,5 +302,97 @@ func TestLeaseLimitAllocs(t *testing.T) {
 		l.release()
 	}); n != 0 {
 		t.Errorf("acquire and release allocate %.1f times", n)
+	}
+}
+
+// TestCheckEntries: an entry that matches no node (an instance id no node has) is logged once,
+// and again, as matching, once a node has it.
+func TestCheckEntries(t *testing.T) {
+	cfg := config.Defaults()
+	cfg.Cluster.Discovery, cfg.Cluster.AuroraTemplate = config.DiscoveryAurora, "{id}.abc.rds.amazonaws.com:5432"
+	cfg.Endpoint = []config.Endpoint{{Name: "analytics", Listen: "127.0.0.1:0", Route: "reader",
+		Nodes: []string{"analytics-*", "analytcs-3"}, ExcludeNodes: []string{"app-reader-1"}}}
+	w, readers := endpointCluster()
+	var log strings.Builder
+	r := testRouter(cfg, w, readers...)
+	r.logger = slog.New(slog.NewTextHandler(&log, nil))
+	r.SetEndpoints(cfg)
+	nodes := append([]*cluster.Node{w}, readers...)
+	for range 3 {
+		r.checkEntries(nodes)
+	}
+	if got := strings.Count(log.String(), "matches no node"); got != 1 || !strings.Contains(log.String(), "nodes=analytcs-3") {
+		t.Fatalf("after three checks, want one warning for analytcs-3:\n%s", log.String())
+	}
+	typo := cluster.NewNodeForTest("x:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleReader, InstanceID: "analytcs-3"})
+	r.checkEntries(append(nodes, typo))
+	r.checkEntries(append(nodes, typo))
+	if got := strings.Count(log.String(), "matches a node again"); got != 1 {
+		t.Fatalf("want one line saying it matches again:\n%s", log.String())
+	}
+	r.checkEntries(readers[2:]) // app-reader-1 only among them, no analytics-*
+	if got := strings.Count(log.String(), "matches no node"); got != 3 || !strings.Contains(log.String(), "nodes=analytics-*") {
+		t.Fatalf("want warnings for analytics-* and analytcs-3 again:\n%s", log.String())
+	}
+}
+
+// TestEndpointReadable: what SHOW NODES and the status page say an endpoint may read from now
+// applies the endpoint's own filter and lag bound; a writer endpoint reads from none.
+func TestEndpointReadable(t *testing.T) {
+	cfg := config.Defaults() // max_replica_lag 100ms
+	w, readers := endpointCluster()
+	cluster.SetNodeStateForTest(readers[0], cluster.NodeStateForTest{Up: true, Role: cluster.RoleReader, InstanceID: "analytics-1", Lag: 10 * time.Second})
+	r := testRouter(cfg, w, readers...)
+	reporting := tableEP(cfg, config.Endpoint{Name: "reporting", Listen: "127.0.0.1:0", Route: "reader", Nodes: []string{"analytics-*"},
+		MaxReplicaLag: config.Duration{Duration: 30 * time.Second}})
+	app := tableEP(cfg, config.Endpoint{Name: "app", Listen: "127.0.0.1:0", Route: "reader"})
+	writer := tableEP(cfg, config.Endpoint{Name: "w", Listen: "127.0.0.1:0", Route: "writer"})
+	ids := func(ns []*cluster.Node) []string {
+		var out []string
+		for _, n := range ns {
+			out = append(out, n.InstanceID())
+		}
+		return out
+	}
+	if got := ids(r.EndpointReadable(reporting)); !slices.Equal(got, []string{"analytics-1", "analytics-2"}) {
+		t.Errorf("reporting (30s bound) reads from %v", got)
+	}
+	if got := ids(r.EndpointReadable(app)); !slices.Equal(got, []string{"analytics-2", "app-reader-1", "app-reader-2"}) {
+		t.Errorf("app (100ms bound) reads from %v", got)
+	}
+	if got := r.EndpointReadable(writer); got != nil {
+		t.Errorf("a writer endpoint reads from %v", ids(got))
+	}
+	if got := r.EndpointReaders(writer); got != nil {
+		t.Errorf("a writer endpoint's readers: %v", ids(got))
+	}
+}
+
+// TestNoReaderReason: a reader endpoint without fallback that has no reader says why, with counts.
+func TestNoReaderReason(t *testing.T) {
+	cfg := config.Defaults()
+	no := false
+	w, readers := endpointCluster()
+	cluster.SetNodeStateForTest(readers[0], cluster.NodeStateForTest{Up: false, Role: cluster.RoleReader, InstanceID: "analytics-1"})
+	cluster.SetNodeStateForTest(readers[1], cluster.NodeStateForTest{Up: true, Role: cluster.RoleReader, InstanceID: "analytics-2", Lag: time.Minute})
+	r := testRouter(cfg, w, readers...)
+	for _, tc := range []struct {
+		name  string
+		nodes []string
+		want  string
+	}{
+		{"its only node stopped", []string{"analytics-1"}, `no reader for endpoint "e": its readers are down (1 of 1 nodes its nodes filter admits) (and its reader_fallback_to_writer is off)`},
+		{"lagging", []string{"analytics-2"}, `no reader for endpoint "e": 1 of its 1 up readers lag beyond max_replica_lag (100ms)`},
+		{"one down, one lagging", []string{"analytics-*"}, `1 of its 1 up readers lag beyond max_replica_lag (100ms); 1 of the 2 nodes its nodes filter admits are down`},
+		{"a filter matching none", []string{"nothing-*"}, `no reader for endpoint "e": none of the 4 nodes matches its nodes filter`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ep := tableEP(cfg, config.Endpoint{Name: "e", Listen: "127.0.0.1:0", Route: "reader", Nodes: tc.nodes, ReaderFallbackToWriter: &no})
+			_, err := r.Pick(context.Background(), ep, Reader, Intent{})
+			var we *wire.Error
+			if !errors.As(err, &we) || we.Code != wire.CodeUnableToConnect || !strings.Contains(we.Message, tc.want) {
+				t.Fatalf("Pick: %v; want 08001 with %q", err, tc.want)
+			}
+		})
 	}
 }

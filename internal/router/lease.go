@@ -63,6 +63,7 @@ func (r *Router) Lease(ctx context.Context, ep *Endpoint, route Route, key pool.
 		c, err := r.pools.Acquire(ctx, key, wait)
 		if err == nil {
 			if err = r.checkWriter(c, route, in); err == nil {
+				ep.leased.Add(1)
 				return c, node, nil
 			}
 			r.pools.Release(c, false)
@@ -117,6 +118,7 @@ func (r *Router) TryLease(ctx context.Context, ep *Endpoint, route Route, key po
 		ep.limit.release()
 		return nil, nil, r.leaseError(key, err)
 	}
+	ep.leased.Add(1)
 	return c, node, nil
 }
 
@@ -149,6 +151,7 @@ var errNoWriterNow = &wire.Error{Severity: wire.SeverityError, Code: wire.CodeCa
 func (r *Router) Release(ep *Endpoint, c *pool.Conn, n *cluster.Node, reset bool) {
 	r.pools.Release(c, reset)
 	r.Done(n)
+	ep.leased.Add(-1)
 	ep.limit.release()
 }
 

@@ -233,3 +233,55 @@ func TestLeaseStandbyWriter(t *testing.T) {
 	}
 	r2.Release(ep, c, n, false)
 }
+
+// TestEndpointLeasesCountHeld: a client that passed its endpoint's pool_size and waits for a full
+// pool holds no server connection and is not counted as holding one; it is once it has one, and
+// not after Release.
+func TestEndpointLeasesCountHeld(t *testing.T) {
+	w := cluster.NewNodeForTest("w:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleWriter})
+	r, _ := leaseRouter(t, w) // the pool holds 2
+	r.config().Cluster.QueryWaitTimeout.Duration = time.Minute
+	ep := tableEP(r.config(), config.Endpoint{Name: "e", Listen: "127.0.0.1:0", Route: "writer", PoolSize: 5})
+	key := pool.Key{Database: "db", User: "u"}
+	ctx := context.Background()
+	var conns []*pool.Conn
+	for range 2 {
+		c, _, err := r.Lease(ctx, ep, Writer, key, Intent{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	type lease struct {
+		c   *pool.Conn
+		err error
+	}
+	third := make(chan lease, 1)
+	go func() {
+		c, _, err := r.Lease(ctx, ep, Writer, key, Intent{})
+		third <- lease{c, err}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for ep.limit.held.Load() != 3 { // the third has its slot and waits for the pool
+		if time.Now().After(deadline) {
+			t.Fatalf("the third lease never took its slot: %d", ep.limit.held.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if held, waiting := ep.Leases(); held != 2 || waiting != 0 {
+		t.Fatalf("with a client waiting for the pool: Leases() = %d, %d; want 2 held, 0 waiting for pool_size", held, waiting)
+	}
+	r.Release(ep, conns[0], w, false)
+	l := <-third
+	if l.err != nil {
+		t.Fatal(l.err)
+	}
+	if held, _ := ep.Leases(); held != 2 {
+		t.Fatalf("after the third got one: held %d, want 2", held)
+	}
+	r.Release(ep, conns[1], w, false)
+	r.Release(ep, l.c, w, false)
+	if held, _ := ep.Leases(); held != 0 || ep.limit.held.Load() != 0 {
+		t.Fatalf("after every Release: held %d (slots %d)", held, ep.limit.held.Load())
+	}
+}

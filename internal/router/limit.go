@@ -8,10 +8,13 @@ import (
 	"time"
 )
 
-// leaseLimit caps the server connections one endpoint's clients hold at once (its pool_size),
-// over every node and pool: the pools stay per (node, database, user), shared by the endpoints
-// that use a node, and this cap sits in front of them. A lease within the cap is one
-// compare-and-swap; clients over it wait, as for a full pool, up to query_wait_timeout.
+// leaseLimit caps the server connections one endpoint's clients hold or wait for at once (its
+// pool_size), over every node and pool: the pools stay per (node, database, user), shared by the
+// endpoints that use a node, and this cap sits in front of them. A client takes its slot before
+// it waits for a pool, so that it never holds a server connection idle while it waits for the
+// cap (taking the connection first would); a client waiting for a full pool shared with other
+// endpoints keeps its slot meanwhile. A lease within the cap is one compare-and-swap; clients
+// over it wait, as for a full pool, up to query_wait_timeout.
 type leaseLimit struct {
 	max     atomic.Int64 // 0: no cap (held is counted all the same)
 	held    atomic.Int64

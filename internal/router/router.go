@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,8 @@ type Router struct {
 	epMu      sync.Mutex                  // serializes SetEndpoints
 
 	refusals sync.Map // refusalKey → time.Time of the last log of a server refusing pgtide's login
+
+	entryMu sync.Mutex // guards every Endpoint's unmatched (see checkEntries)
 }
 
 // nodeState is the router's own view of a node.
@@ -60,7 +63,10 @@ type nodeState struct {
 func New(c *cluster.Cluster, pools *pool.Manager, cfg func() *config.Config, logger *slog.Logger) *Router {
 	r := &Router{cluster: c, pools: pools, config: cfg, logger: logger}
 	r.refresh()
-	c.Subscribe(func(cluster.Event) { r.refresh() })
+	c.Subscribe(func(cluster.Event) {
+		r.refresh()
+		r.CheckEntries()
+	})
 	return r
 }
 
@@ -85,7 +91,8 @@ func (r *Router) Pick(ctx context.Context, ep *Endpoint, route Route, in Intent)
 		}
 		if route == Reader && !st.cfg.FallbackToWriter() {
 			return nil, &wire.Error{Severity: wire.SeverityError, Code: wire.CodeUnableToConnect,
-				Message: "pgtide: no healthy reader within max_replica_lag for endpoint \"" + ep.name + "\" (and reader_fallback_to_writer is off)"}
+				Message: "pgtide: no reader for endpoint \"" + ep.name + "\": " + r.noReaderReason(ep, st, r.freshness(st, in)) +
+					" (and its reader_fallback_to_writer is off)"}
 		}
 	}
 	n, err := r.waitWriter(ctx)
@@ -332,4 +339,81 @@ func (r *Router) Backoff(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
+}
+
+// noReaderReason says, for the client, why none of ep's readers can take work asking for f:
+// the nodes its filter admits are down or are the writer, none matches the filter, or its
+// readers lag beyond its bounds or have not replayed the client's last write, with counts, as
+// Cluster.NoWriterReason says why there is no writer. Off the hot path (an error).
+func (r *Router) noReaderReason(ep *Endpoint, st *endpointSettings, f freshness) string {
+	if f.none {
+		return "no replica is known to have replayed the client's last write yet (read_your_writes)"
+	}
+	var all []*cluster.Node
+	if r.cluster != nil {
+		all = r.cluster.Nodes()
+	} else {
+		all = *r.readers.Load()
+	}
+	admitted, down, writers := 0, 0, 0
+	for _, n := range all {
+		if n.Removed() || !st.admits(n) {
+			continue
+		}
+		admitted++
+		switch {
+		case !n.Up():
+			down++
+		case n.Role() != cluster.RoleReader:
+			writers++
+		}
+	}
+	which := "nodes"
+	if st.filtered {
+		which = "nodes its nodes filter admits"
+	}
+	switch {
+	case admitted == 0 && st.filtered:
+		return fmt.Sprintf("none of the %d nodes matches its nodes filter", len(all))
+	case admitted == 0:
+		return "no nodes are configured or discovered"
+	case down == admitted:
+		return fmt.Sprintf("its readers are down (%d of %d %s)", down, admitted, which)
+	case down+writers == admitted:
+		return fmt.Sprintf("no reader is up: of the %d %s, %d down and %d the writer", admitted, which, down, writers)
+	}
+	rs := r.readerSet(ep, st)
+	lagging, behind, up := 0, 0, 0
+	for i, n := range rs.nodes {
+		if !n.Up() || n.Removed() || n.Role() != cluster.RoleReader {
+			continue
+		}
+		up++
+		var lags bool
+		if rs.lagging != nil {
+			lags = rs.lagging[i].Load()
+		} else {
+			lags = r.state(n).lagging.Load()
+		}
+		switch {
+		case lags || n.Lag() > f.maxLag || f.maxBytes > 0 && n.LagBytes() > f.maxBytes:
+			lagging++
+		case f.minLSN != 0 && n.ReplayLSN() < f.minLSN:
+			behind++
+		}
+	}
+	var parts []string
+	if lagging > 0 {
+		parts = append(parts, fmt.Sprintf("%d of its %d up readers lag beyond max_replica_lag (%s)", lagging, up, f.maxLag))
+	}
+	if behind > 0 {
+		parts = append(parts, fmt.Sprintf("%d have not replayed the client's last write yet (read_your_writes)", behind))
+	}
+	if down > 0 {
+		parts = append(parts, fmt.Sprintf("%d of the %d %s are down", down, admitted, which))
+	}
+	if len(parts) == 0 {
+		return fmt.Sprintf("none of its %d up readers can be reached", up)
+	}
+	return strings.Join(parts, "; ")
 }
