@@ -222,10 +222,12 @@ func TestConsoleShow(t *testing.T) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	servers = find(show(t, admin, "SHOW SERVERS", serversCols), "remote_pid", pid)
-	if len(servers) != 1 || servers[0]["state"] != "idle" || servers[0]["link"] != nil {
-		t.Fatalf("SHOW SERVERS after the commit: %v", servers)
-	}
+	// The client may read the COMMIT's ReadyForQuery just before its server connection is back
+	// in the pool: it shows up idle within moments.
+	waitFor(t, 10*time.Second, "the holder's server idle in SHOW SERVERS", func() bool {
+		servers = find(show(t, admin, "SHOW SERVERS", serversCols), "remote_pid", pid)
+		return len(servers) == 1 && servers[0]["state"] == "idle" && servers[0]["link"] == nil
+	})
 
 	stat := func() map[string]any {
 		rows := find(find(show(t, admin, "SHOW STATS", statsCols), "database", "appdb"), "node", primary)
