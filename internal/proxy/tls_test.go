@@ -619,7 +619,13 @@ func TestShowTLS(t *testing.T) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if s := tlsOf(find(show(t, admin, "SHOW SERVERS", serversCols), "remote_pid", pid)); !want.MatchString(s) {
+	// The connection is back in the pool moments after the client reads the ReadyForQuery.
+	var idle []map[string]any
+	waitFor(t, 10*time.Second, "the idle server connection in SHOW SERVERS", func() bool {
+		idle = find(show(t, admin, "SHOW SERVERS", serversCols), "remote_pid", pid)
+		return len(idle) == 1
+	})
+	if s := tlsOf(idle); !want.MatchString(s) {
 		t.Errorf("SHOW SERVERS tls of an idle server connection: %q", s)
 	}
 }
