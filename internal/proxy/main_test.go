@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -184,6 +185,17 @@ func startProxyTB(t testing.TB, mutate func(*config.Config), prepare func(*proxy
 			t.Errorf("Serve: %v", err)
 		}
 	})
+	if slices.Equal(loaded.Cluster.Hosts, []string{cluster.Primary().Addr()}) {
+		// The shared cluster's primary: a test starts once pgtide knows its writer. On a loaded
+		// machine the first health check can outlast health_check_timeout, and until a check
+		// passes pgtide tells clients at once that it cannot reach the cluster (as it should).
+		// Best effort: a test that wants no writer finds none after the wait.
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if _, ok := srv.Cluster().Writer(); ok {
+				break
+			}
+		}
+	}
 	return p
 }
 
