@@ -167,7 +167,9 @@ func (l *loop) readStartup(c *conn) {
 		b = b[size:]
 		switch code {
 		case sslCode, gssencCode:
-			l.send(c, []byte{'N'})
+			if !l.send(c, []byte{'N'}) {
+				return
+			}
 		case protocol30:
 			if len(b) > 0 {
 				l.close(c) // bytes before the greeting: not something libpq does
