@@ -41,6 +41,8 @@ type options struct {
 	pgbouncer   string // binary; "" when not found
 	haproxy     string // binary; "" when not found
 	pgtide      string // prebuilt binary; "" builds ./cmd/pgtide
+	evloop      string // the bench/evloop prototype's binary; "" skips it
+	evloopLoops int
 	keep        bool
 }
 
@@ -92,6 +94,8 @@ func parseFlags() (options, error) {
 	flag.StringVar(&pgbouncer, "pgbouncer", "pgbouncer", "PgBouncer binary; skipped when not found")
 	flag.StringVar(&haproxy, "haproxy", "haproxy", "HAProxy binary, the TCP-only reference; skipped when not found")
 	flag.StringVar(&o.pgtide, "pgtide", "", "prebuilt pgtide binary to measure instead of building ./cmd/pgtide")
+	flag.StringVar(&o.evloop, "evloop", "", "prebuilt bench/evloop prototype to measure as one more column (go build -o PATH ./bench/evloop)")
+	flag.IntVar(&o.evloopLoops, "evloop-loops", 1, "event loops for the -evloop prototype")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, proxy logs) and print its path")
 	flag.Usage = func() {
 		fmt.Fprint(flag.CommandLine.Output(), `Usage: go run ./bench/compare [flags]
@@ -137,6 +141,9 @@ Flags:
 	}
 	if o.rounds < 1 {
 		return o, errors.New("-rounds must be at least 1")
+	}
+	if o.evloopLoops < 1 {
+		return o, errors.New("-evloop-loops must be at least 1")
 	}
 	if path, err := exec.LookPath(pgbouncer); err == nil {
 		o.pgbouncer = path
@@ -253,6 +260,14 @@ func (b *bench) setup(ctx context.Context) error {
 		return err
 	}
 	b.targets = append(b.targets, t)
+	if b.opts.evloop != "" {
+		progress("starting the evloop prototype (%d loop(s))", b.opts.evloopLoops)
+		t, err := startEvloop(ctx, b.opts.evloop, b.dir, primary, b.opts.poolSize, b.opts.evloopLoops)
+		if err != nil {
+			return err
+		}
+		b.targets = append(b.targets, t)
+	}
 
 	b.env = readEnvironment(ctx, b.monitor, bin, srcDir, b.opts.pgbouncer, b.opts.haproxy)
 	return nil
@@ -414,7 +429,7 @@ func (b *bench) runOne(ctx context.Context, t *target, c config) *runResult {
 // through a pooler the server connections stay in the pools and there is
 // nothing to wait for.
 func (b *bench) pgbench(ctx context.Context, t *target, c config, seconds int, logDir string) (*pgbenchResult, error) {
-	if t.name == namePgBouncer || t.name == namePgtide {
+	if t.name == namePgBouncer || t.name == namePgtide || t.name == nameEvloop {
 		return runPgbench(ctx, t, c, seconds, logDir)
 	}
 	since, sinceErr := b.serverNow(ctx)

@@ -32,7 +32,12 @@ func (b *bench) report(w io.Writer) {
 	fmt.Fprintf(w, "- setup: pgbench -S -n -T %d, -j 2 (-j 1 at c=1), scale %d; both proxies in transaction mode, "+
 		"%d server connections (pgtide pool_size = max_server_connections, PgBouncer default_pool_size = max_db_connections); "+
 		"HAProxy in TCP mode (one server connection per client, bytes forwarded and nothing else) as the "+
-		"reference for what one more hop costs; everything on this one machine\n\n", b.seconds(), b.opts.scale, b.opts.poolSize)
+		"reference for what one more hop costs; everything on this one machine\n", b.seconds(), b.opts.scale, b.opts.poolSize)
+	if b.evloopOn() {
+		fmt.Fprintf(w, "- evloop: the bench/evloop prototype (one epoll loop per thread, transaction mode only), %d loop(s), "+
+			"the same %d server connections\n", b.opts.evloopLoops, b.opts.poolSize)
+	}
+	fmt.Fprintln(w)
 
 	b.tpsTable(w)
 	b.latencyTable(w)
@@ -51,8 +56,12 @@ func (b *bench) roundsTable(w io.Writer) {
 	}
 	fmt.Fprintln(w, "### Every round (pgtide/PgBouncer, pgtide/direct TPS)")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| mode | clients | pgtide/PgBouncer by round | pgtide/direct by round |")
-	fmt.Fprintln(w, "|---|---:|---|---|")
+	head, sep := "| mode | clients | pgtide/PgBouncer by round | pgtide/direct by round |", "|---|---:|---|---|"
+	if b.evloopOn() {
+		head, sep = head+" evloop/PgBouncer by round |", sep+"---|"
+	}
+	fmt.Fprintln(w, head)
+	fmt.Fprintln(w, sep)
 	list := func(rs []roundRatio) string {
 		texts := make([]string, len(rs))
 		for i, r := range rs {
@@ -61,9 +70,13 @@ func (b *bench) roundsTable(w io.Writer) {
 		return strings.Join(texts, ", ")
 	}
 	for _, c := range b.measured() {
-		fmt.Fprintf(w, "| %s | %d | %s | %s |\n", modeLabel(c), c.clients,
+		fmt.Fprintf(w, "| %s | %d | %s | %s |", modeLabel(c), c.clients,
 			b.bouncerCell(list(b.roundRatios(c, namePgtide, namePgBouncer))),
 			list(b.roundRatios(c, namePgtide, nameDirect)))
+		if b.evloopOn() {
+			fmt.Fprintf(w, " %s |", b.bouncerCell(list(b.roundRatios(c, nameEvloop, namePgBouncer))))
+		}
+		fmt.Fprintln(w)
 	}
 	fmt.Fprintln(w)
 }
@@ -74,6 +87,10 @@ func (b *bench) tpsTable(w io.Writer) {
 	fmt.Fprintln(w)
 	head := "| mode | clients | direct | PgBouncer | pgtide | pgtide/PgBouncer | pgtide/direct | HAProxy TCP | HAProxy/direct |"
 	sep := "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+	if b.evloopOn() {
+		head += " evloop | evloop/PgBouncer |"
+		sep += "---:|---:|"
+	}
 	if showFailed {
 		head += " failed: direct / PgBouncer / pgtide |"
 		sep += "---|"
@@ -87,6 +104,9 @@ func (b *bench) tpsTable(w io.Writer) {
 			tpsCell(d), b.bouncerCell(tpsCell(pb)), tpsCell(pt),
 			ratioText(b.pairedRatio(c, namePgtide, namePgBouncer)), ratioText(b.pairedRatio(c, namePgtide, nameDirect)),
 			b.haproxyCell(tpsCell(ha)), b.haproxyCell(ratioText(b.pairedRatio(c, nameHAProxy, nameDirect))))
+		if b.evloopOn() {
+			fmt.Fprintf(w, " %s | %s |", tpsCell(rs[nameEvloop]), b.bouncerCell(ratioText(b.pairedRatio(c, nameEvloop, namePgBouncer))))
+		}
 		if showFailed {
 			fmt.Fprintf(w, " %s / %s / %s |", failedCell(d), b.bouncerCell(failedCell(pb)), failedCell(pt))
 		}
@@ -107,12 +127,20 @@ func (b *bench) latencyTable(w io.Writer) {
 	}
 	fmt.Fprintln(w, "### Latency at c=1 (ms, p50 / p99 from pgbench's per-transaction log)")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| mode | direct | PgBouncer | pgtide |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|")
+	head, sep := "| mode | direct | PgBouncer | pgtide |", "|---|---:|---:|---:|"
+	if b.evloopOn() {
+		head, sep = head+" evloop |", sep+"---:|"
+	}
+	fmt.Fprintln(w, head)
+	fmt.Fprintln(w, sep)
 	for _, c := range rows {
 		rs := b.results[c]
-		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", modeLabel(c),
+		fmt.Fprintf(w, "| %s | %s | %s | %s |", modeLabel(c),
 			latencyCell(rs[nameDirect]), b.bouncerCell(latencyCell(rs[namePgBouncer])), latencyCell(rs[namePgtide]))
+		if b.evloopOn() {
+			fmt.Fprintf(w, " %s |", latencyCell(rs[nameEvloop]))
+		}
+		fmt.Fprintln(w)
 	}
 	fmt.Fprintln(w)
 }
@@ -120,8 +148,12 @@ func (b *bench) latencyTable(w io.Writer) {
 func (b *bench) cpuTable(w io.Writer) {
 	fmt.Fprintln(w, "### Proxy CPU (CPU seconds per 10,000 transactions, user + system)")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| mode | clients | PgBouncer | pgtide | pgtide/PgBouncer | HAProxy TCP |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
+	head, sep := "| mode | clients | PgBouncer | pgtide | pgtide/PgBouncer | HAProxy TCP |", "|---|---:|---:|---:|---:|---:|"
+	if b.evloopOn() {
+		head, sep = head+" evloop | evloop/PgBouncer |", sep+"---:|---:|"
+	}
+	fmt.Fprintln(w, head)
+	fmt.Fprintln(w, sep)
 	for _, c := range b.measured() {
 		rs := b.results[c]
 		pb, pt := cpuPer10k(rs[namePgBouncer]), cpuPer10k(rs[namePgtide])
@@ -129,8 +161,16 @@ func (b *bench) cpuTable(w io.Writer) {
 		if pb > 0 && pt > 0 {
 			r = fmt.Sprintf("%.2f", pt/pb)
 		}
-		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s |\n", modeLabel(c), c.clients,
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s |", modeLabel(c), c.clients,
 			b.bouncerCell(cpuCell(pb)), cpuCell(pt), r, b.haproxyCell(cpuCell(cpuPer10k(rs[nameHAProxy]))))
+		if b.evloopOn() {
+			ev, er := cpuPer10k(rs[nameEvloop]), "–"
+			if pb > 0 && ev > 0 {
+				er = fmt.Sprintf("%.2f", ev/pb)
+			}
+			fmt.Fprintf(w, " %s | %s |", cpuCell(ev), b.bouncerCell(er))
+		}
+		fmt.Fprintln(w)
 	}
 	fmt.Fprintln(w)
 }
@@ -138,8 +178,12 @@ func (b *bench) cpuTable(w io.Writer) {
 func (b *bench) rssTable(w io.Writer) {
 	fmt.Fprintln(w, "### Proxy memory (KiB of RSS per client; RSS before → with clients in MiB)")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "| measurement | PgBouncer | pgtide |")
-	fmt.Fprintln(w, "|---|---:|---:|")
+	head, sep := "| measurement | PgBouncer | pgtide |", "|---|---:|---:|"
+	if b.evloopOn() {
+		head, sep = head+" evloop |", sep+"---:|"
+	}
+	fmt.Fprintln(w, head)
+	fmt.Fprintln(w, sep)
 	if b.opts.idleClients > 0 {
 		cell := func(name string) string {
 			r, ok := b.idle[name]
@@ -148,8 +192,12 @@ func (b *bench) rssTable(w io.Writer) {
 			}
 			return fmt.Sprintf("%.1f (%s → %s)", r.kibPerClient(), mib(r.before), mib(r.with))
 		}
-		fmt.Fprintf(w, "| %d idle clients | %s | %s |\n", b.opts.idleClients,
+		fmt.Fprintf(w, "| %d idle clients | %s | %s |", b.opts.idleClients,
 			b.bouncerCell(cell(namePgBouncer)), cell(namePgtide))
+		if b.evloopOn() {
+			fmt.Fprintf(w, " %s |", cell(nameEvloop))
+		}
+		fmt.Fprintln(w)
 	}
 	for _, c := range b.measured() {
 		if c.clients < 256 || c.reconnect {
@@ -163,8 +211,12 @@ func (b *bench) rssTable(w io.Writer) {
 			return fmt.Sprintf("%.1f (%s → %s)", kib, mib(r.rssBefore), mib(r.rssPeak))
 		}
 		rs := b.results[c]
-		fmt.Fprintf(w, "| active, %s c=%d | %s | %s |\n", c.mode, c.clients,
+		fmt.Fprintf(w, "| active, %s c=%d | %s | %s |", c.mode, c.clients,
 			b.bouncerCell(cell(rs[namePgBouncer])), cell(rs[namePgtide]))
+		if b.evloopOn() {
+			fmt.Fprintf(w, " %s |", cell(rs[nameEvloop]))
+		}
+		fmt.Fprintln(w)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Active rows are peak during the run minus RSS just before it; memory a process kept from an "+
@@ -258,6 +310,9 @@ func (b *bench) measured() []config {
 // bouncerCell and haproxyCell replace a cell of an optional target that was not run.
 func (b *bench) bouncerCell(s string) string { return skippedUnless(b.opts.pgbouncer != "", s) }
 func (b *bench) haproxyCell(s string) string { return skippedUnless(b.opts.haproxy != "", s) }
+
+// evloopOn says whether the bench/evloop prototype is measured (-evloop): its columns appear only then.
+func (b *bench) evloopOn() bool { return b.opts.evloop != "" }
 
 func skippedUnless(ran bool, s string) string {
 	if !ran {

@@ -23,6 +23,7 @@ const (
 	nameHAProxy   = "HAProxy"
 	namePgBouncer = "PgBouncer"
 	namePgtide    = "pgtide"
+	nameEvloop    = "evloop"
 )
 
 // target is one address pgbench connects to: the primary itself or a
@@ -309,6 +310,19 @@ listen postgres
 	}
 	// -db: stay in the foreground, so that stop reaches it.
 	return launch(ctx, nameHAProxy, addr, exec.Command(bin, "-db", "-f", path), filepath.Join(dir, "haproxy.log"))
+}
+
+// startEvloop runs the bench/evloop prototype (issue 14's event-loop relay, transaction mode
+// only, trust) with the same number of server connections as the poolers.
+func startEvloop(ctx context.Context, bin, dir, serverAddr string, poolSize, loops int) (*target, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	cmd := exec.Command(bin, "-listen", addr, "-server", serverAddr,
+		"-pool-size", strconv.Itoa(poolSize), "-loops", strconv.Itoa(loops))
+	return launch(ctx, nameEvloop, addr, cmd, filepath.Join(dir, "evloop.log"))
 }
 
 // freePort asks the kernel for an unused loopback port. Another process
