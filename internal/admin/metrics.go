@@ -83,6 +83,7 @@ var (
 	descEPPicked     = desc("pgtide_endpoint_picked_total", "Times the router picked a node for the endpoint's clients' work.", "endpoint")
 	descClientErrors = desc("pgtide_client_errors_total", "ErrorResponses sent to clients (the servers' and pgtide's own), by SQLSTATE class (\"\" when malformed).", "class")
 	descWaitWriter   = desc("pgtide_failover_waiting_clients", "Clients waiting for a writer (during a failover).")
+	descParked       = desc("pgtide_client_connections_parked", "Idle transaction-mode clients held without a goroutine (after a second idle); also counted in pgtide_client_connections.")
 	descAcceptErrors = desc("pgtide_accept_errors_total", "Failures to accept a client connection (out of file descriptors, ...); pgtide keeps accepting after a pause.")
 	descCertExpiry   = desc("pgtide_tls_certificate_expiry_timestamp_seconds", "When the certificate pgtide presents to clients ([tls] cert_file, as last loaded) expires: its not_after, in Unix seconds; absent without client TLS.")
 
@@ -106,7 +107,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBuildInfo, descWriter, descNodeUp, descNodeRole, descLag, descLagBytes, descLagging,
 		descNodeServers, descBudget, descMaxConns, descReserved, descHeadroom, descBackends, descOutstanding, descPicked, descPoolServers,
 		descPoolWaiting, descPoolMaxWait, descPoolWait, descPoolXacts, descPoolQueries, descPoolErrors, descPoolBusy, descPoolRecv, descPoolSent, descClients,
-		descEPServers, descEPPoolSize, descEPWaiting, descEPReaders, descEPPicked, descClientErrors, descWaitWriter, descAcceptErrors, descCertExpiry, descStateChanges, descRoleChanges, descFailovers, descSplitBrains, descPinned,
+		descEPServers, descEPPoolSize, descEPWaiting, descEPReaders, descEPPicked, descClientErrors, descWaitWriter, descAcceptErrors, descParked, descCertExpiry, descStateChanges, descRoleChanges, descFailovers, descSplitBrains, descPinned,
 		descRefused, descRouted, descRetries, descFailoverRetries} {
 		ch <- d
 	}
@@ -146,6 +147,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(ch, descSplitBrains, float64(splitBrains))
 	gauge(ch, descWaitWriter, float64(src.Router().Waiting()))
 	counter(ch, descAcceptErrors, float64(src.AcceptErrors()))
+	gauge(ch, descParked, float64(src.ParkedClients()))
 	if cert := src.ClientCertificate(); cert != nil {
 		gauge(ch, descCertExpiry, float64(cert.NotAfter.Unix()))
 	}

@@ -34,6 +34,8 @@ type Source interface {
 	Version() string
 	// AcceptErrors counts failures to accept a client connection (out of file descriptors, ...).
 	AcceptErrors() int64
+	// ParkedClients counts the idle clients held without a goroutine (see session's park.go).
+	ParkedClients() int
 	// ClientCertificate is the certificate pgtide presents to the clients that connect now
 	// ([tls] cert_file as last loaded), nil without client TLS.
 	ClientCertificate() *x509.Certificate

@@ -1,12 +1,19 @@
 package proxy
 
-import "net"
+import (
+	"net"
+	"time"
+)
 
 // SetCancelDialer replaces how CancelRequests reach servers, so tests can make their delivery
 // slow. Call it before any client cancels.
 func (s *Server) SetCancelDialer(dial func(network, addr string) (net.Conn, error)) {
 	s.dialServer = dial
 }
+
+// SetParkAfter makes idle clients parked after d instead of a second. Call it before any client
+// connects.
+func (s *Server) SetParkAfter(d time.Duration) { s.env.ParkAfter = d }
 
 // WatchChecks returns how many times s's config watcher has compared the files.
 func WatchChecks(s *Server) int64 { return s.watchChecks.Load() }

@@ -23,6 +23,7 @@ import (
 	"pgtide/internal/classify"
 	"pgtide/internal/cluster"
 	"pgtide/internal/config"
+	"pgtide/internal/park"
 	"pgtide/internal/pgtls"
 	"pgtide/internal/plan"
 	"pgtide/internal/pool"
@@ -202,11 +203,19 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		Router: s.router, KeyChanged: s.rekey, Functions: s.functions, Clock: new(session.Clock),
 		Memory: session.NewMessageMemory(cfg.Proxy.MessageMemory)}
 	s.env.Clock.Set(time.Now())
+	if parker, err := park.New(); err != nil {
+		logger.Warn("idle clients will each keep a goroutine", "err", err)
+	} else {
+		s.env.Parker = parker
+	}
 	if cfg.Admin.Listen != "" {
 		h, err := admin.ListenHTTP(cfg.Admin.Listen, s, logger)
 		if err != nil {
 			for _, l := range listeners {
 				l.close()
+			}
+			if s.env.Parker != nil {
+				s.env.Parker.Close()
 			}
 			return nil, err
 		}
@@ -408,12 +417,30 @@ func (s *Server) accept(l *listener, sock net.Listener) {
 // AcceptErrors returns how many times accepting a client connection failed (see accept).
 func (s *Server) AcceptErrors() int64 { return s.acceptErrors.Load() }
 
-// handle admits one client connection to endpoint ep and serves it.
+// ParkedClients returns how many idle clients are held without a goroutine (see session's
+// park.go).
+func (s *Server) ParkedClients() int {
+	if s.env.Parker == nil {
+		return 0
+	}
+	return s.env.Parker.Len()
+}
+
+// handle admits one client connection to endpoint ep and serves it. The session may outlive
+// the goroutine (see session.Session.Serve): its end, whichever goroutine runs it, is what
+// gives back the client's count and s.conns.
 func (s *Server) handle(conn net.Conn, ep *router.Endpoint) {
-	defer s.conns.Done()
-	defer func() { conn.Close() }() // the TLS connection, once encrypted
 	n := s.clients.Add(1)
-	defer s.clients.Add(-1)
+	end := func() {
+		conn.Close() // the TLS connection, once encrypted
+		s.clients.Add(-1)
+		s.conns.Done()
+	}
+	defer func() {
+		if end != nil {
+			end()
+		}
+	}()
 	cfg := s.cfg.Load()
 	ct := s.clientTLS.Load() // this connection's, whatever reloads come
 	// client_login_timeout bounds the TLS handshake too.
@@ -445,7 +472,11 @@ func (s *Server) handle(conn net.Conn, ep *router.Endpoint) {
 		s.refuse(conn, st, wire.CodeAdminShutdown, "pgtide is shutting down")
 		return
 	}
-	defer s.unregister(sess)
+	closeConn := end
+	end = func() {
+		s.unregister(sess)
+		closeConn()
+	}
 	if ep.Removed() {
 		// A reload removed the endpoint after this client was accepted (its session list was
 		// taken before this one registered): the client ends before its first transaction.
@@ -467,9 +498,13 @@ func (s *Server) handle(conn net.Conn, ep *router.Endpoint) {
 	s.logger.Debug("client connected", "client", session.ClientAddr(conn), "endpoint", ep.Name(),
 		"user", sess.Key().User, "database", sess.Key().Database)
 	start := time.Now()
-	sess.Serve(context.Background())
-	s.logger.Debug("client disconnected", "client", session.ClientAddr(conn), "user", sess.Key().User,
-		"database", sess.Key().Database, "duration", time.Since(start).Round(time.Millisecond))
+	unregister := end
+	end = nil // the session's now
+	sess.Serve(context.Background(), func() {
+		s.logger.Debug("client disconnected", "client", session.ClientAddr(conn), "user", sess.Key().User,
+			"database", sess.Key().Database, "duration", time.Since(start).Round(time.Millisecond))
+		unregister()
+	})
 }
 
 // refuse ends a client that sent its startup packet with a FATAL ErrorResponse, logging why at
@@ -708,6 +743,9 @@ func (s *Server) Shutdown() {
 	}
 	s.stop()
 	s.bg.Wait()
+	if s.env.Parker != nil {
+		s.env.Parker.Close() // after the clients: any still parked is woken and ends
+	}
 	s.secrets.tokens.Close()
 	s.pools.Close()
 	s.logger.Info("shut down")
@@ -745,6 +783,7 @@ func (s *Server) janitor(ctx context.Context) {
 			var cancels sync.WaitGroup
 			for _, sess := range sessions {
 				sess.CheckTimeouts(now, p, s.dialServer, &cancels)
+				sess.ParkIfIdle(now.UnixNano())
 			}
 			cancels.Wait()
 			clear(sessions)

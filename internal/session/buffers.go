@@ -67,7 +67,13 @@ func (s *Session) waitIdle() error {
 		s.r.DropScratch()
 	}
 	s.dropHeld()
+	if s.canPark && !s.noPark {
+		s.idleState.Store(idleWaiting)
+	}
 	n, err := s.conn.Read(s.src.first[:])
+	if s.canPark && s.endIdleWait(n, err) {
+		return errPark
+	}
 	if n == 0 {
 		if err == nil {
 			err = io.ErrNoProgress

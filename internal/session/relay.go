@@ -14,9 +14,13 @@ import (
 	"pgtide/internal/wire"
 )
 
-// Serve runs the client loop until the client leaves or the session is ended. It returns after
-// the server connection, if any, has been given back.
-func (s *Session) Serve(ctx context.Context) {
+// Serve runs the client loop until the client leaves or the session is ended, then gives the
+// server connection, if any, back, closes the client's connection and calls ended (nil: nothing).
+// It returns then, or earlier, when the session is parked (see park.go): ended is then called by
+// whichever goroutine runs the session last.
+func (s *Session) Serve(ctx context.Context, ended func()) {
+	s.ctx, s.ended = ctx, ended
+	s.runFn = s.run
 	s.mu.Lock()
 	s.waitCtx, s.waitCancel = context.WithCancelCause(ctx)
 	if s.server != nil && !s.relayRunning {
@@ -26,7 +30,19 @@ func (s *Session) Serve(ctx context.Context) {
 		s.startRelayLocked()
 	}
 	s.mu.Unlock()
-	err := s.clientLoop(ctx)
+	s.run()
+}
+
+// run runs the client loop on the calling goroutine until the session ends or is parked; after a
+// park the Parker calls it again on a new goroutine.
+func (s *Session) run() {
+	err := s.clientLoop(s.ctx)
+	for err == errPark {
+		if s.park() {
+			return // the session is the Parker's now: touch nothing
+		}
+		err = s.clientLoop(s.ctx)
+	}
 	if err != nil && !isNetErr(err) {
 		s.logger.Debug("client session ended", "err", err)
 	}
@@ -37,6 +53,9 @@ func (s *Session) Serve(ctx context.Context) {
 	s.relays.Wait()
 	s.conn.Close()
 	s.releaseBuffers()
+	if s.ended != nil {
+		s.ended()
+	}
 }
 
 func (s *Session) clientLoop(ctx context.Context) error {
@@ -630,7 +649,7 @@ func (s *Session) relayStopped(srv *pool.Conn, err error) {
 		s.fail(&wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeConnectionFailure,
 			Message: "pgtide: the server connection was lost: " + wire.NetFailure(err)})
 	}
-	s.conn.Close() // ends the client loop
+	s.closeClient() // ends the client loop
 }
 
 // detach stops the relay (if any) once the client loop has ended; the relay gives the server
@@ -684,7 +703,7 @@ func (s *Session) endAtBoundary() {
 	}
 	s.mu.Unlock()
 	s.fail(&wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeAdminShutdown, Message: msg})
-	s.conn.Close()
+	s.closeClient()
 }
 
 // Kill closes the client connection now (shutdown_timeout passed, KILL_CLIENT); a transaction in
@@ -701,7 +720,7 @@ func (s *Session) Kill(dial func(network, addr string) (net.Conn, error)) {
 	}
 	s.interruptLocked()
 	s.mu.Unlock()
-	s.conn.Close()
+	s.closeClient()
 	if running {
 		if err := sendCancel(dial, srv); err != nil {
 			s.logger.Warn("could not cancel the killed client's query", "server", srv.Key().Node, "err", err)

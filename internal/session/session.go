@@ -21,6 +21,7 @@ import (
 	"pgtide/internal/classify"
 	"pgtide/internal/cluster"
 	"pgtide/internal/config"
+	"pgtide/internal/park"
 	"pgtide/internal/pgtls"
 	"pgtide/internal/pool"
 	"pgtide/internal/router"
@@ -49,6 +50,10 @@ type Env struct {
 	// Memory bounds the memory of large client messages held whole (see memory.go); nil: no
 	// bound beyond max_message_size per client.
 	Memory *MessageMemory
+	// Parker, if set, holds transaction-mode clients idle for ParkAfter (0: a second) without a
+	// goroutine (see park.go); the janitor parks them with ParkIfIdle.
+	Parker    *park.Parker
+	ParkAfter time.Duration
 	// KeyChanged, if set, is called when a session's PID changes during Login (session mode: the
 	// server's), before the client is sent its BackendKeyData; it may change the session's
 	// Secret to keep (PID, Secret) unique.
@@ -182,6 +187,16 @@ type Session struct {
 	// without it.
 	skipping atomic.Bool
 
+	// Parking (see park.go). canPark is fixed at New; ctx, ended and runFn at Serve. noPark is
+	// owned by the client loop; ticket is the Parker's.
+	canPark   bool
+	noPark    bool
+	idleState atomic.Int32
+	ticket    park.Ticket
+	ctx       context.Context
+	ended     func()
+	runFn     func() // s.run as a func value, made once
+
 	// copyIn is how the server's current copy-in was started (logQuery or logExecute), 0 outside
 	// one. Owned by the server's one reader (see serverStep), so the hot path reads it without mu.
 	copyIn byte
@@ -220,6 +235,7 @@ func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup, ep *r
 	}
 	s.out.s = s
 	s.relayFn = s.relay
+	s.canPark = s.parkable()
 	s.params, s.extra = startupParams(startup)
 	s.startupParams = maps.Clone(s.params)
 	s.startupExtra = maps.Clone(s.extra)

@@ -78,7 +78,7 @@ func (s *Session) CheckTimeouts(now time.Time, p *config.Proxy, dial func(networ
 			// blocked writer may hold them.
 			s.logger.Warn("client stopped reading its results: closing it", "client_write_timeout", w)
 			s.clientClosed.Store(true) // what fails next is the client's socket, not the server
-			s.conn.Close()
+			s.closeClient()
 			return TimeoutClientWrite
 		}
 	}
@@ -143,7 +143,7 @@ func (s *Session) checkIdleLocked(now time.Time, p *config.Proxy) (reason string
 	} else {
 		s.conn.Write(e.Append(nil))
 	}
-	s.conn.Close()
+	s.closeClient()
 	s.logger.Info("client timed out", "timeout", reason, "idle", idleFor.Round(time.Millisecond))
 	return reason, cancel
 }

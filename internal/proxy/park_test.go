@@ -1,0 +1,176 @@
+package proxy_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"pgtide/internal/config"
+	"pgtide/internal/proxy"
+	"pgtide/internal/wire"
+)
+
+// waitParked polls until want clients are parked.
+func waitParked(t *testing.T, p *testProxy, want int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for p.ParkedClients() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("parked clients: %d, want %d", p.ParkedClients(), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestIdleClientsParked: idle transaction-mode clients are parked (no goroutine), and a parked
+// client's next request, its session's state (prepared statements, settings) and its end (by
+// the client, by a timeout, by KILL_CLIENT, by shutdown) work as before.
+func TestIdleClientsParked(t *testing.T) {
+	p := startProxyPrepared(t, nil, func(s *proxy.Server) { s.SetParkAfter(50 * time.Millisecond) })
+	ctx := context.Background()
+	const n = 20
+	conns := make([]*pgx.Conn, n)
+	for i := range conns {
+		conns[i] = p.connect(t, "app", "appdb", pgx.QueryExecModeCacheStatement)
+		if _, err := conns[i].Exec(ctx, "SET application_name = '"+fmt.Sprint("parked", i)+"'"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conns[i].Prepare(ctx, "mine", "SELECT $1::int + 1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One client idles inside a transaction: it holds a server connection and is not parked.
+	tx, err := conns[0].Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitParked(t, p, n-1)
+
+	// Two rounds: each wakes every parked client, which is parked again once idle.
+	for round := range 2 {
+		for i, c := range conns[1:] {
+			var app string
+			var got int
+			if err := c.QueryRow(ctx, "SELECT current_setting('application_name')").Scan(&app); err != nil {
+				t.Fatalf("round %d, client %d: %v", round, i+1, err)
+			}
+			if err := c.QueryRow(ctx, "mine", 41).Scan(&got); err != nil {
+				t.Fatalf("round %d, client %d, prepared: %v", round, i+1, err)
+			}
+			if app != fmt.Sprint("parked", i+1) || got != 42 {
+				t.Fatalf("round %d, client %d: application_name %q, mine(41) = %d", round, i+1, app, got)
+			}
+		}
+		waitParked(t, p, n-1)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitParked(t, p, n)
+
+	// A parked client that leaves ends its session.
+	before := p.ClientCount()
+	conns[1].Close(ctx)
+	deadline := time.Now().Add(30 * time.Second)
+	for p.ClientCount() != before-1 || p.ParkedClients() != n-1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after a parked client left: %d clients (want %d), %d parked (want %d)",
+				p.ClientCount(), before-1, p.ParkedClients(), n-1)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	// KILL_CLIENT of a parked client.
+	var id uint32
+	for _, ci := range p.Clients() {
+		if ci.ApplicationName == "parked2" {
+			id = ci.ID
+		}
+	}
+	if id == 0 {
+		t.Fatal("parked2 not in the client list")
+	}
+	if err := p.KillClient(id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conns[2].Exec(ctx, "SELECT 1"); err == nil {
+		t.Fatal("a killed parked client still ran a query")
+	}
+	waitParked(t, p, n-2)
+
+	// Shutdown: a parked client reads 57P01.
+	raw := conns[3].PgConn().Conn()
+	go p.Shutdown()
+	raw.SetReadDeadline(time.Now().Add(30 * time.Second))
+	r := wire.NewReader(bufio.NewReader(raw), 1<<20)
+	typ, _, err := r.Next()
+	if err != nil || typ != 'E' {
+		t.Fatalf("parked client at shutdown: %c, %v", typ, err)
+	}
+	body, err := r.Body()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := wire.ParseErrorFields(body); code != wire.CodeAdminShutdown {
+		t.Fatalf("parked client at shutdown: %s %s", code, msg)
+	}
+}
+
+// TestParkedIdleTimeout: client_idle_timeout ends a parked client as any idle one.
+func TestParkedIdleTimeout(t *testing.T) {
+	p := startProxyPrepared(t, func(c *config.Config) {
+		c.Proxy.ClientIdleTimeout.Duration = 2 * time.Second
+	}, func(s *proxy.Server) { s.SetParkAfter(10 * time.Millisecond) })
+	ctx := context.Background()
+	c := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
+	if _, err := c.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	waitParked(t, p, 1)
+	deadline := time.Now().Add(30 * time.Second)
+	for p.ClientCount() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("parked client not timed out: %d clients, %d parked", p.ClientCount(), p.ParkedClients())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, err := c.Exec(ctx, "SELECT 1")
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) && !isClosed(err) {
+		t.Fatalf("query after the idle timeout: %v", err)
+	}
+	if pgErr != nil && pgErr.Code != "57P05" {
+		t.Fatalf("query after the idle timeout: %v", err)
+	}
+}
+
+// TestSessionModeNotParked: a session-mode client keeps its server connection, and its
+// goroutine.
+func TestSessionModeNotParked(t *testing.T) {
+	p := startProxyPrepared(t, func(c *config.Config) { c.Proxy.PoolMode = config.PoolModeSession },
+		func(s *proxy.Server) { s.SetParkAfter(10 * time.Millisecond) })
+	c := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
+	if _, err := c.Exec(context.Background(), "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	// Two janitor rounds (a second each) pass without a park.
+	deadline := time.Now().Add(2500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		if p.ParkedClients() != 0 {
+			t.Fatal("a session-mode client was parked")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func isClosed(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, net.ErrClosed) || pgconn.SafeToRetry(err)
+}

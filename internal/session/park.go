@@ -1,0 +1,100 @@
+package session
+
+import (
+	"errors"
+	"os"
+	"syscall"
+	"time"
+)
+
+// Parking: a transaction-mode client idle between transactions for ParkAfter (a second by
+// default) gives up its goroutine. Its connection goes to Env.Parker, which starts a goroutine
+// for it again (run) when the client sends something or goes away. What is left of an idle
+// client is then this struct (with no buffers: see buffers.go) and its socket.
+//
+// The hot path pays two atomic operations per wait for the client (waitIdle): the janitor, not
+// the client loop, decides to park (ParkIfIdle). It ends the loop's blocked read with a read
+// deadline in the past, under mu, where the loop clears it, so that a deadline set just as the
+// client's bytes arrived cannot fail a later read. Only clients with nothing attached are parked:
+// no server connection, no relay, not closing. Encrypted clients are not parked: crypto/tls may
+// hold decrypted bytes the socket no longer shows.
+//
+// Whoever closes the client's connection from outside the client loop does it with closeClient,
+// which takes a parked connection back from the Parker first and runs the loop again to end the
+// session.
+
+// ParkAfter is how long a client waits idle before it is parked, when Env.ParkAfter is 0.
+const ParkAfter = time.Second
+
+// The client loop's wait for the client, for ParkIfIdle (Session.idleState).
+const (
+	idleActive    int32 = iota // not waiting for the client, or not parkable
+	idleWaiting                // blocked in waitIdle's read of a parkable client
+	idleParkAsked              // ParkIfIdle ended that read with a deadline: park
+)
+
+// errPark ends the client loop to park the session (see run).
+var errPark = errors.New("session: parked")
+
+// parkable reports whether the client may be parked at all; fixed at New.
+func (s *Session) parkable() bool {
+	if s.env.Parker == nil || !s.txMode || s.tlsInfo != "" {
+		return false
+	}
+	_, ok := s.conn.(syscall.Conn)
+	return ok
+}
+
+// ParkIfIdle parks the session if its client loop has been waiting for the client since before
+// now minus Env.ParkAfter with nothing attached. Called by the janitor; now is unix ns.
+func (s *Session) ParkIfIdle(now int64) {
+	after := s.env.ParkAfter
+	if after <= 0 {
+		after = ParkAfter
+	}
+	if s.idleState.Load() != idleWaiting || now-s.progressAt.Load() < int64(after) {
+		return
+	}
+	s.mu.Lock()
+	if s.server == nil && !s.relayRunning && !s.closing && s.idleState.CompareAndSwap(idleWaiting, idleParkAsked) {
+		s.conn.SetReadDeadline(time.Unix(1, 0))
+	}
+	s.mu.Unlock()
+}
+
+// endIdleWait is waitIdle's after its read returned n bytes or err: it reports whether the
+// session is to be parked, clearing the deadline ParkIfIdle may have set.
+func (s *Session) endIdleWait(n int, err error) bool {
+	if s.idleState.CompareAndSwap(idleWaiting, idleActive) {
+		return false
+	}
+	s.mu.Lock()
+	s.conn.SetReadDeadline(time.Time{})
+	s.idleState.Store(idleActive)
+	s.mu.Unlock()
+	return n == 0 && errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// park hands the client's connection to the Parker, which runs the client loop again on a new
+// goroutine when the client sends something. It reports false, and the session stops parking
+// for good, if the Parker would not take it (a connection closed meanwhile is then found by the
+// loop's next read).
+func (s *Session) park() bool {
+	if err := s.env.Parker.Park(s.conn.(syscall.Conn), &s.ticket, s.runFn); err != nil {
+		s.noPark = true
+		s.logger.Debug("client not parked", "err", err)
+		return false
+	}
+	return true
+}
+
+// closeClient closes the client's connection from outside the client loop (timeouts, KILL,
+// shutdown), first taking it back from the Parker if it is parked: the client loop then runs
+// again, reads the closed connection and ends the session.
+func (s *Session) closeClient() {
+	parked := s.env.Parker != nil && s.env.Parker.Unpark(&s.ticket)
+	s.conn.Close()
+	if parked {
+		go s.runFn()
+	}
+}
