@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"sync"
+
+	"pgtide/internal/classify"
 )
 
 // Buffers: an idle client holds none. Ten thousand mostly idle clients is a normal load, so the
@@ -17,9 +19,10 @@ import (
 const clientBufferSize = 8 << 10
 
 var (
-	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, clientBufferSize) }}
-	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, clientBufferSize) }}
-	heldPool   = sync.Pool{New: func() any { return new([heldKeep]byte) }}
+	readerPool   = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, clientBufferSize) }}
+	writerPool   = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, clientBufferSize) }}
+	heldPool     = sync.Pool{New: func() any { return new([heldKeep]byte) }}
+	analysisPool = sync.Pool{New: func() any { return new(classify.Session) }}
 )
 
 // loginBufferSize is the read buffer of a connection that has not logged in yet: enough for a
@@ -36,12 +39,17 @@ func NewClientReader(conn net.Conn) *bufio.Reader {
 
 // resumeReader is what a session's pooled reader reads from after an idle wait: the bytes that
 // ended the wait, then the connection. The wait reads into first, which is big enough for a
-// typical request, so an idle client's next request costs one read, not two.
+// typical request, so an idle client's next request costs one read, not two. A parked client
+// gives first back (see park.go).
 type resumeReader struct {
 	conn  net.Conn
-	first [256]byte
+	first *[resumeSize]byte
 	n, at int // first[at:n] is still to be replayed
 }
+
+const resumeSize = 256
+
+var resumePool = sync.Pool{New: func() any { return new([resumeSize]byte) }}
 
 func (r *resumeReader) Read(p []byte) (int, error) {
 	if r.at < r.n {
@@ -70,6 +78,9 @@ func (s *Session) waitIdle() error {
 	if s.canPark && !s.noPark {
 		s.idleState.Store(idleWaiting)
 	}
+	if s.src.first == nil {
+		s.src.first = resumePool.Get().(*[resumeSize]byte)
+	}
 	n, err := s.conn.Read(s.src.first[:])
 	if s.canPark && s.endIdleWait(n, err) {
 		return errPark
@@ -96,13 +107,28 @@ func (s *Session) keepHeld(req []byte) {
 	s.held = append(s.heldBuf[:0], req...)
 }
 
-// dropHeld lets go of the held request and gives its buffer back: the client is idle, or gone.
+// dropHeld lets go of the held request and gives its buffer back, and the analysis scratch
+// too: the client is idle, or gone.
 func (s *Session) dropHeld() {
 	if s.heldBuf != nil {
 		heldPool.Put(s.heldBuf)
 		s.heldBuf = nil
 	}
 	s.held = nil
+	if s.analysis != nil {
+		analysisPool.Put(s.analysis)
+		s.analysis = nil
+	}
+}
+
+// analysisScratch returns the session's scratch for classify.AnalyzeSession (1.6 KB, so
+// pooled rather than kept by every idle client), valid until the client is next idle. Owned by
+// the client loop.
+func (s *Session) analysisScratch() *classify.Session {
+	if s.analysis == nil {
+		s.analysis = analysisPool.Get().(*classify.Session)
+	}
+	return s.analysis
 }
 
 // writer returns the client's write buffer, taking one from the pool if it has none.

@@ -150,8 +150,9 @@ func (s *Session) forwardQuerySession(srv *pool.Conn) error {
 	}
 	var restore []byte
 	if classify.MaySetSessionState(body) {
-		classify.AnalyzeSession(body[:max(len(body)-1, 0)], &s.analysis)
-		restore = s.restoreSQL(&s.analysis)
+		a := s.analysisScratch()
+		classify.AnalyzeSession(body[:max(len(body)-1, 0)], a)
+		restore = s.restoreSQL(a)
 	}
 	s.registerRestore(restore)
 	out := wire.AppendHeader(srv.Writer.AvailableBuffer(), 'Q', len(body))
@@ -176,8 +177,9 @@ func (s *Session) noteParseResets() error {
 	}
 	if _, rest, ok := cbytes(head); ok {
 		if query, _, ok := cbytes(rest); ok && classify.MaySetSessionState(query) {
-			classify.AnalyzeSession(query, &s.analysis)
-			if r := s.restoreSQL(&s.analysis); r != nil {
+			a := s.analysisScratch()
+			classify.AnalyzeSession(query, a)
+			if r := s.restoreSQL(a); r != nil {
 				s.restore = r
 			}
 		}

@@ -109,7 +109,7 @@ func (s *Session) hiddenMessage(srv *pool.Conn, typ byte, restore bool) error {
 		}
 		// The values came from the client's own session or the server itself, so this should
 		// not happen; the server connection's state is now unknown, so it is not reused.
-		s.logger.Warn("a statement pgtide sent on the client's server connection failed", "code", code, "err", msg)
+		s.log().Warn("a statement pgtide sent on the client's server connection failed", "code", code, "err", msg)
 		srv.MarkBroken()
 		return nil
 	}
@@ -139,6 +139,7 @@ func (s *Session) parameterStatus(srv *pool.Conn, show bool) error {
 func (s *Session) recordParameterStatusLocked(body []byte) {
 	if name, rest, ok := cstr(body); ok {
 		if value, _, ok := cstr(rest); ok && s.params[name] != value {
+			s.ownParamsLocked()
 			s.params[name] = value
 			s.settingsChangedLocked()
 		}

@@ -1,9 +1,14 @@
 package session
 
 import (
+	"maps"
+	"runtime"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"unique"
+	"weak"
 
 	"pgtide/internal/pool"
 	"pgtide/internal/wire"
@@ -193,6 +198,62 @@ func (s *Session) computeSettingsLocked() {
 		b = append(append(append(b, '1'), v...), 0)
 	}
 	s.settings = unique.Make(string(b))
+}
+
+// Idle clients with the same parameters share one params map, read-only while shared: ten
+// thousand idle clients hold one map between them, not one each. A session takes the shared
+// map when it is parked (shareParamsLocked) and makes its own copy before it changes it
+// (ownParamsLocked). The table holds each shared map weakly: it goes when no session has it.
+
+// paramSet is a shared params map.
+type paramSet struct{ m map[string]string }
+
+// paramSets maps the canonical text of a params map (paramsText) to its shared paramSet, as a
+// weak.Pointer[paramSet].
+var paramSets sync.Map
+
+// paramsText is the canonical text of params: names and values in name order, NUL-terminated
+// (neither holds a NUL).
+func paramsText(params map[string]string) string {
+	names := slices.Sorted(maps.Keys(params))
+	var b []byte
+	for _, n := range names {
+		b = append(append(append(append(b, n...), 0), params[n]...), 0)
+	}
+	return string(b)
+}
+
+// shareParamsLocked replaces the session's params map with the shared one of the same content,
+// making it the shared one if there is none. Requires mu.
+func (s *Session) shareParamsLocked() {
+	if s.paramsShared != nil {
+		return
+	}
+	key := unique.Make(paramsText(s.params))
+	for {
+		if v, ok := paramSets.Load(key); ok {
+			if ps := v.(weak.Pointer[paramSet]).Value(); ps != nil {
+				s.params, s.paramsShared = ps.m, ps
+				return
+			}
+			paramSets.CompareAndDelete(key, v) // its last holder has gone; replace it
+		}
+		ps := &paramSet{m: s.params}
+		wp := weak.Make(ps)
+		if _, loaded := paramSets.LoadOrStore(key, wp); loaded {
+			continue
+		}
+		runtime.AddCleanup(ps, func(k unique.Handle[string]) { paramSets.CompareAndDelete(k, wp) }, key)
+		s.paramsShared = ps
+		return
+	}
+}
+
+// ownParamsLocked gives the session its own params map before it changes it. Requires mu.
+func (s *Session) ownParamsLocked() {
+	if s.paramsShared != nil {
+		s.params, s.paramsShared = maps.Clone(s.params), nil
+	}
 }
 
 // paramSync returns the statements that give srv the client's settings (see appendParamSync),

@@ -80,9 +80,18 @@ func (s *Session) endIdleWait(n int, err error) bool {
 // for good, if the Parker would not take it (a connection closed meanwhile is then found by the
 // loop's next read).
 func (s *Session) park() bool {
+	if s.src.first != nil {
+		// Nothing in it is still to be replayed: the loop waits for the client only once its
+		// reader has taken every byte.
+		resumePool.Put(s.src.first)
+		s.src.first = nil
+	}
+	s.mu.Lock()
+	s.shareParamsLocked()
+	s.mu.Unlock()
 	if err := s.env.Parker.Park(s.conn.(syscall.Conn), &s.ticket, s.runFn); err != nil {
 		s.noPark = true
-		s.logger.Debug("client not parked", "err", err)
+		s.log().Debug("client not parked", "err", err)
 		return false
 	}
 	return true

@@ -30,7 +30,7 @@ func (s *Session) checkPins(sql []byte, simple bool) (*classify.Session, error) 
 	if !classify.MaySetSessionState(sql) {
 		return nil, nil // the common statement: nothing to pin or track
 	}
-	a := &s.analysis
+	a := s.analysisScratch()
 	classify.AnalyzeSession(sql, a)
 	reason := a.Pin
 	param := string(a.PinParam)
@@ -83,7 +83,7 @@ func (s *Session) checkPins(sql []byte, simple bool) (*classify.Session, error) 
 	s.pinned = true
 	s.mu.Unlock()
 	s.env.Pins.Pinned(reason)
-	s.logger.Info("client pinned to its server connection until it disconnects",
+	s.log().Info("client pinned to its server connection until it disconnects",
 		"reason", reason.String(), "param", param)
 	return a, nil
 }

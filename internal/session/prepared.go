@@ -606,7 +606,7 @@ func (s *Session) onParseOrCloseComplete(typ byte) byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.expect.len() == 0 || s.expect.at(0).typ != typ {
-		s.logger.Error("unexpected response from server; passing it on", "type", string(typ))
+		s.log().Error("unexpected response from server; passing it on", "type", string(typ))
 		return typ
 	}
 	e := s.expect.at(0)
@@ -751,7 +751,7 @@ func (s *Session) onErrorLocked(srv *pool.Conn, body []byte) {
 		code == "26000" && strings.Contains(msg, `"pgtide_`):
 		stateOf(srv).orphanAll()
 		if code == "26000" {
-			s.logger.Warn("a server connection lost prepared statements pgtide created; re-creating them", "err", msg)
+			s.log().Warn("a server connection lost prepared statements pgtide created; re-creating them", "err", msg)
 		}
 	}
 }

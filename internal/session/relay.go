@@ -44,7 +44,7 @@ func (s *Session) run() {
 		err = s.clientLoop(s.ctx)
 	}
 	if err != nil && !isNetErr(err) {
-		s.logger.Debug("client session ended", "err", err)
+		s.log().Debug("client session ended", "err", err)
 	}
 	s.mu.Lock()
 	s.waitCancel(nil)
@@ -273,12 +273,12 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 			if err == nil {
 				s.env.Router.Release(s.endpoint, srv, node, false)
 			}
-			s.logger.Debug("request cancelled by the client while waiting for a server connection")
+			s.log().Debug("request cancelled by the client while waiting for a server connection")
 			return nil, s.refuse(typ, errCanceled)
 		}
 		if err != nil {
 			s.mu.Unlock()
-			s.logger.Warn("request refused: no server connection", "err", err.(*wire.Error).Message)
+			s.log().Warn("request refused: no server connection", "err", err.(*wire.Error).Message)
 			return nil, s.refuse(typ, err)
 		}
 		s.attachLocked(srv, node)
@@ -645,7 +645,7 @@ func (s *Session) relayStopped(srv *pool.Conn, err error) {
 	if !closing && !s.clientClosed.Load() {
 		// The server went away under the client (crash, restart, terminated backend): the
 		// client's session or transaction is lost, so end it, as a direct connection would.
-		s.logger.Warn("server connection lost", "server", srv.Key().Node, "err", err)
+		s.log().Warn("server connection lost", "server", srv.Key().Node, "err", err)
 		s.fail(&wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeConnectionFailure,
 			Message: "pgtide: the server connection was lost: " + wire.NetFailure(err)})
 	}
@@ -723,7 +723,7 @@ func (s *Session) Kill(dial func(network, addr string) (net.Conn, error)) {
 	s.closeClient()
 	if running {
 		if err := sendCancel(dial, srv); err != nil {
-			s.logger.Warn("could not cancel the killed client's query", "server", srv.Key().Node, "err", err)
+			s.log().Warn("could not cancel the killed client's query", "server", srv.Key().Node, "err", err)
 		}
 		s.env.Pools.EndCancel(srv)
 	}
@@ -753,7 +753,7 @@ func (s *Session) Cancel(dial func(network, addr string) (net.Conn, error)) {
 	s.mu.Unlock()
 	defer s.env.Pools.EndCancel(srv) // delivered: the connection may be lent again
 	if err := sendCancel(dial, srv); err != nil {
-		s.logger.Warn("could not forward cancel request", "server", srv.Key().Node, "err", err)
+		s.log().Warn("could not forward cancel request", "server", srv.Key().Node, "err", err)
 	}
 }
 

@@ -157,7 +157,7 @@ func (s *Session) mayRerun(end endKind) bool {
 		return true
 	}
 	s.env.Routes.failoverOutcome(FailoverUnsafe)
-	s.logger.Info("server connection ended before answering; not running the request again: it may have committed",
+	s.log().Info("server connection ended before answering; not running the request again: it may have committed",
 		"end", end.String(), "warned", s.endNotice, "fingerprint", s.fingerprint(s.held))
 	return false
 }
@@ -280,7 +280,7 @@ func (s *Session) rerunElsewhere(srv *pool.Conn, err error) {
 	if errors.Is(err, errRerun) {
 		msg = "terminated by the server"
 	}
-	s.logger.Info("server connection ended before answering; running the request again",
+	s.log().Info("server connection ended before answering; running the request again",
 		"server", srv.Key().Node, "err", msg, "fingerprint", s.fingerprint(s.held))
 	s.replayHeld()
 	s.rerunning = true
@@ -307,7 +307,7 @@ func (s *Session) leaseAgain(ctx context.Context) (*pool.Conn, *cluster.Node, er
 		srv.MarkBroken()
 		s.env.Router.Release(s.endpoint, srv, node, false)
 		if try == cfg.Cluster.PoolSize {
-			s.logger.Warn("no server connection answered for a request run again", "server", srv.Key().Node, "err", err)
+			s.log().Warn("no server connection answered for a request run again", "server", srv.Key().Node, "err", err)
 			return nil, nil, &wire.Error{Severity: wire.SeverityError, Code: wire.CodeConnectionFailure,
 				Message: "pgtide: the server connection was lost, and no other answered"}
 		}

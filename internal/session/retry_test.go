@@ -13,7 +13,7 @@ import (
 // "w" defined as an INSERT and "r" as a SELECT, and the unnamed statement a SELECT.
 func retrySession(in []byte) *Session {
 	s := routeSession(in)
-	s.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	s.env.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	s.env.Routes = new(RouteCounter)
 	s.stmts = map[string]*clientStmt{
 		"w": {key: "INSERT INTO t VALUES ($1)\x00\x00\x00"},

@@ -516,8 +516,8 @@ func (s *Session) refusedByReplica() {
 	s.mu.Unlock()
 	s.dropping, s.rerun = true, true
 	s.env.Routes.retried(s.intent.Reason)
-	if s.logger.Enabled(context.Background(), slog.LevelDebug) {
-		s.logger.Debug("a replica refused a statement as a write; running it on the writer",
+	if s.log().Enabled(context.Background(), slog.LevelDebug) {
+		s.log().Debug("a replica refused a statement as a write; running it on the writer",
 			"reason", s.intent.Reason.String(), "fingerprint", s.fingerprint(s.held))
 	}
 }

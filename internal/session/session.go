@@ -70,7 +70,6 @@ type Session struct {
 	route    router.Route     // the endpoint's route, fixed at login
 	intent   router.Intent    // what the client's next transaction asks of its node; owned by the client loop
 	txMode   bool             // the endpoint's pool_mode = transaction, fixed at login
-	logger   *slog.Logger
 
 	// PID and Secret are the BackendKeyData pgtide gave this client. Set before the session is
 	// registered for cancels; read-only after.
@@ -100,11 +99,11 @@ type Session struct {
 	maxPrepared int // max_prepared_statements at login; 0: no statement translation
 	// maxPreparedBytes is max_prepared_statements_bytes at login.
 	maxPreparedBytes int
-	analysis         classify.Session // scratch for checkPins
-	pinErr           *refusal         // the statement being forwarded is refused (see refusal)
-	scratch          []byte           // for rewritten messages
-	heldMemory       int64            // taken from Env.Memory for the message being handled (see memory.go)
-	prefix           []byte           // for a rewritten Bind's names
+	analysis         *classify.Session // scratch for the session analysis; nil while idle (see buffers.go)
+	pinErr           *refusal          // the statement being forwarded is refused (see refusal)
+	scratch          []byte            // for rewritten messages
+	heldMemory       int64             // taken from Env.Memory for the message being handled (see memory.go)
+	prefix           []byte            // for a rewritten Bind's names
 
 	mu      sync.Mutex
 	server  *pool.Conn    // the attached server connection; guarded by mu
@@ -146,10 +145,13 @@ type Session struct {
 
 	// Session settings the client expects, re-established on each server connection it gets.
 	// Guarded by mu (the relay follows ParameterStatus messages).
-	params      map[string]string     // reported parameters, by canonical name
-	extra       map[string]string     // other settings, by lower-case name, as SQL text
-	settings    unique.Handle[string] // identifies params and extra; zero after a change (see settingsLocked)
-	stmtContext unique.Handle[string] // identifies the settings that affect parsing; likewise
+	params map[string]string // reported parameters, by canonical name; read-only while paramsShared
+	// paramsShared is set while params is a map shared with other sessions (see
+	// shareParamsLocked). Guarded by mu.
+	paramsShared *paramSet
+	extra        map[string]string     // other settings, by lower-case name, as SQL text
+	settings     unique.Handle[string] // identifies params and extra; zero after a change (see settingsLocked)
+	stmtContext  unique.Handle[string] // identifies the settings that affect parsing; likewise
 	// What the client gave at startup, its session's defaults (see reset.go); read-only after
 	// New. watchResets: it gave something, so its resets are followed in both pool modes.
 	startupParams map[string]string
@@ -240,12 +242,21 @@ func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup, ep *r
 	s.startupParams = maps.Clone(s.params)
 	s.startupExtra = maps.Clone(s.extra)
 	s.watchResets = len(s.startupParams)+len(s.startupExtra) > 0
-	s.logger = env.Logger.With("client", ClientAddr(conn), "user", user, "database", db)
 	var b [8]byte
 	rand.Read(b[:])
 	s.PID = binary.BigEndian.Uint32(b[:4]) & 0x7fffffff
 	s.Secret = binary.BigEndian.Uint32(b[4:])
 	return s
+}
+
+// log returns the session's logger: Env.Logger with the client's address, user and database.
+// It is made at each call (logging is rare) so that an idle client does not keep one.
+func (s *Session) log() *slog.Logger {
+	client := "-"
+	if s.conn != nil {
+		client = ClientAddr(s.conn)
+	}
+	return s.env.Logger.With("client", client, "user", s.user, "database", s.database)
 }
 
 // Endpoint returns the endpoint the client came through.
@@ -455,7 +466,7 @@ func (s *Session) fail(err error) {
 			we = &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeProtocolViolation, Message: err.Error()}
 		} else {
 			// pgtide's own failure: its details are for the log, not the client.
-			s.logger.Error("ending a client on an internal error", "err", err)
+			s.log().Error("ending a client on an internal error", "err", err)
 			we = &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeInternalError, Message: "pgtide: internal error (see pgtide's log)"}
 		}
 	}

@@ -76,7 +76,7 @@ func (s *Session) CheckTimeouts(now time.Time, p *config.Proxy, dial func(networ
 		if since := s.writeSince.Load(); since != 0 && nowNs-since > int64(w) {
 			// Closing the connection is what unblocks the write; no lock is taken, since the
 			// blocked writer may hold them.
-			s.logger.Warn("client stopped reading its results: closing it", "client_write_timeout", w)
+			s.log().Warn("client stopped reading its results: closing it", "client_write_timeout", w)
 			s.clientClosed.Store(true) // what fails next is the client's socket, not the server
 			s.closeClient()
 			return TimeoutClientWrite
@@ -144,7 +144,7 @@ func (s *Session) checkIdleLocked(now time.Time, p *config.Proxy) (reason string
 		s.conn.Write(e.Append(nil))
 	}
 	s.closeClient()
-	s.logger.Info("client timed out", "timeout", reason, "idle", idleFor.Round(time.Millisecond))
+	s.log().Info("client timed out", "timeout", reason, "idle", idleFor.Round(time.Millisecond))
 	return reason, cancel
 }
 
