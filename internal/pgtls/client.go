@@ -177,6 +177,15 @@ func (c *Conn) PeerCertificate() *x509.Certificate {
 	return nil
 }
 
+// Socket returns the TCP connection under TLS, for waiting on its readiness (see the session's
+// parking); never read or write it. What the handshake replayed is behind it by then.
+func (c *Conn) Socket() net.Conn {
+	if r, ok := c.NetConn().(*replayConn); ok {
+		return r.Conn
+	}
+	return c.NetConn()
+}
+
 // closeNotifyTimeout bounds the close_notify alert Close sends.
 const closeNotifyTimeout = 250 * time.Millisecond
 

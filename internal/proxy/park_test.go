@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"pgtide/internal/config"
+	"pgtide/internal/pgtls"
 	"pgtide/internal/proxy"
 	"pgtide/internal/wire"
 )
@@ -230,4 +232,34 @@ func TestParkedClientMemory(t *testing.T) {
 		t.Errorf("a parked client costs %d bytes of heap, want at most 6 KiB", per)
 	}
 	runtime.KeepAlive(conns)
+}
+
+// TestParkedTLS: clients over TLS (after an SSLRequest, and direct) are parked on their socket
+// and woken by their next request, also one of several TLS records.
+func TestParkedTLS(t *testing.T) {
+	tt := newTestTLS(t)
+	p := startProxyPrepared(t, func(c *config.Config) {
+		tt.configure(c, pgtls.Require, pgtls.Prefer)
+		c.TLS.CAFile = ""
+	}, func(s *proxy.Server) { s.SetParkAfter(10 * time.Millisecond) })
+	plain := p.connString("app", "appdb")
+	var conns []*pgx.Conn
+	for _, cs := range []string{tt.connString(plain), tt.connString(plain) + " sslnegotiation=direct"} {
+		c, err := tlsConnect(t, cs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	ctx := context.Background()
+	long := strings.Repeat("x", 40000) // three TLS records
+	for round := range 3 {
+		for i, c := range conns {
+			var n int
+			if err := c.QueryRow(ctx, "SELECT length($1::text)", long).Scan(&n); err != nil || n != len(long) {
+				t.Fatalf("round %d, client %d: %d, %v", round, i, n, err)
+			}
+		}
+		waitParked(t, p, len(conns))
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"pgtide/internal/pgtls"
 )
 
 // Parking: a transaction-mode client idle between transactions for ParkAfter (a second by
@@ -16,8 +18,12 @@ import (
 // the client loop, decides to park (ParkIfIdle). It ends the loop's blocked read with a read
 // deadline in the past, under mu, where the loop clears it, so that a deadline set just as the
 // client's bytes arrived cannot fail a later read. Only clients with nothing attached are parked:
-// no server connection, no relay, not closing. Encrypted clients are not parked: crypto/tls may
-// hold decrypted bytes the socket no longer shows.
+// no server connection, no relay, not closing.
+//
+// A client over TLS is parked on its socket too. Its wait ended with a timeout, so crypto/tls
+// held no decrypted bytes and no complete record (its Read returns those without waiting): at
+// most the start of a record, whose rest makes the socket readable. A read timeout leaves a
+// tls.Conn usable. Its buffers stay with it.
 //
 // Whoever closes the client's connection from outside the client loop does it with closeClient,
 // which takes a parked connection back from the Parker first and runs the loop again to end the
@@ -38,11 +44,18 @@ var errPark = errors.New("session: parked")
 
 // parkable reports whether the client may be parked at all; fixed at New.
 func (s *Session) parkable() bool {
-	if s.env.Parker == nil || !s.txMode || s.tlsInfo != "" {
-		return false
+	_, ok := s.socket()
+	return ok && s.env.Parker != nil && s.txMode
+}
+
+// socket returns what the Parker waits on: the client's socket, under TLS if any.
+func (s *Session) socket() (syscall.Conn, bool) {
+	c := s.conn
+	if tc, ok := c.(*pgtls.Conn); ok {
+		c = tc.Socket()
 	}
-	_, ok := s.conn.(syscall.Conn)
-	return ok
+	sc, ok := c.(syscall.Conn)
+	return sc, ok
 }
 
 // ParkIfIdle parks the session if its client loop has been waiting for the client since before
@@ -89,7 +102,8 @@ func (s *Session) park() bool {
 	s.mu.Lock()
 	s.shareParamsLocked()
 	s.mu.Unlock()
-	if err := s.env.Parker.Park(s.conn.(syscall.Conn), &s.ticket, s.runFn); err != nil {
+	sock, _ := s.socket()
+	if err := s.env.Parker.Park(sock, &s.ticket, s.runFn); err != nil {
 		s.noPark = true
 		s.log().Debug("client not parked", "err", err)
 		return false
