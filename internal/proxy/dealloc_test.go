@@ -172,6 +172,17 @@ var deallocScripts = []struct {
 			&pgproto3.Query{String: "DEALLOCATE b; EXECUTE b(1)"}}},
 		dq("EXECUTE a(1); DEALLOCATE a; EXECUTE a(2)"),
 	}},
+	{"a client pinned by SQL PREPARE", []deallocStep{
+		dq("PREPARE s AS SELECT 2 AS two"),
+		prepareAB,
+		dmsgs(dparse("c", "DEALLOCATE s"), dparse("d", "DEALLOCATE a"), dbind("", "c"), dexec(""), dbind("", "d"), dexec(""),
+			dbind("", "b", "1"), dexec(""), dsync),
+		dq("EXECUTE s"),
+		dq("PREPARE s AS SELECT 3 AS three"),
+		dmsgs(dbind("p", "c"), dbind("", "c"), dexec("p"), dexec(""), dsync),
+		dq("PREPARE s AS SELECT 4 AS four; DEALLOCATE b; EXECUTE s; EXECUTE b(1)"),
+		dmsgs(dbind("", "d"), dexec(""), dsync),
+	}},
 	{"inside an extended batch", []deallocStep{
 		{readies: 2, msgs: []pgproto3.FrontendMessage{dparse("a", plus), dparse("b", plus),
 			&pgproto3.Query{String: "DEALLOCATE a; EXECUTE b(1)"}, dbind("", "b", "2"), dexec(""), dsync}},
