@@ -137,6 +137,13 @@ const (
 	// Parse is followed at once by its Bind and Execute, and the unnamed statement is not
 	// bound or described again.
 	bugUnnamedSQLRefs = false
+	// bugSharedDeallocate: a client's names with the same text share one server statement, and
+	// an SQL DEALLOCATE of one name dropped it for the others too on that server connection
+	// (P11P21S Qe: Parse "a" and "b" as the same text, then the Query "DEALLOCATE a; EXECUTE
+	// b(1)": 26000 naming pgtide_<n> where PostgreSQL runs b). Avoided: a Query or Parse whose
+	// DEALLOCATE names a statement whose text another of the client's names was last parsed
+	// with is left out.
+	bugSharedDeallocate = false
 )
 
 // fuzzDuplicateParseWarns reports whether every one of lines is bugDuplicateParseWarns.
@@ -180,6 +187,7 @@ var (
 		{sql: "BEGIN"},
 		{sql: "COMMIT"},
 		{sql: "EXECUTE b(2)", refs: true},
+		{sql: "DEALLOCATE b", refs: true},
 	}
 	fuzzQueries = []string{
 		"PREPARE a AS SELECT 1 AS one",
@@ -200,6 +208,9 @@ var (
 		"SET search_path TO public",
 		"RESET ALL",
 		"EXPLAIN (COSTS OFF) EXECUTE a",
+		"DEALLOCATE a; DEALLOCATE b",
+		"DEALLOCATE b; EXECUTE a",
+		"DEALLOCATE a; EXECUTE a",
 	}
 	// fuzzOtherActions are what the other client does, each a whole request.
 	fuzzOtherActions = []string{"BEGIN", "COMMIT", "Parse a, Bind, Execute, Sync",
@@ -338,6 +349,23 @@ func (r *fuzzRun) namesItself(name, sql string) bool {
 	return true
 }
 
+// deallocatesShared reports whether sql has a DEALLOCATE of a name whose text another name of
+// the main client's was last parsed with (see bugSharedDeallocate).
+func (r *fuzzRun) deallocatesShared(sql string) bool {
+	for _, stmt := range strings.Split(sql, ";") {
+		name, ok := strings.CutPrefix(strings.TrimSpace(stmt), "DEALLOCATE ")
+		if !ok {
+			continue
+		}
+		for other, text := range r.parsed {
+			if other != name && text == r.parsed[name] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // fuzzPair is one client role, connected to both.
 type fuzzPair struct {
 	name            string
@@ -455,6 +483,10 @@ func (r *fuzzRun) do(op fuzzOp) {
 			}
 			r.parsed[name] = t.sql
 		}
+		if bugSharedDeallocate && r.deallocatesShared(t.sql) {
+			r.note("left out (bugSharedDeallocate)")
+			return
+		}
 		if r.sqlPrepared[name] {
 			// Documented (README, Transaction mode): a protocol Parse of a name the client
 			// created with SQL PREPARE is not refused with 42P05 as on PostgreSQL, but pins.
@@ -504,6 +536,10 @@ func (r *fuzzRun) do(op fuzzOp) {
 		return
 	case 'Q':
 		q := &pgproto3.Query{String: pick(fuzzQueries, a[0])}
+		if bugSharedDeallocate && r.deallocatesShared(q.String) {
+			r.note("left out (bugSharedDeallocate)")
+			return
+		}
 		if name, ok := strings.CutPrefix(q.String, "PREPARE "); ok {
 			if r.sqlPrepared == nil {
 				r.sqlPrepared = make(map[string]bool)

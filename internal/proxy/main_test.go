@@ -123,6 +123,16 @@ func startProxy(t *testing.T, mutate func(*config.Config)) *testProxy {
 	return startProxyPrepared(t, mutate, nil)
 }
 
+// trustProxy starts a proxy in pool mode mode, with poolSize server connections and trust logins.
+func trustProxy(t *testing.T, mode string, poolSize int) *testProxy {
+	t.Helper()
+	return startProxy(t, func(c *config.Config) {
+		c.Proxy.PoolMode = mode
+		c.Cluster.PoolSize = poolSize
+		c.Auth.Method = config.AuthTrust
+	})
+}
+
 // startProxyPrepared is startProxy with prepare run on the server before it serves clients, to
 // replace what tests inject (the pool's dialer).
 func startProxyPrepared(t *testing.T, mutate func(*config.Config), prepare func(*proxy.Server)) *testProxy {

@@ -416,13 +416,9 @@ func TestPipelinedRequests(t *testing.T) {
 // FuzzPreparedStatements). Also with a long pipeline before the Query, so that pgtide has
 // dropped the answered messages from its account of the batch meanwhile.
 func TestSkippedAfterError(t *testing.T) {
-	for _, mode := range []string{config.PoolModeTransaction, config.PoolModeSession} {
+	for _, mode := range bothModes {
 		t.Run(mode, func(t *testing.T) {
-			p := startProxy(t, func(c *config.Config) {
-				c.Proxy.PoolMode = mode
-				c.Cluster.PoolSize = 1
-				c.Auth.Method = config.AuthTrust
-			})
+			p := trustProxy(t, mode, 1)
 			r := p.raw(t)
 			r.login("app", "appdb")
 			one := &pgproto3.Query{String: "SELECT 1"}

@@ -30,11 +30,11 @@
 // that got its server connection at login has it read from the start.
 //
 // pgtide sends requests of its own on a client's server connection (settings before the
-// client's first request, a Parse an SQL EXECUTE needs, a restore after a reset): hidden.go
-// numbers them among the client's so the reader knows whose answers it reads. In transaction mode
-// the client's prepared statements, SQL that names them and COPY are followed message by message
-// (prepared.go, expect.go, copy.go), so that pgtide's records never drift from what the server
-// did.
+// client's first request, a Parse an SQL EXECUTE or DEALLOCATE needs, a restore after a reset):
+// hidden.go numbers them among the client's so the reader knows whose answers it reads. In
+// transaction mode the client's prepared statements, SQL that names them and COPY are followed
+// message by message (prepared.go, expect.go, copy.go), so that pgtide's records never drift
+// from what the server did.
 //
 // Ownership: Session.mu guards the attachment (server, pending, open, txStatus, closing,
 // relayRunning). Only the server's one reader (the client loop inline, or the relay) sets server

@@ -22,11 +22,16 @@ type expectation struct {
 	closed string      // a Close of this server-side statement: an orphan again if skipped
 	name   string      // the client's statement name, for its own Parse, Close or DEALLOCATE
 	def    *clientStmt // the client statement its Parse created, or its Close or DEALLOCATE removed
-	// A DEALLOCATE ALL (or DISCARD ALL) removed all of these; DEALLOCATE name drops dropped on
-	// the server, when it completes.
-	saved   map[string]*clientStmt
-	all     bool
-	dropped *statement
+	// A DEALLOCATE ALL (or DISCARD ALL) removed all of these.
+	saved map[string]*clientStmt
+	all   bool
+	// tw: a Parse, Close or SQL DEALLOCATE of this throwaway statement, which the server held
+	// before it if twHeld (see "SQL DEALLOCATE" in prepared.go). miss: a DEALLOCATE of tw that
+	// must fail as PostgreSQL's of the client's name (in name) would, since the client has no
+	// such statement: the server's error names tw, and is reworded (see rewordMissLocked).
+	tw     *throwaway
+	twHeld bool
+	miss   bool
 	// unnamed: a Parse or Close of the unnamed statement. PostgreSQL drops the old unnamed
 	// statement when a new one's Parse starts, so if a Parse failed the server holds none, and
 	// if it was skipped the one before: for the server connection, pgtide no longer knows

@@ -104,9 +104,6 @@ func (s *Session) forwardQuery(srv *pool.Conn) error {
 		if q != nil {
 			query = q
 		}
-		s.mu.Lock()
-		s.queueDeallocsLocked(srv, a.Refs, a.RefsOverflow, s.reqSent-1) // the Query's own number (see attach)
-		s.mu.Unlock()
 		if _, err := srv.Writer.Write(pre); err != nil {
 			return err
 		}
@@ -276,7 +273,11 @@ func (s *Session) relayError(srv *pool.Conn, body []byte) error {
 		s.onCopyFailedLocked()
 	}
 	s.skipAfterErrorLocked()
-	if reworded := len(s.duplicate) > 0 && s.rewordDuplicateLocked(&body); !reworded && s.txMode {
+	reworded := len(s.duplicate) > 0 && s.rewordDuplicateLocked(&body)
+	if !reworded && s.txMode && s.deallocs.len() > 0 {
+		reworded = s.rewordMissLocked(&body)
+	}
+	if !reworded && s.txMode {
 		s.onErrorLocked(srv, body)
 	}
 	s.mu.Unlock()

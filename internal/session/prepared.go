@@ -33,6 +33,26 @@ import (
 // go through pgtide's messages — DEALLOCATE ALL, DISCARD ALL — are followed from the server's
 // CommandComplete, which comes exactly when and if the server did it, whatever protocol,
 // transaction or pipeline carried it.
+//
+// SQL DEALLOCATE. A client's names with the same text share one server statement, so an SQL
+// DEALLOCATE of one name must not drop it: the others still use it. The DEALLOCATE drops a
+// throwaway instead, an empty statement pgtide creates for it (whose Parse cannot fail, whatever
+// became of the client's text), and the shared statement stays cached, as after a protocol
+// Close. A name the client has no statement of fails as on PostgreSQL, with PostgreSQL's error.
+//
+//   - In a simple Query, each DEALLOCATE (and each one an EXECUTE in it runs through a protocol
+//     statement's text) gets a throwaway of its own, parsed just before the Query. Names are
+//     looked up in text order, as the server runs them: one the Query deallocated earlier is
+//     left as written, and the server reports it missing.
+//   - A protocol statement's text names the connection's throwaway (serverState.dealloc), so
+//     that its server statement is shared and cached like any other. PostgreSQL looks the name
+//     up when a portal of it runs, and so does pgtide, at the portal's Execute: the throwaway is
+//     parsed first if the client has the name, and closed first if not, so that the server
+//     fails, and its error is reworded to name the client's statement (rewordMissLocked).
+//
+// A throwaway's Parse, Close and DEALLOCATE are followed like the client's statements: the
+// records change when they are sent and are undone if the server skips them; a throwaway left
+// behind (its DEALLOCATE skipped or refused) is an orphan, closed with the next statement work.
 
 // clientStmt is one of the client's named prepared statements.
 type clientStmt struct {
@@ -123,7 +143,6 @@ type refsMode uint8
 const (
 	refsExpect refsMode = iota // a hidden Parse with an expectation, before an extended message
 	refsHidden                 // a Parse in a hidden request of its own (the caller adds its Sync)
-	refsNone                   // nothing: the name is left as the client wrote it
 )
 
 // maxRefDepth bounds how deep keyOnLocked follows statements whose text runs another by name:
@@ -137,8 +156,9 @@ const maxRefDepth = 4
 // when it lacks them, as mode says, their messages appended to out. A name the client has no
 // statement of is left as it is. For a Describe (describe), so is a name that named none when
 // def was parsed: PostgreSQL works out a statement's result description at its Parse, and a
-// statement EXECUTEd that did not exist then gives none (NoData). Requires mu.
-func (s *Session) keyOnLocked(srv *pool.Conn, def *clientStmt, out []byte, mode refsMode, describe bool, depth int) (stmtKey, []byte) {
+// statement EXECUTEd that did not exist then gives none (NoData). A DEALLOCATE names a
+// throwaway instead (see deallocTargetLocked); tws is nil but in a simple Query. Requires mu.
+func (s *Session) keyOnLocked(srv *pool.Conn, def *clientStmt, out []byte, mode refsMode, describe bool, depth int, tws *[]*throwaway) (stmtKey, []byte) {
 	ctx := s.stmtContextLocked()
 	if len(def.refs) == 0 || depth >= maxRefDepth {
 		return stmtKey{context: ctx, text: def.key}, out
@@ -147,16 +167,23 @@ func (s *Session) keyOnLocked(srv *pool.Conn, def *clientStmt, out []byte, mode 
 	var b []byte
 	last := 0
 	for i, r := range def.refs {
-		ref := s.refDefLocked(r)
-		if ref == nil || describe && def.parsed&(1<<i) == 0 {
-			continue
+		var name string
+		if r.Kind == classify.RefDeallocate {
+			var tw *throwaway
+			if tw, out = s.deallocTargetLocked(srv, r, out, mode, tws); tw == nil {
+				continue
+			}
+			name = tw.name
+		} else {
+			ref := s.refDefLocked(r)
+			if ref == nil || describe && def.parsed&(1<<i) == 0 {
+				continue
+			}
+			var st *statement
+			st, out = s.stmtOnLocked(srv, ref, out, mode, describe, depth+1, tws)
+			name = st.name
 		}
-		var st *statement
-		st, out = s.stmtOnLocked(srv, ref, out, mode, describe, depth+1)
-		if st == nil {
-			continue
-		}
-		b = append(append(b, text[last:r.Start]...), st.name...)
+		b = append(append(b, text[last:r.Start]...), name...)
 		last = r.End
 	}
 	if b == nil {
@@ -166,11 +193,71 @@ func (s *Session) keyOnLocked(srv *pool.Conn, def *clientStmt, out []byte, mode 
 	return stmtKey{context: ctx, text: string(b)}, out
 }
 
+// deallocTargetLocked returns the throwaway that an SQL DEALLOCATE r drops in place of the
+// client's statement (see "SQL DEALLOCATE" at the top of this file), or nil to leave the name
+// as written. In a simple Query (tws not nil) it is a new one, parsed now as mode says and
+// added to tws, if the client has the name now. In a protocol statement's text it is the
+// connection's, whatever the name (looked up at Execute, see queueDeallocsLocked), except that
+// a pinned client's name it has no protocol statement of is left for the server to look up (its
+// SQL PREPARE may have made it). Requires mu.
+func (s *Session) deallocTargetLocked(srv *pool.Conn, r classify.StmtRef, out []byte, mode refsMode, tws *[]*throwaway) (*throwaway, []byte) {
+	if r.Name == nil {
+		return nil, out
+	}
+	if tws == nil {
+		if s.pinned && s.stmts[string(r.Name)] == nil {
+			return nil, out
+		}
+		s.viaDealloc = true
+		return stateOf(srv).deallocStmt(), out
+	}
+	if s.stmts[string(r.Name)] == nil {
+		return nil, out
+	}
+	tw := newThrowaway()
+	*tws = append(*tws, tw)
+	return tw, s.parseThrowawayLocked(out, tw, mode)
+}
+
+// parseThrowawayLocked appends a Parse of tw, as mode says. Requires mu.
+func (s *Session) parseThrowawayLocked(out []byte, tw *throwaway, mode refsMode) []byte {
+	if mode == refsExpect {
+		s.expectLocked(expectation{typ: '1', action: actSwallow, tw: tw, twHeld: tw.held})
+		s.logHiddenLocked()
+	}
+	tw.held = true
+	return appendParse(out, tw.name, throwawayKey)
+}
+
+// closeThrowawayLocked appends a Close of tw, before the client's message just logged. Requires
+// mu.
+func (s *Session) closeThrowawayLocked(out []byte, tw *throwaway) []byte {
+	s.expectLocked(expectation{typ: '3', action: actSwallow, tw: tw, twHeld: tw.held})
+	s.logHiddenLocked()
+	tw.held = false
+	return appendClose(out, tw.name)
+}
+
 // stmtOnLocked returns def's statement on srv (see keyOnLocked), created as mode says if srv
-// lacks it; nil if it lacks it and mode is refsNone. Requires mu.
-func (s *Session) stmtOnLocked(srv *pool.Conn, def *clientStmt, out []byte, mode refsMode, describe bool, depth int) (*statement, []byte) {
-	key, out := s.keyOnLocked(srv, def, out, mode, describe, depth)
-	if st := stateOf(srv).lookup(key); st != nil || mode == refsNone {
+// lacks it. In a simple Query, a statement whose text drops throwaways of the Query's own is
+// created for that Query only, under a new name, and closed after it (see resolveRefs).
+// Requires mu.
+func (s *Session) stmtOnLocked(srv *pool.Conn, def *clientStmt, out []byte, mode refsMode, describe bool, depth int, tws *[]*throwaway) (*statement, []byte) {
+	n := 0
+	if tws != nil {
+		n = len(*tws)
+	}
+	key, out := s.keyOnLocked(srv, def, out, mode, describe, depth, tws)
+	if tws != nil && len(*tws) > n {
+		st := &statement{name: newStatementName(), key: key, ready: true}
+		if mode == refsExpect {
+			s.expectLocked(expectation{typ: '1', action: actSwallow})
+			s.logHiddenLocked()
+		}
+		s.queryStmts = append(s.queryStmts, st.name)
+		return st, appendParse(out, st.name, key.text)
+	}
+	if st := stateOf(srv).lookup(key); st != nil {
 		return st, out
 	}
 	if mode == refsExpect {
@@ -187,16 +274,21 @@ func (s *Session) stmtOnLocked(srv *pool.Conn, def *clientStmt, out []byte, mode
 }
 
 // resolveRefs makes a simple Query's SQL that names the client's protocol-level statements name
-// their server-side statements instead (see keyOnLocked). a is text's analysis. A statement srv
-// lacks is created first by a hidden request (Parse, Sync) before the Query, which then takes the
-// next request number; inside an unfinished extended batch, where a request of its own cannot
-// go, by a hidden Parse with an expectation, as before an extended message. It returns pre with
-// those messages appended, and the rewritten text in s.rewrite, or nil if nothing was rewritten. In a failed transaction nothing is rewritten: the server
-// refuses the statement whatever it names.
+// their server-side statements instead (see keyOnLocked), and a DEALLOCATE a throwaway of its
+// own (see "SQL DEALLOCATE"), and queues the Query's DEALLOCATEs (see queueDeallocsLocked), one
+// statement after another in text order, as the server runs them. a is text's analysis. A
+// statement srv lacks is created first by a hidden request (Parse, Sync) before the Query, which
+// then takes the next request number; inside an unfinished extended batch, where a request of
+// its own cannot go, by a hidden Parse with an expectation, as before an extended message. It
+// returns pre with those messages appended, and the rewritten text in s.rewrite, or nil if
+// nothing was rewritten. In a failed transaction nothing is rewritten: the server refuses the
+// statement whatever it names.
 func (s *Session) resolveRefs(srv *pool.Conn, a *classify.Session, pre, text []byte) ([]byte, []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	run := deallocRun{batch: s.reqSent - 1, query: true} // the Query's own number (see attach)
 	if s.txStatus == 'E' || len(s.stmts) == 0 {
+		s.queueDeallocsLocked(srv, a.Refs, &run, 0)
 		return pre, nil
 	}
 	mode := refsHidden
@@ -204,24 +296,44 @@ func (s *Session) resolveRefs(srv *pool.Conn, a *classify.Session, pre, text []b
 		mode = refsExpect
 	}
 	start := len(pre)
+	first := s.deallocs.len()
 	out := s.rewrite[:0]
 	last := 0
-	for _, r := range a.Refs {
-		def := s.refDefLocked(r)
-		if def == nil {
-			continue
+	for i, r := range a.Refs {
+		var name string
+		run.tws = s.tws[:0]
+		switch r.Kind {
+		case classify.RefDeallocate:
+			var tw *throwaway
+			if tw, pre = s.deallocTargetLocked(srv, r, pre, mode, &run.tws); tw != nil {
+				name = tw.name
+			}
+		case classify.RefExecute:
+			if def := s.refDefLocked(r); def != nil {
+				var st *statement
+				st, pre = s.stmtOnLocked(srv, def, pre, mode, false, 0, &run.tws)
+				name = st.name
+			}
 		}
-		var st *statement
-		st, pre = s.stmtOnLocked(srv, def, pre, mode, false, 0)
-		if st == nil {
-			continue
+		s.tws = run.tws
+		s.queueDeallocsLocked(srv, a.Refs[i:i+1], &run, 0)
+		clear(s.tws)
+		if name != "" {
+			out = append(append(out, text[last:r.Start]...), name...)
+			last = r.End
 		}
-		out = append(append(out, text[last:r.Start]...), st.name...)
-		last = r.End
 	}
 	if mode == refsHidden && len(pre) > start {
-		s.hideLocked(s.reqSent-1, false) // the Query, already counted, moves up one
+		s.hideLocked(run.batch, false) // the Query, already counted, moves up one
+		for i := first; i < s.deallocs.len(); i++ {
+			s.deallocs.at(i).batch++
+		}
 		pre = wire.AppendHeader(pre, 'S', 0)
+	}
+	if len(s.queryStmts) > 0 {
+		stateOf(srv).orphans = append(stateOf(srv).orphans, s.queryStmts...)
+		clear(s.queryStmts)
+		s.queryStmts = s.queryStmts[:0]
 	}
 	if last == 0 {
 		return pre, nil
@@ -269,36 +381,65 @@ func (s *Session) refDefLocked(r classify.StmtRef) *clientStmt {
 	return s.stmts[string(r.Name)]
 }
 
+// deallocRun is where queueDeallocsLocked's SQL runs.
+type deallocRun struct {
+	batch int  // the request the SQL runs in
+	query bool // a simple Query, whose DEALLOCATEs drop tws (or name what the client has not)
+	tws   []*throwaway
+	// Else a portal's Execute: viaDealloc says its DEALLOCATE names the connection's throwaway
+	// (see deallocTargetLocked), and out takes the messages to send before the Execute.
+	viaDealloc bool
+	out        []byte
+}
+
 // queueDeallocsLocked queues an expectation for each DEALLOCATE in refs (in text order), to be
 // matched with its CommandComplete, and takes the names it removes from the client's records at
 // once, so that a Parse of the same name later in the pipeline is not a duplicate; a DEALLOCATE
-// the server skips gives them back. batch is the request the text runs in. Requires mu.
-func (s *Session) queueDeallocsLocked(srv *pool.Conn, refs []classify.StmtRef, overflow bool, batch int) {
-	if overflow {
-		return // cannot be matched with CommandCompletes: followed by the fallback in onCommandCompleteLocked
-	}
-	s.queueDeallocsDepthLocked(srv, refs, batch, 0)
-}
-
-// queueDeallocsDepthLocked is queueDeallocsLocked for refs depth statements down: an EXECUTE of
-// a statement whose own text deallocates runs that DEALLOCATE too. Requires mu.
-func (s *Session) queueDeallocsDepthLocked(srv *pool.Conn, refs []classify.StmtRef, batch, depth int) {
+// the server skips or refuses gives them back. Where a DEALLOCATE names a throwaway (see "SQL
+// DEALLOCATE"), it is one of run.tws in a simple Query; in a portal the connection's, made to
+// exist just before the Execute if the client has the name and not to exist if not. depth counts
+// the statements down that refs come from: an EXECUTE of a statement whose own text deallocates
+// runs that DEALLOCATE too. Requires mu.
+func (s *Session) queueDeallocsLocked(srv *pool.Conn, refs []classify.StmtRef, run *deallocRun, depth int) {
 	for _, r := range refs {
-		e := expectation{typ: 'D', batch: batch}
+		e := expectation{typ: 'D', batch: run.batch}
 		switch r.Kind {
 		case classify.RefExecute:
 			if def := s.refDefLocked(r); def != nil && def.refs != nil && depth < maxRefDepth {
-				s.queueDeallocsDepthLocked(srv, def.refs, batch, depth+1)
+				s.queueDeallocsLocked(srv, def.refs, run, depth+1)
 			}
 			continue
 		case classify.RefDeallocateAll:
 			e.all, e.saved = true, s.stmts
 			s.stmts = nil
+			stateOf(srv).dropDealloc() // dropped by the server too, unless skipped
 		case classify.RefDeallocate:
-			if def := s.refDefLocked(r); def != nil && s.txStatus != 'E' {
+			def := s.refDefLocked(r)
+			switch {
+			case run.query:
+				if def == nil || len(run.tws) == 0 {
+					break // a name the client has not, or a failed transaction: as written
+				}
+				e.tw, run.tws = run.tws[0], run.tws[1:]
 				e.name, e.def = string(r.Name), def
-				e.dropped, _ = s.stmtOnLocked(srv, def, nil, refsNone, false, 0)
 				delete(s.stmts, e.name)
+				e.twHeld, e.tw.held = e.tw.held, false
+			case run.viaDealloc:
+				tw := stateOf(srv).deallocStmt()
+				e.tw, e.name = tw, string(r.Name)
+				if def != nil {
+					if !tw.held {
+						run.out = s.parseThrowawayLocked(run.out, tw, refsExpect)
+					}
+					e.def = def
+					delete(s.stmts, e.name)
+				} else {
+					if tw.held {
+						run.out = s.closeThrowawayLocked(run.out, tw)
+					}
+					e.miss = true
+				}
+				e.twHeld, tw.held = tw.held, false
 			}
 		default:
 			continue
@@ -443,6 +584,7 @@ func (s *Session) forwardBind(srv *pool.Conn) error {
 	var serverName string
 	var refs []classify.StmtRef
 	s.mu.Lock()
+	s.viaDealloc = false
 	if len(stmt) == 0 {
 		out = s.unnamedLocked(srv, out, false)
 		refs = s.unnamed.refs
@@ -451,14 +593,14 @@ func (s *Session) forwardBind(srv *pool.Conn) error {
 		if def.refs == nil {
 			st, out = s.ensureLocked(srv, stmtKey{context: s.stmtContextLocked(), text: def.key}, out)
 		} else {
-			st, out = s.stmtOnLocked(srv, def, out, refsExpect, false, 0)
+			st, out = s.stmtOnLocked(srv, def, out, refsExpect, false, 0, nil)
 			refs = def.refs
 		}
 		serverName = st.name
 	}
 	s.mu.Unlock()
 	if len(s.refPortals) > 0 || refs != nil {
-		s.bindRefs(portal, refs)
+		s.bindRefs(portal, refs, s.viaDealloc)
 	}
 	s.scratch = out
 	if len(out) > 0 {
@@ -477,22 +619,28 @@ func (s *Session) forwardBind(srv *pool.Conn) error {
 	return s.r.ForwardReplacing(srv.Writer, skip, prefix)
 }
 
+// refPortal is a portal bound to a statement with SQL EXECUTE or DEALLOCATE in its text.
+type refPortal struct {
+	refs       []classify.StmtRef // see clientStmt.refs
+	viaDealloc bool               // its DEALLOCATE names the connection's throwaway (see deallocTargetLocked)
+}
+
 // bindRefs notes a Bind to portal of a statement with the given refs (see clientStmt.refs): its
 // SQL DEALLOCATEs deallocate when the portal runs (see executeRefs).
-func (s *Session) bindRefs(portal []byte, refs []classify.StmtRef) {
+func (s *Session) bindRefs(portal []byte, refs []classify.StmtRef, viaDealloc bool) {
 	delete(s.refPortals, string(portal)) // a Bind replaces the portal
 	if refs == nil {
 		return
 	}
 	if s.refPortals == nil {
-		s.refPortals = make(map[string][]classify.StmtRef)
+		s.refPortals = make(map[string]refPortal)
 	}
-	s.refPortals[string(portal)] = refs
+	s.refPortals[string(portal)] = refPortal{refs: refs, viaDealloc: viaDealloc}
 }
 
 // executeRefs handles an Execute in transaction mode: a portal bound to a statement with SQL
-// DEALLOCATE in its text runs it now, so its names are taken from the client's records here
-// (see queueDeallocsLocked).
+// DEALLOCATE in its text runs it now, so its names are taken from the client's records here,
+// and the throwaway it names is made to exist or not first (see queueDeallocsLocked).
 func (s *Session) executeRefs(srv *pool.Conn) error {
 	head, err := s.r.PeekBody(s.r.MaxPeek())
 	if err != nil {
@@ -503,12 +651,21 @@ func (s *Session) executeRefs(srv *pool.Conn) error {
 		return errMalformedMessage
 	}
 	s.mu.Lock()
-	if refs, ok := s.refPortals[string(portal)]; ok {
-		delete(s.refPortals, string(portal)) // a utility statement runs at the portal's first Execute
-		s.queueDeallocsLocked(srv, refs, false, s.reqSent)
+	p, ok := s.refPortals[string(portal)]
+	if !ok {
+		s.mu.Unlock()
+		return nil
 	}
+	delete(s.refPortals, string(portal)) // a utility statement runs at the portal's first Execute
+	run := deallocRun{batch: s.reqSent, viaDealloc: p.viaDealloc, out: s.scratch[:0]}
+	s.queueDeallocsLocked(srv, p.refs, &run, 0)
 	s.mu.Unlock()
-	return nil
+	s.scratch = run.out
+	if len(run.out) == 0 {
+		return nil
+	}
+	_, err = srv.Writer.Write(run.out)
+	return err
 }
 
 // cbytes splits a NUL-terminated string off b, without copying.
@@ -528,7 +685,7 @@ func (s *Session) unnamedLocked(srv *pool.Conn, out []byte, describe bool) []byt
 	key := s.unnamed.key
 	if s.unnamed.refs != nil {
 		var k stmtKey
-		k, out = s.keyOnLocked(srv, &s.unnamed, out, refsExpect, describe, 0)
+		k, out = s.keyOnLocked(srv, &s.unnamed, out, refsExpect, describe, 0, nil)
 		key = k.text
 	}
 	switch {
@@ -575,7 +732,7 @@ func (s *Session) forwardDescribeClose(srv *pool.Conn, typ byte) error {
 	case typ == 'D':
 		if def := s.stmts[name]; def != nil {
 			var st *statement
-			st, out = s.stmtOnLocked(srv, def, out, refsExpect, true, 0)
+			st, out = s.stmtOnLocked(srv, def, out, refsExpect, true, 0, nil)
 			serverName = st.name
 		}
 	case name == "": // Close of the unnamed statement
@@ -653,6 +810,11 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 			if e.def != nil {
 				s.defineLocked(e.name, e.def)
 			}
+			if e.tw != nil {
+				s.undoThrowawayLocked(e)
+			}
+		case e.tw != nil:
+			s.undoThrowawayLocked(e)
 		case e.stmt != nil:
 			if !e.stmt.ready {
 				stateOf(srv).forget(e.stmt)
@@ -680,6 +842,14 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 	}
 	s.expect.pop(n)
 	s.deallocs.pop(m)
+	for _, tw := range s.twUndone {
+		if tw.held && tw != stateOf(srv).dealloc {
+			tw.held = false // not the connection's now (or never was): closed with the next statement work
+			stateOf(srv).orphans = append(stateOf(srv).orphans, tw.name)
+		}
+	}
+	clear(s.twUndone)
+	s.twUndone = s.twUndone[:0]
 	for marker, d := range s.duplicate {
 		if d.batch <= done {
 			delete(s.duplicate, marker) // its stand-in failed with the text's own error, or was skipped
@@ -687,9 +857,17 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 	}
 }
 
+// undoThrowawayLocked undoes what a skipped message e did to a throwaway; onReadyLocked then
+// makes one left behind an orphan. Requires mu.
+func (s *Session) undoThrowawayLocked(e *expectation) {
+	e.tw.held = e.twHeld
+	s.twUndone = append(s.twUndone, e.tw)
+}
+
 // onCommandCompleteLocked follows what a CommandComplete says the server did to its prepared
-// statements: DEALLOCATE ALL and DISCARD ALL dropped them all, DEALLOCATE name the one the oldest
-// outstanding SQL DEALLOCATE names (see queueDeallocsLocked). tag is the CommandComplete body.
+// statements: DEALLOCATE ALL and DISCARD ALL dropped them all; DEALLOCATE name completes the
+// oldest outstanding SQL DEALLOCATE of the request being answered (see queueDeallocsLocked),
+// whose names and throwaway were taken when it was sent. tag is the CommandComplete body.
 // Requires mu.
 func (s *Session) onCommandCompleteLocked(srv *pool.Conn, tag []byte) {
 	all := string(tag) == "DEALLOCATE ALL\x00" || string(tag) == "DISCARD ALL\x00"
@@ -697,17 +875,16 @@ func (s *Session) onCommandCompleteLocked(srv *pool.Conn, tag []byte) {
 		return
 	}
 	var e *expectation
-	if s.deallocs.len() > 0 && s.deallocs.at(0).all == all {
+	if s.deallocs.len() > 0 && s.deallocs.at(0).all == all && s.deallocs.at(0).batch == s.reqDone {
 		e = s.deallocs.at(0)
 	}
-	switch {
-	case all:
+	if all {
 		stateOf(srv).forgetAll()
 		if e == nil {
-			clear(s.stmts) // a DEALLOCATE ALL pgtide did not see coming: the same, late
+			// A DEALLOCATE ALL pgtide did not see coming: the same, late.
+			clear(s.stmts)
+			stateOf(srv).dealloc = nil
 		}
-	case e != nil && e.dropped != nil:
-		stateOf(srv).forget(e.dropped)
 	}
 	if e != nil {
 		s.deallocs.pop(1)
@@ -737,6 +914,25 @@ func (s *Session) rewordDuplicateLocked(body *[]byte) bool {
 	return false
 }
 
+// rewordMissLocked turns the server's error for a DEALLOCATE of a throwaway standing for a name
+// the client has no statement of (expectation.miss) into PostgreSQL's for that name, in *body,
+// and reports whether it did. Runs on the reader. Requires mu.
+func (s *Session) rewordMissLocked(body *[]byte) bool {
+	code, msg := wire.ParseErrorFields(*body)
+	if code != "26000" {
+		return false
+	}
+	for i := 0; i < s.deallocs.len(); i++ {
+		if e := s.deallocs.at(i); e.miss && strings.Contains(msg, `"`+e.tw.name+`"`) {
+			we := &wire.Error{Severity: wire.SeverityError, Code: "26000",
+				Message: `prepared statement "` + e.name + `" does not exist`}
+			*body = we.Append(nil)[wire.HeaderLen:]
+			return true
+		}
+	}
+	return false
+}
+
 // onErrorLocked drops srv's statements when the server says one of them is stale or missing:
 // a schema change made a shared statement mean something a fresh Parse would not (its result
 // columns, or a type it was analysed with, changed), or a statement pgtide believes in does not
@@ -750,6 +946,7 @@ func (s *Session) onErrorLocked(srv *pool.Conn, body []byte) {
 		code == "XX000" && strings.Contains(msg, "cache lookup failed for type"),
 		code == "26000" && strings.Contains(msg, `"pgtide_`):
 		stateOf(srv).orphanAll()
+		stateOf(srv).dropDealloc()
 		if code == "26000" {
 			s.log().Warn("a server connection lost prepared statements pgtide created; re-creating them", "err", msg)
 		}

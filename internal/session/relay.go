@@ -302,6 +302,17 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 		}
 		s.skipping.Store(false)
 	}
+	s.countLocked(typ)
+	if s.busySince == 0 {
+		s.busySince = time.Now().UnixNano()
+	}
+	s.mu.Unlock()
+	return srv, nil
+}
+
+// countLocked accounts for the client message of type typ about to be sent to the server (see
+// reqlog.go). Requires mu.
+func (s *Session) countLocked(typ byte) {
 	switch typ {
 	case 'Q', 'F':
 		s.pending++
@@ -335,11 +346,6 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 		s.open = true // Bind, Describe
 		s.logLocked(logExtended)
 	}
-	if s.busySince == 0 {
-		s.busySince = time.Now().UnixNano()
-	}
-	s.mu.Unlock()
-	return srv, nil
 }
 
 // attachLocked makes srv (on node, counted by the router) the session's server connection, with

@@ -2,8 +2,6 @@ package session
 
 import (
 	"bytes"
-	"io"
-	"log/slog"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -12,8 +10,7 @@ import (
 // retrySession returns a transaction-mode session reading in, with statement
 // "w" defined as an INSERT and "r" as a SELECT, and the unnamed statement a SELECT.
 func retrySession(in []byte) *Session {
-	s := routeSession(in)
-	s.env.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := stmtSession(in)
 	s.env.Routes = new(RouteCounter)
 	s.stmts = map[string]*clientStmt{
 		"w": {key: "INSERT INTO t VALUES ($1)\x00\x00\x00"},

@@ -38,7 +38,24 @@ type serverState struct {
 	unnamedKey string
 	unnamedAt  uint64
 	clock      uint64 // counts statement uses, for eviction
+	// dealloc is the statement the SQL DEALLOCATEs of protocol-level statements' texts drop on
+	// this connection instead of the client's (see "SQL DEALLOCATE" in prepared.go); nil until
+	// one is needed, and after a DEALLOCATE ALL or DISCARD ALL, when the next gets a new name.
+	dealloc *throwaway
 }
+
+// throwaway is an empty statement pgtide creates for an SQL DEALLOCATE to drop in place of the
+// client's statement, which the client's other names with the same text share (see "SQL
+// DEALLOCATE" in prepared.go). Its Parse cannot fail, whatever became of the client's text.
+type throwaway struct {
+	name string
+	held bool // the server holds it, as of the messages sent so far (undone if skipped)
+}
+
+// throwawayKey is the Parse body of a throwaway after its name: the empty query, no parameters.
+const throwawayKey = "\x00\x00\x00"
+
+func newThrowaway() *throwaway { return &throwaway{name: newStatementName()} }
 
 // unnamedUnknown is serverState.unnamedKey when the server may hold an unnamed statement pgtide
 // cannot name (a Parse of it failed or was skipped): never a real key, which is at least a NUL
@@ -64,6 +81,9 @@ type statement struct {
 }
 
 var statementSeq atomic.Uint64
+
+// newStatementName returns a server-side statement name unique in the process.
+func newStatementName() string { return "pgtide_" + strconv.FormatUint(statementSeq.Add(1), 10) }
 
 // stateOf returns what sessions know of c's server session, empty for a connection no session
 // has held yet (or whose session the pool reset). The caller must hold c.
@@ -153,7 +173,7 @@ func (st *serverState) add(key stmtKey, max, maxBytes int) (x, evicted *statemen
 		st.statements = make(map[stmtKey]*statement)
 	}
 	st.clock++
-	x = &statement{name: "pgtide_" + strconv.FormatUint(statementSeq.Add(1), 10), key: key, used: st.clock}
+	x = &statement{name: newStatementName(), key: key, used: st.clock}
 	if old := st.statements[key]; old != nil {
 		st.textBytes -= len(old.key.text)
 	}
@@ -190,6 +210,24 @@ func (st *serverState) forgetAll() {
 	clear(st.statements)
 	st.textBytes = 0
 	st.orphans = st.orphans[:0]
+}
+
+// deallocStmt returns the connection's statement for SQL DEALLOCATEs of protocol-level
+// statements (see serverState.dealloc).
+func (st *serverState) deallocStmt() *throwaway {
+	if st.dealloc == nil {
+		st.dealloc = newThrowaway()
+	}
+	return st.dealloc
+}
+
+// dropDealloc gives up the connection's statement for SQL DEALLOCATEs: the next one gets a new
+// name. One the server may still hold is closed with the next statement work (an orphan).
+func (st *serverState) dropDealloc() {
+	if st.dealloc != nil && st.dealloc.held {
+		st.orphans = append(st.orphans, st.dealloc.name)
+	}
+	st.dealloc = nil
 }
 
 // orphanAll empties the cache, keeping the names as orphans to close: the server said one of

@@ -163,8 +163,15 @@ type Session struct {
 	stmts   map[string]*clientStmt
 	unnamed clientStmt // the unnamed statement; key "" when the client has none
 	// refPortals are the portals bound to statements with SQL DEALLOCATE or EXECUTE in their
-	// text, with those (see bindRefsLocked). Owned by the client loop.
-	refPortals map[string][]classify.StmtRef
+	// text, with those (see bindRefs). Owned by the client loop.
+	refPortals map[string]refPortal
+	// Scratch for resolving SQL DEALLOCATE and EXECUTE (see keyOnLocked), owned by the client
+	// loop: viaDealloc, a statement's text named the connection's throwaway; tws, the
+	// throwaways of a Query's statement; queryStmts, statements made for one Query only.
+	viaDealloc bool
+	tws        []*throwaway
+	queryStmts []string
+	twUndone   []*throwaway              // throwaways whose messages were skipped (see onReadyLocked); guarded by mu
 	expect     expectRing                // Parse and Close sent, awaiting ParseComplete or CloseComplete
 	deallocs   expectRing                // SQL DEALLOCATEs sent, awaiting their CommandComplete (typ 'D')
 	expectSeq  uint64                    // numbers expectations in sending order
