@@ -20,13 +20,15 @@ func (r idleResult) kibPerClient() float64 {
 }
 
 const (
-	idleDialers = 16                     // connections opened in parallel
-	idleSettle  = 500 * time.Millisecond // RSS is sampled this long once all are idle
+	idleDialers = 16 // connections opened in parallel
+	// RSS is read once all have been idle this long: steady state, after pgtide parks its idle
+	// clients (a second) and has the memory their goroutines left returned to the OS.
+	idleSettle = 5 * time.Second
 )
 
 // measureIdle logs n clients in to the proxy t, runs SELECT 1 on each so
-// every one has been through a transaction, holds them idle while it
-// samples the proxy's RSS, then closes them.
+// every one has been through a transaction, holds them idle for idleSettle,
+// reads the proxy's RSS, then closes them.
 func measureIdle(ctx context.Context, t *target, n int) (idleResult, error) {
 	// One client first, so the pool's first server connection is not
 	// counted as client memory.
@@ -78,14 +80,14 @@ func measureIdle(ctx context.Context, t *target, n int) (idleResult, error) {
 		return idleResult{}, fmt.Errorf("%s: %d of %d idle clients failed, the first: %w", t.name, len(errs), n, errs[0])
 	}
 
-	s := sampleRSS(pid)
 	select {
 	case <-ctx.Done():
+		return idleResult{}, ctx.Err()
 	case <-time.After(idleSettle):
 	}
-	with := s.stop()
-	if ctx.Err() != nil {
-		return idleResult{}, ctx.Err()
+	with, err := rssBytes(pid)
+	if err != nil {
+		return idleResult{}, err
 	}
 	return idleResult{clients: n, before: before, with: with}, nil
 }
