@@ -767,7 +767,7 @@ const (
 // anyway, the janitor has the memory collected and returned (debug.FreeOSMemory, tens of
 // milliseconds of one CPU at ten thousand clients).
 const (
-	parkWave      = 1000
+	parkWave      = 500
 	parkFreeEvery = time.Minute
 )
 
