@@ -55,10 +55,22 @@ func TestCeilingRead(t *testing.T) {
 			t.Errorf("%s: max_connections %d, reserved %d; want the server's (reserved 3, PostgreSQL's default)", n, maxConns, reserved)
 		}
 	}
-	tc.mu.Lock()
-	defer tc.mu.Unlock()
-	if len(tc.ceilings) != len(tc.Nodes()) {
-		t.Errorf("%d ceiling events for %d nodes, want one each", len(tc.ceilings), len(tc.Nodes()))
+	// A node's ceiling is set a moment before its event reaches the subscribers.
+	events := func() int {
+		tc.mu.Lock()
+		defer tc.mu.Unlock()
+		return len(tc.ceilings)
+	}
+	waitFor(t, 30*time.Second, "a ceiling event per node", func() error {
+		if n := events(); n < len(tc.Nodes()) {
+			return fmt.Errorf("%d ceiling events for %d nodes", n, len(tc.Nodes()))
+		}
+		return nil
+	})
+	// Once: ten more health checks announce nothing more.
+	time.Sleep(10 * 50 * time.Millisecond)
+	if n := events(); n != len(tc.Nodes()) {
+		t.Errorf("%d ceiling events for %d nodes, want one each", n, len(tc.Nodes()))
 	}
 }
 
