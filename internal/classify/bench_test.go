@@ -125,6 +125,6 @@ func BenchmarkRequest(b *testing.B) {
 // --toggle-collect.
 //
 //go:noinline
-func requestWork(sql []byte, fns Functions) (RouteInfo, bool) {
-	return ClassifyRoute(sql, fns), MaySetSessionState(sql)
+func requestWork(sql []byte, fns Functions) TextInfo {
+	return Classify(sql, fns)
 }
