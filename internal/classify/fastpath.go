@@ -126,13 +126,19 @@ func fastRoute(src []byte) (info RouteInfo, maySet bool, stop int, ok bool) {
 	query := s.kind == kQuery
 	for i < len(src) {
 		c := src[i]
+		if c == ' ' { // most often one space between tokens: skip it without a dispatch
+			if i++; i == len(src) {
+				break
+			}
+			c = src[i]
+		}
 		switch fastClass[c] {
 		case fcBlank:
 			i++
 		case fcWord:
 			j, pair := scanWord(src, i)
-			if j < len(src) && src[j] == '\'' {
-				return info, maySet, i, false // E'...', B'...', X'...', N'...'
+			if j < len(src) && (src[j] == '\'' || src[j] == '&') {
+				return info, maySet, i, false // E'...', B'...', X'...', N'...'; U&
 			}
 			// A word the rules act on inside a query: the full analysis decides.
 			if n := j - i; query && n < len(queryStop) && queryStop[n]>>(c&31)&1 != 0 {
@@ -141,8 +147,8 @@ func fastRoute(src []byte) (info RouteInfo, maySet bool, stop int, ok bool) {
 					return info, maySet, i, false
 				}
 			}
-			if pair && !maySet {
-				maySet = triggerIn(src, i, j)
+			if pair >= 0 && !maySet {
+				maySet = triggerIn(src, pair, j)
 			}
 			i = j
 		case fcQuote:
@@ -332,25 +338,25 @@ func wordEnd(src []byte, i int) int {
 	return i
 }
 
-// scanWord returns the end of the word that starts at src[i], and whether one of
-// MaySetSessionState's words may start in it (see triggerPairs; then triggerIn tells). The word
-// test and the pair test share one loop.
-func scanWord(src []byte, i int) (end int, pair bool) {
+// scanWord returns the end of the word that starts at src[i], and the index in it of the first
+// pair of bytes that may start one of MaySetSessionState's words (see triggerPairs; -1 for
+// none), where triggerIn looks: the word test and the pair test share one loop, small enough
+// to be inlined. A word followed by '&' (U&) is the caller's to refuse.
+func scanWord(src []byte, i int) (end, pair int) {
+	pair = -1
 	c0 := src[i]
-	var m uint32
 	j := i + 1
 	for ; j < len(src); j++ {
 		c1 := src[j]
 		if !wordByte[c1] {
-			if c1 == '&' {
-				m |= 1 // u&
-			}
 			break
 		}
-		m |= triggerPairs[c0] >> (c1 & 31)
+		if triggerPairs[c0]>>(c1&31)&1 != 0 && pair < 0 {
+			pair = j - 1
+		}
 		c0 = c1
 	}
-	return j, m&1 != 0
+	return j, pair
 }
 
 // trailingSemicolons reports whether src[i:] holds only semicolons and blanks.

@@ -16,20 +16,18 @@ func MaySetSessionState(sql []byte) bool { return triggerIn(sql, 0, len(sql)) }
 
 // triggerIn reports whether one of MaySetSessionState's words starts at an index in [from, to)
 // of sql (it may end past to). Each index costs a table lookup on its byte and the next: a word
-// is compared only where they can start one.
+// is compared only where they, and the byte after them, can start one.
 func triggerIn(sql []byte, from, to int) bool {
 	to = min(to, len(sql)-1) // every word has two bytes or more
-	if from < 0 || from >= to {
-		return false
-	}
-	b := sql[from : to+1]
-	c0 := b[0]
-	for k := 1; k < len(b); k++ {
-		c1 := b[k]
-		if triggerPairs[c0]>>(c1&31)&1 != 0 && triggerAt(sql[from+k-1:]) {
+	for k := max(from, 0); k < to; k++ {
+		c0, c1 := sql[k], sql[k+1]
+		if triggerPairs[c0]>>(c1&31)&1 == 0 ||
+			k+2 < len(sql) && triggerThirds[c0&31][c1&31]>>(sql[k+2]&31)&1 == 0 {
+			continue
+		}
+		if triggerAt(sql[k:]) {
 			return true
 		}
-		c0 = c1
 	}
 	return false
 }
@@ -56,6 +54,22 @@ var triggerWords = [256][]string{
 	'u': {"u&"},       // U&"..." can spell any name
 	'e': {"execute"},
 }
+
+// triggerThirds has, for the first two bytes of each word of triggerWords (c&31 of each, which
+// folds ASCII case and aliases other bytes: a filter, not a test), bit c&31 set for its third
+// byte c, and every bit for u&, which has none.
+var triggerThirds = func() (t [32][32]uint32) {
+	for _, ws := range triggerWords {
+		for _, w := range ws {
+			if len(w) < 3 {
+				t[w[0]&31][w[1]&31] = ^uint32(0)
+				continue
+			}
+			t[w[0]&31][w[1]&31] |= 1 << (w[2] & 31)
+		}
+	}
+	return t
+}()
 
 // triggerPairs has, for each byte that may start a word of triggerWords (in either case), bit
 // c&31 set for each byte c that may follow it there (in either case: &31 folds ASCII letters).
