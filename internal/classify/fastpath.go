@@ -77,7 +77,8 @@ const maxFastDepth = 16
 // fastRoute classifies src, if it is one statement of a shape it knows, as ClassifyRoute and
 // MaySetSessionState would: ok is true and info and maySet are their answers. Otherwise ok is
 // false, and maySet is whether one of MaySetSessionState's words starts before src[stop]
-// (stop is where it gave up). It never allocates and reads each byte at most twice.
+// (stop is where it gave up). It never allocates, and it runs in time linear in len(src): a
+// byte is read again only by a look back over the blanks and the word before a token.
 //
 // The loop keeps little state, so that the compiler keeps it in registers: the statement's first
 // word decides what is read of the rest, and the few rules that need the token before one look
@@ -124,18 +125,14 @@ func fastRoute(src []byte) (info RouteInfo, maySet bool, stop int, ok bool) {
 		i = j
 	}
 	query := s.kind == kQuery
-	for i < len(src) {
-		c := src[i]
-		if c == ' ' { // most often one space between tokens: skip it without a dispatch
-			if i++; i == len(src) {
-				break
-			}
-			c = src[i]
+	for {
+		var why uint8
+		if i, why = scanPlain(src, i, query, !maySet); why == plainEnd {
+			break
 		}
-		switch fastClass[c] {
-		case fcBlank:
-			i++
-		case fcWord:
+		c := src[i]
+		switch cls := fastClass[c]; {
+		case why == plainWord:
 			j, pair := scanWord(src, i)
 			if j < len(src) && (src[j] == '\'' || src[j] == '&') {
 				return info, maySet, i, false // E'...', B'...', X'...', N'...'; U&
@@ -151,7 +148,7 @@ func fastRoute(src []byte) (info RouteInfo, maySet bool, stop int, ok bool) {
 				maySet = triggerIn(src, pair, j)
 			}
 			i = j
-		case fcQuote:
+		case cls == fcQuote:
 			if k := lastByte(src, i); k >= 0 && src[k] == '\'' {
 				return info, maySet, i, false // a continued literal, or two in a row
 			}
@@ -171,7 +168,7 @@ func fastRoute(src []byte) (info RouteInfo, maySet bool, stop int, ok bool) {
 				maySet = triggerIn(src, i, j)
 			}
 			i = j
-		case fcDQuote:
+		case cls == fcDQuote:
 			k := bytes.IndexByte(src[i+1:], '"')
 			if k < 0 {
 				return info, maySet, i, false // unterminated
@@ -184,7 +181,7 @@ func fastRoute(src []byte) (info RouteInfo, maySet bool, stop int, ok bool) {
 				maySet = triggerIn(src, i, j)
 			}
 			i = j
-		case fcDigit:
+		case cls == fcDigit:
 			j := digitsEnd(src, i+1)
 			if j+1 < len(src) && src[j] == '.' && isDigit(src[j+1]) {
 				j = digitsEnd(src, j+2)
@@ -193,13 +190,13 @@ func fastRoute(src []byte) (info RouteInfo, maySet bool, stop int, ok bool) {
 				return info, maySet, i, false // an exponent, '_', a number then a word, ...
 			}
 			i = j
-		case fcDollar:
+		case cls == fcDollar:
 			j := digitsEnd(src, i+1)
 			if j == i+1 || j < len(src) && wordByte[src[j]] {
 				return info, maySet, i, false // a dollar quote, or a parameter then a word
 			}
 			i = j
-		case fcOpen:
+		case cls == fcOpen:
 			if query && !fastParenthesis(src, i) {
 				return info, maySet, i, false // a call, or a column list: the full rules decide
 			}
@@ -207,28 +204,28 @@ func fastRoute(src []byte) (info RouteInfo, maySet bool, stop int, ok bool) {
 				return info, maySet, i, false
 			}
 			i++
-		case fcClose:
+		case cls == fcClose:
 			if depth == 0 {
 				return info, maySet, i, false
 			}
 			depth--
 			i++
-		case fcSemi:
+		case cls == fcSemi:
 			if depth > 0 || !trailingSemicolons(src, i) {
 				return info, maySet, i, false // a second statement
 			}
 			i = len(src)
-		case fcDot:
+		case cls == fcDot:
 			if i+1 < len(src) && isDigit(src[i+1]) {
 				return info, maySet, i, false // .5: a number
 			}
 			i++
-		case fcDash, fcSlash:
+		case cls == fcDash, cls == fcSlash:
 			if i+1 < len(src) && (src[i+1] == '-' && c == '-' || src[i+1] == '*' && c == '/') {
 				return info, maySet, i, false // a comment: it may be a hint
 			}
 			i++
-		case fcPunct:
+		case cls == fcPunct:
 			i++
 		default:
 			return info, maySet, i, false
@@ -239,6 +236,96 @@ func fastRoute(src []byte) (info RouteInfo, maySet bool, stop int, ok bool) {
 	}
 	return RouteInfo{Route: RouteReader, Reason: ReasonReadOnly}, maySet, len(src), true
 }
+
+// Why scanPlain stopped.
+const (
+	plainEnd   uint8 = iota // at the end of the text
+	plainOther              // at a byte it leaves to the caller
+	plainWord               // at a word the caller must look at (see scanPlain)
+)
+
+// scanPlain reads, from src[i], the tokens of a statement that need no rule and no state:
+// blanks, words, numbers, parameters, '.' and one-byte operators. It stops at anything else
+// (plainOther: the caller reads it, or gives up), and at a word that needs more than its bytes
+// read (plainWord): one followed by a quote or '&', inside a query (query) one that may be a
+// word the rules act on (see queryStop), and, when pairs is true, one in which a word of
+// MaySetSessionState may start (see triggerPairs). It is a leaf without calls, small enough
+// that its loop runs in registers: it reads most of a common statement.
+func scanPlain(src []byte, i int, query, pairs bool) (int, uint8) {
+	sel := uint64(0) // the pair masks, or none
+	if pairs {
+		sel = 1<<32 - 1
+	}
+	for i < len(src) {
+		c := src[i]
+		t := plainBytes[c]
+		switch cls := uint8(t >> 40); {
+		case cls == fcWord:
+			j := i + 1
+			for m := t & sel; j < len(src); j++ {
+				c1 := src[j]
+				t1 := plainBytes[c1]
+				if t1&plainWordByte == 0 {
+					break
+				}
+				if m>>(c1&31)&1 != 0 {
+					return i, plainWord
+				}
+				m = t1 & sel
+			}
+			if j < len(src) && (src[j] == '\'' || src[j] == '&') ||
+				query && j-i < len(queryStop) && queryStop[j-i]>>(c&31)&1 != 0 {
+				return i, plainWord
+			}
+			i = j
+		case cls == fcBlank, cls == fcPunct:
+			i++
+		case cls == fcDigit:
+			j := digitsEnd(src, i+1)
+			if j+1 < len(src) && src[j] == '.' && isDigit(src[j+1]) {
+				j = digitsEnd(src, j+2)
+			}
+			if j < len(src) && (wordByte[src[j]] || src[j] == '.') {
+				return i, plainOther // an exponent, '_', a number then a word, ...
+			}
+			i = j
+		case cls == fcDollar:
+			j := digitsEnd(src, i+1)
+			if j == i+1 || j < len(src) && wordByte[src[j]] {
+				return i, plainOther // a dollar quote, or a parameter then a word
+			}
+			i = j
+		case cls == fcDot:
+			if i+1 < len(src) && isDigit(src[i+1]) {
+				return i, plainOther // .5: a number
+			}
+			i++
+		case cls == fcDash, cls == fcSlash:
+			if i+1 < len(src) && (src[i+1] == '-' && c == '-' || src[i+1] == '*' && c == '/') {
+				return i, plainOther // a comment
+			}
+			i++
+		default:
+			return i, plainOther
+		}
+	}
+	return i, plainEnd
+}
+
+// plainBytes is what scanPlain knows of a byte, in one word so that a byte costs one load: bits
+// 0-31 its triggerPairs mask, bit 32 (plainWordByte) whether it is a wordByte, bits 40-47 its
+// fastClass.
+var plainBytes = func() (t [256]uint64) {
+	for c := range t {
+		t[c] = uint64(triggerPairs[c]) | uint64(fastClass[c])<<40
+		if wordByte[c] {
+			t[c] |= plainWordByte
+		}
+	}
+	return t
+}()
+
+const plainWordByte = 1 << 32
 
 // fastOther is fastRoute for the statements that start with the word src[i:j] other than
 // queries and statements whose first word decides: BEGIN and START (READ ONLY, READ WRITE, the
