@@ -64,11 +64,7 @@ func (s *Session) armRetry(req *aheadRequest) {
 	if !req.complete || s.br.Buffered() != len(req.bytes) {
 		return // too long to keep, or the client sent more behind it
 	}
-	var last byte
-	for t, _, rest, ok := nextMessage(req.bytes); ok; t, _, rest, ok = nextMessage(rest) {
-		last = t
-	}
-	if last != 'Q' && last != 'S' {
+	if req.last != 'Q' && req.last != 'S' {
 		return // Flush: answers the client reads before its Sync; FunctionCall: no SQL to judge
 	}
 	s.mu.Lock()

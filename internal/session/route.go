@@ -131,6 +131,7 @@ func (s *Session) routes() bool { return s.txMode && s.route == router.Auto }
 type aheadRequest struct {
 	bytes    []byte
 	msgs     int
+	last     byte // the type of its last message, when complete
 	complete bool
 	sendable int8 // sendableAgain's answer: 0 not asked yet, 1 yes, -1 no
 }
@@ -138,8 +139,8 @@ type aheadRequest struct {
 // readAhead reads ahead to the end of the client's request that starts with the current message
 // (of type typ), without consuming anything (see peekRequest).
 func (s *Session) readAhead(typ byte) aheadRequest {
-	req, msgs, complete := s.peekRequest(typ)
-	return aheadRequest{bytes: req, msgs: msgs, complete: complete}
+	req, msgs, last, complete := s.peekRequest(typ)
+	return aheadRequest{bytes: req, msgs: msgs, last: last, complete: complete}
 }
 
 // beforeRequest does what the request that starts with the current message (of type typ) needs
@@ -263,36 +264,38 @@ const maxHeld = clientBufferSize
 
 // peekRequest returns the bytes of the client's request that starts with the current message:
 // messages up to and including a Query, Sync, Flush or FunctionCall, or the messages that fit
-// the read buffer if it is longer (complete false). It blocks until the request has arrived, as
+// the read buffer if it is longer (complete false), with their count and the type of the last
+// (when complete: the one that ends the request). It blocks until the request has arrived, as
 // a server would wait for its end; a client that fails meanwhile returns what there is (the
 // client loop then sees the failure).
-func (s *Session) peekRequest(typ byte) (req []byte, msgs int, complete bool) {
+func (s *Session) peekRequest(typ byte) (req []byte, msgs int, last byte, complete bool) {
 	off, n := 0, s.r.BodyLen()
+	var buf []byte // what is buffered from the current message on; a Peek for more may move it
+	peek := func(k int) bool {
+		if k <= len(buf) {
+			return true
+		}
+		b, err := s.br.Peek(max(k, s.br.Buffered())) // one Peek for all that has arrived
+		buf = b
+		return err == nil
+	}
 	for {
 		end := off + wire.HeaderLen + n
-		if end > s.br.Size() {
-			return req, msgs, false
+		if end > s.br.Size() || !peek(end) {
+			return req, msgs, typ, false
 		}
-		b, err := s.br.Peek(end)
-		if err != nil {
-			return req, msgs, false
-		}
-		req, msgs, off = b, msgs+1, end
+		req, msgs, off = buf[:end], msgs+1, end
 		switch typ {
 		case 'Q', 'S', 'H', 'F':
-			return req, msgs, true
+			return req, msgs, typ, true
 		}
-		if off+wire.HeaderLen > s.br.Size() {
-			return req, msgs, false
+		if off+wire.HeaderLen > s.br.Size() || !peek(off+wire.HeaderLen) {
+			return req, msgs, typ, false
 		}
-		h, err := s.br.Peek(off + wire.HeaderLen)
-		if err != nil {
-			return req, msgs, false
-		}
-		typ = h[off]
-		n = int(int32(binary.BigEndian.Uint32(h[off+1:]))) - 4
+		typ = buf[off]
+		n = int(int32(binary.BigEndian.Uint32(buf[off+1:]))) - 4
 		if n < 0 {
-			return req, msgs, false // malformed: the client loop reports it
+			return req, msgs, typ, false // malformed: the client loop reports it
 		}
 	}
 }
@@ -315,40 +318,22 @@ func (s *Session) classifyRequest(req *aheadRequest) requestPlan {
 	// before, which a statement parsed here is not, so they take the writer).
 	var parses [4]parsedStmt
 	parsed := 0
-	plan := func(text []byte) classify.RouteInfo {
-		info := s.classifyText(text)
-		if s.plannedN < len(s.planned) {
-			s.planned[s.plannedN] = info
-			s.plannedN++
-		}
-		return info.RouteInfo
-	}
-	take := func(info classify.RouteInfo) {
-		if info.Begin {
-			p.begin = true
-		}
-		if info.Route == classify.RouteWriter && p.route == classify.RouteReader {
-			p.route, p.reason = classify.RouteWriter, info.Reason
-		} else if p.route == classify.RouteReader && info.Reason != classify.ReasonReadOnly {
-			p.reason = info.Reason // a read-only transaction, a reader hint: say so
-		}
-	}
 	for typ, body, rest, ok := nextMessage(req.bytes); ok; typ, body, rest, ok = nextMessage(rest) {
 		switch typ {
 		case 'Q':
 			p.executes = true
-			take(plan(trimNul(body)))
+			p.take(s.planText(trimNul(body)))
 		case 'P':
 			name, query, ok := twoCStrings(body)
 			if !ok {
 				// Malformed: the client loop ends the session when it forwards it.
-				take(classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified})
+				p.take(classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified})
 				continue
 			}
 			// A Parse takes its statement's route even when nothing runs it yet: what a
 			// statement does to the session (a temporary table pins the client) starts at Parse.
-			info := plan(query)
-			take(info)
+			info := s.planText(query)
+			p.take(info)
 			if parsed < len(parses) {
 				parses[parsed] = parsedStmt{name, info}
 				parsed++
@@ -356,7 +341,7 @@ func (s *Session) classifyRequest(req *aheadRequest) requestPlan {
 		case 'B':
 			_, stmt, ok := twoCStrings(body) // portal, statement
 			if !ok {
-				take(classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified})
+				p.take(classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified})
 				continue
 			}
 			info, found := classify.RouteInfo{}, false
@@ -366,16 +351,39 @@ func (s *Session) classifyRequest(req *aheadRequest) requestPlan {
 			if !found {
 				info = s.statementRoute(stmt)
 			}
-			take(info)
+			p.take(info)
 		case 'E':
 			p.executes = true
 		case 'D', 'S', 'H', 'C':
 		default: // FunctionCall and anything unexpected
 			p.executes = true
-			take(classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified})
+			p.take(classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified})
 		}
 	}
 	return p
+}
+
+// take accounts for the route of one of the request's statements: the writer if any needs it.
+func (p *requestPlan) take(info classify.RouteInfo) {
+	if info.Begin {
+		p.begin = true
+	}
+	if info.Route == classify.RouteWriter && p.route == classify.RouteReader {
+		p.route, p.reason = classify.RouteWriter, info.Reason
+	} else if p.route == classify.RouteReader && info.Reason != classify.ReasonReadOnly {
+		p.reason = info.Reason // a read-only transaction, a reader hint: say so
+	}
+}
+
+// planText classifies a Query or Parse text of the request planRoute reads ahead of, keeping
+// what it finds in s.planned for forwarding the text.
+func (s *Session) planText(text []byte) classify.RouteInfo {
+	info := s.classifyText(text)
+	if s.plannedN < len(s.planned) {
+		s.planned[s.plannedN] = info
+		s.plannedN++
+	}
+	return info.RouteInfo
 }
 
 // sendableAgain reports whether req (whole messages, see peekRequest) could be sent again on
@@ -393,7 +401,7 @@ func (s *Session) sendableAgain(req []byte) bool {
 				return false
 			}
 		case 'P':
-			if name, _, ok := twoCStrings(body); ok && len(name) > 0 {
+			if name, _, ok := cbytes(body); ok && len(name) > 0 {
 				s.mu.Lock()
 				defined := s.stmts[string(name)] != nil
 				s.mu.Unlock()

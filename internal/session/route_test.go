@@ -10,6 +10,7 @@ import (
 
 	"pgtide/internal/classify"
 	"pgtide/internal/config"
+	"pgtide/internal/router"
 	"pgtide/internal/wire"
 )
 
@@ -349,5 +350,39 @@ func TestClassifyText(t *testing.T) {
 	s.noteParse(key, []byte("SELECT 1"), classify.TextInfo{RouteInfo: classify.RouteInfo{Reason: classify.ReasonCall}})
 	if got := s.classifyText([]byte("SELECT 1")); got.Reason != classify.ReasonReadOnly {
 		t.Errorf("an answer that asked Functions was kept: %+v", got)
+	}
+}
+
+// BenchmarkBeforeRequest is what the client loop does before a request on the auto endpoint
+// gets a server connection: reading ahead of it, classifying it and keeping it for the safety
+// net and a failover retry. The extended request's Parse is the one the client sent before (as
+// pgbench -M extended sends it), whose classification is kept.
+func BenchmarkBeforeRequest(b *testing.B) {
+	const sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1"
+	for _, bc := range []struct {
+		name string
+		msgs []pgproto3.FrontendMessage
+	}{
+		{"simple", []pgproto3.FrontendMessage{&pgproto3.Query{String: "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;"}}},
+		{"extended", []pgproto3.FrontendMessage{&pgproto3.Parse{Query: sql}, &pgproto3.Bind{Parameters: [][]byte{[]byte("12345")}},
+			&pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{}}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			var in []byte
+			for _, m := range bc.msgs {
+				in, _ = m.Encode(in)
+			}
+			s := routeSession(in)
+			s.route = router.Auto
+			s.noteParse(sql+"\x00\x00\x00", []byte(sql), classify.Classify([]byte(sql), nil))
+			typ, _, err := s.r.Next()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				s.beforeRequest(typ) // consumes nothing: the same request every time
+			}
+		})
 	}
 }
