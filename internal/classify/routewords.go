@@ -218,11 +218,29 @@ func (t *wordTable) entry(w string) *wordEntry {
 	}
 }
 
-// lookup returns the table's entry for the unquoted word w, nil if it has none.
+// lookup returns the table's entry for the unquoted word w, nil if it has none. Most words of a
+// text are names the table does not have; most of those have a length and a first letter that
+// no word of the table has (see wordFilter), and cost a few instructions.
 func lookup(w []byte) *wordEntry {
-	if len(w) == 0 || len(w) > maxWordLen {
-		return nil
+	if n := uint(len(w)); n-1 >= maxWordLen || wordFilter[n]>>(w[0]&31)&1 == 0 {
+		return nil // n-1 wraps for an empty word
 	}
+	return lookupKey(w)
+}
+
+// wordFilter has, for each length, bit c&31 set for the first byte c of each word of words of
+// that length (&31 folds ASCII case; other bytes alias, which only lets more through).
+var wordFilter = func() (f [maxWordLen + 1]uint32) {
+	for _, e := range words {
+		if e.key.n > 0 {
+			f[e.key.n] |= 1 << (e.key.a & 31)
+		}
+	}
+	return f
+}()
+
+// lookupKey is lookup past wordFilter.
+func lookupKey(w []byte) *wordEntry {
 	k := keyOf(w)
 	for i := k.slot(); ; i++ {
 		e := &words[i%uint64(len(words))]
