@@ -334,6 +334,9 @@ func fastOther(src []byte, s stmtStart, i, j int) (info RouteInfo, maySet bool, 
 	if s.kind != kBegin {
 		return info, false, i, false
 	}
+	if k := bytes.IndexByte(src[j:], ';'); k >= 0 && !trailingSemicolons(src, j+k) {
+		return info, false, i, false // BEGIN; ...: more statements, the full analysis reads them
+	}
 	maySet = triggerIn(src, i, j)
 	var mode txMode
 	serial := false
