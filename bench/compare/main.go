@@ -43,6 +43,7 @@ type options struct {
 	pgtide      string // prebuilt binary; "" builds ./cmd/pgtide
 	evloop      string // the bench/evloop prototype's binary; "" skips it
 	evloopLoops int
+	writer      bool // -pgtide-endpoints has writer: pgtide's writer endpoint is measured too
 	keep        bool
 }
 
@@ -83,7 +84,7 @@ func run() int {
 
 func parseFlags() (options, error) {
 	var o options
-	var clients, modes, pgbouncer, haproxy string
+	var clients, modes, pgbouncer, haproxy, endpoints string
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each pgbench run (-T), whole seconds")
 	flag.StringVar(&clients, "clients", "1,16,64,256,1000", "comma-separated client counts (-c)")
 	flag.StringVar(&modes, "modes", "simple,extended,prepared", "comma-separated pgbench query modes (-M)")
@@ -96,6 +97,8 @@ func parseFlags() (options, error) {
 	flag.StringVar(&o.pgtide, "pgtide", "", "prebuilt pgtide binary to measure instead of building ./cmd/pgtide")
 	flag.StringVar(&o.evloop, "evloop", "", "prebuilt bench/evloop prototype to measure as one more column (go build -o PATH ./bench/evloop)")
 	flag.IntVar(&o.evloopLoops, "evloop-loops", 1, "event loops for the -evloop prototype")
+	flag.StringVar(&endpoints, "pgtide-endpoints", "auto", "pgtide endpoints to measure: auto (the pgtide column), or auto,writer to add "+
+		"a pgtide-writer column (a second pgtide process with only the writer endpoint) and the auto/writer ratios")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, proxy logs) and print its path")
 	flag.Usage = func() {
 		fmt.Fprint(flag.CommandLine.Output(), `Usage: go run ./bench/compare [flags]
@@ -144,6 +147,20 @@ Flags:
 	}
 	if o.evloopLoops < 1 {
 		return o, errors.New("-evloop-loops must be at least 1")
+	}
+	auto := false
+	for f := range strings.SplitSeq(endpoints, ",") {
+		switch e := strings.TrimSpace(f); e {
+		case "auto":
+			auto = true
+		case "writer":
+			o.writer = true
+		default:
+			return o, fmt.Errorf("-pgtide-endpoints %q: %q is not auto or writer", endpoints, e)
+		}
+	}
+	if !auto {
+		return o, fmt.Errorf("-pgtide-endpoints %q: auto is measured always (the pgtide column); say auto or auto,writer", endpoints)
 	}
 	if path, err := exec.LookPath(pgbouncer); err == nil {
 		o.pgbouncer = path
@@ -255,11 +272,19 @@ func (b *bench) setup(ctx context.Context) error {
 		progress("PgBouncer not found: skipped (install it with make bench-deps)")
 	}
 	progress("starting pgtide")
-	t, err := startPgtide(ctx, bin, b.dir, primary, b.opts.poolSize)
+	t, err := startPgtide(ctx, bin, b.dir, primary, b.opts.poolSize, namePgtide)
 	if err != nil {
 		return err
 	}
 	b.targets = append(b.targets, t)
+	if b.opts.writer {
+		progress("starting pgtide with its writer endpoint")
+		t, err := startPgtide(ctx, bin, b.dir, primary, b.opts.poolSize, namePgtideWriter)
+		if err != nil {
+			return err
+		}
+		b.targets = append(b.targets, t)
+	}
 	if b.opts.evloop != "" {
 		progress("starting the evloop prototype (%d loop(s))", b.opts.evloopLoops)
 		t, err := startEvloop(ctx, b.opts.evloop, b.dir, primary, b.opts.poolSize, b.opts.evloopLoops)
@@ -315,8 +340,8 @@ func (b *bench) runAll(ctx context.Context) {
 
 	if b.opts.idleClients > 0 {
 		for _, t := range b.targets {
-			if t.proc == nil || t.name == nameHAProxy {
-				continue // the memory table compares the poolers
+			if t.proc == nil || t.name == nameHAProxy || t.name == namePgtideWriter {
+				continue // the memory table compares the poolers (pgtide once)
 			}
 			progress("idle clients: %d through %s", b.opts.idleClients, t.name)
 			r, err := measureIdle(ctx, t, b.opts.idleClients)
@@ -429,7 +454,7 @@ func (b *bench) runOne(ctx context.Context, t *target, c config) *runResult {
 // through a pooler the server connections stay in the pools and there is
 // nothing to wait for.
 func (b *bench) pgbench(ctx context.Context, t *target, c config, seconds int, logDir string) (*pgbenchResult, error) {
-	if t.name == namePgBouncer || t.name == namePgtide || t.name == nameEvloop {
+	if t.name == namePgBouncer || t.name == namePgtide || t.name == namePgtideWriter || t.name == nameEvloop {
 		return runPgbench(ctx, t, c, seconds, logDir)
 	}
 	since, sinceErr := b.serverNow(ctx)

@@ -37,11 +37,17 @@ func (b *bench) report(w io.Writer) {
 		fmt.Fprintf(w, "- evloop: the bench/evloop prototype (one epoll loop per thread, transaction mode only), %d loop(s), "+
 			"the same %d server connections\n", b.opts.evloopLoops, b.opts.poolSize)
 	}
+	if b.opts.writer {
+		fmt.Fprintf(w, "- pgtide is its auto endpoint (every request classified for routing); pgtide-writer is a second "+
+			"pgtide process, the same binary and pool settings, with only the writer endpoint (nothing classified "+
+			"for routing); with one server both send everything to it\n")
+	}
 	fmt.Fprintln(w)
 
 	b.tpsTable(w)
 	b.latencyTable(w)
 	b.cpuTable(w)
+	b.endpointsTable(w)
 	b.rssTable(w)
 	b.targetsList(w)
 	b.roundsTable(w)
@@ -54,11 +60,18 @@ func (b *bench) roundsTable(w io.Writer) {
 	if b.opts.rounds < 2 {
 		return
 	}
-	fmt.Fprintln(w, "### Every round (pgtide/PgBouncer, pgtide/direct TPS)")
+	if b.opts.writer {
+		fmt.Fprintln(w, "### Every round (pgtide/PgBouncer, pgtide/direct TPS; pgtide auto/writer CPU per transaction)")
+	} else {
+		fmt.Fprintln(w, "### Every round (pgtide/PgBouncer, pgtide/direct TPS)")
+	}
 	fmt.Fprintln(w)
 	head, sep := "| mode | clients | pgtide/PgBouncer by round | pgtide/direct by round |", "|---|---:|---|---|"
 	if b.evloopOn() {
 		head, sep = head+" evloop/PgBouncer by round |", sep+"---|"
+	}
+	if b.opts.writer {
+		head, sep = head+" auto/writer CPU by round |", sep+"---|"
 	}
 	fmt.Fprintln(w, head)
 	fmt.Fprintln(w, sep)
@@ -75,6 +88,9 @@ func (b *bench) roundsTable(w io.Writer) {
 			list(b.roundRatios(c, namePgtide, nameDirect)))
 		if b.evloopOn() {
 			fmt.Fprintf(w, " %s |", b.bouncerCell(list(b.roundRatios(c, nameEvloop, namePgBouncer))))
+		}
+		if b.opts.writer {
+			fmt.Fprintf(w, " %s |", list(b.roundRatiosBy(cpuOf, c, namePgtide, namePgtideWriter)))
 		}
 		fmt.Fprintln(w)
 	}
@@ -175,6 +191,29 @@ func (b *bench) cpuTable(w io.Writer) {
 	fmt.Fprintln(w)
 }
 
+// endpointsTable compares pgtide's auto endpoint with its writer endpoint (-pgtide-endpoints
+// auto,writer): what routing costs per transaction.
+func (b *bench) endpointsTable(w io.Writer) {
+	if !b.opts.writer {
+		return
+	}
+	fmt.Fprintln(w, "### pgtide: auto endpoint vs writer endpoint (CPU seconds per 10,000 transactions, TPS)")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| mode | clients | pgtide CPU | pgtide-writer CPU | auto/writer CPU | pgtide TPS | pgtide-writer TPS | auto/writer TPS |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
+	for _, c := range b.measured() {
+		rs := b.results[c]
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s |\n", modeLabel(c), c.clients,
+			cpuCell(cpuPer10k(rs[namePgtide])), cpuCell(cpuPer10k(rs[namePgtideWriter])),
+			ratioText(b.pairedRatioBy(cpuOf, c, namePgtide, namePgtideWriter)),
+			tpsCell(rs[namePgtide]), tpsCell(rs[namePgtideWriter]),
+			ratioText(b.pairedRatio(c, namePgtide, namePgtideWriter)))
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "A ratio is the median of the rounds' ratios (the CPU ratio of a round compares its two runs' CPU per transaction).")
+	fmt.Fprintln(w)
+}
+
 func (b *bench) rssTable(w io.Writer) {
 	fmt.Fprintln(w, "### Proxy memory (KiB of RSS per client; RSS before → with clients in MiB)")
 	fmt.Fprintln(w)
@@ -245,6 +284,10 @@ func (b *bench) targetsList(w io.Writer) {
 		if b.opts.pgbouncer != "" {
 			v, ok := b.pairedRatio(c, namePgtide, namePgBouncer)
 			check(fmt.Sprintf("%s c=%d pgtide/PgBouncer TPS", c.mode, c.clients), v, ok, "≥ 1.0", v >= 1.0)
+		}
+		if b.opts.writer {
+			v, ok := b.pairedRatioBy(cpuOf, c, namePgtide, namePgtideWriter)
+			check(fmt.Sprintf("%s c=%d pgtide auto/writer CPU per transaction", c.mode, c.clients), v, ok, "≤ 1.10", v <= 1.10)
 		}
 		if c.clients == 16 {
 			v, ok := b.pairedRatio(c, namePgtide, nameDirect)
@@ -352,11 +395,29 @@ func failedCell(r *runResult) string {
 	return fmt.Sprint(r.failed)
 }
 
-func ratioValue(num, den *runResult) (float64, bool) {
-	if num == nil || den == nil || !num.good() || !den.good() || den.tps == 0 {
+// metric is what a ratio compares of two runs: a value, ok false when the run has none.
+type metric func(*runResult) (float64, bool)
+
+func tpsOf(r *runResult) (float64, bool) {
+	if r == nil || !r.good() || r.tps == 0 {
 		return 0, false
 	}
-	return num.tps / den.tps, true
+	return r.tps, true
+}
+
+func cpuOf(r *runResult) (float64, bool) {
+	v := cpuPer10k(r)
+	return v, v > 0
+}
+
+// ratioValue is m of num over m of den.
+func ratioValue(m metric, num, den *runResult) (float64, bool) {
+	n, ok := m(num)
+	d, dok := m(den)
+	if !ok || !dok {
+		return 0, false
+	}
+	return n / d, true
 }
 
 func ratioText(v float64, ok bool) string {
@@ -370,8 +431,13 @@ func ratioText(v float64, ok bool) string {
 // the rounds' ratios (the targets of a round ran back to back, so each ratio compares runs on
 // the machine in the same state), otherwise the one run's.
 func (b *bench) pairedRatio(c config, num, den string) (float64, bool) {
+	return b.pairedRatioBy(tpsOf, c, num, den)
+}
+
+// pairedRatioBy is pairedRatio of metric m.
+func (b *bench) pairedRatioBy(m metric, c config, num, den string) (float64, bool) {
 	var vs []float64
-	for _, r := range b.roundRatios(c, num, den) {
+	for _, r := range b.roundRatiosBy(m, c, num, den) {
 		if r.ok {
 			vs = append(vs, r.v)
 		}
@@ -389,12 +455,17 @@ type roundRatio struct {
 	ok bool
 }
 
-// roundRatios returns the ratio of every round in which both num and den ran.
+// roundRatios returns the TPS ratio of every round in which both num and den ran.
 func (b *bench) roundRatios(c config, num, den string) []roundRatio {
+	return b.roundRatiosBy(tpsOf, c, num, den)
+}
+
+// roundRatiosBy is roundRatios of metric m.
+func (b *bench) roundRatiosBy(m metric, c config, num, den string) []roundRatio {
 	ns, ds := b.runs[c][num], b.runs[c][den]
 	out := make([]roundRatio, min(len(ns), len(ds)))
 	for i := range out {
-		out[i].v, out[i].ok = ratioValue(ns[i], ds[i])
+		out[i].v, out[i].ok = ratioValue(m, ns[i], ds[i])
 	}
 	return out
 }

@@ -22,8 +22,11 @@ const (
 	nameDirect    = "direct"
 	nameHAProxy   = "HAProxy"
 	namePgBouncer = "PgBouncer"
-	namePgtide    = "pgtide"
+	namePgtide    = "pgtide" // its auto endpoint
 	nameEvloop    = "evloop"
+	// namePgtideWriter is pgtide's writer endpoint (-pgtide-endpoints auto,writer): a second
+	// process, so that its CPU is its own.
+	namePgtideWriter = "pgtide-writer"
 )
 
 // target is one address pgbench connects to: the primary itself or a
@@ -177,16 +180,22 @@ func buildPgtide(ctx context.Context, root, dir string) (string, error) {
 	return bin, nil
 }
 
-// startPgtide writes a config mirroring PgBouncer's and runs the proxy.
-func startPgtide(ctx context.Context, bin, dir, serverAddr string, poolSize int) (*target, error) {
+// startPgtide writes a config mirroring PgBouncer's and runs the proxy with one endpoint: the
+// auto endpoint (name namePgtide), which classifies every request to route it, or the writer
+// endpoint (namePgtideWriter), which does not. With a single server both send everything to it.
+func startPgtide(ctx context.Context, bin, dir, serverAddr string, poolSize int, name string) (*target, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	listen := fmt.Sprintf("listen = %q", addr)
+	if name == namePgtideWriter {
+		listen = fmt.Sprintf("listen = \"\"\nwriter_listen = %q", addr)
+	}
 	conf := fmt.Sprintf(`# written by bench/compare
 [proxy]
-listen = %q
+%s
 pool_mode = "transaction"
 max_client_connections = 2000
 log_level = "warn"
@@ -198,12 +207,12 @@ method = "trust"
 hosts = [%q]
 pool_size = %d
 max_server_connections = %d
-`, addr, serverAddr, poolSize, poolSize)
-	path := filepath.Join(dir, "pgtide.toml")
+`, listen, serverAddr, poolSize, poolSize)
+	path := filepath.Join(dir, name+".toml")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
-	return launch(ctx, namePgtide, addr, exec.Command(bin, "run", "-c", path), filepath.Join(dir, "pgtide.log"))
+	return launch(ctx, name, addr, exec.Command(bin, "run", "-c", path), filepath.Join(dir, name+".log"))
 }
 
 // launch starts a proxy and waits until a client can log in through addr.

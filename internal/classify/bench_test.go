@@ -98,3 +98,33 @@ func BenchmarkParseRouteCommand(b *testing.B) {
 		{"set_route", "SET pgtide.route = 'reader'"},
 	}, func(sql []byte) { ParseRouteCommand(sql) })
 }
+
+// requestBench are the statements issue 14's routing target is about: pgbench -S in simple and
+// extended mode, and the typical statements of an ORM.
+var requestBench = []benchCase{
+	{"pgbench_simple", "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;"},
+	{"pgbench_extended", "SELECT abalance FROM pgbench_accounts WHERE aid = $1"},
+	{"orm_join", "SELECT u.id, u.email, o.total FROM users u JOIN orders o ON o.user_id = u.id WHERE u.id = $1 AND o.status IN ($2, $3) ORDER BY o.created_at DESC LIMIT 10"},
+	{"orm_quoted", `SELECT "users"."id", "users"."email" FROM "users" WHERE "users"."deleted_at" IS NULL AND "users"."id" = $1 LIMIT 1`},
+	{"insert_returning", "INSERT INTO orders (user_id, total, status) VALUES ($1, $2, 'new') RETURNING id"},
+	{"update", "UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2"},
+	{"begin", "BEGIN"},
+	{"commit", "COMMIT"},
+	{"set", "SET statement_timeout = '5s'"},
+	{"show", "SHOW transaction_isolation"},
+}
+
+// BenchmarkRequest is the classifier's work on one Query or Parse text on the auto endpoint:
+// its route and whether it may set session state.
+func BenchmarkRequest(b *testing.B) {
+	var fns Functions = fakeFuncs{}
+	benchEach(b, requestBench, func(sql []byte) { requestWork(sql, fns) })
+}
+
+// requestWork is BenchmarkRequest's unit of work, a function of its own for callgrind's
+// --toggle-collect.
+//
+//go:noinline
+func requestWork(sql []byte, fns Functions) TextInfo {
+	return Classify(sql, fns)
+}

@@ -1,7 +1,8 @@
 // Package classify owns what pgtide learns from the SQL text a client sends: the text of every
 // simple-protocol Query message and every Parse message, as raw bytes without the NUL terminator.
 // It answers three questions about a text: what session state it leaves on its server connection
-// (AnalyzeSession), whether it may run on a replica (ClassifyRoute), and whether, run outside a
+// (AnalyzeSession, after the cheap MaySetSessionState), whether it may run on a replica
+// (ClassifyRoute; Classify answers this and MaySetSessionState at once), and whether, run outside a
 // transaction block, it is one transaction that commits only at its end (SingleTransaction: the
 // session layer may re-run such a text after a failover proved it did not commit).
 //
@@ -31,7 +32,11 @@
 // dollar quoting, nested block comments — and splits statements on the semicolons the server's
 // grammar splits on: not those inside parentheses or inside a BEGIN ATOMIC function body.
 // Nothing inside a literal, a quoted identifier or a comment can match a rule. It never allocates and runs in time linear in the length of the text, so it
-// can run on every message of the relay.
+// can run on every message of the relay. Classify answers the route and MaySetSessionState
+// together; for a single statement of a common shape (no comment, no function call, none of the
+// words the route rules act on inside a query) a fast path reads the bytes once and answers
+// both, and anything else goes to the full analysis, which stays the one definition of the
+// rules (FuzzFastPath checks that they agree).
 //
 // What it cannot see: code that runs out of sight of the text — DO blocks and function bodies in
 // string or dollar-quoted literals, functions or views that call pg_advisory_lock, procedures that

@@ -240,11 +240,54 @@ const MaxRouteLen = 1 << 20
 // transaction_read_only (which may make the block read-write). The block ends at COMMIT, END,
 // ROLLBACK or ABORT (not AND CHAIN, not ROLLBACK TO); what follows it counts again.
 func ClassifyRoute(sql []byte, fns Functions) RouteInfo {
+	if len(sql) <= MaxRouteLen {
+		if info, _, _, ok := fastRoute(sql); ok {
+			return info
+		}
+	}
+	return classifyRoute(sql, fns)
+}
+
+// TextInfo is what Classify finds in one Query or Parse text.
+type TextInfo struct {
+	RouteInfo               // ClassifyRoute's answer
+	MaySetSessionState bool // MaySetSessionState's answer
+	// TextOnly: the answer comes from the text alone, without asking Functions (it calls no
+	// function the classifier does not know itself), so it holds for the same text later.
+	TextOnly bool
+}
+
+// Classify answers ClassifyRoute(sql, fns) and MaySetSessionState(sql) together, in one pass
+// over the text when it is a statement of a common shape (see fastRoute). The session layer
+// asks both questions of every Query and Parse text on the auto endpoint. It never allocates
+// (given a Functions that does not).
+func Classify(sql []byte, fns Functions) TextInfo {
+	if len(sql) > MaxRouteLen {
+		return TextInfo{RouteInfo: RouteInfo{Route: RouteWriter, Reason: ReasonTooLong},
+			MaySetSessionState: MaySetSessionState(sql), TextOnly: true}
+	}
+	info, may, stop, ok := fastRoute(sql)
+	if ok {
+		return TextInfo{RouteInfo: info, MaySetSessionState: may, TextOnly: true}
+	}
+	r := router{src: sql, fns: fns}
+	// What the fast path read before it gave up holds no word it missed.
+	return TextInfo{RouteInfo: r.classify(), MaySetSessionState: may || triggerIn(sql, stop, len(sql)),
+		TextOnly: !r.asked}
+}
+
+// classifyRoute is ClassifyRoute's full analysis, the one definition of the rules.
+func classifyRoute(sql []byte, fns Functions) RouteInfo {
 	if len(sql) > MaxRouteLen {
 		return RouteInfo{Route: RouteWriter, Reason: ReasonTooLong}
 	}
 	r := router{src: sql, fns: fns}
-	l := lexer{src: sql}
+	return r.classify()
+}
+
+// classify reads r.src (at most MaxRouteLen bytes) for classifyRoute.
+func (r *router) classify() RouteInfo {
+	l := lexer{src: r.src}
 	var t token
 	for {
 		l.pos = r.gap(l.pos)
@@ -278,10 +321,11 @@ func ClassifyRoute(sql []byte, fns Functions) RouteInfo {
 
 // router reads one text for ClassifyRoute.
 type router struct {
-	src []byte
-	fns Functions
-	sp  splitter
-	st  routeStmt
+	src   []byte
+	fns   Functions
+	asked bool // a function was looked up (in fns, or found unknown for want of fns)
+	sp    splitter
+	st    routeStmt
 
 	// What the text so far has shown.
 	hintWriter, hintReader bool
@@ -527,62 +571,17 @@ func (r *router) start(t *token) {
 		r.scan(t)
 		return
 	}
-	if t.kind != tkIdent || t.end-t.start > len("checkpoint") {
+	if t.kind != tkIdent {
 		st.verdict(ReasonUnclassified, true)
 		return
 	}
-	var buf [len("checkpoint")]byte
-	w := buf[:t.end-t.start]
-	for i, c := range r.src[t.start:t.end] {
-		w[i] = lower(c)
+	s := startOf(r.src[t.start:t.end])
+	st.kind = s.kind
+	if s.needs {
+		st.verdict(s.reason, s.force)
 	}
-	switch string(w) {
-	case "select", "with", "values", "table":
-		st.kind = kQuery
+	if st.kind == kQuery {
 		r.scan(t)
-	case "show":
-	case "explain":
-		st.kind = kExplain
-	case "copy":
-		st.kind = kCopy
-	case "insert", "update", "delete", "merge":
-		st.verdict(ReasonWrite, false)
-	case "create", "alter", "drop", "truncate", "comment", "grant", "revoke", "security",
-		"import", "reassign":
-		st.verdict(ReasonDDL, false)
-	case "vacuum", "analyze", "analyse", "refresh", "cluster", "reindex":
-		st.verdict(ReasonMaintenance, false)
-	case "checkpoint":
-		// A standby runs it as a restartpoint; a read-only transaction does not refuse it.
-		st.verdict(ReasonMaintenance, true)
-	case "call":
-		st.verdict(ReasonCall, false)
-	case "do":
-		st.verdict(ReasonDo, false)
-	case "lock":
-		st.verdict(ReasonLock, true)
-	case "notify", "listen", "unlisten":
-		st.verdict(ReasonNotify, true)
-	case "prepare":
-		st.kind = kPrepare
-	case "execute", "deallocate":
-		st.verdict(ReasonPreparedStatement, false)
-	case "set":
-		st.kind = kSet
-		st.verdict(ReasonSessionState, false)
-	case "reset", "discard", "load":
-		st.verdict(ReasonSessionState, false)
-	case "declare", "fetch", "move", "close":
-		st.verdict(ReasonCursor, false)
-	case "begin", "start":
-		st.kind = kBegin
-	case "commit", "end", "rollback", "abort":
-		st.kind = kEnd
-		st.verdict(ReasonTransaction, false)
-	case "savepoint", "release":
-		st.verdict(ReasonTransaction, false)
-	default:
-		st.verdict(ReasonUnclassified, true)
 	}
 	if r.writer && st.kind == kQuery {
 		// The text needs the writer already: the rest of a query changes nothing.
@@ -813,6 +812,7 @@ var lookupBufs = sync.Pool{New: func() any { return new([2][maxIdentLen + 1]byte
 // lookup asks fns about the function named by st.name, in st.schema if qualified. Names the
 // text holds as they are go as slices of it; others are decoded into a pooled buffer.
 func (r *router) lookup(qualified bool) FuncKind {
+	r.asked = true
 	if r.fns == nil {
 		return FuncUnknown
 	}

@@ -1,5 +1,7 @@
 package classify
 
+import "encoding/binary"
+
 // The words and functions the route classifier knows. Everything here errs towards the writer: a
 // word missing from constructs makes a construct look like a call to an unknown function, a
 // function missing from the read list sends its caller to Functions and, failing that, to the
@@ -85,13 +87,12 @@ func (w wordInfo) id() word { return word(w) }
 // maxWordLen is the longest word in words.
 const maxWordLen = 17 // current_timestamp
 
-// words holds the lower-case words the classifier knows, in an open-addressing table keyed by
-// wordHash: a lookup per identifier is on the scan's hot path, and this is a few times cheaper
-// than a map.
-var words = func() (t wordTable) {
+// wordInfos holds what the classifier knows of the lower-case words the route rules test.
+var wordInfos = func() map[string]wordInfo {
+	m := make(map[string]wordInfo)
 	add := func(info wordInfo, ws ...string) {
 		for _, w := range ws {
-			t.add(w, info)
+			m[w] |= info
 		}
 	}
 	// PostgreSQL's reserved keywords (kwlist.h, RESERVED_KEYWORD), up to version 18.
@@ -129,57 +130,189 @@ var words = func() (t wordTable) {
 		"transaction": wTransaction, "update": wUpdate, "values": wValues, "varying": wVarying,
 		"with": wWith, "write": wWrite, "zone": wZone,
 	} {
-		t.add(w, wordInfo(id))
+		m[w] |= wordInfo(id)
+	}
+	return m
+}()
+
+// words is the table lookup reads: wordInfos and statementStarts.
+var words = func() (t wordTable) {
+	for w, info := range wordInfos {
+		t.entry(w).info = info
+	}
+	for w, s := range statementStarts {
+		t.entry(w).start = s
 	}
 	return t
 }()
 
-// wordTable is an open-addressing hash table of words, never more than half full.
-type wordTable [512]struct {
-	word string
-	info wordInfo
+// wordTable is an open-addressing hash table of words keyed by wordKey, never more than half
+// full. A lookup per identifier is on the scan's hot path: the key is a few loads, the hash a
+// few multiplications, and a probe compares integers, with no string comparison.
+type wordTable [512]wordEntry
+
+// wordEntry is one word of the table: what the route rules know of it, what it does as a
+// statement's first word, and whether it holds one of MaySetSessionState's words.
+type wordEntry struct {
+	key     wordKey
+	info    wordInfo
+	start   stmtStart
+	trigger bool
 }
 
-func wordHash(h uint32, c byte) uint32 { return (h ^ uint32(c)) * 16777619 } // FNV-1a
+// wordKey is a word of 1 to maxWordLen bytes packed into integers with ASCII letters in lower
+// case: its first 8 bytes in a, its last 8 in b (overlapping a when shorter than 16; a word of 4
+// to 7 bytes has its first 4 and last 4 in a, and one of 1 to 3 its bytes), and bytes 8-15 in c
+// when it is longer than 16. Setting bit 0x20 of every byte folds A-Z onto a-z and leaves the
+// other bytes of an identifier apart ('_' becomes 0x7f, which no other byte of one becomes;
+// bytes from 0x80 up stay there, where no word of the table has any), so two identifiers of
+// one length have one key only if they are the same word in any case.
+type wordKey struct {
+	a, b, c uint64
+	n       uint8
+}
 
-// add adds w, or adds info to w's.
-func (t *wordTable) add(w string, info wordInfo) {
-	h := uint32(2166136261)
-	for i := 0; i < len(w); i++ {
-		h = wordHash(h, w[i])
+const fold64 = 0x2020202020202020
+
+func keyOf(w []byte) (k wordKey) {
+	n := len(w)
+	k.n = uint8(n)
+	switch {
+	case n >= 8:
+		k.a = binary.LittleEndian.Uint64(w) | fold64
+		k.b = binary.LittleEndian.Uint64(w[n-8:]) | fold64
+		if n > 16 {
+			k.c = binary.LittleEndian.Uint64(w[8:]) | fold64
+		}
+	case n >= 4:
+		k.a = uint64(binary.LittleEndian.Uint32(w)|fold64&0xffffffff) |
+			uint64(binary.LittleEndian.Uint32(w[n-4:])|fold64&0xffffffff)<<32
+	default:
+		for i, c := range w {
+			k.a |= uint64(c|0x20) << (8 * i)
+		}
 	}
-	for i := h; ; i++ {
-		e := &t[i%uint32(len(t))]
-		if e.word == "" || e.word == w {
-			e.word, e.info = w, e.info|info
-			return
+	return k
+}
+
+func (k *wordKey) slot() uint64 {
+	h := (k.a*0x9e3779b97f4a7c15 ^ k.b*0xc2b2ae3d27d4eb4f ^ k.c) + uint64(k.n)
+	return (h * 0x165667b19e3779f9) >> (64 - 9) // 512 slots
+}
+
+// entry returns w's entry, adding an empty one if it has none. Only for building the table.
+func (t *wordTable) entry(w string) *wordEntry {
+	if len(w) == 0 || len(w) > maxWordLen {
+		panic("classify: word " + w + " does not fit the table")
+	}
+	k := keyOf([]byte(w))
+	for i := k.slot(); ; i++ {
+		e := &t[i%uint64(len(t))]
+		if e.key == k {
+			return e
+		}
+		if e.key.n == 0 {
+			e.key, e.trigger = k, MaySetSessionState([]byte(w))
+			return e
+		}
+	}
+}
+
+// lookup returns the table's entry for the unquoted word w, nil if it has none. Most words of a
+// text are names the table does not have; most of those have a length and a first letter that
+// no word of the table has (see wordFilter), and cost a few instructions.
+func lookup(w []byte) *wordEntry {
+	if n := uint(len(w)); n-1 >= maxWordLen || wordFilter[n]>>(w[0]&31)&1 == 0 {
+		return nil // n-1 wraps for an empty word
+	}
+	return lookupKey(w)
+}
+
+// wordFilter has, for each length, bit c&31 set for the first byte c of each word of words of
+// that length (&31 folds ASCII case; other bytes alias, which only lets more through).
+var wordFilter = func() (f [maxWordLen + 1]uint32) {
+	for _, e := range words {
+		if e.key.n > 0 {
+			f[e.key.n] |= 1 << (e.key.a & 31)
+		}
+	}
+	return f
+}()
+
+// lookupKey is lookup past wordFilter.
+func lookupKey(w []byte) *wordEntry {
+	k := keyOf(w)
+	for i := k.slot(); ; i++ {
+		e := &words[i%uint64(len(words))]
+		if e.key == k {
+			return e
+		}
+		if e.key.n == 0 {
+			return nil
 		}
 	}
 }
 
 // lookupWord returns what the classifier knows of the unquoted word w.
 func lookupWord(w []byte) wordInfo {
-	if len(w) > maxWordLen {
-		return 0
+	if e := lookup(w); e != nil {
+		return e.info
 	}
-	var buf [maxWordLen]byte
-	h := uint32(2166136261)
-	for i, c := range w {
-		c = lower(c)
-		buf[i] = c
-		h = wordHash(h, c)
-	}
-	lw := buf[:len(w)]
-	for i := h; ; i++ {
-		e := &words[i%uint32(len(words))]
-		if e.word == string(lw) {
-			return e.info
-		}
-		if e.word == "" {
-			return 0
-		}
-	}
+	return 0
 }
+
+// stmtStart is what a word does as a statement's first word: how the rest of the statement is
+// read, and whether the word alone needs the writer, for which reason, and whether even inside
+// a READ ONLY transaction (see routeStmt.verdict). known is false for a word that starts no
+// statement the classifier knows.
+type stmtStart struct {
+	kind                stmtKind
+	reason              RouteReason
+	known, needs, force bool
+}
+
+// startOf returns what the unquoted word w does as a statement's first word.
+func startOf(w []byte) stmtStart {
+	if e := lookup(w); e != nil && e.start.known {
+		return e.start
+	}
+	return stmtStart{reason: ReasonUnclassified, needs: true, force: true}
+}
+
+// statementStarts are the words a statement the classifier knows starts with.
+var statementStarts = func() map[string]stmtStart {
+	m := make(map[string]stmtStart)
+	set := func(s stmtStart, ws ...string) {
+		s.known = true
+		for _, w := range ws {
+			m[w] = s
+		}
+	}
+	set(stmtStart{kind: kQuery}, "select", "with", "values", "table")
+	set(stmtStart{kind: kFixed}, "show")
+	set(stmtStart{kind: kExplain}, "explain")
+	set(stmtStart{kind: kCopy}, "copy")
+	set(stmtStart{reason: ReasonWrite, needs: true}, "insert", "update", "delete", "merge")
+	set(stmtStart{reason: ReasonDDL, needs: true}, "create", "alter", "drop", "truncate", "comment",
+		"grant", "revoke", "security", "import", "reassign")
+	set(stmtStart{reason: ReasonMaintenance, needs: true}, "vacuum", "analyze", "analyse", "refresh",
+		"cluster", "reindex")
+	// A standby runs CHECKPOINT as a restartpoint; a read-only transaction does not refuse it.
+	set(stmtStart{reason: ReasonMaintenance, needs: true, force: true}, "checkpoint")
+	set(stmtStart{reason: ReasonCall, needs: true}, "call")
+	set(stmtStart{reason: ReasonDo, needs: true}, "do")
+	set(stmtStart{reason: ReasonLock, needs: true, force: true}, "lock")
+	set(stmtStart{reason: ReasonNotify, needs: true, force: true}, "notify", "listen", "unlisten")
+	set(stmtStart{kind: kPrepare}, "prepare")
+	set(stmtStart{reason: ReasonPreparedStatement, needs: true}, "execute", "deallocate")
+	set(stmtStart{kind: kSet, reason: ReasonSessionState, needs: true}, "set")
+	set(stmtStart{reason: ReasonSessionState, needs: true}, "reset", "discard", "load")
+	set(stmtStart{reason: ReasonCursor, needs: true}, "declare", "fetch", "move", "close")
+	set(stmtStart{kind: kBegin}, "begin", "start")
+	set(stmtStart{kind: kEnd, reason: ReasonTransaction, needs: true}, "commit", "end", "rollback", "abort")
+	set(stmtStart{reason: ReasonTransaction, needs: true}, "savepoint", "release")
+	return m
+}()
 
 // builtin is what the classifier knows of a pg_catalog function.
 type builtin struct {

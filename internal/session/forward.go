@@ -68,7 +68,7 @@ func (s *Session) forwardQuery(srv *pool.Conn) error {
 	if n := len(query); n > 0 && query[n-1] == 0 {
 		query = query[:n-1]
 	}
-	a, err := s.checkPins(query, true)
+	a, err := s.checkPins(query, true, s.textInfo(query, false).MaySetSessionState)
 	if err != nil {
 		return err
 	}
@@ -191,9 +191,9 @@ func (s *Session) forwardParseRaw(srv *pool.Conn) error {
 	if err != nil {
 		return err
 	}
-	if _, rest, ok := cstr(head); ok {
-		if query, _, ok := cstr(rest); ok {
-			a, err := s.checkPins([]byte(query), false)
+	if _, rest, ok := cbytes(head); ok {
+		if query, _, ok := cbytes(rest); ok {
+			a, err := s.checkPins(query, false, s.textInfo(query, false).MaySetSessionState)
 			if err != nil {
 				return err
 			}

@@ -23,11 +23,11 @@ type extraChange struct {
 }
 
 // checkPins looks at the SQL of a Query (simple) or Parse and decides: track, pin or refuse.
-// A refusal is left in s.pinErr for the caller to turn into a failing statement. It returns the
-// analysis, valid until the next call, or nil when the text holds nothing the analysis finds
-// (see classify.MaySetSessionState).
-func (s *Session) checkPins(sql []byte, simple bool) (*classify.Session, error) {
-	if !classify.MaySetSessionState(sql) {
+// may is classify.MaySetSessionState(sql), which the caller has (see textInfo). A refusal is
+// left in s.pinErr for the caller to turn into a failing statement. It returns the analysis,
+// valid until the next call, or nil when the text holds nothing the analysis finds (may false).
+func (s *Session) checkPins(sql []byte, simple, may bool) (*classify.Session, error) {
+	if !may {
 		return nil, nil // the common statement: nothing to pin or track
 	}
 	a := s.analysisScratch()

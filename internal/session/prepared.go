@@ -476,11 +476,12 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 	if !ok {
 		return errMalformedMessage
 	}
+	info := s.textInfo(query, s.routes())
 	var route classify.RouteInfo
 	if s.routes() {
-		route = s.parseRoute(query)
+		route = info.RouteInfo
 	}
-	a, err := s.checkPins(query, false)
+	a, err := s.checkPins(query, false, info.MaySetSessionState)
 	if err != nil {
 		return err
 	}
@@ -491,6 +492,7 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		rest = []byte(refusalKey(s.pinErr))
 		query = rest[:len(rest)-3]
 		s.pinErr, a, body = nil, nil, nil
+		info = classify.TextInfo{} // not this text's
 	}
 	out := s.scratch[:0]
 	var refs []classify.StmtRef // SQL EXECUTE and DEALLOCATE: resolved where the statement runs
@@ -511,6 +513,7 @@ func (s *Session) forwardParse(srv *pool.Conn) error {
 		if s.unnamed.key != string(rest) {
 			s.unnamed.key = string(rest)
 		}
+		s.noteParse(s.unnamed.key, query, info)
 		s.unnamed.route, s.unnamed.refs, s.unnamed.parsed = route, refs, parsed
 		stateOf(srv).setUnnamed(srv, s.unnamed.key)
 		if body == nil {

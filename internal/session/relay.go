@@ -82,6 +82,7 @@ func (s *Session) clientLoop(ctx context.Context) error {
 		if typ == 'X' { // Terminate: the server connection stays with the pool
 			return nil
 		}
+		s.notePlanned()
 		if s.skipToSync {
 			if err := s.r.Skip(); err != nil {
 				return err
@@ -245,10 +246,7 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 		if !s.replaying {
 			// Both read ahead of the client: not under mu.
 			s.mu.Unlock()
-			if s.routes() {
-				s.planRoute(typ)
-			}
-			s.armRetry(typ)
+			s.beforeRequest(typ)
 			s.mu.Lock()
 		}
 		s.waiting = true

@@ -46,38 +46,37 @@ import (
 	"pgtide/internal/wire"
 )
 
-// armRetry keeps the request that starts with the client's current message (of type typ) for a
-// failover retry when it may be one (see the top of this file). Called by the client loop
-// before the request gets a server connection, after planRoute (which may keep it already).
-func (s *Session) armRetry(typ byte) {
+// retries reports whether the session's requests may be run again after a failover (see the
+// top of this file).
+func (s *Session) retries() bool { return s.txMode && s.env.Config().Proxy.RetryOnFailover }
+
+// armRetry keeps the request read ahead of (req) for a failover retry when it may be one (see
+// the top of this file). Called by the client loop before the request gets a server connection,
+// after planRoute (which may keep it already).
+func (s *Session) armRetry(req *aheadRequest) {
 	s.retryable, s.endNotice = false, false
 	if !s.armed {
 		s.heldLeft = 0
 	}
-	if !s.txMode || !s.env.Config().Proxy.RetryOnFailover {
+	if !s.retries() {
 		return
 	}
-	req, msgs, complete := s.peekRequest(typ)
-	if !complete || s.br.Buffered() != len(req) {
+	if !req.complete || s.br.Buffered() != len(req.bytes) {
 		return // too long to keep, or the client sent more behind it
 	}
-	var last byte
-	for t, _, rest, ok := nextMessage(req); ok; t, _, rest, ok = nextMessage(rest) {
-		last = t
-	}
-	if last != 'Q' && last != 'S' {
+	if req.last != 'Q' && req.last != 'S' {
 		return // Flush: answers the client reads before its Sync; FunctionCall: no SQL to judge
 	}
 	s.mu.Lock()
 	idle := s.txStatus == 'I' && !s.pinned
 	s.mu.Unlock()
-	if !idle || !s.sendableAgain(req) {
+	if !idle || !req.sendableAgain(s) {
 		return
 	}
 	if !s.armed {
-		s.keepHeld(req)
+		s.keepHeld(req.bytes)
 	}
-	s.heldLeft, s.heldMark, s.retryable = msgs, -1, true
+	s.heldLeft, s.heldMark, s.retryable = req.msgs, -1, true
 }
 
 // endKind is how a server connection ended under a retryable request.

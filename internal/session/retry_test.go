@@ -58,7 +58,8 @@ func TestArmRetry(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.armRetry(typ)
+		ahead := s.readAhead(typ)
+		s.armRetry(&ahead)
 		if s.retryable != tc.want {
 			t.Errorf("%s: retryable %v, want %v", tc.name, s.retryable, tc.want)
 		}

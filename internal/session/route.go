@@ -75,13 +75,23 @@ type routeState struct {
 	replaySrc bytes.Reader
 	replaying bool
 
-	// unnamed is the unnamed statement's route, recorded when its Parse is forwarded.
-	unnamed classify.RouteInfo
-	// planned holds the routes planRoute classified for the Parses of the request it read ahead
-	// of, in order, so that forwardParse does not classify them again (see parseRoute): the
-	// first plannedN, of which plannedAt are taken.
-	planned             [4]classify.RouteInfo
-	plannedN, plannedAt int
+	// planned holds what planRoute's classification found in the Query and Parse texts of the
+	// request it read ahead of, in order, so that forwarding them does not read them again (see
+	// textInfo): the first plannedN, of which plannedAt are taken. plannedLeft counts the
+	// request's messages after the one being handled; once they are past, what is left of
+	// planned is dropped (see notePlanned), so it never meets another request's texts.
+	planned                          [4]classify.TextInfo
+	plannedN, plannedAt, plannedLeft int
+	// lastParse is the query text of the last unnamed Parse forwarded, a part of the key the
+	// unnamed statement is kept under (no copy of its own), and lastInfo its classification,
+	// which came from the text alone: a client that sends the same unnamed statement again and
+	// again has it classified once. Empty when there is none to reuse. Owned by the client loop.
+	lastParse string
+	lastInfo  classify.TextInfo
+	// fnsKnown is what Env knows of the database's functions, asked at the first lookup of a
+	// classification (fnsResolved; see sessionFunctions). Owned by the client loop.
+	fnsKnown    classify.Functions
+	fnsResolved bool
 
 	// leaseWrites: the current server connection was leased for work that may write, so its
 	// release is a write commit for read-your-writes. Guarded by Session.mu.
@@ -116,22 +126,63 @@ func (r routeSetting) String() string {
 // it gets its server connection.
 func (s *Session) routes() bool { return s.txMode && s.route == router.Auto }
 
-// planRoute sets s.intent for the request that starts with the client's current message (of type
-// typ), reading ahead to the request's end without consuming anything, and arms the safety net
-// when it can. Called by the client loop when the session has no server connection.
-func (s *Session) planRoute(typ byte) {
+// aheadRequest is the client's request that starts with its current message, read ahead of
+// before it gets a server connection (see peekRequest), for planRoute and armRetry.
+type aheadRequest struct {
+	bytes    []byte
+	msgs     int
+	last     byte // the type of its last message, when complete
+	complete bool
+	sendable int8 // sendableAgain's answer: 0 not asked yet, 1 yes, -1 no
+}
+
+// readAhead reads ahead to the end of the client's request that starts with the current message
+// (of type typ), without consuming anything (see peekRequest).
+func (s *Session) readAhead(typ byte) aheadRequest {
+	req, msgs, last, complete := s.peekRequest(typ)
+	return aheadRequest{bytes: req, msgs: msgs, last: last, complete: complete}
+}
+
+// beforeRequest does what the request that starts with the current message (of type typ) needs
+// before it gets a server connection, reading ahead of it once: routing (planRoute) and keeping
+// it for a failover retry (armRetry). Called by the client loop.
+func (s *Session) beforeRequest(typ byte) {
+	var req aheadRequest
+	if s.routes() || s.retries() {
+		req = s.readAhead(typ)
+	}
+	if s.routes() {
+		s.planRoute(&req)
+	}
+	s.armRetry(&req)
+}
+
+// sendableAgain is Session.sendableAgain of the request, asked once.
+func (r *aheadRequest) sendableAgain(s *Session) bool {
+	if r.sendable == 0 {
+		r.sendable = -1
+		if s.sendableAgain(r.bytes) {
+			r.sendable = 1
+		}
+	}
+	return r.sendable > 0
+}
+
+// planRoute sets s.intent for the request read ahead of (req), and arms the safety net when it
+// can. Called by the client loop when the session has no server connection.
+func (s *Session) planRoute(req *aheadRequest) {
 	s.armed, s.heldLeft, s.plannedN, s.plannedAt = false, 0, 0, 0
 	if s.setting == routeWriter {
 		s.intent = router.Intent{Route: classify.RouteWriter, Reason: classify.ReasonHintWriter}
 		return
 	}
-	req, msgs, complete := s.peekRequest(typ)
-	if !complete {
+	if !req.complete {
 		// Too long to read ahead of (or the client failed): the writer, whatever it is.
 		s.intent = router.Intent{Route: classify.RouteWriter, Reason: classify.ReasonTooLong}
 		return
 	}
 	p := s.classifyRequest(req)
+	s.plannedLeft = req.msgs - 1
 	if s.setting == routeReader {
 		p.route, p.reason = classify.RouteReader, classify.ReasonHintReader
 	}
@@ -157,10 +208,21 @@ func (s *Session) planRoute(typ byte) {
 		idle := s.txStatus == 'I'
 		s.mu.Unlock()
 		if idle {
-			s.keepHeld(req)
-			s.heldLeft, s.armed, s.heldMark = msgs, true, -1
+			s.keepHeld(req.bytes)
+			s.heldLeft, s.armed, s.heldMark = req.msgs, true, -1
 		}
 	}
+}
+
+// notePlanned accounts for the client's next message: one more of the request planRoute read
+// ahead of, or, past its end, what planRoute classified is dropped. Called by the client loop
+// for every message it reads.
+func (s *Session) notePlanned() {
+	if s.plannedLeft > 0 {
+		s.plannedLeft--
+		return
+	}
+	s.plannedN, s.plannedAt = 0, 0
 }
 
 // replicasUnsafe reports whether the session's own settings keep its work off replicas:
@@ -202,36 +264,38 @@ const maxHeld = clientBufferSize
 
 // peekRequest returns the bytes of the client's request that starts with the current message:
 // messages up to and including a Query, Sync, Flush or FunctionCall, or the messages that fit
-// the read buffer if it is longer (complete false). It blocks until the request has arrived, as
+// the read buffer if it is longer (complete false), with their count and the type of the last
+// (when complete: the one that ends the request). It blocks until the request has arrived, as
 // a server would wait for its end; a client that fails meanwhile returns what there is (the
 // client loop then sees the failure).
-func (s *Session) peekRequest(typ byte) (req []byte, msgs int, complete bool) {
+func (s *Session) peekRequest(typ byte) (req []byte, msgs int, last byte, complete bool) {
 	off, n := 0, s.r.BodyLen()
+	var buf []byte // what is buffered from the current message on; a Peek for more may move it
+	peek := func(k int) bool {
+		if k <= len(buf) {
+			return true
+		}
+		b, err := s.br.Peek(max(k, s.br.Buffered())) // one Peek for all that has arrived
+		buf = b
+		return err == nil
+	}
 	for {
 		end := off + wire.HeaderLen + n
-		if end > s.br.Size() {
-			return req, msgs, false
+		if end > s.br.Size() || !peek(end) {
+			return req, msgs, typ, false
 		}
-		b, err := s.br.Peek(end)
-		if err != nil {
-			return req, msgs, false
-		}
-		req, msgs, off = b, msgs+1, end
+		req, msgs, off = buf[:end], msgs+1, end
 		switch typ {
 		case 'Q', 'S', 'H', 'F':
-			return req, msgs, true
+			return req, msgs, typ, true
 		}
-		if off+wire.HeaderLen > s.br.Size() {
-			return req, msgs, false
+		if off+wire.HeaderLen > s.br.Size() || !peek(off+wire.HeaderLen) {
+			return req, msgs, typ, false
 		}
-		h, err := s.br.Peek(off + wire.HeaderLen)
-		if err != nil {
-			return req, msgs, false
-		}
-		typ = h[off]
-		n = int(int32(binary.BigEndian.Uint32(h[off+1:]))) - 4
+		typ = buf[off]
+		n = int(int32(binary.BigEndian.Uint32(buf[off+1:]))) - 4
 		if n < 0 {
-			return req, msgs, false // malformed: the client loop reports it
+			return req, msgs, typ, false // malformed: the client loop reports it
 		}
 	}
 }
@@ -246,51 +310,38 @@ type requestPlan struct {
 }
 
 // classifyRequest classifies the messages of req (whole messages, see peekRequest): the writer if
-// any of them needs it. Unknown messages take the writer.
-func (s *Session) classifyRequest(req []byte) requestPlan {
-	p := requestPlan{route: classify.RouteReader, reason: classify.ReasonReadOnly, replayable: s.sendableAgain(req)}
+// any of them needs it. Unknown messages take the writer. What it finds in the texts is kept in
+// s.planned for forwarding them.
+func (s *Session) classifyRequest(req *aheadRequest) requestPlan {
+	p := requestPlan{route: classify.RouteReader, reason: classify.ReasonReadOnly, replayable: req.sendableAgain(s)}
 	// Statements parsed by this request, for its Binds (a few: more are looked up as defined
 	// before, which a statement parsed here is not, so they take the writer).
 	var parses [4]parsedStmt
 	parsed := 0
-	fns := s.env.functions(s.key.Database)
-	take := func(info classify.RouteInfo) {
-		if info.Begin {
-			p.begin = true
-		}
-		if info.Route == classify.RouteWriter && p.route == classify.RouteReader {
-			p.route, p.reason = classify.RouteWriter, info.Reason
-		} else if p.route == classify.RouteReader && info.Reason != classify.ReasonReadOnly {
-			p.reason = info.Reason // a read-only transaction, a reader hint: say so
-		}
-	}
-	for typ, body, rest, ok := nextMessage(req); ok; typ, body, rest, ok = nextMessage(rest) {
+	for typ, body, rest, ok := nextMessage(req.bytes); ok; typ, body, rest, ok = nextMessage(rest) {
 		switch typ {
 		case 'Q':
 			p.executes = true
-			take(classify.ClassifyRoute(trimNul(body), fns))
+			p.take(s.planText(trimNul(body)))
 		case 'P':
 			name, query, ok := twoCStrings(body)
 			if !ok {
-				take(classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified})
+				// Malformed: the client loop ends the session when it forwards it.
+				p.take(classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified})
 				continue
 			}
 			// A Parse takes its statement's route even when nothing runs it yet: what a
 			// statement does to the session (a temporary table pins the client) starts at Parse.
-			info := classify.ClassifyRoute(query, fns)
-			take(info)
+			info := s.planText(query)
+			p.take(info)
 			if parsed < len(parses) {
 				parses[parsed] = parsedStmt{name, info}
 				parsed++
 			}
-			if s.plannedN < len(s.planned) {
-				s.planned[s.plannedN] = info
-				s.plannedN++
-			}
 		case 'B':
 			_, stmt, ok := twoCStrings(body) // portal, statement
 			if !ok {
-				take(classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified})
+				p.take(classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified})
 				continue
 			}
 			info, found := classify.RouteInfo{}, false
@@ -300,16 +351,39 @@ func (s *Session) classifyRequest(req []byte) requestPlan {
 			if !found {
 				info = s.statementRoute(stmt)
 			}
-			take(info)
+			p.take(info)
 		case 'E':
 			p.executes = true
 		case 'D', 'S', 'H', 'C':
 		default: // FunctionCall and anything unexpected
 			p.executes = true
-			take(classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified})
+			p.take(classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified})
 		}
 	}
 	return p
+}
+
+// take accounts for the route of one of the request's statements: the writer if any needs it.
+func (p *requestPlan) take(info classify.RouteInfo) {
+	if info.Begin {
+		p.begin = true
+	}
+	if info.Route == classify.RouteWriter && p.route == classify.RouteReader {
+		p.route, p.reason = classify.RouteWriter, info.Reason
+	} else if p.route == classify.RouteReader && info.Reason != classify.ReasonReadOnly {
+		p.reason = info.Reason // a read-only transaction, a reader hint: say so
+	}
+}
+
+// planText classifies a Query or Parse text of the request planRoute reads ahead of, keeping
+// what it finds in s.planned for forwarding the text.
+func (s *Session) planText(text []byte) classify.RouteInfo {
+	info := s.classifyText(text)
+	if s.plannedN < len(s.planned) {
+		s.planned[s.plannedN] = info
+		s.plannedN++
+	}
+	return info.RouteInfo
 }
 
 // sendableAgain reports whether req (whole messages, see peekRequest) could be sent again on
@@ -327,7 +401,7 @@ func (s *Session) sendableAgain(req []byte) bool {
 				return false
 			}
 		case 'P':
-			if name, _, ok := twoCStrings(body); ok && len(name) > 0 {
+			if name, _, ok := cbytes(body); ok && len(name) > 0 {
 				s.mu.Lock()
 				defined := s.stmts[string(name)] != nil
 				s.mu.Unlock()
@@ -362,14 +436,60 @@ func twoCStrings(body []byte) (first, second []byte, ok bool) {
 	return first, second, ok
 }
 
-// parseRoute returns the route of the statement a Parse being forwarded defines: the one
-// planRoute classified for it, in order, or a classification of query now.
-func (s *Session) parseRoute(query []byte) classify.RouteInfo {
+// textInfo returns what the classifier finds in the SQL text of the Query or Parse being
+// forwarded: what planRoute found, in order, or else a classification now: in full when route
+// is true (the statement's route is kept for its executions on the auto endpoint), else only
+// MaySetSessionState, which every endpoint needs for pins.
+func (s *Session) textInfo(text []byte, route bool) classify.TextInfo {
 	if s.plannedAt < s.plannedN {
 		s.plannedAt++
 		return s.planned[s.plannedAt-1]
 	}
-	return classify.ClassifyRoute(query, s.env.functions(s.key.Database))
+	if route {
+		return s.classifyText(text)
+	}
+	return classify.TextInfo{MaySetSessionState: classify.MaySetSessionState(text)}
+}
+
+// classifyText classifies a Query or Parse text (see classify.Classify), or takes the answer
+// kept for the last Parse when the text is the same.
+func (s *Session) classifyText(text []byte) classify.TextInfo {
+	if len(s.lastParse) == len(text) && s.lastParse == string(text) {
+		return s.lastInfo
+	}
+	s.fnsKnown, s.fnsResolved = nil, false
+	return classify.Classify(text, (*sessionFunctions)(s))
+}
+
+// noteParse keeps the classification of the text of an unnamed Parse being forwarded for
+// classifyText, when it holds for later: key is the Parse body after the name, as kept for the
+// statement (its query text is the part before the first NUL). A long text is not kept: it
+// would outlive the unnamed statement.
+func (s *Session) noteParse(key string, query []byte, info classify.TextInfo) {
+	if !info.TextOnly || len(key) <= len(query) || len(query) > maxParseReuse {
+		s.lastParse, s.lastInfo = "", classify.TextInfo{}
+		return
+	}
+	s.lastParse, s.lastInfo = key[:len(query)], info
+}
+
+// maxParseReuse is the longest Parse text whose classification noteParse keeps.
+const maxParseReuse = 1 << 10
+
+// sessionFunctions is the classifier's view of the session's database's functions: it asks Env
+// only when the classifier first looks a function up (most texts call none), once per
+// classification (see classifyText).
+type sessionFunctions Session
+
+func (f *sessionFunctions) Lookup(schema, name []byte) classify.FuncKind {
+	s := (*Session)(f)
+	if !s.fnsResolved {
+		s.fnsKnown, s.fnsResolved = s.env.functions(s.key.Database), true
+	}
+	if s.fnsKnown == nil {
+		return classify.FuncUnknown // as for nil Functions
+	}
+	return s.fnsKnown.Lookup(schema, name)
 }
 
 // parsedStmt is a statement a request parses ("" for the unnamed one), and its route.

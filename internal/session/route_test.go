@@ -10,6 +10,7 @@ import (
 
 	"pgtide/internal/classify"
 	"pgtide/internal/config"
+	"pgtide/internal/router"
 	"pgtide/internal/wire"
 )
 
@@ -91,7 +92,8 @@ func TestPlanRoute(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.planRoute(typ)
+		req := s.readAhead(typ)
+		s.planRoute(&req)
 		if s.intent.Route != tc.route {
 			t.Errorf("%s: route %v (%v), want %v", tc.name, s.intent.Route, s.intent.Reason, tc.route)
 		}
@@ -118,7 +120,8 @@ func TestPlanRouteStatementCache(t *testing.T) {
 		s := routeSession(in)
 		s.stmts = map[string]*clientStmt{"w": {route: classify.ClassifyRoute([]byte(tc.sql), nil)}}
 		typ, _, _ := s.r.Next()
-		s.planRoute(typ)
+		req := s.readAhead(typ)
+		s.planRoute(&req)
 		if s.intent.Route != tc.route || s.armed != (tc.route == classify.RouteReader) {
 			t.Errorf("Bind of %q: route %v armed %v", tc.sql, s.intent.Route, s.armed)
 		}
@@ -130,7 +133,8 @@ func TestPlanRouteTooLong(t *testing.T) {
 	long := "SELECT '" + string(bytes.Repeat([]byte("x"), maxHeld)) + "'"
 	s := routeSession(frontend(t, &pgproto3.Query{String: long}))
 	typ, _, _ := s.r.Next()
-	s.planRoute(typ)
+	req := s.readAhead(typ)
+	s.planRoute(&req)
 	if s.intent.Route != classify.RouteWriter || s.armed {
 		t.Fatalf("a %d-byte read: route %v armed %v, want the writer", len(long), s.intent.Route, s.armed)
 	}
@@ -244,8 +248,9 @@ func FuzzPlanRoute(f *testing.F) {
 		if err != nil {
 			return // the client loop reports a bad first header
 		}
-		s.planRoute(typ)
-		s.armRetry(typ)
+		req := s.readAhead(typ)
+		s.planRoute(&req)
+		s.armRetry(&req)
 		if (s.armed || s.retryable) && (s.heldLeft == 0 || !bytes.HasPrefix(in, s.held)) {
 			t.Fatalf("armed %v, retryable %v with %d messages held, %q not a prefix of the input", s.armed, s.retryable, s.heldLeft, s.held)
 		}
@@ -274,9 +279,110 @@ func TestReplicasUnsafe(t *testing.T) {
 		s := routeSession(frontend(t, &pgproto3.Query{String: "SELECT 1"}))
 		s.params, s.extra = tc.params, tc.extra
 		typ, _, _ := s.r.Next()
-		s.planRoute(typ)
+		req := s.readAhead(typ)
+		s.planRoute(&req)
 		if got := s.intent.Route == classify.RouteWriter; got != tc.want {
 			t.Errorf("params %v extra %q: to the writer %v, want %v", tc.params, tc.extra, got, tc.want)
 		}
+	}
+}
+
+// TestPlannedTexts: what planRoute found in a request's texts is handed to their forwarding in
+// order, once, and dropped after the request's last message, whatever was taken of it.
+func TestPlannedTexts(t *testing.T) {
+	in := frontend(t,
+		&pgproto3.Parse{Query: "SELECT 1"}, &pgproto3.Parse{Name: "s", Query: "SET x.y = 1"},
+		&pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{},
+		&pgproto3.Query{String: "SELECT 2"})
+	s := routeSession(in)
+	typ, _, err := s.r.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.notePlanned()
+	req := s.readAhead(typ)
+	s.planRoute(&req)
+	if s.plannedN != 2 || s.plannedLeft != 4 {
+		t.Fatalf("planned %d texts, %d messages left; want 2, 4", s.plannedN, s.plannedLeft)
+	}
+	if got := s.textInfo([]byte("SELECT 1"), true); got.MaySetSessionState || got.Route != classify.RouteReader {
+		t.Errorf("first text: %+v", got)
+	}
+	// The second Parse is never forwarded (an error made the client loop skip it): its entry
+	// must not reach the next request.
+	for range 5 {
+		if err := s.r.Skip(); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.r.Next(); err != nil {
+			t.Fatal(err)
+		}
+		s.notePlanned()
+	}
+	if got := s.textInfo([]byte("SELECT 2"), true); got.MaySetSessionState || got.Route != classify.RouteReader {
+		t.Fatalf("the next request's text took the skipped Parse's entry: %+v", got)
+	}
+}
+
+// TestClassifyText: Env's functions are asked for only when a text calls a function the
+// classifier does not know, and an unnamed Parse's classification is kept for the same text
+// only when it came from the text alone.
+func TestClassifyText(t *testing.T) {
+	s := routeSession(nil)
+	asked := 0
+	s.env.Functions = func(string) classify.Functions { asked++; return fakeFunctions{} }
+	if info := s.classifyText([]byte("SELECT abalance FROM pgbench_accounts WHERE aid = $1")); asked != 0 || !info.TextOnly {
+		t.Errorf("a plain SELECT: asked %d times for functions, %+v", asked, info)
+	}
+	info := s.classifyText([]byte("SELECT bump(1), bump(2), lower(x)"))
+	if asked != 1 || info.Route != classify.RouteWriter || info.TextOnly {
+		t.Errorf("a call: asked %d times for functions, %+v", asked, info)
+	}
+
+	key := "SELECT 1\x00\x00\x00"
+	s.noteParse(key, []byte("SELECT 1"), classify.TextInfo{RouteInfo: classify.RouteInfo{Reason: classify.ReasonCall}, TextOnly: true})
+	if got := s.classifyText([]byte("SELECT 1")); got.Reason != classify.ReasonCall {
+		t.Errorf("the same text: %+v, want the kept answer", got)
+	}
+	if got := s.classifyText([]byte("SELECT 2")); got.Reason != classify.ReasonReadOnly {
+		t.Errorf("another text: %+v", got)
+	}
+	s.noteParse(key, []byte("SELECT 1"), classify.TextInfo{RouteInfo: classify.RouteInfo{Reason: classify.ReasonCall}})
+	if got := s.classifyText([]byte("SELECT 1")); got.Reason != classify.ReasonReadOnly {
+		t.Errorf("an answer that asked Functions was kept: %+v", got)
+	}
+}
+
+// BenchmarkBeforeRequest is what the client loop does before a request on the auto endpoint
+// gets a server connection: reading ahead of it, classifying it and keeping it for the safety
+// net and a failover retry. The extended request's Parse is the one the client sent before (as
+// pgbench -M extended sends it), whose classification is kept.
+func BenchmarkBeforeRequest(b *testing.B) {
+	const sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1"
+	for _, bc := range []struct {
+		name string
+		msgs []pgproto3.FrontendMessage
+	}{
+		{"simple", []pgproto3.FrontendMessage{&pgproto3.Query{String: "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;"}}},
+		{"extended", []pgproto3.FrontendMessage{&pgproto3.Parse{Query: sql}, &pgproto3.Bind{Parameters: [][]byte{[]byte("12345")}},
+			&pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{}}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			var in []byte
+			for _, m := range bc.msgs {
+				in, _ = m.Encode(in)
+			}
+			s := routeSession(in)
+			s.route = router.Auto
+			s.noteParse(sql+"\x00\x00\x00", []byte(sql), classify.Classify([]byte(sql), nil))
+			typ, _, err := s.r.Next()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				s.beforeRequest(typ) // consumes nothing: the same request every time
+			}
+		})
 	}
 }
