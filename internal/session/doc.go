@@ -26,7 +26,9 @@
 //     JDBC batches) cannot deadlock the proxy.
 //
 // See readInline for the rule. A transaction-mode client idle inside a transaction leaves its
-// server unread until its next request, as a direct connection would. A session-mode client
+// server unread until its next request, as a direct connection would. One idle between
+// transactions for a second is parked (park.go): its goroutine ends, and the Parker, which owns
+// it meanwhile, runs the client loop again on a new goroutine when the client sends something. A session-mode client
 // that got its server connection at login has it read from the start.
 //
 // pgtide sends requests of its own on a client's server connection (settings before the
