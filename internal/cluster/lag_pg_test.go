@@ -8,29 +8,16 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"pgtide/internal/pgcluster"
 )
 
 // Lag on PostgreSQL: none in time or bytes on an idle cluster, although the
 // last replayed transaction ages; bytes and time while a replica's replay is
 // paused and the primary writes; none again once it resumes.
 func TestReplicationLag(t *testing.T) {
-	checkNoLeaks(t)
-	pc := sharedCluster(t)
-	pg := pc.Nodes()
-	primary, paused := pg[0], pg[1]
-	t.Cleanup(func() {
-		execSQL(t, paused, "SELECT pg_wal_replay_resume()")
-		execSQL(t, primary, "DROP TABLE IF EXISTS lag_test")
-	})
 	// A transaction for the replicas to replay: its timestamp is what ages.
-	execSQL(t, primary, "CREATE TABLE lag_test (id int, pad text) WITH (autovacuum_enabled = off)")
-	syncReplicas(t, pc)
-	tc := runCluster(t, Config{
-		Hosts:               hostsOf(pg),
-		HealthCheckInterval: 100 * time.Millisecond,
-		HealthCheckTimeout:  5 * time.Second, // a healthy node on a busy machine is not marked down
-	})
-	tc.waitChecked(t)
+	pg, primary, paused, tc := lagSetup(t, "lag_test", "CREATE TABLE lag_test (id int, pad text) WITH (autovacuum_enabled = off)")
 	w, r1, r2 := tc.node(pg[0].Addr()), tc.node(pg[1].Addr()), tc.node(pg[2].Addr())
 	caughtUp := func(ns ...*Node) func() error {
 		return func() error {
@@ -211,22 +198,8 @@ func TestStalledReplicaLag(t *testing.T) {
 // the time since they began — how long ago the writer was at its position — not by the time
 // since the last transaction it replayed, which is the quiet period longer.
 func TestLagAfterQuietPeriod(t *testing.T) {
-	checkNoLeaks(t)
-	pc := sharedCluster(t)
-	pg := pc.Nodes()
-	primary, paused := pg[0], pg[1]
-	t.Cleanup(func() {
-		execSQL(t, paused, "SELECT pg_wal_replay_resume()")
-		execSQL(t, primary, "DROP TABLE IF EXISTS quiet_test")
-	})
-	execSQL(t, primary, "CREATE TABLE quiet_test (id int)") // the last commit before the quiet period
-	syncReplicas(t, pc)
-	tc := runCluster(t, Config{
-		Hosts:               hostsOf(pg),
-		HealthCheckInterval: 100 * time.Millisecond,
-		HealthCheckTimeout:  5 * time.Second,
-	})
-	tc.waitChecked(t)
+	// The last commit before the quiet period.
+	_, primary, paused, tc := lagSetup(t, "quiet_test", "CREATE TABLE quiet_test (id int)")
 	r := tc.node(paused.Addr())
 	waitFor(t, 30*time.Second, "the replica without lag", func() error {
 		if r.Lag() != 0 || r.LagBytes() != 0 || r.Role() != RoleReader {
@@ -290,4 +263,28 @@ func TestLagAfterQuietPeriod(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// lagSetup runs create (which makes table) on the shared cluster's primary, waits until every
+// replica has replayed it, and starts a checker over the cluster that checks every 100 ms. It
+// returns the nodes, the primary and the replica the test may pause (pg[1]); at the end its replay
+// is resumed and table dropped.
+func lagSetup(t *testing.T, table, create string) (pg []*pgcluster.Node, primary, paused *pgcluster.Node, tc *testCluster) {
+	checkNoLeaks(t)
+	pc := sharedCluster(t)
+	pg = pc.Nodes()
+	primary, paused = pg[0], pg[1]
+	t.Cleanup(func() {
+		execSQL(t, paused, "SELECT pg_wal_replay_resume()")
+		execSQL(t, primary, "DROP TABLE IF EXISTS "+table)
+	})
+	execSQL(t, primary, create)
+	syncReplicas(t, pc)
+	tc = runCluster(t, Config{
+		Hosts:               hostsOf(pg),
+		HealthCheckInterval: 100 * time.Millisecond,
+		HealthCheckTimeout:  5 * time.Second, // a healthy node on a busy machine is not marked down
+	})
+	tc.waitChecked(t)
+	return pg, primary, paused, tc
 }

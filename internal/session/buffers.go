@@ -75,14 +75,15 @@ func (s *Session) waitIdle() error {
 		s.r.DropScratch()
 	}
 	s.dropHeld()
-	if s.canPark && !s.noPark {
+	parkable := s.canPark && !s.noPark
+	if parkable {
 		s.idleState.Store(idleWaiting)
 	}
 	if s.src.first == nil {
 		s.src.first = resumePool.Get().(*[resumeSize]byte)
 	}
 	n, err := s.conn.Read(s.src.first[:])
-	if s.canPark && s.endIdleWait(n, err) {
+	if parkable && s.endIdleWait(n, err) {
 		return errPark
 	}
 	if n == 0 {
