@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"pgtide/internal/evloop"
 	"pgtide/internal/wire"
 )
 
@@ -74,6 +75,10 @@ type Conn struct {
 type counted struct {
 	net.Conn
 	sent, received uint64
+	// try makes Read return evloop.ErrWouldBlock instead of waiting (see TryFill); only with
+	// loop set. Owned by the Reader's reader.
+	try  bool
+	loop *evloop.Conn // Conn itself when it is an adopted socket in plain text, else nil
 }
 
 func (c *counted) Write(p []byte) (int, error) {
@@ -83,7 +88,13 @@ func (c *counted) Write(p []byte) (int, error) {
 }
 
 func (c *counted) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
+	var n int
+	var err error
+	if c.try {
+		n, err = c.loop.TryRead(p)
+	} else {
+		n, err = c.Conn.Read(p)
+	}
 	c.received += uint64(n)
 	return n, err
 }
@@ -230,6 +241,28 @@ func (c *Conn) FlushAndWait() error {
 		return err
 	}
 	return c.flushErr
+}
+
+// LoopConn returns the connection's socket when it runs on an event loop (see package evloop) and
+// the protocol is spoken on it directly, in plain text; nil otherwise. Its holder may then wait
+// for the server's answers with OnReadable and TryFill instead of blocking.
+func (c *Conn) LoopConn() *evloop.Conn { return c.counted.loop }
+
+// TryFill reports whether Reader holds the next message whole (or as much of it as it ever will:
+// see wire.Reader.Ready), reading what the socket has without waiting. False: the holder waits
+// with LoopConn().OnReadable and calls it again. A read that failed is left for the holder's
+// next read to find (ready is then true). Only for a Conn with a LoopConn.
+func (c *Conn) TryFill() (ready bool) {
+	if c.Reader.Ready() {
+		return true
+	}
+	c.counted.try = true
+	err := c.Reader.Fill()
+	c.counted.try = false
+	if err != nil && err != evloop.ErrWouldBlock {
+		return true
+	}
+	return c.Reader.Ready()
 }
 
 // MarkAnswered records that the server owes nothing for what was sent so far: the holder has

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 	"pgtide/internal/auth"
 	"pgtide/internal/classify"
 	"pgtide/internal/cluster"
+	"pgtide/internal/evloop"
 	"pgtide/internal/config"
 	"pgtide/internal/park"
 	"pgtide/internal/pgtls"
@@ -209,6 +211,12 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	} else {
 		s.env.Parker = parker
 	}
+	if loops, err := evloop.NewGroup(runtime.GOMAXPROCS(0)); err != nil {
+		logger.Warn("no event loops: every client keeps a goroutine", "err", err)
+	} else {
+		s.env.Loops = loops
+		s.pools.Loops = loops
+	}
 	if cfg.Admin.Listen != "" {
 		h, err := admin.ListenHTTP(cfg.Admin.Listen, s, logger)
 		if err != nil {
@@ -217,6 +225,9 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 			}
 			if s.env.Parker != nil {
 				s.env.Parker.Close()
+			}
+			if s.env.Loops != nil {
+				s.env.Loops.Close()
 			}
 			return nil, err
 		}
@@ -418,19 +429,28 @@ func (s *Server) accept(l *listener, sock net.Listener) {
 // AcceptErrors returns how many times accepting a client connection failed (see accept).
 func (s *Server) AcceptErrors() int64 { return s.acceptErrors.Load() }
 
-// ParkedClients returns how many idle clients are held without a goroutine (see session's
-// park.go).
+// ParkedClients returns how many clients waiting for their next request are held without a
+// goroutine (see session's park.go and loop.go).
 func (s *Server) ParkedClients() int {
-	if s.env.Parker == nil {
-		return 0
+	n := 0
+	if s.env.Parker != nil {
+		n += s.env.Parker.Len()
 	}
-	return s.env.Parker.Len()
+	if s.env.Loops != nil {
+		n += s.env.Loops.Waiting()
+	}
+	return n
 }
 
 // handle admits one client connection to endpoint ep and serves it. The session may outlive
 // the goroutine (see session.Session.Serve): its end, whichever goroutine runs it, is what
 // gives back the client's count and s.conns.
 func (s *Server) handle(conn net.Conn, ep *router.Endpoint) {
+	if s.env.Loops != nil {
+		if lc, err := s.env.Loops.Adopt(conn, true); err == nil {
+			conn = lc // served on the event loops once logged in (see session's loop.go)
+		}
+	}
 	n := s.clients.Add(1)
 	end := func() {
 		conn.Close() // the TLS connection, once encrypted
@@ -749,6 +769,9 @@ func (s *Server) Shutdown() {
 	}
 	s.secrets.tokens.Close()
 	s.pools.Close()
+	if s.env.Loops != nil {
+		s.env.Loops.Close() // after the pools: their connections are closed
+	}
 	s.logger.Info("shut down")
 }
 

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"pgtide/internal/evloop"
 )
 
 // leaseLimit caps the server connections one endpoint's clients hold or wait for at once (its
@@ -69,6 +71,7 @@ func (l *leaseLimit) acquire(ctx context.Context, timeout time.Duration, name st
 		if l.tryAcquire() {
 			return time.Since(start), nil
 		}
+		evloop.BeforeBlock() // a loop must not wait (see package evloop)
 		select {
 		case <-wake:
 		case <-timer.C:

@@ -21,6 +21,7 @@ import (
 	"pgtide/internal/classify"
 	"pgtide/internal/cluster"
 	"pgtide/internal/config"
+	"pgtide/internal/evloop"
 	"pgtide/internal/park"
 	"pgtide/internal/pgtls"
 	"pgtide/internal/pool"
@@ -54,6 +55,10 @@ type Env struct {
 	// goroutine (see park.go); the janitor parks them with ParkIfIdle.
 	Parker    *park.Parker
 	ParkAfter time.Duration
+	// Loops, if set, adopted the client's socket (the proxy does it at accept) and its server
+	// connections' (the pool, at dial): a transaction-mode client is then served on the event
+	// loops between its waits, with no goroutine of its own (see loop.go).
+	Loops *evloop.Group
 	// KeyChanged, if set, is called when a session's PID changes during Login (session mode: the
 	// server's), before the client is sent its BackendKeyData; it may change the session's
 	// Secret to keep (PID, Secret) unique.
@@ -131,6 +136,7 @@ type Session struct {
 	relays       sync.WaitGroup
 	relayFn      func() // s.relay as a func value, made once
 	relayRunning bool   // a relay goroutine reads server; guarded by mu
+	relayStarted bool   // one ever did (relays may have one to wait for); guarded by mu
 	interrupted  bool   // server has a read deadline set by interruptLocked; guarded by mu
 	// Requests pgtide sent on server on its own account, whose answers are not the client's
 	// (see hidden.go). hidden is guarded by mu; hiddenN mirrors its length for the reader.
@@ -206,6 +212,15 @@ type Session struct {
 	ended     func()
 	runFn     func() // s.run as a func value, made once
 
+	// The event loops (see loop.go): lc is the client's socket when the loops serve it (set at
+	// New, read-only after); srvFn is s.resumeServer as a func value, made once; ySrv and yPhase
+	// are the server connection whose answers the session waits for on a loop, and the phase
+	// of its reading, owned by the client loop.
+	lc     *evloop.Conn
+	srvFn  func()
+	ySrv   *pool.Conn
+	yPhase readPhase
+
 	// copyIn is how the server's current copy-in was started (logQuery or logExecute), 0 outside
 	// one. Owned by the server's one reader (see serverStep), so the hot path reads it without mu.
 	copyIn byte
@@ -244,6 +259,10 @@ func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup, ep *r
 	}
 	s.out.s = s
 	s.relayFn = s.relay
+	if lc, ok := conn.(*evloop.Conn); ok && s.txMode {
+		s.lc = lc
+		s.srvFn = s.resumeServer
+	}
 	s.canPark = s.parkable()
 	s.params, s.extra = startupParams(startup)
 	s.startupParams = maps.Clone(s.params)

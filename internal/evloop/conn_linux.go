@@ -1,0 +1,461 @@
+//go:build linux
+
+package evloop
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrWouldBlock is TryRead's answer when nothing is there to read.
+var ErrWouldBlock = errors.New("evloop: would block")
+
+// Conn is a socket adopted by a Group (see Adopt): a net.Conn whose Read and Write block the
+// calling goroutine as a net.TCPConn's do (with deadlines; Close ends them), plus TryRead and
+// OnReadable for code that runs on a loop.
+type Conn struct {
+	fd    int
+	l     *loop
+	slot  int32
+	gen   uint32 // set by add before the Conn is reachable from the loop; read-only after
+	// counted: counts in the Group's Waiting while rCont is set. Read-only.
+	counted bool
+	laddr net.Addr
+	raddr net.Addr
+
+	// refs counts system calls in flight on fd, plus closingBit once Close was called: the
+	// descriptor is closed when both are done (destroyed says by whom).
+	refs      atomic.Int64
+	destroyed atomic.Bool
+
+	// Expired deadlines, readable without mu by Read and Write.
+	rExpired, wExpired atomic.Bool
+
+	mu       sync.Mutex
+	closed   bool          // guarded by mu
+	rReady   bool          // an edge for input came that no reader has taken; guarded by mu
+	wReady   bool          // likewise for output; guarded by mu
+	rWaiting bool          // a goroutine waits on rch; guarded by mu
+	wWaiting bool          // a goroutine waits on wch; guarded by mu
+	rCont    func()        // OnReadable's function; guarded by mu
+	rch, wch chan struct{} // one token per wake of a waiting goroutine
+	rDead    time.Time     // read deadline; guarded by mu
+	wDead    time.Time     // write deadline; guarded by mu
+	rTimer   *time.Timer   // guarded by mu
+	wTimer   *time.Timer   // guarded by mu
+}
+
+const closingBit = 1 << 40
+
+var _ net.Conn = (*Conn)(nil)
+
+func (c *Conn) incref() bool {
+	if c.refs.Add(1)&closingBit != 0 {
+		c.decref()
+		return false
+	}
+	return true
+}
+
+func (c *Conn) decref() {
+	if c.refs.Add(-1) == closingBit && c.destroyed.CompareAndSwap(false, true) {
+		c.l.remove(c)
+		unix.Close(c.fd)
+	}
+}
+
+func (c *Conn) sysRead(p []byte) (int, syscall.Errno) {
+	if !c.incref() {
+		return 0, unix.EBADF
+	}
+	n, _, e := syscall.RawSyscall(unix.SYS_READ, uintptr(c.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	c.decref()
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), 0
+}
+
+func (c *Conn) sysWrite(p []byte) (int, syscall.Errno) {
+	if !c.incref() {
+		return 0, unix.EBADF
+	}
+	n, _, e := syscall.RawSyscall(unix.SYS_WRITE, uintptr(c.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	c.decref()
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), 0
+}
+
+// opError words a failed call as the net package does.
+func (c *Conn) opError(op string, e syscall.Errno) error {
+	if e == unix.EBADF {
+		return &net.OpError{Op: op, Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: net.ErrClosed}
+	}
+	return &net.OpError{Op: op, Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: os.NewSyscallError(op, e)}
+}
+
+var errTimeout = &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+
+// TryRead reads what is there without waiting: ErrWouldBlock if nothing is, io.EOF at the end of
+// the stream, os.ErrDeadlineExceeded (wrapped) after the read deadline.
+func (c *Conn) TryRead(p []byte) (int, error) {
+	if c.rExpired.Load() {
+		return 0, errTimeout
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		n, e := c.sysRead(p)
+		switch {
+		case e == 0 && n > 0:
+			return n, nil
+		case e == 0:
+			return 0, io.EOF
+		case e == unix.EINTR:
+			continue
+		case e == unix.EAGAIN:
+			c.mu.Lock()
+			again := c.rReady
+			c.rReady = false
+			c.mu.Unlock()
+			if again { // an edge came after the read: read again
+				continue
+			}
+			return 0, ErrWouldBlock
+		}
+		return 0, c.opError("read", e)
+	}
+}
+
+// Read reads as a net.Conn does, waiting for input; on a loop it hands the loop away first
+// (BeforeBlock).
+func (c *Conn) Read(p []byte) (int, error) {
+	for {
+		n, err := c.TryRead(p)
+		if err != ErrWouldBlock {
+			return n, err
+		}
+		if err := c.waitRead(); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// waitRead blocks the calling goroutine until input may be there, c is closed or the read
+// deadline passes.
+func (c *Conn) waitRead() error {
+	BeforeBlock()
+	c.mu.Lock()
+	switch {
+	case c.closed:
+		c.mu.Unlock()
+		return c.opError("read", unix.EBADF)
+	case c.rExpired.Load():
+		c.mu.Unlock()
+		return errTimeout
+	case c.rReady:
+		c.rReady = false
+		c.mu.Unlock()
+		return nil
+	}
+	c.rWaiting = true
+	c.mu.Unlock()
+	<-c.rch
+	return nil
+}
+
+// Write writes p whole as a net.Conn does, waiting for room; on a loop it hands the loop away
+// first (BeforeBlock) if it has to wait.
+func (c *Conn) Write(p []byte) (int, error) {
+	done := 0
+	for done < len(p) {
+		if c.wExpired.Load() {
+			return done, &net.OpError{Op: "write", Net: "tcp", Err: os.ErrDeadlineExceeded}
+		}
+		n, e := c.sysWrite(p[done:])
+		switch {
+		case e == 0:
+			done += n
+		case e == unix.EINTR:
+		case e == unix.EAGAIN:
+			if err := c.waitWrite(); err != nil {
+				return done, err
+			}
+		default:
+			return done, c.opError("write", e)
+		}
+	}
+	return done, nil
+}
+
+func (c *Conn) waitWrite() error {
+	c.mu.Lock()
+	if c.wReady {
+		c.wReady = false
+		c.mu.Unlock()
+		return nil
+	}
+	c.mu.Unlock()
+	BeforeBlock()
+	c.mu.Lock()
+	switch {
+	case c.closed:
+		c.mu.Unlock()
+		return c.opError("write", unix.EBADF)
+	case c.wExpired.Load():
+		c.mu.Unlock()
+		return &net.OpError{Op: "write", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	case c.wReady:
+		c.wReady = false
+		c.mu.Unlock()
+		return nil
+	}
+	c.wWaiting = true
+	c.mu.Unlock()
+	<-c.wch
+	return nil
+}
+
+// OnReadable registers fn to run once c may have input, is closed, or its read deadline passed:
+// on the loop's thread when the loop's event caused it, else on a new goroutine. It returns false,
+// registering nothing, when that is so already (an edge came since the last read that found
+// nothing): the caller reads again. At most one function is registered at a time. After fn is
+// registered the caller must not touch what fn will.
+func (c *Conn) OnReadable(fn func()) bool {
+	c.mu.Lock()
+	if c.closed || c.rReady || c.rExpired.Load() {
+		c.rReady = false
+		c.mu.Unlock()
+		return false
+	}
+	c.rCont = fn
+	c.mu.Unlock()
+	c.countWait(1)
+	return true
+}
+
+// TakeBack takes back the function OnReadable registered, if it has not run or been started, and
+// reports whether it did: the caller owns what it would have touched again.
+func (c *Conn) TakeBack() bool {
+	c.mu.Lock()
+	fn := c.rCont
+	c.rCont = nil
+	c.mu.Unlock()
+	if fn != nil {
+		c.countWait(-1)
+	}
+	return fn != nil
+}
+
+func (c *Conn) countWait(d int64) {
+	if c.counted {
+		c.l.g.waiting.Add(d)
+	}
+}
+
+// readable wakes whoever waits for input, or records the edge. onLoop: called by the loop.
+func (c *Conn) readable(onLoop bool) {
+	c.mu.Lock()
+	if c.rWaiting {
+		c.rWaiting = false
+		c.mu.Unlock()
+		c.rch <- struct{}{}
+		return
+	}
+	if fn := c.rCont; fn != nil {
+		c.rCont = nil
+		c.mu.Unlock()
+		c.countWait(-1)
+		if onLoop {
+			fn()
+		} else {
+			go fn()
+		}
+		return
+	}
+	c.rReady = true
+	c.mu.Unlock()
+}
+
+func (c *Conn) writable() {
+	c.mu.Lock()
+	if c.wWaiting {
+		c.wWaiting = false
+		c.mu.Unlock()
+		c.wch <- struct{}{}
+		return
+	}
+	c.wReady = true
+	c.mu.Unlock()
+}
+
+// Close closes c: calls waiting in Read or Write return, a function registered by OnReadable
+// runs (on a new goroutine), and the descriptor is closed once no system call uses it.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return c.opError("close", unix.EBADF)
+	}
+	c.closed = true
+	if c.rTimer != nil {
+		c.rTimer.Stop()
+	}
+	if c.wTimer != nil {
+		c.wTimer.Stop()
+	}
+	c.mu.Unlock()
+	// Both directions end now, even for a call between its check and its system call.
+	unix.Shutdown(c.fd, unix.SHUT_RDWR)
+	if c.refs.Add(closingBit) == closingBit && c.destroyed.CompareAndSwap(false, true) {
+		c.l.remove(c)
+		unix.Close(c.fd)
+	}
+	c.readable(false)
+	c.writable()
+	return nil
+}
+
+func (c *Conn) LocalAddr() net.Addr  { return c.laddr }
+func (c *Conn) RemoteAddr() net.Addr { return c.raddr }
+
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.SetReadDeadline(t)
+	return c.SetWriteDeadline(t)
+}
+
+// SetReadDeadline works as net.Conn's: a time passed ends a waiting Read (and makes
+// OnReadable's function run).
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.rDead = t
+	expired := c.setTimerLocked(&c.rTimer, t, c.readTimeout)
+	c.rExpired.Store(expired)
+	c.mu.Unlock()
+	if expired {
+		c.readable(false)
+	}
+	return nil
+}
+
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.wDead = t
+	expired := c.setTimerLocked(&c.wTimer, t, c.writeTimeout)
+	c.wExpired.Store(expired)
+	c.mu.Unlock()
+	if expired {
+		c.writable()
+	}
+	return nil
+}
+
+// setTimerLocked arms *tp for deadline t (zero: none) and reports whether t has passed.
+// Requires mu.
+func (c *Conn) setTimerLocked(tp **time.Timer, t time.Time, f func()) bool {
+	if t.IsZero() {
+		if *tp != nil {
+			(*tp).Stop()
+		}
+		return false
+	}
+	d := time.Until(t)
+	if d <= 0 {
+		if *tp != nil {
+			(*tp).Stop()
+		}
+		return true
+	}
+	if *tp == nil {
+		*tp = time.AfterFunc(d, f)
+	} else {
+		(*tp).Reset(d)
+	}
+	return false
+}
+
+func (c *Conn) readTimeout() {
+	c.mu.Lock()
+	expired := !c.rDead.IsZero() && !time.Now().Before(c.rDead)
+	if expired {
+		c.rExpired.Store(true)
+	}
+	c.mu.Unlock()
+	if expired {
+		c.readable(false)
+	}
+}
+
+func (c *Conn) writeTimeout() {
+	c.mu.Lock()
+	expired := !c.wDead.IsZero() && !time.Now().Before(c.wDead)
+	if expired {
+		c.wExpired.Store(true)
+	}
+	c.mu.Unlock()
+	if expired {
+		c.writable()
+	}
+}
+
+// SyscallConn gives the descriptor to functions that need it (a peek, a wait for input), as a
+// net.TCPConn does; its Read and Write wait as c's do.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) { return rawConn{c}, nil }
+
+type rawConn struct{ c *Conn }
+
+func (r rawConn) Control(f func(fd uintptr)) error {
+	if !r.c.incref() {
+		return net.ErrClosed
+	}
+	f(uintptr(r.c.fd))
+	r.c.decref()
+	return nil
+}
+
+func (r rawConn) Read(f func(fd uintptr) bool) error {
+	for {
+		if r.c.rExpired.Load() {
+			return errTimeout
+		}
+		if !r.c.incref() {
+			return net.ErrClosed
+		}
+		done := f(uintptr(r.c.fd))
+		r.c.decref()
+		if done {
+			return nil
+		}
+		if err := r.c.waitRead(); err != nil {
+			return err
+		}
+	}
+}
+
+func (r rawConn) Write(f func(fd uintptr) bool) error {
+	for {
+		if !r.c.incref() {
+			return net.ErrClosed
+		}
+		done := f(uintptr(r.c.fd))
+		r.c.decref()
+		if done {
+			return nil
+		}
+		if err := r.c.waitWrite(); err != nil {
+			return err
+		}
+	}
+}
