@@ -23,14 +23,14 @@ var ErrWouldBlock = errors.New("evloop: would block")
 // calling goroutine as a net.TCPConn's do (with deadlines; Close ends them), plus TryRead and
 // OnReadable for code that runs on a loop.
 type Conn struct {
-	fd    int
-	l     *loop
-	slot  int32
-	gen   uint32 // set by add before the Conn is reachable from the loop; read-only after
+	fd   int
+	l    *loop
+	slot int32
+	gen  uint32 // set by add before the Conn is reachable from the loop; read-only after
 	// counted: counts in the Group's Waiting while rCont is set. Read-only.
 	counted bool
-	laddr net.Addr
-	raddr net.Addr
+	laddr   net.Addr
+	raddr   net.Addr
 
 	// refs counts system calls in flight on fd, plus closingBit once Close was called: the
 	// descriptor is closed when both are done (destroyed says by whom).

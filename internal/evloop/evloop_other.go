@@ -19,11 +19,11 @@ type Conn struct{ net.Conn }
 func NewGroup(n int) (*Group, error) { return nil, errors.New("evloop: needs Linux (epoll)") }
 
 func (g *Group) Adopt(nc net.Conn, counted bool) (*Conn, error) { return nil, errors.ErrUnsupported }
-func (g *Group) Waiting() int                                    { return 0 }
-func (g *Group) Len() int                                        { return 0 }
-func (g *Group) Close()                                          {}
-func (c *Conn) TryRead(p []byte) (int, error)                    { return 0, errors.ErrUnsupported }
-func (c *Conn) OnReadable(fn func()) bool                        { return false }
-func (c *Conn) TakeBack() bool                                   { return false }
-func BeforeBlock()                                               {}
-func OnLoop() bool                                               { return false }
+func (g *Group) Waiting() int                                   { return 0 }
+func (g *Group) Len() int                                       { return 0 }
+func (g *Group) Close()                                         {}
+func (c *Conn) TryRead(p []byte) (int, error)                   { return 0, errors.ErrUnsupported }
+func (c *Conn) OnReadable(fn func()) bool                       { return false }
+func (c *Conn) TakeBack() bool                                  { return false }
+func BeforeBlock()                                              {}
+func OnLoop() bool                                              { return false }
