@@ -83,7 +83,7 @@ var (
 	descEPPicked     = desc("pgtide_endpoint_picked_total", "Times the router picked a node for the endpoint's clients' work.", "endpoint")
 	descClientErrors = desc("pgtide_client_errors_total", "ErrorResponses sent to clients (the servers' and pgtide's own), by SQLSTATE class (\"\" when malformed).", "class")
 	descWaitWriter   = desc("pgtide_failover_waiting_clients", "Clients waiting for a writer (during a failover).")
-	descParked       = desc("pgtide_client_connections_parked", "Idle transaction-mode clients held without a goroutine (after a second idle); also counted in pgtide_client_connections.")
+	descParked       = desc("pgtide_client_connections_parked", "Clients waiting for their next request without a goroutine (transaction mode on the event loops; over TLS after a second idle); also counted in pgtide_client_connections.")
 	descAcceptErrors = desc("pgtide_accept_errors_total", "Failures to accept a client connection (out of file descriptors, ...); pgtide keeps accepting after a pause.")
 	descCertExpiry   = desc("pgtide_tls_certificate_expiry_timestamp_seconds", "When the certificate pgtide presents to clients ([tls] cert_file, as last loaded) expires: its not_after, in Unix seconds; absent without client TLS.")
 

@@ -40,6 +40,11 @@ type Conn struct {
 	// Expired deadlines, readable without mu by Read and Write.
 	rExpired, wExpired atomic.Bool
 
+	// drained: the last read took everything the socket had (it returned less than asked, or
+	// nothing), so that only an edge can bring more: OnReadable needs no read first. Owned by
+	// the reader.
+	drained bool
+
 	mu       sync.Mutex
 	closed   bool          // guarded by mu
 	rReady   bool          // an edge for input came that no reader has taken; guarded by mu
@@ -120,6 +125,7 @@ func (c *Conn) TryRead(p []byte) (int, error) {
 		n, e := c.sysRead(p)
 		switch {
 		case e == 0 && n > 0:
+			c.drained = n < len(p)
 			return n, nil
 		case e == 0:
 			return 0, io.EOF
@@ -133,6 +139,7 @@ func (c *Conn) TryRead(p []byte) (int, error) {
 			if again { // an edge came after the read: read again
 				continue
 			}
+			c.drained = true
 			return 0, ErrWouldBlock
 		}
 		return 0, c.opError("read", e)
@@ -228,15 +235,23 @@ func (c *Conn) waitWrite() error {
 	return nil
 }
 
+// Drained reports whether the last read took everything the socket had then (see OnReadable).
+// For the reader.
+func (c *Conn) Drained() bool { return c.drained }
+
 // OnReadable registers fn to run once c may have input, is closed, or its read deadline passed:
 // on the loop's thread when the loop's event caused it, else on a new goroutine. It returns false,
-// registering nothing, when that is so already (an edge came since the last read that found
-// nothing): the caller reads again. At most one function is registered at a time. After fn is
-// registered the caller must not touch what fn will.
+// registering nothing, when that may be so already: the last read did not drain the socket (see
+// Drained), or an edge came since; the caller reads again. At most one function is registered at
+// a time. After fn is registered the caller must not touch what fn will. For the reader.
 func (c *Conn) OnReadable(fn func()) bool {
+	if !c.drained {
+		return false
+	}
 	c.mu.Lock()
 	if c.closed || c.rReady || c.rExpired.Load() {
 		c.rReady = false
+		c.drained = false
 		c.mu.Unlock()
 		return false
 	}
@@ -270,12 +285,14 @@ func (c *Conn) readable(onLoop bool) {
 	c.mu.Lock()
 	if c.rWaiting {
 		c.rWaiting = false
+		c.drained = false // the reader waits: its field is ours until the token
 		c.mu.Unlock()
 		c.rch <- struct{}{}
 		return
 	}
 	if fn := c.rCont; fn != nil {
 		c.rCont = nil
+		c.drained = false // likewise, until fn runs
 		c.mu.Unlock()
 		c.countWait(-1)
 		if onLoop {

@@ -32,6 +32,9 @@ func pair(t *testing.T, g *Group) (*Conn, net.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.TryRead(make([]byte, 1)); err != ErrWouldBlock { // drained: OnReadable may register
+		t.Fatalf("TryRead of a new connection: %v", err)
+	}
 	t.Cleanup(func() { c.Close(); peer.Close() })
 	return c, peer
 }
@@ -162,6 +165,9 @@ func TestHandoff(t *testing.T) {
 	if n, err := b.TryRead(buf); n != 1 || err != nil {
 		t.Fatalf("b: %d %v", n, err)
 	}
+	if _, err := a.TryRead(buf); err != ErrWouldBlock {
+		t.Fatalf("a once read: %v", err)
+	}
 	// The loop is still served after the hand-off.
 	got := make(chan struct{})
 	if !a.OnReadable(func() { close(got) }) {
@@ -172,5 +178,58 @@ func TestHandoff(t *testing.T) {
 	case <-got:
 	case <-time.After(10 * time.Second):
 		t.Fatal("no event after the hand-off")
+	}
+}
+
+// A function OnReadable registered, run for an edge, reads what came: the socket is not taken
+// for drained any more, whatever the last read found.
+func TestOnReadableReadsAfterEdge(t *testing.T) {
+	g := newGroup(t, 1)
+	c, peer := pair(t, g) // drained
+	for i := range 3 {
+		got := make(chan string, 1)
+		if !c.OnReadable(func() {
+			buf := make([]byte, 64)
+			if c.Drained() {
+				got <- "drained"
+				return
+			}
+			n, err := c.TryRead(buf)
+			if err != nil {
+				got <- err.Error()
+				return
+			}
+			got <- string(buf[:n])
+		}) {
+			t.Fatalf("round %d: OnReadable did not register", i)
+		}
+		peer.Write([]byte("ping"))
+		select {
+		case s := <-got:
+			if s != "ping" {
+				t.Fatalf("round %d: the function read %q", i, s)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: no event", i)
+		}
+		if !c.Drained() {
+			t.Fatalf("round %d: a short read left the socket not drained", i)
+		}
+	}
+	// Bytes beyond one read: not drained, so OnReadable asks for another read.
+	peer.Write(bytes.Repeat([]byte("x"), 100))
+	deadline := time.Now().Add(10 * time.Second)
+	buf := make([]byte, 10)
+	for {
+		if _, err := c.TryRead(buf); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the 100 bytes never came")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if c.Drained() || c.OnReadable(func() {}) {
+		t.Fatal("a full read took the socket for drained")
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -260,19 +259,13 @@ func (l *loop) run(pending []unix.EpollEvent) {
 	}
 	events := make([]unix.EpollEvent, 128)
 	for {
-		// Without waiting first, which skips the scheduler's system call bookkeeping when
-		// events are there already, as under load they are.
-		n := epollWaitNow(l.epfd, events)
-		if n == 0 {
-			var err error
-			n, err = unix.EpollWait(l.epfd, events, -1)
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil { // a closed epfd: not while Close waits for done
-				l.end()
-				return
-			}
+		n, err := unix.EpollWait(l.epfd, events, -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil { // a closed epfd: not while Close waits for done
+			l.end()
+			return
 		}
 		if l.dispatch(events[:n], me) {
 			return
@@ -285,15 +278,6 @@ func (l *loop) end() {
 	l.tid.Store(0)
 	close(l.done)
 	runtime.UnlockOSThread()
-}
-
-// epollWaitNow polls l without blocking.
-func epollWaitNow(epfd int, events []unix.EpollEvent) int {
-	n, _, e := syscall.RawSyscall6(unix.SYS_EPOLL_WAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
-	if e != 0 {
-		return 0
-	}
-	return int(n)
 }
 
 // dispatch handles a batch of events and reports whether the calling goroutine gave the loop

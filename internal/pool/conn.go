@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"pgtide/internal/evloop"
 	"pgtide/internal/wire"
@@ -178,11 +179,13 @@ func (c *Conn) peekSocket() peekResult {
 
 // peek is the RawConn callback for peekSocket.
 func (c *Conn) peek(fd uintptr) bool {
-	n, _, err := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	// Raw: a MSG_DONTWAIT call never blocks, so the scheduler need not know of it.
+	n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.peekBuf[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
 	switch {
-	case n > 0:
+	case e == 0 && n > 0:
 		c.peeked = peekData
-	case err == syscall.EAGAIN:
+	case e == syscall.EAGAIN:
 		c.peeked = peekEmpty
 	default: // EOF (n == 0 without error), or an error
 		c.peeked = peekGone
@@ -255,6 +258,9 @@ func (c *Conn) LoopConn() *evloop.Conn { return c.counted.loop }
 func (c *Conn) TryFill() (ready bool) {
 	if c.Reader.Ready() {
 		return true
+	}
+	if c.counted.loop.Drained() {
+		return false // nothing more until the loop's next event (see evloop.Conn.OnReadable)
 	}
 	c.counted.try = true
 	err := c.Reader.Fill()

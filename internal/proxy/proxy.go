@@ -211,7 +211,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	} else {
 		s.env.Parker = parker
 	}
-	if loops, err := evloop.NewGroup(runtime.GOMAXPROCS(0)); err != nil {
+	if loops, err := evloop.NewGroup(eventLoops()); err != nil {
 		logger.Warn("no event loops: every client keeps a goroutine", "err", err)
 	} else {
 		s.env.Loops = loops
@@ -428,6 +428,12 @@ func (s *Server) accept(l *listener, sock net.Listener) {
 
 // AcceptErrors returns how many times accepting a client connection failed (see accept).
 func (s *Server) AcceptErrors() int64 { return s.acceptErrors.Load() }
+
+// eventLoops is how many event loops serve the clients: one per CPU Go may use (GOMAXPROCS) but
+// one, which is left to everything else (logins, hand-offs, health checks, the collector). A loop
+// that waits in epoll_wait holds its thread in a system call; with every P behind one, the
+// scheduler's monitor would take them back and give them out again at every wait.
+func eventLoops() int { return max(1, runtime.GOMAXPROCS(0)-1) }
 
 // ParkedClients returns how many clients waiting for their next request are held without a
 // goroutine (see session's park.go and loop.go).

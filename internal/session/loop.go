@@ -45,6 +45,11 @@ func (s *Session) mayYield() bool {
 
 // tryClient is waitIdle's read for a client served on the loops: what is there, or errYield.
 func (s *Session) tryClient() error {
+	if s.lc.Drained() {
+		// The last read took everything there was: only the loop's next event can bring more
+		// (and if one came already, OnReadable says so, and the read comes next time).
+		return errYield
+	}
 	if s.src.first == nil {
 		s.src.first = resumePool.Get().(*[resumeSize]byte)
 	}
