@@ -3,7 +3,6 @@
 package evloop
 
 import (
-	"errors"
 	"io"
 	"net"
 	"os"
@@ -16,8 +15,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrWouldBlock is TryRead's answer when nothing is there to read.
-var ErrWouldBlock = errors.New("evloop: would block")
+// ErrWouldBlock is TryRead's answer when nothing is there to read (and Read's, in try mode: see
+// SetTry). It is a net.Error that says Timeout and Temporary, as a passed read deadline does, so
+// that crypto/tls over a Conn leaves its connection usable after it.
+var ErrWouldBlock error = wouldBlock{}
+
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "evloop: would block" }
+func (wouldBlock) Timeout() bool   { return true }
+func (wouldBlock) Temporary() bool { return true }
 
 // Conn is a socket adopted by a Group (see Adopt): a net.Conn whose Read and Write block the
 // calling goroutine as a net.TCPConn's do (with deadlines; Close ends them), plus TryRead and
@@ -39,11 +46,16 @@ type Conn struct {
 
 	// Expired deadlines, readable without mu by Read and Write.
 	rExpired, wExpired atomic.Bool
+	// hup: the loop saw the peer hang up or the socket fail. What is left to read then ends in
+	// EOF or an error, which no further event announces: a short read no longer means drained.
+	hup atomic.Bool
 
 	// drained: the last read took everything the socket had (it returned less than asked, or
 	// nothing), so that only an edge can bring more: OnReadable needs no read first. Owned by
 	// the reader.
 	drained bool
+	// try makes Read return ErrWouldBlock instead of waiting (SetTry). Owned by the reader.
+	try bool
 
 	mu       sync.Mutex
 	closed   bool          // guarded by mu
@@ -146,12 +158,16 @@ func (c *Conn) TryRead(p []byte) (int, error) {
 	}
 }
 
+// SetTry switches Read to TryRead's behaviour (on) or back (off), for a reader above c that
+// cannot be told to try (crypto/tls). For the reader.
+func (c *Conn) SetTry(on bool) { c.try = on }
+
 // Read reads as a net.Conn does, waiting for input; on a loop it hands the loop away first
-// (BeforeBlock).
+// (BeforeBlock). In try mode (SetTry) it is TryRead.
 func (c *Conn) Read(p []byte) (int, error) {
 	for {
 		n, err := c.TryRead(p)
-		if err != ErrWouldBlock {
+		if err != ErrWouldBlock || c.try {
 			return n, err
 		}
 		if err := c.waitRead(); err != nil {
@@ -235,9 +251,9 @@ func (c *Conn) waitWrite() error {
 	return nil
 }
 
-// Drained reports whether the last read took everything the socket had then (see OnReadable).
-// For the reader.
-func (c *Conn) Drained() bool { return c.drained }
+// Drained reports whether the last read took everything the socket had then, so that only an
+// event can bring more (see OnReadable): never once the peer has hung up. For the reader.
+func (c *Conn) Drained() bool { return c.drained && !c.hup.Load() }
 
 // OnReadable registers fn to run once c may have input, is closed, or its read deadline passed:
 // on the loop's thread when the loop's event caused it, else on a new goroutine. It returns false,
@@ -245,7 +261,7 @@ func (c *Conn) Drained() bool { return c.drained }
 // Drained), or an edge came since; the caller reads again. At most one function is registered at
 // a time. After fn is registered the caller must not touch what fn will. For the reader.
 func (c *Conn) OnReadable(fn func()) bool {
-	if !c.drained {
+	if !c.Drained() {
 		return false
 	}
 	c.mu.Lock()
@@ -259,19 +275,6 @@ func (c *Conn) OnReadable(fn func()) bool {
 	c.mu.Unlock()
 	c.countWait(1)
 	return true
-}
-
-// TakeBack takes back the function OnReadable registered, if it has not run or been started, and
-// reports whether it did: the caller owns what it would have touched again.
-func (c *Conn) TakeBack() bool {
-	c.mu.Lock()
-	fn := c.rCont
-	c.rCont = nil
-	c.mu.Unlock()
-	if fn != nil {
-		c.countWait(-1)
-	}
-	return fn != nil
 }
 
 func (c *Conn) countWait(d int64) {

@@ -24,6 +24,7 @@ func (g *Group) Len() int                                       { return 0 }
 func (g *Group) Close()                                         {}
 func (c *Conn) TryRead(p []byte) (int, error)                   { return 0, errors.ErrUnsupported }
 func (c *Conn) OnReadable(fn func()) bool                       { return false }
-func (c *Conn) TakeBack() bool                                  { return false }
 func BeforeBlock()                                              {}
 func OnLoop() bool                                              { return false }
+func (c *Conn) Drained() bool                                   { return false }
+func Handoffs() int64                                           { return 0 }

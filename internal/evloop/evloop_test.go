@@ -5,6 +5,7 @@ package evloop
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -114,8 +115,10 @@ func TestCloseEndsWaiters(t *testing.T) {
 	if err := <-errc; !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("read ended by Close: %v", err)
 	}
-	if onLoop := <-ran; onLoop {
-		t.Fatal("the function registered by OnReadable ran on a loop after Close; want a goroutine")
+	select {
+	case <-ran: // on a goroutine, or on the loop for the hang-up Close caused
+	case <-time.After(10 * time.Second):
+		t.Fatal("the function registered by OnReadable did not run after Close")
 	}
 	if g.Waiting() != 0 || g.Len() != 0 {
 		t.Fatalf("after Close: Waiting %d, Len %d", g.Waiting(), g.Len())
@@ -231,5 +234,46 @@ func TestOnReadableReadsAfterEdge(t *testing.T) {
 	}
 	if c.Drained() || c.OnReadable(func() {}) {
 		t.Fatal("a full read took the socket for drained")
+	}
+}
+
+// A peer that sends its last bytes and hangs up: once the loop has seen the hang-up, a short read
+// no longer counts as drained (the end of the stream is still to be read, and if the hang-up
+// came with the bytes no further event will say so).
+func TestHangupAfterData(t *testing.T) {
+	g := newGroup(t, 1)
+	c, peer := pair(t, g)
+	got := make(chan error, 1)
+	if !c.OnReadable(func() {
+		n, err := c.TryRead(make([]byte, 64))
+		if n != 4 || err != nil {
+			err = fmt.Errorf("first read: %d %v", n, err)
+		}
+		got <- err
+	}) {
+		t.Fatal("OnReadable did not register")
+	}
+	peer.Write([]byte("last"))
+	peer.Close()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Drained() {
+		if time.Now().After(deadline) {
+			t.Fatal("still drained after the peer hung up")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if c.OnReadable(func() {}) {
+		t.Fatal("OnReadable registered after the peer hung up")
+	}
+	if _, err := c.TryRead(make([]byte, 64)); err != io.EOF {
+		t.Fatalf("after the last bytes: %v, want EOF", err)
 	}
 }

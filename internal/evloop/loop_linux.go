@@ -149,10 +149,10 @@ func (g *Group) Adopt(nc net.Conn, counted bool) (*Conn, error) {
 
 // add registers c in l: edge-triggered, for input and output, once for c's life.
 func (l *loop) add(c *Conn) error {
+	// Under the Group's lock throughout: Close, once it has said closed, finds every Conn.
 	l.g.mu.Lock()
-	closed := l.g.closed
-	l.g.mu.Unlock()
-	if closed {
+	defer l.g.mu.Unlock()
+	if l.g.closed {
 		return ErrClosed
 	}
 	l.mu.Lock()
@@ -302,6 +302,9 @@ func (l *loop) dispatch(evs []unix.EpollEvent, me uint64) (gone bool) {
 		}
 		if ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 			c.writable()
+		}
+		if ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			c.hup.Store(true)
 		}
 		if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 			c.readable(true)

@@ -76,10 +76,7 @@ type Conn struct {
 type counted struct {
 	net.Conn
 	sent, received uint64
-	// try makes Read return evloop.ErrWouldBlock instead of waiting (see TryFill); only with
-	// loop set. Owned by the Reader's reader.
-	try  bool
-	loop *evloop.Conn // Conn itself when it is an adopted socket in plain text, else nil
+	loop           *evloop.Conn // the socket, when adopted by event loops (under TLS, if any); else nil
 }
 
 func (c *counted) Write(p []byte) (int, error) {
@@ -89,13 +86,7 @@ func (c *counted) Write(p []byte) (int, error) {
 }
 
 func (c *counted) Read(p []byte) (int, error) {
-	var n int
-	var err error
-	if c.try {
-		n, err = c.loop.TryRead(p)
-	} else {
-		n, err = c.Conn.Read(p)
-	}
+	n, err := c.Conn.Read(p)
 	c.received += uint64(n)
 	return n, err
 }
@@ -246,25 +237,29 @@ func (c *Conn) FlushAndWait() error {
 	return c.flushErr
 }
 
-// LoopConn returns the connection's socket when it runs on an event loop (see package evloop) and
-// the protocol is spoken on it directly, in plain text; nil otherwise. Its holder may then wait
-// for the server's answers with OnReadable and TryFill instead of blocking.
+// LoopConn returns the connection's socket when event loops adopted it (see package evloop), nil
+// otherwise. Its holder may then wait for the server's answers with OnReadable and TryFill
+// instead of blocking.
 func (c *Conn) LoopConn() *evloop.Conn { return c.counted.loop }
 
 // TryFill reports whether Reader holds the next message whole (or as much of it as it ever will:
-// see wire.Reader.Ready), reading what the socket has without waiting. False: the holder waits
-// with LoopConn().OnReadable and calls it again. A read that failed is left for the holder's
-// next read to find (ready is then true). Only for a Conn with a LoopConn.
+// see wire.Reader.Ready), reading what the socket has without waiting. False: everything the
+// socket had was read (TLS's buffered records too), and the holder waits with
+// LoopConn().OnReadable and calls it again. A read that failed is left for the holder's next read
+// to find (ready is then true). Only for a Conn with a LoopConn.
 func (c *Conn) TryFill() (ready bool) {
 	if c.Reader.Ready() {
 		return true
 	}
-	if c.counted.loop.Drained() {
-		return false // nothing more until the loop's next event (see evloop.Conn.OnReadable)
+	lc := c.counted.loop
+	if c.tls == nil && lc.Drained() {
+		// Nothing more until the loop's next event (see evloop.Conn.OnReadable). Under TLS
+		// the read goes on: crypto/tls may hold whole records it has not decrypted yet.
+		return false
 	}
-	c.counted.try = true
+	lc.SetTry(true)
 	err := c.Reader.Fill()
-	c.counted.try = false
+	lc.SetTry(false)
 	if err != nil && err != evloop.ErrWouldBlock {
 		return true
 	}

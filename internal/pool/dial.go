@@ -115,7 +115,7 @@ func newConn(key Key, nc, stream net.Conn, maxMessageSize int) *Conn {
 	}
 	c.tls, _ = stream.(*tls.Conn)
 	c.counted.Conn = stream
-	c.counted.loop, _ = stream.(*evloop.Conn)
+	c.counted.loop, _ = nc.(*evloop.Conn)
 	c.Writer = bufio.NewWriterSize(&c.counted, wire.BufferSize)
 	c.Reader = wire.NewReader(bufio.NewReaderSize(&c.counted, wire.BufferSize), maxMessageSize)
 	if sc, ok := nc.(syscall.Conn); ok {
