@@ -64,7 +64,7 @@ type Conn struct {
 	rWaiting bool          // a goroutine waits on rch; guarded by mu
 	wWaiting bool          // a goroutine waits on wch; guarded by mu
 	rCont    func()        // OnReadable's function; guarded by mu
-	rch, wch chan struct{} // one token per wake of a waiting goroutine
+	rch, wch chan struct{} // one token per wake of a waiting goroutine; made at the first wait, under mu
 	rDead    time.Time     // read deadline; guarded by mu
 	wDead    time.Time     // write deadline; guarded by mu
 	rTimer   *time.Timer   // guarded by mu
@@ -194,8 +194,12 @@ func (c *Conn) waitRead() error {
 		return nil
 	}
 	c.rWaiting = true
+	if c.rch == nil {
+		c.rch = make(chan struct{}, 1)
+	}
+	ch := c.rch
 	c.mu.Unlock()
-	<-c.rch
+	<-ch
 	return nil
 }
 
@@ -246,8 +250,12 @@ func (c *Conn) waitWrite() error {
 		return nil
 	}
 	c.wWaiting = true
+	if c.wch == nil {
+		c.wch = make(chan struct{}, 1)
+	}
+	ch := c.wch
 	c.mu.Unlock()
-	<-c.wch
+	<-ch
 	return nil
 }
 
@@ -289,8 +297,9 @@ func (c *Conn) readable(onLoop bool) {
 	if c.rWaiting {
 		c.rWaiting = false
 		c.drained = false // the reader waits: its field is ours until the token
+		ch := c.rch
 		c.mu.Unlock()
-		c.rch <- struct{}{}
+		ch <- struct{}{}
 		return
 	}
 	if fn := c.rCont; fn != nil {
@@ -313,8 +322,9 @@ func (c *Conn) writable() {
 	c.mu.Lock()
 	if c.wWaiting {
 		c.wWaiting = false
+		ch := c.wch
 		c.mu.Unlock()
-		c.wch <- struct{}{}
+		ch <- struct{}{}
 		return
 	}
 	c.wReady = true
@@ -388,6 +398,7 @@ func (c *Conn) setTimerLocked(tp **time.Timer, t time.Time, f func()) bool {
 	if t.IsZero() {
 		if *tp != nil {
 			(*tp).Stop()
+			*tp = nil // an idle connection keeps no timer (a login's deadline is cleared after it)
 		}
 		return false
 	}

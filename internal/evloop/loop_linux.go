@@ -137,8 +137,7 @@ func (g *Group) Adopt(nc net.Conn, counted bool) (*Conn, error) {
 		return nil, fmt.Errorf("evloop: dup: %w", derr)
 	}
 	l := g.loops[int(g.next.Add(1))%len(g.loops)]
-	c := &Conn{fd: fd, l: l, counted: counted, laddr: nc.LocalAddr(), raddr: nc.RemoteAddr(),
-		rch: make(chan struct{}, 1), wch: make(chan struct{}, 1)}
+	c := &Conn{fd: fd, l: l, counted: counted, laddr: nc.LocalAddr(), raddr: nc.RemoteAddr()}
 	if err := l.add(c); err != nil {
 		unix.Close(fd)
 		return nil, err
