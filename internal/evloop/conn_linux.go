@@ -44,8 +44,6 @@ type Conn struct {
 	refs      atomic.Int64
 	destroyed atomic.Bool
 
-	// Expired deadlines, readable without mu by Read and Write.
-	rExpired, wExpired atomic.Bool
 	// hup: the loop saw the peer hang up or the socket fail. What is left to read then ends in
 	// EOF or an error, which no further event announces: a short read no longer means drained.
 	hup atomic.Bool
@@ -57,18 +55,23 @@ type Conn struct {
 	// try makes Read return ErrWouldBlock instead of waiting (SetTry). Owned by the reader.
 	try bool
 
-	mu       sync.Mutex
-	closed   bool          // guarded by mu
-	rReady   bool          // an edge for input came that no reader has taken; guarded by mu
-	wReady   bool          // likewise for output; guarded by mu
-	rWaiting bool          // a goroutine waits on rch; guarded by mu
-	wWaiting bool          // a goroutine waits on wch; guarded by mu
-	rCont    func()        // OnReadable's function; guarded by mu
-	rch, wch chan struct{} // one token per wake of a waiting goroutine; made at the first wait, under mu
-	rDead    time.Time     // read deadline; guarded by mu
-	wDead    time.Time     // write deadline; guarded by mu
-	rTimer   *time.Timer   // guarded by mu
-	wTimer   *time.Timer   // guarded by mu
+	mu     sync.Mutex
+	closed bool   // guarded by mu
+	rCont  func() // OnReadable's function; guarded by mu
+	r, w   side   // input and output
+}
+
+// side is one direction of a Conn: its readiness, the goroutine waiting on it and its deadline.
+// Guarded by the Conn's mu, but expired, which Read and Write check without it.
+type side struct {
+	c       *Conn
+	input   bool          // the input side, whose events also run OnReadable's function
+	ready   bool          // an edge came that no call has taken
+	waiting bool          // a goroutine waits on ch
+	ch      chan struct{} // one token per wake-up; made at the first wait
+	dead    time.Time     // the deadline; zero: none
+	timer   *time.Timer   // armed for dead; nil while there is none
+	expired atomic.Bool   // dead has passed
 }
 
 const closingBit = 1 << 40
@@ -90,23 +93,13 @@ func (c *Conn) decref() {
 	}
 }
 
-func (c *Conn) sysRead(p []byte) (int, syscall.Errno) {
+// sys makes a read or write system call (trap) on c's descriptor with p, raw: the descriptor is
+// non-blocking, so the scheduler need not know. p must not be empty.
+func (c *Conn) sys(trap uintptr, p []byte) (int, syscall.Errno) {
 	if !c.incref() {
 		return 0, unix.EBADF
 	}
-	n, _, e := syscall.RawSyscall(unix.SYS_READ, uintptr(c.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-	c.decref()
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), 0
-}
-
-func (c *Conn) sysWrite(p []byte) (int, syscall.Errno) {
-	if !c.incref() {
-		return 0, unix.EBADF
-	}
-	n, _, e := syscall.RawSyscall(unix.SYS_WRITE, uintptr(c.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	n, _, e := syscall.RawSyscall(trap, uintptr(c.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
 	c.decref()
 	if e != 0 {
 		return 0, e
@@ -122,19 +115,17 @@ func (c *Conn) opError(op string, e syscall.Errno) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: os.NewSyscallError(op, e)}
 }
 
-var errTimeout = &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
-
 // TryRead reads what is there without waiting: ErrWouldBlock if nothing is, io.EOF at the end of
 // the stream, os.ErrDeadlineExceeded (wrapped) after the read deadline.
 func (c *Conn) TryRead(p []byte) (int, error) {
-	if c.rExpired.Load() {
+	if c.r.expired.Load() {
 		return 0, errTimeout
 	}
 	if len(p) == 0 {
 		return 0, nil
 	}
 	for {
-		n, e := c.sysRead(p)
+		n, e := c.sys(unix.SYS_READ, p)
 		switch {
 		case e == 0 && n > 0:
 			c.drained = n < len(p)
@@ -145,8 +136,8 @@ func (c *Conn) TryRead(p []byte) (int, error) {
 			continue
 		case e == unix.EAGAIN:
 			c.mu.Lock()
-			again := c.rReady
-			c.rReady = false
+			again := c.r.ready
+			c.r.ready = false
 			c.mu.Unlock()
 			if again { // an edge came after the read: read again
 				continue
@@ -170,37 +161,64 @@ func (c *Conn) Read(p []byte) (int, error) {
 		if err != ErrWouldBlock || c.try {
 			return n, err
 		}
-		if err := c.waitRead(); err != nil {
+		if err := c.wait(&c.r); err != nil {
 			return 0, err
 		}
 	}
 }
 
-// waitRead blocks the calling goroutine until input may be there, c is closed or the read
-// deadline passes.
-func (c *Conn) waitRead() error {
+// wait blocks the calling goroutine until the side may be ready again, c is closed or the side's
+// deadline passes. On a loop it hands the loop away first (BeforeBlock), unless an edge came
+// already.
+func (c *Conn) wait(sd *side) error {
+	c.mu.Lock()
+	ready := sd.ready
+	sd.ready = false
+	c.mu.Unlock()
+	if ready {
+		return nil
+	}
 	BeforeBlock()
 	c.mu.Lock()
 	switch {
 	case c.closed:
 		c.mu.Unlock()
-		return c.opError("read", unix.EBADF)
-	case c.rExpired.Load():
+		return c.opError(sd.op(), unix.EBADF)
+	case sd.expired.Load():
 		c.mu.Unlock()
-		return errTimeout
-	case c.rReady:
-		c.rReady = false
+		return sd.timeoutError()
+	case sd.ready:
+		sd.ready = false
 		c.mu.Unlock()
 		return nil
 	}
-	c.rWaiting = true
-	if c.rch == nil {
-		c.rch = make(chan struct{}, 1)
+	sd.waiting = true
+	if sd.ch == nil {
+		sd.ch = make(chan struct{}, 1)
 	}
-	ch := c.rch
+	ch := sd.ch
 	c.mu.Unlock()
 	<-ch
 	return nil
+}
+
+func (sd *side) op() string {
+	if sd.input {
+		return "read"
+	}
+	return "write"
+}
+
+var (
+	errTimeout      = &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	errWriteTimeout = &net.OpError{Op: "write", Net: "tcp", Err: os.ErrDeadlineExceeded}
+)
+
+func (sd *side) timeoutError() error {
+	if sd.input {
+		return errTimeout
+	}
+	return errWriteTimeout
 }
 
 // Write writes p whole as a net.Conn does, waiting for room; on a loop it hands the loop away
@@ -208,16 +226,16 @@ func (c *Conn) waitRead() error {
 func (c *Conn) Write(p []byte) (int, error) {
 	done := 0
 	for done < len(p) {
-		if c.wExpired.Load() {
-			return done, &net.OpError{Op: "write", Net: "tcp", Err: os.ErrDeadlineExceeded}
+		if c.w.expired.Load() {
+			return done, errWriteTimeout
 		}
-		n, e := c.sysWrite(p[done:])
+		n, e := c.sys(unix.SYS_WRITE, p[done:])
 		switch {
 		case e == 0:
 			done += n
 		case e == unix.EINTR:
 		case e == unix.EAGAIN:
-			if err := c.waitWrite(); err != nil {
+			if err := c.wait(&c.w); err != nil {
 				return done, err
 			}
 		default:
@@ -225,38 +243,6 @@ func (c *Conn) Write(p []byte) (int, error) {
 		}
 	}
 	return done, nil
-}
-
-func (c *Conn) waitWrite() error {
-	c.mu.Lock()
-	if c.wReady {
-		c.wReady = false
-		c.mu.Unlock()
-		return nil
-	}
-	c.mu.Unlock()
-	BeforeBlock()
-	c.mu.Lock()
-	switch {
-	case c.closed:
-		c.mu.Unlock()
-		return c.opError("write", unix.EBADF)
-	case c.wExpired.Load():
-		c.mu.Unlock()
-		return &net.OpError{Op: "write", Net: "tcp", Err: os.ErrDeadlineExceeded}
-	case c.wReady:
-		c.wReady = false
-		c.mu.Unlock()
-		return nil
-	}
-	c.wWaiting = true
-	if c.wch == nil {
-		c.wch = make(chan struct{}, 1)
-	}
-	ch := c.wch
-	c.mu.Unlock()
-	<-ch
-	return nil
 }
 
 // Drained reports whether the last read took everything the socket had then, so that only an
@@ -273,8 +259,8 @@ func (c *Conn) OnReadable(fn func()) bool {
 		return false
 	}
 	c.mu.Lock()
-	if c.closed || c.rReady || c.rExpired.Load() {
-		c.rReady = false
+	if c.closed || c.r.ready || c.r.expired.Load() {
+		c.r.ready = false
 		c.drained = false
 		c.mu.Unlock()
 		return false
@@ -294,10 +280,10 @@ func (c *Conn) countWait(d int64) {
 // readable wakes whoever waits for input, or records the edge. onLoop: called by the loop.
 func (c *Conn) readable(onLoop bool) {
 	c.mu.Lock()
-	if c.rWaiting {
-		c.rWaiting = false
+	if c.r.waiting {
+		c.r.waiting = false
 		c.drained = false // the reader waits: its field is ours until the token
-		ch := c.rch
+		ch := c.r.ch
 		c.mu.Unlock()
 		ch <- struct{}{}
 		return
@@ -314,21 +300,31 @@ func (c *Conn) readable(onLoop bool) {
 		}
 		return
 	}
-	c.rReady = true
+	c.r.ready = true
 	c.mu.Unlock()
 }
 
+// writable wakes whoever waits for room to write, or records the edge.
 func (c *Conn) writable() {
 	c.mu.Lock()
-	if c.wWaiting {
-		c.wWaiting = false
-		ch := c.wch
+	if c.w.waiting {
+		c.w.waiting = false
+		ch := c.w.ch
 		c.mu.Unlock()
 		ch <- struct{}{}
 		return
 	}
-	c.wReady = true
+	c.w.ready = true
 	c.mu.Unlock()
+}
+
+// fire is what an event on the side does: wake its waiter (or OnReadable's function).
+func (sd *side) fire() {
+	if sd.input {
+		sd.c.readable(false)
+	} else {
+		sd.c.writable()
+	}
 }
 
 // Close closes c: calls waiting in Read or Write return, a function registered by OnReadable
@@ -340,11 +336,10 @@ func (c *Conn) Close() error {
 		return c.opError("close", unix.EBADF)
 	}
 	c.closed = true
-	if c.rTimer != nil {
-		c.rTimer.Stop()
-	}
-	if c.wTimer != nil {
-		c.wTimer.Stop()
+	for _, sd := range []*side{&c.r, &c.w} {
+		if sd.timer != nil {
+			sd.timer.Stop()
+		}
 	}
 	c.mu.Unlock()
 	// Both directions end now, even for a call between its check and its system call.
@@ -368,76 +363,46 @@ func (c *Conn) SetDeadline(t time.Time) error {
 
 // SetReadDeadline works as net.Conn's: a time passed ends a waiting Read (and makes
 // OnReadable's function run).
-func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.mu.Lock()
-	c.rDead = t
-	expired := c.setTimerLocked(&c.rTimer, t, c.readTimeout)
-	c.rExpired.Store(expired)
-	c.mu.Unlock()
-	if expired {
-		c.readable(false)
-	}
-	return nil
-}
+func (c *Conn) SetReadDeadline(t time.Time) error { c.r.setDeadline(t); return nil }
 
-func (c *Conn) SetWriteDeadline(t time.Time) error {
-	c.mu.Lock()
-	c.wDead = t
-	expired := c.setTimerLocked(&c.wTimer, t, c.writeTimeout)
-	c.wExpired.Store(expired)
-	c.mu.Unlock()
-	if expired {
-		c.writable()
-	}
-	return nil
-}
+func (c *Conn) SetWriteDeadline(t time.Time) error { c.w.setDeadline(t); return nil }
 
-// setTimerLocked arms *tp for deadline t (zero: none) and reports whether t has passed.
-// Requires mu.
-func (c *Conn) setTimerLocked(tp **time.Timer, t time.Time, f func()) bool {
-	if t.IsZero() {
-		if *tp != nil {
-			(*tp).Stop()
-			*tp = nil // an idle connection keeps no timer (a login's deadline is cleared after it)
+// setDeadline arms the side's timer for t (zero: none); a time passed fires the side now.
+func (sd *side) setDeadline(t time.Time) {
+	c := sd.c
+	c.mu.Lock()
+	sd.dead = t
+	expired := false
+	switch d := time.Until(t); {
+	case t.IsZero() || d <= 0:
+		if sd.timer != nil {
+			sd.timer.Stop()
+			sd.timer = nil // an idle connection keeps no timer (a login's deadline is cleared after it)
 		}
-		return false
+		expired = !t.IsZero()
+	case sd.timer == nil:
+		sd.timer = time.AfterFunc(d, sd.timeout)
+	default:
+		sd.timer.Reset(d)
 	}
-	d := time.Until(t)
-	if d <= 0 {
-		if *tp != nil {
-			(*tp).Stop()
-		}
-		return true
-	}
-	if *tp == nil {
-		*tp = time.AfterFunc(d, f)
-	} else {
-		(*tp).Reset(d)
-	}
-	return false
-}
-
-func (c *Conn) readTimeout() {
-	c.mu.Lock()
-	expired := !c.rDead.IsZero() && !time.Now().Before(c.rDead)
-	if expired {
-		c.rExpired.Store(true)
-	}
+	sd.expired.Store(expired)
 	c.mu.Unlock()
 	if expired {
-		c.readable(false)
+		sd.fire()
 	}
 }
 
-func (c *Conn) writeTimeout() {
+// timeout is the side's timer: the deadline may have passed (or been moved since).
+func (sd *side) timeout() {
+	c := sd.c
 	c.mu.Lock()
-	expired := !c.wDead.IsZero() && !time.Now().Before(c.wDead)
+	expired := !sd.dead.IsZero() && !time.Now().Before(sd.dead)
 	if expired {
-		c.wExpired.Store(true)
+		sd.expired.Store(true)
 	}
 	c.mu.Unlock()
 	if expired {
-		c.writable()
+		sd.fire()
 	}
 }
 
@@ -458,7 +423,7 @@ func (r rawConn) Control(f func(fd uintptr)) error {
 
 func (r rawConn) Read(f func(fd uintptr) bool) error {
 	for {
-		if r.c.rExpired.Load() {
+		if r.c.r.expired.Load() {
 			return errTimeout
 		}
 		if !r.c.incref() {
@@ -469,7 +434,7 @@ func (r rawConn) Read(f func(fd uintptr) bool) error {
 		if done {
 			return nil
 		}
-		if err := r.c.waitRead(); err != nil {
+		if err := r.c.wait(&r.c.r); err != nil {
 			return err
 		}
 	}
@@ -485,7 +450,7 @@ func (r rawConn) Write(f func(fd uintptr) bool) error {
 		if done {
 			return nil
 		}
-		if err := r.c.waitWrite(); err != nil {
+		if err := r.c.wait(&r.c.w); err != nil {
 			return err
 		}
 	}

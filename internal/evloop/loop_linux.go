@@ -138,6 +138,8 @@ func (g *Group) Adopt(nc net.Conn, counted bool) (*Conn, error) {
 	}
 	l := g.loops[int(g.next.Add(1))%len(g.loops)]
 	c := &Conn{fd: fd, l: l, counted: counted, laddr: nc.LocalAddr(), raddr: nc.RemoteAddr()}
+	c.r.c, c.r.input = c, true
+	c.w.c = c
 	if err := l.add(c); err != nil {
 		unix.Close(fd)
 		return nil, err
