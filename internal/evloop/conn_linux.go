@@ -421,36 +421,24 @@ func (r rawConn) Control(f func(fd uintptr)) error {
 	return nil
 }
 
-func (r rawConn) Read(f func(fd uintptr) bool) error {
-	for {
-		if r.c.r.expired.Load() {
-			return errTimeout
-		}
-		if !r.c.incref() {
-			return net.ErrClosed
-		}
-		done := f(uintptr(r.c.fd))
-		r.c.decref()
-		if done {
-			return nil
-		}
-		if err := r.c.wait(&r.c.r); err != nil {
-			return err
-		}
-	}
-}
+func (r rawConn) Read(f func(fd uintptr) bool) error  { return r.c.rawLoop(&r.c.r, f) }
+func (r rawConn) Write(f func(fd uintptr) bool) error { return r.c.rawLoop(&r.c.w, f) }
 
-func (r rawConn) Write(f func(fd uintptr) bool) error {
+// rawLoop calls f with the descriptor until it reports done, waiting on sd in between.
+func (c *Conn) rawLoop(sd *side, f func(fd uintptr) bool) error {
 	for {
-		if !r.c.incref() {
+		if sd.expired.Load() {
+			return sd.timeoutError()
+		}
+		if !c.incref() {
 			return net.ErrClosed
 		}
-		done := f(uintptr(r.c.fd))
-		r.c.decref()
+		done := f(uintptr(c.fd))
+		c.decref()
 		if done {
 			return nil
 		}
-		if err := r.c.wait(&r.c.w); err != nil {
+		if err := c.wait(sd); err != nil {
 			return err
 		}
 	}
