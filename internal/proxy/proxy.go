@@ -452,11 +452,6 @@ func (s *Server) ParkedClients() int {
 // the goroutine (see session.Session.Serve): its end, whichever goroutine runs it, is what
 // gives back the client's count and s.conns.
 func (s *Server) handle(conn net.Conn, ep *router.Endpoint) {
-	if s.env.Loops != nil {
-		if lc, err := s.env.Loops.Adopt(conn, true); err == nil {
-			conn = lc // served on the event loops once logged in (see session's loop.go)
-		}
-	}
 	n := s.clients.Add(1)
 	end := func() {
 		conn.Close() // the TLS connection, once encrypted
@@ -522,6 +517,7 @@ func (s *Server) handle(conn net.Conn, ep *router.Endpoint) {
 		return
 	}
 	conn.SetDeadline(time.Time{})
+	sess.AdoptSocket(s.env.Loops) // served on the event loops from now on (see session's loop.go)
 	s.logger.Debug("client connected", "client", session.ClientAddr(conn), "endpoint", ep.Name(),
 		"user", sess.Key().User, "database", sess.Key().Database)
 	start := time.Now()

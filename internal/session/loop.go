@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"pgtide/internal/evloop"
+	"pgtide/internal/pgtls"
 )
 
 // Event loops (package evloop): when the proxy's Group adopted the client's socket and the pool's
@@ -27,6 +28,35 @@ import (
 // Whatever ends a session from outside does what it did for a blocked goroutine: closing the
 // client's socket, or setting a deadline on either socket, runs the registered function, on a
 // new goroutine, which finds the socket closed or its deadline passed.
+
+// AdoptSocket hands the client's socket to g once the client has logged in, before Serve, when
+// the session can be served on the loops: transaction mode, plain text (a client over TLS keeps
+// its goroutine and is parked after a second idle), and nothing read ahead of the login. It
+// reports whether it did. The login itself ran on Go's own poller, which costs a connection that
+// does one transaction and leaves (pgbench -C) less than a loop's wake-ups would.
+func (s *Session) AdoptSocket(g *evloop.Group) bool {
+	if g == nil || !s.txMode || s.br != nil && s.br.Buffered() > 0 {
+		return false
+	}
+	if _, ok := s.conn.(*pgtls.Conn); ok {
+		return false
+	}
+	s.mu.Lock()
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	defer s.mu.Unlock()
+	lc, err := g.Adopt(s.conn, true)
+	if err != nil {
+		return false
+	}
+	s.conn, s.src.conn, s.lc = lc, lc, lc
+	s.ext.Store(&connRef{lc})
+	if s.br != nil {
+		s.br.Reset(lc) // the login's reader, empty: it reads the adopted socket until dropped
+	}
+	s.srvFn = s.resumeServer
+	return true
+}
 
 var (
 	errYield       = errors.New("session: waits for the client on an event loop")

@@ -212,12 +212,15 @@ type Session struct {
 	ended     func()
 	runFn     func() // s.run as a func value, made once
 
-	// The event loops (see loop.go): lc is the client's socket when the loops serve it (set at
-	// New, read-only after); srvFn is s.resumeServer as a func value, made once; ySrv and yPhase
+	// The event loops (see loop.go): lc is the client's socket when the loops serve it (set by
+	// AdoptSocket before Serve, read-only after); srvFn is s.resumeServer as a func value, made once; ySrv and yPhase
 	// are the server connection whose answers the session waits for on a loop, and the phase
 	// of its reading, owned by the client loop.
-	lc     *evloop.Conn
-	srvFn  func()
+	lc    *evloop.Conn
+	srvFn func()
+	// ext is conn as goroutines other than the client loop's see it (closing it, logging its
+	// address): AdoptSocket replaces conn, under mu and wmu, and ext with it.
+	ext    atomic.Pointer[connRef]
 	ySrv   *pool.Conn
 	yPhase readPhase
 
@@ -254,15 +257,13 @@ func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup, ep *r
 		maxPreparedBytes: cfg.Proxy.MaxPreparedStatementsBytes,
 	}
 	s.src.conn = conn
+	s.ext.Store(&connRef{conn})
 	if tc, ok := conn.(*pgtls.Conn); ok { // encrypted by the proxy before the startup packet
 		s.tlsInfo = pgtls.Describe(tc.ConnectionState())
 	}
 	s.out.s = s
 	s.relayFn = s.relay
-	if lc, ok := conn.(*evloop.Conn); ok && s.txMode {
-		s.lc = lc
-		s.srvFn = s.resumeServer
-	}
+
 	s.canPark = s.parkable()
 	s.params, s.extra = startupParams(startup)
 	s.startupParams = maps.Clone(s.params)
@@ -275,12 +276,15 @@ func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup, ep *r
 	return s
 }
 
+// connRef holds a client connection for Session.ext.
+type connRef struct{ net.Conn }
+
 // log returns the session's logger: Env.Logger with the client's address, user and database.
 // It is made at each call (logging is rare) so that an idle client does not keep one.
 func (s *Session) log() *slog.Logger {
 	client := "-"
-	if s.conn != nil {
-		client = ClientAddr(s.conn)
+	if c := s.ext.Load(); c != nil {
+		client = ClientAddr(c.Conn)
 	}
 	return s.env.Logger.With("client", client, "user", s.user, "database", s.database)
 }
@@ -497,7 +501,7 @@ func (s *Session) fail(err error) {
 		}
 	}
 	countError(s.env.Errors, we.Code)
-	s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	s.ext.Load().SetWriteDeadline(time.Now().Add(time.Second))
 	s.send(we.Append(nil))
 }
 
