@@ -41,10 +41,15 @@ func (s *Session) AdoptSocket(g *evloop.Group) bool {
 	if _, ok := s.conn.(*pgtls.Conn); ok {
 		return false
 	}
+	s.wmu.Lock() // wmu then mu, the relay's order
 	s.mu.Lock()
-	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	defer s.mu.Unlock()
+	if s.closing {
+		// Kill, a timeout or a drain has begun, and may close the socket it knows at any
+		// moment: a duplicate taken now would outlive that close.
+		return false
+	}
 	lc, err := g.Adopt(s.conn, true)
 	if err != nil {
 		return false
