@@ -5,6 +5,7 @@ import (
 
 	"pgtide/internal/classify"
 	"pgtide/internal/cluster"
+	"pgtide/internal/evloop"
 	"pgtide/internal/pool"
 	"pgtide/internal/session"
 
@@ -83,7 +84,8 @@ var (
 	descEPPicked     = desc("pgtide_endpoint_picked_total", "Times the router picked a node for the endpoint's clients' work.", "endpoint")
 	descClientErrors = desc("pgtide_client_errors_total", "ErrorResponses sent to clients (the servers' and pgtide's own), by SQLSTATE class (\"\" when malformed).", "class")
 	descWaitWriter   = desc("pgtide_failover_waiting_clients", "Clients waiting for a writer (during a failover).")
-	descParked       = desc("pgtide_client_connections_parked", "Idle transaction-mode clients held without a goroutine (after a second idle); also counted in pgtide_client_connections.")
+	descParked       = desc("pgtide_client_connections_parked", "Clients waiting for their next request without a goroutine (transaction mode on the event loops; over TLS after a second idle); also counted in pgtide_client_connections.")
+	descLoopHandoffs = desc("pgtide_event_loop_handoffs_total", "Times an event loop gave its thread's work to a new goroutine because what it ran had to wait: a client that does not read its results, a wait for a server connection, a dial, a message larger than a buffer.")
 	descAcceptErrors = desc("pgtide_accept_errors_total", "Failures to accept a client connection (out of file descriptors, ...); pgtide keeps accepting after a pause.")
 	descCertExpiry   = desc("pgtide_tls_certificate_expiry_timestamp_seconds", "When the certificate pgtide presents to clients ([tls] cert_file, as last loaded) expires: its not_after, in Unix seconds; absent without client TLS.")
 
@@ -107,7 +109,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBuildInfo, descWriter, descNodeUp, descNodeRole, descLag, descLagBytes, descLagging,
 		descNodeServers, descBudget, descMaxConns, descReserved, descHeadroom, descBackends, descOutstanding, descPicked, descPoolServers,
 		descPoolWaiting, descPoolMaxWait, descPoolWait, descPoolXacts, descPoolQueries, descPoolErrors, descPoolBusy, descPoolRecv, descPoolSent, descClients,
-		descEPServers, descEPPoolSize, descEPWaiting, descEPReaders, descEPPicked, descClientErrors, descWaitWriter, descAcceptErrors, descParked, descCertExpiry, descStateChanges, descRoleChanges, descFailovers, descSplitBrains, descPinned,
+		descEPServers, descEPPoolSize, descEPWaiting, descEPReaders, descEPPicked, descClientErrors, descWaitWriter, descAcceptErrors, descLoopHandoffs, descParked, descCertExpiry, descStateChanges, descRoleChanges, descFailovers, descSplitBrains, descPinned,
 		descRefused, descRouted, descRetries, descFailoverRetries} {
 		ch <- d
 	}
@@ -148,6 +150,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(ch, descWaitWriter, float64(src.Router().Waiting()))
 	counter(ch, descAcceptErrors, float64(src.AcceptErrors()))
 	gauge(ch, descParked, float64(src.ParkedClients()))
+	counter(ch, descLoopHandoffs, float64(evloop.Handoffs()))
 	if cert := src.ClientCertificate(); cert != nil {
 		gauge(ch, descCertExpiry, float64(cert.NotAfter.Unix()))
 	}

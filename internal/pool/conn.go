@@ -10,7 +10,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
+	"pgtide/internal/evloop"
 	"pgtide/internal/wire"
 )
 
@@ -74,6 +76,7 @@ type Conn struct {
 type counted struct {
 	net.Conn
 	sent, received uint64
+	loop           *evloop.Conn // the socket, when adopted by event loops (under TLS, if any); else nil
 }
 
 func (c *counted) Write(p []byte) (int, error) {
@@ -167,11 +170,13 @@ func (c *Conn) peekSocket() peekResult {
 
 // peek is the RawConn callback for peekSocket.
 func (c *Conn) peek(fd uintptr) bool {
-	n, _, err := syscall.Recvfrom(int(fd), c.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	// Raw: a MSG_DONTWAIT call never blocks, so the scheduler need not know of it.
+	n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&c.peekBuf[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
 	switch {
-	case n > 0:
+	case e == 0 && n > 0:
 		c.peeked = peekData
-	case err == syscall.EAGAIN:
+	case e == syscall.EAGAIN:
 		c.peeked = peekEmpty
 	default: // EOF (n == 0 without error), or an error
 		c.peeked = peekGone
@@ -230,6 +235,35 @@ func (c *Conn) FlushAndWait() error {
 		return err
 	}
 	return c.flushErr
+}
+
+// LoopConn returns the connection's socket when event loops adopted it (see package evloop), nil
+// otherwise. Its holder may then wait for the server's answers with OnReadable and TryFill
+// instead of blocking.
+func (c *Conn) LoopConn() *evloop.Conn { return c.counted.loop }
+
+// TryFill reports whether Reader holds the next message whole (or as much of it as it ever will:
+// see wire.Reader.Ready), reading what the socket has without waiting. False: everything the
+// socket had was read (TLS's buffered records too), and the holder waits with
+// LoopConn().OnReadable and calls it again. A read that failed is left for the holder's next read
+// to find (ready is then true). Only for a Conn with a LoopConn.
+func (c *Conn) TryFill() (ready bool) {
+	if c.Reader.Ready() {
+		return true
+	}
+	lc := c.counted.loop
+	if c.tls == nil && lc.Drained() {
+		// Nothing more until the loop's next event (see evloop.Conn.OnReadable). Under TLS
+		// the read goes on: crypto/tls may hold whole records it has not decrypted yet.
+		return false
+	}
+	lc.SetTry(true)
+	err := c.Reader.Fill()
+	lc.SetTry(false)
+	if err != nil && err != evloop.ErrWouldBlock {
+		return true
+	}
+	return c.Reader.Ready()
 }
 
 // MarkAnswered records that the server owes nothing for what was sent so far: the holder has

@@ -14,6 +14,7 @@ import (
 	"github.com/xdg-go/scram"
 
 	"pgtide/internal/auth"
+	"pgtide/internal/evloop"
 	"pgtide/internal/pgtls"
 	"pgtide/internal/wire"
 )
@@ -45,6 +46,9 @@ type DialOptions struct {
 	// PassThrough answers the server when Password is "" and the users file holds an md5 hash or
 	// a SCRAM verifier for the user (passthrough.go); nil otherwise.
 	PassThrough *PassThrough
+	// Loops, when set, takes the socket over once connected (see package evloop), so that the
+	// connection's holder can wait for it on an event loop. A socket it cannot take stays as dialed.
+	Loops *evloop.Group
 }
 
 // Dial opens a server connection for key, encrypts it as o.TLS says, and logs in as key.User,
@@ -63,6 +67,11 @@ func Dial(ctx context.Context, key Key, o DialOptions) (*Conn, error) {
 	nc, err := dial(ctx, "tcp", key.Node)
 	if err != nil {
 		return nil, err
+	}
+	if o.Loops != nil {
+		if lc, err := o.Loops.Adopt(nc, false); err == nil {
+			nc = lc
+		}
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)
@@ -106,6 +115,7 @@ func newConn(key Key, nc, stream net.Conn, maxMessageSize int) *Conn {
 	}
 	c.tls, _ = stream.(*tls.Conn)
 	c.counted.Conn = stream
+	c.counted.loop, _ = nc.(*evloop.Conn)
 	c.Writer = bufio.NewWriterSize(&c.counted, wire.BufferSize)
 	c.Reader = wire.NewReader(bufio.NewReaderSize(&c.counted, wire.BufferSize), maxMessageSize)
 	if sc, ok := nc.(syscall.Conn); ok {

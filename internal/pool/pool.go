@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"pgtide/internal/evloop"
 	"pgtide/internal/pgtls"
 )
 
@@ -77,6 +78,9 @@ type Manager struct {
 	// plain text). Set before use.
 	ServerTLS func() *pgtls.ServerTLS
 	Logger    *slog.Logger
+	// Loops, when set, takes over the sockets of the connections dialed from then on (see
+	// DialOptions.Loops). Set before use.
+	Loops *evloop.Group
 
 	settings atomic.Pointer[Settings]
 	// fitNotes log fit verdicts that changed (fitLocked), for whoever holds mu to take and call
@@ -196,6 +200,7 @@ func (m *Manager) Acquire(ctx context.Context, k Key, wait time.Duration) (*Conn
 		}
 		waited := w != nil || slot
 		if waited {
+			evloop.BeforeBlock() // waiting, or dialing: not on a loop (see package evloop)
 			wctx, cancel := context.WithDeadline(ctx, start.Add(wait))
 			if w != nil {
 				var g grant
@@ -239,6 +244,7 @@ func (m *Manager) TryAcquire(ctx context.Context, k Key) (*Conn, error) {
 		case err != nil:
 			return nil, err
 		case slot:
+			evloop.BeforeBlock()
 			c, err := m.dialSlot(ctx, k)
 			if err == nil {
 				c.counters.observeWait(time.Since(start))
@@ -358,6 +364,7 @@ func (m *Manager) forgetLocked(p *pool, _ *Conn) {
 }
 
 func (m *Manager) wait(ctx context.Context, k Key, w *waiter, start time.Time) (grant, error) {
+	evloop.BeforeBlock() // a loop must not wait (see package evloop)
 	select {
 	case g := <-w.ch:
 		return g, nil
@@ -407,6 +414,7 @@ func (m *Manager) dialSlot(ctx context.Context, k Key) (*Conn, error) {
 	if delay > 0 {
 		// server_connect_rate: wait for this dial's turn (the slot is already counted).
 		t := time.NewTimer(delay)
+		evloop.BeforeBlock() // a loop must not wait (see package evloop)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -431,6 +439,7 @@ func (m *Manager) dialSlot(ctx context.Context, k Key) (*Conn, error) {
 			MaxMessageSize: s.MaxMessageSize,
 			Dial:           m.DialFunc,
 			TLS:            m.serverTLS(),
+			Loops:          m.Loops,
 		})
 	}
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"pgtide/internal/classify"
 	"pgtide/internal/cluster"
 	"pgtide/internal/config"
+	"pgtide/internal/evloop"
 	"pgtide/internal/park"
 	"pgtide/internal/pgtls"
 	"pgtide/internal/plan"
@@ -209,6 +211,12 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 	} else {
 		s.env.Parker = parker
 	}
+	if loops, err := evloop.NewGroup(eventLoops()); err != nil {
+		logger.Warn("no event loops: every client keeps a goroutine", "err", err)
+	} else {
+		s.env.Loops = loops
+		s.pools.Loops = loops
+	}
 	if cfg.Admin.Listen != "" {
 		h, err := admin.ListenHTTP(cfg.Admin.Listen, s, logger)
 		if err != nil {
@@ -217,6 +225,9 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 			}
 			if s.env.Parker != nil {
 				s.env.Parker.Close()
+			}
+			if s.env.Loops != nil {
+				s.env.Loops.Close()
 			}
 			return nil, err
 		}
@@ -418,13 +429,23 @@ func (s *Server) accept(l *listener, sock net.Listener) {
 // AcceptErrors returns how many times accepting a client connection failed (see accept).
 func (s *Server) AcceptErrors() int64 { return s.acceptErrors.Load() }
 
-// ParkedClients returns how many idle clients are held without a goroutine (see session's
-// park.go).
+// eventLoops is how many event loops serve the clients: one per CPU Go may use (GOMAXPROCS) but
+// one, which is left to everything else (logins, hand-offs, health checks, the collector). A loop
+// that waits in epoll_wait holds its thread in a system call; with every P behind one, the
+// scheduler's monitor would take them back and give them out again at every wait.
+func eventLoops() int { return max(1, runtime.GOMAXPROCS(0)-1) }
+
+// ParkedClients returns how many clients waiting for their next request are held without a
+// goroutine (see session's park.go and loop.go).
 func (s *Server) ParkedClients() int {
-	if s.env.Parker == nil {
-		return 0
+	n := 0
+	if s.env.Parker != nil {
+		n += s.env.Parker.Len()
 	}
-	return s.env.Parker.Len()
+	if s.env.Loops != nil {
+		n += s.env.Loops.Waiting()
+	}
+	return n
 }
 
 // handle admits one client connection to endpoint ep and serves it. The session may outlive
@@ -496,6 +517,7 @@ func (s *Server) handle(conn net.Conn, ep *router.Endpoint) {
 		return
 	}
 	conn.SetDeadline(time.Time{})
+	sess.AdoptSocket(s.env.Loops) // served on the event loops from now on (see session's loop.go)
 	s.logger.Debug("client connected", "client", session.ClientAddr(conn), "endpoint", ep.Name(),
 		"user", sess.Key().User, "database", sess.Key().Database)
 	start := time.Now()
@@ -749,6 +771,9 @@ func (s *Server) Shutdown() {
 	}
 	s.secrets.tokens.Close()
 	s.pools.Close()
+	if s.env.Loops != nil {
+		s.env.Loops.Close() // after the pools: their connections are closed
+	}
 	s.logger.Info("shut down")
 }
 

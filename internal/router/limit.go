@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"pgtide/internal/evloop"
 )
 
 // leaseLimit caps the server connections one endpoint's clients hold or wait for at once (its
@@ -14,21 +16,29 @@ import (
 // it waits for a pool, so that it never holds a server connection idle while it waits for the
 // cap (taking the connection first would); a client waiting for a full pool shared with other
 // endpoints keeps its slot meanwhile. A lease within the cap is one compare-and-swap; clients
-// over it wait, as for a full pool, up to query_wait_timeout.
+// over it queue, first come first served, and each lease given back goes to the first of them
+// (one wake-up per lease, whatever the queue's length), up to query_wait_timeout.
 type leaseLimit struct {
 	max     atomic.Int64 // 0: no cap (held is counted all the same)
 	held    atomic.Int64
-	waiters atomic.Int64
+	waiters atomic.Int64 // len(queue), read without mu by release
 	mu      sync.Mutex
-	// wake is closed, and cleared, when a lease is given back (or the cap raised) while
-	// clients wait; guarded by mu.
-	wake chan struct{}
+	queue   []*limitWaiter // guarded by mu
 }
 
-// setMax sets the cap (0: none), waking the waiters if it rose.
+// limitWaiter is one client waiting for a lease. granted is guarded by the limit's mu; ch gets
+// one token when it is granted.
+type limitWaiter struct {
+	ch      chan struct{}
+	granted bool
+}
+
+var limitWaiters = sync.Pool{New: func() any { return &limitWaiter{ch: make(chan struct{}, 1)} }}
+
+// setMax sets the cap (0: none), granting leases to waiters if it rose.
 func (l *leaseLimit) setMax(n int64) {
 	if prev := l.max.Swap(n); prev != 0 && (n == 0 || n > prev) {
-		l.wakeAll()
+		l.grantWaiting()
 	}
 }
 
@@ -53,46 +63,73 @@ func (l *leaseLimit) acquire(ctx context.Context, timeout time.Duration, name st
 		return 0, nil
 	}
 	start := time.Now()
+	w := limitWaiters.Get().(*limitWaiter)
+	// Counted as a waiter before the last try, under mu: a release either comes before the try,
+	// which then finds the lease, or sees the waiter and grants it one once it is queued.
+	l.mu.Lock()
+	l.waiters.Add(1)
+	if l.tryAcquire() {
+		l.waiters.Add(-1)
+		l.mu.Unlock()
+		limitWaiters.Put(w)
+		return time.Since(start), nil
+	}
+	l.queue = append(l.queue, w)
+	l.mu.Unlock()
+	evloop.BeforeBlock() // a loop must not wait (see package evloop)
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	// Counted as a waiter before each try, so a release either sees it and wakes it, or comes
-	// before the try, which then finds the lease.
-	l.waiters.Add(1)
-	defer l.waiters.Add(-1)
-	for {
-		l.mu.Lock()
-		if l.wake == nil {
-			l.wake = make(chan struct{})
-		}
-		wake := l.wake
-		l.mu.Unlock()
-		if l.tryAcquire() {
-			return time.Since(start), nil
-		}
-		select {
-		case <-wake:
-		case <-timer.C:
-			return time.Since(start), &EndpointWaitError{Endpoint: name, PoolSize: int(l.max.Load()),
-				Waited: time.Since(start).Round(time.Millisecond)}
-		case <-ctx.Done():
-			return time.Since(start), ctx.Err()
+	var err error
+	select {
+	case <-w.ch:
+		w.granted = false // dequeued by grantWaiting: w is ours alone again
+		limitWaiters.Put(w)
+		return time.Since(start), nil
+	case <-timer.C:
+		err = &EndpointWaitError{Endpoint: name, PoolSize: int(l.max.Load()), Waited: time.Since(start).Round(time.Millisecond)}
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	l.mu.Lock()
+	granted := w.granted
+	if !granted {
+		for i, q := range l.queue {
+			if q == w {
+				l.queue = append(l.queue[:i], l.queue[i+1:]...)
+				l.waiters.Add(-1)
+				break
+			}
 		}
 	}
+	l.mu.Unlock()
+	if granted {
+		<-w.ch // granted as it gave up: pass the lease on
+		w.granted = false
+		l.release()
+	}
+	limitWaiters.Put(w)
+	return time.Since(start), err
 }
 
-// release gives a lease back.
+// release gives a lease back: to the first waiter, if any.
 func (l *leaseLimit) release() {
 	l.held.Add(-1)
 	if l.waiters.Load() > 0 {
-		l.wakeAll()
+		l.grantWaiting()
 	}
 }
 
-func (l *leaseLimit) wakeAll() {
+// grantWaiting gives the leases the cap allows now to the waiters, first come first served.
+func (l *leaseLimit) grantWaiting() {
 	l.mu.Lock()
-	if l.wake != nil {
-		close(l.wake)
-		l.wake = nil
+	for len(l.queue) > 0 && l.tryAcquire() {
+		w := l.queue[0]
+		copy(l.queue, l.queue[1:])
+		l.queue[len(l.queue)-1] = nil
+		l.queue = l.queue[:len(l.queue)-1]
+		l.waiters.Add(-1)
+		w.granted = true
+		w.ch <- struct{}{}
 	}
 	l.mu.Unlock()
 }

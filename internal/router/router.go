@@ -26,6 +26,7 @@ import (
 	"pgtide/internal/classify"
 	"pgtide/internal/cluster"
 	"pgtide/internal/config"
+	"pgtide/internal/evloop"
 	"pgtide/internal/pool"
 	"pgtide/internal/wire"
 )
@@ -300,6 +301,7 @@ func (r *Router) waitWriter(ctx context.Context) (*cluster.Node, error) {
 		if n := r.currentWriter(); n != nil {
 			return n, nil
 		}
+		evloop.BeforeBlock() // a loop must not wait (see package evloop)
 		select {
 		case <-changed:
 		case <-timer.C:
@@ -334,6 +336,7 @@ func (r *Router) Waiting() int64 { return r.waiting.Load() }
 func (r *Router) Backoff(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d + time.Duration(rand.Int64N(int64(d)/2+1)))
 	defer t.Stop()
+	evloop.BeforeBlock() // a loop must not wait (see package evloop)
 	select {
 	case <-r.cluster.Changed():
 	case <-t.C:

@@ -75,6 +75,9 @@ func (s *Session) waitIdle() error {
 		s.r.DropScratch()
 	}
 	s.dropHeld()
+	if s.lc != nil && s.mayYield() {
+		return s.tryClient()
+	}
 	parkable := s.canPark && !s.noPark
 	if parkable {
 		s.idleState.Store(idleWaiting)
@@ -86,6 +89,12 @@ func (s *Session) waitIdle() error {
 	if parkable && s.endIdleWait(n, err) {
 		return errPark
 	}
+	return s.resumeWith(n, err)
+}
+
+// resumeWith is waitIdle's end after its read returned n bytes or err: the bytes become the
+// start of the pooled read buffer.
+func (s *Session) resumeWith(n int, err error) error {
 	if n == 0 {
 		if err == nil {
 			err = io.ErrNoProgress

@@ -15,9 +15,8 @@
 //
 //   - The client loop itself, inline, for the common transaction-mode case: the client sent
 //     complete requests (a Query, or extended messages up to Sync) and nothing more, and waits
-//     for the answers. One goroutine then carries the whole transaction, with no hand-off to
-//     another, and the wait for the answer costs no read that finds nothing
-//     (pool.Conn.FlushAndWait).
+//     for the answers. No other goroutine takes part, and the wait for the answer costs no read
+//     that finds nothing (pool.Conn.FlushAndWait, or on the event loops TryFill).
 //   - A relay goroutine otherwise: session mode and pinned clients (the server may send
 //     notifications while the client is idle), extended messages without a Sync yet (the client
 //     may wait on a Flush), COPY from the client, and whenever the client loop stops while it
@@ -26,10 +25,17 @@
 //     JDBC batches) cannot deadlock the proxy.
 //
 // See readInline for the rule. A transaction-mode client idle inside a transaction leaves its
-// server unread until its next request, as a direct connection would. One idle between
-// transactions for a second is parked (park.go): its goroutine ends, and the Parker, which owns
-// it meanwhile, runs the client loop again on a new goroutine when the client sends something. A session-mode client
-// that got its server connection at login has it read from the start.
+// server unread until its next request, as a direct connection would.
+//
+// Where the client loop runs: with the proxy's event loops (package evloop, loop.go), a
+// transaction-mode session has no goroutine of its own. Its waits for the client and for the
+// inline answers are registrations with a loop, and the loop that sees the event runs the client
+// loop on from there; anything else that must wait hands the loop to a new goroutine first, and
+// the session goes back to a loop at its next wait. Without event loops (outside Linux), or for
+// a client over TLS, the client loop is a goroutine, and a client idle between transactions for
+// a second is parked (park.go): its goroutine ends, and the Parker runs the client loop again on
+// a new goroutine when the client sends something. A session-mode client that got its server
+// connection at login has it read from the start.
 //
 // pgtide sends requests of its own on a client's server connection (settings before the
 // client's first request, a Parse an SQL EXECUTE or DEALLOCATE needs, a restore after a reset):

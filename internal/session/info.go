@@ -46,7 +46,7 @@ type ClientInfo struct {
 // goroutine.
 func (s *Session) Info() ClientInfo {
 	ci := ClientInfo{User: s.user, Database: s.database, Endpoint: s.endpoint.Name(),
-		Addr: ClientAddr(s.conn), LocalAddr: localAddr(s.conn), TLS: s.tlsInfo, Connected: s.connected}
+		Addr: ClientAddr(s.ext.Load().Conn), LocalAddr: localAddr(s.ext.Load().Conn), TLS: s.tlsInfo, Connected: s.connected}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ci.RequestTime = s.attachedAt

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 
+	"pgtide/internal/evloop"
 	"pgtide/internal/wire"
 )
 
@@ -46,6 +47,7 @@ func (m *MessageMemory) Take(ctx context.Context, n int64) error {
 		}
 		freed := m.freed
 		m.mu.Unlock()
+		evloop.BeforeBlock() // a loop must not wait (see package evloop)
 		select {
 		case <-freed:
 		case <-ctx.Done():

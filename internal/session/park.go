@@ -116,7 +116,7 @@ func (s *Session) park() bool {
 // again, reads the closed connection and ends the session.
 func (s *Session) closeClient() {
 	parked := s.env.Parker != nil && s.env.Parker.Unpark(&s.ticket)
-	s.conn.Close()
+	s.ext.Load().Close()
 	if parked {
 		go s.runFn()
 	}

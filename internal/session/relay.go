@@ -9,6 +9,7 @@ import (
 
 	"pgtide/internal/classify"
 	"pgtide/internal/cluster"
+	"pgtide/internal/evloop"
 	"pgtide/internal/pool"
 	"pgtide/internal/router"
 	"pgtide/internal/wire"
@@ -33,15 +34,36 @@ func (s *Session) Serve(ctx context.Context, ended func()) {
 	s.run()
 }
 
-// run runs the client loop on the calling goroutine until the session ends or is parked; after a
-// park the Parker calls it again on a new goroutine.
-func (s *Session) run() {
-	err := s.clientLoop(s.ctx)
-	for err == errPark {
-		if s.park() {
-			return // the session is the Parker's now: touch nothing
+// run runs the client loop on the calling goroutine until the session ends, is parked, or waits
+// on an event loop; after a park the Parker calls it again on a new goroutine, after a wait for
+// the client the loop does (see loop.go).
+func (s *Session) run() { s.drive(s.clientLoop(s.ctx)) }
+
+// drive takes the client loop's result: it hands the session to whatever it waits for, or ends
+// the session.
+func (s *Session) drive(err error) {
+	for {
+		switch err {
+		case errPark:
+			if s.park() {
+				return // the session is the Parker's now: touch nothing
+			}
+			err = s.clientLoop(s.ctx)
+			continue
+		case errYield:
+			if s.lc.OnReadable(s.runFn) {
+				return // the session is the loop's now: touch nothing
+			}
+			err = s.clientLoop(s.ctx)
+			continue
+		case errYieldServer:
+			if s.ySrv.LoopConn().OnReadable(s.srvFn) {
+				return // likewise
+			}
+			err = s.continueRelay()
+			continue
 		}
-		err = s.clientLoop(s.ctx)
+		break
 	}
 	if err != nil && !isNetErr(err) {
 		s.log().Debug("client session ended", "err", err)
@@ -50,7 +72,10 @@ func (s *Session) run() {
 	s.waitCancel(nil)
 	s.mu.Unlock()
 	s.detach()
-	s.relays.Wait()
+	if s.relayStarted {
+		evloop.BeforeBlock() // the relay may still be ending
+		s.relays.Wait()
+	}
 	s.conn.Close()
 	s.releaseBuffers()
 	if s.ended != nil {
@@ -190,14 +215,33 @@ func (s *Session) readInline(srv *pool.Conn) (inline bool) {
 
 // relayInline sends what the client loop forwarded and relays the answers to the client, until
 // nothing is outstanding (see readInline). A nil error with srv gone: the request is to be read
-// again, for another server connection (see serverFailed).
+// again, for another server connection (see serverFailed). errYieldServer: the answers are waited
+// for on an event loop (see loop.go).
 func (s *Session) relayInline(srv *pool.Conn) error {
+	if s.lc != nil && srv.LoopConn() != nil {
+		if err := srv.Writer.Flush(); err != nil {
+			return s.serverFailed(srv, err, srv.Writer.Buffered() > 0)
+		}
+		s.yPhase = phaseNext
+		return s.relaySteps(srv, &s.yPhase, true)
+	}
 	phase := phaseNext
 	if err := srv.FlushAndWait(); err != nil {
 		return s.serverFailed(srv, err, srv.Writer.Buffered() > 0)
 	}
+	return s.relaySteps(srv, &phase, false)
+}
+
+// relaySteps is relayInline's reading of the answers. onLoop: srv's answers are waited for on an
+// event loop; then, when the next message is not whole in srv's buffer yet, it returns
+// errYieldServer, with ySrv set, and continueRelay takes up from there.
+func (s *Session) relaySteps(srv *pool.Conn, phase *readPhase, onLoop bool) error {
 	for {
-		res, err := s.serverStep(srv, &phase, true)
+		if onLoop && !srv.TryFill() {
+			s.ySrv = srv
+			return errYieldServer
+		}
+		res, err := s.serverStep(srv, phase, true)
 		if res == stepReleased {
 			return err // srv went back: only the client can have failed
 		}
@@ -221,7 +265,7 @@ func (s *Session) relayInline(srv *pool.Conn) error {
 
 // startRelayLocked starts the relay goroutine reading s.server. Requires mu.
 func (s *Session) startRelayLocked() {
-	s.relayRunning = true
+	s.relayRunning, s.relayStarted = true, true
 	s.relays.Add(1)
 	go s.relayFn() // a func value made once: starting the relay allocates nothing
 }
@@ -481,9 +525,10 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 			s.wmu.Unlock()
 			return stepMore, err
 		}
-		if typ == 'G' || typ == 'W' || sr.Buffered() < 5 {
-			// The server waits for COPY data, or sent nothing more yet: the client gets what
-			// there is.
+		if typ == 'G' || typ == 'W' || sr.Buffered() < 5 || inline && s.lc != nil && srv.LoopConn() != nil && !sr.Ready() {
+			// The server waits for COPY data, or sent nothing more yet (whole, when the
+			// answers are waited for on a loop, which must not wait for the rest): the client
+			// gets what there is.
 			err = w.Flush()
 			s.wmu.Unlock()
 			if err == nil && (typ == 'G' || typ == 'W') {

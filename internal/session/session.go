@@ -21,6 +21,7 @@ import (
 	"pgtide/internal/classify"
 	"pgtide/internal/cluster"
 	"pgtide/internal/config"
+	"pgtide/internal/evloop"
 	"pgtide/internal/park"
 	"pgtide/internal/pgtls"
 	"pgtide/internal/pool"
@@ -54,6 +55,10 @@ type Env struct {
 	// goroutine (see park.go); the janitor parks them with ParkIfIdle.
 	Parker    *park.Parker
 	ParkAfter time.Duration
+	// Loops, if set, adopted the client's socket (the proxy does it at accept) and its server
+	// connections' (the pool, at dial): a transaction-mode client is then served on the event
+	// loops between its waits, with no goroutine of its own (see loop.go).
+	Loops *evloop.Group
 	// KeyChanged, if set, is called when a session's PID changes during Login (session mode: the
 	// server's), before the client is sent its BackendKeyData; it may change the session's
 	// Secret to keep (PID, Secret) unique.
@@ -131,6 +136,7 @@ type Session struct {
 	relays       sync.WaitGroup
 	relayFn      func() // s.relay as a func value, made once
 	relayRunning bool   // a relay goroutine reads server; guarded by mu
+	relayStarted bool   // one ever did (relays may have one to wait for); guarded by mu
 	interrupted  bool   // server has a read deadline set by interruptLocked; guarded by mu
 	// Requests pgtide sent on server on its own account, whose answers are not the client's
 	// (see hidden.go). hidden is guarded by mu; hiddenN mirrors its length for the reader.
@@ -206,6 +212,18 @@ type Session struct {
 	ended     func()
 	runFn     func() // s.run as a func value, made once
 
+	// The event loops (see loop.go): lc is the client's socket when the loops serve it (set by
+	// AdoptSocket before Serve, read-only after); srvFn is s.resumeServer as a func value, made once; ySrv and yPhase
+	// are the server connection whose answers the session waits for on a loop, and the phase
+	// of its reading, owned by the client loop.
+	lc    *evloop.Conn
+	srvFn func()
+	// ext is conn as goroutines other than the client loop's see it (closing it, logging its
+	// address): AdoptSocket replaces conn, under mu and wmu, and ext with it.
+	ext    atomic.Pointer[connRef]
+	ySrv   *pool.Conn
+	yPhase readPhase
+
 	// copyIn is how the server's current copy-in was started (logQuery or logExecute), 0 outside
 	// one. Owned by the server's one reader (see serverStep), so the hot path reads it without mu.
 	copyIn byte
@@ -239,11 +257,13 @@ func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup, ep *r
 		maxPreparedBytes: cfg.Proxy.MaxPreparedStatementsBytes,
 	}
 	s.src.conn = conn
+	s.ext.Store(&connRef{conn})
 	if tc, ok := conn.(*pgtls.Conn); ok { // encrypted by the proxy before the startup packet
 		s.tlsInfo = pgtls.Describe(tc.ConnectionState())
 	}
 	s.out.s = s
 	s.relayFn = s.relay
+
 	s.canPark = s.parkable()
 	s.params, s.extra = startupParams(startup)
 	s.startupParams = maps.Clone(s.params)
@@ -256,12 +276,15 @@ func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup, ep *r
 	return s
 }
 
+// connRef holds a client connection for Session.ext.
+type connRef struct{ net.Conn }
+
 // log returns the session's logger: Env.Logger with the client's address, user and database.
 // It is made at each call (logging is rare) so that an idle client does not keep one.
 func (s *Session) log() *slog.Logger {
 	client := "-"
-	if s.conn != nil {
-		client = ClientAddr(s.conn)
+	if c := s.ext.Load(); c != nil {
+		client = ClientAddr(c.Conn)
 	}
 	return s.env.Logger.With("client", client, "user", s.user, "database", s.database)
 }
@@ -478,7 +501,7 @@ func (s *Session) fail(err error) {
 		}
 	}
 	countError(s.env.Errors, we.Code)
-	s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	s.ext.Load().SetWriteDeadline(time.Now().Add(time.Second))
 	s.send(we.Append(nil))
 }
 

@@ -69,6 +69,35 @@ func (r *Reader) SetMax(max int) { r.max = max }
 // more in flight that we have seen: the moment to flush what was forwarded.
 func (r *Reader) Buffered() int { return r.br.Buffered() }
 
+// Ready reports whether Next and the body of the message it reads will not read the stream: the
+// message is whole in the buffer. It is also true for a message that cannot be (a length too
+// short, or too long for the buffer), whose reading is then Next's and the caller's to do. It
+// must be called between messages (after the body was consumed).
+func (r *Reader) Ready() bool {
+	b := r.br.Buffered()
+	if b < HeaderLen {
+		return false
+	}
+	hdr, _ := r.br.Peek(HeaderLen) // buffered: no read
+	n := int(int32(binary.BigEndian.Uint32(hdr[1:])))
+	return n < 4 || 1+n > r.br.Size() || 1+n <= b
+}
+
+// Fill reads until Ready, or until a read fails (its error). With a stream that does not wait
+// (an event loop's try-read), a nil error may come back with Ready still false.
+func (r *Reader) Fill() error {
+	hdr, err := r.br.Peek(HeaderLen)
+	if err != nil {
+		return err
+	}
+	n := int(int32(binary.BigEndian.Uint32(hdr[1:])))
+	if n < 4 || 1+n > r.br.Size() {
+		return nil
+	}
+	_, err = r.br.Peek(1 + n)
+	return err
+}
+
 // Next reads the next message header and returns its type and body length. The body is not
 // consumed.
 func (r *Reader) Next() (typ byte, bodyLen int, err error) {

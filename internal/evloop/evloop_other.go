@@ -1,0 +1,30 @@
+//go:build !linux
+
+package evloop
+
+import (
+	"errors"
+	"net"
+)
+
+// Outside Linux there are no loops: NewGroup fails, and its callers keep Go's own poller and a
+// goroutine per connection.
+
+var ErrWouldBlock = errors.New("evloop: would block")
+
+type Group struct{}
+
+type Conn struct{ net.Conn }
+
+func NewGroup(n int) (*Group, error) { return nil, errors.New("evloop: needs Linux (epoll)") }
+
+func (g *Group) Adopt(nc net.Conn, counted bool) (*Conn, error) { return nil, errors.ErrUnsupported }
+func (g *Group) Waiting() int                                   { return 0 }
+func (g *Group) Len() int                                       { return 0 }
+func (g *Group) Close()                                         {}
+func (c *Conn) TryRead(p []byte) (int, error)                   { return 0, errors.ErrUnsupported }
+func (c *Conn) OnReadable(fn func()) bool                       { return false }
+func BeforeBlock()                                              {}
+func OnLoop() bool                                              { return false }
+func (c *Conn) Drained() bool                                   { return false }
+func Handoffs() int64                                           { return 0 }

@@ -1,0 +1,279 @@
+//go:build linux
+
+package evloop
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// pair returns an adopted Conn and the plain other end of a loopback TCP connection.
+func pair(t *testing.T, g *Group) (*Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := g.Adopt(nc, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.TryRead(make([]byte, 1)); err != ErrWouldBlock { // drained: OnReadable may register
+		t.Fatalf("TryRead of a new connection: %v", err)
+	}
+	t.Cleanup(func() { c.Close(); peer.Close() })
+	return c, peer
+}
+
+func newGroup(t *testing.T, n int) *Group {
+	t.Helper()
+	g, err := NewGroup(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return g
+}
+
+func TestReadWriteBothWays(t *testing.T) {
+	g := newGroup(t, 2)
+	c, peer := pair(t, g)
+	data := bytes.Repeat([]byte("pgtide evloop "), 300_000) // 4.2 MB: both sides wait for room
+	errc := make(chan error, 2)
+	go func() { _, err := c.Write(data); errc <- err }()
+	go func() { _, err := peer.Write(data); errc <- err }()
+	got := make([]byte, len(data))
+	if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("adopted side read: %v, equal %v", err, bytes.Equal(got, data))
+	}
+	if _, err := io.ReadFull(peer, got); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("peer read: %v", err)
+	}
+	for range 2 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	peer.Close()
+	if n, err := c.Read(got); n != 0 || err != io.EOF {
+		t.Fatalf("after the peer closed: %d, %v; want EOF", n, err)
+	}
+}
+
+func TestDeadlines(t *testing.T) {
+	g := newGroup(t, 1)
+	c, _ := pair(t, g)
+	c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past its deadline: %v", err)
+	}
+	// A deadline set in the past ends a read already waiting.
+	c.SetReadDeadline(time.Time{})
+	errc := make(chan error, 1)
+	go func() { _, err := c.Read(make([]byte, 1)); errc <- err }()
+	time.Sleep(10 * time.Millisecond) // let it wait (it works either way)
+	c.SetReadDeadline(time.Unix(1, 0))
+	if err := <-errc; !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read ended by a past deadline: %v", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	if _, err := c.TryRead(make([]byte, 1)); err != ErrWouldBlock {
+		t.Fatalf("TryRead with nothing there: %v", err)
+	}
+}
+
+func TestCloseEndsWaiters(t *testing.T) {
+	g := newGroup(t, 1)
+	c, _ := pair(t, g)
+	errc := make(chan error, 1)
+	go func() { _, err := c.Read(make([]byte, 1)); errc <- err }()
+	ran := make(chan bool, 1)
+	c2, _ := pair(t, g)
+	if !c2.OnReadable(func() { ran <- OnLoop() }) {
+		t.Fatal("OnReadable with nothing to read registered nothing")
+	}
+	if g.Waiting() != 1 {
+		t.Fatalf("Waiting = %d, want 1", g.Waiting())
+	}
+	c.Close()
+	c2.Close()
+	if err := <-errc; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read ended by Close: %v", err)
+	}
+	select {
+	case <-ran: // on a goroutine, or on the loop for the hang-up Close caused
+	case <-time.After(10 * time.Second):
+		t.Fatal("the function registered by OnReadable did not run after Close")
+	}
+	if g.Waiting() != 0 || g.Len() != 0 {
+		t.Fatalf("after Close: Waiting %d, Len %d", g.Waiting(), g.Len())
+	}
+}
+
+// A function run by the loop that must wait hands the loop away: the loop goes on serving
+// others meanwhile.
+func TestHandoff(t *testing.T) {
+	g := newGroup(t, 1)
+	a, pa := pair(t, g)
+	b, pb := pair(t, g)
+	release := make(chan struct{})
+	aDone := make(chan bool, 1)
+	if !a.OnReadable(func() {
+		on := OnLoop()
+		BeforeBlock()
+		<-release // waits for b's function, which only the loop can run
+		aDone <- on && !OnLoop()
+	}) {
+		t.Fatal("OnReadable a")
+	}
+	if !b.OnReadable(func() {
+		if !OnLoop() {
+			t.Error("b's function not on the loop")
+		}
+		close(release)
+	}) {
+		t.Fatal("OnReadable b")
+	}
+	pa.Write([]byte("a"))
+	time.Sleep(20 * time.Millisecond) // a's function is waiting now, most likely
+	pb.Write([]byte("b"))
+	select {
+	case ok := <-aDone:
+		if !ok {
+			t.Fatal("a's function: not on the loop first, or still on it after BeforeBlock")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the loop did not serve b while a's function waited")
+	}
+	// Both were readable: the bytes are still there to read.
+	buf := make([]byte, 1)
+	if n, err := a.TryRead(buf); n != 1 || err != nil {
+		t.Fatalf("a: %d %v", n, err)
+	}
+	if n, err := b.TryRead(buf); n != 1 || err != nil {
+		t.Fatalf("b: %d %v", n, err)
+	}
+	if _, err := a.TryRead(buf); err != ErrWouldBlock {
+		t.Fatalf("a once read: %v", err)
+	}
+	// The loop is still served after the hand-off.
+	got := make(chan struct{})
+	if !a.OnReadable(func() { close(got) }) {
+		t.Fatal("OnReadable a again")
+	}
+	pa.Write([]byte("x"))
+	select {
+	case <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event after the hand-off")
+	}
+}
+
+// A function OnReadable registered, run for an edge, reads what came: the socket is not taken
+// for drained any more, whatever the last read found.
+func TestOnReadableReadsAfterEdge(t *testing.T) {
+	g := newGroup(t, 1)
+	c, peer := pair(t, g) // drained
+	for i := range 3 {
+		got := make(chan string, 1)
+		if !c.OnReadable(func() {
+			buf := make([]byte, 64)
+			if c.Drained() {
+				got <- "drained"
+				return
+			}
+			n, err := c.TryRead(buf)
+			if err != nil {
+				got <- err.Error()
+				return
+			}
+			got <- string(buf[:n])
+		}) {
+			t.Fatalf("round %d: OnReadable did not register", i)
+		}
+		peer.Write([]byte("ping"))
+		select {
+		case s := <-got:
+			if s != "ping" {
+				t.Fatalf("round %d: the function read %q", i, s)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: no event", i)
+		}
+		if !c.Drained() {
+			t.Fatalf("round %d: a short read left the socket not drained", i)
+		}
+	}
+	// Bytes beyond one read: not drained, so OnReadable asks for another read.
+	peer.Write(bytes.Repeat([]byte("x"), 100))
+	deadline := time.Now().Add(10 * time.Second)
+	buf := make([]byte, 10)
+	for {
+		if _, err := c.TryRead(buf); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the 100 bytes never came")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if c.Drained() || c.OnReadable(func() {}) {
+		t.Fatal("a full read took the socket for drained")
+	}
+}
+
+// A peer that sends its last bytes and hangs up: once the loop has seen the hang-up, a short read
+// no longer counts as drained (the end of the stream is still to be read, and if the hang-up
+// came with the bytes no further event will say so).
+func TestHangupAfterData(t *testing.T) {
+	g := newGroup(t, 1)
+	c, peer := pair(t, g)
+	got := make(chan error, 1)
+	if !c.OnReadable(func() {
+		n, err := c.TryRead(make([]byte, 64))
+		if n != 4 || err != nil {
+			err = fmt.Errorf("first read: %d %v", n, err)
+		}
+		got <- err
+	}) {
+		t.Fatal("OnReadable did not register")
+	}
+	peer.Write([]byte("last"))
+	peer.Close()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Drained() {
+		if time.Now().After(deadline) {
+			t.Fatal("still drained after the peer hung up")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if c.OnReadable(func() {}) {
+		t.Fatal("OnReadable registered after the peer hung up")
+	}
+	if _, err := c.TryRead(make([]byte, 64)); err != io.EOF {
+		t.Fatalf("after the last bytes: %v, want EOF", err)
+	}
+}

@@ -1,0 +1,371 @@
+//go:build linux
+
+package evloop
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrClosed is returned by Adopt after Close.
+var ErrClosed = errors.New("evloop: group closed")
+
+// Group is a set of event loops, one per OS thread it was asked for. Its methods may be called
+// from any goroutine.
+type Group struct {
+	loops   []*loop
+	next    atomic.Uint32
+	waiting atomic.Int64 // counted Conns with a function registered by OnReadable
+
+	mu     sync.Mutex
+	closed bool // guarded by mu
+}
+
+// loop is one epoll instance and the goroutine that currently waits on it.
+type loop struct {
+	g    *Group
+	epfd int
+	stop int // an eventfd: written by Close to end the loop
+
+	// tid is the OS thread of the goroutine that runs the loop now (locked to it), 0 while a
+	// hand-off is under way; epoch counts hand-offs, so that the goroutine that gave the loop
+	// away notices it and returns.
+	tid   atomic.Int32
+	epoch atomic.Uint64
+
+	// The batch of events being dispatched and the index of the current one, for a hand-off
+	// (the rest goes to the next goroutine). Owned by the goroutine running the loop.
+	batch []unix.EpollEvent
+	cur   int
+
+	mu    sync.Mutex
+	slots []*Conn // by slot; nil: free. Guarded by mu.
+	free  []int32 // guarded by mu
+	gen   uint32  // numbers registrations; guarded by mu
+	conns int     // registered Conns; guarded by mu
+
+	done chan struct{} // closed by the goroutine that ends the loop
+}
+
+// stopSlot is the epoll data of a loop's stop eventfd: never a slot.
+const stopSlot = -1
+
+// loops is every running loop of every Group, for BeforeBlock.
+var loops atomic.Pointer[[]*loop]
+
+// handoffs counts BeforeBlock's hand-offs, over every Group.
+var handoffs atomic.Int64
+
+// Handoffs returns how many times a loop was handed to a new goroutine because what it ran had to
+// wait (see BeforeBlock), since the process started.
+func Handoffs() int64 { return handoffs.Load() }
+
+// NewGroup starts n loops (at least one).
+func NewGroup(n int) (*Group, error) {
+	g := &Group{}
+	for range max(n, 1) {
+		l, err := newLoop(g)
+		if err != nil {
+			g.Close()
+			return nil, err
+		}
+		g.loops = append(g.loops, l)
+	}
+	for {
+		old := loops.Load()
+		var all []*loop
+		if old != nil {
+			all = append(all, *old...)
+		}
+		all = append(all, g.loops...)
+		if loops.CompareAndSwap(old, &all) {
+			break
+		}
+	}
+	for _, l := range g.loops {
+		go l.run(nil)
+	}
+	return g, nil
+}
+
+func newLoop(g *Group) (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("evloop: epoll_create1: %w", err)
+	}
+	stop, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("evloop: eventfd: %w", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: stopSlot}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, stop, &ev); err != nil {
+		unix.Close(stop)
+		unix.Close(epfd)
+		return nil, fmt.Errorf("evloop: epoll_ctl: %w", err)
+	}
+	return &loop{g: g, epfd: epfd, stop: stop, done: make(chan struct{})}, nil
+}
+
+// Adopt takes over nc's socket: it returns a Conn on a duplicate of its descriptor, registered in
+// one of g's loops, and closes nc (Go's poller stops watching it). Bytes nc's caller has buffered
+// are the caller's. counted: the Conn counts in Waiting while a function is registered by
+// OnReadable. nc must be a socket (syscall.Conn); on an error nc is left open and as it was.
+func (g *Group) Adopt(nc net.Conn, counted bool) (*Conn, error) {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil, errors.New("evloop: not a socket")
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("evloop: %w", err)
+	}
+	fd, derr := -1, error(nil)
+	if err := raw.Control(func(f uintptr) {
+		fd, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return nil, fmt.Errorf("evloop: %w", err)
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("evloop: dup: %w", derr)
+	}
+	l := g.loops[int(g.next.Add(1))%len(g.loops)]
+	c := &Conn{fd: fd, l: l, counted: counted, laddr: nc.LocalAddr(), raddr: nc.RemoteAddr()}
+	c.r.c, c.r.input = c, true
+	c.w.c = c
+	if err := l.add(c); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	nc.Close()
+	return c, nil
+}
+
+// add registers c in l: edge-triggered, for input and output, once for c's life.
+func (l *loop) add(c *Conn) error {
+	// Under the Group's lock throughout: Close, once it has said closed, finds every Conn.
+	l.g.mu.Lock()
+	defer l.g.mu.Unlock()
+	if l.g.closed {
+		return ErrClosed
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var slot int32
+	if n := len(l.free); n > 0 {
+		slot = l.free[n-1]
+		l.free = l.free[:n-1]
+	} else {
+		slot = int32(len(l.slots))
+		l.slots = append(l.slots, nil)
+	}
+	l.gen++
+	c.slot, c.gen = slot, l.gen
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: slot, Pad: int32(l.gen)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
+		l.free = append(l.free, slot)
+		return fmt.Errorf("evloop: epoll_ctl: %w", err)
+	}
+	l.slots[slot] = c
+	l.conns++
+	return nil
+}
+
+// remove frees c's slot; c's descriptor is about to be closed, which ends its registration.
+func (l *loop) remove(c *Conn) {
+	l.mu.Lock()
+	if l.slots[c.slot] == c {
+		l.slots[c.slot] = nil
+		l.free = append(l.free, c.slot)
+		l.conns--
+	}
+	l.mu.Unlock()
+}
+
+// Waiting returns how many Conns adopted as counted wait with a function registered by
+// OnReadable: for pgtide, the clients waiting for their next request without a goroutine.
+func (g *Group) Waiting() int { return int(g.waiting.Load()) }
+
+// Len returns how many Conns g holds.
+func (g *Group) Len() int {
+	n := 0
+	for _, l := range g.loops {
+		l.mu.Lock()
+		n += l.conns
+		l.mu.Unlock()
+	}
+	return n
+}
+
+// Close closes every Conn g holds (their waiters and registered functions see them closed) and
+// stops the loops. Adopt fails after it.
+func (g *Group) Close() {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return
+	}
+	g.closed = true
+	g.mu.Unlock()
+	for {
+		old := loops.Load()
+		var all []*loop
+		if old != nil {
+			for _, l := range *old {
+				if l.g != g {
+					all = append(all, l)
+				}
+			}
+		}
+		if loops.CompareAndSwap(old, &all) {
+			break
+		}
+	}
+	for _, l := range g.loops {
+		l.mu.Lock()
+		conns := make([]*Conn, 0, l.conns)
+		for _, c := range l.slots {
+			if c != nil {
+				conns = append(conns, c)
+			}
+		}
+		l.mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+		var one = [8]byte{1}
+		unix.Write(l.stop, one[:])
+		<-l.done
+		unix.Close(l.stop)
+		unix.Close(l.epfd)
+	}
+}
+
+// run waits on l and dispatches its events, on a goroutine locked to its thread, until Close or
+// until a hand-off (BeforeBlock) gives the loop to a new goroutine. pending is what is left of
+// the previous goroutine's batch.
+func (l *loop) run(pending []unix.EpollEvent) {
+	runtime.LockOSThread()
+	l.tid.Store(int32(unix.Gettid()))
+	me := l.epoch.Load()
+	if len(pending) > 0 && l.dispatch(pending, me) {
+		return
+	}
+	events := make([]unix.EpollEvent, 128)
+	for {
+		n, err := unix.EpollWait(l.epfd, events, -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil { // a closed epfd: not while Close waits for done
+			l.end()
+			return
+		}
+		if l.dispatch(events[:n], me) {
+			return
+		}
+	}
+}
+
+// end is run's exit when the loop stops.
+func (l *loop) end() {
+	l.tid.Store(0)
+	close(l.done)
+	runtime.UnlockOSThread()
+}
+
+// dispatch handles a batch of events and reports whether the calling goroutine gave the loop
+// away meanwhile (it must return then) or the loop stopped.
+func (l *loop) dispatch(evs []unix.EpollEvent, me uint64) (gone bool) {
+	l.batch = evs
+	stopped := false
+	for i, ev := range evs {
+		l.cur = i
+		if ev.Fd == stopSlot {
+			stopped = true
+			continue
+		}
+		l.mu.Lock()
+		var c *Conn
+		if int(ev.Fd) < len(l.slots) {
+			c = l.slots[ev.Fd]
+		}
+		l.mu.Unlock()
+		if c == nil || c.gen != uint32(ev.Pad) {
+			continue // closed, maybe with its slot taken again since
+		}
+		if ev.Events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			c.writable()
+		}
+		if ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			c.hup.Store(true)
+		}
+		if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			c.readable(true)
+			if l.epoch.Load() != me {
+				return true
+			}
+		}
+	}
+	l.batch = nil
+	if stopped {
+		l.end()
+		return true
+	}
+	return false
+}
+
+// BeforeBlock must be called before anything that may wait for long (for another connection, a
+// lock held across I/O, a timer). On a goroutine that runs a loop, it hands the loop to a new
+// goroutine, with the rest of the batch of events being dispatched, and unlocks the caller from
+// its thread: the caller may wait then, and returns into the loop's dispatch only to end. On any
+// other goroutine it does nothing (at the cost of one gettid when loops run).
+func BeforeBlock() {
+	all := loops.Load()
+	if all == nil || len(*all) == 0 {
+		return
+	}
+	tid := int32(unix.Gettid())
+	for _, l := range *all {
+		if l.tid.Load() == tid {
+			l.handoff()
+			return
+		}
+	}
+}
+
+// OnLoop reports whether the caller is the goroutine that runs a loop now.
+func OnLoop() bool {
+	all := loops.Load()
+	if all == nil || len(*all) == 0 {
+		return false
+	}
+	tid := int32(unix.Gettid())
+	for _, l := range *all {
+		if l.tid.Load() == tid {
+			return true
+		}
+	}
+	return false
+}
+
+// handoff gives l to a new goroutine. Called by the goroutine that runs l.
+func (l *loop) handoff() {
+	handoffs.Add(1)
+	var rest []unix.EpollEvent
+	if l.batch != nil && l.cur+1 < len(l.batch) {
+		rest = append(rest, l.batch[l.cur+1:]...)
+	}
+	l.batch = nil
+	l.tid.Store(0)
+	l.epoch.Add(1)
+	runtime.UnlockOSThread()
+	go l.run(rest)
+}

@@ -1,0 +1,117 @@
+package session
+
+import (
+	"errors"
+
+	"pgtide/internal/evloop"
+	"pgtide/internal/pgtls"
+)
+
+// Event loops (package evloop): when the proxy's Group adopted the client's socket and the pool's
+// adopted the server connection's, a transaction-mode session has no goroutine of its own. It is
+// run by whichever loop saw the event it waited for, from one of two places:
+//
+//   - waiting for the client (waitIdle, when no relay goroutine runs): the client loop returns
+//     errYield instead of blocking in a read, and drive registers run with the client's socket
+//     (OnReadable); the loop that sees the client's next bytes runs the client loop again;
+//   - waiting for a server's answers (relayInline, once the request is sent): relaySteps returns
+//     errYieldServer when the next message is not whole in the server connection's buffer, and
+//     drive registers resumeServer with the server's socket; it relays from where it stopped
+//     (ySrv, yPhase), then runs the client loop.
+//
+// Between those, the code is the goroutine path's, on the loop's thread: anything that may wait
+// (a write to a client that does not read, a pool wait, a dial, a message larger than a buffer)
+// hands the loop to a new goroutine first (evloop.BeforeBlock, called by the sockets' Read and
+// Write and by the pool's and router's waits) and carries on as an ordinary goroutine, until
+// its next wait for the client or the server returns it to a loop.
+//
+// Whatever ends a session from outside does what it did for a blocked goroutine: closing the
+// client's socket, or setting a deadline on either socket, runs the registered function, on a
+// new goroutine, which finds the socket closed or its deadline passed.
+
+// AdoptSocket hands the client's socket to g once the client has logged in, before Serve, when
+// the session can be served on the loops: transaction mode, plain text (a client over TLS keeps
+// its goroutine and is parked after a second idle), and nothing read ahead of the login. It
+// reports whether it did. The login itself ran on Go's own poller, which costs a connection that
+// does one transaction and leaves (pgbench -C) less than a loop's wake-ups would.
+func (s *Session) AdoptSocket(g *evloop.Group) bool {
+	if g == nil || !s.txMode || s.br != nil && s.br.Buffered() > 0 {
+		return false
+	}
+	if _, ok := s.conn.(*pgtls.Conn); ok {
+		return false
+	}
+	s.wmu.Lock() // wmu then mu, the relay's order
+	s.mu.Lock()
+	defer s.wmu.Unlock()
+	defer s.mu.Unlock()
+	if s.closing {
+		// Kill, a timeout or a drain has begun, and may close the socket it knows at any
+		// moment: a duplicate taken now would outlive that close.
+		return false
+	}
+	lc, err := g.Adopt(s.conn, true)
+	if err != nil {
+		return false
+	}
+	s.conn, s.src.conn, s.lc = lc, lc, lc
+	s.ext.Store(&connRef{lc})
+	if s.br != nil {
+		s.br.Reset(lc) // the login's reader, empty: it reads the adopted socket until dropped
+	}
+	s.srvFn = s.resumeServer
+	return true
+}
+
+var (
+	errYield       = errors.New("session: waits for the client on an event loop")
+	errYieldServer = errors.New("session: waits for the server on an event loop")
+)
+
+// mayYield reports whether the client loop may wait for the client on a loop: no relay
+// goroutine reads the server meanwhile (session mode and pinned clients keep theirs, and the
+// goroutine that blocks in a read beside it).
+func (s *Session) mayYield() bool {
+	s.mu.Lock()
+	ok := !s.relayRunning
+	s.mu.Unlock()
+	return ok
+}
+
+// tryClient is waitIdle's read for a client served on the loops: what is there, or errYield.
+func (s *Session) tryClient() error {
+	if s.lc.Drained() {
+		// The last read took everything there was: only the loop's next event can bring more
+		// (and if one came already, OnReadable says so, and the read comes next time).
+		return errYield
+	}
+	if s.src.first == nil {
+		s.src.first = resumePool.Get().(*[resumeSize]byte)
+	}
+	n, err := s.lc.TryRead(s.src.first[:])
+	if err == evloop.ErrWouldBlock {
+		// Nothing is buffered for it while it waits (the 256 bytes go back too).
+		resumePool.Put(s.src.first)
+		s.src.first = nil
+		return errYield
+	}
+	return s.resumeWith(n, err)
+}
+
+// resumeServer runs when the server connection the session waits for on a loop has something to
+// read (or was closed, or its read deadline passed).
+func (s *Session) resumeServer() { s.drive(s.continueRelay()) }
+
+// continueRelay relays the answers of ySrv from where relaySteps stopped, then goes on as the
+// client loop does after relayInline.
+func (s *Session) continueRelay() error {
+	srv := s.ySrv
+	s.ySrv = nil
+	if err := s.relaySteps(srv, &s.yPhase, true); err != nil {
+		return err
+	}
+	if s.rerun {
+		s.startRerun()
+	}
+	return s.clientLoop(s.ctx)
+}
