@@ -142,6 +142,10 @@ func (s *Session) clientLoop(ctx context.Context) error {
 		if srv == nil {
 			continue // the request was answered with an error
 		}
+		if 5+s.r.BodyLen() > srv.Writer.Available() {
+			// This message goes out to the socket now (see readAlong).
+			s.readAlong(srv)
+		}
 		srv.WriteMu.Lock()
 		err = s.forward(srv, typ)
 		s.releaseMemory()
@@ -261,6 +265,20 @@ func (s *Session) relaySteps(srv *pool.Conn, phase *readPhase, onLoop bool) erro
 			return nil
 		}
 	}
+}
+
+// readAlong starts the relay reading srv before the client loop writes to srv's socket while
+// answers are owed (a pipeline larger than srv's write buffer: many queries sent at once, or a
+// large message after others): otherwise the server, writing answers no one reads, stops reading
+// requests, and the client loop, writing them, waits for it forever.
+func (s *Session) readAlong(srv *pool.Conn) {
+	s.mu.Lock()
+	if !s.relayRunning && s.server == srv && (s.pending > 0 || s.open) {
+		// As readInline: only the client loop holds answers back.
+		s.armed, s.retryable = false, false
+		s.startRelayLocked()
+	}
+	s.mu.Unlock()
 }
 
 // startRelayLocked starts the relay goroutine reading s.server. Requires mu.
