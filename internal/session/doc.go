@@ -19,8 +19,9 @@
 //     that finds nothing (pool.Conn.FlushAndWait, or on the event loops TryFill).
 //   - A relay goroutine otherwise: session mode and pinned clients (the server may send
 //     notifications while the client is idle), extended messages without a Sync yet (the client
-//     may wait on a Flush), COPY from the client, and whenever the client loop stops while it
-//     holds a server. Once started it reads the server until the connection goes back. Because
+//     may wait on a Flush), COPY from the client, a pipeline larger than the server
+//     connection's write buffer (readAlong), and whenever the client loop stops while it holds a
+//     server. Once started it reads the server until the connection goes back. Because
 //     the server side is then always being read, a client that pipelines far ahead (pgx batches,
 //     JDBC batches) cannot deadlock the proxy.
 //
