@@ -328,32 +328,32 @@ func (l *loop) dispatch(evs []unix.EpollEvent, me uint64) (gone bool) {
 // its thread: the caller may wait then, and returns into the loop's dispatch only to end. On any
 // other goroutine it does nothing (at the cost of one gettid when loops run).
 func BeforeBlock() {
-	all := loops.Load()
-	if all == nil || len(*all) == 0 {
-		return
-	}
-	tid := int32(unix.Gettid())
-	for _, l := range *all {
-		if l.tid.Load() == tid {
-			l.handoff()
-			return
-		}
+	if l := current(); l != nil {
+		l.handoff()
 	}
 }
 
 // OnLoop reports whether the caller is the goroutine that runs a loop now.
-func OnLoop() bool {
+func OnLoop() bool { return current() != nil }
+
+// current returns the loop the calling goroutine runs, or nil. The caller is locked to its thread
+// while it compares thread IDs: a goroutine that is not could be moved, between gettid and the
+// comparison, off a thread that a loop's goroutine then locks, and take itself for that loop.
+// Locked, it shares its thread with no loop's goroutine unless it is that goroutine.
+func current() *loop {
 	all := loops.Load()
 	if all == nil || len(*all) == 0 {
-		return false
+		return nil
 	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	tid := int32(unix.Gettid())
 	for _, l := range *all {
 		if l.tid.Load() == tid {
-			return true
+			return l
 		}
 	}
-	return false
+	return nil
 }
 
 // handoff gives l to a new goroutine. Called by the goroutine that runs l.
