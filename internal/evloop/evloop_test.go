@@ -277,3 +277,53 @@ func TestHangupAfterData(t *testing.T) {
 		t.Fatalf("after the last bytes: %v, want EOF", err)
 	}
 }
+
+// Goroutines that are not a loop never take themselves for one, however often the loop moves
+// from goroutine to goroutine (and so from thread to thread) meanwhile.
+func TestOnLoopOnlyOnTheLoop(t *testing.T) {
+	g := newGroup(t, 1)
+	c, peer := pair(t, g)
+	stop := make(chan struct{})
+	wrong := make(chan struct{}, 1)
+	for range 4 {
+		go func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if OnLoop() {
+					select {
+					case wrong <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	buf := make([]byte, 1)
+	deadline := time.Now().Add(time.Second)
+	for i := 0; time.Now().Before(deadline); i++ {
+		done := make(chan bool, 1)
+		if !c.OnReadable(func() {
+			on := OnLoop()
+			BeforeBlock() // hands the loop to a new goroutine, on whatever thread
+			c.TryRead(buf)
+			done <- on && !OnLoop()
+		}) {
+			c.TryRead(buf)
+			continue
+		}
+		peer.Write([]byte("x"))
+		if !<-done {
+			t.Fatalf("round %d: the function was not on the loop, or still was after BeforeBlock", i)
+		}
+	}
+	close(stop)
+	select {
+	case <-wrong:
+		t.Fatal("a goroutine that is no loop took itself for one")
+	default:
+	}
+}
