@@ -40,6 +40,24 @@ func pair(t *testing.T, g *Group) (*Conn, net.Conn) {
 	return c, peer
 }
 
+// waitReading polls until a goroutine waits in c's Read.
+func waitReading(t *testing.T, c *Conn) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.mu.Lock()
+		waiting := c.r.waiting
+		c.mu.Unlock()
+		if waiting {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no read waits")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func newGroup(t *testing.T, n int) *Group {
 	t.Helper()
 	g, err := NewGroup(n)
@@ -86,7 +104,7 @@ func TestDeadlines(t *testing.T) {
 	c.SetReadDeadline(time.Time{})
 	errc := make(chan error, 1)
 	go func() { _, err := c.Read(make([]byte, 1)); errc <- err }()
-	time.Sleep(10 * time.Millisecond) // let it wait (it works either way)
+	waitReading(t, c)
 	c.SetReadDeadline(time.Unix(1, 0))
 	if err := <-errc; !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("read ended by a past deadline: %v", err)
@@ -132,10 +150,12 @@ func TestHandoff(t *testing.T) {
 	a, pa := pair(t, g)
 	b, pb := pair(t, g)
 	release := make(chan struct{})
+	aWaits := make(chan struct{})
 	aDone := make(chan bool, 1)
 	if !a.OnReadable(func() {
 		on := OnLoop()
 		BeforeBlock()
+		close(aWaits)
 		<-release // waits for b's function, which only the loop can run
 		aDone <- on && !OnLoop()
 	}) {
@@ -150,7 +170,7 @@ func TestHandoff(t *testing.T) {
 		t.Fatal("OnReadable b")
 	}
 	pa.Write([]byte("a"))
-	time.Sleep(20 * time.Millisecond) // a's function is waiting now, most likely
+	<-aWaits
 	pb.Write([]byte("b"))
 	select {
 	case ok := <-aDone:

@@ -222,7 +222,7 @@ func (s *Session) readInline(srv *pool.Conn) (inline bool) {
 // again, for another server connection (see serverFailed). errYieldServer: the answers are waited
 // for on an event loop (see loop.go).
 func (s *Session) relayInline(srv *pool.Conn) error {
-	if s.lc != nil && srv.LoopConn() != nil {
+	if s.answersOnLoop(srv) {
 		if err := srv.Writer.Flush(); err != nil {
 			return s.serverFailed(srv, err, srv.Writer.Buffered() > 0)
 		}
@@ -235,6 +235,10 @@ func (s *Session) relayInline(srv *pool.Conn) error {
 	}
 	return s.relaySteps(srv, &phase, false)
 }
+
+// answersOnLoop reports whether the client loop waits for srv's inline answers on an event loop:
+// both sockets are the loops'.
+func (s *Session) answersOnLoop(srv *pool.Conn) bool { return s.lc != nil && srv.LoopConn() != nil }
 
 // relaySteps is relayInline's reading of the answers. onLoop: srv's answers are waited for on an
 // event loop; then, when the next message is not whole in srv's buffer yet, it returns
@@ -543,7 +547,7 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 			s.wmu.Unlock()
 			return stepMore, err
 		}
-		if typ == 'G' || typ == 'W' || sr.Buffered() < 5 || inline && s.lc != nil && srv.LoopConn() != nil && !sr.Ready() {
+		if typ == 'G' || typ == 'W' || sr.Buffered() < 5 || inline && s.answersOnLoop(srv) && !sr.Ready() {
 			// The server waits for COPY data, or sent nothing more yet (whole, when the
 			// answers are waited for on a loop, which must not wait for the rest): the client
 			// gets what there is.
