@@ -157,9 +157,10 @@ func TestBudgetShrinks(t *testing.T) {
 	}
 	waitFor(t, 30*time.Second, "the connections over budget to close", func() bool { return p.Pools().NodeTotal(addr) <= 12 })
 
-	next = *p.Config()
-	next.Cluster.SafetyFactor = 0.7
-	p.Reload(&next)
+	// A new value: Reload keeps the pointer it was given, which the proxy's goroutines read.
+	back := *p.Config()
+	back.Cluster.SafetyFactor = 0.7
+	p.Reload(&back)
 	mon, err := pgx.Connect(ctx, node.ConnString("postgres", "postgres"))
 	if err != nil {
 		t.Fatal(err)
