@@ -224,7 +224,10 @@ func TestHealthQueryRefused(t *testing.T) {
 	}
 
 	// The built-in functions again: answered, a line for each node, and no more warnings.
-	execSQL(t, pc.Primary(), "DROP SCHEMA "+auroraSchema+" CASCADE")
+	// The schema loses its place in the checker's search path rather than being dropped:
+	// a check that looked a function up as DROP SCHEMA committed would fail with "schema
+	// with OID n does not exist", a third error warned as such.
+	execSQL(t, pc.Primary(), "REVOKE USAGE ON SCHEMA "+auroraSchema+" FROM "+auroraUser)
 	waitFor(t, 30*time.Second, "nodes up", func() error {
 		if err := tc.writerIs(pg[0].Addr()); err != nil {
 			return err
