@@ -347,3 +347,62 @@ func TestOnLoopOnlyOnTheLoop(t *testing.T) {
 	default:
 	}
 }
+
+// Posted functions run on the loop, in order, whoever posts them (the loop itself included); one
+// that hands the loop off leaves the rest to the loop's next goroutine; after Close they run on
+// goroutines.
+func TestPost(t *testing.T) {
+	g := newGroup(t, 1)
+	c, _ := pair(t, g)
+	const n = 1000
+	var order []int // appended on the loop only
+	done := make(chan struct{})
+	release := make(chan struct{})
+	for i := range n {
+		c.Post(func() {
+			if !OnLoop() {
+				t.Errorf("task %d not on the loop", i)
+			}
+			order = append(order, i)
+			switch i {
+			case n - 1:
+				// Posted by the loop, to run after this one.
+				c.Post(func() {
+					order = append(order, n)
+					close(done)
+				})
+			case n / 4:
+				BeforeBlock() // the tasks after this one run while it waits
+				<-release
+			case n/4 + 1:
+				close(release)
+			}
+		})
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("posted tasks did not all run")
+	}
+	if len(order) != n+1 {
+		t.Fatalf("%d tasks ran, want %d", len(order), n+1)
+	}
+	// The task that waited appended before it did: order holds every task once, in turn.
+	for i, v := range order {
+		if v != i {
+			t.Fatalf("task %d ran in place %d", v, i)
+		}
+	}
+
+	g.Close()
+	ran := make(chan bool)
+	c.Post(func() { ran <- OnLoop() })
+	select {
+	case on := <-ran:
+		if on {
+			t.Error("posted after Close: ran on a loop")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("posted after Close: did not run")
+	}
+}

@@ -32,7 +32,12 @@ type Group struct {
 type loop struct {
 	g    *Group
 	epfd int
-	stop int // an eventfd: written by Close to end the loop
+	wake int // an eventfd: written by Post and by Close
+
+	// awake: the loop will look at tasks before it next waits in epoll_wait, so Post need not
+	// write wake. Set when epoll_wait returns (and by the Post that writes wake), cleared under mu
+	// when the loop finds no task.
+	awake atomic.Bool
 
 	// tid is the OS thread of the goroutine that runs the loop now (locked to it), 0 while a
 	// hand-off is under way; epoch counts hand-offs, so that the goroutine that gave the loop
@@ -44,18 +49,25 @@ type loop struct {
 	// (the rest goes to the next goroutine). Owned by the goroutine running the loop.
 	batch []unix.EpollEvent
 	cur   int
+	// The tasks being run and the index of the next one: a hand-off leaves the rest to the next
+	// goroutine. Owned by the goroutine running the loop.
+	running []func()
+	next    int
 
-	mu    sync.Mutex
-	slots []*Conn // by slot; nil: free. Guarded by mu.
-	free  []int32 // guarded by mu
-	gen   uint32  // numbers registrations; guarded by mu
-	conns int     // registered Conns; guarded by mu
+	mu       sync.Mutex
+	slots    []*Conn  // by slot; nil: free. Guarded by mu.
+	free     []int32  // guarded by mu
+	gen      uint32   // numbers registrations; guarded by mu
+	conns    int      // registered Conns; guarded by mu
+	tasks    []func() // posted, not yet taken by the loop; guarded by mu
+	stopping bool     // Close asked the loop to end; guarded by mu
+	stopped  bool     // the loop ended: Post runs its function on a goroutine; guarded by mu
 
 	done chan struct{} // closed by the goroutine that ends the loop
 }
 
-// stopSlot is the epoll data of a loop's stop eventfd: never a slot.
-const stopSlot = -1
+// wakeSlot is the epoll data of a loop's wake eventfd: never a slot.
+const wakeSlot = -1
 
 // loops is every running loop of every Group, for BeforeBlock.
 var loops atomic.Pointer[[]*loop]
@@ -100,18 +112,18 @@ func newLoop(g *Group) (*loop, error) {
 	if err != nil {
 		return nil, fmt.Errorf("evloop: epoll_create1: %w", err)
 	}
-	stop, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("evloop: eventfd: %w", err)
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: stopSlot}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, stop, &ev); err != nil {
-		unix.Close(stop)
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: wakeSlot} // level-triggered: read to clear
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
+		unix.Close(wake)
 		unix.Close(epfd)
 		return nil, fmt.Errorf("evloop: epoll_ctl: %w", err)
 	}
-	return &loop{g: g, epfd: epfd, stop: stop, done: make(chan struct{})}, nil
+	return &loop{g: g, epfd: epfd, wake: wake, done: make(chan struct{})}, nil
 }
 
 // Adopt takes over nc's socket: it returns a Conn on a duplicate of its descriptor, registered in
@@ -240,10 +252,12 @@ func (g *Group) Close() {
 		for _, c := range conns {
 			c.Close()
 		}
-		var one = [8]byte{1}
-		unix.Write(l.stop, one[:])
+		l.mu.Lock()
+		l.stopping = true
+		l.mu.Unlock()
+		l.signal()
 		<-l.done
-		unix.Close(l.stop)
+		unix.Close(l.wake)
 		unix.Close(l.epfd)
 	}
 }
@@ -255,7 +269,7 @@ func (l *loop) run(pending []unix.EpollEvent) {
 	runtime.LockOSThread()
 	l.tid.Store(int32(unix.Gettid()))
 	me := l.epoch.Load()
-	if len(pending) > 0 && l.dispatch(pending, me) {
+	if len(pending) > 0 && l.dispatch(pending, me) || l.runTasks(me) {
 		return
 	}
 	events := make([]unix.EpollEvent, 128)
@@ -268,17 +282,77 @@ func (l *loop) run(pending []unix.EpollEvent) {
 			l.end()
 			return
 		}
-		if l.dispatch(events[:n], me) {
+		l.awake.Store(true)
+		if l.dispatch(events[:n], me) || l.runTasks(me) {
 			return
 		}
 	}
 }
 
-// end is run's exit when the loop stops.
+// end is run's exit when the loop stops. Tasks posted and not run yet run on goroutines, as
+// later ones will.
 func (l *loop) end() {
+	l.mu.Lock()
+	l.stopped = true
+	left := append(l.running[l.next:], l.tasks...)
+	l.running, l.tasks = nil, nil
+	l.mu.Unlock()
+	for _, fn := range left {
+		go fn()
+	}
 	l.tid.Store(0)
 	close(l.done)
 	runtime.UnlockOSThread()
+}
+
+// Post runs fn on c's loop, once the loop has handled the events it holds, and returns at once;
+// it may be called from any goroutine, the loop's included. fn runs as code run for an event
+// does: it must call BeforeBlock before it waits. After Close, fn runs on a new goroutine.
+func (c *Conn) Post(fn func()) { c.l.post(fn) }
+
+func (l *loop) post(fn func()) {
+	l.mu.Lock()
+	if l.stopped {
+		l.mu.Unlock()
+		go fn()
+		return
+	}
+	l.tasks = append(l.tasks, fn)
+	l.mu.Unlock()
+	if l.awake.CompareAndSwap(false, true) {
+		l.signal() // the loop found no task since it woke, or sleeps
+	}
+}
+
+// signal wakes the loop from epoll_wait (or keeps it from sleeping in it).
+func (l *loop) signal() {
+	one := [8]byte{1}
+	unix.Write(l.wake, one[:])
+}
+
+// runTasks runs the tasks posted to l until none is left, and reports whether the calling
+// goroutine gave the loop away meanwhile (it must return then).
+func (l *loop) runTasks(me uint64) (gone bool) {
+	for {
+		for l.next < len(l.running) {
+			fn := l.running[l.next]
+			l.running[l.next] = nil
+			l.next++ // before fn: a hand-off within fn leaves the rest to the next goroutine
+			fn()
+			if l.epoch.Load() != me {
+				return true
+			}
+		}
+		l.mu.Lock()
+		if len(l.tasks) == 0 {
+			l.awake.Store(false) // under mu: a Post after this signals, one before it is run
+			l.mu.Unlock()
+			return false
+		}
+		l.running, l.tasks = l.tasks, l.running[:0]
+		l.next = 0
+		l.mu.Unlock()
+	}
 }
 
 // dispatch handles a batch of events and reports whether the calling goroutine gave the loop
@@ -288,8 +362,12 @@ func (l *loop) dispatch(evs []unix.EpollEvent, me uint64) (gone bool) {
 	stopped := false
 	for i, ev := range evs {
 		l.cur = i
-		if ev.Fd == stopSlot {
-			stopped = true
+		if ev.Fd == wakeSlot {
+			var buf [8]byte
+			unix.Read(l.wake, buf[:]) // cleared: tasks are run after the batch
+			l.mu.Lock()
+			stopped = l.stopping
+			l.mu.Unlock()
 			continue
 		}
 		l.mu.Lock()
