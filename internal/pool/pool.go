@@ -127,14 +127,37 @@ type pool struct {
 	// lastActive is when a connection of the pool was last asked for or given back; a pool
 	// with no connections unused for server_idle_timeout is removed (see maintain).
 	lastActive time.Time
+	// One timer ends the waits without a goroutine at their deadlines (see queue.go): armed
+	// for the earliest, at timerAt (zero: not armed).
+	timer   *time.Timer
+	timerAt time.Time
 }
 
 // grant is handed to a waiter: a connection, or (conn == nil) a counted slot to dial into.
 type grant struct{ conn *Conn }
 
+// waiter is one client waiting for a connection of a pool: on a goroutine (Acquire: ch), or
+// with no goroutine (QueueAcquire: done). Guarded by Manager.mu, but for ch.
 type waiter struct {
 	ch    chan grant // 1-buffered so a grant never blocks the granter
 	since time.Time
+
+	// A wait without a goroutine: done runs under Manager.mu when it ends, with g or err set.
+	done     func()
+	deadline time.Time
+	queued   bool
+	g        grant
+	err      error
+}
+
+// give ends w's wait with g. Requires mu.
+func (w *waiter) give(g grant) {
+	if w.done == nil {
+		w.ch <- g
+		return
+	}
+	w.g, w.queued = g, false
+	w.done()
 }
 
 // NewManager returns a Manager with the given settings.
@@ -194,7 +217,7 @@ func (m *Manager) poolLocked(k Key) *pool {
 func (m *Manager) Acquire(ctx context.Context, k Key, wait time.Duration) (*Conn, error) {
 	start := time.Now() // one clock read for the whole fast path
 	for {
-		c, slot, w, err := m.tryAcquire(k, start, true)
+		c, slot, w, err := m.tryAcquire(k, start, true, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -239,7 +262,7 @@ var ErrWouldWait = errors.New("pool: no server connection free")
 func (m *Manager) TryAcquire(ctx context.Context, k Key) (*Conn, error) {
 	start := time.Now()
 	for {
-		c, slot, _, err := m.tryAcquire(k, start, false)
+		c, slot, _, err := m.tryAcquire(k, start, false, nil)
 		switch {
 		case err != nil:
 			return nil, err
@@ -259,8 +282,9 @@ func (m *Manager) TryAcquire(ctx context.Context, k Key) (*Conn, error) {
 	}
 }
 
-// tryAcquire takes an idle connection, or a slot to dial into, or (if queue) queues a waiter.
-func (m *Manager) tryAcquire(k Key, now time.Time, queue bool) (c *Conn, slot bool, w *waiter, err error) {
+// tryAcquire takes an idle connection, or a slot to dial into, or (if queue) queues a waiter:
+// async if not nil, else a new one for a goroutine.
+func (m *Manager) tryAcquire(k Key, now time.Time, queue bool, async *waiter) (c *Conn, slot bool, w *waiter, err error) {
 	s := m.settings.Load()
 	var toClose []*Conn
 	m.mu.Lock()
@@ -276,7 +300,7 @@ func (m *Manager) tryAcquire(k Key, now time.Time, queue bool) (c *Conn, slot bo
 	p := m.poolLocked(k)
 	p.lastActive = now
 	if m.pauses.has(k.Database) {
-		return nil, false, m.queueLocked(p, now, queue), nil // PAUSE: nothing is lent
+		return nil, false, m.queueLocked(p, now, queue, async), nil // PAUSE: nothing is lent
 	}
 	for len(p.idle) > 0 {
 		c := p.idle[len(p.idle)-1]
@@ -301,15 +325,21 @@ func (m *Manager) tryAcquire(k Key, now time.Time, queue bool) (c *Conn, slot bo
 			}
 		}
 	}
-	return nil, false, m.queueLocked(p, now, queue), nil
+	return nil, false, m.queueLocked(p, now, queue, async), nil
 }
 
-// queueLocked queues a waiter on p when queue is set (else returns nil).
-func (m *Manager) queueLocked(p *pool, now time.Time, queue bool) *waiter {
+// queueLocked queues a waiter on p when queue is set (else returns nil): async, or a new one.
+// Requires mu.
+func (m *Manager) queueLocked(p *pool, now time.Time, queue bool, async *waiter) *waiter {
 	if !queue {
 		return nil
 	}
-	w := &waiter{ch: make(chan grant, 1), since: now}
+	w := async
+	if w == nil {
+		w = &waiter{ch: make(chan grant, 1), since: now}
+	} else {
+		m.queueAsyncLocked(p, w)
+	}
 	p.waiters = append(p.waiters, w)
 	return w
 }
@@ -568,7 +598,7 @@ func (m *Manager) putBackLocked(c *Conn, s *Settings) (toClose *Conn) {
 	case len(p.waiters) > 0:
 		w := p.waiters[0]
 		p.waiters = p.waiters[1:]
-		w.ch <- grant{conn: c}
+		w.give(grant{conn: c})
 	case (p.node.total >= nodeCapLocked(p.node, s) || !p.node.room.open(now, s)) && m.starvedLocked(p.node, s) != nil:
 		// Another pool on this node waits for a slot (or headroom) this idle connection holds.
 		m.forgetLocked(p, c)
@@ -661,7 +691,7 @@ func (m *Manager) grantLocked(n *node, swaps int) {
 		swaps--
 		w := q.waiters[0]
 		q.waiters = q.waiters[1:]
-		w.ch <- grant{}
+		w.give(grant{})
 	}
 }
 

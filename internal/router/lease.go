@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -44,13 +45,166 @@ type Intent struct {
 // sees no error for a failover. ctx ends every wait (the client cancelled, or its login timed
 // out). An error is a *LeaseError.
 func (r *Router) Lease(ctx context.Context, ep *Endpoint, route Route, key pool.Key, in Intent) (*pool.Conn, *cluster.Node, error) {
-	cfg := r.config()
-	wait := cfg.Cluster.QueryWaitTimeout.Duration
-	waited, err := ep.limit.acquire(ctx, wait, ep.name)
+	waited, err := ep.limit.acquire(ctx, r.config().Cluster.QueryWaitTimeout.Duration, ep.name)
 	if err != nil {
 		return nil, nil, &LeaseError{User: key.User, Err: err}
 	}
-	wait = max(wait-waited, time.Millisecond)
+	return r.leaseHeld(ctx, ep, route, key, in, waited)
+}
+
+// LeaseWait is the state of a lease that waits without a goroutine (see StartLease). A client
+// keeps one, for one lease at a time; the zero value is ready for use. Its mutex orders
+// StartLease and ResumeLease, which queue, with AbandonLease, which may come from any goroutine.
+type LeaseWait struct {
+	mu    sync.Mutex
+	phase leasePhase // what is queued; guarded by mu
+	lim   *limitWaiter
+	pw    pool.PoolWait
+	ep    *Endpoint
+	node  *cluster.Node // picked, counted, while the pool is waited for
+	done  func()
+	start time.Time // when the wait for ep's pool_size began (zero: none)
+}
+
+// clearLocked readies lw for another wait. Requires lw.mu.
+func (lw *LeaseWait) clearLocked() {
+	lw.phase, lw.lim, lw.pw, lw.ep, lw.node, lw.done, lw.start = phaseNone, nil, pool.PoolWait{}, nil, nil, nil, time.Time{}
+}
+
+type leasePhase uint8
+
+const (
+	phaseNone  leasePhase = iota
+	phaseLimit            // queued for a slot of the endpoint's pool_size
+	phasePool             // queued for a connection of the picked node's pool
+)
+
+// StartLease is Lease for a caller that must not block (a session on an event loop). It takes
+// what is free now and returns the lease, or an error, as Lease does (what waits for other
+// reasons than a queue, a dial or a failover, hands the caller's loop off first: see
+// evloop.BeforeBlock). Where Lease would queue, for a slot of ep's pool_size or then for the
+// picked node's pool, it queues lw instead and reports queued: done runs once when that wait
+// ends, on the goroutine that ended it and under the queue's lock, so it must only hand the work
+// on (evloop's Post); that work calls ResumeLease. query_wait_timeout bounds both waits
+// together, and AbandonLease ends them.
+func (r *Router) StartLease(ctx context.Context, ep *Endpoint, route Route, key pool.Key, in Intent, lw *LeaseWait, done func()) (c *pool.Conn, n *cluster.Node, err error, queued bool) {
+	if !ep.limit.tryAcquire() {
+		w := asyncWaiters.Get().(*limitWaiter)
+		w.done, w.endpoint = done, ep.name
+		lw.mu.Lock()
+		lw.ep, lw.done = ep, done
+		if ctx.Err() == nil && !ep.limit.enqueue(w, r.config().Cluster.QueryWaitTimeout.Duration) {
+			lw.phase, lw.lim, lw.start = phaseLimit, w, w.start
+			lw.mu.Unlock()
+			return nil, nil, nil, true
+		}
+		lw.mu.Unlock()
+		*w = limitWaiter{}
+		asyncWaiters.Put(w)
+		if err := ctx.Err(); err != nil {
+			return nil, nil, &LeaseError{User: key.User, Err: err}, false
+		}
+	}
+	return r.queuePool(ctx, ep, route, key, in, lw, done, 0)
+}
+
+// ResumeLease goes on with the lease lw waits for, once its done ran: it returns the lease, an
+// error, or (queued) that lw waits again, for the pool, with done to run as StartLease says.
+func (r *Router) ResumeLease(ctx context.Context, lw *LeaseWait, route Route, key pool.Key, in Intent) (c *pool.Conn, n *cluster.Node, err error, queued bool) {
+	lw.mu.Lock()
+	phase, ep, node, done, start := lw.phase, lw.ep, lw.node, lw.done, lw.start
+	lim, pw := lw.lim, lw.pw
+	lw.clearLocked()
+	lw.mu.Unlock()
+	waited := time.Duration(0)
+	if !start.IsZero() {
+		waited = time.Since(start)
+	}
+	switch phase {
+	case phaseLimit:
+		granted, err := lim.granted, lim.err
+		*lim = limitWaiter{}
+		asyncWaiters.Put(lim)
+		if !granted {
+			return nil, nil, &LeaseError{User: key.User, Err: err}, false
+		}
+		return r.queuePool(ctx, ep, route, key, in, lw, done, waited)
+	case phasePool:
+		c, err := r.pools.FinishAcquire(ctx, &pw)
+		key.Node = node.Addr()
+		return r.leased(ctx, ep, route, key, in, node, c, err, waited)
+	}
+	panic("router: ResumeLease without a wait")
+}
+
+// AbandonLease ends the wait lw is queued in, if any, with err: done runs before it returns, and
+// ResumeLease then returns err (as a *LeaseError).
+func (r *Router) AbandonLease(lw *LeaseWait, err error) {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	switch lw.phase {
+	case phaseLimit:
+		lw.ep.limit.abandon(lw.lim, err)
+	case phasePool:
+		r.pools.Abandon(&lw.pw, err)
+	}
+}
+
+// queuePool is StartLease once the caller holds a slot of ep's pool_size, which it waited for:
+// it picks the node and takes a connection of its pool, or queues lw for one.
+func (r *Router) queuePool(ctx context.Context, ep *Endpoint, route Route, key pool.Key, in Intent, lw *LeaseWait, done func(), waited time.Duration) (*pool.Conn, *cluster.Node, error, bool) {
+	node, err := r.Pick(ctx, ep, route, in)
+	if err != nil {
+		ep.limit.release()
+		return nil, nil, &LeaseError{Err: err}, false
+	}
+	key.Node = node.Addr()
+	wait := max(r.config().Cluster.QueryWaitTimeout.Duration-waited, time.Millisecond)
+	lw.mu.Lock()
+	lw.ep, lw.node, lw.done = ep, node, done
+	if waited > 0 {
+		lw.start = time.Now().Add(-waited)
+	}
+	var c *pool.Conn
+	queued := false
+	if err = ctx.Err(); err == nil { // AbandonLease came before: ctx is done (see its callers)
+		c, queued, err = r.pools.QueueAcquire(ctx, key, wait, &lw.pw, done)
+	}
+	if queued {
+		lw.phase = phasePool
+		lw.mu.Unlock()
+		return nil, nil, nil, true
+	}
+	lw.clearLocked()
+	lw.mu.Unlock()
+	return r.leased(ctx, ep, route, key, in, node, c, err, waited)
+}
+
+// leased takes the outcome of the wait for node's pool (c, or err) as Lease does: a connection
+// lent, or, when it failed on a node that may recover, Lease's own retries, on the caller's
+// goroutine.
+func (r *Router) leased(ctx context.Context, ep *Endpoint, route Route, key pool.Key, in Intent, node *cluster.Node, c *pool.Conn, err error, waited time.Duration) (*pool.Conn, *cluster.Node, error, bool) {
+	if err == nil {
+		if err = r.checkWriter(c, route, in); err == nil {
+			ep.leased.Add(1)
+			return c, node, nil, false
+		}
+		r.pools.Release(c, false)
+	}
+	r.Done(node)
+	if !nodeMayRecover(err) || ctx.Err() != nil {
+		ep.limit.release()
+		return nil, nil, r.leaseError(key, err), false
+	}
+	r.Suspect(node)
+	c, node, err = r.leaseHeld(ctx, ep, route, key, in, waited)
+	return c, node, err, false
+}
+
+// leaseHeld is Lease once the caller holds a slot of ep's pool_size, which it waited for.
+func (r *Router) leaseHeld(ctx context.Context, ep *Endpoint, route Route, key pool.Key, in Intent, waited time.Duration) (*pool.Conn, *cluster.Node, error) {
+	cfg := r.config()
+	wait := max(cfg.Cluster.QueryWaitTimeout.Duration-waited, time.Millisecond)
 	var deadline time.Time // set at the first failure: the common case reads no clock here
 	retried := false
 	for {

@@ -60,12 +60,17 @@ func (s *Session) AdoptSocket(g *evloop.Group) bool {
 		s.br.Reset(lc) // the login's reader, empty: it reads the adopted socket until dropped
 	}
 	s.srvFn = s.resumeServer
+	resume := s.resumeLease
+	s.leaseFn = func() { lc.Post(resume) }
 	return true
 }
 
 var (
 	errYield       = errors.New("session: waits for the client on an event loop")
 	errYieldServer = errors.New("session: waits for the server on an event loop")
+	// errQueued: the session waits for a server connection in a queue (the endpoint's or the
+	// pool's), with no goroutine; resumeLease runs on the client's loop when the wait ends.
+	errQueued = errors.New("session: queued for a server connection")
 )
 
 // mayYield reports whether the client loop may wait for the client on a loop: no relay
@@ -112,6 +117,31 @@ func (s *Session) continueRelay() error {
 	}
 	if s.rerun {
 		s.startRerun()
+	}
+	return s.clientLoop(s.ctx)
+}
+
+// resumeLease runs on the client's loop when the session's wait for a lease (started by attach
+// with router.StartLease) has ended.
+func (s *Session) resumeLease() { s.drive(s.continueAttach()) }
+
+// continueAttach goes on with the lease for the message of type yTyp, then as the client loop
+// does after attach.
+func (s *Session) continueAttach() error {
+	typ := s.yTyp
+	s.mu.Lock()
+	wctx := s.waitCtx
+	s.mu.Unlock()
+	c, n, err, queued := s.env.Router.ResumeLease(wctx, &s.lw, s.route, s.key, s.intent)
+	if queued {
+		return errQueued // for the pool, once the endpoint's pool_size let it through
+	}
+	srv, err := s.leased(s.ctx, typ, wctx, c, n, s.clientError(err))
+	if err == nil && srv != nil {
+		err = s.sendAttached(srv, typ)
+	}
+	if err != nil {
+		return err
 	}
 	return s.clientLoop(s.ctx)
 }

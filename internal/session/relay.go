@@ -62,6 +62,8 @@ func (s *Session) drive(err error) {
 			}
 			err = s.continueRelay()
 			continue
+		case errQueued:
+			return // the session is a queue's now (see attachOnLoop): touch nothing
 		}
 		break
 	}
@@ -83,8 +85,18 @@ func (s *Session) drive(err error) {
 	}
 }
 
+// clientLoop reads the client's messages and sends them on, until it must stop (its error), or
+// the session waits for the client or a server on a loop (errYield, errYieldServer) or is queued
+// (errQueued).
 func (s *Session) clientLoop(ctx context.Context) error {
-	defer s.releaseMemory()
+	err := s.clientMessages(ctx)
+	if err != errQueued { // queued: the session may be running elsewhere already
+		s.releaseMemory()
+	}
+	return err
+}
+
+func (s *Session) clientMessages(ctx context.Context) error {
 	for {
 		s.releaseMemory()
 		if s.replaying && !s.replayDone() {
@@ -136,50 +148,51 @@ func (s *Session) clientLoop(ctx context.Context) error {
 			}
 		}
 		srv, err := s.attach(ctx, typ)
-		if err != nil {
-			return err
+		if err == nil && srv != nil { // nil: the request was answered with an error
+			err = s.sendAttached(srv, typ)
 		}
-		if srv == nil {
-			continue // the request was answered with an error
-		}
-		if 5+s.r.BodyLen() > srv.Writer.Available() {
-			// This message goes out to the socket now (see readAlong).
-			s.readAlong(srv)
-		}
-		srv.WriteMu.Lock()
-		err = s.forward(srv, typ)
-		s.releaseMemory()
-		last := false // the last message of an armed request: its answers are read now
-		if s.heldLeft > 0 {
-			s.heldLeft--
-			last = s.heldLeft == 0
-		}
-		if err != nil || s.r.Buffered() > 0 && !last {
-			// More from the client is waiting: it goes out with this message.
-			srv.WriteMu.Unlock()
-			if err != nil {
-				return err
-			}
-			continue
-		}
-		// The client has nothing more in flight: send what we have in one segment, and see to
-		// the answers.
-		if s.readInline(srv) {
-			srv.WriteMu.Unlock() // no relay goroutine: nobody else writes to srv
-			if err := s.relayInline(srv); err != nil {
-				return err
-			}
-			if s.rerun {
-				s.startRerun()
-			}
-			continue
-		}
-		err = srv.Writer.Flush()
-		srv.WriteMu.Unlock()
 		if err != nil {
 			return err
 		}
 	}
+}
+
+// sendAttached forwards the client's current message, of type typ, to srv (attach's), and, when
+// the client has nothing more in flight, sends what is buffered and sees to the answers (see
+// readInline). It returns the client loop's error, if it must stop.
+func (s *Session) sendAttached(srv *pool.Conn, typ byte) error {
+	if 5+s.r.BodyLen() > srv.Writer.Available() {
+		// This message goes out to the socket now (see readAlong).
+		s.readAlong(srv)
+	}
+	srv.WriteMu.Lock()
+	err := s.forward(srv, typ)
+	s.releaseMemory()
+	last := false // the last message of an armed request: its answers are read now
+	if s.heldLeft > 0 {
+		s.heldLeft--
+		last = s.heldLeft == 0
+	}
+	if err != nil || s.r.Buffered() > 0 && !last {
+		// More from the client is waiting: it goes out with this message.
+		srv.WriteMu.Unlock()
+		return err
+	}
+	// The client has nothing more in flight: send what we have in one segment, and see to
+	// the answers.
+	if s.readInline(srv) {
+		srv.WriteMu.Unlock() // no relay goroutine: nobody else writes to srv
+		if err := s.relayInline(srv); err != nil {
+			return err
+		}
+		if s.rerun {
+			s.startRerun()
+		}
+		return nil
+	}
+	err = srv.Writer.Flush()
+	srv.WriteMu.Unlock()
+	return err
 }
 
 // readInline decides who reads srv's answers once the client loop has sent srv everything the
@@ -320,43 +333,67 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 		s.mu.Unlock()
 		var node *cluster.Node
 		var err error
-		if s.rerunning {
+		switch {
+		case s.rerunning:
 			s.rerunning = false
 			srv, node, err = s.leaseAgain(wctx)
-		} else {
+		case s.lc != nil && s.heldMemory == 0:
+			var queued bool
+			s.yTyp = typ // before the wait is queued: resumeLease reads it
+			srv, node, err, queued = s.env.Router.StartLease(wctx, s.endpoint, s.route, s.key, s.intent, &s.lw, s.leaseFn)
+			if queued {
+				return nil, errQueued
+			}
+			err = s.clientError(err)
+		default:
 			srv, node, err = s.acquire(wctx, wire.SeverityError)
 		}
-		s.mu.Lock()
-		s.waiting = false
-		if context.Cause(wctx) == errClientCancel {
-			// The client cancelled the request while it waited (see Cancel). It has not
-			// reached a server, even if a connection came at the last moment: end it as
-			// PostgreSQL ends a cancelled statement.
-			s.waitCtx, s.waitCancel = context.WithCancelCause(ctx)
-			s.mu.Unlock()
-			if err == nil {
-				s.env.Router.Release(s.endpoint, srv, node, false)
-			}
-			s.log().Debug("request cancelled by the client while waiting for a server connection")
-			return nil, s.refuse(typ, errCanceled)
+		return s.leased(ctx, typ, wctx, srv, node, err)
+	}
+	return s.accountLocked(typ, srv)
+}
+
+// leased takes the outcome of attach's wait for a server connection (srv and node, or err, a
+// *wire.Error): it answers the client if there is none, or attaches it and accounts for the
+// message, as attach does.
+func (s *Session) leased(ctx context.Context, typ byte, wctx context.Context, srv *pool.Conn, node *cluster.Node, err error) (*pool.Conn, error) {
+	s.mu.Lock()
+	s.waiting = false
+	if context.Cause(wctx) == errClientCancel {
+		// The client cancelled the request while it waited (see Cancel). It has not
+		// reached a server, even if a connection came at the last moment: end it as
+		// PostgreSQL ends a cancelled statement.
+		s.waitCtx, s.waitCancel = context.WithCancelCause(ctx)
+		s.mu.Unlock()
+		if err == nil {
+			s.env.Router.Release(s.endpoint, srv, node, false)
 		}
-		if err != nil {
-			s.mu.Unlock()
-			s.log().Warn("request refused: no server connection", "err", err.(*wire.Error).Message)
-			return nil, s.refuse(typ, err)
-		}
-		s.attachLocked(srv, node)
-		if s.routes() {
-			s.leaseWrites = s.intent.Route == classify.RouteWriter
-			s.env.Routes.count(s.intent)
-			if s.armed && node.Role() != cluster.RoleReader {
-				s.armed = false // a read that fell back to the writer: no refusal to hold back for
-				if !s.retryable {
-					s.heldLeft = 0
-				}
+		s.log().Debug("request cancelled by the client while waiting for a server connection")
+		return nil, s.refuse(typ, errCanceled)
+	}
+	if err != nil {
+		s.mu.Unlock()
+		s.log().Warn("request refused: no server connection", "err", err.(*wire.Error).Message)
+		return nil, s.refuse(typ, err)
+	}
+	s.key = srv.Key()
+	s.attachLocked(srv, node)
+	if s.routes() {
+		s.leaseWrites = s.intent.Route == classify.RouteWriter
+		s.env.Routes.count(s.intent)
+		if s.armed && node.Role() != cluster.RoleReader {
+			s.armed = false // a read that fell back to the writer: no refusal to hold back for
+			if !s.retryable {
+				s.heldLeft = 0
 			}
 		}
 	}
+	return s.accountLocked(typ, srv)
+}
+
+// accountLocked accounts for the message of type typ about to go to srv, the session's server
+// connection. Requires mu, which it releases.
+func (s *Session) accountLocked(typ byte, srv *pool.Conn) (*pool.Conn, error) {
 	if s.skipping.Load() {
 		// An extended-protocol message failed: the server skips everything until a Sync, and
 		// so does pgtide (see reqlog.go).
@@ -456,6 +493,15 @@ func (s *Session) acquire(ctx context.Context, severity string) (*pool.Conn, *cl
 	}
 	s.key = c.Key()
 	return c, n, nil
+}
+
+// clientError is acquire's account of a lease's outcome, for the router's other ways to lease:
+// a *router.LeaseError becomes the client's *wire.Error (severity ERROR).
+func (s *Session) clientError(err error) error {
+	if err != nil {
+		return err.(*router.LeaseError).ClientError(wire.SeverityError)
+	}
+	return nil
 }
 
 // refuse answers a request that could not get a server connection, or was cancelled while it
@@ -812,6 +858,7 @@ func (s *Session) Cancel(dial func(network, addr string) (net.Conn, error)) {
 	s.mu.Lock()
 	if s.waiting {
 		s.waitCancel(errClientCancel)
+		s.env.Router.AbandonLease(&s.lw, context.Canceled) // a wait without a goroutine (loop.go)
 		s.mu.Unlock()
 		return
 	}

@@ -213,11 +213,16 @@ type Session struct {
 	runFn     func() // s.run as a func value, made once
 
 	// The event loops (see loop.go): lc is the client's socket when the loops serve it (set by
-	// AdoptSocket before Serve, read-only after); srvFn is s.resumeServer as a func value, made once; ySrv and yPhase
-	// are the server connection whose answers the session waits for on a loop, and the phase
-	// of its reading, owned by the client loop.
-	lc    *evloop.Conn
-	srvFn func()
+	// AdoptSocket before Serve, read-only after). srvFn (s.resumeServer) and leaseFn (posting
+	// s.resumeLease) are func values made once, with lc. ySrv and yPhase are the server
+	// connection whose answers the session waits for on a loop, and the phase of its reading;
+	// yTyp is the type of the message whose lease waits in lw. All owned by the client loop
+	// (lw's own lock orders the router's and Cancel's use of it).
+	lc      *evloop.Conn
+	srvFn   func()
+	leaseFn func()
+	lw      router.LeaseWait
+	yTyp    byte
 	// ext is conn as goroutines other than the client loop's see it (closing it, logging its
 	// address): AdoptSocket replaces conn, under mu and wmu, and ext with it.
 	ext    atomic.Pointer[connRef]
