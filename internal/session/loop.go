@@ -9,7 +9,7 @@ import (
 
 // Event loops (package evloop): when the proxy's Group adopted the client's socket and the pool's
 // adopted the server connection's, a transaction-mode session has no goroutine of its own. It is
-// run by whichever loop saw the event it waited for, from one of two places:
+// run by whichever loop saw the event it waited for, from one of three places:
 //
 //   - waiting for the client (waitIdle, when no relay goroutine runs): the client loop returns
 //     errYield instead of blocking in a read, and drive registers run with the client's socket
@@ -17,17 +17,23 @@ import (
 //   - waiting for a server's answers (relayInline, once the request is sent): relaySteps returns
 //     errYieldServer when the next message is not whole in the server connection's buffer, and
 //     drive registers resumeServer with the server's socket; it relays from where it stopped
-//     (ySrv, yPhase), then runs the client loop.
+//     (ySrv, yPhase), then runs the client loop;
+//   - waiting for a server connection (attach): router.StartLease queues the session, for a slot
+//     of the endpoint's pool_size or a connection of the pool, instead of blocking, and attach
+//     returns errQueued; the wait's end posts resumeLease to the client's loop (evloop's Post),
+//     which takes the lease up (router.ResumeLease) and sends the message that waited (yTyp).
 //
-// Between those, the code is the goroutine path's, on the loop's thread: anything that may wait
-// (a write to a client that does not read, a pool wait, a dial, a message larger than a buffer)
-// hands the loop to a new goroutine first (evloop.BeforeBlock, called by the sockets' Read and
-// Write and by the pool's and router's waits) and carries on as an ordinary goroutine, until
-// its next wait for the client or the server returns it to a loop.
+// Between those, the code is the goroutine path's, on the loop's thread: anything else that may
+// wait (a write to a client that does not read, a dial, a failover, a message larger than a
+// buffer) hands the loop to a new goroutine first (evloop.BeforeBlock, called by the sockets'
+// Read and Write and by the pool's and router's waits) and carries on as an ordinary goroutine,
+// until its next wait for the client, a server or a queue returns it to a loop.
 //
 // Whatever ends a session from outside does what it did for a blocked goroutine: closing the
 // client's socket, or setting a deadline on either socket, runs the registered function, on a
-// new goroutine, which finds the socket closed or its deadline passed.
+// new goroutine, which finds the socket closed or its deadline passed. A queued session is ended
+// by its wait's end as a waiting goroutine was: a lease, query_wait_timeout, or a cancel
+// (Cancel abandons the wait).
 
 // AdoptSocket hands the client's socket to g once the client has logged in, before Serve, when
 // the session can be served on the loops: transaction mode, plain text (a client over TLS keeps
