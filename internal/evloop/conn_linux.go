@@ -342,12 +342,13 @@ func (c *Conn) Close() error {
 		}
 	}
 	c.mu.Unlock()
-	// Both directions end now, even for a call between its check and its system call.
-	unix.Shutdown(c.fd, unix.SHUT_RDWR)
-	if c.refs.Add(closingBit) == closingBit && c.destroyed.CompareAndSwap(false, true) {
-		c.l.remove(c)
-		unix.Close(c.fd)
+	c.refs.Add(1) // the descriptor stays open while Close looks at it
+	if c.refs.Add(closingBit) != closingBit+1 {
+		// Calls are in flight: both directions end now, even for one between its check and its
+		// system call. (With none, the close below is all it takes.)
+		unix.Shutdown(c.fd, unix.SHUT_RDWR)
 	}
+	c.decref() // closes the descriptor unless a call still uses it
 	c.readable(false)
 	c.writable()
 	return nil

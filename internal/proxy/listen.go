@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -105,7 +106,7 @@ func openListener(cfg *config.Config, e config.Endpoint) (*listener, error) {
 		l.socks = []net.Listener{ln}
 		return l, nil
 	}
-	ln, err := net.Listen("tcp", ListenAddr(e.Listen))
+	ln, err := clientListenConfig.Listen(context.Background(), "tcp", ListenAddr(e.Listen))
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s (endpoint %q): %w", e.Listen, e.Name, err)
 	}
