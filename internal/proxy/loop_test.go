@@ -4,11 +4,15 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"pgtide/internal/config"
+	"pgtide/internal/evloop"
 )
 
 // A client that stops reading a large result must not hold up the others: the event loop that
@@ -74,4 +78,47 @@ func TestLoopRequestThenHangUp(t *testing.T) {
 	r2.send(&pgproto3.Query{String: "SELECT pg_sleep(0.2)"})
 	r2.c.Close()
 	waitFor(t, 20*time.Second, "the second session to end", func() bool { return p.ClientCount() == base })
+}
+
+// Clients on the event loops that wait for a server connection (the pool is full) wait in its
+// queue without a goroutine each, and without handing a loop off; when the connection comes
+// back each gets it in turn and its answer.
+func TestLoopQueuedWithoutGoroutines(t *testing.T) {
+	p := startProxy(t, func(c *config.Config) { c.Cluster.PoolSize = 1 })
+	ctx := context.Background()
+	holder := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
+	tx, err := holder.Begin(ctx) // holds the only server connection
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, tx.Conn(), "SELECT 1")
+	const n = 40
+	clients := make([]*rawConn, n)
+	for i := range clients {
+		clients[i] = p.raw(t)
+		clients[i].login("app", "appdb")
+	}
+	goroutines, handoffs := runtime.NumGoroutine(), evloop.Handoffs()
+	for i, r := range clients {
+		r.send(&pgproto3.Query{String: fmt.Sprintf("SELECT %d", i)})
+	}
+	waitFor(t, 20*time.Second, "every client to wait for the server connection", func() bool { return appStats(p).Waiting == n })
+	if g := runtime.NumGoroutine() - goroutines; g >= n/4 {
+		t.Errorf("%d more goroutines with %d clients waiting", g, n)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range clients {
+		msgs := r.expect("RowDescription", "DataRow", "CommandComplete", "ReadyForQuery")
+		if got := string(msgs[1].(*pgproto3.DataRow).Values[0]); got != fmt.Sprint(i) {
+			t.Fatalf("client %d got %s", i, got)
+		}
+	}
+	if h := evloop.Handoffs() - handoffs; h > 5 {
+		t.Errorf("%d loop hand-offs for %d waits", h, n)
+	}
+	if s := appStats(p); s.Waiting != 0 || s.Total != 1 {
+		t.Errorf("after: %+v", s)
+	}
 }
