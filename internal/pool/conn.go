@@ -47,6 +47,7 @@ type Conn struct {
 	tlsInfo  string    // how tls is encrypted (pgtls.Describe), set by Dial after the login; read-only after
 	key      Key
 	counters *Counters // the pool's, set when dialed
+	pool     *pool     // the pool it counts in, set when dialed; guarded by Manager.mu
 	created  time.Time
 	lastUsed time.Time // set by the pool on release; guarded by Manager.mu
 	gen      uint64    // the node's generation when dialed; guarded by Manager.mu

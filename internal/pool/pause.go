@@ -113,7 +113,7 @@ func (m *Manager) CloseNeeded(c *Conn) bool {
 	s := m.settings.Load()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	p := m.pools[c.key]
+	p := m.poolOfLocked(c)
 	return p != nil && m.closeOnReleaseLocked(p, c, s, time.Now())
 }
 

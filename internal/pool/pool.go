@@ -344,6 +344,15 @@ func (m *Manager) queueLocked(p *pool, now time.Time, queue bool, async *waiter)
 	return w
 }
 
+// poolOfLocked returns the pool c counts in: a pool is not removed while it counts a
+// connection, so the one c was dialed for. Requires mu.
+func (m *Manager) poolOfLocked(c *Conn) *pool {
+	if c.pool != nil {
+		return c.pool
+	}
+	return m.pools[c.key] // a Conn the Manager did not dial (tests)
+}
+
 // nodeCapLocked is the most server connections n may have: max_server_connections, or its budget
 // where that is lower. Requires mu.
 func nodeCapLocked(n *node, s *Settings) int {
@@ -497,7 +506,7 @@ func (m *Manager) dialSlot(ctx context.Context, k Key) (*Conn, error) {
 		p.params = maps.Clone(c.Params) // c.Params changes with the connection's session
 	}
 	c.gen, c.pgen = gen, pgen
-	c.counters = &p.counters
+	c.counters, c.pool = &p.counters, p
 	m.mu.Unlock()
 	return c, nil
 }
@@ -572,7 +581,7 @@ func (m *Manager) Release(c *Conn, reset bool) {
 		// A CancelRequest for this backend is on its way: lent now, the connection could run
 		// another client's query when it lands. It waits, still counted, for EndCancel.
 		c.parked = true
-		m.pools[c.key].parked++
+		m.poolOfLocked(c).parked++
 	} else {
 		toClose = m.putBackLocked(c, s)
 	}
@@ -586,7 +595,7 @@ func (m *Manager) Release(c *Conn, reset bool) {
 // it and returns it for the caller to close (see closeOnReleaseLocked, or to make room for a
 // starved pool). Requires mu.
 func (m *Manager) putBackLocked(c *Conn, s *Settings) (toClose *Conn) {
-	p := m.pools[c.key]
+	p := m.poolOfLocked(c)
 	now := time.Now()
 	c.lastUsed = now
 	p.lastActive = now
@@ -640,7 +649,7 @@ func (m *Manager) EndCancel(c *Conn) {
 	c.cancels--
 	if c.cancels == 0 && c.parked {
 		c.parked = false
-		m.pools[c.key].parked--
+		m.poolOfLocked(c).parked--
 		toClose = m.putBackLocked(c, m.settings.Load())
 	}
 	m.mu.Unlock()
@@ -652,7 +661,7 @@ func (m *Manager) EndCancel(c *Conn) {
 // discard closes c and gives its slot to a waiter.
 func (m *Manager) discard(c *Conn) {
 	m.mu.Lock()
-	p := m.pools[c.key]
+	p := m.poolOfLocked(c)
 	m.forgetLocked(p, c)
 	m.grantSlotsLocked(p.node)
 	m.mu.Unlock()
