@@ -45,14 +45,15 @@ func (m *Manager) QueueAcquire(ctx context.Context, k Key, wait time.Duration, p
 	if err != nil {
 		return nil, false, err
 	}
-	c, err = m.acquired(ctx, k, wait, start, c, slot)
+	c, err = m.acquired(ctx, k, wait, start, c, slot, false)
 	return c, false, err
 }
 
 // acquired finishes an acquisition that got c, or a slot to dial into (dialing within what is
 // left of wait from start), as Acquire does: a connection that fails its check is replaced by
-// asking again, with Acquire.
-func (m *Manager) acquired(ctx context.Context, k Key, wait time.Duration, start time.Time, c *Conn, slot bool) (*Conn, error) {
+// asking again, with Acquire. waited: c came after a wait (else its wait is counted as none,
+// reading no clock).
+func (m *Manager) acquired(ctx context.Context, k Key, wait time.Duration, start time.Time, c *Conn, slot, waited bool) (*Conn, error) {
 	if slot {
 		evloop.BeforeBlock() // dialing: not on a loop
 		dctx, cancel := context.WithDeadline(ctx, start.Add(wait))
@@ -67,7 +68,11 @@ func (m *Manager) acquired(ctx context.Context, k Key, wait time.Duration, start
 	if !m.check(c, start) {
 		return m.Acquire(ctx, k, max(wait-time.Since(start), time.Millisecond))
 	}
-	c.counters.observeWait(time.Since(start))
+	if waited {
+		c.counters.observeWait(time.Since(start))
+	} else {
+		c.counters.observeWait(0)
+	}
 	return c, nil
 }
 
@@ -83,7 +88,7 @@ func (m *Manager) FinishAcquire(ctx context.Context, pw *PoolWait) (*Conn, error
 	if err != nil {
 		return nil, err
 	}
-	return m.acquired(ctx, k, wait, start, g.conn, g.conn == nil)
+	return m.acquired(ctx, k, wait, start, g.conn, g.conn == nil, true)
 }
 
 // Abandon ends pw's wait with err if it is still queued (done runs before Abandon returns, and

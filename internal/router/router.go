@@ -192,6 +192,9 @@ func (r *Router) leastLoadedReader(ep *Endpoint, st *endpointSettings, f freshne
 		return nil
 	}
 	rs := r.readerSet(ep, st)
+	if len(rs.nodes) == 0 {
+		return nil
+	}
 	if n := r.pickReader(ep, rs, f, time.Now().UnixNano()); n != nil {
 		return n
 	}
