@@ -142,8 +142,11 @@ type waiter struct {
 	ch    chan grant // 1-buffered so a grant never blocks the granter
 	since time.Time
 
-	// A wait without a goroutine: done runs under Manager.mu when it ends, with g or err set.
+	// A wait without a goroutine: done runs under Manager.mu when it ends, with g or err set;
+	// key and wait are QueueAcquire's.
 	done     func()
+	key      Key
+	wait     time.Duration
 	deadline time.Time
 	queued   bool
 	g        grant

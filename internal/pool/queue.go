@@ -17,9 +17,7 @@ import (
 // client keeps one, for one wait at a time; the zero value is ready for use. Its caller
 // serializes QueueAcquire, Abandon and FinishAcquire on it.
 type PoolWait struct {
-	w    *waiter // while a wait is on
-	k    Key
-	wait time.Duration
+	w *waiter // while a wait is on
 }
 
 var asyncWaiters = sync.Pool{New: func() any { return new(waiter) }}
@@ -33,9 +31,8 @@ var asyncWaiters = sync.Pool{New: func() any { return new(waiter) }}
 func (m *Manager) QueueAcquire(ctx context.Context, k Key, wait time.Duration, pw *PoolWait, done func()) (c *Conn, queued bool, err error) {
 	start := time.Now()
 	w := asyncWaiters.Get().(*waiter)
-	*w = waiter{since: start, deadline: start.Add(wait), done: done}
-	// Set before the waiter is queued: done may run at once, on another goroutine.
-	pw.w, pw.k, pw.wait = w, k, wait
+	*w = waiter{since: start, deadline: start.Add(wait), done: done, key: k, wait: wait}
+	pw.w = w // before the waiter is queued: done may run at once, on another goroutine
 	c, slot, qw, err := m.tryAcquire(k, start, true, w)
 	if qw != nil {
 		return nil, true, nil
@@ -80,9 +77,9 @@ func (m *Manager) acquired(ctx context.Context, k Key, wait time.Duration, start
 // to it, checked, or one dialed into the slot given to it; or the wait's error, a
 // *WaitTimeoutError or Abandon's. pw is ready for another wait after.
 func (m *Manager) FinishAcquire(ctx context.Context, pw *PoolWait) (*Conn, error) {
-	w, k, wait := pw.w, pw.k, pw.wait
+	w := pw.w
 	*pw = PoolWait{}
-	g, err, start := w.g, w.err, w.since
+	k, wait, g, err, start := w.key, w.wait, w.g, w.err, w.since
 	*w = waiter{}
 	asyncWaiters.Put(w)
 	if err != nil {
@@ -103,7 +100,7 @@ func (m *Manager) Abandon(pw *PoolWait, err error) {
 	if !w.queued {
 		return // it ended already
 	}
-	if p := m.pools[pw.k]; p != nil {
+	if p := m.pools[w.key]; p != nil {
 		p.removeWaiter(w)
 	}
 	w.queued, w.err = false, err

@@ -62,13 +62,12 @@ type LeaseWait struct {
 	pw    pool.PoolWait
 	ep    *Endpoint
 	node  *cluster.Node // picked, counted, while the pool is waited for
-	done  func()
-	start time.Time // when the wait for ep's pool_size began (zero: none)
+	start int64         // when the wait for ep's pool_size began, in unix nanoseconds (0: none)
 }
 
 // clearLocked readies lw for another wait. Requires lw.mu.
 func (lw *LeaseWait) clearLocked() {
-	lw.phase, lw.lim, lw.pw, lw.ep, lw.node, lw.done, lw.start = phaseNone, nil, pool.PoolWait{}, nil, nil, nil, time.Time{}
+	lw.phase, lw.lim, lw.pw, lw.ep, lw.node, lw.start = phaseNone, nil, pool.PoolWait{}, nil, nil, 0
 }
 
 type leasePhase uint8
@@ -92,9 +91,9 @@ func (r *Router) StartLease(ctx context.Context, ep *Endpoint, route Route, key 
 		w := asyncWaiters.Get().(*limitWaiter)
 		w.done, w.endpoint = done, ep.name
 		lw.mu.Lock()
-		lw.ep, lw.done = ep, done
+		lw.ep = ep
 		if ctx.Err() == nil && !ep.limit.enqueue(w, r.config().Cluster.QueryWaitTimeout.Duration) {
-			lw.phase, lw.lim, lw.start = phaseLimit, w, w.start
+			lw.phase, lw.lim, lw.start = phaseLimit, w, w.start.UnixNano()
 			lw.mu.Unlock()
 			return nil, nil, nil, true
 		}
@@ -108,17 +107,18 @@ func (r *Router) StartLease(ctx context.Context, ep *Endpoint, route Route, key 
 	return r.queuePool(ctx, ep, route, key, in, lw, done, 0)
 }
 
-// ResumeLease goes on with the lease lw waits for, once its done ran: it returns the lease, an
-// error, or (queued) that lw waits again, for the pool, with done to run as StartLease says.
-func (r *Router) ResumeLease(ctx context.Context, lw *LeaseWait, route Route, key pool.Key, in Intent) (c *pool.Conn, n *cluster.Node, err error, queued bool) {
+// ResumeLease goes on with the lease lw waits for, once StartLease's done ran: it returns the
+// lease, an error, or (queued) that lw waits again, for the pool, with done (StartLease's) to run
+// as StartLease says.
+func (r *Router) ResumeLease(ctx context.Context, lw *LeaseWait, route Route, key pool.Key, in Intent, done func()) (c *pool.Conn, n *cluster.Node, err error, queued bool) {
 	lw.mu.Lock()
-	phase, ep, node, done, start := lw.phase, lw.ep, lw.node, lw.done, lw.start
+	phase, ep, node, start := lw.phase, lw.ep, lw.node, lw.start
 	lim, pw := lw.lim, lw.pw
 	lw.clearLocked()
 	lw.mu.Unlock()
 	waited := time.Duration(0)
-	if !start.IsZero() {
-		waited = time.Since(start)
+	if start != 0 {
+		waited = time.Duration(time.Now().UnixNano() - start)
 	}
 	switch phase {
 	case phaseLimit:
@@ -161,9 +161,9 @@ func (r *Router) queuePool(ctx context.Context, ep *Endpoint, route Route, key p
 	key.Node = node.Addr()
 	wait := max(r.config().Cluster.QueryWaitTimeout.Duration-waited, time.Millisecond)
 	lw.mu.Lock()
-	lw.ep, lw.node, lw.done = ep, node, done
+	lw.ep, lw.node = ep, node
 	if waited > 0 {
-		lw.start = time.Now().Add(-waited)
+		lw.start = time.Now().UnixNano() - int64(waited)
 	}
 	var c *pool.Conn
 	queued := false

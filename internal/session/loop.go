@@ -138,7 +138,7 @@ func (s *Session) continueAttach() error {
 	s.mu.Lock()
 	wctx := s.waitCtx
 	s.mu.Unlock()
-	c, n, err, queued := s.env.Router.ResumeLease(wctx, &s.lw, s.route, s.key, s.intent)
+	c, n, err, queued := s.env.Router.ResumeLease(wctx, &s.lw, s.route, s.key, s.intent, s.leaseFn)
 	if queued {
 		return errQueued // for the pool, once the endpoint's pool_size let it through
 	}
