@@ -85,7 +85,7 @@ var (
 	descClientErrors = desc("pgtide_client_errors_total", "ErrorResponses sent to clients (the servers' and pgtide's own), by SQLSTATE class (\"\" when malformed).", "class")
 	descWaitWriter   = desc("pgtide_failover_waiting_clients", "Clients waiting for a writer (during a failover).")
 	descParked       = desc("pgtide_client_connections_parked", "Clients waiting for their next request without a goroutine (transaction mode on the event loops; over TLS after a second idle); also counted in pgtide_client_connections.")
-	descLoopHandoffs = desc("pgtide_event_loop_handoffs_total", "Times an event loop gave its thread's work to a new goroutine because what it ran had to wait: a client that does not read its results, a wait for a server connection, a dial, a message larger than a buffer.")
+	descLoopHandoffs = desc("pgtide_event_loop_handoffs_total", "Times an event loop gave its thread's work to a new goroutine because what it ran had to wait: a client that does not read its results, a dial, a failover, a message larger than a buffer (a wait for a server connection in a pool's or an endpoint's queue is not one).")
 	descAcceptErrors = desc("pgtide_accept_errors_total", "Failures to accept a client connection (out of file descriptors, ...); pgtide keeps accepting after a pause.")
 	descCertExpiry   = desc("pgtide_tls_certificate_expiry_timestamp_seconds", "When the certificate pgtide presents to clients ([tls] cert_file, as last loaded) expires: its not_after, in Unix seconds; absent without client TLS.")
 

@@ -92,7 +92,10 @@ func (r *Router) StartLease(ctx context.Context, ep *Endpoint, route Route, key 
 		w.done, w.endpoint = done, ep.name
 		lw.mu.Lock()
 		lw.ep = ep
-		if ctx.Err() == nil && !ep.limit.enqueue(w, r.config().Cluster.QueryWaitTimeout.Duration) {
+		// Cancelled (AbandonLease came before): nothing is queued. Checked once, here: after
+		// enqueue took a slot, a cancel is queuePool's to see, which gives the slot back.
+		cancelled := ctx.Err()
+		if cancelled == nil && !ep.limit.enqueue(w, r.config().Cluster.QueryWaitTimeout.Duration) {
 			lw.phase, lw.lim, lw.start = phaseLimit, w, w.start.UnixNano()
 			lw.mu.Unlock()
 			return nil, nil, nil, true
@@ -100,8 +103,8 @@ func (r *Router) StartLease(ctx context.Context, ep *Endpoint, route Route, key 
 		lw.mu.Unlock()
 		*w = limitWaiter{}
 		asyncWaiters.Put(w)
-		if err := ctx.Err(); err != nil {
-			return nil, nil, &LeaseError{User: key.User, Err: err}, false
+		if cancelled != nil {
+			return nil, nil, &LeaseError{User: key.User, Err: cancelled}, false
 		}
 	}
 	return r.queuePool(ctx, ep, route, key, in, lw, done, 0)

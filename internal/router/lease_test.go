@@ -285,3 +285,50 @@ func TestEndpointLeasesCountHeld(t *testing.T) {
 		t.Fatalf("after every Release: held %d (slots %d)", held, ep.limit.held.Load())
 	}
 }
+
+// cancelAfterCheck is a client's context cancelled right after StartLease's check under the
+// wait's lock: first is run at that check (another client gives its lease back then, so the
+// endpoint's queue grants one at once), and every later check finds the cancel.
+type cancelAfterCheck struct {
+	context.Context
+	calls int
+	first func()
+}
+
+func (c *cancelAfterCheck) Err() error {
+	c.calls++
+	if c.calls == 1 {
+		c.first()
+		return nil
+	}
+	return context.Canceled
+}
+
+// A lease StartLease takes without waiting and the client then cancels is given back: the
+// endpoint's pool_size slot is not lost.
+func TestStartLeaseCancelledKeepsNoSlot(t *testing.T) {
+	w := cluster.NewNodeForTest("w:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleWriter})
+	r, _ := leaseRouter(t, w)
+	cfg := r.config()
+	cfg.Cluster.QueryWaitTimeout.Duration = 300 * time.Millisecond
+	ep := tableEP(cfg, config.Endpoint{Name: "small", Listen: "127.0.0.1:0", Route: config.RouteWriter, PoolSize: 1})
+	key := pool.Key{Database: "db", User: "u"}
+	c, n, err := r.Lease(context.Background(), ep, Writer, key, Intent{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := &cancelAfterCheck{Context: context.Background(), first: func() { r.Release(ep, c, n, false) }}
+	var lw LeaseWait
+	_, _, err, queued := r.StartLease(ctx, ep, Writer, key, Intent{}, &lw, func() { t.Error("done ran: nothing was queued") })
+	if queued || !errors.Is(err, context.Canceled) {
+		t.Fatalf("StartLease: queued %v, %v; want the cancel", queued, err)
+	}
+	if held, _ := ep.Leases(); held != 0 || ep.limit.held.Load() != 0 {
+		t.Fatalf("the cancelled lease keeps the endpoint's slot: %d held, %d counted", held, ep.limit.held.Load())
+	}
+	c, n, err = r.Lease(context.Background(), ep, Writer, key, Intent{})
+	if err != nil {
+		t.Fatalf("the next lease: %v", err)
+	}
+	r.Release(ep, c, n, false)
+}
