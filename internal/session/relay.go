@@ -63,7 +63,7 @@ func (s *Session) drive(err error) {
 			err = s.continueRelay()
 			continue
 		case errQueued:
-			return // the session is a queue's now (see attachOnLoop): touch nothing
+			return // the session is a queue's now (see loop.go): touch nothing
 		}
 		break
 	}
