@@ -62,12 +62,14 @@ type LeaseWait struct {
 	pw    pool.PoolWait
 	ep    *Endpoint
 	node  *cluster.Node // picked, counted, while the pool is waited for
-	start int64         // when the wait for ep's pool_size began, in unix nanoseconds (0: none)
+	// The wait for ep's pool_size: when it began while it lasts, in unix nanoseconds, then
+	// how long it took (0: none).
+	start, limWait int64
 }
 
 // clearLocked readies lw for another wait. Requires lw.mu.
 func (lw *LeaseWait) clearLocked() {
-	lw.phase, lw.lim, lw.pw, lw.ep, lw.node, lw.start = phaseNone, nil, pool.PoolWait{}, nil, nil, 0
+	lw.phase, lw.lim, lw.pw, lw.ep, lw.node, lw.start, lw.limWait = phaseNone, nil, pool.PoolWait{}, nil, nil, 0, 0
 }
 
 type leasePhase uint8
@@ -115,16 +117,13 @@ func (r *Router) StartLease(ctx context.Context, ep *Endpoint, route Route, key 
 // as StartLease says.
 func (r *Router) ResumeLease(ctx context.Context, lw *LeaseWait, route Route, key pool.Key, in Intent, done func()) (c *pool.Conn, n *cluster.Node, err error, queued bool) {
 	lw.mu.Lock()
-	phase, ep, node, start := lw.phase, lw.ep, lw.node, lw.start
+	phase, ep, node, start, waited := lw.phase, lw.ep, lw.node, lw.start, time.Duration(lw.limWait)
 	lim, pw := lw.lim, lw.pw
 	lw.clearLocked()
 	lw.mu.Unlock()
-	waited := time.Duration(0)
-	if start != 0 {
-		waited = time.Duration(time.Now().UnixNano() - start)
-	}
 	switch phase {
 	case phaseLimit:
+		waited = time.Duration(time.Now().UnixNano() - start)
 		granted, err := lim.granted, lim.err
 		*lim = limitWaiter{}
 		asyncWaiters.Put(lim)
@@ -164,10 +163,7 @@ func (r *Router) queuePool(ctx context.Context, ep *Endpoint, route Route, key p
 	key.Node = node.Addr()
 	wait := max(r.config().Cluster.QueryWaitTimeout.Duration-waited, time.Millisecond)
 	lw.mu.Lock()
-	lw.ep, lw.node = ep, node
-	if waited > 0 {
-		lw.start = time.Now().UnixNano() - int64(waited)
-	}
+	lw.ep, lw.node, lw.limWait = ep, node, int64(waited)
 	var c *pool.Conn
 	queued := false
 	if err = ctx.Err(); err == nil { // AbandonLease came before: ctx is done (see its callers)
@@ -185,7 +181,7 @@ func (r *Router) queuePool(ctx context.Context, ep *Endpoint, route Route, key p
 
 // leased takes the outcome of the wait for node's pool (c, or err) as Lease does: a connection
 // lent, or, when it failed on a node that may recover, Lease's own retries, on the caller's
-// goroutine.
+// goroutine. waited is how long the wait for ep's pool_size took before.
 func (r *Router) leased(ctx context.Context, ep *Endpoint, route Route, key pool.Key, in Intent, node *cluster.Node, c *pool.Conn, err error, waited time.Duration) (*pool.Conn, *cluster.Node, error, bool) {
 	if err == nil {
 		if err = r.checkWriter(c, route, in); err == nil {
@@ -197,6 +193,7 @@ func (r *Router) leased(ctx context.Context, ep *Endpoint, route Route, key pool
 	r.Done(node)
 	if !nodeMayRecover(err) || ctx.Err() != nil {
 		ep.limit.release()
+		addWaited(err, waited) // the wait for ep's pool_size came first
 		return nil, nil, r.leaseError(key, err), false
 	}
 	r.Suspect(node)
@@ -233,6 +230,7 @@ func (r *Router) leaseHeld(ctx context.Context, ep *Endpoint, route Route, key p
 		// passed, which says nothing about the node, and every further try would fail at once.
 		if !nodeMayRecover(err) || ctx.Err() != nil || time.Now().After(deadline) {
 			ep.limit.release()
+			addWaited(err, waited) // the wait for ep's pool_size came first
 			return nil, nil, r.leaseError(key, err)
 		}
 		r.Suspect(node)
@@ -277,6 +275,15 @@ func (r *Router) TryLease(ctx context.Context, ep *Endpoint, route Route, key po
 	}
 	ep.leased.Add(1)
 	return c, node, nil
+}
+
+// addWaited adds d, the wait for an endpoint's pool_size, to the wait a pool's timeout reports:
+// the client reads how long it waited in all, which query_wait_timeout bounds.
+func addWaited(err error, d time.Duration) {
+	var te *pool.WaitTimeoutError
+	if d > 0 && errors.As(err, &te) {
+		te.Waited = (te.Waited + d).Round(time.Millisecond)
+	}
 }
 
 // errStandby: a connection leased for writer work is on a server in hot standby. It counts as a

@@ -332,3 +332,50 @@ func TestStartLeaseCancelledKeepsNoSlot(t *testing.T) {
 	}
 	r.Release(ep, c, n, false)
 }
+
+// A client that waited for its endpoint's pool_size and then for the pool, until
+// query_wait_timeout, is told how long it waited in all, on a goroutine (Lease) as on the loops
+// (StartLease, ResumeLease).
+func TestLeaseTimeoutCountsBothWaits(t *testing.T) {
+	w := cluster.NewNodeForTest("w:1", cluster.NodeStateForTest{Up: true, Role: cluster.RoleWriter})
+	r, _ := leaseRouter(t, w) // pools of 2
+	cfg := r.config()
+	cfg.Cluster.QueryWaitTimeout.Duration = time.Second
+	capped := tableEP(cfg, config.Endpoint{Name: "capped", Listen: "127.0.0.1:0", Route: config.RouteWriter, PoolSize: 1})
+	free := epFor(cfg, Writer)
+	key := pool.Key{Database: "db", User: "u"}
+	for range 2 { // the pool's two connections, held through the other endpoint
+		c, n, err := r.Lease(context.Background(), free, Writer, key, Intent{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Release(free, c, n, false) })
+	}
+	for _, loops := range []bool{false, true} {
+		if !capped.limit.tryAcquire() { // capped's one slot, given back after 100 ms
+			t.Fatal("capped's slot is taken")
+		}
+		time.AfterFunc(100*time.Millisecond, capped.limit.release)
+		var err error
+		if loops {
+			var lw LeaseWait
+			ended := make(chan struct{}, 1)
+			done := func() { ended <- struct{}{} }
+			var queued bool
+			_, _, err, queued = r.StartLease(context.Background(), capped, Writer, key, Intent{}, &lw, done)
+			for queued {
+				<-ended
+				_, _, err, queued = r.ResumeLease(context.Background(), &lw, Writer, key, Intent{}, done)
+			}
+			if err == nil {
+				t.Fatal("on the loops: leased")
+			}
+		} else {
+			_, _, err = r.Lease(context.Background(), capped, Writer, key, Intent{})
+		}
+		var te *pool.WaitTimeoutError
+		if !errors.As(err, &te) || te.Waited < 950*time.Millisecond {
+			t.Errorf("loops %v: %v; want a pool timeout after about 1s in all", loops, err)
+		}
+	}
+}
