@@ -22,28 +22,41 @@ type PoolWait struct {
 
 var asyncWaiters = sync.Pool{New: func() any { return new(waiter) }}
 
-// QueueAcquire is Acquire for a caller that must not block. When k's pool has a connection to
-// lend, or may open one, it returns it as Acquire does (a dial hands the caller's loop off
-// first: see evloop.BeforeBlock). When Acquire would wait, it queues pw instead and reports
-// queued: done then runs exactly once when the wait ends (a connection or a slot given to pw,
-// wait passed, or Abandon), on the goroutine that ended it and under the Manager's lock, so it
-// must only hand the work on (evloop's Post); FinishAcquire is that work.
-func (m *Manager) QueueAcquire(ctx context.Context, k Key, wait time.Duration, pw *PoolWait, done func()) (c *Conn, queued bool, err error) {
+// QueueAcquire is the first half of Acquire for a caller that must not block, and it never
+// waits itself (its caller may hold a lock). When k's pool has a connection to lend, or may open
+// one, it takes it and returns it in tk, for Take; when Acquire would wait, it queues pw instead
+// and reports queued: done then runs exactly once when the wait ends (a connection or a slot
+// given to pw, wait passed, or Abandon), on the goroutine that ended it and under the Manager's
+// lock, so it must only hand the work on (evloop's Post); FinishAcquire is that work.
+func (m *Manager) QueueAcquire(k Key, wait time.Duration, pw *PoolWait, done func()) (tk Taken, queued bool, err error) {
 	start := time.Now()
 	w := asyncWaiters.Get().(*waiter)
 	*w = waiter{since: start, deadline: start.Add(wait), done: done, key: k, wait: wait}
 	pw.w = w // before the waiter is queued: done may run at once, on another goroutine
 	c, slot, qw, err := m.tryAcquire(k, start, true, w)
 	if qw != nil {
-		return nil, true, nil
+		return Taken{}, true, nil
 	}
 	*pw = PoolWait{}
 	asyncWaiters.Put(w)
-	if err != nil {
-		return nil, false, err
-	}
-	c, err = m.acquired(ctx, k, wait, start, c, slot, false)
-	return c, false, err
+	return Taken{c: c, slot: slot, k: k, wait: wait, start: start}, false, err
+}
+
+// Taken is what QueueAcquire took without waiting: an idle connection, not checked yet, or a
+// slot to dial into. Take finishes it.
+type Taken struct {
+	c     *Conn
+	slot  bool
+	k     Key
+	wait  time.Duration
+	start time.Time
+}
+
+// Take finishes what QueueAcquire took, as Acquire does: it checks the connection (replaced,
+// with Acquire, if it failed its check), or dials into the slot (handing the caller's loop off
+// first: see evloop.BeforeBlock).
+func (m *Manager) Take(ctx context.Context, tk Taken) (*Conn, error) {
+	return m.acquired(ctx, tk.k, tk.wait, tk.start, tk.c, tk.slot, false)
 }
 
 // acquired finishes an acquisition that got c, or a slot to dial into (dialing within what is

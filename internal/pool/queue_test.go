@@ -14,19 +14,23 @@ func TestQueueAcquire(t *testing.T) {
 	m, k := newTestManager(t) // pool_size 1
 	ctx := context.Background()
 	var pw PoolWait
-	held, queued, err := m.QueueAcquire(ctx, k, time.Minute, &pw, func() { t.Error("done ran for a free pool") })
-	if err != nil || queued || held == nil {
-		t.Fatalf("free pool: %v %v %v", held, queued, err)
+	tk, queued, err := m.QueueAcquire(k, time.Minute, &pw, func() { t.Error("done ran for a free pool") })
+	if err != nil || queued {
+		t.Fatalf("free pool: queued %v, %v", queued, err)
+	}
+	held, err := m.Take(ctx, tk) // a slot: dialed
+	if err != nil || held == nil {
+		t.Fatalf("free pool: %v %v", held, err)
 	}
 
 	ended := make(chan int, 4)
 	// Queued in turn: async 0, a goroutine (1), async 2.
 	var pw0, pw2 PoolWait
-	if _, q, err := m.QueueAcquire(ctx, k, time.Minute, &pw0, func() { ended <- 0 }); !q || err != nil {
+	if _, q, err := m.QueueAcquire(k, time.Minute, &pw0, func() { ended <- 0 }); !q || err != nil {
 		t.Fatalf("full pool: queued %v, %v", q, err)
 	}
 	got1 := acquireWaiting2(t, m, k, ended)
-	if _, q, _ := m.QueueAcquire(ctx, k, time.Minute, &pw2, func() { ended <- 2 }); !q {
+	if _, q, _ := m.QueueAcquire(k, time.Minute, &pw2, func() { ended <- 2 }); !q {
 		t.Fatal("full pool: not queued")
 	}
 	if s := stats(m, k); s.Waiting != 3 {
@@ -58,8 +62,8 @@ func TestQueueAcquire(t *testing.T) {
 	// Deadlines: each wait ends once, with the pool's timeout error, the earlier first.
 	var long, short PoolWait
 	start := time.Now()
-	m.QueueAcquire(ctx, k, 300*time.Millisecond, &long, func() { ended <- 3 })
-	m.QueueAcquire(ctx, k, 50*time.Millisecond, &short, func() { ended <- 4 })
+	m.QueueAcquire(k, 300*time.Millisecond, &long, func() { ended <- 3 })
+	m.QueueAcquire(k, 50*time.Millisecond, &short, func() { ended <- 4 })
 	if i := <-ended; i != 4 {
 		t.Fatalf("waiter %d timed out first", i)
 	}
@@ -75,7 +79,7 @@ func TestQueueAcquire(t *testing.T) {
 
 	// Abandoned: ends once, with the error given; abandoning again does nothing.
 	var ab PoolWait
-	m.QueueAcquire(ctx, k, time.Minute, &ab, func() { ended <- 5 })
+	m.QueueAcquire(k, time.Minute, &ab, func() { ended <- 5 })
 	m.Abandon(&ab, context.Canceled)
 	if i := <-ended; i != 5 {
 		t.Fatalf("waiter %d ended", i)

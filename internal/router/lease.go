@@ -164,10 +164,10 @@ func (r *Router) queuePool(ctx context.Context, ep *Endpoint, route Route, key p
 	wait := max(r.config().Cluster.QueryWaitTimeout.Duration-waited, time.Millisecond)
 	lw.mu.Lock()
 	lw.ep, lw.node, lw.limWait = ep, node, int64(waited)
-	var c *pool.Conn
+	var tk pool.Taken
 	queued := false
 	if err = ctx.Err(); err == nil { // AbandonLease came before: ctx is done (see its callers)
-		c, queued, err = r.pools.QueueAcquire(ctx, key, wait, &lw.pw, done)
+		tk, queued, err = r.pools.QueueAcquire(key, wait, &lw.pw, done)
 	}
 	if queued {
 		lw.phase = phasePool
@@ -176,6 +176,10 @@ func (r *Router) queuePool(ctx context.Context, ep *Endpoint, route Route, key p
 	}
 	lw.clearLocked()
 	lw.mu.Unlock()
+	var c *pool.Conn
+	if err == nil {
+		c, err = r.pools.Take(ctx, tk) // a check or a dial: not under lw.mu, which Cancel takes
+	}
 	return r.leased(ctx, ep, route, key, in, node, c, err, waited)
 }
 
