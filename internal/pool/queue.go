@@ -24,7 +24,8 @@ var asyncWaiters = sync.Pool{New: func() any { return new(waiter) }}
 
 // QueueAcquire is the first half of Acquire for a caller that must not block, and it never
 // waits itself (its caller may hold a lock). When k's pool has a connection to lend, or may open
-// one, it takes it and returns it in tk, for Take; when Acquire would wait, it queues pw instead
+// one, it takes it and returns it in tk, which the caller must then pass to Take (once it has let
+// go of its lock); when Acquire would wait, it queues pw instead
 // and reports queued: done then runs exactly once when the wait ends (a connection or a slot
 // given to pw, wait passed, or Abandon), on the goroutine that ended it and under the Manager's
 // lock, so it must only hand the work on (evloop's Post); FinishAcquire is that work.
