@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"pgtide/internal/config"
 )
@@ -669,6 +670,46 @@ func TestConsoleKillClient(t *testing.T) {
 		var n int
 		return mon.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'").Scan(&n) == nil && n == 0
 	})
+}
+
+// TestConsoleKillWaiting: a client killed while its request waits for a server connection
+// leaves the queue at once, and its request never reaches a server.
+func TestConsoleKillWaiting(t *testing.T) {
+	p := startProxy(t, func(c *config.Config) {
+		c.Cluster.PoolSize = 1
+		c.Auth.Method = config.AuthTrust // for the raw client below
+		c.Auth.AdminUsers = []string{"app"}
+	})
+	ctx := context.Background()
+	holder := p.connectApp(t, "holder")
+	tx, err := holder.Begin(ctx) // holds the only server connection
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, tx.Conn(), "SELECT 1")
+	// A raw client: it sends no CancelRequest of its own when its connection is closed.
+	victim := p.raw(t)
+	victim.write(startupPacket(3<<16, "user", "app", "database", "appdb", "application_name", "victim"))
+	victim.untilReady()
+	victim.send(&pgproto3.Query{String: "CREATE TABLE killed_while_waiting ()"})
+	waitFor(t, 10*time.Second, "the victim's request to wait", func() bool { return appStats(p).Waiting == 1 })
+	admin := p.console(t, "app", nil)
+	rows := find(show(t, admin, "SHOW CLIENTS", clientsCols), "application_name", "victim")
+	if len(rows) != 1 {
+		t.Fatalf("SHOW CLIENTS: %v", rows)
+	}
+	if _, err := admin.Exec(ctx, fmt.Sprintf("KILL_CLIENT %d", rows[0]["id"].(int64))); err != nil {
+		t.Fatal(err)
+	}
+	// Well before query_wait_timeout (10 s), which would end the wait too.
+	waitFor(t, 5*time.Second, "the killed client to leave the queue", func() bool { return appStats(p).Waiting == 0 })
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var name *string
+	if err := holder.QueryRow(ctx, "SELECT to_regclass('killed_while_waiting')::text").Scan(&name); err != nil || name != nil {
+		t.Fatalf("the killed client's request ran: %v, %v", name, err)
+	}
 }
 
 // TestConsoleShutdown: console connections do not hold up a shutdown: an idle one is closed, a

@@ -359,6 +359,15 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 func (s *Session) leased(ctx context.Context, typ byte, wctx context.Context, srv *pool.Conn, node *cluster.Node, err error) (*pool.Conn, error) {
 	s.mu.Lock()
 	s.waiting = false
+	if s.closing {
+		// Killed or drained while it waited: the client was told it is ended, so its request
+		// must not reach a server now (see stopWaitLocked).
+		s.mu.Unlock()
+		if err == nil {
+			s.env.Router.Release(s.endpoint, srv, node, false)
+		}
+		return nil, errShutdown
+	}
 	if context.Cause(wctx) == errClientCancel {
 		// The client cancelled the request while it waited (see Cancel). It has not
 		// reached a server, even if a connection came at the last moment: end it as
@@ -803,10 +812,21 @@ func (s *Session) Drain(reason string) {
 	if reason != "" {
 		s.closeReason = reason
 	}
+	s.stopWaitLocked()
 	boundary := s.server == nil || (s.pending == 0 && !s.open && s.txStatus == 'I')
 	s.mu.Unlock()
 	if boundary {
 		s.endAtBoundary()
+	}
+}
+
+// stopWaitLocked ends the session's wait for a server connection, if it waits, once it is
+// closing: the wait gives up its place in the queue at once, and the request that waited is
+// not sent (see leased). Requires mu.
+func (s *Session) stopWaitLocked() {
+	if s.waiting {
+		s.waitCancel(errShutdown)
+		s.env.Router.AbandonLease(&s.lw, errShutdown) // a wait without a goroutine (loop.go)
 	}
 }
 
@@ -830,6 +850,7 @@ func (s *Session) endAtBoundary() {
 func (s *Session) Kill(dial func(network, addr string) (net.Conn, error)) {
 	s.mu.Lock()
 	s.closing = true
+	s.stopWaitLocked()
 	srv := s.server
 	running := srv != nil && (s.pending > 0 || s.open) && dial != nil
 	if running {
