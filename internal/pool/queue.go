@@ -22,8 +22,9 @@ type PoolWait struct {
 
 var asyncWaiters = sync.Pool{New: func() any { return new(waiter) }}
 
-// QueueAcquire is the first half of Acquire for a caller that must not block, and it never
-// waits itself (its caller may hold a lock). When k's pool has a connection to lend, or may open
+// QueueAcquire is the first half of Acquire for a caller that must not block: it neither waits
+// for a connection nor dials one (its caller may hold a lock; at most it closes a connection past
+// its lifetime, a write bounded by a second). When k's pool has a connection to lend, or may open
 // one, it takes it and returns it in tk, which the caller must then pass to Take (once it has let
 // go of its lock); when Acquire would wait, it queues pw instead
 // and reports queued: done then runs exactly once when the wait ends (a connection or a slot
