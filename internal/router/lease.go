@@ -62,14 +62,14 @@ type LeaseWait struct {
 	pw    pool.PoolWait
 	ep    *Endpoint
 	node  *cluster.Node // picked, counted, while the pool is waited for
-	// The wait for ep's pool_size: when it began while it lasts, in unix nanoseconds, then
-	// how long it took (0: none).
-	start, limWait int64
+	// How long the wait for ep's pool_size took, once it is over (0: none; while it lasts,
+	// lim knows when it began).
+	limWait time.Duration
 }
 
 // clearLocked readies lw for another wait. Requires lw.mu.
 func (lw *LeaseWait) clearLocked() {
-	lw.phase, lw.lim, lw.pw, lw.ep, lw.node, lw.start, lw.limWait = phaseNone, nil, pool.PoolWait{}, nil, nil, 0, 0
+	lw.phase, lw.lim, lw.pw, lw.ep, lw.node, lw.limWait = phaseNone, nil, pool.PoolWait{}, nil, nil, 0
 }
 
 type leasePhase uint8
@@ -98,7 +98,7 @@ func (r *Router) StartLease(ctx context.Context, ep *Endpoint, route Route, key 
 		// enqueue took a slot, a cancel is queuePool's to see, which gives the slot back.
 		cancelled := ctx.Err()
 		if cancelled == nil && !ep.limit.enqueue(w, r.config().Cluster.QueryWaitTimeout.Duration) {
-			lw.phase, lw.lim, lw.start = phaseLimit, w, w.start.UnixNano()
+			lw.phase, lw.lim = phaseLimit, w
 			lw.mu.Unlock()
 			return nil, nil, nil, true
 		}
@@ -117,13 +117,13 @@ func (r *Router) StartLease(ctx context.Context, ep *Endpoint, route Route, key 
 // as StartLease says.
 func (r *Router) ResumeLease(ctx context.Context, lw *LeaseWait, route Route, key pool.Key, in Intent, done func()) (c *pool.Conn, n *cluster.Node, err error, queued bool) {
 	lw.mu.Lock()
-	phase, ep, node, start, waited := lw.phase, lw.ep, lw.node, lw.start, time.Duration(lw.limWait)
+	phase, ep, node, waited := lw.phase, lw.ep, lw.node, lw.limWait
 	lim, pw := lw.lim, lw.pw
 	lw.clearLocked()
 	lw.mu.Unlock()
 	switch phase {
 	case phaseLimit:
-		waited = time.Duration(time.Now().UnixNano() - start)
+		waited = time.Since(lim.start)
 		granted, err := lim.granted, lim.err
 		*lim = limitWaiter{}
 		asyncWaiters.Put(lim)
@@ -163,7 +163,7 @@ func (r *Router) queuePool(ctx context.Context, ep *Endpoint, route Route, key p
 	key.Node = node.Addr()
 	wait := max(r.config().Cluster.QueryWaitTimeout.Duration-waited, time.Millisecond)
 	lw.mu.Lock()
-	lw.ep, lw.node, lw.limWait = ep, node, int64(waited)
+	lw.ep, lw.node, lw.limWait = ep, node, waited
 	var tk pool.Taken
 	queued := false
 	if err = ctx.Err(); err == nil { // AbandonLease came before: ctx is done (see its callers)
