@@ -4,6 +4,7 @@ package evloop
 
 import (
 	"io"
+	"math"
 	"net"
 	"os"
 	"sync"
@@ -29,15 +30,16 @@ func (wouldBlock) Temporary() bool { return true }
 // Conn is a socket adopted by a Group (see Adopt): a net.Conn whose Read and Write block the
 // calling goroutine as a net.TCPConn's do (with deadlines; Close ends them), plus TryRead and
 // OnReadable for code that runs on a loop.
+//
+// Its fields are ordered to pack: an idle client is little more than its Conn and session.
 type Conn struct {
 	fd   int
 	l    *loop
 	slot int32
 	gen  uint32 // set by add before the Conn is reachable from the loop; read-only after
-	// counted: counts in the Group's Waiting while rCont is set. Read-only.
-	counted bool
-	laddr   net.Addr
-	raddr   net.Addr
+	// The socket's addresses, read-only (see Adopt).
+	laddr net.Addr
+	raddr net.Addr
 
 	// refs counts system calls in flight on fd, plus closingBit once Close was called: the
 	// descriptor is closed when both are done (destroyed says by whom).
@@ -48,30 +50,32 @@ type Conn struct {
 	// EOF or an error, which no further event announces: a short read no longer means drained.
 	hup atomic.Bool
 
+	// counted: counts in the Group's Waiting while rCont is set. Read-only.
+	counted bool
 	// drained: the last read took everything the socket had (it returned less than asked, or
 	// nothing), so that only an edge can bring more: OnReadable needs no read first. Owned by
 	// the reader.
 	drained bool
 	// try makes Read return ErrWouldBlock instead of waiting (SetTry). Owned by the reader.
-	try bool
+	try    bool
+	closed bool // guarded by mu
 
-	mu     sync.Mutex
-	closed bool   // guarded by mu
-	rCont  func() // OnReadable's function; guarded by mu
-	r, w   side   // input and output
+	mu    sync.Mutex
+	rCont func() // OnReadable's function; guarded by mu
+	r, w  side   // input and output
 }
 
 // side is one direction of a Conn: its readiness, the goroutine waiting on it and its deadline.
 // Guarded by the Conn's mu, but expired, which Read and Write check without it.
 type side struct {
 	c       *Conn
+	ch      chan struct{} // one token per wake-up; made at the first wait
+	dead    int64         // the deadline, unix nanoseconds; 0: none
+	timer   *time.Timer   // armed for dead; nil while there is none
+	expired atomic.Bool   // dead has passed
 	input   bool          // the input side, whose events also run OnReadable's function
 	ready   bool          // an edge came that no call has taken
 	waiting bool          // a goroutine waits on ch
-	ch      chan struct{} // one token per wake-up; made at the first wait
-	dead    time.Time     // the deadline; zero: none
-	timer   *time.Timer   // armed for dead; nil while there is none
-	expired atomic.Bool   // dead has passed
 }
 
 const closingBit = 1 << 40
@@ -372,7 +376,14 @@ func (c *Conn) SetWriteDeadline(t time.Time) error { c.w.setDeadline(t); return 
 func (sd *side) setDeadline(t time.Time) {
 	c := sd.c
 	c.mu.Lock()
-	sd.dead = t
+	sd.dead = 0
+	switch {
+	case t.IsZero():
+	case t.Unix() >= math.MaxInt64/int64(time.Second):
+		sd.dead = math.MaxInt64 // past what UnixNano holds: never
+	default:
+		sd.dead = max(t.UnixNano(), 1) // 0 is none
+	}
 	expired := false
 	switch d := time.Until(t); {
 	case t.IsZero() || d <= 0:
@@ -397,7 +408,7 @@ func (sd *side) setDeadline(t time.Time) {
 func (sd *side) timeout() {
 	c := sd.c
 	c.mu.Lock()
-	expired := !sd.dead.IsZero() && !time.Now().Before(sd.dead)
+	expired := sd.dead != 0 && time.Now().UnixNano() >= sd.dead
 	if expired {
 		sd.expired.Store(true)
 	}

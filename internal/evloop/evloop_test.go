@@ -406,3 +406,50 @@ func TestPost(t *testing.T) {
 		t.Fatal("posted after Close: did not run")
 	}
 }
+
+// TestAddrs: an adopted socket reports the addresses it had, as compact copies; clients of one
+// listener share their local address, other sockets keep their own.
+func TestAddrs(t *testing.T) {
+	g := newGroup(t, 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns []*Conn
+	var peers []net.Conn
+	for _, counted := range []bool{true, true, false} {
+		peer, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer peer.Close()
+		nc, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := g.Adopt(nc, counted)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns, peers = append(conns, c), append(peers, peer)
+	}
+	for i, c := range conns {
+		if got, want := c.LocalAddr().String(), ln.Addr().String(); got != want {
+			t.Errorf("conn %d: local %s, want %s", i, got, want)
+		}
+		if got, want := c.RemoteAddr().String(), peers[i].LocalAddr().String(); got != want {
+			t.Errorf("conn %d: remote %s, want %s", i, got, want)
+		}
+		if _, ok := c.RemoteAddr().(*net.TCPAddr); !ok {
+			t.Errorf("conn %d: remote address is a %T", i, c.RemoteAddr())
+		}
+	}
+	if conns[0].LocalAddr() != conns[1].LocalAddr() {
+		t.Error("two clients of one listener do not share their local address")
+	}
+	if conns[2].LocalAddr() == conns[0].LocalAddr() {
+		t.Error("a socket that is not a client's shares the clients' local address")
+	}
+}

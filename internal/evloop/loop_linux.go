@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -26,7 +27,12 @@ type Group struct {
 
 	mu     sync.Mutex
 	closed bool // guarded by mu
+	// localAddrs are the local addresses counted Conns share (see Adopt); guarded by mu.
+	localAddrs map[netip.AddrPort]net.Addr
 }
+
+// maxLocalAddrs bounds Group.localAddrs: a proxy's clients come in through a few listeners.
+const maxLocalAddrs = 64
 
 // loop is one epoll instance and the goroutine that currently waits on it.
 type loop struct {
@@ -128,8 +134,9 @@ func newLoop(g *Group) (*loop, error) {
 
 // Adopt takes over nc's socket: it returns a Conn on a duplicate of its descriptor, registered in
 // one of g's loops, and closes nc (Go's poller stops watching it). Bytes nc's caller has buffered
-// are the caller's. counted: the Conn counts in Waiting while a function is registered by
-// OnReadable. nc must be a socket (syscall.Conn); on an error nc is left open and as it was.
+// are the caller's. counted: the Conn is a client's, which counts in Waiting while a function is
+// registered by OnReadable, and shares its local address (its listener's) with the other
+// clients'. nc must be a socket (syscall.Conn); on an error nc is left open and as it was.
 func (g *Group) Adopt(nc net.Conn, counted bool) (*Conn, error) {
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
@@ -149,7 +156,12 @@ func (g *Group) Adopt(nc net.Conn, counted bool) (*Conn, error) {
 		return nil, fmt.Errorf("evloop: dup: %w", derr)
 	}
 	l := g.loops[int(g.next.Add(1))%len(g.loops)]
-	c := &Conn{fd: fd, l: l, counted: counted, laddr: nc.LocalAddr(), raddr: nc.RemoteAddr()}
+	c := &Conn{fd: fd, l: l, counted: counted, raddr: ownAddr(nc.RemoteAddr())}
+	if counted {
+		c.laddr = g.sharedAddr(nc.LocalAddr())
+	} else {
+		c.laddr = ownAddr(nc.LocalAddr())
+	}
 	c.r.c, c.r.input = c, true
 	c.w.c = c
 	if err := l.add(c); err != nil {
@@ -158,6 +170,41 @@ func (g *Group) Adopt(nc net.Conn, counted bool) (*Conn, error) {
 	}
 	nc.Close()
 	return c, nil
+}
+
+// The addresses Go's net package gives a socket keep the sockaddr they were decoded from (their
+// IP slices it): about 80 bytes each, for the Conn's life. A Conn keeps its own compact copies
+// instead (ownAddr), and clients share the one of their listener (sharedAddr).
+
+// ownAddr returns a TCP address as a *net.TCPAddr of its own, other addresses as they are.
+func ownAddr(a net.Addr) net.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok && ta != nil {
+		return net.TCPAddrFromAddrPort(ta.AddrPort())
+	}
+	return a
+}
+
+// sharedAddr returns the address equal to a that g's Conns share: ownAddr(a), kept for the
+// next ones (up to maxLocalAddrs different addresses).
+func (g *Group) sharedAddr(a net.Addr) net.Addr {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok || ta == nil {
+		return a
+	}
+	ap := ta.AddrPort()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if s, ok := g.localAddrs[ap]; ok {
+		return s
+	}
+	own := ownAddr(a)
+	if len(g.localAddrs) < maxLocalAddrs {
+		if g.localAddrs == nil {
+			g.localAddrs = make(map[netip.AddrPort]net.Addr)
+		}
+		g.localAddrs[ap] = own
+	}
+	return own
 }
 
 // add registers c in l: edge-triggered, for input and output, once for c's life.
