@@ -50,7 +50,9 @@ type Server struct {
 	// secrets gives the pools' and health checks' logins their password or RDS IAM token.
 	secrets *serverSecrets
 
-	clients      atomic.Int64 // client connections being served, logging in included
+	clients atomic.Int64 // client connections being served, logging in included
+	// sessionEnded is s.endSession as a func value, made once: what a session calls at its end.
+	sessionEnded func(*session.Session)
 	acceptErrors atomic.Int64 // see accept
 
 	// BuildVersion is what the admin side reports (SHOW VERSION, pgtide_build_info); set before
@@ -168,6 +170,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		consoles:  make(map[cancelKey]*admin.Console),
 	}
 	s.dialServer = s.dialCancel
+	s.sessionEnded = s.endSession
 	s.cfg.Store(cfg)
 	s.cfgStamps = configStamps(cfg)
 	s.applyTLSLocked(tlsLoaded, cfg)
@@ -520,14 +523,24 @@ func (s *Server) handle(conn net.Conn, ep *router.Endpoint) {
 	sess.AdoptSocket(s.env.Loops) // served on the event loops from now on (see session's loop.go)
 	s.logger.Debug("client connected", "client", session.ClientAddr(conn), "endpoint", ep.Name(),
 		"user", sess.Key().User, "database", sess.Key().Database)
-	start := time.Now()
-	unregister := end
-	end = nil // the session's now
-	sess.Serve(context.Background(), func() {
-		s.logger.Debug("client disconnected", "client", session.ClientAddr(conn), "user", sess.Key().User,
-			"database", sess.Key().Database, "duration", time.Since(start).Round(time.Millisecond))
-		unregister()
-	})
+	// From here the session's end is endSession's, which closes nothing: the session closes its
+	// connection itself. Nothing here may stay with the session, conn included: an idle
+	// client's memory is its session's.
+	end = nil
+	sess.Serve(s.sessionEnded)
+}
+
+// endSession is what a served session's end gives back (see handle): its registration, the
+// client's count and its place in s.conns.
+func (s *Server) endSession(sess *session.Session) {
+	if s.logger.Enabled(context.Background(), slog.LevelDebug) {
+		ci := sess.Info()
+		s.logger.Debug("client disconnected", "client", ci.Addr, "user", ci.User, "database", ci.Database,
+			"duration", time.Since(ci.Connected).Round(time.Millisecond))
+	}
+	s.unregister(sess)
+	s.clients.Add(-1)
+	s.conns.Done()
 }
 
 // refuse ends a client that sent its startup packet with a FATAL ErrorResponse, logging why at

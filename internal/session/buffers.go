@@ -44,7 +44,7 @@ func NewClientReader(conn net.Conn) *bufio.Reader {
 type resumeReader struct {
 	conn  net.Conn
 	first *[resumeSize]byte
-	n, at int // first[at:n] is still to be replayed
+	n, at int32 // first[at:n] is still to be replayed
 }
 
 const resumeSize = 256
@@ -54,7 +54,7 @@ var resumePool = sync.Pool{New: func() any { return new([resumeSize]byte) }}
 func (r *resumeReader) Read(p []byte) (int, error) {
 	if r.at < r.n {
 		k := copy(p, r.first[r.at:r.n])
-		r.at += k
+		r.at += int32(k)
 		return k, nil
 	}
 	return r.conn.Read(p)
@@ -62,19 +62,32 @@ func (r *resumeReader) Read(p []byte) (int, error) {
 
 var _ io.Reader = (*resumeReader)(nil)
 
-// waitIdle gives the read buffer back and blocks until the client sends something. It is called
-// by the client loop whenever nothing from the client is buffered.
-func (s *Session) waitIdle() error {
-	if s.br != nil {
-		if s.br.Size() == clientBufferSize {
-			s.br.Reset(nil)
-			readerPool.Put(s.br)
-		}
-		s.br = nil
-		s.r.Reset(nil)
-		s.r.DropScratch()
+// dropFirst gives the resume buffer back. Called only while the client loop waits for the
+// client: its reader has taken every byte, so nothing in the buffer is still to be replayed.
+func (s *Session) dropFirst() {
+	if s.src.first != nil {
+		resumePool.Put(s.src.first)
+		s.src.first = nil
 	}
-	s.dropHeld()
+}
+
+// waitIdle gives the read buffer back, and the request's state when nothing of it is left (see
+// active.go), and blocks until the client sends something. It is called by the client loop
+// whenever nothing from the client is buffered.
+func (s *Session) waitIdle() error {
+	if s.activeState != nil {
+		if s.br != nil {
+			if s.br.Size() == clientBufferSize {
+				s.br.Reset(nil)
+				readerPool.Put(s.br)
+			}
+			s.br = nil
+			s.r.Reset(nil)
+			s.r.DropScratch()
+		}
+		s.dropHeld()
+		s.releaseActive()
+	}
 	if s.lc != nil && s.mayYield() {
 		return s.tryClient()
 	}
@@ -101,7 +114,8 @@ func (s *Session) resumeWith(n int, err error) error {
 		}
 		return err
 	}
-	s.src.n, s.src.at = n, 0
+	s.src.n, s.src.at = int32(n), 0 // n ≤ resumeSize
+	s.acquireActive()
 	s.br = readerPool.Get().(*bufio.Reader)
 	s.br.Reset(&s.src)
 	s.r.Reset(s.br)
@@ -169,6 +183,9 @@ func (s *Session) releaseBuffers() {
 		s.w = nil
 	}
 	s.wmu.Unlock()
+	if s.activeState == nil {
+		return
+	}
 	if s.br != nil && s.br.Size() == clientBufferSize {
 		s.br.Reset(nil)
 		readerPool.Put(s.br)

@@ -296,7 +296,7 @@ func (s *Session) applyPendingLocked(srv *pool.Conn, status byte) {
 			if c.value == "" {
 				delete(s.extra, c.name)
 			} else {
-				s.extra[c.name] = c.value
+				s.setExtraLocked(c.name, c.value)
 			}
 			s.settingsChangedLocked()
 			stateOf(srv).setExtra(c.name, c.value)

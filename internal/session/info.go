@@ -3,6 +3,8 @@ package session
 import (
 	"net"
 	"time"
+
+	"pgtide/internal/pgtls"
 )
 
 // Client states, as PgBouncer's SHOW CLIENTS words them where the concept is the same.
@@ -45,11 +47,17 @@ type ClientInfo struct {
 // Info returns a snapshot of the client. It takes the session's lock briefly; safe from any
 // goroutine.
 func (s *Session) Info() ClientInfo {
+	conn := s.ext.Load().Conn
 	ci := ClientInfo{User: s.user, Database: s.database, Endpoint: s.endpoint.Name(),
-		Addr: ClientAddr(s.ext.Load().Conn), LocalAddr: localAddr(s.ext.Load().Conn), TLS: s.tlsInfo, Connected: s.connected}
+		Addr: ClientAddr(conn), LocalAddr: localAddr(conn), Connected: time.Unix(0, s.connected)}
+	if tc, ok := conn.(*pgtls.Conn); ok { // encrypted by the proxy before the startup packet
+		ci.TLS = pgtls.Describe(tc.ConnectionState())
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ci.RequestTime = s.attachedAt
+	if s.attachedAt != 0 {
+		ci.RequestTime = time.Unix(0, s.attachedAt)
+	}
 	ci.ApplicationName = s.params["application_name"]
 	ci.Pinned = s.pinned
 	ci.TxStatus = s.txStatus

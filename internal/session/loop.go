@@ -1,6 +1,7 @@
 package session
 
 import (
+	"context"
 	"errors"
 
 	"pgtide/internal/evloop"
@@ -94,6 +95,8 @@ func (s *Session) tryClient() error {
 	if s.lc.Drained() {
 		// The last read took everything there was: only the loop's next event can bring more
 		// (and if one came already, OnReadable says so, and the read comes next time).
+		// Nothing is buffered for the client while it waits, the 256 bytes included.
+		s.dropFirst()
 		return errYield
 	}
 	if s.src.first == nil {
@@ -101,9 +104,7 @@ func (s *Session) tryClient() error {
 	}
 	n, err := s.lc.TryRead(s.src.first[:])
 	if err == evloop.ErrWouldBlock {
-		// Nothing is buffered for it while it waits (the 256 bytes go back too).
-		resumePool.Put(s.src.first)
-		s.src.first = nil
+		s.dropFirst()
 		return errYield
 	}
 	return s.resumeWith(n, err)
@@ -124,7 +125,7 @@ func (s *Session) continueRelay() error {
 	if s.rerun {
 		s.startRerun()
 	}
-	return s.clientLoop(s.ctx)
+	return s.clientLoop(context.Background())
 }
 
 // resumeLease runs on the client's loop when the session's wait for a lease (started by attach
@@ -142,12 +143,12 @@ func (s *Session) continueAttach() error {
 	if queued {
 		return errQueued // for the pool, once the endpoint's pool_size let it through
 	}
-	srv, err := s.leased(s.ctx, typ, wctx, c, n, s.clientError(err))
+	srv, err := s.leased(context.Background(), typ, wctx, c, n, s.clientError(err))
 	if err == nil && srv != nil {
 		err = s.sendAttached(srv, typ)
 	}
 	if err != nil {
 		return err
 	}
-	return s.clientLoop(s.ctx)
+	return s.clientLoop(context.Background())
 }

@@ -106,7 +106,7 @@ func (s *Session) takeMemory(ctx context.Context) error {
 // releaseMemory gives back what takeMemory took, and drops the buffers the message grew.
 // Owned by the client loop; a no-op when nothing is held.
 func (s *Session) releaseMemory() {
-	if s.heldMemory == 0 {
+	if s.activeState == nil || s.heldMemory == 0 {
 		return
 	}
 	s.env.Memory.Give(s.heldMemory)

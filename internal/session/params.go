@@ -36,16 +36,30 @@ func canonicalReported(name string) string {
 // fixedStartupParams are startup parameters that are not session settings.
 var fixedStartupParams = map[string]bool{"user": true, "database": true, "replication": true, "options": true}
 
+// setExtraLocked sets one of the other settings in s.extra, which is nil while there are
+// none. Requires mu.
+func (s *Session) setExtraLocked(name, value string) {
+	if s.extra == nil {
+		s.extra = make(map[string]string)
+	}
+	s.extra[name] = value
+}
+
 // startupParams splits a client's startup parameters into reported ones (the values it wants,
 // by canonical name) and others, which pgtide sets on the server connection (by lower-case name,
-// as startupValue). "options" is read for -c name=value settings, as PostgreSQL does.
+// as startupValue). "options" is read for -c name=value settings, as PostgreSQL does. A map
+// with nothing in it is nil.
 func startupParams(st *wire.Startup) (reported, extra map[string]string) {
-	reported = make(map[string]string)
-	extra = make(map[string]string)
 	set := func(name, value string) {
 		if c := canonicalReported(name); c != "" {
+			if reported == nil {
+				reported = make(map[string]string)
+			}
 			reported[c] = value
 		} else {
+			if extra == nil {
+				extra = make(map[string]string)
+			}
 			extra[strings.ToLower(name)] = startupValue(value)
 		}
 	}
@@ -202,8 +216,8 @@ func (s *Session) computeSettingsLocked() {
 
 // Idle clients with the same parameters share one params map, read-only while shared: ten
 // thousand idle clients hold one map between them, not one each. A session takes the shared
-// map when it is parked (shareParamsLocked) and makes its own copy before it changes it
-// (ownParamsLocked). The table holds each shared map weakly: it goes when no session has it.
+// map at login and again when it is parked (shareParamsLocked), and makes its own copy before
+// it changes it (ownParamsLocked). The table holds each shared map weakly: it goes when no session has it.
 
 // paramSet is a shared params map.
 type paramSet struct{ m map[string]string }
@@ -253,6 +267,8 @@ func (s *Session) shareParamsLocked() {
 func (s *Session) ownParamsLocked() {
 	if s.paramsShared != nil {
 		s.params, s.paramsShared = maps.Clone(s.params), nil
+	} else if s.params == nil {
+		s.params = make(map[string]string)
 	}
 }
 

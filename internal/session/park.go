@@ -93,12 +93,7 @@ func (s *Session) endIdleWait(n int, err error) bool {
 // for good, if the Parker would not take it (a connection closed meanwhile is then found by the
 // loop's next read).
 func (s *Session) park() bool {
-	if s.src.first != nil {
-		// Nothing in it is still to be replayed: the loop waits for the client only once its
-		// reader has taken every byte.
-		resumePool.Put(s.src.first)
-		s.src.first = nil
-	}
+	s.dropFirst()
 	s.mu.Lock()
 	s.shareParamsLocked()
 	s.mu.Unlock()

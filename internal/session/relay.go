@@ -16,14 +16,17 @@ import (
 )
 
 // Serve runs the client loop until the client leaves or the session is ended, then gives the
-// server connection, if any, back, closes the client's connection and calls ended (nil: nothing).
-// It returns then, or earlier, when the session is parked (see park.go): ended is then called by
-// whichever goroutine runs the session last.
-func (s *Session) Serve(ctx context.Context, ended func()) {
-	s.ctx, s.ended = ctx, ended
+// server connection, if any, back, closes the client's connection and calls ended with the
+// session (nil: nothing). It returns then, or earlier, when the session is parked or waits on an
+// event loop (see park.go and loop.go): ended is then called by whichever goroutine runs the
+// session last. ended is a function the caller makes once for all its sessions, so that an idle
+// session keeps no closure of its own. What ends a session from outside is Kill, Drain or
+// Shutdown.
+func (s *Session) Serve(ended func(*Session)) {
+	s.ended = ended
 	s.runFn = s.run
 	s.mu.Lock()
-	s.waitCtx, s.waitCancel = context.WithCancelCause(ctx)
+	s.waitCtx, s.waitCancel = context.WithCancelCause(context.Background())
 	if s.server != nil && !s.relayRunning {
 		// A session-mode client's own server connection, taken at login: read from now on, so
 		// that a server ending the session (pg_terminate_backend, a shutdown) ends the client's
@@ -37,7 +40,7 @@ func (s *Session) Serve(ctx context.Context, ended func()) {
 // run runs the client loop on the calling goroutine until the session ends, is parked, or waits
 // on an event loop; after a park the Parker calls it again on a new goroutine, after a wait for
 // the client the loop does (see loop.go).
-func (s *Session) run() { s.drive(s.clientLoop(s.ctx)) }
+func (s *Session) run() { s.drive(s.clientLoop(context.Background())) }
 
 // drive takes the client loop's result: it hands the session to whatever it waits for, or ends
 // the session.
@@ -48,13 +51,13 @@ func (s *Session) drive(err error) {
 			if s.park() {
 				return // the session is the Parker's now: touch nothing
 			}
-			err = s.clientLoop(s.ctx)
+			err = s.clientLoop(context.Background())
 			continue
 		case errYield:
 			if s.lc.OnReadable(s.runFn) {
 				return // the session is the loop's now: touch nothing
 			}
-			err = s.clientLoop(s.ctx)
+			err = s.clientLoop(context.Background())
 			continue
 		case errYieldServer:
 			if s.ySrv.LoopConn().OnReadable(s.srvFn) {
@@ -81,7 +84,7 @@ func (s *Session) drive(err error) {
 	s.conn.Close()
 	s.releaseBuffers()
 	if s.ended != nil {
-		s.ended()
+		s.ended(s)
 	}
 }
 
@@ -99,10 +102,10 @@ func (s *Session) clientLoop(ctx context.Context) error {
 func (s *Session) clientMessages(ctx context.Context) error {
 	for {
 		s.releaseMemory()
-		if s.replaying && !s.replayDone() {
+		if s.activeState != nil && s.replaying && !s.replayDone() {
 			// Re-running a request a replica refused (see route.go) or whose server connection
 			// ended (retry.go): read it from the copy.
-		} else if s.br == nil || s.r.Buffered() == 0 {
+		} else if s.activeState == nil || s.br == nil || s.r.Buffered() == 0 {
 			// Nothing from the client is waiting: give the read buffer back while blocked.
 			if err := s.waitIdle(); err != nil {
 				return err
@@ -301,6 +304,7 @@ func (s *Session) readAlong(srv *pool.Conn) {
 // startRelayLocked starts the relay goroutine reading s.server. Requires mu.
 func (s *Session) startRelayLocked() {
 	s.relayRunning, s.relayStarted = true, true
+	s.relaysLive.Add(1)
 	s.relays.Add(1)
 	go s.relayFn() // a func value made once: starting the relay allocates nothing
 }
@@ -464,8 +468,8 @@ func (s *Session) countLocked(typ byte) {
 func (s *Session) attachLocked(srv *pool.Conn, node *cluster.Node) {
 	s.server = srv
 	s.node = node
-	s.attachedAt = time.Now()
-	s.busySince = s.attachedAt.UnixNano() // the message that attached it is on its way
+	s.attachedAt = time.Now().UnixNano()
+	s.busySince = s.attachedAt // the message that attached it is on its way
 	s.pending, s.open = 0, false
 	s.reqSent, s.reqDone = 0, 0
 	s.expect.reset()
@@ -541,6 +545,7 @@ func (s *Session) refuse(typ byte, err error) error {
 // interrupted by detach.
 func (s *Session) relay() {
 	defer s.relays.Done()
+	defer s.relaysLive.Add(-1) // the relay touches nothing of the session's after this
 	s.mu.Lock()
 	srv := s.server
 	s.mu.Unlock()

@@ -67,7 +67,7 @@ func (s *Session) applyResetLocked(srv *pool.Conn, r *resetChange) {
 	for _, name := range r.names {
 		v, ok := s.startupExtra[name]
 		if ok {
-			s.extra[name] = v
+			s.setExtraLocked(name, v)
 		} else {
 			delete(s.extra, name)
 		}

@@ -49,6 +49,29 @@ import (
 type routeState struct {
 	setting routeSetting // SET pgtide.route
 
+	// The request being held back, re-run or planned is in heldState (part of activeState).
+
+	// lastParse is the query text of the last unnamed Parse forwarded, a part of the key the
+	// unnamed statement is kept under (no copy of its own), and lastInfo its classification,
+	// which came from the text alone: a client that sends the same unnamed statement again and
+	// again has it classified once. Empty when there is none to reuse. Owned by the client loop.
+	lastParse string
+	lastInfo  classify.TextInfo
+	// fnsKnown is what Env knows of the database's functions, asked at the first lookup of a
+	// classification (fnsResolved; see sessionFunctions). Owned by the client loop.
+	fnsKnown    classify.Functions
+	fnsResolved bool
+
+	// leaseWrites: the current server connection was leased for work that may write, so its
+	// release is a write commit for read-your-writes. Guarded by Session.mu.
+	leaseWrites bool
+	// lastWrite is when the client's last transaction that may have written ended (unix
+	// nanoseconds; 0: none yet). Written by the server's reader, read by the client loop.
+	lastWrite atomic.Int64
+}
+
+// heldState is the client loop's part of routing for the request in hand (in activeState).
+type heldState struct {
 	// held is the armed (or retryable) request, kept for a re-run; heldLeft counts its messages
 	// not yet forwarded. armed is read and cleared by the server's one reader, which the client
 	// loop is while armed (see readInline): it is set before the request is forwarded.
@@ -82,23 +105,6 @@ type routeState struct {
 	// planned is dropped (see notePlanned), so it never meets another request's texts.
 	planned                          [4]classify.TextInfo
 	plannedN, plannedAt, plannedLeft int
-	// lastParse is the query text of the last unnamed Parse forwarded, a part of the key the
-	// unnamed statement is kept under (no copy of its own), and lastInfo its classification,
-	// which came from the text alone: a client that sends the same unnamed statement again and
-	// again has it classified once. Empty when there is none to reuse. Owned by the client loop.
-	lastParse string
-	lastInfo  classify.TextInfo
-	// fnsKnown is what Env knows of the database's functions, asked at the first lookup of a
-	// classification (fnsResolved; see sessionFunctions). Owned by the client loop.
-	fnsKnown    classify.Functions
-	fnsResolved bool
-
-	// leaseWrites: the current server connection was leased for work that may write, so its
-	// release is a write commit for read-your-writes. Guarded by Session.mu.
-	leaseWrites bool
-	// lastWrite is when the client's last transaction that may have written ended (unix
-	// nanoseconds; 0: none yet). Written by the server's reader, read by the client loop.
-	lastWrite atomic.Int64
 }
 
 // routeSetting is the session's pgtide.route.

@@ -11,7 +11,6 @@ import (
 	"pgtide/internal/classify"
 	"pgtide/internal/config"
 	"pgtide/internal/router"
-	"pgtide/internal/wire"
 )
 
 // frontend encodes client messages.
@@ -31,8 +30,7 @@ func frontend(t *testing.T, msgs ...pgproto3.FrontendMessage) []byte {
 func routeSession(in []byte) *Session {
 	cfg := config.Defaults()
 	s := &Session{env: &Env{Config: func() *config.Config { return cfg }}, txMode: true, txStatus: 'I'}
-	s.br = bufio.NewReaderSize(bytes.NewReader(in), clientBufferSize)
-	s.r = wire.NewReader(s.br, cfg.Proxy.MaxMessageSize)
+	s.activeState = newActive(bufio.NewReaderSize(bytes.NewReader(in), clientBufferSize), cfg.Proxy.MaxMessageSize)
 	return s
 }
 

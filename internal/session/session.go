@@ -23,7 +23,6 @@ import (
 	"pgtide/internal/config"
 	"pgtide/internal/evloop"
 	"pgtide/internal/park"
-	"pgtide/internal/pgtls"
 	"pgtide/internal/pool"
 	"pgtide/internal/router"
 	"pgtide/internal/wire"
@@ -69,11 +68,9 @@ type Env struct {
 type Session struct {
 	env      *Env
 	conn     net.Conn
-	startup  *wire.Startup
 	key      pool.Key         // Node is set per attachment
 	endpoint *router.Endpoint // the endpoint the client came through
 	route    router.Route     // the endpoint's route, fixed at login
-	intent   router.Intent    // what the client's next transaction asks of its node; owned by the client loop
 	txMode   bool             // the endpoint's pool_mode = transaction, fixed at login
 
 	// PID and Secret are the BackendKeyData pgtide gave this client. Set before the session is
@@ -81,11 +78,10 @@ type Session struct {
 	PID    uint32
 	Secret uint32
 
-	// Owned by the client loop.
-	br         *bufio.Reader // nil while idle (see buffers.go)
-	src        resumeReader  // what br reads from
-	r          *wire.Reader
-	skipToSync bool // an extended-protocol request failed before reaching a server
+	// The client loop's state for the request in hand; nil while the client is idle (see
+	// active.go).
+	*activeState
+	src resumeReader // what the client's read buffer reads from; owned by the client loop
 
 	wmu sync.Mutex    // guards w
 	w   *bufio.Writer // to the client; nil while idle (see buffers.go)
@@ -104,11 +100,7 @@ type Session struct {
 	maxPrepared int // max_prepared_statements at login; 0: no statement translation
 	// maxPreparedBytes is max_prepared_statements_bytes at login.
 	maxPreparedBytes int
-	analysis         *classify.Session // scratch for the session analysis; nil while idle (see buffers.go)
-	pinErr           *refusal          // the statement being forwarded is refused (see refusal)
-	scratch          []byte            // for rewritten messages
-	heldMemory       int64             // taken from Env.Memory for the message being handled (see memory.go)
-	prefix           []byte            // for a rewritten Bind's names
+	maxMessage       int // max_message_size at login
 
 	mu      sync.Mutex
 	server  *pool.Conn    // the attached server connection; guarded by mu
@@ -124,23 +116,23 @@ type Session struct {
 	closeReason string
 	pinned      bool // keeps its server connection until it disconnects; guarded by mu
 	// For SHOW CLIENTS and the status page (see info.go): when the client connected (read-only
-	// after New), logged in, and last got a server connection. Guarded by mu.
-	connected  time.Time
+	// after New), logged in, and last got a server connection (unix ns; 0: never). Guarded by
+	// mu.
+	connected  int64
 	user       string // the client's user and database, read-only after New
-	tlsInfo    string // how conn is encrypted (pgtls.Describe), "" in plain text; read-only after New
 	database   string
 	loggedIn   bool
-	attachedAt time.Time
+	attachedAt int64
 	// The server connection is read by the client loop itself (inline) or by a relay goroutine;
 	// see readInline.
 	relays       sync.WaitGroup
 	relayFn      func() // s.relay as a func value, made once
 	relayRunning bool   // a relay goroutine reads server; guarded by mu
 	relayStarted bool   // one ever did (relays may have one to wait for); guarded by mu
-	interrupted  bool   // server has a read deadline set by interruptLocked; guarded by mu
-	// Requests pgtide sent on server on its own account, whose answers are not the client's
-	// (see hidden.go). hidden is guarded by mu; hiddenN mirrors its length for the reader.
-	hidden  []hiddenReq
+	// relaysLive counts relay goroutines started and not yet returned (see releaseActive).
+	relaysLive  atomic.Int32
+	interrupted bool // server has a read deadline set by interruptLocked; guarded by mu
+	// hiddenN mirrors the length of activeState.hidden for the reader (see hidden.go).
 	hiddenN atomic.Int32
 	// The client loop waits for a server connection under waitCtx; Cancel ends the wait with
 	// errClientCancel. Made once per session, and again only after a cancel used it up, so the
@@ -163,71 +155,44 @@ type Session struct {
 	startupParams map[string]string
 	startupExtra  map[string]string
 	watchResets   bool
-	restore       []byte // a Parse reset something: the restore to send after the next Sync; owned by the client loop
-	rewrite       []byte // scratch for SQL with statement names rewritten; owned by the client loop
 	// Statement tracking (see prepared.go). Guarded by mu.
-	stmts   map[string]*clientStmt
-	unnamed clientStmt // the unnamed statement; key "" when the client has none
-	// refPortals are the portals bound to statements with SQL DEALLOCATE or EXECUTE in their
-	// text, with those (see bindRefs). Owned by the client loop.
-	refPortals map[string]refPortal
-	// Scratch for resolving SQL DEALLOCATE and EXECUTE (see keyOnLocked), owned by the client
-	// loop: viaDealloc, a statement's text named the connection's throwaway; tws, the
-	// throwaways of a Query's statement; queryStmts, statements made for one Query only.
-	viaDealloc bool
-	tws        []*throwaway
-	queryStmts []string
-	twUndone   []*throwaway              // throwaways whose messages were skipped (see onReadyLocked); guarded by mu
-	expect     expectRing                // Parse and Close sent, awaiting ParseComplete or CloseComplete
-	deallocs   expectRing                // SQL DEALLOCATEs sent, awaiting their CommandComplete (typ 'D')
-	expectSeq  uint64                    // numbers expectations in sending order
-	reqSent    int                       // Query, Sync and FunctionCall sent in this attachment
-	reqDone    int                       // ReadyForQuery received in this attachment
-	duplicate  map[string]duplicateParse // by stand-in statement name (see forwardParse)
+	stmts     map[string]*clientStmt
+	unnamed   clientStmt                // the unnamed statement; key "" when the client has none
+	twUndone  []*throwaway              // throwaways whose messages were skipped (see onReadyLocked); guarded by mu
+	expectSeq uint64                    // numbers expectations in sending order
+	duplicate map[string]duplicateParse // by stand-in statement name (see forwardParse)
+	// Per attachment (in activeState): expect, deallocs, reqSent and reqDone.
 	// Effects of the Query in flight, applied at its ReadyForQuery unless it failed. Guarded by mu.
 	pendingExtra *extraChange
 	pendingReset *resetChange
 	failed       bool // an ErrorResponse arrived since the last ReadyForQuery
-	// COPY accounting (see copy.go). Guarded by mu.
-	reqs       reqLog // the client's requests not yet answered, in order
-	copySeg    bool   // the server is in copy-in and the client has not ended the COPY yet
-	copySyncs  int    // Syncs the server ignores in the current copy-in
-	copyUnsure bool   // a ReadyForQuery may be due that pending does not count: never reuse server
-
-	// answered counts the answers to extended-protocol messages at the front of reqs (see
-	// reqlog.go). Owned by the server's one reader.
-	answered int
+	// COPY accounting (see copy.go; reqs, copySyncs and answered are in activeState). Guarded by
+	// mu.
+	copySeg    bool // the server is in copy-in and the client has not ended the COPY yet
+	copyUnsure bool // a ReadyForQuery may be due that pending does not count: never reuse server
 	// skipping: an extended-protocol message failed and the client has not sent the Sync that
 	// ends the server's skipping yet (see reqlog.go). Written under mu; read by the client loop
 	// without it.
 	skipping atomic.Bool
 
-	// Parking (see park.go). canPark is fixed at New; ctx, ended and runFn at Serve. noPark is
+	// Parking (see park.go). canPark is fixed at New; ended and runFn at Serve. noPark is
 	// owned by the client loop; ticket is the Parker's.
 	canPark   bool
 	noPark    bool
 	idleState atomic.Int32
 	ticket    park.Ticket
-	ctx       context.Context
-	ended     func()
+	ended     func(*Session)
 	runFn     func() // s.run as a func value, made once
 
 	// The event loops (see loop.go): lc is the client's socket when the loops serve it (set by
 	// AdoptSocket before Serve, read-only after). srvFn (s.resumeServer) and leaseFn (posting
-	// s.resumeLease) are func values made once, with lc. ySrv and yPhase are the server
-	// connection whose answers the session waits for on a loop, and the phase of its reading;
-	// yTyp is the type of the message whose lease waits in lw. All owned by the client loop
-	// (lw's own lock orders the router's and Cancel's use of it).
+	// s.resumeLease) are func values made once, with lc. Owned by the client loop.
 	lc      *evloop.Conn
 	srvFn   func()
 	leaseFn func()
-	lw      router.LeaseWait
-	yTyp    byte
 	// ext is conn as goroutines other than the client loop's see it (closing it, logging its
 	// address): AdoptSocket replaces conn, under mu and wmu, and ext with it.
-	ext    atomic.Pointer[connRef]
-	ySrv   *pool.Conn
-	yPhase readPhase
+	ext atomic.Pointer[connRef]
 
 	// copyIn is how the server's current copy-in was started (logQuery or logExecute), 0 outside
 	// one. Owned by the server's one reader (see serverStep), so the hot path reads it without mu.
@@ -243,29 +208,28 @@ func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup, ep *r
 	if !ok || db == "" {
 		db = user
 	}
+	// The strings are slices of the startup packet, which would stay with the session: a
+	// handful of users and databases are shared by all the clients instead.
+	user, db = unique.Make(user).Value(), unique.Make(db).Value()
 	s := &Session{
-		env:       env,
-		conn:      conn,
-		startup:   startup,
-		key:       pool.Key{Database: db, User: user},
-		endpoint:  ep,
-		route:     ep.Route(),
-		txMode:    ep.TxMode(),
-		br:        br,
-		r:         wire.NewReader(br, cfg.Proxy.MaxMessageSize),
-		txStatus:  'I',
-		connected: time.Now(),
-		user:      user,
-		database:  db,
+		env:         env,
+		conn:        conn,
+		key:         pool.Key{Database: db, User: user},
+		endpoint:    ep,
+		route:       ep.Route(),
+		txMode:      ep.TxMode(),
+		activeState: newActive(br, cfg.Proxy.MaxMessageSize),
+		txStatus:    'I',
+		connected:   time.Now().UnixNano(),
+		user:        user,
+		database:    db,
 
 		maxPrepared:      cfg.Proxy.MaxPreparedStatements,
 		maxPreparedBytes: cfg.Proxy.MaxPreparedStatementsBytes,
+		maxMessage:       cfg.Proxy.MaxMessageSize,
 	}
 	s.src.conn = conn
 	s.ext.Store(&connRef{conn})
-	if tc, ok := conn.(*pgtls.Conn); ok { // encrypted by the proxy before the startup packet
-		s.tlsInfo = pgtls.Describe(tc.ConnectionState())
-	}
 	s.out.s = s
 	s.relayFn = s.relay
 
@@ -322,12 +286,14 @@ func (s *Session) Login(ctx context.Context) error {
 	// The client sees the server's values, except those it asked for at startup, as PostgreSQL
 	// would report them; those are SET on each server connection the client gets.
 	s.mu.Lock()
-	for name, value := range params {
-		if _, ok := s.params[name]; !ok {
-			s.params[name] = value
-		}
-	}
-	params = maps.Clone(s.params)
+	own := make(map[string]string, len(params)+len(s.params))
+	maps.Copy(own, params)
+	maps.Copy(own, s.params)
+	s.params = own
+	params = maps.Clone(own)
+	// Clients with the same settings share one params map from now until one changes
+	// (ownParamsLocked).
+	s.shareParamsLocked()
 	s.mu.Unlock()
 
 	msg := wire.AppendHeader(nil, 'R', 4)
