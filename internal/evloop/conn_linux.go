@@ -275,6 +275,22 @@ func (c *Conn) OnReadable(fn func()) bool {
 	return true
 }
 
+// Unregister takes back the function OnReadable registered, if one is, so that nothing runs it,
+// and reports whether one was. The caller then owns what that function would have touched, as
+// the reader, until it registers a function again (OnReadable; if that returns false, the caller
+// still owns it and must go on, for instance by posting the function: see Post).
+func (c *Conn) Unregister() bool {
+	c.mu.Lock()
+	fn := c.rCont
+	c.rCont = nil
+	c.mu.Unlock()
+	if fn == nil {
+		return false
+	}
+	c.countWait(-1)
+	return true
+}
+
 func (c *Conn) countWait(d int64) {
 	if c.counted {
 		c.l.g.waiting.Add(d)

@@ -43,16 +43,22 @@ func pair(t *testing.T, g *Group) (*Conn, net.Conn) {
 // waitReading polls until a goroutine waits in c's Read.
 func waitReading(t *testing.T, c *Conn) {
 	t.Helper()
+	waitInput(t, c, func() bool { return c.r.waiting }, "no read waits")
+}
+
+// waitInput polls until cond, which reads c's input side under c.mu, holds.
+func waitInput(t *testing.T, c *Conn, cond func() bool, never string) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c.mu.Lock()
-		waiting := c.r.waiting
+		ok := cond()
 		c.mu.Unlock()
-		if waiting {
+		if ok {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("no read waits")
+			t.Fatal(never)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -451,5 +457,53 @@ func TestAddrs(t *testing.T) {
 	}
 	if conns[2].LocalAddr() == conns[0].LocalAddr() {
 		t.Error("a socket that is not a client's shares the clients' local address")
+	}
+}
+
+// TestUnregister: a function taken back is not run by the events that follow; registered again,
+// it runs on the next, or OnReadable says the input came meanwhile.
+func TestUnregister(t *testing.T) {
+	g := newGroup(t, 1)
+	c, peer := pair(t, g) // drained
+	ran := make(chan struct{}, 1)
+	fn := func() { ran <- struct{}{} }
+	if c.Unregister() {
+		t.Fatal("Unregister with nothing registered said it took a function")
+	}
+	if !c.OnReadable(fn) {
+		t.Fatal("OnReadable did not register")
+	}
+	if g.Waiting() != 1 {
+		t.Fatalf("Waiting %d with a function registered", g.Waiting())
+	}
+	if !c.Unregister() || g.Waiting() != 0 {
+		t.Fatalf("Unregister did not take the function back (Waiting %d)", g.Waiting())
+	}
+	peer.Write([]byte("ping"))
+	// The edge is recorded, not run: registering again finds it.
+	waitInput(t, c, func() bool { return c.r.ready }, "the edge never came")
+	if c.OnReadable(fn) {
+		t.Fatal("OnReadable registered after an edge came")
+	}
+	select {
+	case <-ran:
+		t.Fatal("a function taken back ran")
+	default:
+	}
+	buf := make([]byte, 8)
+	if n, err := c.TryRead(buf); err != nil || string(buf[:n]) != "ping" {
+		t.Fatalf("TryRead: %q, %v", buf[:n], err)
+	}
+	if _, err := c.TryRead(buf); err != ErrWouldBlock {
+		t.Fatalf("TryRead with nothing there: %v", err)
+	}
+	if !c.OnReadable(fn) {
+		t.Fatal("OnReadable did not register once drained")
+	}
+	peer.Write([]byte("pong"))
+	select {
+	case <-ran:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a registered function did not run on input")
 	}
 }
