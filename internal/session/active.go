@@ -2,7 +2,6 @@ package session
 
 import (
 	"bufio"
-	"sync"
 
 	"pgtide/internal/classify"
 	"pgtide/internal/pool"
@@ -12,19 +11,24 @@ import (
 
 // An idle client keeps only what outlives its requests: ten thousand idle clients are a normal
 // load, so the client loop's state for the request in hand (its reader, the request held back
-// for a re-run, the scratch of statement rewriting) lives apart, in an activeState taken from a
-// pool when the client's next request comes and given back when the client is idle again with
-// nothing of it left (releaseActive). Session embeds it by pointer: its fields read as the
-// session's own, and are nil-safe to reach only while the client loop runs a request.
+// for a re-run, the routing plan, the scratch of statement rewriting, the records of its server
+// connection) lives apart, in an activeState. A client idle for ParkAfter lets go of it (see
+// trim in park.go), and its next request makes a new one (acquireActive, in resumeWith). A
+// client that keeps sending keeps its activeState: the common transaction pays nothing for this.
+// Session embeds it by pointer: its fields read as the session's own, and may be reached only
+// while the session has one (the client loop's code between a request's first message and its
+// next wait for the client).
 //
 // Who touches it: the client loop, and the one reader of the server connection (the client loop
-// itself when it reads inline, or a relay goroutine). It is given back only by the client loop,
-// between requests, with no server connection attached and no relay goroutine alive, so no one
-// else can hold it then.
+// itself when it reads inline, or a relay goroutine). It is dropped only while the session waits
+// for the client, with no server connection attached and no relay goroutine alive, by the
+// session's owner then, so no one else can hold it.
 
 // activeState is the client loop's state for the request in hand. Owned by the client loop,
 // except heldState's fields the server's reader clears (see heldState).
 type activeState struct {
+	// first is the resume buffer (resumeReader's): what ends the session's wait for the client.
+	first      [resumeSize]byte
 	br         *bufio.Reader // the client's read buffer (see buffers.go); nil while waiting for the client
 	r          wire.Reader   // reads br, or replay during a re-run
 	skipToSync bool          // an extended-protocol request failed before reaching a server
@@ -84,69 +88,52 @@ type attachment struct {
 	answered int
 }
 
-var activePool = sync.Pool{New: func() any { return new(activeState) }}
-
 // newActive returns an activeState whose reader reads br (nil: none yet), refusing messages
 // longer than maxMessage bytes.
 func newActive(br *bufio.Reader, maxMessage int) *activeState {
-	a := activePool.Get().(*activeState)
-	a.br = br
+	a := &activeState{br: br}
 	a.r.Reset(br)
 	a.r.SetMax(maxMessage)
 	return a
 }
 
-// acquireActive gives the session an activeState if it has none (it was idle). Owned by the
-// client loop.
+// acquireActive gives the session an activeState if it has none (it was trimmed while idle).
+// Owned by the client loop.
 func (s *Session) acquireActive() {
 	if s.activeState == nil {
 		s.activeState = newActive(nil, s.maxMessage)
+		s.src.first = &s.activeState.first
+		s.lean.Store(false)
 	}
 }
 
-// releaseActive gives the session's activeState back if nothing of the last request is left in
-// it: called by the client loop while it waits for the client, with its read buffer and held
-// request already given back (waitIdle). A session with anything pending keeps it, so no state
-// is lost: a server connection attached (a transaction open, a pinned client), extended-protocol
-// messages not yet ended by a Sync, a request refused and skipped to its Sync, a restore to send,
-// a relay goroutine that may still read the server. (refPortals it keeps, emptied: portals end
-// with the transaction, which ended with the last attachment; see attachLocked.)
-func (s *Session) releaseActive() {
+// dropActive lets go of the session's activeState if nothing of the last request is left in it:
+// called, by whoever owns the session while it waits for the client (see trim), with its read
+// buffer and held request already given back (waitIdle). A session with anything pending keeps
+// it, so no state is lost: a server connection attached (a transaction open, a pinned client),
+// extended-protocol messages not yet ended by a Sync, a request refused and skipped to its Sync,
+// a restore to send, a relay goroutine that may still read the server. (refPortals go with it:
+// portals end with the transaction, which ended with the last attachment; see attachLocked.)
+// It reports whether the session has no activeState now.
+func (s *Session) dropActive() bool {
 	a := s.activeState
-	if a == nil || a.br != nil || a.held != nil || a.heldBuf != nil || a.analysis != nil ||
+	if a == nil {
+		return true
+	}
+	if a.br != nil || a.held != nil || a.heldBuf != nil || a.analysis != nil ||
 		a.skipToSync || a.heldLeft != 0 || a.armed || a.retryable || a.dropping || a.rerun ||
 		a.rerunning || a.replaying || a.plannedLeft != 0 || a.pinErr != nil || a.heldMemory != 0 ||
 		len(a.restore) != 0 || a.ySrv != nil {
-		return
+		return false
 	}
 	s.mu.Lock()
 	busy := s.server != nil || s.relayRunning || s.relaysLive.Load() != 0 || s.open || s.pending != 0 || s.waiting
 	s.mu.Unlock()
 	if busy {
-		return
+		return false
 	}
-	s.activeState = nil
-	// What is kept for the next user: the scratch buffers' room (bounded by releaseMemory) and
-	// the reader's max; nothing else of this session's.
-	clear(a.refPortals)
-	clear(a.tws[:cap(a.tws)])
-	clear(a.queryStmts[:cap(a.queryStmts)])
-	a.expect.reset()
-	a.deallocs.reset()
-	a.reqs.reset()
-	*a = activeState{
-		r:          a.r,
-		scratch:    a.scratch[:0],
-		prefix:     a.prefix[:0],
-		restore:    a.restore[:0],
-		rewrite:    a.rewrite[:0],
-		refPortals: a.refPortals,
-		tws:        a.tws[:0],
-		queryStmts: a.queryStmts[:0],
-		// The next attachment resets the rest (attachLocked).
-		attachment: attachment{expect: a.expect, deallocs: a.deallocs, reqs: a.reqs, hidden: a.hidden[:0]},
-	}
-	a.r.Reset(nil)
-	a.r.DropScratch()
-	activePool.Put(a)
+	// Not pooled: a wave of idle clients would leave thousands in a pool until the collector
+	// ran twice. The next request, a second or more away, allocates its own.
+	s.activeState, s.src.first = nil, nil
+	return true
 }

@@ -3,16 +3,15 @@ package session
 import (
 	"bufio"
 	"testing"
+	"unsafe"
 
 	"pgtide/internal/classify"
 	"pgtide/internal/pool"
-	"pgtide/internal/router"
 )
 
-// TestReleaseActive: an idle session gives its request state back only when nothing of the last
-// request is left in it, and what goes back to the pool keeps nothing of the session's but the
-// room of its scratch buffers.
-func TestReleaseActive(t *testing.T) {
+// TestDropActive: an idle session lets go of its request state only when nothing of the last
+// request is left in it, and takes up a new one for its next request.
+func TestDropActive(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		pending func(s *Session)
@@ -43,43 +42,42 @@ func TestReleaseActive(t *testing.T) {
 	} {
 		s := &Session{activeState: newActive(nil, 1<<20)}
 		tc.pending(s)
-		s.releaseActive()
-		if s.activeState == nil {
-			t.Errorf("%s: the request state was given back", tc.name)
+		if s.dropActive() || s.activeState == nil {
+			t.Errorf("%s: the request state was dropped", tc.name)
 		}
 	}
 
-	s := &Session{activeState: newActive(nil, 1<<20)}
-	a := s.activeState
-	a.scratch = append(a.scratch, "rewritten"...)
-	a.tws = append(a.tws, &throwaway{})
-	a.refPortals = map[string]refPortal{"p": {}}
-	a.intent = router.Intent{Route: classify.RouteReader}
-	a.yTyp, a.heldMark, a.reqSent, a.answered = 'Q', -1, 3, 2
-	a.hidden = append(a.hidden, hiddenReq{req: 1})
-	a.expect.push(expectation{})
-	a.reqs.push(logQuery)
-	s.releaseActive()
-	if s.activeState != nil {
+	s := &Session{activeState: newActive(nil, 1<<20), maxMessage: 1 << 20}
+	s.scratch = append(s.scratch, "rewritten"...)
+	s.refPortals = map[string]refPortal{"p": {}} // ended with the last transaction
+	s.lean.Store(true)
+	if !s.dropActive() || s.activeState != nil {
 		t.Fatal("a clean session kept its request state")
 	}
-	if len(a.scratch) != 0 || cap(a.scratch) == 0 {
-		t.Errorf("scratch: len %d cap %d, want empty with its room", len(a.scratch), cap(a.scratch))
+	if !s.dropActive() {
+		t.Error("a session with no request state reports it has one")
 	}
-	if len(a.tws) != 0 || a.tws[:1][0] != nil {
-		t.Error("throwaways kept")
-	}
-	if len(a.refPortals) != 0 || len(a.hidden) != 0 || a.expect.len() != 0 || a.reqs.len() != 0 {
-		t.Error("the last request's portals or the last attachment's records kept")
-	}
-	if a.intent != (router.Intent{}) || a.yTyp != 0 || a.heldMark != 0 || a.reqSent != 0 || a.answered != 0 {
-		t.Errorf("scalars kept: intent %+v, yTyp %d, heldMark %d, reqSent %d, answered %d",
-			a.intent, a.yTyp, a.heldMark, a.reqSent, a.answered)
-	}
-
 	s.acquireActive()
-	if s.activeState == nil {
-		t.Fatal("acquireActive gave no request state")
+	if s.activeState == nil || len(s.scratch) != 0 || s.refPortals != nil || s.lean.Load() {
+		t.Fatal("acquireActive did not give a new request state")
 	}
+	a := s.activeState
 	s.acquireActive() // has one: keeps it
+	if s.activeState != a {
+		t.Error("acquireActive replaced the request state in use")
+	}
+}
+
+// TestSessionSizeClass: an idle client's Session fits Go's 768-byte size class (with the 8-byte
+// header Go puts before objects over 512 bytes that hold pointers), and an activeState lands in
+// a larger class: request states let go of leave no holes in the spans of idle sessions. A field
+// added to Session that breaks this costs every idle client 128 bytes (the 896-byte class).
+func TestSessionSizeClass(t *testing.T) {
+	const header = 8
+	if n := unsafe.Sizeof(Session{}) + header; n > 768 {
+		t.Errorf("Session with its header: %d bytes, want at most 768", n)
+	}
+	if n := unsafe.Sizeof(activeState{}) + header; n <= 768 {
+		t.Errorf("activeState with its header: %d bytes, in the Session's class or below", n)
+	}
 }

@@ -39,8 +39,8 @@ func NewClientReader(conn net.Conn) *bufio.Reader {
 
 // resumeReader is what a session's pooled reader reads from after an idle wait: the bytes that
 // ended the wait, then the connection. The wait reads into first, which is big enough for a
-// typical request, so an idle client's next request costs one read, not two. A parked client
-// gives first back (see park.go).
+// typical request, so an idle client's next request costs one read, not two. first is the
+// activeState's (see active.go): a trimmed or parked client has none.
 type resumeReader struct {
 	conn  net.Conn
 	first *[resumeSize]byte
@@ -48,8 +48,6 @@ type resumeReader struct {
 }
 
 const resumeSize = 256
-
-var resumePool = sync.Pool{New: func() any { return new([resumeSize]byte) }}
 
 func (r *resumeReader) Read(p []byte) (int, error) {
 	if r.at < r.n {
@@ -62,18 +60,8 @@ func (r *resumeReader) Read(p []byte) (int, error) {
 
 var _ io.Reader = (*resumeReader)(nil)
 
-// dropFirst gives the resume buffer back. Called only while the client loop waits for the
-// client: its reader has taken every byte, so nothing in the buffer is still to be replayed.
-func (s *Session) dropFirst() {
-	if s.src.first != nil {
-		resumePool.Put(s.src.first)
-		s.src.first = nil
-	}
-}
-
-// waitIdle gives the read buffer back, and the request's state when nothing of it is left (see
-// active.go), and blocks until the client sends something. It is called by the client loop
-// whenever nothing from the client is buffered.
+// waitIdle gives the read buffer back and blocks until the client sends something. It is called
+// by the client loop whenever nothing from the client is buffered.
 func (s *Session) waitIdle() error {
 	if s.activeState != nil {
 		if s.br != nil {
@@ -86,7 +74,6 @@ func (s *Session) waitIdle() error {
 			s.r.DropScratch()
 		}
 		s.dropHeld()
-		s.releaseActive()
 	}
 	if s.lc != nil && s.mayYield() {
 		return s.tryClient()
@@ -95,9 +82,7 @@ func (s *Session) waitIdle() error {
 	if parkable {
 		s.idleState.Store(idleWaiting)
 	}
-	if s.src.first == nil {
-		s.src.first = resumePool.Get().(*[resumeSize]byte)
-	}
+	s.acquireActive()
 	n, err := s.conn.Read(s.src.first[:])
 	if parkable && s.endIdleWait(n, err) {
 		return errPark
@@ -115,7 +100,6 @@ func (s *Session) resumeWith(n int, err error) error {
 		return err
 	}
 	s.src.n, s.src.at = int32(n), 0 // n ≤ resumeSize
-	s.acquireActive()
 	s.br = readerPool.Get().(*bufio.Reader)
 	s.br.Reset(&s.src)
 	s.r.Reset(s.br)

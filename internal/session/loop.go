@@ -95,16 +95,11 @@ func (s *Session) tryClient() error {
 	if s.lc.Drained() {
 		// The last read took everything there was: only the loop's next event can bring more
 		// (and if one came already, OnReadable says so, and the read comes next time).
-		// Nothing is buffered for the client while it waits, the 256 bytes included.
-		s.dropFirst()
 		return errYield
 	}
-	if s.src.first == nil {
-		s.src.first = resumePool.Get().(*[resumeSize]byte)
-	}
+	s.acquireActive()
 	n, err := s.lc.TryRead(s.src.first[:])
 	if err == evloop.ErrWouldBlock {
-		s.dropFirst()
 		return errYield
 	}
 	return s.resumeWith(n, err)

@@ -6,6 +6,7 @@ import (
 	"syscall"
 	"time"
 
+	"pgtide/internal/evloop"
 	"pgtide/internal/pgtls"
 )
 
@@ -28,6 +29,12 @@ import (
 // Whoever closes the client's connection from outside the client loop does it with closeClient,
 // which takes a parked connection back from the Parker first and runs the loop again to end the
 // session.
+//
+// A client served on the event loops has no goroutine to give up: when it has been idle for
+// ParkAfter, the janitor trims it instead (ParkIfIdle, trimIdle). It takes the session from its
+// loop (evloop's Unregister: the loop will not run it meanwhile), lets go of the request state
+// and the resume buffer (see active.go), and gives the session back to the loop. A parked client
+// lets go of them too.
 
 // ParkAfter is how long a client waits idle before it is parked, when Env.ParkAfter is 0.
 const ParkAfter = time.Second
@@ -65,7 +72,18 @@ func (s *Session) ParkIfIdle(now int64) {
 	if after <= 0 {
 		after = ParkAfter
 	}
-	if s.idleState.Load() != idleWaiting || now-s.progressAt.Load() < int64(after) {
+	if now-s.progressAt.Load() < int64(after) {
+		return
+	}
+	if !s.lean.Load() {
+		s.mu.Lock()
+		lc := s.lc // AdoptSocket may be setting it
+		s.mu.Unlock()
+		if lc != nil {
+			s.trimIdle(lc)
+		}
+	}
+	if s.idleState.Load() != idleWaiting {
 		return
 	}
 	s.mu.Lock()
@@ -93,7 +111,7 @@ func (s *Session) endIdleWait(n int, err error) bool {
 // for good, if the Parker would not take it (a connection closed meanwhile is then found by the
 // loop's next read).
 func (s *Session) park() bool {
-	s.dropFirst()
+	s.dropActive()
 	s.mu.Lock()
 	s.shareParamsLocked()
 	s.mu.Unlock()
@@ -104,6 +122,28 @@ func (s *Session) park() bool {
 		return false
 	}
 	return true
+}
+
+// trimIdle lets go of what a session waiting for its client on the event loops holds for
+// requests: its activeState, resume buffer included. It does nothing unless the session is
+// waiting for the client on its loop (registered with OnReadable), which it takes over for the
+// while. lc is the session's s.lc. Called by the janitor (ParkIfIdle).
+func (s *Session) trimIdle(lc *evloop.Conn) {
+	if !lc.Unregister() {
+		return // running, or waiting for a server or a queue: not idle after all
+	}
+	// The session is this goroutine's now, as it would be the loop's: the client loop registered
+	// at its wait for the client (waitIdle), with its read buffer and held request given back.
+	if s.dropActive() {
+		s.mu.Lock()
+		s.shareParamsLocked()
+		s.mu.Unlock()
+		s.lean.Store(true)
+	}
+	if !lc.OnReadable(s.runFn) {
+		// Input, a hang-up, a close or a deadline came meanwhile: the loop runs the session.
+		lc.Post(s.runFn)
+	}
 }
 
 // closeClient closes the client's connection from outside the client loop (timeouts, KILL,

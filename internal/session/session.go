@@ -180,9 +180,12 @@ type Session struct {
 	canPark   bool
 	noPark    bool
 	idleState atomic.Int32
-	ticket    park.Ticket
-	ended     func(*Session)
-	runFn     func() // s.run as a func value, made once
+	// lean: the session, idle on the event loops, has let go of its request state (trimIdle);
+	// cleared when it takes up a request again (acquireActive).
+	lean   atomic.Bool
+	ticket park.Ticket
+	ended  func(*Session)
+	runFn  func() // s.run as a func value, made once
 
 	// The event loops (see loop.go): lc is the client's socket when the loops serve it (set by
 	// AdoptSocket before Serve, read-only after). srvFn (s.resumeServer) and leaseFn (posting
@@ -228,7 +231,7 @@ func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup, ep *r
 		maxPreparedBytes: cfg.Proxy.MaxPreparedStatementsBytes,
 		maxMessage:       cfg.Proxy.MaxMessageSize,
 	}
-	s.src.conn = conn
+	s.src.conn, s.src.first = conn, &s.activeState.first
 	s.ext.Store(&connRef{conn})
 	s.out.s = s
 	s.relayFn = s.relay
