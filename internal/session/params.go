@@ -216,8 +216,9 @@ func (s *Session) computeSettingsLocked() {
 
 // Idle clients with the same parameters share one params map, read-only while shared: ten
 // thousand idle clients hold one map between them, not one each. A session takes the shared
-// map at login and again when it is parked (shareParamsLocked), and makes its own copy before
-// it changes it (ownParamsLocked). The table holds each shared map weakly: it goes when no session has it.
+// map when it is trimmed or parked (shareParamsLocked; see park.go), and makes its own copy
+// before it changes it (ownParamsLocked). The table holds each shared map weakly: it goes when
+// no session has it.
 
 // paramSet is a shared params map.
 type paramSet struct{ m map[string]string }

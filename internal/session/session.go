@@ -11,7 +11,7 @@ import (
 	"maps"
 	"net"
 	"os"
-	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -288,27 +288,18 @@ func (s *Session) Login(ctx context.Context) error {
 	}
 	// The client sees the server's values, except those it asked for at startup, as PostgreSQL
 	// would report them; those are SET on each server connection the client gets.
+	// Clients with the same settings share one params map once idle (see trimIdle and park).
 	s.mu.Lock()
 	own := make(map[string]string, len(params)+len(s.params))
 	maps.Copy(own, params)
 	maps.Copy(own, s.params)
 	s.params = own
-	params = maps.Clone(own)
-	// Clients with the same settings share one params map from now until one changes
-	// (ownParamsLocked).
-	s.shareParamsLocked()
-	s.mu.Unlock()
-
 	msg := wire.AppendHeader(nil, 'R', 4)
 	msg = binary.BigEndian.AppendUint32(msg, 0) // AuthenticationOk
-	names := make([]string, 0, len(params))
-	for n := range params {
-		names = append(names, n)
+	for _, n := range slices.Sorted(maps.Keys(own)) {
+		msg = wire.AppendParameterStatus(msg, n, own[n])
 	}
-	sort.Strings(names)
-	for _, n := range names {
-		msg = wire.AppendParameterStatus(msg, n, params[n])
-	}
+	s.mu.Unlock()
 	msg = wire.AppendBackendKeyData(msg, s.PID, s.Secret)
 	msg = wire.AppendReadyForQuery(msg, 'I')
 	if err := s.send(msg); err != nil {
