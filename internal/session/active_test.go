@@ -2,6 +2,7 @@ package session
 
 import (
 	"bufio"
+	"context"
 	"testing"
 	"unsafe"
 
@@ -79,5 +80,21 @@ func TestSessionSizeClass(t *testing.T) {
 	}
 	if n := unsafe.Sizeof(activeState{}) + header; n <= 768 {
 		t.Errorf("activeState with its header: %d bytes, in the Session's class or below", n)
+	}
+}
+
+// TestDropWait: an idle session lets go of its wait context; one that waits keeps it.
+func TestDropWait(t *testing.T) {
+	s := &Session{}
+	s.waitCtx, s.waitCancel = context.WithCancelCause(context.Background())
+	s.waiting = true
+	s.dropWaitLocked()
+	if s.waitCtx == nil || s.waitCancel == nil {
+		t.Fatal("a session waiting for a server connection lost its wait context")
+	}
+	s.waiting = false
+	s.dropWaitLocked()
+	if s.waitCtx != nil || s.waitCancel != nil {
+		t.Fatal("an idle session kept its wait context")
 	}
 }

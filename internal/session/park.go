@@ -114,6 +114,7 @@ func (s *Session) park() bool {
 	s.dropActive()
 	s.mu.Lock()
 	s.shareParamsLocked()
+	s.dropWaitLocked()
 	s.mu.Unlock()
 	sock, _ := s.socket()
 	if err := s.env.Parker.Park(sock, &s.ticket, s.runFn); err != nil {
@@ -137,6 +138,7 @@ func (s *Session) trimIdle(lc *evloop.Conn) {
 	if s.dropActive() {
 		s.mu.Lock()
 		s.shareParamsLocked()
+		s.dropWaitLocked()
 		s.mu.Unlock()
 		s.lean.Store(true)
 	}

@@ -26,7 +26,6 @@ func (s *Session) Serve(ended func(*Session)) {
 	s.ended = ended
 	s.runFn = s.run
 	s.mu.Lock()
-	s.waitCtx, s.waitCancel = context.WithCancelCause(context.Background())
 	if s.server != nil && !s.relayRunning {
 		// A session-mode client's own server connection, taken at login: read from now on, so
 		// that a server ending the session (pg_terminate_backend, a shutdown) ends the client's
@@ -74,7 +73,9 @@ func (s *Session) drive(err error) {
 		s.log().Debug("client session ended", "err", err)
 	}
 	s.mu.Lock()
-	s.waitCancel(nil)
+	if s.waitCancel != nil {
+		s.waitCancel(nil)
+	}
 	s.mu.Unlock()
 	s.detach()
 	if s.relayStarted {
@@ -333,6 +334,9 @@ func (s *Session) attach(ctx context.Context, typ byte) (*pool.Conn, error) {
 			s.mu.Lock()
 		}
 		s.waiting = true
+		if s.waitCtx == nil {
+			s.waitCtx, s.waitCancel = context.WithCancelCause(context.Background())
+		}
 		wctx := s.waitCtx
 		s.mu.Unlock()
 		var node *cluster.Node
@@ -822,6 +826,15 @@ func (s *Session) Drain(reason string) {
 	s.mu.Unlock()
 	if boundary {
 		s.endAtBoundary()
+	}
+}
+
+// dropWaitLocked lets go of the wait context of a session that does not wait (an idle client's:
+// see park.go); its next wait makes another. Nothing holds it then: a wait's users are done with
+// it once leased has cleared waiting. Requires mu.
+func (s *Session) dropWaitLocked() {
+	if !s.waiting {
+		s.waitCtx, s.waitCancel = nil, nil
 	}
 }
 

@@ -135,8 +135,9 @@ type Session struct {
 	// hiddenN mirrors the length of activeState.hidden for the reader (see hidden.go).
 	hiddenN atomic.Int32
 	// The client loop waits for a server connection under waitCtx; Cancel ends the wait with
-	// errClientCancel. Made once per session, and again only after a cancel used it up, so the
-	// common acquire allocates nothing. Guarded by mu.
+	// errClientCancel. Made at the first wait, again only after a cancel used it up, and let go
+	// of when the client is trimmed or parked (dropWaitLocked), so that the common acquire
+	// allocates nothing and an idle client keeps none. Guarded by mu.
 	waitCtx    context.Context
 	waitCancel context.CancelCauseFunc
 	waiting    bool // the client loop is getting a server connection under waitCtx
