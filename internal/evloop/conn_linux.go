@@ -70,7 +70,7 @@ type Conn struct {
 type side struct {
 	c       *Conn
 	ch      chan struct{} // one token per wake-up; made at the first wait
-	dead    int64         // the deadline, unix nanoseconds; 0: none
+	dead    int64         // the deadline, as sinceEpoch's nanoseconds; 0: none
 	timer   *time.Timer   // armed for dead; nil while there is none
 	expired atomic.Bool   // dead has passed
 	input   bool          // the input side, whose events also run OnReadable's function
@@ -392,16 +392,17 @@ func (c *Conn) SetWriteDeadline(t time.Time) error { c.w.setDeadline(t); return 
 func (sd *side) setDeadline(t time.Time) {
 	c := sd.c
 	c.mu.Lock()
+	d := time.Until(t) // on the monotonic clock, when t has a reading of it (time.Now().Add)
 	sd.dead = 0
-	switch {
+	switch now := sinceEpoch(); {
 	case t.IsZero():
-	case t.Unix() >= math.MaxInt64/int64(time.Second):
-		sd.dead = math.MaxInt64 // past what UnixNano holds: never
+	case int64(d) >= math.MaxInt64-now:
+		sd.dead = math.MaxInt64 // never
 	default:
-		sd.dead = max(t.UnixNano(), 1) // 0 is none
+		sd.dead = max(now+int64(d), 1) // 0 is none
 	}
 	expired := false
-	switch d := time.Until(t); {
+	switch {
 	case t.IsZero() || d <= 0:
 		if sd.timer != nil {
 			sd.timer.Stop()
@@ -420,11 +421,19 @@ func (sd *side) setDeadline(t time.Time) {
 	}
 }
 
+// epoch anchors deadlines on the monotonic clock: a side keeps its deadline as the time since
+// epoch at which it passes, so that a step of the wall clock neither loses nor advances it (as a
+// time.Time with its monotonic reading would not).
+var epoch = time.Now()
+
+// sinceEpoch returns the monotonic nanoseconds since epoch.
+func sinceEpoch() int64 { return int64(time.Since(epoch)) }
+
 // timeout is the side's timer: the deadline may have passed (or been moved since).
 func (sd *side) timeout() {
 	c := sd.c
 	c.mu.Lock()
-	expired := sd.dead != 0 && time.Now().UnixNano() >= sd.dead
+	expired := sd.dead != 0 && sinceEpoch() >= sd.dead
 	if expired {
 		sd.expired.Store(true)
 	}
