@@ -21,8 +21,8 @@ func (r idleResult) kibPerClient() float64 {
 
 const (
 	idleDialers = 16 // connections opened in parallel
-	// RSS is read once all have been idle this long: steady state, after pgtide parks its idle
-	// clients (a second) and has the memory their goroutines left returned to the OS.
+	// RSS is read once all have been idle this long: steady state, after pgtide trims or parks
+	// its idle clients (a second) and has the memory they left returned to the OS.
 	idleSettle = 5 * time.Second
 )
 

@@ -300,7 +300,8 @@ func (b *bench) targetsList(w io.Writer) {
 	}
 	if r, ok := b.idle[namePgtide]; ok {
 		v := r.kibPerClient()
-		check("pgtide RSS per idle client, KiB", v, true, "≤ 16", v <= 16)
+		// Issue 14's target; the process's fixed memory weighs on it below some 10,000 clients.
+		check(fmt.Sprintf("pgtide RSS per idle client with %d idle clients, KiB", r.clients), v, true, "≤ 2", v <= 2)
 	}
 	fmt.Fprintln(w)
 }
