@@ -13,11 +13,11 @@ import (
 // load, so the client loop's state for the request in hand (its reader, the request held back
 // for a re-run, the routing plan, the scratch of statement rewriting, the records of its server
 // connection) lives apart, in an activeState. A client idle for ParkAfter lets go of it (see
-// trim in park.go), and its next request makes a new one (acquireActive, in resumeWith). A
-// client that keeps sending keeps its activeState: the common transaction pays nothing for this.
-// Session embeds it by pointer: its fields read as the session's own, and may be reached only
-// while the session has one (the client loop's code between a request's first message and its
-// next wait for the client).
+// trimIdle and park in park.go), and its next read makes a new one (acquireActive, in tryClient
+// and waitIdle). A client that keeps sending keeps its activeState: the common transaction pays
+// nothing for this. Session embeds it by pointer: its fields read as the session's own, and may
+// be reached only while the session has one (the client loop's code between a request's first
+// message and its next wait for the client).
 //
 // Who touches it: the client loop, and the one reader of the server connection (the client loop
 // itself when it reads inline, or a relay goroutine). It is dropped only while the session waits
@@ -108,9 +108,9 @@ func (s *Session) acquireActive() {
 }
 
 // dropActive lets go of the session's activeState if nothing of the last request is left in it:
-// called, by whoever owns the session while it waits for the client (see trim), with its read
-// buffer and held request already given back (waitIdle). A session with anything pending keeps
-// it, so no state is lost: a server connection attached (a transaction open, a pinned client),
+// called, by whoever owns the session while it waits for the client (trimIdle, park), with its
+// read buffer and held request already given back (waitIdle). A session with anything pending
+// keeps it, so no state is lost: a server connection attached (a transaction open, a pinned client),
 // extended-protocol messages not yet ended by a Sync, a request refused and skipped to its Sync,
 // a restore to send, a relay goroutine that may still read the server. (refPortals go with it:
 // portals end with the transaction, which ended with the last attachment; see attachLocked.)
