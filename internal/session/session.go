@@ -78,8 +78,8 @@ type Session struct {
 	PID    uint32
 	Secret uint32
 
-	// The client loop's state for the request in hand; nil while the client is idle (see
-	// active.go).
+	// The client loop's state for the request in hand; nil once an idle client was trimmed or
+	// parked (see active.go).
 	*activeState
 	src resumeReader // what the client's read buffer reads from; owned by the client loop
 
@@ -116,8 +116,8 @@ type Session struct {
 	closeReason string
 	pinned      bool // keeps its server connection until it disconnects; guarded by mu
 	// For SHOW CLIENTS and the status page (see info.go): when the client connected (read-only
-	// after New), logged in, and last got a server connection (unix ns; 0: never). Guarded by
-	// mu.
+	// after New), logged in, and last got a server connection (unix ns; attachedAt 0: never).
+	// Guarded by mu.
 	connected  int64
 	user       string // the client's user and database, read-only after New
 	database   string
@@ -129,7 +129,7 @@ type Session struct {
 	relayFn      func() // s.relay as a func value, made once
 	relayRunning bool   // a relay goroutine reads server; guarded by mu
 	relayStarted bool   // one ever did (relays may have one to wait for); guarded by mu
-	// relaysLive counts relay goroutines started and not yet returned (see releaseActive).
+	// relaysLive counts relay goroutines started and not yet returned (see dropActive).
 	relaysLive  atomic.Int32
 	interrupted bool // server has a read deadline set by interruptLocked; guarded by mu
 	// hiddenN mirrors the length of activeState.hidden for the reader (see hidden.go).
