@@ -422,8 +422,8 @@ func (sd *side) setDeadline(t time.Time) {
 }
 
 // epoch anchors deadlines on the monotonic clock: a side keeps its deadline as the time since
-// epoch at which it passes, so that a step of the wall clock neither loses nor advances it (as a
-// time.Time with its monotonic reading would not).
+// epoch at which it passes, so that a step of the wall clock neither loses nor advances it (as
+// comparing time.Time values by their monotonic readings, Go's net package's way, ensures).
 var epoch = time.Now()
 
 // sinceEpoch returns the monotonic nanoseconds since epoch.
