@@ -196,10 +196,48 @@ var deallocScripts = []struct {
 
 // TestDeallocateSharedStatement runs deallocScripts.
 func TestDeallocateSharedStatement(t *testing.T) {
+	compareScripts(t, deallocScripts)
+}
+
+// namedErrorScripts make PostgreSQL name a client's statement in an error.
+var namedErrorScripts = []struct {
+	name  string
+	steps []deallocStep
+}{
+	{"a Bind with the wrong number of parameters", []deallocStep{
+		prepareAB,
+		dmsgs(dbind("", "a"), dexec(""), dsync),
+		dmsgs(dbind("", "b", "1", "2"), dexec(""), dsync),
+		// The second Bind fails: its name, not the first's, though both share a server statement.
+		dmsgs(dbind("", "a", "1"), dexec(""), dbind("", "b"), dexec(""), dsync),
+		dmsgs(dbind("", "b", "1"), dexec(""), dbind("", "a", "1", "2"), dexec(""), dsync),
+		// A Parse pgtide sends first (the statement is new on this server connection).
+		{hold: true, msgs: []pgproto3.FrontendMessage{dbind("", "b"), dexec(""), dsync}},
+		{release: true, msgs: []pgproto3.FrontendMessage{dparse("c", "SELECT $1::text AS c"), dbind("", "c", "1", "2"), dsync}},
+		dq("EXECUTE c(1, 2)"),
+		dq("BEGIN"),
+		dmsgs(dbind("", "c"), dexec(""), dsync),
+		dq("ROLLBACK"),
+	}},
+}
+
+// TestStatementNamesInErrors: PostgreSQL's errors that name a prepared statement name the
+// client's, not the server statement pgtide created for it.
+func TestStatementNamesInErrors(t *testing.T) {
+	compareScripts(t, namedErrorScripts)
+}
+
+// compareScripts runs each script straight on PostgreSQL and through pgtide in both pool modes,
+// and fails at the first answer that differs, error texts included, or if pgtide logs a warning.
+func compareScripts(t *testing.T, scripts []struct {
+	name  string
+	steps []deallocStep
+}) {
+	t.Helper()
 	for _, mode := range bothModes {
 		t.Run(mode, func(t *testing.T) {
 			p := trustProxy(t, mode, 2)
-			for _, sc := range deallocScripts {
+			for _, sc := range scripts {
 				t.Run(sc.name, func(t *testing.T) {
 					logStart := p.logLines()
 					want := runDeallocScript(t, cluster.Primary().Addr(), sc.steps)

@@ -272,6 +272,10 @@ func (s *Session) relayError(srv *pool.Conn, body []byte) error {
 		s.copyIn = 0
 		s.onCopyFailedLocked()
 	}
+	var bound *clientStmt
+	if s.txMode {
+		bound = s.failedBindLocked()
+	}
 	s.skipAfterErrorLocked()
 	reworded := len(s.duplicate) > 0 && s.rewordDuplicateLocked(&body)
 	if !reworded && s.txMode && s.deallocs.len() > 0 {
@@ -279,6 +283,7 @@ func (s *Session) relayError(srv *pool.Conn, body []byte) error {
 	}
 	if !reworded && s.txMode {
 		s.onErrorLocked(srv, body)
+		s.rewordNameLocked(srv, &body, bound)
 	}
 	s.mu.Unlock()
 	_, err := s.w.Write(wire.AppendMessage(s.w.AvailableBuffer(), 'E', body))

@@ -600,6 +600,7 @@ func (s *Session) forwardBind(srv *pool.Conn) error {
 			refs = def.refs
 		}
 		serverName = st.name
+		s.logBindLocked(def)
 	}
 	s.mu.Unlock()
 	if len(s.refPortals) > 0 || refs != nil {
@@ -934,6 +935,73 @@ func (s *Session) rewordMissLocked(body *[]byte) bool {
 		}
 	}
 	return false
+}
+
+// rewordNameLocked makes a server error that names a statement pgtide created on srv name the
+// client's statement, as PostgreSQL would: "bind message supplies 2 parameters, but prepared
+// statement "pgtide_7" requires 1" (08P01) of a Bind, "wrong number of parameters for prepared
+// statement "pgtide_7"" of an SQL EXECUTE. bound is the client's name of the statement of the Bind
+// the error answers (nil if it answers no such Bind): exact, when several of the client's names
+// share the server statement, unless the client has dropped that name since. Otherwise the name is the client's one statement with the server
+// statement's text; with several, or none (a statement that names others, see keyOnLocked), the
+// error is left as it is. Runs on the reader, on errors only. Requires mu.
+func (s *Session) rewordNameLocked(srv *pool.Conn, body *[]byte, bound *clientStmt) {
+	const prefix = `"pgtide_`
+	if !bytes.Contains(*body, []byte(prefix)) {
+		return
+	}
+	_, msg := wire.ParseErrorFields(*body)
+	i := strings.Index(msg, prefix)
+	if i < 0 {
+		return
+	}
+	j := i + len(prefix)
+	for j < len(msg) && '0' <= msg[j] && msg[j] <= '9' {
+		j++
+	}
+	if j == i+len(prefix) || j == len(msg) || msg[j] != '"' {
+		return
+	}
+	var name string
+	if bound != nil {
+		for n, def := range s.stmts {
+			if def == bound {
+				name = n
+				break
+			}
+		}
+	}
+	if name == "" {
+		name = s.clientNameLocked(srv, msg[i+1:j])
+	}
+	if name != "" {
+		*body = wire.ReplaceErrorField(*body, 'M', msg[:i+1]+name+msg[j:])
+	}
+}
+
+// clientNameLocked returns the client's name of the statement srv holds as server, if exactly
+// one of the client's statements has its text; "" otherwise. O(statements). Requires mu.
+func (s *Session) clientNameLocked(srv *pool.Conn, server string) string {
+	var key string
+	for _, x := range stateOf(srv).statements {
+		if x.name == server {
+			key = x.key.text
+			break
+		}
+	}
+	if key == "" {
+		return ""
+	}
+	var name string
+	for n, def := range s.stmts {
+		if def.refs == nil && def.key == key {
+			if name != "" {
+				return ""
+			}
+			name = n
+		}
+	}
+	return name
 }
 
 // onErrorLocked drops srv's statements when the server says one of them is stale or missing:

@@ -27,12 +27,15 @@ const (
 	logExecute  byte = 'E' // Execute: may start a COPY
 	logParse    byte = 'p' // Parse or Close (in transaction mode, each has an expectation)
 	logExtended byte = 'x' // Bind or Describe
+	logBind     byte = 'b' // Bind of a client's named statement under pgtide's name (see reqLog.names)
 	logCopyDone byte = 'c' // CopyDone or CopyFail: ends a copy-in; the server answers nothing
 )
 
 // extended reports whether a log entry is an extended-protocol message that the server answers
 // before the batch's Sync.
-func extended(k byte) bool { return k == logExecute || k == logParse || k == logExtended }
+func extended(k byte) bool {
+	return k == logExecute || k == logParse || k == logExtended || k == logBind
+}
 
 // compactEvery is how many answered messages the reader lets accumulate before it drops their
 // entries from the log: the log stays as long as what is in flight, plus this.
@@ -41,9 +44,13 @@ const compactEvery = 64
 // reqLog is a ring of the client's messages the server answers, from the oldest not yet
 // answered by a ReadyForQuery. It allocates only when it grows past its largest size so far.
 type reqLog struct {
-	buf  []byte
-	head int
-	n    int
+	buf []byte
+	// stmts runs parallel to buf: for a logBind entry, the client's statement, whose name
+	// PostgreSQL's error for the Bind names (see Session.failedBindLocked). nil until the first
+	// logBind; other entries' are stale and never read.
+	stmts []*clientStmt
+	head  int
+	n     int
 }
 
 func (l *reqLog) reset() { l.head, l.n = 0, 0 }
@@ -55,13 +62,47 @@ func (l *reqLog) at(i int) byte { return l.buf[(l.head+i)%len(l.buf)] }
 
 func (l *reqLog) set(i int, k byte) { l.buf[(l.head+i)%len(l.buf)] = k }
 
+// stmt returns the i'th entry's statement (see stmts).
+func (l *reqLog) stmt(i int) *clientStmt {
+	if l.stmts == nil {
+		return nil
+	}
+	return l.stmts[(l.head+i)%len(l.buf)]
+}
+
+// setBind makes the i'th entry a logBind of the client's statement def.
+func (l *reqLog) setBind(i int, def *clientStmt) {
+	if l.stmts == nil {
+		l.stmts = make([]*clientStmt, len(l.buf))
+	}
+	l.set(i, logBind)
+	l.stmts[(l.head+i)%len(l.buf)] = def
+}
+
+// move copies entry from to entry to, with its statement.
+func (l *reqLog) move(from, to int) {
+	f, t := (l.head+from)%len(l.buf), (l.head+to)%len(l.buf)
+	l.buf[t] = l.buf[f]
+	if l.stmts != nil {
+		l.stmts[t] = l.stmts[f]
+	}
+}
+
 func (l *reqLog) push(k byte) {
 	if l.n == len(l.buf) {
-		buf := make([]byte, max(16, 2*len(l.buf)))
+		size := max(16, 2*len(l.buf))
+		buf := make([]byte, size)
+		var stmts []*clientStmt
+		if l.stmts != nil {
+			stmts = make([]*clientStmt, size)
+		}
 		for i := 0; i < l.n; i++ {
 			buf[i] = l.at(i)
+			if stmts != nil {
+				stmts[i] = l.stmt(i)
+			}
 		}
-		l.buf, l.head = buf, 0
+		l.buf, l.stmts, l.head = buf, stmts, 0
 	}
 	l.buf[(l.head+l.n)%len(l.buf)] = k
 	l.n++
@@ -74,9 +115,9 @@ func (l *reqLog) pushBeforeLast(k byte) {
 		l.push(k)
 		return
 	}
-	last := l.at(l.n - 1)
-	l.set(l.n-1, k)
-	l.push(last)
+	l.push(k)
+	l.move(l.n-2, l.n-1)
+	l.set(l.n-2, k)
 }
 
 // popRequest drops the entries up to and including the oldest request (Query or Sync): the one a
@@ -95,7 +136,7 @@ func (l *reqLog) popRequest() {
 // remove drops the count entries starting at the i'th, moving the i entries before them.
 func (l *reqLog) remove(i, count int) {
 	for j := i - 1; j >= 0; j-- {
-		l.buf[(l.head+j+count)%len(l.buf)] = l.at(j)
+		l.move(j, j+count)
 	}
 	l.head = (l.head + count) % len(l.buf)
 	l.n -= count
@@ -116,6 +157,28 @@ func (s *Session) logHiddenLocked() {
 	if !s.copySeg && !s.skipping.Load() {
 		s.reqs.pushBeforeLast(logParse)
 	}
+}
+
+// logBindLocked marks the client's Bind being forwarded (logged by attach, the last entry unless
+// skipped) as a Bind of the client's statement def, which pgtide sends under its own name.
+// Requires mu.
+func (s *Session) logBindLocked(def *clientStmt) {
+	// While nothing is skipped, the Bind is still the last entry: an error before it removes
+	// everything up to the next Sync, the Bind too, and sets skipping (skipAfterErrorLocked).
+	if !s.copySeg && !s.skipping.Load() && s.reqs.n > 0 {
+		s.reqs.setBind(s.reqs.n-1, def)
+	}
+}
+
+// failedBindLocked returns the client's statement of the Bind an ErrorResponse just read
+// answers, nil if it answers no Bind of a client's named statement. Called by the server's
+// reader before skipAfterErrorLocked. Requires mu.
+func (s *Session) failedBindLocked() *clientStmt {
+	s.compactLocked()
+	if s.reqs.n > 0 && s.reqs.at(0) == logBind {
+		return s.reqs.stmt(0)
+	}
+	return nil
 }
 
 // noteAnswered counts a message that ends the answer to an extended-protocol message. Called by

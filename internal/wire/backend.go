@@ -156,6 +156,24 @@ func ParseErrorFields(body []byte) (code, message string) {
 	return code, message
 }
 
+// ReplaceErrorField returns a copy of an ErrorResponse or NoticeResponse body with the value of
+// every field of type f replaced by v, or with the field added before the terminator if body has
+// none. The other fields keep their order and values. body is not changed.
+func ReplaceErrorField(body []byte, f byte, v string) []byte {
+	out := make([]byte, 0, len(body)+len(v)+2)
+	found := false
+	for g, w, rest, ok := nextErrorField(body); ok; g, w, rest, ok = nextErrorField(rest) {
+		if g == f {
+			w, found = []byte(v), true
+		}
+		out = append(append(append(out, g), w...), 0)
+	}
+	if !found {
+		out = appendField(out, f, v)
+	}
+	return append(out, 0)
+}
+
 // nextErrorField splits the first field off an ErrorResponse or NoticeResponse body: its type,
 // its value (without the terminator; cut short if the body is) and the rest. ok is false at the
 // body's end or terminator.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"strings"
 	"testing"
 	"testing/iotest"
 )
@@ -230,6 +231,28 @@ func FuzzErrorCode(f *testing.F) {
 		want, _ := ParseErrorFields(body)
 		if got := ErrorCode(body); string(got) != want {
 			t.Fatalf("ErrorCode = %q, ParseErrorFields code = %q", got, want)
+		}
+	})
+}
+
+// FuzzReplaceErrorField: after ReplaceErrorField, any body reads with the new message and the
+// same SQLSTATE and other fields, and ends in the terminator. Seeds as FuzzErrorCode's.
+func FuzzReplaceErrorField(f *testing.F) {
+	f.Add([]byte("SERROR\x00C42601\x00Msyntax error\x00\x00"), "other")
+	f.Add([]byte("Ma\x00Mb\x00\x00"), "")
+	f.Add([]byte("C12"), "m")
+	f.Add([]byte("\x00Mafter the end\x00"), "m")
+	f.Fuzz(func(t *testing.T, body []byte, v string) {
+		if strings.IndexByte(v, 0) >= 0 {
+			return // a field value cannot hold a NUL
+		}
+		out := ReplaceErrorField(body, 'M', v)
+		code, msg := ParseErrorFields(out)
+		if want, _ := ParseErrorFields(body); code != want || msg != v {
+			t.Fatalf("ReplaceErrorField(%q) = %q: code %q (want %q), message %q (want %q)", body, out, code, want, msg, v)
+		}
+		if out[len(out)-1] != 0 || errorField(out, 'D') == nil != (errorField(body, 'D') == nil) {
+			t.Fatalf("ReplaceErrorField(%q) = %q", body, out)
 		}
 	})
 }
