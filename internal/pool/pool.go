@@ -287,7 +287,7 @@ func (m *Manager) TryAcquire(ctx context.Context, k Key) (*Conn, error) {
 
 // tryAcquire takes an idle connection, or a slot to dial into, or (if queue) queues a waiter:
 // async if not nil, else a new one for a goroutine.
-func (m *Manager) tryAcquire(k Key, now time.Time, queue bool, async *waiter) (c *Conn, slot bool, w *waiter, err error) {
+func (m *Manager) tryAcquire(k Key, now time.Time, queue bool, async *asyncWait) (c *Conn, slot bool, w *waiter, err error) {
 	s := m.settings.Load()
 	var toClose []*Conn
 	m.mu.Lock()
@@ -331,16 +331,17 @@ func (m *Manager) tryAcquire(k Key, now time.Time, queue bool, async *waiter) (c
 	return nil, false, m.queueLocked(p, now, queue, async), nil
 }
 
-// queueLocked queues a waiter on p when queue is set (else returns nil): async, or a new one.
-// Requires mu.
-func (m *Manager) queueLocked(p *pool, now time.Time, queue bool, async *waiter) *waiter {
+// queueLocked queues a waiter on p when queue is set (else returns nil): async's, or a new one
+// with a channel. Requires mu.
+func (m *Manager) queueLocked(p *pool, now time.Time, queue bool, async *asyncWait) *waiter {
 	if !queue {
 		return nil
 	}
-	w := async
-	if w == nil {
+	var w *waiter
+	if async == nil {
 		w = &waiter{ch: make(chan grant, 1), since: now}
 	} else {
+		w = async.waiter(p.key, now)
 		m.queueAsyncLocked(p, w)
 	}
 	p.waiters = append(p.waiters, w)

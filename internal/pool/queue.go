@@ -32,16 +32,27 @@ var asyncWaiters = sync.Pool{New: func() any { return new(waiter) }}
 // lock, so it must only hand the work on (evloop's Post); FinishAcquire is that work.
 func (m *Manager) QueueAcquire(k Key, wait time.Duration, pw *PoolWait, done func()) (tk Taken, queued bool, err error) {
 	start := time.Now()
-	w := asyncWaiters.Get().(*waiter)
-	*w = waiter{since: start, deadline: start.Add(wait), done: done, key: k, wait: wait}
-	pw.w = w // before the waiter is queued: done may run at once, on another goroutine
-	c, slot, qw, err := m.tryAcquire(k, start, true, w)
+	c, slot, qw, err := m.tryAcquire(k, start, true, &asyncWait{pw: pw, wait: wait, done: done})
 	if qw != nil {
 		return Taken{}, true, nil
 	}
-	*pw = PoolWait{}
-	asyncWaiters.Put(w)
 	return Taken{c: c, slot: slot, k: k, wait: wait, start: start}, false, err
+}
+
+// asyncWait is a QueueAcquire's wait, made a waiter only if it is queued (queueLocked).
+type asyncWait struct {
+	pw   *PoolWait
+	wait time.Duration
+	done func()
+}
+
+// waiter returns a pooled waiter for a, queued on k's pool from now, and gives it to a.pw.
+// Requires Manager.mu: done cannot run before the caller lets go of it.
+func (a *asyncWait) waiter(k Key, now time.Time) *waiter {
+	w := asyncWaiters.Get().(*waiter)
+	*w = waiter{since: now, deadline: now.Add(a.wait), done: a.done, key: k, wait: a.wait}
+	a.pw.w = w
+	return w
 }
 
 // Taken is what QueueAcquire took without waiting: an idle connection, not checked yet, or a

@@ -40,7 +40,11 @@ type Router struct {
 
 	writer  atomic.Pointer[cluster.Node]
 	readers atomic.Pointer[[]*cluster.Node]
-	nodes   sync.Map // *cluster.Node → *nodeState
+	// nodes holds the router's state of every node it has seen. Copied on write under nodesMu:
+	// a node is added once, at its first use, and every pick and Done reads it, so a read is a
+	// plain map lookup.
+	nodes   atomic.Pointer[map[*cluster.Node]*nodeState]
+	nodesMu sync.Mutex
 
 	waiting atomic.Int64 // clients waiting for a writer
 
@@ -121,11 +125,33 @@ func (r *Router) Suspect(n *cluster.Node) {
 const suspectFor = time.Second
 
 func (r *Router) state(n *cluster.Node) *nodeState {
-	if v, ok := r.nodes.Load(n); ok {
-		return v.(*nodeState)
+	if m := r.nodes.Load(); m != nil {
+		if st := (*m)[n]; st != nil {
+			return st
+		}
 	}
-	v, _ := r.nodes.LoadOrStore(n, new(nodeState))
-	return v.(*nodeState)
+	return r.addState(n)
+}
+
+// addState adds n to nodes, unless another caller just did, and returns its state.
+func (r *Router) addState(n *cluster.Node) *nodeState {
+	r.nodesMu.Lock()
+	defer r.nodesMu.Unlock()
+	var old map[*cluster.Node]*nodeState
+	if m := r.nodes.Load(); m != nil {
+		old = *m
+	}
+	if st := old[n]; st != nil {
+		return st
+	}
+	m := make(map[*cluster.Node]*nodeState, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	st := new(nodeState)
+	m[n] = st
+	r.nodes.Store(&m)
+	return st
 }
 
 func (r *Router) load(n *cluster.Node) *atomic.Int64 { return &r.state(n).load }

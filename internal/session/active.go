@@ -113,14 +113,15 @@ func (s *Session) acquireActive() {
 // keeps it, so no state is lost: a server connection attached (a transaction open, a pinned client),
 // extended-protocol messages not yet ended by a Sync, a request refused and skipped to its Sync,
 // a restore to send, a relay goroutine that may still read the server. (refPortals go with it:
-// portals end with the transaction, which ended with the last attachment; see attachLocked.)
+// portals end with the transaction, which ended with the last attachment; see attachLocked. So
+// does the held buffer, empty between requests, to the collector rather than to heldPool.)
 // It reports whether the session has no activeState now.
 func (s *Session) dropActive() bool {
 	a := s.activeState
 	if a == nil {
 		return true
 	}
-	if a.br != nil || a.held != nil || a.heldBuf != nil || a.analysis != nil ||
+	if a.br != nil || a.held != nil || a.analysis != nil ||
 		a.skipToSync || a.heldLeft != 0 || a.armed || a.retryable || a.dropping || a.rerun ||
 		a.rerunning || a.replaying || a.plannedLeft != 0 || a.pinErr != nil || a.heldMemory != 0 ||
 		len(a.restore) != 0 || a.ySrv != nil {

@@ -107,7 +107,10 @@ func (s *Session) resumeWith(n int, err error) error {
 }
 
 // keepHeld makes held a copy of req, the request about to be forwarded, kept for a re-run (see
-// route.go and retry.go), in a pooled buffer if it fits one. Owned by the client loop.
+// route.go and retry.go), in the session's held buffer if it fits. The buffer comes from a pool
+// and stays with the activeState, for the client's next requests: it goes when the activeState
+// does (dropActive) or back to the pool when the session ends (releaseBuffers). Owned by the
+// client loop.
 func (s *Session) keepHeld(req []byte) {
 	if s.heldBuf == nil {
 		s.heldBuf = heldPool.Get().(*[heldKeep]byte)
@@ -115,13 +118,9 @@ func (s *Session) keepHeld(req []byte) {
 	s.held = append(s.heldBuf[:0], req...)
 }
 
-// dropHeld lets go of the held request and gives its buffer back, and the analysis scratch
-// too: the client is idle, or gone.
+// dropHeld lets go of the held request, and gives the analysis scratch back: the client is idle,
+// or gone.
 func (s *Session) dropHeld() {
-	if s.heldBuf != nil {
-		heldPool.Put(s.heldBuf)
-		s.heldBuf = nil
-	}
 	s.held = nil
 	if s.analysis != nil {
 		analysisPool.Put(s.analysis)
@@ -176,4 +175,8 @@ func (s *Session) releaseBuffers() {
 	}
 	s.br = nil
 	s.dropHeld()
+	if s.heldBuf != nil {
+		heldPool.Put(s.heldBuf)
+		s.heldBuf = nil
+	}
 }

@@ -2,7 +2,7 @@ package session
 
 import (
 	"context"
-	"errors"
+	"strconv"
 
 	"pgtide/internal/evloop"
 	"pgtide/internal/pgtls"
@@ -72,13 +72,34 @@ func (s *Session) AdoptSocket(g *evloop.Group) bool {
 	return true
 }
 
-var (
-	errYield       = errors.New("session: waits for the client on an event loop")
-	errYieldServer = errors.New("session: waits for the server on an event loop")
+// loopSignal is an error with which the client loop stops without ending the session: drive
+// hands the session on. A type of its own, so that drive's and the loop's checks of a returned
+// error (several per request) compare two words rather than call the runtime's interface
+// comparison.
+type loopSignal uint8
+
+const (
+	errYield       loopSignal = iota + 1 // waits for the client on an event loop
+	errYieldServer                       // waits for the server on an event loop
 	// errQueued: the session waits for a server connection in a queue (the endpoint's or the
 	// pool's), with no goroutine; resumeLease runs on the client's loop when the wait ends.
-	errQueued = errors.New("session: queued for a server connection")
+	errQueued
+	errPark // ends the client loop to park the session (see run)
 )
+
+func (e loopSignal) Error() string {
+	switch e {
+	case errYield:
+		return "session: waits for the client on an event loop"
+	case errYieldServer:
+		return "session: waits for the server on an event loop"
+	case errQueued:
+		return "session: queued for a server connection"
+	case errPark:
+		return "session: parked"
+	}
+	return "session: loop signal " + strconv.Itoa(int(e))
+}
 
 // mayYield reports whether the client loop may wait for the client on a loop: no relay
 // goroutine reads the server meanwhile (session mode and pinned clients keep theirs, and the

@@ -46,9 +46,6 @@ const (
 	idleParkAsked              // ParkIfIdle ended that read with a deadline: park
 )
 
-// errPark ends the client loop to park the session (see run).
-var errPark = errors.New("session: parked")
-
 // parkable reports whether the client may be parked at all; fixed at New.
 func (s *Session) parkable() bool {
 	_, ok := s.socket()

@@ -45,7 +45,8 @@ func (s *Session) run() { s.drive(s.clientLoop(context.Background())) }
 // the session.
 func (s *Session) drive(err error) {
 	for {
-		switch err {
+		sig, _ := err.(loopSignal)
+		switch sig {
 		case errPark:
 			if s.park() {
 				return // the session is the Parker's now: touch nothing
@@ -94,7 +95,7 @@ func (s *Session) drive(err error) {
 // (errQueued).
 func (s *Session) clientLoop(ctx context.Context) error {
 	err := s.clientMessages(ctx)
-	if err != errQueued { // queued: the session may be running elsewhere already
+	if sig, _ := err.(loopSignal); sig != errQueued { // queued: the session may be running elsewhere already
 		s.releaseMemory()
 	}
 	return err
