@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -38,7 +37,7 @@ func IsConsoleDatabase(db string) bool { return db == "pgtide" || db == "pgbounc
 type Console struct {
 	src     Source
 	conn    net.Conn
-	br      *bufio.Reader
+	br      *wire.BufReader
 	r       *wire.Reader
 	logger  *slog.Logger
 	user    string
@@ -74,7 +73,7 @@ const (
 // NewConsole returns the console for a client that sent startup asking for a console database.
 // br holds anything the client sent after the startup packet; maxMessage bounds every message it
 // may send (proxy.max_message_size).
-func NewConsole(src Source, conn net.Conn, br *bufio.Reader, startup *wire.Startup, maxMessage int, logger *slog.Logger) *Console {
+func NewConsole(src Source, conn net.Conn, br *wire.BufReader, startup *wire.Startup, maxMessage int, logger *slog.Logger) *Console {
 	user, _ := startup.Get("user")
 	app, _ := startup.Get("application_name")
 	c := &Console{src: src, conn: conn, br: br, r: wire.NewReader(br, maxMessage), user: user, appName: app,

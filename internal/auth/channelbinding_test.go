@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"bufio"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -168,7 +167,7 @@ func serveTLS(t *testing.T, ln net.Listener, cert tls.Certificate, claimed *x509
 			if !ok {
 				return fmt.Errorf("got %T, want StartupMessage", msg)
 			}
-			ex := &tlsExchange{conn: tc, r: wire.NewReader(bufio.NewReader(tc), 1<<16), cert: claimed}
+			ex := &tlsExchange{conn: tc, r: wire.NewReader(wire.NewBufReader(tc, 4096), 1<<16), cert: claimed}
 			if err := NewAuthenticator().Authenticate(ex, method, sm.Parameters["user"], hashedUsers); err != nil {
 				var we *wire.Error
 				if errors.As(err, &we) {

@@ -57,6 +57,18 @@ func (e *RouteCommandError) SQLState() string { return "22023" }
 //
 // It does not allocate unless it returns an error.
 func ParseRouteCommand(sql []byte) (kind RouteCommandKind, value Route, auto bool, err error) {
+	// The common case without the lexer: a statement that starts with a letter other than
+	// those of SET, RESET and SHOW (after blanks; a comment, a quote or anything else is read
+	// by the lexer).
+	i := 0
+	for i < len(sql) && (sql[i] == ' ' || sql[i] == '\n' || sql[i] == '\t' || sql[i] == '\r') {
+		i++
+	}
+	if i < len(sql) {
+		if c := sql[i] | 0x20; 'a' <= c && c <= 'z' && c != 's' && c != 'r' {
+			return RouteCommandNone, RouteWriter, false, nil
+		}
+	}
 	l := lexer{src: sql}
 	var t token
 	if !l.next(&t) || t.kind != tkIdent {

@@ -117,7 +117,7 @@ func newConn(key Key, nc, stream net.Conn, maxMessageSize int) *Conn {
 	c.counted.Conn = stream
 	c.counted.loop, _ = nc.(*evloop.Conn)
 	c.Writer = bufio.NewWriterSize(&c.counted, wire.BufferSize)
-	c.Reader = wire.NewReader(bufio.NewReaderSize(&c.counted, wire.BufferSize), maxMessageSize)
+	c.Reader = wire.NewReader(wire.NewBufReader(&c.counted, wire.BufferSize), maxMessageSize)
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			c.raw = raw

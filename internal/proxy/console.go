@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"net"
 
 	"pgtide/internal/admin"
@@ -13,7 +12,7 @@ import (
 // serveConsole serves a client that asked for the admin console's database (see admin.Console)
 // instead of a server, from admission to its end: it counts against max_client_connections and
 // may cancel a running PAUSE with a CancelRequest, like any client.
-func (s *Server) serveConsole(conn net.Conn, br *bufio.Reader, st *wire.Startup, cfg *config.Config) {
+func (s *Server) serveConsole(conn net.Conn, br *wire.BufReader, st *wire.Startup, cfg *config.Config) {
 	c := admin.NewConsole(s, conn, br, st, cfg.Proxy.MaxMessageSize, s.logger)
 	if !s.registerConsole(c) {
 		s.refuse(conn, st, wire.CodeAdminShutdown, "pgtide is shutting down")

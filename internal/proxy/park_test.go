@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -113,7 +112,7 @@ func TestIdleClientsParked(t *testing.T) {
 	raw := conns[3].PgConn().Conn()
 	go p.Shutdown()
 	raw.SetReadDeadline(time.Now().Add(30 * time.Second))
-	r := wire.NewReader(bufio.NewReader(raw), 1<<20)
+	r := wire.NewReader(wire.NewBufReader(raw, 4096), 1<<20)
 	typ, _, err := r.Next()
 	if err != nil || typ != 'E' {
 		t.Fatalf("parked client at shutdown: %c, %v", typ, err)

@@ -6,7 +6,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -562,7 +561,7 @@ func (s *Server) refuseWith(conn net.Conn, st *wire.Startup, e *wire.Error) {
 // and ct offers TLS, over TCP; GSS encryption is always refused. It returns the connection and the
 // reader to go on with (encrypted, after a handshake), and a nil Startup (no error) when the
 // connection was a CancelRequest, now handled.
-func (s *Server) readStartup(conn net.Conn, br *bufio.Reader, ct *pgtls.ClientTLS) (net.Conn, *bufio.Reader, *wire.Startup, error) {
+func (s *Server) readStartup(conn net.Conn, br *wire.BufReader, ct *pgtls.ClientTLS) (net.Conn, *wire.BufReader, *wire.Startup, error) {
 	var buf [256]byte
 	offered := ct.Offered() && !isUnix(conn)
 	encrypted := false

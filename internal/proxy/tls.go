@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -150,7 +149,7 @@ func isUnix(conn net.Conn) bool {
 // br holds nothing after the SSLRequest (CVE-2021-23222): the handshake reads conn itself, and
 // br, empty, is dropped. A client refused after the handshake (direct TLS without ALPN) is told
 // why, encrypted.
-func (s *Server) encrypt(conn net.Conn, br *bufio.Reader, ct *pgtls.ClientTLS, direct bool) (*pgtls.Conn, *bufio.Reader, error) {
+func (s *Server) encrypt(conn net.Conn, br *wire.BufReader, ct *pgtls.ClientTLS, direct bool) (*pgtls.Conn, *wire.BufReader, error) {
 	var first []byte
 	if direct {
 		first, _ = br.Peek(br.Buffered())

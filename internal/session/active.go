@@ -1,8 +1,6 @@
 package session
 
 import (
-	"bufio"
-
 	"pgtide/internal/classify"
 	"pgtide/internal/pool"
 	"pgtide/internal/router"
@@ -29,9 +27,9 @@ import (
 type activeState struct {
 	// first is the resume buffer (resumeReader's): what ends the session's wait for the client.
 	first      [resumeSize]byte
-	br         *bufio.Reader // the client's read buffer (see buffers.go); nil while waiting for the client
-	r          wire.Reader   // reads br, or replay during a re-run
-	skipToSync bool          // an extended-protocol request failed before reaching a server
+	br         *wire.BufReader // the client's read buffer (see buffers.go); nil while waiting for the client
+	r          wire.Reader     // reads br, or replay during a re-run
+	skipToSync bool            // an extended-protocol request failed before reaching a server
 
 	heldState // routing's hold-back and re-run (see route.go, retry.go)
 
@@ -90,7 +88,7 @@ type attachment struct {
 
 // newActive returns an activeState whose reader reads br (nil: none yet), refusing messages
 // longer than maxMessage bytes.
-func newActive(br *bufio.Reader, maxMessage int) *activeState {
+func newActive(br *wire.BufReader, maxMessage int) *activeState {
 	a := &activeState{br: br}
 	a.r.Reset(br)
 	a.r.SetMax(maxMessage)

@@ -1,8 +1,8 @@
 package session
 
 import (
-	"bufio"
 	"context"
+	"pgtide/internal/wire"
 	"testing"
 	"unsafe"
 
@@ -17,7 +17,7 @@ func TestDropActive(t *testing.T) {
 		name    string
 		pending func(s *Session)
 	}{
-		{"read buffer", func(s *Session) { s.br = bufio.NewReader(nil) }},
+		{"read buffer", func(s *Session) { s.br = wire.NewBufReader(nil, 16) }},
 		{"held request", func(s *Session) { s.held = []byte("Q") }},
 		{"analysis", func(s *Session) { s.analysis = new(classify.Session) }},
 		{"skip to Sync", func(s *Session) { s.skipToSync = true }},

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"pgtide/internal/wire"
 	"sync"
 
 	"pgtide/internal/classify"
@@ -19,7 +20,7 @@ import (
 const clientBufferSize = 8 << 10
 
 var (
-	readerPool   = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, clientBufferSize) }}
+	readerPool   = sync.Pool{New: func() any { return wire.NewBufReader(nil, clientBufferSize) }}
 	writerPool   = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, clientBufferSize) }}
 	heldPool     = sync.Pool{New: func() any { return new([heldKeep]byte) }}
 	analysisPool = sync.Pool{New: func() any { return new(classify.Session) }}
@@ -33,8 +34,8 @@ const loginBufferSize = 1 << 10
 
 // NewClientReader returns a buffered reader over conn for the startup phase; the session created
 // from it takes it over.
-func NewClientReader(conn net.Conn) *bufio.Reader {
-	return bufio.NewReaderSize(conn, loginBufferSize)
+func NewClientReader(conn net.Conn) *wire.BufReader {
+	return wire.NewBufReader(conn, loginBufferSize)
 }
 
 // resumeReader is what a session's pooled reader reads from after an idle wait: the bytes that
@@ -100,7 +101,7 @@ func (s *Session) resumeWith(n int, err error) error {
 		return err
 	}
 	s.src.n, s.src.at = int32(n), 0 // n ≤ resumeSize
-	s.br = readerPool.Get().(*bufio.Reader)
+	s.br = readerPool.Get().(*wire.BufReader)
 	s.br.Reset(&s.src)
 	s.r.Reset(s.br)
 	return nil

@@ -2,6 +2,7 @@ package session
 
 import (
 	"maps"
+	"reflect"
 	"runtime"
 	"slices"
 	"sort"
@@ -230,7 +231,20 @@ var paramSets sync.Map
 // paramsText is the canonical text of params: names and values in name order, NUL-terminated
 // (neither holds a NUL).
 func paramsText(params map[string]string) string {
-	names := slices.Sorted(maps.Keys(params))
+	if len(params) == 0 {
+		return ""
+	}
+	var names []string
+	if len(params) <= 8 { // a client's startup parameters: sorted in place, on the stack
+		var a [8]string
+		names = a[:0]
+		for n := range params {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+	} else {
+		names = slices.Sorted(maps.Keys(params))
+	}
 	var b []byte
 	for _, n := range names {
 		b = append(append(append(append(b, n...), 0), params[n]...), 0)
@@ -262,6 +276,67 @@ func (s *Session) shareParamsLocked() {
 		s.paramsShared = ps
 		return
 	}
+}
+
+// A login greets the client with the server's parameters merged with the ones it asked for at
+// startup, in name order. Clients of one pool that ask for the same ones (every client of an
+// application, as a rule) get the same greeting: it is made once and kept (greetingFor), with
+// the merged params map, which those sessions share from the start (read-only, as after a trim).
+
+// greeting is the merged params of a pool's server and a client's startup, and their
+// ParameterStatus messages in name order.
+type greeting struct {
+	server map[string]string // the pool's server params it was made from: kept alive, so its address is not reused
+	params *paramSet
+	msg    []byte
+}
+
+// greetingKey identifies a greeting: the server params map (by address: a pool's is made once
+// and never changed) and the canonical text of the client's startup params (paramsText).
+type greetingKey struct {
+	server uintptr
+	client string
+}
+
+// maxGreetings bounds the greetings kept. Past it the table starts again: pools come and go
+// with nodes and users, and each keeps its server params alive while it has a greeting here.
+const maxGreetings = 1024
+
+var greetings struct {
+	sync.Mutex
+	m map[greetingKey]*greeting
+}
+
+// greetingFor returns the greeting of a client with startup params client (nil: none) to a
+// server that reported server. With shared, server is a pool's (read-only, never changed) and the
+// greeting is kept for the next client; else it is made for this client only.
+func greetingFor(server, client map[string]string, shared bool) *greeting {
+	if !shared {
+		return newGreeting(server, client)
+	}
+	k := greetingKey{server: reflect.ValueOf(server).Pointer(), client: paramsText(client)}
+	greetings.Lock()
+	defer greetings.Unlock()
+	if g := greetings.m[k]; g != nil {
+		return g
+	}
+	g := newGreeting(server, client)
+	if len(greetings.m) >= maxGreetings || greetings.m == nil {
+		greetings.m = make(map[greetingKey]*greeting)
+	}
+	greetings.m[k] = g
+	return g
+}
+
+func newGreeting(server, client map[string]string) *greeting {
+	merged := make(map[string]string, len(server)+len(client))
+	maps.Copy(merged, server)
+	maps.Copy(merged, client)
+	var msg []byte
+	for _, n := range slices.Sorted(maps.Keys(merged)) {
+		msg = wire.AppendParameterStatus(msg, n, merged[n])
+	}
+	return &greeting{server: server, params: &paramSet{m: merged}, msg: msg}
 }
 
 // ownParamsLocked gives the session its own params map before it changes it. Requires mu.

@@ -1,6 +1,8 @@
 package session
 
 import (
+	"maps"
+	"pgtide/internal/wire"
 	"reflect"
 	"runtime"
 	"testing"
@@ -45,4 +47,43 @@ func TestShareParams(t *testing.T) {
 		}
 	}
 	t.Fatal("the shared map outlived its sessions")
+}
+
+// TestGreeting: clients of one pool with the same startup parameters get one greeting, whose map
+// they share; other startup parameters, or another pool's server parameters, get another; a
+// client's change to its parameters leaves the shared map as it was.
+func TestGreeting(t *testing.T) {
+	server := map[string]string{"server_version": "15.18", "TimeZone": "UTC", "DateStyle": "ISO, MDY"}
+	app := map[string]string{"application_name": "pgbench"}
+	g := greetingFor(server, app, true)
+	if again := greetingFor(server, map[string]string{"application_name": "pgbench"}, true); again != g {
+		t.Fatal("the same startup parameters got another greeting")
+	}
+	want := ""
+	for _, kv := range [][2]string{{"DateStyle", "ISO, MDY"}, {"TimeZone", "UTC"}, {"application_name", "pgbench"}, {"server_version", "15.18"}} {
+		want += string(wire.AppendParameterStatus(nil, kv[0], kv[1]))
+	}
+	if string(g.msg) != want || len(g.params.m) != 4 || g.params.m["application_name"] != "pgbench" {
+		t.Fatalf("greeting %q, params %v", g.msg, g.params.m)
+	}
+	for _, other := range []*greeting{
+		greetingFor(server, nil, true),
+		greetingFor(server, map[string]string{"application_name": "psql"}, true),
+		greetingFor(maps.Clone(server), app, true),
+		greetingFor(server, app, false),
+	} {
+		if other == g {
+			t.Fatal("other parameters got the same greeting")
+		}
+	}
+
+	s := &Session{params: g.params.m, paramsShared: g.params}
+	s.recordParameterStatusLocked([]byte("TimeZone\x00Europe/Paris\x00"))
+	if g.params.m["TimeZone"] != "UTC" || s.params["TimeZone"] != "Europe/Paris" {
+		t.Fatalf("after a change: shared %v, session %v", g.params.m, s.params)
+	}
+}
+
+func wireParameterStatus(name, value string) []byte {
+	return wire.AppendParameterStatus(nil, name, value)
 }

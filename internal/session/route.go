@@ -27,7 +27,6 @@ package session
 // no round trip at commit, one clock read when a writer transaction ends.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -94,7 +93,7 @@ type heldState struct {
 	rerun    bool
 	heldMark int // the client write buffer's fill when holding back began; -1 before
 	// replay reads held again for the re-run; replaySrc is what is left of held.
-	replay    *bufio.Reader
+	replay    *wire.BufReader
 	replaySrc bytes.Reader
 	replaying bool
 
@@ -694,7 +693,7 @@ func (s *Session) replayHeld() {
 	}
 	s.mu.Unlock()
 	s.replaySrc.Reset(s.held)
-	s.replay = bufio.NewReaderSize(&s.replaySrc, maxHeld)
+	s.replay = wire.NewBufReader(&s.replaySrc, maxHeld)
 	s.r.Reset(s.replay)
 	s.replaying = true
 }

@@ -1,9 +1,9 @@
 package session
 
 import (
-	"bufio"
 	"bytes"
 	"io"
+	"pgtide/internal/wire"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -30,7 +30,7 @@ func frontend(t *testing.T, msgs ...pgproto3.FrontendMessage) []byte {
 func routeSession(in []byte) *Session {
 	cfg := config.Defaults()
 	s := &Session{env: &Env{Config: func() *config.Config { return cfg }}, txMode: true, txStatus: 'I'}
-	s.activeState = newActive(bufio.NewReaderSize(bytes.NewReader(in), clientBufferSize), cfg.Proxy.MaxMessageSize)
+	s.activeState = newActive(wire.NewBufReader(bytes.NewReader(in), clientBufferSize), cfg.Proxy.MaxMessageSize)
 	return s
 }
 

@@ -11,7 +11,6 @@ import (
 	"maps"
 	"net"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -205,7 +204,7 @@ type Session struct {
 
 // New returns a session for a client that sent startup to endpoint ep, whose route and pool mode
 // it keeps whatever reloads come. br holds anything the client sent after the startup packet.
-func New(env *Env, conn net.Conn, br *bufio.Reader, startup *wire.Startup, ep *router.Endpoint) *Session {
+func New(env *Env, conn net.Conn, br *wire.BufReader, startup *wire.Startup, ep *router.Endpoint) *Session {
 	cfg := env.Config()
 	user, _ := startup.Get("user")
 	db, ok := startup.Get("database")
@@ -277,30 +276,29 @@ func (s *Session) Login(ctx context.Context) error {
 		return err
 	}
 	var params map[string]string
+	var shared bool
 	var err error
 	if s.txMode {
-		params, err = s.loginShared(ctx, cfg)
+		params, shared, err = s.loginShared(ctx, cfg)
 	} else {
-		params, err = s.loginOwn(ctx, cfg)
+		params, shared, err = s.loginOwn(ctx, cfg)
 	}
 	if err != nil {
 		s.fail(err)
 		return err
 	}
 	// The client sees the server's values, except those it asked for at startup, as PostgreSQL
-	// would report them; those are SET on each server connection the client gets.
-	// Clients with the same settings share one params map once idle (see trimIdle and park).
+	// would report them; those are SET on each server connection the client gets. Clients of a
+	// pool with the same startup parameters share one params map from here (see greetingFor),
+	// others once idle (see trimIdle and park).
 	s.mu.Lock()
-	own := make(map[string]string, len(params)+len(s.params))
-	maps.Copy(own, params)
-	maps.Copy(own, s.params)
-	s.params = own
-	msg := wire.AppendHeader(nil, 'R', 4)
-	msg = binary.BigEndian.AppendUint32(msg, 0) // AuthenticationOk
-	for _, n := range slices.Sorted(maps.Keys(own)) {
-		msg = wire.AppendParameterStatus(msg, n, own[n])
-	}
+	g := greetingFor(params, s.params, shared)
+	s.params, s.paramsShared = g.params.m, g.params
 	s.mu.Unlock()
+	msg := make([]byte, 0, 9+len(g.msg)+13+6)
+	msg = wire.AppendHeader(msg, 'R', 4)
+	msg = binary.BigEndian.AppendUint32(msg, 0) // AuthenticationOk
+	msg = append(msg, g.msg...)
 	msg = wire.AppendBackendKeyData(msg, s.PID, s.Secret)
 	msg = wire.AppendReadyForQuery(msg, 'I')
 	if err := s.send(msg); err != nil {
@@ -315,8 +313,9 @@ func (s *Session) Login(ctx context.Context) error {
 }
 
 // loginShared prepares a transaction-mode login: the client gets a server connection per
-// transaction later. It returns the server's parameters to report.
-func (s *Session) loginShared(ctx context.Context, cfg *config.Config) (map[string]string, error) {
+// transaction later. It returns the server's parameters to report: the pool's (shared), or,
+// for the pool's first client, those of the connection it made.
+func (s *Session) loginShared(ctx context.Context, cfg *config.Config) (params map[string]string, shared bool, err error) {
 	if s.routes() {
 		// Any healthy node can check a login whose transactions are routed one by one: new
 		// clients of the auto endpoint log in, and read, while a failover is under way.
@@ -325,17 +324,17 @@ func (s *Session) loginShared(ctx context.Context, cfg *config.Config) (map[stri
 	}
 	node, err := s.env.Router.Pick(ctx, s.endpoint, s.route, s.intent)
 	if err != nil {
-		return nil, fatal(err)
+		return nil, false, fatal(err)
 	}
 	s.key.Node = node.Addr()
-	params, ok := s.env.Pools.Params(s.key)
+	params, shared = s.env.Pools.Params(s.key)
 	s.env.Router.Done(node)
-	if !ok {
+	if !shared {
 		// First client of this pool: log in to the server now, so an unknown database or a
 		// refused login is reported at connect time, as PostgreSQL would.
 		c, n, err := s.acquire(ctx, wire.SeverityFatal)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		params = maps.Clone(c.Params)
 		s.env.Router.Release(s.endpoint, c, n, false)
@@ -345,15 +344,15 @@ func (s *Session) loginShared(ctx context.Context, cfg *config.Config) (map[stri
 	if len(s.extra) > 0 {
 		c, n, err := s.acquire(ctx, wire.SeverityFatal)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		err = s.tryStartup(c, cfg, nil)
 		s.env.Router.Release(s.endpoint, c, n, false)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
-	return params, nil
+	return params, shared, nil
 }
 
 // loginOwn prepares a session-mode login: the client's server connection is its own for its
@@ -363,7 +362,7 @@ func (s *Session) loginShared(ctx context.Context, cfg *config.Config) (map[stri
 // connection: with none free the client is admitted as before and waits at its first request. The secret stays pgtide's: a CancelRequest still
 // goes through pgtide, which forwards it with the server's own key only while the client has a
 // request running.
-func (s *Session) loginOwn(ctx context.Context, cfg *config.Config) (map[string]string, error) {
+func (s *Session) loginOwn(ctx context.Context, cfg *config.Config) (params map[string]string, shared bool, err error) {
 	c, n, err := s.env.Router.TryLease(ctx, s.endpoint, s.route, s.key, s.intent)
 	if err != nil {
 		// None free now (or a failure loginShared reports as it should): the client logs in
@@ -375,10 +374,10 @@ func (s *Session) loginOwn(ctx context.Context, cfg *config.Config) (map[string]
 	// has nothing outstanding (a shutdown ends it at once).
 	if err := s.tryStartup(c, cfg, s.params); err != nil {
 		s.env.Router.Release(s.endpoint, c, n, false)
-		return nil, err
+		return nil, false, err
 	}
-	params, ok := s.env.Pools.Params(s.key)
-	if !ok {
+	params, shared = s.env.Pools.Params(s.key)
+	if !shared {
 		params = maps.Clone(c.Params)
 	}
 	s.mu.Lock()
@@ -389,7 +388,7 @@ func (s *Session) loginOwn(ctx context.Context, cfg *config.Config) (map[string]
 	if s.env.KeyChanged != nil {
 		s.env.KeyChanged(s, old)
 	}
-	return params, nil
+	return params, shared, nil
 }
 
 // dropServer gives back a server connection taken at login when the login fails after all.

@@ -64,7 +64,7 @@ func BenchmarkForward(b *testing.B) {
 		{"large-row", large, 1},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			r := NewReader(bufio.NewReaderSize(&repeatReader{data: bc.stream}, BufferSize), 1<<30)
+			r := NewReader(NewBufReader(&repeatReader{data: bc.stream}, BufferSize), 1<<30)
 			w := bufio.NewWriterSize(io.Discard, BufferSize)
 			b.SetBytes(int64(len(bc.stream)))
 			b.ReportAllocs()
@@ -87,7 +87,7 @@ func BenchmarkForward(b *testing.B) {
 }
 
 func BenchmarkNextBody(b *testing.B) {
-	r := NewReader(bufio.NewReaderSize(&repeatReader{data: AppendReadyForQuery(nil, 'I')}, BufferSize), 1<<30)
+	r := NewReader(NewBufReader(&repeatReader{data: AppendReadyForQuery(nil, 'I')}, BufferSize), 1<<30)
 	b.SetBytes(6)
 	b.ReportAllocs()
 	for b.Loop() {

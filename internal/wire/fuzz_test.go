@@ -43,7 +43,7 @@ func FuzzReader(f *testing.F) {
 		if len(ops) > 0 && ops[0]&0x80 != 0 {
 			src = iotest.OneByteReader(src)
 		}
-		r := NewReader(bufio.NewReaderSize(src, bufSize), max)
+		r := NewReader(NewBufReader(src, bufSize), max)
 		var out bytes.Buffer
 		w := bufio.NewWriterSize(&out, bufSize)
 		var want []byte // the bytes forwarded so far, from the model

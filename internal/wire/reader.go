@@ -41,7 +41,7 @@ func (e *MalformedError) Error() string {
 // Use: Next to learn the type and length of the next message, then exactly one of Body, Forward or
 // Skip to consume it.
 type Reader struct {
-	br      *bufio.Reader
+	br      *BufReader
 	max     int
 	typ     byte
 	bodyLen int // body length of the current message; -1 when consumed
@@ -49,12 +49,12 @@ type Reader struct {
 }
 
 // NewReader returns a Reader over br that refuses messages longer than max bytes.
-func NewReader(br *bufio.Reader, max int) *Reader {
+func NewReader(br *BufReader, max int) *Reader {
 	return &Reader{br: br, max: max, bodyLen: -1}
 }
 
 // Reset points r at a new buffered stream, keeping its scratch buffer.
-func (r *Reader) Reset(br *bufio.Reader) {
+func (r *Reader) Reset(br *BufReader) {
 	r.br = br
 	r.bodyLen = -1
 }
@@ -74,27 +74,29 @@ func (r *Reader) Buffered() int { return r.br.Buffered() }
 // short, or too long for the buffer), whose reading is then Next's and the caller's to do. It
 // must be called between messages (after the body was consumed).
 func (r *Reader) Ready() bool {
-	b := r.br.Buffered()
-	if b < HeaderLen {
+	win := r.br.window()
+	if len(win) < HeaderLen {
 		return false
 	}
-	hdr, _ := r.br.Peek(HeaderLen) // buffered: no read
-	n := int(int32(binary.BigEndian.Uint32(hdr[1:])))
-	return n < 4 || 1+n > r.br.Size() || 1+n <= b
+	n := int(int32(binary.BigEndian.Uint32(win[1:])))
+	return n < 4 || 1+n > len(r.br.buf) || 1+n <= len(win)
 }
 
 // Fill reads until Ready, or until a read fails (its error). With a stream that does not wait
 // (an event loop's try-read), a nil error may come back with Ready still false.
 func (r *Reader) Fill() error {
-	hdr, err := r.br.Peek(HeaderLen)
-	if err != nil {
-		return err
+	hdr := r.br.window()
+	if len(hdr) < HeaderLen {
+		var err error
+		if hdr, err = r.br.peek(HeaderLen); err != nil {
+			return err
+		}
 	}
 	n := int(int32(binary.BigEndian.Uint32(hdr[1:])))
-	if n < 4 || 1+n > r.br.Size() {
+	if n < 4 || 1+n > len(r.br.buf) || 1+n <= len(hdr) {
 		return nil
 	}
-	_, err = r.br.Peek(1 + n)
+	_, err := r.br.peek(1 + n)
 	return err
 }
 
@@ -106,12 +108,14 @@ func (r *Reader) Next() (typ byte, bodyLen int, err error) {
 			return 0, 0, err
 		}
 	}
-	hdr, err := r.br.Peek(HeaderLen)
-	if err != nil {
-		if err == io.EOF && len(hdr) > 0 {
-			err = io.ErrUnexpectedEOF
+	hdr := r.br.window()
+	if len(hdr) < HeaderLen {
+		if hdr, err = r.br.peek(HeaderLen); err != nil {
+			if err == io.EOF && len(hdr) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, 0, err
 		}
-		return 0, 0, err
 	}
 	typ = hdr[0]
 	n := int(int32(binary.BigEndian.Uint32(hdr[1:])))
@@ -138,13 +142,16 @@ func (r *Reader) Body() ([]byte, error) {
 		panic("wire: Body without Next")
 	}
 	r.bodyLen = -1
-	if HeaderLen+n <= r.br.Size() {
-		b, err := r.br.Peek(HeaderLen + n)
-		if err != nil {
-			return nil, unexpected(err)
+	if HeaderLen+n <= len(r.br.buf) {
+		b := r.br.window()
+		if len(b) < HeaderLen+n {
+			var err error
+			if b, err = r.br.peek(HeaderLen + n); err != nil {
+				return nil, unexpected(err)
+			}
 		}
-		r.br.Discard(HeaderLen + n)
-		return b[HeaderLen:], nil
+		r.br.r += HeaderLen + n
+		return b[HeaderLen : HeaderLen+n], nil
 	}
 	r.br.Discard(HeaderLen)
 	if cap(r.scratch) < n {
@@ -172,21 +179,20 @@ func (r *Reader) Forward(w *bufio.Writer) error {
 // arrived rather than waiting for all of it.
 func (r *Reader) stream(w *bufio.Writer, remaining int) error {
 	for remaining > 0 {
-		if r.br.Buffered() == 0 {
-			if _, err := r.br.Peek(1); err != nil { // wait for more to arrive
+		b := r.br.window()
+		if len(b) == 0 {
+			var err error
+			if b, err = r.br.peek(1); err != nil { // wait for more to arrive
 				return unexpected(err)
 			}
+			b = r.br.window()
 		}
 		// Forward what has arrived rather than wait for the rest of a large message.
-		chunk := min(remaining, r.br.Buffered())
-		b, err := r.br.Peek(chunk)
-		if err != nil {
-			return unexpected(err)
-		}
-		if _, err := w.Write(b); err != nil {
+		chunk := min(remaining, len(b))
+		if _, err := w.Write(b[:chunk]); err != nil {
 			return err
 		}
-		r.br.Discard(chunk)
+		r.br.r += chunk
 		remaining -= chunk
 	}
 	return nil
@@ -199,7 +205,11 @@ func (r *Reader) Skip() error {
 		return nil
 	}
 	r.bodyLen = -1
-	_, err := r.br.Discard(HeaderLen + n)
+	if HeaderLen+n <= r.br.w-r.br.r {
+		r.br.r += HeaderLen + n
+		return nil
+	}
+	_, err := r.br.discard(HeaderLen + n)
 	return unexpected(err)
 }
 
@@ -223,12 +233,15 @@ func (r *Reader) PeekBody(n int) ([]byte, error) {
 	if r.bodyLen < 0 {
 		panic("wire: PeekBody without Next")
 	}
-	n = min(n, r.bodyLen, r.br.Size()-HeaderLen)
-	b, err := r.br.Peek(HeaderLen + n)
-	if err != nil {
-		return nil, unexpected(err)
+	n = min(n, r.bodyLen, len(r.br.buf)-HeaderLen)
+	b := r.br.window()
+	if len(b) < HeaderLen+n {
+		var err error
+		if b, err = r.br.peek(HeaderLen + n); err != nil {
+			return nil, unexpected(err)
+		}
 	}
-	return b[HeaderLen:], nil
+	return b[HeaderLen : HeaderLen+n], nil
 }
 
 // MaxPeek is the most PeekBody can return.

@@ -33,7 +33,7 @@ var sources = []struct {
 }
 
 func newTestReader(src io.Reader, bufSize, max int) *Reader {
-	return NewReader(bufio.NewReaderSize(src, bufSize), max)
+	return NewReader(NewBufReader(src, bufSize), max)
 }
 
 func TestReaderSequence(t *testing.T) {
@@ -421,7 +421,7 @@ func TestReaderResetSetMaxBuffered(t *testing.T) {
 		t.Errorf("Buffered = %d, want %d", got, len(two))
 	}
 	// Reset drops the current message and the old stream.
-	r.Reset(bufio.NewReaderSize(bytes.NewReader(z), 64))
+	r.Reset(NewBufReader(bytes.NewReader(z), 64))
 	if typ, n, err := r.Next(); typ != 'Z' || n != 1 || err != nil {
 		t.Fatalf("Next after Reset = %q, %d, %v", typ, n, err)
 	}
@@ -435,7 +435,7 @@ func TestReaderResetSetMaxBuffered(t *testing.T) {
 		t.Fatalf("Next = %v, want io.EOF", err)
 	}
 
-	r.Reset(bufio.NewReaderSize(bytes.NewReader(two), 64))
+	r.Reset(NewBufReader(bytes.NewReader(two), 64))
 	r.SetMax(8)
 	if _, _, err := r.Next(); !tooLarge('C', 13, 8)(err) {
 		t.Fatalf("Next with max 8 = %v, want MessageTooLargeError", err)
