@@ -106,9 +106,12 @@ func (s *Session) takeMemory(ctx context.Context) error {
 // releaseMemory gives back what takeMemory took, and drops the buffers the message grew.
 // Owned by the client loop; a no-op when nothing is held.
 func (s *Session) releaseMemory() {
-	if s.activeState == nil || s.heldMemory == 0 {
-		return
+	if s.activeState != nil && s.heldMemory != 0 { // small enough to inline: called per message
+		s.giveMemory()
 	}
+}
+
+func (s *Session) giveMemory() {
 	s.env.Memory.Give(s.heldMemory)
 	s.heldMemory = 0
 	s.r.DropScratch()

@@ -674,6 +674,9 @@ func (s *Session) executeRefs(srv *pool.Conn) error {
 
 // cbytes splits a NUL-terminated string off b, without copying.
 func cbytes(b []byte) ([]byte, []byte, bool) {
+	if len(b) > 0 && b[0] == 0 { // the unnamed statement or portal: most of them
+		return b[:0], b[1:], true
+	}
 	i := bytes.IndexByte(b, 0)
 	if i < 0 {
 		return nil, nil, false

@@ -274,19 +274,13 @@ const maxHeld = clientBufferSize
 // a server would wait for its end; a client that fails meanwhile returns what there is (the
 // client loop then sees the failure).
 func (s *Session) peekRequest(typ byte) (req []byte, msgs int, last byte, complete bool) {
-	off, n := 0, s.r.BodyLen()
-	var buf []byte // what is buffered from the current message on; a Peek for more may move it
-	peek := func(k int) bool {
-		if k <= len(buf) {
-			return true
-		}
-		b, err := s.br.Peek(max(k, s.br.Buffered())) // one Peek for all that has arrived
-		buf = b
-		return err == nil
-	}
+	off, n, size := 0, s.r.BodyLen(), s.br.Size()
+	// What is buffered from the current message on: all that has arrived, in one Peek; a Peek
+	// for more may move it.
+	buf, _ := s.br.Peek(s.br.Buffered())
 	for {
 		end := off + wire.HeaderLen + n
-		if end > s.br.Size() || !peek(end) {
+		if end > size || end > len(buf) && !s.peekMore(&buf, end) {
 			return req, msgs, typ, false
 		}
 		req, msgs, off = buf[:end], msgs+1, end
@@ -294,7 +288,7 @@ func (s *Session) peekRequest(typ byte) (req []byte, msgs int, last byte, comple
 		case 'Q', 'S', 'H', 'F':
 			return req, msgs, typ, true
 		}
-		if off+wire.HeaderLen > s.br.Size() || !peek(off+wire.HeaderLen) {
+		if k := off + wire.HeaderLen; k > size || k > len(buf) && !s.peekMore(&buf, k) {
 			return req, msgs, typ, false
 		}
 		typ = buf[off]
@@ -303,6 +297,14 @@ func (s *Session) peekRequest(typ byte) (req []byte, msgs int, last byte, comple
 			return req, msgs, typ, false // malformed: the client loop reports it
 		}
 	}
+}
+
+// peekMore is peekRequest's wait for its request's first k bytes (at most the buffer's size):
+// *buf becomes all that is buffered then. It reports whether they came.
+func (s *Session) peekMore(buf *[]byte, k int) bool {
+	b, err := s.br.Peek(max(k, s.br.Buffered()))
+	*buf = b
+	return err == nil
 }
 
 // requestPlan is what classifyRequest found in a request.
