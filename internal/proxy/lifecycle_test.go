@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -193,5 +194,38 @@ func TestNodeCapAcrossPools(t *testing.T) {
 	}
 	if n := p.Pools().NodeTotal(cluster.Primary().Addr()); n > cap {
 		t.Fatalf("pgtide counts %d connections on the node, cap %d", n, cap)
+	}
+}
+
+// TestLoginWorkersEnd: the goroutines that handled a burst of logins, kept for the next ones,
+// end once no more come, while the server goes on serving.
+func TestLoginWorkersEnd(t *testing.T) {
+	p := trustProxy(t, config.PoolModeTransaction, 4)
+	p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol).Close(context.Background()) // the pool's first login
+	before := runtime.NumGoroutine()
+	var wg sync.WaitGroup
+	for range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
+			var one int
+			if err := c.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil {
+				t.Error(err)
+			}
+			c.Close(context.Background())
+		}()
+	}
+	wg.Wait()
+	deadline := time.Now().Add(30 * time.Second)
+	for runtime.NumGoroutine() > before+2 { // +2: goroutines of the test's own clients ending
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines %v after a burst of 30 logins, %d before", runtime.NumGoroutine(), 30*time.Second, before)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol) // and logins go on
+	if err := c.Ping(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }

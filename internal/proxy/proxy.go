@@ -89,9 +89,11 @@ type Server struct {
 	closing   bool                           // guarded by mu
 	closed    chan struct{}                  // closed when closing is set
 
-	conns sync.WaitGroup // one per client connection goroutine
-	bg    sync.WaitGroup // pool maintenance and cluster health checks
-	stop  context.CancelFunc
+	conns sync.WaitGroup // one per client connection being handled (see handle)
+	// logins hands an accepted connection to a login worker waiting for one (see startHandle).
+	logins chan login
+	bg     sync.WaitGroup // pool maintenance and cluster health checks
+	stop   context.CancelFunc
 }
 
 // ClusterConfig derives the health checker's and discovery's settings from a configuration (TLS
@@ -166,6 +168,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		listeners: listeners,
 		sessions:  make(map[cancelKey]*session.Session),
 		closed:    make(chan struct{}),
+		logins:    make(chan login),
 		consoles:  make(map[cancelKey]*admin.Console),
 	}
 	s.dialServer = s.dialCancel
@@ -424,7 +427,56 @@ func (s *Server) accept(l *listener, sock net.Listener) {
 			failing, backoff = false, 0
 		}
 		s.conns.Add(1)
-		go s.handle(conn, l.ep.Load())
+		s.startHandle(login{conn, l.ep.Load()})
+	}
+}
+
+// A login runs on a goroutine, and a goroutine's stack starts small (2 KiB) and is grown, by
+// copying it, as the login goes deeper. At a connection per transaction (pgbench -C) that copy
+// and the goroutine's start were about a tenth of pgtide's instructions per connection. So the
+// goroutine that handled a connection stays, for loginWorkerIdle, to handle the next one, with
+// its stack as it grew: startHandle gives a new connection to such a worker if one is waiting,
+// and starts one otherwise. A connection whose session keeps its goroutine (session mode, TLS)
+// keeps the worker for as long; the workers waiting are at most those that were busy at once.
+
+// login is an accepted connection for handle.
+type login struct {
+	conn net.Conn
+	ep   *router.Endpoint
+}
+
+// loginWorkerIdle is how long a login worker waits for another connection before it ends.
+const loginWorkerIdle = 2 * time.Second
+
+// startHandle runs handle for lg on a waiting login worker, or on a new one.
+func (s *Server) startHandle(lg login) {
+	select {
+	case s.logins <- lg:
+	default:
+		go s.loginWorker(lg)
+	}
+}
+
+// loginWorker handles lg, then the connections startHandle gives it, until none came for
+// loginWorkerIdle or the server closes.
+func (s *Server) loginWorker(lg login) {
+	var idle *time.Timer
+	for {
+		s.handle(lg.conn, lg.ep)
+		lg = login{}
+		if idle == nil {
+			idle = time.NewTimer(loginWorkerIdle)
+		} else {
+			idle.Reset(loginWorkerIdle)
+		}
+		select {
+		case lg = <-s.logins:
+		case <-idle.C:
+			return
+		case <-s.closed:
+			idle.Stop()
+			return
+		}
 	}
 }
 
