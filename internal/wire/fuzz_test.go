@@ -14,8 +14,9 @@ import (
 
 // FuzzReader feeds arbitrary bytes through a Reader with a 16-byte buffer and a 64-byte limit, so
 // that messages fit the buffer, exceed it, and exceed the limit. Each op byte picks what to do with
-// one message: Body, Forward, Skip or nothing (the next Next skips it); a high bit in the first op
-// byte makes the source return one byte per Read. The Reader is checked against a model that
+// one message: Body, Forward, Skip or nothing (the next Next skips it), or with bit 0x20 PeekBody
+// and ForwardReplacing; with bit 0x40, Fill and Ready are checked before the message; a high bit
+// in the first op byte makes the source return one byte per Read. The Reader is checked against a model that
 // frames data directly: every result, every error, and the forwarded bytes, which must be exactly
 // the input bytes of the forwarded messages (a prefix of the message when the input ends inside
 // it).
@@ -36,6 +37,8 @@ func FuzzReader(f *testing.F) {
 	f.Add([]byte{0}, []byte{'D', 0xff, 0xff, 0xff, 0xff})               // negative length: MalformedError
 	f.Add([]byte{1}, cat(z, []byte{'D', 0, 0, 0, 65}))                  // one over the limit: MessageTooLargeError
 	f.Add([]byte{1}, cat(AppendMessage(nil, 'D', make([]byte, 60)), z)) // exactly at the limit
+	f.Add([]byte{0x65, 0x40, 0x2a}, cat(q, z, q))                       // Fill and Ready, PeekBody and ForwardReplacing
+	f.Add([]byte{0xe3, 0x63}, cat(big, q, z[:3]))                       // the same, one byte per Read
 
 	f.Fuzz(func(t *testing.T, ops []byte, data []byte) {
 		const bufSize, max = 16, 64
@@ -48,8 +51,12 @@ func FuzzReader(f *testing.F) {
 		w := bufio.NewWriterSize(&out, bufSize)
 		var want []byte // the bytes forwarded so far, from the model
 
-		off := 0 // where the current message starts in data
+		off := 0         // where the current message starts in data
+		consumed := true // the last message was consumed: Fill and Ready may be called
 		for i := 0; ; i++ {
+			if consumed && len(ops) > 0 && ops[i%len(ops)]&0x40 != 0 {
+				checkFill(t, r, data[off:], bufSize)
+			}
 			typ, n, err := r.Next()
 			rest := data[off:]
 			switch {
@@ -92,8 +99,37 @@ func FuzzReader(f *testing.F) {
 			op := byte(3)
 			if len(ops) > 0 {
 				op = ops[i%len(ops)] & 3
+				if ops[i%len(ops)]&0x20 != 0 {
+					op = 4
+				}
 			}
+			if op == 4 && !complete {
+				op = 2
+			}
+			consumed = op != 3
 			switch op {
+			case 4:
+				// PeekBody, then ForwardReplacing the part peeked, or half of it, with a
+				// two-byte prefix: the header's length follows.
+				peek := int(ops[i%len(ops)] & 0x1f)
+				head, err := r.PeekBody(peek)
+				if err != nil || !bytes.Equal(head, msg[HeaderLen:HeaderLen+min(peek, n, bufSize-HeaderLen)]) {
+					t.Fatalf("message %d: PeekBody(%d) = %q, %v; want %q", i, peek, head, err, msg[HeaderLen:HeaderLen+min(peek, n, bufSize-HeaderLen)])
+				}
+				skip := len(head) / 2
+				if err := r.ForwardReplacing(w, skip, []byte("XY")); err != nil {
+					t.Fatalf("message %d: ForwardReplacing: %v", i, err)
+				}
+				if err := w.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				wantMsg := AppendHeader(nil, msg[0], n-skip+2)
+				wantMsg = append(append(wantMsg, "XY"...), msg[HeaderLen+skip:]...)
+				got := out.Bytes()
+				if !bytes.HasPrefix(got, want) || !bytes.Equal(got[len(want):], wantMsg) {
+					t.Fatalf("message %d: ForwardReplacing wrote %q, want %q", i, got[len(want):], wantMsg)
+				}
+				want = got
 			case 0:
 				b, err := r.Body()
 				if err != wantErr {
@@ -133,7 +169,7 @@ func FuzzReader(f *testing.F) {
 					}
 				}
 			}
-			if out.Len() > len(data) {
+			if out.Len() > len(data)+2*(i+1) {
 				t.Fatalf("forwarded %d bytes from %d bytes of input", out.Len(), len(data))
 			}
 			if !complete {
@@ -142,6 +178,27 @@ func FuzzReader(f *testing.F) {
 			off += len(msg)
 		}
 	})
+}
+
+// checkFill checks Fill and Ready between messages, rest being the input from the next message
+// on: Fill reads until the message is whole in a buffer of bufSize bytes, unless it cannot be
+// (its length is invalid or larger than the buffer: Ready then leaves it to Next), or the input
+// ends first (Fill's error, and Ready false).
+func checkFill(t *testing.T, r *Reader, rest []byte, bufSize int) {
+	t.Helper()
+	err := r.Fill()
+	ready := r.Ready()
+	if len(rest) < HeaderLen {
+		if err == nil || ready {
+			t.Fatalf("Fill with %d bytes left = %v, Ready %v; want an error, not ready", len(rest), err, ready)
+		}
+		return
+	}
+	l := int(int32(binary.BigEndian.Uint32(rest[1:])))
+	whole := l < 4 || 1+l > bufSize || 1+l <= len(rest)
+	if (err == nil) != whole || ready != whole {
+		t.Fatalf("Fill of a message of length %d with %d bytes left = %v, Ready %v; want whole %v", l, len(rest), err, ready, whole)
+	}
 }
 
 // FuzzParseStartup parses arbitrary startup packet bodies. It must never panic; every error is a
