@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -585,4 +586,28 @@ func TestSessionModeBackendPID(t *testing.T) {
 	waitFor(t, 10*time.Second, "the client of a terminated backend to be disconnected", func() bool {
 		return d.CheckConn() != nil
 	})
+}
+
+// TestStatementNamesLeftAlone: errors that are not PostgreSQL's about a prepared statement keep
+// their text when it holds the name of a statement pgtide created for the client, even where
+// their SQLSTATE is one of those whose messages pgtide rewords.
+func TestStatementNamesLeftAlone(t *testing.T) {
+	p := oneConn(t, nil)
+	r := p.raw(t)
+	r.login("app", "appdb")
+	r.prepExec("a", "SELECT 1 AS one")
+	msgs := r.query("SELECT name FROM pg_prepared_statements WHERE name LIKE 'pgtide%'",
+		"RowDescription", "DataRow", "CommandComplete", "ReadyForQuery")
+	name := string(msgs[1].(*pgproto3.DataRow).Values[0])
+	for _, tc := range []struct{ sql, code string }{
+		{fmt.Sprintf(`SELECT '"%s"'::int`, name), "Error:22P02"},
+		{fmt.Sprintf(`SELECT * FROM "%s"`, name), "Error:42P01"},
+		{fmt.Sprintf(`DO $$ BEGIN RAISE EXCEPTION 'wrong number of parameters for prepared statement "%s"' USING ERRCODE = '42601'; END $$`, name), "Error:42601"},
+		{fmt.Sprintf(`DO $$ BEGIN RAISE EXCEPTION 'bind message supplies 2 parameters, but prepared statement "%s" requires 1' USING ERRCODE = '08P01'; END $$`, name), "Error:08P01"},
+	} {
+		msgs := r.query(tc.sql, tc.code, "ReadyForQuery")
+		if m := msgs[0].(*pgproto3.ErrorResponse).Message; !strings.Contains(m, `"`+name+`"`) {
+			t.Errorf("%s: %q, want the name %s as it was", tc.sql, m, name)
+		}
+	}
 }

@@ -84,6 +84,8 @@ type attachment struct {
 	// answered counts the answers to extended-protocol messages at the front of reqs (see
 	// reqlog.go). Owned by the server's one reader.
 	answered int
+	// execNames are the latest names the client's SQL EXECUTEs used (see rewordNameLocked).
+	execNames []execName
 }
 
 // newActive returns an activeState whose reader reads br (nil: none yet), refusing messages

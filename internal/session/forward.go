@@ -283,7 +283,7 @@ func (s *Session) relayError(srv *pool.Conn, body []byte) error {
 	}
 	if !reworded && s.txMode {
 		s.onErrorLocked(srv, body)
-		s.rewordNameLocked(srv, &body, bound)
+		s.rewordNameLocked(&body, bound)
 	}
 	s.mu.Unlock()
 	_, err := s.w.Write(wire.AppendMessage(s.w.AvailableBuffer(), 'E', body))

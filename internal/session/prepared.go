@@ -313,6 +313,7 @@ func (s *Session) resolveRefs(srv *pool.Conn, a *classify.Session, pre, text []b
 				var st *statement
 				st, pre = s.stmtOnLocked(srv, def, pre, mode, false, 0, &run.tws)
 				name = st.name
+				s.noteExecLocked(r.Name, name)
 			}
 		}
 		s.tws = run.tws
@@ -940,68 +941,133 @@ func (s *Session) rewordMissLocked(body *[]byte) bool {
 	return false
 }
 
-// rewordNameLocked makes a server error that names a statement pgtide created on srv name the
-// client's statement, as PostgreSQL would: "bind message supplies 2 parameters, but prepared
-// statement "pgtide_7" requires 1" (08P01) of a Bind, "wrong number of parameters for prepared
-// statement "pgtide_7"" of an SQL EXECUTE. bound is the client's name of the statement of the Bind
-// the error answers (nil if it answers no such Bind): exact, when several of the client's names
-// share the server statement, unless the client has dropped that name since. Otherwise the name is the client's one statement with the server
-// statement's text; with several, or none (a statement that names others, see keyOnLocked), the
-// error is left as it is. Runs on the reader, on errors only. Requires mu.
-func (s *Session) rewordNameLocked(srv *pool.Conn, body *[]byte, bound *clientStmt) {
-	const prefix = `"pgtide_`
-	if !bytes.Contains(*body, []byte(prefix)) {
+// rewordNameLocked makes PostgreSQL's errors that name a prepared statement pgtide created
+// name the client's, as PostgreSQL would have. Two errors name one, and only their exact texts
+// (PostgreSQL's English, lc_messages' default) are reworded:
+//
+//   - 08P01 "bind message supplies 2 parameters, but prepared statement "pgtide_7" requires 1",
+//     of a Bind: bound is the client's statement of the Bind the error answers (nil if it answers
+//     no Bind of a named statement), and the name is its name, even when the client has closed
+//     or deallocated it since (see boundNameLocked) and when several of its names share the
+//     server statement;
+//   - 42601 "wrong number of parameters for prepared statement "pgtide_7"", of an SQL EXECUTE:
+//     the name the client's EXECUTE of that server statement used (see execName).
+//
+// Anything else is left as it is: a value, a relation or a message of the client's own may hold
+// the same characters. An error pgtide cannot name (a statement whose text names others, see
+// keyOnLocked; a simple Query whose EXECUTEs ran the server statement under two of the client's
+// names, where the error does not say which one failed) keeps pgtide's name. Runs on the reader,
+// on errors only. Requires mu.
+func (s *Session) rewordNameLocked(body *[]byte, bound *clientStmt) {
+	const (
+		bindFrom  = ", but prepared statement \""
+		bindTo    = "\" requires "
+		execShape = "wrong number of parameters for prepared statement \""
+	)
+	code := wire.ErrorCode(*body)
+	if string(code) != "08P01" && string(code) != "42601" {
 		return
 	}
 	_, msg := wire.ParseErrorFields(*body)
-	i := strings.Index(msg, prefix)
-	if i < 0 {
-		return
-	}
-	j := i + len(prefix)
-	for j < len(msg) && '0' <= msg[j] && msg[j] <= '9' {
-		j++
-	}
-	if j == i+len(prefix) || j == len(msg) || msg[j] != '"' {
-		return
-	}
+	var start, end int // the server statement's name is msg[start:end]
 	var name string
-	if bound != nil {
-		for n, def := range s.stmts {
-			if def == bound {
-				name = n
-				break
-			}
+	switch {
+	case string(code) == "08P01" && bound != nil && strings.HasPrefix(msg, "bind message supplies "):
+		i := strings.Index(msg, bindFrom)
+		if i < 0 {
+			return
 		}
-	}
-	if name == "" {
-		name = s.clientNameLocked(srv, msg[i+1:j])
+		start = i + len(bindFrom)
+		end = start + strings.Index(msg[start:], bindTo)
+		if end < start || !isStatementName(msg[start:end]) {
+			return
+		}
+		name = s.boundNameLocked(bound)
+	case string(code) == "42601" && strings.HasPrefix(msg, execShape) && strings.HasSuffix(msg, "\""):
+		start, end = len(execShape), len(msg)-1
+		if end < start || !isStatementName(msg[start:end]) {
+			return
+		}
+		name = s.execName(msg[start:end])
+	default:
+		return
 	}
 	if name != "" {
-		*body = wire.ReplaceErrorField(*body, 'M', msg[:i+1]+name+msg[j:])
+		*body = wire.ReplaceErrorField(*body, 'M', msg[:start]+name+msg[end:])
 	}
 }
 
-// clientNameLocked returns the client's name of the statement srv holds as server, if exactly
-// one of the client's statements has its text; "" otherwise. O(statements). Requires mu.
-func (s *Session) clientNameLocked(srv *pool.Conn, server string) string {
-	var key string
-	for _, x := range stateOf(srv).statements {
-		if x.name == server {
-			key = x.key.text
-			break
+// isStatementName reports whether name is one newStatementName makes.
+func isStatementName(name string) bool {
+	digits, ok := strings.CutPrefix(name, "pgtide_")
+	if !ok || digits == "" {
+		return false
+	}
+	for i := 0; i < len(digits); i++ {
+		if digits[i] < '0' || digits[i] > '9' {
+			return false
 		}
 	}
-	if key == "" {
-		return ""
+	return true
+}
+
+// boundNameLocked returns the client's name of def: where the client has it now, or, if a Close,
+// DEALLOCATE or DISCARD ALL sent since took it away, the name that removed it ("" if none).
+// O(statements + messages in flight), on errors only. Requires mu.
+func (s *Session) boundNameLocked(def *clientStmt) string {
+	for n, d := range s.stmts {
+		if d == def {
+			return n
+		}
 	}
+	for _, r := range []*expectRing{&s.expect, &s.deallocs} {
+		for i := 0; i < r.len(); i++ {
+			e := r.at(i)
+			if e.def == def && e.name != "" {
+				return e.name
+			}
+			for n, d := range e.saved {
+				if d == def {
+					return n
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// execName is an SQL EXECUTE's name for a server statement, as a simple Query of this attachment
+// wrote it (see resolveRefs).
+type execName struct{ client, server string }
+
+// maxExecNames bounds the EXECUTE names an attachment keeps: the latest ones.
+const maxExecNames = 16
+
+// noteExecLocked records that the client's EXECUTE of client runs the server statement server.
+// Requires mu.
+func (s *Session) noteExecLocked(client []byte, server string) {
+	for i := range s.execNames {
+		if e := &s.execNames[i]; e.server == server && e.client == string(client) {
+			return
+		}
+	}
+	if len(s.execNames) == maxExecNames {
+		copy(s.execNames, s.execNames[1:])
+		s.execNames = s.execNames[:maxExecNames-1]
+	}
+	s.execNames = append(s.execNames, execName{client: string(client), server: server})
+}
+
+// execName returns the name the client's EXECUTEs of this attachment used for the server
+// statement server, "" if none or more than one. Requires mu.
+func (s *Session) execName(server string) string {
 	var name string
-	for n, def := range s.stmts {
-		if def.refs == nil && def.key == key {
-			if name != "" {
+	for _, e := range s.execNames {
+		if e.server == server {
+			if name != "" && name != e.client {
 				return ""
 			}
-			name = n
+			name = e.client
 		}
 	}
 	return name

@@ -483,6 +483,8 @@ func (s *Session) attachLocked(srv *pool.Conn, node *cluster.Node) {
 	s.resetHiddenLocked()
 	s.reqs.reset()
 	s.answered = 0
+	clear(s.execNames)
+	s.execNames = s.execNames[:0]
 	s.skipping.Store(false)
 	s.copySeg, s.copySyncs, s.copyUnsure, s.copyIn = false, 0, false, 0
 	if preamble := s.paramSync(srv); len(preamble) > 0 {
