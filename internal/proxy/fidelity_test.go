@@ -2,7 +2,9 @@ package proxy_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -609,5 +611,62 @@ func TestStatementNamesLeftAlone(t *testing.T) {
 		if m := msgs[0].(*pgproto3.ErrorResponse).Message; !strings.Contains(m, `"`+name+`"`) {
 			t.Errorf("%s: %q, want the name %s as it was", tc.sql, m, name)
 		}
+	}
+}
+
+// TestStartupSettingsTried: a reported setting given at startup is tried at login, as a server
+// would: a bad value fails the login with PostgreSQL's SQLSTATE (rather than the SETs before the
+// client's first transaction, which then ran with the previous client's settings), and a good
+// one is reported in the server's form, in both pool modes.
+func TestStartupSettingsTried(t *testing.T) {
+	for _, mode := range bothModes {
+		t.Run(mode, func(t *testing.T) {
+			p := startProxy(t, func(c *config.Config) {
+				c.Proxy.PoolMode = mode
+				c.Cluster.PoolSize = 1
+				c.Auth.Method = config.AuthTrust
+			})
+			connect := func(params map[string]string) (*pgx.Conn, error) {
+				cfg, err := pgx.ParseConfig(p.connString("app", "appdb"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				maps.Copy(cfg.RuntimeParams, params)
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				c, err := pgx.ConnectConfig(ctx, cfg)
+				if err == nil {
+					t.Cleanup(func() { c.Close(context.Background()) })
+				}
+				return c, err
+			}
+			x, err := connect(map[string]string{"options": "-c search_path=leaked_from_x", "application_name": "x"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustExec(t, x, "SELECT 1")
+			x.Close(context.Background())
+
+			_, err = connect(map[string]string{"TimeZone": "Bogus/Zone"})
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) || pe.Code != "22023" || pe.Severity != "FATAL" {
+				t.Fatalf("login with TimeZone=Bogus/Zone: %v; want FATAL 22023", err)
+			}
+
+			y, err := connect(map[string]string{"TimeZone": "asia/tokyo", "DateStyle": "sql,dmy"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tz, ds := y.PgConn().ParameterStatus("TimeZone"), y.PgConn().ParameterStatus("DateStyle"); tz != "Asia/Tokyo" || ds != "SQL, DMY" {
+				t.Fatalf("reported TimeZone %q, DateStyle %q; want PostgreSQL's forms", tz, ds)
+			}
+			var path, tz string
+			if err := y.QueryRow(context.Background(), "SELECT current_setting('search_path'), current_setting('TimeZone')").Scan(&path, &tz); err != nil {
+				t.Fatal(err)
+			}
+			if path == "leaked_from_x" || tz != "Asia/Tokyo" {
+				t.Fatalf("search_path %q, TimeZone %q", path, tz)
+			}
+		})
 	}
 }

@@ -278,6 +278,65 @@ func (s *Session) shareParamsLocked() {
 	}
 }
 
+// startupValues is what servers made of the reported settings clients gave at startup: for
+// "name\x00value", the value a server reported after a SET of it, in its own form ('utc' is
+// 'UTC', an application_name is cut to 63 bytes). A value found here was taken once, and needs no
+// trial at the next login (see loginShared).
+var startupValues struct {
+	sync.Mutex
+	m map[string]string
+}
+
+// maxStartupValues bounds startupValues; past it, the table starts again.
+const maxStartupValues = 4096
+
+// startupToTry returns the client's reported startup settings that a login must try on a server
+// (see loginShared): those that differ from server's (the server's params) and that no server
+// was seen to take. The others it gives the client in the server's form. application_name is
+// never tried: no value of it fails, and a client with one of its own logs in without a server
+// connection (while its database is paused, say), as before.
+func (s *Session) startupToTry(server map[string]string) map[string]string {
+	var try map[string]string
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	startupValues.Lock()
+	defer startupValues.Unlock()
+	for name, v := range s.params {
+		if server[name] == v || name == "application_name" {
+			continue
+		}
+		if took, ok := startupValues.m[name+"\x00"+v]; ok {
+			s.params[name] = took
+			continue
+		}
+		if try == nil {
+			try = make(map[string]string)
+		}
+		try[name] = v
+	}
+	return try
+}
+
+// tookStartup records what c, which took the client's reported startup settings tried, made of
+// them, and gives the client those values, as the server reports them.
+func (s *Session) tookStartup(c *pool.Conn, tried map[string]string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	startupValues.Lock()
+	defer startupValues.Unlock()
+	for name, v := range tried {
+		took, ok := c.Params[name]
+		if !ok {
+			continue
+		}
+		if startupValues.m == nil || len(startupValues.m) >= maxStartupValues {
+			startupValues.m = make(map[string]string)
+		}
+		startupValues.m[name+"\x00"+v] = took
+		s.params[name] = took
+	}
+}
+
 // A login greets the client with the server's parameters merged with the ones it asked for at
 // startup, in name order. Clients of one pool that ask for the same ones (every client of an
 // application, as a rule) get the same greeting: it is made once and kept (greetingFor), with

@@ -339,14 +339,20 @@ func (s *Session) loginShared(ctx context.Context, cfg *config.Config) (params m
 		params = maps.Clone(c.Params)
 		s.env.Router.Release(s.endpoint, c, n, false)
 	}
-	// Settings that are not reported are tried once here so a bad one fails the login, as it
-	// would on a server.
-	if len(s.extra) > 0 {
+	// Settings that are not reported, and reported ones no server was seen to take, are tried
+	// here so that a bad one fails the login, as it would on a server (22023). Otherwise it
+	// would fail the SETs before the client's first transaction, on a server connection with
+	// another client's settings, and the transaction would run with those.
+	try := s.startupToTry(params)
+	if len(s.extra) > 0 || len(try) > 0 {
 		c, n, err := s.acquire(ctx, wire.SeverityFatal)
 		if err != nil {
 			return nil, false, err
 		}
-		err = s.tryStartup(c, cfg, nil)
+		err = s.tryStartup(c, cfg, try)
+		if err == nil {
+			s.tookStartup(c, try)
+		}
 		s.env.Router.Release(s.endpoint, c, n, false)
 		if err != nil {
 			return nil, false, err
@@ -376,6 +382,7 @@ func (s *Session) loginOwn(ctx context.Context, cfg *config.Config) (params map[
 		s.env.Router.Release(s.endpoint, c, n, false)
 		return nil, false, err
 	}
+	s.tookStartup(c, s.params)
 	params, shared = s.env.Pools.Params(s.key)
 	if !shared {
 		params = maps.Clone(c.Params)
