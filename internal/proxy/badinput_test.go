@@ -198,6 +198,16 @@ func TestBadInput(t *testing.T) {
 			r.login("app", "appdb")
 			r.write([]byte{'Q', 0, 0, 0, 2})
 		}, "08P01", "invalid message length"},
+		{"unknown message type", func(r *rawConn) {
+			r.login("app", "appdb")
+			r.write([]byte{'!', 0, 0, 0, 8, 1, 2, 3, 4}) // no Sync: the answer comes at once
+		}, "08P01", "invalid frontend message type 33"},
+		{"unknown message type in a batch", func(r *rawConn) {
+			r.login("app", "appdb")
+			r.send(&pgproto3.Parse{Query: "SELECT 1"})
+			r.write([]byte{'!', 0, 0, 0, 4})
+			r.send(&pgproto3.Sync{})
+		}, "08P01", "invalid frontend message type 33"},
 		{"startup then garbage then EOF", func(r *rawConn) {
 			r.login("app", "appdb")
 			r.write([]byte{'Q', 0, 0, 0, 100, 'S', 'E'})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strconv"
 	"time"
 
 	"pgtide/internal/classify"
@@ -123,6 +124,14 @@ func (s *Session) clientMessages(ctx context.Context) error {
 		}
 		if typ == 'X' { // Terminate: the server connection stays with the pool
 			return nil
+		}
+		if !wire.FrontendType(typ) {
+			// As PostgreSQL, at once: waiting for the request's end would wait forever, and a
+			// server sent it would end its connection.
+			err := &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeProtocolViolation,
+				Message: "invalid frontend message type " + strconv.Itoa(int(typ))}
+			s.fail(err)
+			return err
 		}
 		s.notePlanned()
 		if s.skipToSync {

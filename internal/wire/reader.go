@@ -220,6 +220,17 @@ func unexpected(err error) error {
 	return err
 }
 
+// FrontendType reports whether typ is a message type a client may send once logged in: any other
+// ends the connection on PostgreSQL ("invalid frontend message type", postgres.c's
+// PostgresMain), whatever follows it.
+func FrontendType(typ byte) bool {
+	switch typ {
+	case 'Q', 'P', 'B', 'E', 'D', 'C', 'H', 'S', 'F', 'd', 'c', 'f', 'X':
+		return true
+	}
+	return false
+}
+
 // AppendHeader appends a message header for a body of bodyLen bytes.
 func AppendHeader(dst []byte, typ byte, bodyLen int) []byte {
 	dst = append(dst, typ)
