@@ -280,8 +280,8 @@ func (s *Session) shareParamsLocked() {
 
 // startupValues is what servers made of the reported settings clients gave at startup: for
 // "name\x00value", the value a server reported after a SET of it, in its own form ('utc' is
-// 'UTC', an application_name is cut to 63 bytes). A value found here was taken once, and needs no
-// trial at the next login (see loginShared).
+// 'UTC', 'sql,dmy' is 'SQL, DMY'). A value found here was taken once, and needs no trial at the
+// next login (see loginShared).
 var startupValues struct {
 	sync.Mutex
 	m map[string]string

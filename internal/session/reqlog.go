@@ -27,7 +27,7 @@ const (
 	logExecute  byte = 'E' // Execute: may start a COPY
 	logParse    byte = 'p' // Parse or Close (in transaction mode, each has an expectation)
 	logExtended byte = 'x' // Bind or Describe
-	logBind     byte = 'b' // Bind of a client's named statement under pgtide's name (see reqLog.names)
+	logBind     byte = 'b' // Bind of a client's named statement under pgtide's name (see reqLog.stmts)
 	logCopyDone byte = 'c' // CopyDone or CopyFail: ends a copy-in; the server answers nothing
 )
 
