@@ -433,7 +433,7 @@ func (s *Server) accept(l *listener, sock net.Listener) {
 
 // A login runs on a goroutine, and a goroutine's stack starts small (2 KiB) and is grown, by
 // copying it, as the login goes deeper. At a connection per transaction (pgbench -C) that copy
-// and the goroutine's start were about a tenth of pgtide's instructions per connection. So the
+// and the goroutine's start were about 7 % of pgtide's instructions per connection. So the
 // goroutine that handled a connection stays, for loginWorkerIdle, to handle the next one, with
 // its stack as it grew: startHandle gives a new connection to such a worker if one is waiting,
 // and starts one otherwise. A connection whose session keeps its goroutine (session mode, TLS)

@@ -9,10 +9,11 @@ import (
 // BufReader is a buffered reader with the behaviour of bufio.Reader for the methods pgtide
 // uses: Peek, Discard, Read, Buffered, Size and Reset, with the same results and errors
 // (bufio.ErrBufferFull, bufio.ErrNegativeCount, io.ErrNoProgress), and a read error returned
-// once. What it adds is speed where the data path spends it: the common case of Peek and Discard
-// (enough bytes already buffered) is small enough to be inlined into the caller, where
-// bufio.Reader's is a call of some fifty instructions, and a transaction makes about twenty of
-// them (Reader's framing of every message on the client's and the server's side).
+// once. What it adds is speed where the data path spends it: Reader, which frames every message
+// on the client's and the server's side (about twenty Peeks and Discards of bufio.Reader per
+// transaction, some fifty instructions each), reads its buffered window directly (window) and
+// calls it only when that is short; Peek and Discard take their own common case (enough bytes
+// buffered) first, without a loop.
 //
 // Like bufio.Reader it is owned by one goroutine at a time, and a slice Peek returns is valid
 // until the next call that reads or resets.
