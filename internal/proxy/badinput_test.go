@@ -349,3 +349,43 @@ func TestLoginTimeoutWhileDialing(t *testing.T) {
 		t.Fatalf("%d dials for one login whose deadline passed during the first", n)
 	}
 }
+
+// TestUnknownMessageInBatch: a message of an unknown type in an extended-protocol batch ends the
+// connection after the batch's earlier messages are answered, even when an error made the server
+// skip to the Sync: the same answers as PostgreSQL's, error texts included.
+func TestUnknownMessageInBatch(t *testing.T) {
+	p := startProxy(t, func(c *config.Config) { c.Auth.Method = config.AuthTrust })
+	unknown := []byte{'!', 0, 0, 0, 4}
+	for _, first := range []string{"SELECT 1", "SELEC 1"} {
+		answers := func(addr string) []string {
+			c, err := dialFuzzClient(addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.conn.Close()
+			c.fe.Send(&pgproto3.Parse{Query: first})
+			if err := c.fe.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.conn.Write(unknown); err != nil {
+				t.Fatal(err)
+			}
+			c.fe.Send(&pgproto3.Sync{})
+			c.fe.Flush() // the server may have closed already
+			var got []string
+			for {
+				c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+				m, err := c.fe.Receive()
+				if err != nil {
+					return append(got, "closed")
+				}
+				_, detail := describeFuzzMessage(m)
+				got = append(got, detail)
+			}
+		}
+		want, got := answers(cluster.Primary().Addr()), answers(p.Addr().String())
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("after %q: pgtide answered\n\t%s\nPostgreSQL\n\t%s", first, strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))
+		}
+	}
+}

@@ -86,6 +86,9 @@ type attachment struct {
 	answered int
 	// execNames are the latest names the client's SQL EXECUTEs used (see rewordNameLocked).
 	execNames []execName
+	// fatalRelayed: the server's FATAL (or PANIC) went to the client, which needs no word of
+	// pgtide's when the connection then ends (see relayStopped).
+	fatalRelayed bool
 }
 
 // newActive returns an activeState whose reader reads br (nil: none yet), refusing messages

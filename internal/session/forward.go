@@ -285,6 +285,9 @@ func (s *Session) relayError(srv *pool.Conn, body []byte) error {
 		s.onErrorLocked(srv, body)
 		s.rewordNameLocked(&body, bound)
 	}
+	if sev := string(wire.ErrorSeverity(body)); sev == wire.SeverityFatal || sev == "PANIC" {
+		s.fatalRelayed = true
+	}
 	s.mu.Unlock()
 	_, err := s.w.Write(wire.AppendMessage(s.w.AvailableBuffer(), 'E', body))
 	return err

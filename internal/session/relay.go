@@ -91,6 +91,14 @@ func (s *Session) drive(err error) {
 	}
 }
 
+// batchOpen reports whether the server has extended-protocol messages of the client's not yet
+// ended by a Sync.
+func (s *Session) batchOpen() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.open || s.skipping.Load()
+}
+
 // clientLoop reads the client's messages and sends them on, until it must stop (its error), or
 // the session waits for the client or a server on a loop (errYield, errYieldServer) or is queued
 // (errQueued).
@@ -125,9 +133,11 @@ func (s *Session) clientMessages(ctx context.Context) error {
 		if typ == 'X' { // Terminate: the server connection stays with the pool
 			return nil
 		}
-		if !wire.FrontendType(typ) {
-			// As PostgreSQL, at once: waiting for the request's end would wait forever, and a
-			// server sent it would end its connection.
+		if !wire.FrontendType(typ) && !s.batchOpen() {
+			// As PostgreSQL, at once: waiting for the request's end would wait forever. (In an
+			// extended-protocol batch the server has part of, it goes to the server, which
+			// answers the messages before it and then ends the connection, as PostgreSQL
+			// would; so it does when skipping to the Sync after an error.)
 			err := &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeProtocolViolation,
 				Message: "invalid frontend message type " + strconv.Itoa(int(typ))}
 			s.fail(err)
@@ -494,6 +504,7 @@ func (s *Session) attachLocked(srv *pool.Conn, node *cluster.Node) {
 	s.answered = 0
 	clear(s.execNames)
 	s.execNames = s.execNames[:0]
+	s.fatalRelayed = false
 	s.skipping.Store(false)
 	s.copySeg, s.copySyncs, s.copyUnsure, s.copyIn = false, 0, false, 0
 	if preamble := s.paramSync(srv); len(preamble) > 0 {
@@ -771,6 +782,7 @@ func (s *Session) relayStopped(srv *pool.Conn, err error) {
 	closing := s.closing
 	reset := !s.txMode || s.pinned
 	unsure := s.copyUnsure
+	told := s.activeState != nil && s.fatalRelayed
 	s.mu.Unlock()
 	if clean && unsure {
 		srv.MarkBroken() // a ReadyForQuery may still come (see copy.go)
@@ -792,9 +804,15 @@ func (s *Session) relayStopped(srv *pool.Conn, err error) {
 	if !closing && !s.clientClosed.Load() {
 		// The server went away under the client (crash, restart, terminated backend): the
 		// client's session or transaction is lost, so end it, as a direct connection would.
+		// A server that said why with a FATAL the client got has told it already.
 		s.log().Warn("server connection lost", "server", srv.Key().Node, "err", err)
-		s.fail(&wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeConnectionFailure,
-			Message: "pgtide: the server connection was lost: " + wire.NetFailure(err)})
+		if !told {
+			s.fail(&wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeConnectionFailure,
+				Message: "pgtide: the server connection was lost: " + wire.NetFailure(err)})
+		} else {
+			s.ext.Load().SetWriteDeadline(time.Now().Add(time.Second)) // as fail's
+			s.send(nil)                                                // what was relayed, the FATAL last
+		}
 	}
 	s.closeClient() // ends the client loop
 }
