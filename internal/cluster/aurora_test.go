@@ -154,8 +154,10 @@ func TestAuroraHealthCheck(t *testing.T) {
 		}
 		return nil
 	})
+	// A check under way when the counting began has its query counted on one side of the start
+	// and its end on the other: one query either way is that check's.
 	q, most := queries.count(r1.Addr()).Load()-sent, int64(time.Since(before)/(90*time.Millisecond))+1
-	if q < checks || q > most {
+	if q < checks-1 || q > most+1 {
 		t.Errorf("%d queries for at least %d and at most %d checks", q, checks, most)
 	}
 	if n := tc.logs.count(slog.LevelWarn, "health query refused"); n != 0 {
