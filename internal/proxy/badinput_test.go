@@ -356,14 +356,18 @@ func TestLoginTimeoutWhileDialing(t *testing.T) {
 func TestUnknownMessageInBatch(t *testing.T) {
 	p := startProxy(t, func(c *config.Config) { c.Auth.Method = config.AuthTrust })
 	unknown := []byte{'!', 0, 0, 0, 4}
-	for _, first := range []string{"SELECT 1", "SELEC 1"} {
+	for _, first := range []string{"SELECT 1", "SELEC 1", "Q"} {
 		answers := func(addr string) []string {
 			c, err := dialFuzzClient(addr)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer c.conn.Close()
-			c.fe.Send(&pgproto3.Parse{Query: first})
+			if first == "Q" { // a simple Query in flight before it: answered first
+				c.fe.Send(&pgproto3.Query{String: "SELECT 1"})
+			} else {
+				c.fe.Send(&pgproto3.Parse{Query: first})
+			}
 			if err := c.fe.Flush(); err != nil {
 				t.Fatal(err)
 			}

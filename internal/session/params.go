@@ -287,8 +287,18 @@ var startupValues struct {
 	m map[string]string
 }
 
-// maxStartupValues bounds startupValues; past it, the table starts again.
-const maxStartupValues = 4096
+// maxStartupValues bounds startupValues; past it, the table starts again. maxStartupValueLen
+// bounds a value kept in it.
+const (
+	maxStartupValues   = 4096
+	maxStartupValueLen = 256
+)
+
+// startupKey is startupValues' key for the client's setting name=v: per node and database,
+// whose encoding and version decide what a value becomes.
+func (s *Session) startupKey(name, v string) string {
+	return s.key.Node + "\x00" + s.key.Database + "\x00" + name + "\x00" + v
+}
 
 // startupToTry returns the client's reported startup settings that a login must try on a server
 // (see loginShared): those that differ from server's (the server's params) and that no server
@@ -305,7 +315,7 @@ func (s *Session) startupToTry(server map[string]string) map[string]string {
 		if server[name] == v || name == "application_name" {
 			continue
 		}
-		if took, ok := startupValues.m[name+"\x00"+v]; ok {
+		if took, ok := startupValues.m[s.startupKey(name, v)]; ok {
 			s.params[name] = took
 			continue
 		}
@@ -326,13 +336,15 @@ func (s *Session) tookStartup(c *pool.Conn, tried map[string]string) {
 	defer startupValues.Unlock()
 	for name, v := range tried {
 		took, ok := c.Params[name]
-		if !ok {
+		// DateStyle is kept as the client gave it: a partial value ('ISO') takes the rest from
+		// the connection's current one, another client's. A long value is not kept.
+		if !ok || name == "DateStyle" || len(v) > maxStartupValueLen {
 			continue
 		}
 		if startupValues.m == nil || len(startupValues.m) >= maxStartupValues {
 			startupValues.m = make(map[string]string)
 		}
-		startupValues.m[name+"\x00"+v] = took
+		startupValues.m[s.startupKey(name, v)] = took
 		s.params[name] = took
 	}
 }

@@ -91,12 +91,13 @@ func (s *Session) drive(err error) {
 	}
 }
 
-// batchOpen reports whether the server has extended-protocol messages of the client's not yet
-// ended by a Sync.
+// batchOpen reports whether the server has anything of the client's not yet answered in full: an
+// extended-protocol batch not ended by a Sync, or a request in flight. A message after it goes
+// to the server, which answers what came before it first.
 func (s *Session) batchOpen() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.open || s.skipping.Load()
+	return s.open || s.skipping.Load() || s.server != nil || s.pending > 0
 }
 
 // clientLoop reads the client's messages and sends them on, until it must stop (its error), or
