@@ -653,8 +653,6 @@ func TestStartupSettingsTried(t *testing.T) {
 				t.Fatalf("login with TimeZone=Bogus/Zone: %v; want FATAL 22023", err)
 			}
 
-			// (DateStyle keeps the client's form: a partial one takes the rest from the server
-			// connection's current value.)
 			y, err := connect(map[string]string{"TimeZone": "asia/tokyo"})
 			if err != nil {
 				t.Fatal(err)
@@ -668,6 +666,46 @@ func TestStartupSettingsTried(t *testing.T) {
 			}
 			if path == "leaked_from_x" || tz != "Asia/Tokyo" {
 				t.Fatalf("search_path %q, TimeZone %q", path, tz)
+			}
+			y.Close(context.Background())
+
+			// A partial DateStyle takes the rest from the server's default, not from the
+			// DateStyle another client left on the server connection.
+			want := map[string]string{}
+			for _, ds := range []string{"ISO", "SQL", "German", "mdy", "Postgres, YMD"} {
+				cfg, err := pgx.ParseConfig(cluster.Primary().ConnString("postgres", "appdb"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg.RuntimeParams["DateStyle"] = ds
+				d, err := pgx.ConnectConfig(context.Background(), cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want[ds] = d.PgConn().ParameterStatus("DateStyle")
+				d.Close(context.Background())
+			}
+			for _, prev := range []string{"SQL, DMY", "German, YMD"} {
+				for _, ds := range []string{"ISO", "SQL", "German", "mdy", "Postgres, YMD"} {
+					z, err := connect(map[string]string{"DateStyle": prev})
+					if err != nil {
+						t.Fatal(err)
+					}
+					mustExec(t, z, "SELECT 1")
+					z.Close(context.Background())
+					w, err := connect(map[string]string{"DateStyle": ds})
+					if err != nil {
+						t.Fatal(err)
+					}
+					var got string
+					if err := w.QueryRow(context.Background(), "SELECT current_setting('DateStyle')").Scan(&got); err != nil {
+						t.Fatal(err)
+					}
+					if rep := w.PgConn().ParameterStatus("DateStyle"); got != want[ds] || rep != want[ds] {
+						t.Fatalf("DateStyle %q after a client with %q: reported %q, in effect %q; PostgreSQL says %q", ds, prev, rep, got, want[ds])
+					}
+					w.Close(context.Background())
+				}
 			}
 		})
 	}

@@ -295,9 +295,15 @@ const (
 )
 
 // startupKey is startupValues' key for the client's setting name=v: per node and database,
-// whose encoding and version decide what a value becomes.
-func (s *Session) startupKey(name, v string) string {
-	return s.key.Node + "\x00" + s.key.Database + "\x00" + name + "\x00" + v
+// whose encoding and version decide what a value becomes. A DateStyle also depends on the
+// default it is applied to (a partial 'ISO' keeps the default's order: 'ISO, DMY' on a server
+// whose default is 'SQL, DMY'), so the server's default is part of its key.
+func (s *Session) startupKey(name, v string, server map[string]string) string {
+	k := s.key.Node + "\x00" + s.key.Database + "\x00" + name + "\x00" + v
+	if name == "DateStyle" {
+		k += "\x00" + server[name]
+	}
+	return k
 }
 
 // startupToTry returns the client's reported startup settings that a login must try on a server
@@ -315,7 +321,7 @@ func (s *Session) startupToTry(server map[string]string) map[string]string {
 		if server[name] == v || name == "application_name" {
 			continue
 		}
-		if took, ok := startupValues.m[s.startupKey(name, v)]; ok {
+		if took, ok := startupValues.m[s.startupKey(name, v, server)]; ok {
 			s.params[name] = took
 			continue
 		}
@@ -327,25 +333,30 @@ func (s *Session) startupToTry(server map[string]string) map[string]string {
 	return try
 }
 
-// tookStartup records what c, which took the client's reported startup settings tried, made of
-// them, and gives the client those values, as the server reports them.
-func (s *Session) tookStartup(c *pool.Conn, tried map[string]string) {
+// tookStartup records what c, which took the client's reported startup settings tried (see
+// tryStartup), made of them, and gives the client those values, as the server reports them.
+// server is the pool's params, as for startupToTry.
+func (s *Session) tookStartup(c *pool.Conn, tried, server map[string]string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	startupValues.Lock()
 	defer startupValues.Unlock()
 	for name, v := range tried {
 		took, ok := c.Params[name]
-		// DateStyle is kept as the client gave it: a partial value ('ISO') takes the rest from
-		// the connection's current one, another client's. A long value is not kept.
-		if !ok || name == "DateStyle" || len(v) > maxStartupValueLen {
+		if !ok {
+			continue
+		}
+		// The client gets the full form ('ISO, MDY' for 'ISO'), which is what a server
+		// connection is SET to before each of its transactions: a partial value would take the
+		// rest from the DateStyle the connection had, another client's.
+		s.params[name] = took
+		if len(v) > maxStartupValueLen {
 			continue
 		}
 		if startupValues.m == nil || len(startupValues.m) >= maxStartupValues {
 			startupValues.m = make(map[string]string)
 		}
-		startupValues.m[s.startupKey(name, v)] = took
-		s.params[name] = took
+		startupValues.m[s.startupKey(name, v, server)] = took
 	}
 }
 

@@ -351,7 +351,7 @@ func (s *Session) loginShared(ctx context.Context, cfg *config.Config) (params m
 		}
 		err = s.tryStartup(c, cfg, try)
 		if err == nil {
-			s.tookStartup(c, try)
+			s.tookStartup(c, try, params)
 		}
 		s.env.Router.Release(s.endpoint, c, n, false)
 		if err != nil {
@@ -376,17 +376,17 @@ func (s *Session) loginOwn(ctx context.Context, cfg *config.Config) (params map[
 		return s.loginShared(ctx, cfg)
 	}
 	s.key = c.Key()
+	params, shared = s.env.Pools.Params(s.key)
+	if !shared {
+		params = maps.Clone(c.Params)
+	}
 	// Settled now rather than in a preamble before the first request: until then the client
 	// has nothing outstanding (a shutdown ends it at once).
 	if err := s.tryStartup(c, cfg, s.params); err != nil {
 		s.env.Router.Release(s.endpoint, c, n, false)
 		return nil, false, err
 	}
-	s.tookStartup(c, s.params)
-	params, shared = s.env.Pools.Params(s.key)
-	if !shared {
-		params = maps.Clone(c.Params)
-	}
+	s.tookStartup(c, s.params, params)
 	s.mu.Lock()
 	s.attachLocked(c, n)
 	s.mu.Unlock()
@@ -414,7 +414,13 @@ func (s *Session) dropServer() {
 // that a bad one fails the login: the unreported ones (extra), and the reported ones given when
 // c is to be the client's own. c's settings then match the client's.
 func (s *Session) tryStartup(c *pool.Conn, cfg *config.Config, reported map[string]string) error {
-	sql := appendParamSync(nil, c, reported, s.extra)
+	var sql []byte
+	if v, ok := reported["DateStyle"]; ok && c.Params["DateStyle"] != v {
+		// From the server's default, not from c's current value (another client's), as a
+		// partial value ('ISO') keeps the rest of the one it replaces.
+		sql = append(sql, `RESET "DateStyle";`...)
+	}
+	sql = appendParamSync(sql, c, reported, s.extra)
 	if len(sql) == 0 {
 		return nil
 	}
