@@ -352,44 +352,81 @@ func TestLoginTimeoutWhileDialing(t *testing.T) {
 
 // TestUnknownMessageInBatch: a message of an unknown type in an extended-protocol batch ends the
 // connection after the batch's earlier messages are answered, even when an error made the server
-// skip to the Sync: the same answers as PostgreSQL's, error texts included.
+// skip to the Sync, and when no Sync follows: the same answers as PostgreSQL's, error texts
+// included, in both pool modes.
 func TestUnknownMessageInBatch(t *testing.T) {
-	p := startProxy(t, func(c *config.Config) { c.Auth.Method = config.AuthTrust })
 	unknown := []byte{'!', 0, 0, 0, 4}
-	for _, first := range []string{"SELECT 1", "SELEC 1", "Q"} {
-		answers := func(addr string) []string {
-			c, err := dialFuzzClient(addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.conn.Close()
-			if first == "Q" { // a simple Query in flight before it: answered first
-				c.fe.Send(&pgproto3.Query{String: "SELECT 1"})
-			} else {
-				c.fe.Send(&pgproto3.Parse{Query: first})
-			}
-			if err := c.fe.Flush(); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := c.conn.Write(unknown); err != nil {
-				t.Fatal(err)
-			}
-			c.fe.Send(&pgproto3.Sync{})
-			c.fe.Flush() // the server may have closed already
-			var got []string
-			for {
-				c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-				m, err := c.fe.Receive()
-				if err != nil {
-					return append(got, "closed")
+	cases := []struct {
+		first []pgproto3.FrontendMessage
+		sync  bool
+		wait  bool // the answer to first (an error) is read before the unknown message is sent
+	}{
+		{[]pgproto3.FrontendMessage{&pgproto3.Parse{Query: "SELECT 1"}}, true, false},
+		{[]pgproto3.FrontendMessage{&pgproto3.Parse{Query: "SELEC 1"}}, true, false},
+		// A simple Query in flight before it: answered first.
+		{[]pgproto3.FrontendMessage{&pgproto3.Query{String: "SELECT 1"}}, true, false},
+		// Nothing after it: the server ends the connection without a Sync.
+		{[]pgproto3.FrontendMessage{&pgproto3.Parse{Query: "SELECT 1"}}, false, false},
+		{[]pgproto3.FrontendMessage{&pgproto3.Parse{Query: "SELECT 1"}, &pgproto3.Bind{}}, false, false},
+		{[]pgproto3.FrontendMessage{&pgproto3.Parse{Query: "SELECT 1"}, &pgproto3.Bind{}, &pgproto3.Execute{}}, false, false},
+		// While the server skips to the Sync after an error, known to be skipping.
+		{[]pgproto3.FrontendMessage{&pgproto3.Parse{Query: "SELEC 1"}, &pgproto3.Flush{}}, true, true},
+		{[]pgproto3.FrontendMessage{&pgproto3.Parse{Query: "SELEC 1"}, &pgproto3.Flush{}}, false, true},
+	}
+	for _, mode := range bothModes {
+		t.Run(mode, func(t *testing.T) {
+			p := startProxy(t, func(c *config.Config) {
+				c.Auth.Method = config.AuthTrust
+				c.Proxy.PoolMode = mode
+			})
+			for i, tc := range cases {
+				answers := func(addr string) []string {
+					c, err := dialFuzzClient(addr)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer c.conn.Close()
+					for _, m := range tc.first {
+						c.fe.Send(m)
+					}
+					if err := c.fe.Flush(); err != nil {
+						t.Fatal(err)
+					}
+					var got []string
+					if tc.wait {
+						c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+						m, err := c.fe.Receive()
+						if err != nil {
+							t.Fatal(err)
+						}
+						_, detail := describeFuzzMessage(m)
+						got = append(got, detail)
+					}
+					if _, err := c.conn.Write(unknown); err != nil {
+						t.Fatal(err)
+					}
+					if tc.sync {
+						c.fe.Send(&pgproto3.Sync{})
+						c.fe.Flush() // the server may have closed already
+					}
+					for {
+						c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+						m, err := c.fe.Receive()
+						if err != nil {
+							if ne, ok := err.(net.Error); ok && ne.Timeout() {
+								return append(got, "no answer")
+							}
+							return append(got, "closed")
+						}
+						_, detail := describeFuzzMessage(m)
+						got = append(got, detail)
+					}
 				}
-				_, detail := describeFuzzMessage(m)
-				got = append(got, detail)
+				want, got := answers(cluster.Primary().Addr()), answers(p.Addr().String())
+				if strings.Join(got, "\n") != strings.Join(want, "\n") {
+					t.Errorf("case %d: pgtide answered\n\t%s\nPostgreSQL\n\t%s", i, strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))
+				}
 			}
-		}
-		want, got := answers(cluster.Primary().Addr()), answers(p.Addr().String())
-		if strings.Join(got, "\n") != strings.Join(want, "\n") {
-			t.Errorf("after %q: pgtide answered\n\t%s\nPostgreSQL\n\t%s", first, strings.Join(got, "\n\t"), strings.Join(want, "\n\t"))
-		}
+		})
 	}
 }

@@ -165,10 +165,11 @@ var deallocScripts = []struct {
 		{readies: 5, msgs: []pgproto3.FrontendMessage{dparse("a", plus), dparse("b", plus), dsync,
 			&pgproto3.Query{String: "DEALLOCATE a; EXECUTE b(1)"}, dbind("", "b", "2"), dexec(""), dsync,
 			&pgproto3.Query{String: "EXECUTE b(3); DEALLOCATE b"}, dbind("", "b", "4"), dexec(""), dsync}},
-		// (A name used in a later request of the pipeline than a DEALLOCATE of it that fails
-		// is taken for deallocated: see the README.)
-		{readies: 4, msgs: []pgproto3.FrontendMessage{dparse("a", plus), dparse("b", plus), dsync,
+		// A name used in a later request of the pipeline than a DEALLOCATE of it that the
+		// server skips is still defined.
+		{readies: 5, msgs: []pgproto3.FrontendMessage{dparse("a", plus), dparse("b", plus), dsync,
 			&pgproto3.Query{String: "SELECT 1/0; DEALLOCATE a"}, dbind("", "b", "1"), dexec(""), dsync,
+			dbind("", "a", "7"), dexec(""), dsync,
 			&pgproto3.Query{String: "DEALLOCATE b; EXECUTE b(1)"}}},
 		dq("EXECUTE a(1); DEALLOCATE a; EXECUTE a(2)"),
 	}},
@@ -341,4 +342,66 @@ func runDeallocScript(t *testing.T, addr string, steps []deallocStep) []string {
 		}
 	}
 	return main.detail
+}
+
+// skippedScripts pipeline a request after one whose Parse or Close the server skipped, because
+// an earlier message of its batch failed.
+var skippedScripts = []struct {
+	name  string
+	steps []deallocStep
+}{
+	{"a skipped Close, then the name", []deallocStep{
+		prepareAB,
+		{readies: 2, msgs: []pgproto3.FrontendMessage{dbind("", "a", "1", "2"), dexec(""), &pgproto3.Close{ObjectType: 'S', Name: "a"}, dsync,
+			dbind("", "a", "1"), dexec(""), dsync}},
+		dmsgs(dbind("", "a", "2"), dexec(""), dsync),
+	}},
+	{"a skipped Parse, then the name", []deallocStep{
+		{readies: 2, msgs: []pgproto3.FrontendMessage{dparse("", "SELECT 1/0"), dbind("", ""), dexec(""), dparse("c", "SELECT 3 AS three"), dsync,
+			dbind("", "c"), dexec(""), dsync}},
+		dmsgs(dbind("", "c"), dexec(""), dsync),
+		dmsgs(dparse("c", "SELECT 4 AS four"), dbind("", "c"), dexec(""), dsync),
+	}},
+	{"a skipped Parse of a name in use", []deallocStep{
+		prepareAB,
+		{readies: 2, msgs: []pgproto3.FrontendMessage{dparse("", "SELECT 1/0"), dbind("", ""), dexec(""),
+			&pgproto3.Close{ObjectType: 'S', Name: "a"}, dparse("a", "SELECT 5 AS five"), dsync,
+			dbind("", "a", "1"), dexec(""), dsync}},
+		dmsgs(dbind("", "a", "1"), dexec(""), dsync),
+	}},
+	{"a skipped Parse of a shared text", []deallocStep{
+		dmsgs(dparse("a", plus), dsync),
+		{readies: 2, msgs: []pgproto3.FrontendMessage{dparse("", "SELECT 1/0"), dbind("", ""), dexec(""), dparse("b", plus), dsync,
+			dbind("", "b", "1"), dexec(""), dbind("", "a", "1"), dexec(""), dsync}},
+		dmsgs(dparse("b", plus), dbind("", "b", "1"), dexec(""), dsync),
+	}},
+	{"a skipped Close, pinned", []deallocStep{
+		dq("PREPARE s AS SELECT 2 AS two"), // pins the client: a relay goroutine reads its answers
+		prepareAB,
+		{readies: 3, msgs: []pgproto3.FrontendMessage{dbind("", "a", "1", "2"), dexec(""), &pgproto3.Close{ObjectType: 'S', Name: "a"}, dsync,
+			dbind("", "a", "1"), dexec(""), dsync,
+			dparse("", "SELECT 1/0"), dbind("", ""), dexec(""), dparse("c", "SELECT 3 AS three"), dsync,
+			dbind("", "c"), dexec(""), dsync}},
+		dmsgs(dbind("", "a", "2"), dexec(""), dsync),
+		dq("EXECUTE s"),
+	}},
+	{"a skipped Close, in a pipeline larger than a buffer", []deallocStep{
+		prepareAB,
+		{readies: 3, msgs: []pgproto3.FrontendMessage{dbind("", "a", "1", "2"), dexec(""), &pgproto3.Close{ObjectType: 'S', Name: "a"}, dsync,
+			&pgproto3.Query{String: "SELECT '" + strings.Repeat("x", 20000) + "' = '' AS big"},
+			dbind("", "a", "1"), dexec(""), dsync}},
+		dmsgs(dbind("", "a", "2"), dexec(""), dsync),
+	}},
+	{"a skipped Close in an aborted transaction", []deallocStep{
+		prepareAB,
+		{readies: 3, msgs: []pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}, dparse("", "SELECT 1/0"), dbind("", ""), dexec(""),
+			&pgproto3.Close{ObjectType: 'S', Name: "b"}, dsync,
+			&pgproto3.Query{String: "ROLLBACK"}}},
+		dmsgs(dbind("", "b", "1"), dexec(""), dsync),
+	}},
+}
+
+// TestSkippedStatementMessages runs skippedScripts.
+func TestSkippedStatementMessages(t *testing.T) {
+	compareScripts(t, skippedScripts)
 }

@@ -30,6 +30,10 @@ type activeState struct {
 	br         *wire.BufReader // the client's read buffer (see buffers.go); nil while waiting for the client
 	r          wire.Reader     // reads br, or replay during a re-run
 	skipToSync bool            // an extended-protocol request failed before reaching a server
+	// fatalRelayed: the server's FATAL (or PANIC) went to the client, which needs no word of
+	// pgtide's when the connection then ends (see relayStopped). Per attachment (reset by
+	// attachLocked); here for its size.
+	fatalRelayed bool
 
 	heldState // routing's hold-back and re-run (see route.go, retry.go)
 
@@ -61,9 +65,13 @@ type activeState struct {
 	// waits for on a loop, and the phase of its reading; yTyp is the type of the message whose
 	// lease waits in lw.
 	lw     router.LeaseWait
-	yTyp   byte
 	ySrv   *pool.Conn
+	yTyp   byte
 	yPhase readPhase
+
+	// settled, while the client loop waits for the answers that settle its statement names
+	// (see awaitSettled), is closed by the server's reader when they are in.
+	settled chan struct{}
 
 	attachment
 }
@@ -86,9 +94,10 @@ type attachment struct {
 	answered int
 	// execNames are the latest names the client's SQL EXECUTEs used (see rewordNameLocked).
 	execNames []execName
-	// fatalRelayed: the server's FATAL (or PANIC) went to the client, which needs no word of
-	// pgtide's when the connection then ends (see relayStopped).
-	fatalRelayed bool
+	// settleBatch is 1 + the number of the last request whose messages changed the client's
+	// statement names or the server's statements (0: none): until its ReadyForQuery, whether
+	// the server skipped them is not known (see awaitSettled).
+	settleBatch int
 }
 
 // newActive returns an activeState whose reader reads br (nil: none yet), refusing messages

@@ -75,6 +75,7 @@ func (s *Session) hiddenDoneLocked() {
 	n := copy(s.hidden, s.hidden[1:])
 	s.hidden = s.hidden[:n]
 	s.hiddenN.Add(-1)
+	s.settledLocked(false)
 }
 
 // resetHiddenLocked forgets hidden requests at the start of an attachment. Requires mu.

@@ -198,7 +198,7 @@ func (s *Session) sendAttached(srv *pool.Conn, typ byte) error {
 		s.heldLeft--
 		last = s.heldLeft == 0
 	}
-	if err != nil || s.r.Buffered() > 0 && !last {
+	if err != nil || s.r.Buffered() > 0 && !last && !s.mustSettle() {
 		// More from the client is waiting: it goes out with this message.
 		srv.WriteMu.Unlock()
 		return err
@@ -217,6 +217,9 @@ func (s *Session) sendAttached(srv *pool.Conn, typ byte) error {
 	}
 	err = srv.Writer.Flush()
 	srv.WriteMu.Unlock()
+	if err == nil && s.r.Buffered() > 0 {
+		s.awaitSettled() // (a relay reads the answers; see "Settling" in prepared.go)
+	}
 	return err
 }
 
@@ -434,8 +437,9 @@ func (s *Session) leased(ctx context.Context, typ byte, wctx context.Context, sr
 func (s *Session) accountLocked(typ byte, srv *pool.Conn) (*pool.Conn, error) {
 	if s.skipping.Load() {
 		// An extended-protocol message failed: the server skips everything until a Sync, and
-		// so does pgtide (see reqlog.go).
-		if typ != 'S' {
+		// so does pgtide (see reqlog.go). Not a message of a type no client sends: the server
+		// ends the connection at that even while it skips, and so it does here.
+		if typ != 'S' && wire.FrontendType(typ) {
 			s.mu.Unlock()
 			return nil, s.r.Skip()
 		}
@@ -506,6 +510,7 @@ func (s *Session) attachLocked(srv *pool.Conn, node *cluster.Node) {
 	clear(s.execNames)
 	s.execNames = s.execNames[:0]
 	s.fatalRelayed = false
+	s.settleBatch = 0
 	s.skipping.Store(false)
 	s.copySeg, s.copySyncs, s.copyUnsure, s.copyIn = false, 0, false, 0
 	if preamble := s.paramSync(srv); len(preamble) > 0 {
@@ -784,6 +789,7 @@ func (s *Session) relayStopped(srv *pool.Conn, err error) {
 	reset := !s.txMode || s.pinned
 	unsure := s.copyUnsure
 	told := s.activeState != nil && s.fatalRelayed
+	s.settledLocked(true)
 	s.mu.Unlock()
 	if clean && unsure {
 		srv.MarkBroken() // a ReadyForQuery may still come (see copy.go)

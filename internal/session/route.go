@@ -293,8 +293,10 @@ func (s *Session) peekRequest(typ byte) (req []byte, msgs int, last byte, comple
 		}
 		typ = buf[off]
 		n = int(int32(binary.BigEndian.Uint32(buf[off+1:]))) - 4
-		if n < 0 {
-			return req, msgs, typ, false // malformed: the client loop reports it
+		if n < 0 || !wire.FrontendType(typ) {
+			// Malformed, or a type no client sends: the client loop reports it, or the
+			// server does, which ends the connection; nothing after it is waited for.
+			return req, msgs, typ, false
 		}
 	}
 }
