@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"sync"
@@ -282,8 +281,9 @@ func (c *Conn) flushWait(uintptr) bool {
 	return c.flushErr != nil
 }
 
-// Exec runs a simple query to completion and reports whether the server is left idle and healthy.
-// It is used for check and reset queries, never on a client's behalf.
+// Exec runs a simple query to completion and reports whether the server is left idle and healthy:
+// an ErrorResponse is reported as a *ServerError once the server is ready again.
+// It is used for check and reset queries and a login's settings, never for a client's request.
 func (c *Conn) Exec(query string, timeout time.Duration) error {
 	c.execs++ // a simple Query destroys the server's unnamed statement
 	c.netConn.SetDeadline(time.Now().Add(timeout))
@@ -314,8 +314,7 @@ func (c *Conn) Exec(query string, timeout time.Duration) error {
 			if err != nil {
 				return err
 			}
-			code, msg := wire.ParseErrorFields(body)
-			qerr = fmt.Errorf("%s (SQLSTATE %s)", msg, code)
+			qerr = parseServerError(body)
 		case 'Z':
 			body, err := c.Reader.Body()
 			if err != nil {

@@ -20,9 +20,10 @@ import (
 )
 
 // ServerError is a server's refusal during login (unknown database, failed authentication, too
-// many connections): what the server said, to be passed on to the client.
+// many connections), or its error for a query of Conn.Exec: what the server said, to be passed
+// on to the client.
 type ServerError struct {
-	Severity, Code, Message, Detail string
+	Severity, Code, Message, Detail, Hint string
 }
 
 func (e *ServerError) Error() string {
@@ -289,6 +290,8 @@ func parseServerError(body []byte) *ServerError {
 			e.Message = v
 		case 'D':
 			e.Detail = v
+		case 'H':
+			e.Hint = v
 		}
 	}
 	return e

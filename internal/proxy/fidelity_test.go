@@ -647,10 +647,32 @@ func TestStartupSettingsTried(t *testing.T) {
 			mustExec(t, x, "SELECT 1")
 			x.Close(context.Background())
 
-			_, err = connect(map[string]string{"TimeZone": "Bogus/Zone"})
-			var pe *pgconn.PgError
-			if !errors.As(err, &pe) || pe.Code != "22023" || pe.Severity != "FATAL" {
-				t.Fatalf("login with TimeZone=Bogus/Zone: %v; want FATAL 22023", err)
+			// A bad setting fails the login with the server's own FATAL.
+			for _, bad := range []map[string]string{
+				{"TimeZone": "Bogus/Zone"},
+				{"DateStyle": "bogus"},
+				{"work_mem": "abc"},
+				{"options": "-c statement_timeout=-5"},
+				{"no_such_setting": "1"},
+				{"shared_buffers": "1MB"},
+			} {
+				cfg, err := pgx.ParseConfig(cluster.Primary().ConnString("postgres", "appdb"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				maps.Copy(cfg.RuntimeParams, bad)
+				_, derr := pgx.ConnectConfig(context.Background(), cfg)
+				var want *pgconn.PgError
+				if !errors.As(derr, &want) {
+					t.Fatalf("login straight to PostgreSQL with %v: %v", bad, derr)
+				}
+				_, err = connect(bad)
+				var pe *pgconn.PgError
+				if !errors.As(err, &pe) || pe.Severity != "FATAL" || pe.Code != want.Code || pe.Message != want.Message ||
+					pe.Detail != want.Detail || pe.Hint != want.Hint {
+					t.Fatalf("login with %v: %v; PostgreSQL says %s %s %q (detail %q, hint %q)", bad, err,
+						want.Severity, want.Code, want.Message, want.Detail, want.Hint)
+				}
 			}
 
 			y, err := connect(map[string]string{"TimeZone": "asia/tokyo"})

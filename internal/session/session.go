@@ -426,8 +426,13 @@ func (s *Session) tryStartup(c *pool.Conn, cfg *config.Config, reported map[stri
 	}
 	if err := c.Exec(string(sql), cfg.Cluster.ServerConnectTimeout.Duration); err != nil {
 		c.MarkBroken() // its settings are now unknown
-		return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeInvalidParameterValue,
-			Message: "invalid startup parameter: " + err.Error()}
+		// The server's own error, as a FATAL: what it says of the same setting at login
+		// (22023 for a bad value, 42704 for an unknown name, 55P02 for one fixed at start).
+		var se *pool.ServerError
+		if errors.As(err, &se) {
+			return &wire.Error{Severity: wire.SeverityFatal, Code: se.Code, Message: se.Message, Detail: se.Detail, Hint: se.Hint}
+		}
+		return fatal(err)
 	}
 	stateOf(c).replaceExtra(s.extra)
 	return nil
