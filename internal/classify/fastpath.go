@@ -116,6 +116,11 @@ func fastRoute(src []byte) (info RouteInfo, maySet bool, stop int, ok bool) {
 		case s.kind == kExplain, s.kind == kCopy, s.kind == kPrepare, s.kind == kBegin,
 			s.kind == kQuery && e.info.id() == wWith:
 			return fastOther(src, s, i, j)
+		case s.kind == kShow:
+			// The parameters that take the writer (see showToken) are left to the full analysis.
+			if k := skipFastBlanks(src, j); k < len(src) && (src[k] == '"' || showsRole(src[k:wordEnd(src, k)])) {
+				return info, false, i, false
+			}
 		}
 		if e != nil {
 			maySet = e.trigger

@@ -105,6 +105,11 @@ const (
 	// read-only statement but could not be sent again on the writer if a replica refused it
 	// (it defines or closes a named statement, or ends with Flush), so it goes to the writer.
 	ReasonNotReplayable
+	// ReasonServerRole: pg_is_in_recovery(), and SHOW of transaction_read_only,
+	// default_transaction_read_only or in_hot_standby: how a client learns whether its session
+	// may write (libpq's, pgx's and JDBC's checks of target_session_attrs and targetServerType).
+	// The endpoint may write, so the writer answers.
+	ReasonServerRole
 
 	// NumRouteReasons is the number of RouteReason values, for metrics that initialise one
 	// label per reason: 0 .. NumRouteReasons-1.
@@ -144,6 +149,7 @@ var routeReasonNames = [NumRouteReasons]string{
 	ReasonPreparedStatement:   "prepared_statement",
 	ReasonCursor:              "cursor",
 	ReasonNotReplayable:       "not_replayable",
+	ReasonServerRole:          "server_role",
 }
 
 // String returns the reason's fixed lower_snake_case label ("read_only", "modifying_cte", ...);
@@ -351,6 +357,7 @@ const (
 	kSet                     // SET: SET TRANSACTION READ ONLY|WRITE matters
 	kEnd                     // COMMIT, END, ROLLBACK, ABORT
 	kPrepare                 // PREPARE: a statement, or PREPARE TRANSACTION
+	kShow                    // SHOW: the parameter matters
 )
 
 // routeStmt is the per-statement state; the zero value starts a statement.
@@ -549,9 +556,32 @@ func (r *router) token(t *token) {
 			r.endToken(t, idx)
 		case kPrepare:
 			st.p2, st.p1 = st.p1, r.prev(t)
+		case kShow:
+			r.showToken(t, idx)
 		}
 	}
 	r.sp.step(r.src, t)
+}
+
+// showToken reads SHOW's parameter: the ones that say whether the session may write take the
+// writer (ReasonServerRole).
+func (r *router) showToken(t *token, idx int) {
+	if idx != 1 || t.kind != tkIdent && t.kind != tkQIdent {
+		return
+	}
+	w := r.src[t.start:t.end]
+	if t.kind == tkQIdent {
+		w = r.src[t.body0:t.body1] // PostgreSQL looks parameter names up in any case, quoted too
+	}
+	if showsRole(w) {
+		r.st.verdict(ReasonServerRole, false)
+	}
+}
+
+// showsRole reports whether w (a parameter's name, in any case) is one whose SHOW says whether
+// the session may write.
+func showsRole(w []byte) bool {
+	return eqFold(w, "transaction_read_only") || eqFold(w, "default_transaction_read_only") || eqFold(w, "in_hot_standby")
 }
 
 // prev makes the record of t kept for later tokens.

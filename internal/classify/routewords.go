@@ -289,7 +289,7 @@ var statementStarts = func() map[string]stmtStart {
 		}
 	}
 	set(stmtStart{kind: kQuery}, "select", "with", "values", "table")
-	set(stmtStart{kind: kFixed}, "show")
+	set(stmtStart{kind: kShow}, "show")
 	set(stmtStart{kind: kExplain}, "explain")
 	set(stmtStart{kind: kCopy}, "copy")
 	set(stmtStart{reason: ReasonWrite, needs: true}, "insert", "update", "delete", "merge")
@@ -347,6 +347,7 @@ var builtins = func() map[string]builtin {
 		"pg_xlogfile_name_offset")
 	writer(ReasonLargeObject, false, "loread", "lowrite")
 	writer(ReasonNotify, true, "pg_notify")
+	writer(ReasonServerRole, false, "pg_is_in_recovery")
 
 	for _, n := range []string{
 		// Aggregates and window functions.
@@ -423,7 +424,7 @@ var builtins = func() map[string]builtin {
 		"version", "current_setting", "current_database", "current_schema", "current_schemas",
 		"pg_backend_pid", "inet_server_addr", "inet_server_port", "inet_client_addr",
 		"inet_client_port", "pg_postmaster_start_time", "pg_conf_load_time",
-		"pg_is_in_recovery", "pg_last_wal_replay_lsn", "pg_last_wal_receive_lsn",
+		"pg_last_wal_replay_lsn", "pg_last_wal_receive_lsn",
 		"pg_last_xact_replay_timestamp", "pg_is_wal_replay_paused",
 		"pg_get_wal_replay_pause_state", "pg_wal_lsn_diff", "pg_size_pretty", "pg_size_bytes",
 		"pg_database_size", "pg_relation_size", "pg_table_size", "pg_indexes_size",

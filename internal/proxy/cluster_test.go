@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -77,13 +79,50 @@ func (p *testProxy) endpointConnString(ep router.Route) string {
 		p.EndpointAddr(ep).(*net.TCPAddr).Port)
 }
 
+// inRecovery reports whether a read through c ran on a replica. (Not pg_is_in_recovery(), which
+// the auto endpoint sends to the writer: see TestTargetSessionAttrs.)
 func inRecovery(t *testing.T, ctx context.Context, c *pgx.Conn) bool {
 	t.Helper()
 	var r bool
-	if err := c.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&r); err != nil {
+	if err := c.QueryRow(ctx, "SELECT pg_last_wal_replay_lsn() IS NOT NULL").Scan(&r); err != nil {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// TestTargetSessionAttrs: the writer and auto endpoints pass the checks drivers make of a
+// session that may write, and the reader endpoint those of a standby, as PostgreSQL's primary and
+// replicas do: libpq's target_session_attrs (psql; PostgreSQL 14 and later servers report
+// in_hot_standby, which libpq reads from the greeting) and pgx's (SHOW transaction_read_only,
+// pg_is_in_recovery()), with the auto endpoint's logins checked on a replica.
+func TestTargetSessionAttrs(t *testing.T) {
+	c := startCluster(t, 1)
+	p := clusterProxy(t, c, func(cfg *config.Config) { cfg.Proxy.PoolMode = config.PoolModeTransaction })
+	waitFor(t, 30*time.Second, "the replica to be a reader", func() bool { return len(p.Cluster().Readers()) == 1 })
+	ctx := context.Background()
+	writable := map[string]bool{"read-write": true, "primary": true, "read-only": false, "standby": false}
+	for _, ep := range []router.Route{router.Auto, router.Writer, router.Reader} {
+		for attrs, onWriter := range writable {
+			want := onWriter == (ep != router.Reader)
+			conn := p.endpointConnString(ep) + " target_session_attrs=" + attrs
+			cmd := exec.Command(psqlPath(t), "-X", "-A", "-t", "-c", "SELECT 1", conn)
+			cmd.Env = append(os.Environ(), "PGCONNECT_TIMEOUT=20")
+			out, err := cmd.CombinedOutput()
+			if got := err == nil; got != want {
+				t.Errorf("psql, %s endpoint, target_session_attrs=%s: %v %s; want accepted %v", ep, attrs, err, out, want)
+			}
+			if attrs == "read-only" {
+				continue // pgx has no such check
+			}
+			pc, err := pgx.Connect(ctx, conn)
+			if got := err == nil; got != want {
+				t.Errorf("pgx, %s endpoint, target_session_attrs=%s: %v; want accepted %v", ep, attrs, err, want)
+			}
+			if err == nil {
+				pc.Close(ctx)
+			}
+		}
+	}
 }
 
 // TestEndpoints: the writer and auto endpoints reach the primary, the reader endpoint a replica,

@@ -376,8 +376,9 @@ type greeting struct {
 // greetingKey identifies a greeting: the server params map (by address: a pool's is made once
 // and never changed) and the canonical text of the client's startup params (paramsText).
 type greetingKey struct {
-	server uintptr
-	client string
+	server   uintptr
+	client   string
+	writable bool
 }
 
 // maxGreetings bounds the greetings kept. Past it the table starts again: pools come and go
@@ -391,18 +392,22 @@ var greetings struct {
 
 // greetingFor returns the greeting of a client with startup params client (nil: none) to a
 // server that reported server. With shared, server is a pool's (read-only, never changed) and the
-// greeting is kept for the next client; else it is made for this client only.
-func greetingFor(server, client map[string]string, shared bool) *greeting {
+// greeting is kept for the next client; else it is made for this client only. writable: the
+// client's endpoint takes writes (the writer, the auto endpoint), so it is greeted with
+// in_hot_standby = off even when a replica checked its login: libpq (target_session_attrs =
+// read-write or primary, on PostgreSQL 14 and later) reads the session's role from it, and would
+// refuse the endpoint.
+func greetingFor(server, client map[string]string, shared, writable bool) *greeting {
 	if !shared {
-		return newGreeting(server, client)
+		return newGreeting(server, client, writable)
 	}
-	k := greetingKey{server: reflect.ValueOf(server).Pointer(), client: paramsText(client)}
+	k := greetingKey{server: reflect.ValueOf(server).Pointer(), client: paramsText(client), writable: writable}
 	greetings.Lock()
 	defer greetings.Unlock()
 	if g := greetings.m[k]; g != nil {
 		return g
 	}
-	g := newGreeting(server, client)
+	g := newGreeting(server, client, writable)
 	if len(greetings.m) >= maxGreetings || greetings.m == nil {
 		greetings.m = make(map[greetingKey]*greeting)
 	}
@@ -410,10 +415,13 @@ func greetingFor(server, client map[string]string, shared bool) *greeting {
 	return g
 }
 
-func newGreeting(server, client map[string]string) *greeting {
+func newGreeting(server, client map[string]string, writable bool) *greeting {
 	merged := make(map[string]string, len(server)+len(client))
 	maps.Copy(merged, server)
 	maps.Copy(merged, client)
+	if _, ok := merged["in_hot_standby"]; ok && writable {
+		merged["in_hot_standby"] = "off"
+	}
 	var msg []byte
 	for _, n := range slices.Sorted(maps.Keys(merged)) {
 		msg = wire.AppendParameterStatus(msg, n, merged[n])

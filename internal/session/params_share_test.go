@@ -55,8 +55,8 @@ func TestShareParams(t *testing.T) {
 func TestGreeting(t *testing.T) {
 	server := map[string]string{"server_version": "15.18", "TimeZone": "UTC", "DateStyle": "ISO, MDY"}
 	app := map[string]string{"application_name": "pgbench"}
-	g := greetingFor(server, app, true)
-	if again := greetingFor(server, map[string]string{"application_name": "pgbench"}, true); again != g {
+	g := greetingFor(server, app, true, true)
+	if again := greetingFor(server, map[string]string{"application_name": "pgbench"}, true, true); again != g {
 		t.Fatal("the same startup parameters got another greeting")
 	}
 	want := ""
@@ -67,14 +67,24 @@ func TestGreeting(t *testing.T) {
 		t.Fatalf("greeting %q, params %v", g.msg, g.params.m)
 	}
 	for _, other := range []*greeting{
-		greetingFor(server, nil, true),
-		greetingFor(server, map[string]string{"application_name": "psql"}, true),
-		greetingFor(maps.Clone(server), app, true),
-		greetingFor(server, app, false),
+		greetingFor(server, nil, true, true),
+		greetingFor(server, map[string]string{"application_name": "psql"}, true, true),
+		greetingFor(maps.Clone(server), app, true, true),
+		greetingFor(server, app, false, true),
+		greetingFor(server, app, true, false),
 	} {
 		if other == g {
 			t.Fatal("other parameters got the same greeting")
 		}
+	}
+
+	// A replica's in_hot_standby: kept for the reader endpoint, off for the others.
+	standby := map[string]string{"in_hot_standby": "on"}
+	if g := greetingFor(standby, nil, true, true); g.params.m["in_hot_standby"] != "off" {
+		t.Fatalf("writable endpoint greeted with in_hot_standby %q", g.params.m["in_hot_standby"])
+	}
+	if g := greetingFor(standby, nil, true, false); g.params.m["in_hot_standby"] != "on" {
+		t.Fatalf("reader endpoint greeted with in_hot_standby %q", g.params.m["in_hot_standby"])
 	}
 
 	s := &Session{params: g.params.m, paramsShared: g.params}

@@ -292,7 +292,7 @@ func (s *Session) Login(ctx context.Context) error {
 	// pool with the same startup parameters share one params map from here (see greetingFor),
 	// others once idle (see trimIdle and park).
 	s.mu.Lock()
-	g := greetingFor(params, s.params, shared)
+	g := greetingFor(params, s.params, shared, s.route != router.Reader)
 	s.params, s.paramsShared = g.params.m, g.params
 	s.mu.Unlock()
 	msg := make([]byte, 0, 9+len(g.msg)+13+6)
