@@ -5,6 +5,7 @@ package evloop
 import (
 	"errors"
 	"net"
+	"time"
 )
 
 // Outside Linux there are no loops: NewGroup fails, and its callers keep Go's own poller and a
@@ -15,6 +16,14 @@ var ErrWouldBlock = errors.New("evloop: would block")
 type Group struct{}
 
 type Conn struct{ net.Conn }
+
+type Listener struct{}
+
+func (g *Group) Listen(ln net.Listener, accepted func(*Conn), failed func(error) time.Duration) (*Listener, error) {
+	return nil, errors.ErrUnsupported
+}
+func (l *Listener) Addr() net.Addr { return nil }
+func (l *Listener) Close() error   { return nil }
 
 func NewGroup(n int) (*Group, error) { return nil, errors.New("evloop: needs Linux (epoll)") }
 

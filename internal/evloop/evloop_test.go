@@ -11,6 +11,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // pair returns an adopted Conn and the plain other end of a loopback TCP connection.
@@ -505,5 +507,171 @@ func TestUnregister(t *testing.T) {
 	case <-ran:
 	case <-time.After(10 * time.Second):
 		t.Fatal("a registered function did not run on input")
+	}
+}
+
+// TestListen: a Listener accepts every connection on its loop, each a Conn with the peer's and
+// the listener's addresses that reads and writes; after Close, nothing more is accepted.
+func TestListen(t *testing.T) {
+	g := newGroup(t, 2)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	got := make(chan *Conn, 16)
+	var onLoop []bool
+	l, err := g.Listen(ln, func(c *Conn) {
+		onLoop = append(onLoop, OnLoop()) // only the loop runs it: no lock
+		got <- c
+	}, func(err error) time.Duration { t.Errorf("accept failed: %v", err); return time.Second })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Addr().String() != addr {
+		t.Fatalf("Addr %v, want %s", l.Addr(), addr)
+	}
+	for i := range 10 {
+		peer, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer peer.Close()
+		var c *Conn
+		select {
+		case c = <-got:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("connection %d not accepted", i)
+		}
+		defer c.Close()
+		if c.RemoteAddr().String() != peer.LocalAddr().String() || c.LocalAddr().String() != addr {
+			t.Fatalf("accepted %v -> %v, dialed %v -> %v", c.RemoteAddr(), c.LocalAddr(), peer.LocalAddr(), addr)
+		}
+		msg := fmt.Sprintf("hello %d", i)
+		if _, err := peer.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
+			t.Fatalf("read %q, %v", buf, err)
+		}
+		if _, err := c.Write([]byte("ok")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(peer, buf[:2]); err != nil || string(buf[:2]) != "ok" {
+			t.Fatalf("peer read %q, %v", buf[:2], err)
+		}
+	}
+	for i, on := range onLoop {
+		if !on {
+			t.Fatalf("connection %d was given off the loop", i)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			break // refused: nothing listens
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("still listening after Close")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if len(got) != 0 {
+		t.Fatal("accepted after Close")
+	}
+}
+
+// TestListenFailure: out of descriptors, a Listener reports the failure, pauses as told, and
+// accepts the waiting connection once descriptors are free again.
+func TestListenFailure(t *testing.T) {
+	g := newGroup(t, 1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *Conn, 1)
+	failures := make(chan error, 16)
+	l, err := g.Listen(ln, func(c *Conn) { got <- c }, func(err error) time.Duration {
+		failures <- err
+		return 10 * time.Millisecond
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip(err)
+	}
+	low := lim
+	low.Cur = uint64(len(fds) + 8)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Skip(err)
+	}
+	defer unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+	var fillers []*os.File
+	defer func() {
+		for _, f := range fillers {
+			f.Close()
+		}
+	}()
+	// A descriptor an earlier test's connection frees late lets an accept through: try again.
+	var peers []net.Conn
+	defer func() {
+		for _, p := range peers {
+			p.Close()
+		}
+	}()
+	failed := false
+	for try := 0; try < 10 && !failed; try++ {
+		for {
+			f, err := os.Open("/dev/null")
+			if err != nil {
+				break
+			}
+			fillers = append(fillers, f)
+		}
+		fillers[len(fillers)-1].Close() // room for the dialing end only
+		fillers = fillers[:len(fillers)-1]
+		peer, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		peers = append(peers, peer)
+		select {
+		case err := <-failures:
+			if !errors.Is(err, unix.EMFILE) {
+				t.Fatalf("failure %v, want EMFILE", err)
+			}
+			failed = true
+		case c := <-got:
+			c.Close()
+		case <-time.After(10 * time.Second):
+			t.Fatal("neither accepted nor failed")
+		}
+	}
+	if !failed {
+		t.Fatal("never out of descriptors")
+	}
+	for _, f := range fillers {
+		f.Close()
+	}
+	fillers = nil
+	unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+	select {
+	case c := <-got:
+		c.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("not accepted once descriptors were free")
 	}
 }

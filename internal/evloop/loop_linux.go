@@ -142,33 +142,56 @@ func (g *Group) Adopt(nc net.Conn, counted bool) (*Conn, error) {
 	if !ok {
 		return nil, errors.New("evloop: not a socket")
 	}
+	fd, err := dupSocket(sc)
+	if err != nil {
+		return nil, err
+	}
+	laddr := ownAddr(nc.LocalAddr())
+	if counted {
+		laddr = g.sharedAddr(nc.LocalAddr())
+	}
+	c, err := g.register(fd, counted, laddr, ownAddr(nc.RemoteAddr()))
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	nc.Close()
+	return c, nil
+}
+
+// dupSocket returns a duplicate of sc's descriptor, close-on-exec.
+func dupSocket(sc syscall.Conn) (int, error) {
 	raw, err := sc.SyscallConn()
 	if err != nil {
-		return nil, fmt.Errorf("evloop: %w", err)
+		return -1, fmt.Errorf("evloop: %w", err)
 	}
 	fd, derr := -1, error(nil)
 	if err := raw.Control(func(f uintptr) {
 		fd, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0)
 	}); err != nil {
-		return nil, fmt.Errorf("evloop: %w", err)
+		return -1, fmt.Errorf("evloop: %w", err)
 	}
 	if derr != nil {
-		return nil, fmt.Errorf("evloop: dup: %w", derr)
+		return -1, fmt.Errorf("evloop: dup: %w", derr)
 	}
+	return fd, nil
+}
+
+// adoptFD registers fd, a client's socket accepted by a Listener, as a counted Conn with the
+// given addresses. On an error fd is left open.
+func (g *Group) adoptFD(fd int, laddr, raddr net.Addr) (*Conn, error) {
+	return g.register(fd, true, laddr, raddr)
+}
+
+// register makes fd a Conn in one of g's loops, in turn.
+func (g *Group) register(fd int, counted bool, laddr, raddr net.Addr) (*Conn, error) {
 	l := g.loops[int(g.next.Add(1))%len(g.loops)]
-	c := &Conn{fd: fd, l: l, counted: counted, raddr: ownAddr(nc.RemoteAddr())}
-	if counted {
-		c.laddr = g.sharedAddr(nc.LocalAddr())
-	} else {
-		c.laddr = ownAddr(nc.LocalAddr())
-	}
+	c := &Conn{fd: fd, l: l, counted: counted, laddr: laddr, raddr: raddr}
 	c.r.c, c.r.input = c, true
 	c.w.c = c
 	if err := l.add(c); err != nil {
-		unix.Close(fd)
 		return nil, err
 	}
-	nc.Close()
 	return c, nil
 }
 

@@ -2,7 +2,9 @@ package proxy_test
 
 import (
 	"context"
+	"net"
 	"runtime"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -197,35 +199,61 @@ func TestNodeCapAcrossPools(t *testing.T) {
 	}
 }
 
-// TestLoginWorkersEnd: the goroutines that handled a burst of logins, kept for the next ones,
-// end once no more come, while the server goes on serving.
+// TestLoginWorkersEnd: the goroutines that handled a burst of logins end once no more come,
+// while the server goes on serving: over TCP, where the loops accept and hand logins that wait
+// to goroutines, and over a Unix-domain socket, whose logins run on goroutines kept for the next
+// ones (login workers).
 func TestLoginWorkersEnd(t *testing.T) {
-	p := trustProxy(t, config.PoolModeTransaction, 4)
-	p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol).Close(context.Background()) // the pool's first login
-	before := runtime.NumGoroutine()
-	var wg sync.WaitGroup
-	for range 30 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
-			var one int
-			if err := c.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil {
-				t.Error(err)
+	dir := t.TempDir()
+	p := startProxy(t, func(c *config.Config) {
+		c.Proxy.PoolMode = config.PoolModeTransaction
+		c.Cluster.PoolSize = 4
+		c.Auth.Method = config.AuthTrust
+		c.Proxy.UnixSocketDir = dir
+	})
+	port := p.Addr().(*net.TCPAddr).Port
+	for _, conn := range []string{
+		p.connString("app", "appdb"),
+		"host=" + dir + " port=" + strconv.Itoa(port) + " user=app dbname=appdb",
+	} {
+		connect := func() *pgx.Conn {
+			c, err := pgx.Connect(context.Background(), conn)
+			if err != nil {
+				t.Fatal(err)
 			}
-			c.Close(context.Background())
-		}()
-	}
-	wg.Wait()
-	deadline := time.Now().Add(30 * time.Second)
-	for runtime.NumGoroutine() > before+2 { // +2: goroutines of the test's own clients ending
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines %v after a burst of 30 logins, %d before", runtime.NumGoroutine(), 30*time.Second, before)
+			return c
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	c := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol) // and logins go on
-	if err := c.Ping(context.Background()); err != nil {
-		t.Fatal(err)
+		connect().Close(context.Background()) // the pool's first login
+		before := runtime.NumGoroutine()
+		var wg sync.WaitGroup
+		for range 30 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := pgx.Connect(context.Background(), conn)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				var one int
+				if err := c.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil {
+					t.Error(err)
+				}
+				c.Close(context.Background())
+			}()
+		}
+		wg.Wait()
+		deadline := time.Now().Add(30 * time.Second)
+		for runtime.NumGoroutine() > before+2 { // +2: goroutines of the test's own clients ending
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d goroutines %v after a burst of 30 logins, %d before", conn, runtime.NumGoroutine(), 30*time.Second, before)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		c := connect() // and logins go on
+		if err := c.Ping(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		c.Close(context.Background())
 	}
 }

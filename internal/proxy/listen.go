@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"pgtide/internal/evloop"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -29,14 +30,20 @@ type listener struct {
 	// ep is the endpoint its clients reach, read by its accept loops at every connection.
 	ep    atomic.Pointer[router.Endpoint]
 	socks []net.Listener // immutable; the TCP socket first
+	// loopSocks are the sockets of socks the event loops accept on (see loopaccept.go), which
+	// took them over. Guarded by Server.mu.
+	loopSocks []*evloop.Listener
 	// closed: a reload no longer uses it; its accept loops end.
 	closed atomic.Bool
 }
 
-// close closes its sockets; their accept loops end.
+// close closes its sockets; their accept loops end. Requires Server.mu.
 func (l *listener) close() {
 	l.closed.Store(true)
 	for _, s := range l.socks {
+		s.Close()
+	}
+	for _, s := range l.loopSocks {
 		s.Close()
 	}
 }

@@ -382,7 +382,9 @@ func (s *Server) Serve() error {
 // startAcceptLocked starts l's accept loops. Requires mu.
 func (s *Server) startAcceptLocked(l *listener) {
 	for _, sock := range l.socks {
-		s.accepts.Go(func() { s.accept(l, sock) })
+		if !s.listenOnLoopsLocked(l, sock) {
+			s.accepts.Go(func() { s.accept(l, sock) })
+		}
 	}
 }
 
@@ -462,7 +464,7 @@ func (s *Server) startHandle(lg login) {
 func (s *Server) loginWorker(lg login) {
 	var idle *time.Timer
 	for {
-		s.handle(lg.conn, lg.ep)
+		s.handle(lg.conn, lg.ep, nil, 0)
 		lg = login{}
 		if idle == nil {
 			idle = time.NewTimer(loginWorkerIdle)
@@ -505,7 +507,10 @@ func (s *Server) ParkedClients() int {
 // handle admits one client connection to endpoint ep and serves it. The session may outlive
 // the goroutine (see session.Session.Serve): its end, whichever goroutine runs it, is what
 // gives back the client's count and s.conns.
-func (s *Server) handle(conn net.Conn, ep *router.Endpoint) {
+// handle logs conn in, through ep, and serves it. br is what reads conn, holding what was read of
+// its startup packets already, with negotiations encryption requests answered (see preLogin);
+// nil: nothing was read.
+func (s *Server) handle(conn net.Conn, ep *router.Endpoint, br *wire.BufReader, negotiations int) {
 	n := s.clients.Add(1)
 	end := func() {
 		conn.Close() // the TLS connection, once encrypted
@@ -522,7 +527,10 @@ func (s *Server) handle(conn net.Conn, ep *router.Endpoint) {
 	// client_login_timeout bounds the TLS handshake too.
 	conn.SetDeadline(time.Now().Add(cfg.Proxy.ClientLoginTimeout.Duration))
 
-	conn, br, st, err := s.readStartup(conn, session.NewClientReader(conn), ct)
+	if br == nil {
+		br = session.NewClientReader(conn)
+	}
+	conn, br, st, err := s.readStartup(conn, br, ct, negotiations)
 	if err != nil || st == nil {
 		return
 	}
@@ -539,6 +547,7 @@ func (s *Server) handle(conn net.Conn, ep *router.Endpoint) {
 		return
 	}
 	if wantsConsole(st) {
+		evloop.BeforeBlock() // its commands may wait (PAUSE, WAIT_CLOSE): not on a loop
 		s.serveConsole(conn, br, st, cfg)
 		return
 	}
@@ -560,6 +569,11 @@ func (s *Server) handle(conn net.Conn, ep *router.Endpoint) {
 	}
 	if err := s.negotiate(conn, st); err != nil {
 		return
+	}
+	if cfg.Auth.Method != config.AuthTrust {
+		// An exchange of messages with the client, and hashing: not on a loop (see
+		// loopaccept.go). A trust login goes on there; what in it may wait hands the loop on.
+		evloop.BeforeBlock()
 	}
 	loginCtx, cancel := context.WithTimeout(context.Background(), cfg.Proxy.ClientLoginTimeout.Duration)
 	err = sess.Login(loginCtx)
@@ -613,11 +627,11 @@ func (s *Server) refuseWith(conn net.Conn, st *wire.Startup, e *wire.Error) {
 // and ct offers TLS, over TCP; GSS encryption is always refused. It returns the connection and the
 // reader to go on with (encrypted, after a handshake), and a nil Startup (no error) when the
 // connection was a CancelRequest, now handled.
-func (s *Server) readStartup(conn net.Conn, br *wire.BufReader, ct *pgtls.ClientTLS) (net.Conn, *wire.BufReader, *wire.Startup, error) {
+func (s *Server) readStartup(conn net.Conn, br *wire.BufReader, ct *pgtls.ClientTLS, negotiations int) (net.Conn, *wire.BufReader, *wire.Startup, error) {
 	var buf [256]byte
 	offered := ct.Offered() && !isUnix(conn)
 	encrypted := false
-	for negotiations := 0; ; negotiations++ {
+	for ; ; negotiations++ {
 		if negotiations == 0 {
 			// A ClientHello first: direct TLS (PostgreSQL 17), without an SSLRequest.
 			if first, err := br.Peek(1); err == nil && first[0] == wire.TLSHandshakeByte {
@@ -628,6 +642,7 @@ func (s *Server) readStartup(conn net.Conn, br *wire.BufReader, ct *pgtls.Client
 						"client_tls", ct.Mode(), "unix_socket", isUnix(conn))
 					return conn, nil, nil, errors.New("direct TLS, but TLS is off")
 				}
+				evloop.BeforeBlock() // a handshake: not on a loop
 				tc, tbr, err := s.encrypt(conn, br, ct, true)
 				if err != nil {
 					return conn, nil, nil, err
@@ -662,6 +677,7 @@ func (s *Server) readStartup(conn net.Conn, br *wire.BufReader, ct *pgtls.Client
 				return conn, nil, nil, errors.New("SSLRequest over TLS")
 			}
 			if st.Kind == wire.KindSSLRequest && offered {
+				evloop.BeforeBlock() // a handshake: not on a loop
 				tc, tbr, err := s.encrypt(conn, br, ct, false)
 				if err != nil {
 					return conn, nil, nil, err
@@ -673,6 +689,7 @@ func (s *Server) readStartup(conn net.Conn, br *wire.BufReader, ct *pgtls.Client
 				return conn, nil, nil, err
 			}
 		case wire.KindCancel:
+			evloop.BeforeBlock() // it dials the server: not on a loop
 			s.cancel(st)
 			return conn, nil, nil, nil
 		default:

@@ -36,11 +36,11 @@ import (
 // by its wait's end as a waiting goroutine was: a lease, query_wait_timeout, or a cancel
 // (Cancel abandons the wait).
 
-// AdoptSocket hands the client's socket to g once the client has logged in, before Serve, when
-// the session can be served on the loops: transaction mode, plain text (a client over TLS keeps
-// its goroutine and is parked after a second idle), and nothing read ahead of the login. It
-// reports whether it did. The login itself ran on Go's own poller, which costs a connection that
-// does one transaction and leaves (pgbench -C) less than a loop's wake-ups would.
+// AdoptSocket serves the session on g's loops once the client has logged in, before Serve, when
+// it can be: transaction mode, plain text (a client over TLS keeps its goroutine and is parked
+// after a second idle), and nothing read ahead of the login. A client a loop accepted (see
+// proxy's loopaccept.go) has the loops' socket already; another's (a Unix-domain socket's) is
+// adopted by g. It reports whether the session is served on the loops.
 func (s *Session) AdoptSocket(g *evloop.Group) bool {
 	if g == nil || !s.txMode || s.br != nil && s.br.Buffered() > 0 {
 		return false
@@ -57,9 +57,12 @@ func (s *Session) AdoptSocket(g *evloop.Group) bool {
 		// moment: a duplicate taken now would outlive that close.
 		return false
 	}
-	lc, err := g.Adopt(s.conn, true)
-	if err != nil {
-		return false
+	lc, ok := s.conn.(*evloop.Conn) // accepted by a loop (see proxy's loopaccept.go)
+	if !ok {
+		var err error
+		if lc, err = g.Adopt(s.conn, true); err != nil {
+			return false
+		}
 	}
 	s.conn, s.src.conn, s.lc = lc, lc, lc
 	s.ext.Store(&connRef{lc})

@@ -71,6 +71,16 @@ func (e *UnsupportedProtocolError) Error() string {
 		e.Version>>16, e.Version&0xffff)
 }
 
+// PeekStartup reads the header of a startup packet, the first 8 bytes of hdr: the packet's
+// length (including itself) and whether it is an encryption request (SSLRequest or
+// GSSENCRequest, as ReadStartup would return it: of length 8), which ssl tells apart.
+func PeekStartup(hdr []byte) (n int, encryption, ssl bool) {
+	n = int(int32(binary.BigEndian.Uint32(hdr)))
+	code := binary.BigEndian.Uint32(hdr[4:])
+	encryption = n == 8 && (code == codeSSL || code == codeGSSENC)
+	return n, encryption, code == codeSSL
+}
+
 // ReadStartup reads one startup packet from r. buf is reused to hold the packet when large enough.
 func ReadStartup(r io.Reader, buf []byte) (*Startup, error) {
 	var hdr [4]byte
