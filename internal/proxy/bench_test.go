@@ -101,3 +101,52 @@ func BenchmarkBatch(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkConnect measures a connection per transaction (pgbench -C): a login with trust, one
+// simple-protocol SELECT 1 and Terminate, through a transaction-mode pgtide and directly. As in
+// BenchmarkRoundTrip, allocs/op counts the whole process: pgtide's own per connection are the
+// difference between the two.
+func BenchmarkConnect(b *testing.B) {
+	if cluster == nil {
+		b.Skip("no test cluster")
+	}
+	for _, target := range []string{"direct", "pgtide"} {
+		b.Run(target, func(b *testing.B) {
+			cs := cluster.Primary().ConnString("app", "appdb") + " password='app secret'"
+			if target == "pgtide" {
+				p := startProxyB(b, func(c *config.Config) {
+					c.Cluster.PoolSize = 2
+					c.Auth.Method = config.AuthTrust
+				})
+				cs = p.connString("app", "appdb")
+			}
+			cfg, err := pgconn.ParseConfig(cs + " sslmode=disable")
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			run := func() error {
+				c, err := pgconn.ConnectConfig(ctx, cfg)
+				if err != nil {
+					return err
+				}
+				if _, err := c.Exec(ctx, "SELECT 1").ReadAll(); err != nil {
+					return err
+				}
+				return c.Close(ctx)
+			}
+			for range 3 {
+				if err := run(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if err := run(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
