@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"pgtide/internal/config"
 	"pgtide/internal/evloop"
 	"pgtide/internal/router"
 	"pgtide/internal/session"
@@ -17,11 +18,13 @@ import (
 // startup packets as they come, answers an encryption request that pgtide refuses ('N', the
 // common sslmode=prefer of libpq and JDBC without TLS configured) and waits for the next packet
 // without holding anything but the connection's read buffer (preLogin). Once a whole
-// StartupMessage is buffered, the login runs on the loop too (handle); whatever in it must wait
-// (a password's round trip, a server connection to dial, a TLS handshake) hands the loop to
-// another goroutine first, as any code on a loop does (see package evloop), so the common login —
-// trust, a pool that knows its server's parameters — runs from accept to the client's first
-// request on one thread, as PgBouncer's does. Unix-domain sockets keep Go's accept (accept).
+// StartupMessage is buffered, a trust login runs on the loop too (handle); whatever in it must
+// wait (a server connection to dial, a TLS handshake, the admin console, a cancel request to
+// forward) hands the loop to another goroutine first, as any code on a loop does (see package
+// evloop), so the common login — trust, a pool that knows its server's parameters — runs from
+// accept to the client's first request on one thread, as PgBouncer's does. A login that
+// exchanges a password with the client goes to a login worker (see startHandle). Unix-domain
+// sockets keep Go's accept (accept).
 
 // loopAccept is the state of one TCP socket served by a loop. Owned by the loop.
 type loopAccept struct {
@@ -138,6 +141,12 @@ func (pl *preLogin) step() {
 		break
 	}
 	pl.c.SetTry(false)
+	if s.cfg.Load().Auth.Method != config.AuthTrust {
+		// An exchange of messages with the client, and hashing: on a login worker, which
+		// waits for the client's answers as a goroutine does, leaving the loop to the others.
+		s.startHandle(login{conn: pl.c, ep: pl.ep, br: br, negotiations: pl.negotiations})
+		return
+	}
 	s.handle(pl.c, pl.ep, br, pl.negotiations)
 }
 

@@ -429,7 +429,7 @@ func (s *Server) accept(l *listener, sock net.Listener) {
 			failing, backoff = false, 0
 		}
 		s.conns.Add(1)
-		s.startHandle(login{conn, l.ep.Load()})
+		s.startHandle(login{conn: conn, ep: l.ep.Load()})
 	}
 }
 
@@ -445,6 +445,9 @@ func (s *Server) accept(l *listener, sock net.Listener) {
 type login struct {
 	conn net.Conn
 	ep   *router.Endpoint
+	// What a loop read of the startup packets already (see preLogin); nil, 0: nothing.
+	br           *wire.BufReader
+	negotiations int
 }
 
 // loginWorkerIdle is how long a login worker waits for another connection before it ends.
@@ -464,7 +467,7 @@ func (s *Server) startHandle(lg login) {
 func (s *Server) loginWorker(lg login) {
 	var idle *time.Timer
 	for {
-		s.handle(lg.conn, lg.ep, nil, 0)
+		s.handle(lg.conn, lg.ep, lg.br, lg.negotiations)
 		lg = login{}
 		if idle == nil {
 			idle = time.NewTimer(loginWorkerIdle)
@@ -569,11 +572,6 @@ func (s *Server) handle(conn net.Conn, ep *router.Endpoint, br *wire.BufReader, 
 	}
 	if err := s.negotiate(conn, st); err != nil {
 		return
-	}
-	if cfg.Auth.Method != config.AuthTrust {
-		// An exchange of messages with the client, and hashing: not on a loop (see
-		// loopaccept.go). A trust login goes on there; what in it may wait hands the loop on.
-		evloop.BeforeBlock()
 	}
 	loginCtx, cancel := context.WithTimeout(context.Background(), cfg.Proxy.ClientLoginTimeout.Duration)
 	err = sess.Login(loginCtx)
