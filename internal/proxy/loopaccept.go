@@ -61,6 +61,11 @@ func (la *loopAccept) accepted(c *evloop.Conn) {
 		la.failing, la.backoff = false, 0
 	}
 	s.conns.Add(1)
+	if !s.trackLogin(c) {
+		c.Close()
+		s.conns.Done()
+		return
+	}
 	// client_login_timeout bounds the login from here: a client that sends nothing is closed.
 	c.SetDeadline(time.Now().Add(s.cfg.Load().Proxy.ClientLoginTimeout.Duration))
 	c.SetTry(true)
@@ -152,6 +157,7 @@ func (pl *preLogin) step() {
 
 // end closes a connection that never reached handle.
 func (pl *preLogin) end() {
+	pl.s.untrackLogin(pl.c)
 	pl.c.Close()
 	pl.s.conns.Done()
 }

@@ -2,9 +2,12 @@ package proxy_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -526,4 +529,46 @@ func TestIdleInTransactionEnds(t *testing.T) {
 		t.Fatalf("statement after the server ended the session: %v", err)
 	}
 	checkClean("idle_in_transaction_session_timeout")
+}
+
+// TestShutdownSilentLogin: clients that connected and sent nothing, or half a startup packet,
+// over TCP (accepted on the event loops) and a Unix-domain socket (on goroutines), do not hold
+// Shutdown until client_login_timeout: they are closed at once.
+func TestShutdownSilentLogin(t *testing.T) {
+	dir := t.TempDir()
+	p := startProxy(t, func(c *config.Config) {
+		c.Proxy.ClientLoginTimeout.Duration = 10 * time.Minute
+		c.Proxy.UnixSocketDir = dir
+	})
+	port := p.Addr().(*net.TCPAddr).Port
+	var conns []net.Conn
+	for _, half := range []bool{false, true} {
+		for _, addr := range [][2]string{{"tcp", p.Addr().String()}, {"unix", filepath.Join(dir, ".s.PGSQL."+strconv.Itoa(port))}} {
+			c, err := net.Dial(addr[0], addr[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if half {
+				if _, err := c.Write([]byte{0, 0, 0, 40, 0, 3, 0, 0, 'u'}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			conns = append(conns, c)
+		}
+	}
+	waitFor(t, 10*time.Second, "the connections to be accepted", func() bool { return p.LoggingIn() == len(conns) })
+	done := make(chan struct{})
+	go func() { p.Shutdown(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("Shutdown waits for clients that never logged in")
+	}
+	for i, c := range conns {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("connection %d still open after Shutdown (%d, %v)", i, n, err)
+		}
+	}
 }

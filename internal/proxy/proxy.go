@@ -86,7 +86,10 @@ type Server struct {
 	accepts   sync.WaitGroup                 // one per accept loop
 	sessions  map[cancelKey]*session.Session // sessions by the BackendKeyData pgtide gave them; guarded by mu
 	consoles  map[cancelKey]*admin.Console   // admin console connections, likewise (see console.go); guarded by mu
-	closing   bool                           // guarded by mu
+	// loggingIn are the client connections accepted whose login has not ended yet (see
+	// trackLogin): Shutdown ends them rather than wait for client_login_timeout. Guarded by mu.
+	loggingIn map[net.Conn]struct{}
+	closing   bool // guarded by mu
 	closed    chan struct{}                  // closed when closing is set
 
 	conns sync.WaitGroup // one per client connection being handled (see handle)
@@ -167,6 +170,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*Server, error) {
 		logger:    logger,
 		listeners: listeners,
 		sessions:  make(map[cancelKey]*session.Session),
+		loggingIn: make(map[net.Conn]struct{}),
 		closed:    make(chan struct{}),
 		logins:    make(chan login),
 		consoles:  make(map[cancelKey]*admin.Console),
@@ -429,6 +433,11 @@ func (s *Server) accept(l *listener, sock net.Listener) {
 			failing, backoff = false, 0
 		}
 		s.conns.Add(1)
+		if !s.trackLogin(conn) {
+			conn.Close()
+			s.conns.Done()
+			continue
+		}
 		s.startHandle(login{conn: conn, ep: l.ep.Load()})
 	}
 }
@@ -514,6 +523,13 @@ func (s *Server) ParkedClients() int {
 // its startup packets already, with negotiations encryption requests answered (see preLogin);
 // nil: nothing was read.
 func (s *Server) handle(conn net.Conn, ep *router.Endpoint, br *wire.BufReader, negotiations int) {
+	accepted := conn // conn may become its TLS connection
+	loggingIn := true
+	defer func() {
+		if loggingIn {
+			s.untrackLogin(accepted)
+		}
+	}()
 	n := s.clients.Add(1)
 	end := func() {
 		conn.Close() // the TLS connection, once encrypted
@@ -550,6 +566,8 @@ func (s *Server) handle(conn net.Conn, ep *router.Endpoint, br *wire.BufReader, 
 		return
 	}
 	if wantsConsole(st) {
+		s.untrackLogin(accepted) // Shutdown ends consoles its own way (shutdownConsoles)
+		loggingIn = false
 		evloop.BeforeBlock() // its commands may wait (PAUSE, WAIT_CLOSE): not on a loop
 		s.serveConsole(conn, br, st, cfg)
 		return
@@ -582,6 +600,8 @@ func (s *Server) handle(conn net.Conn, ep *router.Endpoint, br *wire.BufReader, 
 		s.logger.Info("client login failed", "client", session.ClientAddr(conn), "user", user, "database", db, "err", err)
 		return
 	}
+	s.untrackLogin(accepted) // a session now: Shutdown ends it as one
+	loggingIn = false
 	conn.SetDeadline(time.Time{})
 	sess.AdoptSocket(s.env.Loops) // served on the event loops from now on (see session's loop.go)
 	s.logger.Debug("client connected", "client", session.ClientAddr(conn), "endpoint", ep.Name(),
@@ -591,6 +611,32 @@ func (s *Server) handle(conn net.Conn, ep *router.Endpoint, br *wire.BufReader, 
 	// client's memory is its session's.
 	end = nil
 	sess.Serve(s.sessionEnded)
+}
+
+// LoggingIn returns how many client connections are logging in: accepted, not yet a session.
+func (s *Server) LoggingIn() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.loggingIn)
+}
+
+// trackLogin records conn, just accepted, as logging in, and reports whether it may (not once
+// Shutdown began).
+func (s *Server) trackLogin(conn net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.loggingIn[conn] = struct{}{}
+	return true
+}
+
+// untrackLogin records that conn's login ended, one way or another.
+func (s *Server) untrackLogin(conn net.Conn) {
+	s.mu.Lock()
+	delete(s.loggingIn, conn)
+	s.mu.Unlock()
 }
 
 // endSession is what a served session's end gives back (see handle): its registration, the
@@ -809,6 +855,10 @@ func (s *Server) Shutdown() {
 	s.mu.Lock()
 	for _, l := range s.listeners {
 		l.close()
+	}
+	for conn := range s.loggingIn {
+		// A client still logging in (silent, or half way) is ended now: its next read fails.
+		conn.SetReadDeadline(time.Unix(1, 0))
 	}
 	s.mu.Unlock()
 	s.shutdownConsoles()
