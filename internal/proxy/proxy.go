@@ -89,8 +89,8 @@ type Server struct {
 	// loggingIn are the client connections accepted whose login has not ended yet (see
 	// trackLogin): Shutdown ends them rather than wait for client_login_timeout. Guarded by mu.
 	loggingIn map[net.Conn]struct{}
-	closing   bool // guarded by mu
-	closed    chan struct{}                  // closed when closing is set
+	closing   bool          // guarded by mu
+	closed    chan struct{} // closed when closing is set
 
 	conns sync.WaitGroup // one per client connection being handled (see handle)
 	// logins hands an accepted connection to a login worker waiting for one (see startHandle).
