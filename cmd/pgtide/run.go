@@ -96,13 +96,18 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// maxQueuedLog bounds the log lines waiting for a slow log output (see logWriter), in bytes.
+const maxQueuedLog = 4 << 20
+
 // serve runs the proxy for cfg until SIGTERM/SIGINT, reloading on SIGHUP and on file changes
 // (or, with hangupStops, stopping on SIGHUP too: its terminal is gone). ready, if set, is called
 // with the listening proxy.
 func serve(cfg *config.Config, logOut io.Writer, ready func(*proxy.Server), hangupStops bool) error {
 	level := new(slog.LevelVar)
 	level.Set(parseLevel(cfg.Proxy.LogLevel))
-	logger := newLogger(logOut, cfg.Proxy.LogFormat, level)
+	lw := newLogWriter(logOut, maxQueuedLog)
+	defer lw.Close() // after the proxy has shut down: its last lines go out
+	logger := newLogger(lw, cfg.Proxy.LogFormat, level)
 
 	srv, err := proxy.New(cfg, logger)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -28,6 +29,7 @@ type Listener struct {
 	accepted func(*Conn)
 	failed   func(error) time.Duration
 	acceptFn func() // accept, made once
+	retryFn  func() // accept after a pause, made once
 
 	mu    sync.Mutex
 	retry *time.Timer // a pause after a failure to accept; guarded by mu
@@ -51,7 +53,7 @@ func (g *Group) Listen(ln net.Listener, accepted func(*Conn), failed func(error)
 		return nil, err
 	}
 	addr := ownAddr(ln.Addr())
-	c, err := g.register(fd, false, addr, nil)
+	c, err := g.register(fd, false, true, addr, nil)
 	if err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -59,6 +61,10 @@ func (g *Group) Listen(ln net.Listener, accepted func(*Conn), failed func(error)
 	ln.Close()
 	l := &Listener{c: c, g: g, addr: addr, accepted: accepted, failed: failed}
 	l.acceptFn = l.accept
+	l.retryFn = func() {
+		l.c.listenEvents(unix.EPOLLIN)
+		l.accept()
+	}
 	c.Post(l.acceptFn)
 	return l, nil
 }
@@ -76,27 +82,38 @@ func (l *Listener) Close() error {
 	return l.c.Close()
 }
 
-// accept accepts every connection waiting, then waits on the loop for the next: the listening
-// Conn's reader, on its loop (or on a goroutine after Close, when it finds the socket closed).
+// maxAccepts bounds the connections a loop accepts per wake-up: the loop goes back to epoll_wait
+// after as many, so that a flood of connections delays the transactions of the loop's clients by
+// one batch of logins at most, not by the whole backlog (the listening socket is registered
+// level-triggered: epoll_wait reports it again at once while connections wait).
+const maxAccepts = 16
+
+// accept accepts the connections waiting, up to maxAccepts, then waits on the loop for the next:
+// the listening Conn's reader, on its loop (or on a goroutine after Close, when it finds the
+// socket closed).
 func (l *Listener) accept() {
-	for {
+	for range maxAccepts {
 		fd, sa, e := l.c.accept4()
 		switch e {
 		case 0:
 		case unix.EINTR, unix.ECONNABORTED:
 			continue
 		case unix.EAGAIN:
-			if l.c.OnReadable(l.acceptFn) {
-				return
-			}
-			continue // an edge came since
+			l.c.rearm(l.acceptFn)
+			return
 		case unix.EBADF:
 			return // closed
 		default:
+			if l.c.isClosed() {
+				return // Close shut the socket down under an accept4
+			}
 			pause := l.failed(&net.OpError{Op: "accept", Net: "tcp", Addr: l.addr, Err: os.NewSyscallError("accept4", e)})
+			// The connections waiting keep the socket readable: no events until the retry,
+			// or the loop would spin on them.
+			l.c.listenEvents(0)
 			l.mu.Lock()
 			if !l.c.isClosed() {
-				l.retry = time.AfterFunc(pause, func() { l.c.Post(l.acceptFn) })
+				l.retry = time.AfterFunc(pause, func() { l.c.Post(l.retryFn) })
 			}
 			l.mu.Unlock()
 			return
@@ -108,26 +125,48 @@ func (l *Listener) accept() {
 		}
 		l.accepted(c)
 	}
+	l.c.rearm(l.acceptFn) // more may wait: the next wake-up, at once
 }
 
 // accept4 accepts a connection on c, a listening socket: non-blocking and close-on-exec, as Go's
 // net package makes its sockets.
-func (c *Conn) accept4() (int, unix.Sockaddr, syscall.Errno) {
+// (syscall's, not x/sys/unix's Accept4, which asks the socket's protocol of each connection.)
+func (c *Conn) accept4() (int, syscall.Sockaddr, syscall.Errno) {
 	if !c.incref() {
 		return -1, nil, unix.EBADF
 	}
-	fd, sa, err := unix.Accept4(c.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+	fd, sa, err := syscall.Accept4(c.fd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
 	c.decref()
 	if err != nil {
 		if e, ok := err.(syscall.Errno); ok {
-			if e == unix.EAGAIN {
-				c.drained = true
-			}
 			return -1, nil, e
 		}
 		return -1, nil, unix.EINVAL
 	}
 	return fd, sa, 0
+}
+
+// rearm registers fn to run at c's next readable event, as OnReadable does, for a listening
+// socket, registered level-triggered (see loop.add): its events come while connections wait,
+// whether or not the last accept took them all.
+func (c *Conn) rearm(fn func()) {
+	c.mu.Lock()
+	if !c.closed {
+		c.rCont = fn
+		c.r.ready = false
+	}
+	c.mu.Unlock()
+}
+
+// listenEvents sets the events a listening socket's registration asks for: EPOLLIN, or none
+// during a pause after a failure to accept.
+func (c *Conn) listenEvents(events uint32) {
+	if !c.incref() {
+		return
+	}
+	ev := unix.EpollEvent{Events: events, Fd: c.slot, Pad: int32(c.gen)}
+	unix.EpollCtl(c.l.epfd, unix.EPOLL_CTL_MOD, c.fd, &ev) // fails only for a closed socket
+	c.decref()
 }
 
 func (c *Conn) isClosed() bool {
@@ -136,17 +175,16 @@ func (c *Conn) isClosed() bool {
 	return c.closed
 }
 
-// sockaddrAddr is a socket address as a *net.TCPAddr (nil for a family TCP does not have).
-func sockaddrAddr(sa unix.Sockaddr) net.Addr {
+// sockaddrAddr is a socket address as a *net.TCPAddr (nil for a family TCP does not have). An
+// IPv6 zone is given by its interface index, which net resolves as it would a name.
+func sockaddrAddr(sa syscall.Sockaddr) net.Addr {
 	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
+	case *syscall.SockaddrInet4:
 		return net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)))
-	case *unix.SockaddrInet6:
+	case *syscall.SockaddrInet6:
 		ip := netip.AddrFrom16(a.Addr)
 		if a.ZoneId != 0 {
-			if ifi, err := net.InterfaceByIndex(int(a.ZoneId)); err == nil {
-				ip = ip.WithZone(ifi.Name)
-			}
+			ip = ip.WithZone(strconv.FormatUint(uint64(a.ZoneId), 10))
 		}
 		return net.TCPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(a.Port)))
 	}
@@ -159,7 +197,7 @@ func (g *Group) localAddr(fd int, listen net.Addr) net.Addr {
 	if ta, ok := listen.(*net.TCPAddr); ok && !ta.IP.IsUnspecified() {
 		return g.sharedAddr(listen)
 	}
-	sa, err := unix.Getsockname(fd)
+	sa, err := syscall.Getsockname(fd)
 	if err != nil {
 		return listen
 	}

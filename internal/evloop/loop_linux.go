@@ -150,7 +150,7 @@ func (g *Group) Adopt(nc net.Conn, counted bool) (*Conn, error) {
 	if counted {
 		laddr = g.sharedAddr(nc.LocalAddr())
 	}
-	c, err := g.register(fd, counted, laddr, ownAddr(nc.RemoteAddr()))
+	c, err := g.register(fd, counted, false, laddr, ownAddr(nc.RemoteAddr()))
 	if err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -180,16 +180,21 @@ func dupSocket(sc syscall.Conn) (int, error) {
 // adoptFD registers fd, a client's socket accepted by a Listener, as a counted Conn with the
 // given addresses. On an error fd is left open.
 func (g *Group) adoptFD(fd int, laddr, raddr net.Addr) (*Conn, error) {
-	return g.register(fd, true, laddr, raddr)
+	return g.register(fd, true, false, laddr, raddr)
 }
 
-// register makes fd a Conn in one of g's loops, in turn.
-func (g *Group) register(fd int, counted bool, laddr, raddr net.Addr) (*Conn, error) {
+// register makes fd a Conn in one of g's loops, in turn: a listening socket (listening) for input
+// only, level-triggered (see Listener.accept), any other edge-triggered (see loop.add).
+func (g *Group) register(fd int, counted, listening bool, laddr, raddr net.Addr) (*Conn, error) {
 	l := g.loops[int(g.next.Add(1))%len(g.loops)]
 	c := &Conn{fd: fd, l: l, counted: counted, laddr: laddr, raddr: raddr}
 	c.r.c, c.r.input = c, true
 	c.w.c = c
-	if err := l.add(c); err != nil {
+	events := uint32(unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET)
+	if listening {
+		events = unix.EPOLLIN
+	}
+	if err := l.add(c, events); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -230,8 +235,9 @@ func (g *Group) sharedAddr(a net.Addr) net.Addr {
 	return own
 }
 
-// add registers c in l: edge-triggered, for input and output, once for c's life.
-func (l *loop) add(c *Conn) error {
+// add registers c in l for events (edge-triggered, for input and output, for a connection), once
+// for c's life.
+func (l *loop) add(c *Conn, events uint32) error {
 	// Under the Group's lock throughout: Close, once it has said closed, finds every Conn.
 	l.g.mu.Lock()
 	defer l.g.mu.Unlock()
@@ -250,7 +256,7 @@ func (l *loop) add(c *Conn) error {
 	}
 	l.gen++
 	c.slot, c.gen = slot, l.gen
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: slot, Pad: int32(l.gen)}
+	ev := unix.EpollEvent{Events: events, Fd: slot, Pad: int32(l.gen)}
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
 		l.free = append(l.free, slot)
 		return fmt.Errorf("evloop: epoll_ctl: %w", err)

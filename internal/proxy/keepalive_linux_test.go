@@ -4,29 +4,44 @@ import (
 	"context"
 	"net"
 	"testing"
+	"time"
+
+	"pgtide/internal/evloop"
 
 	"golang.org/x/sys/unix"
 )
 
-// Sockets accepted by an endpoint's listener have TCP keep-alive on, with Go's default timings,
-// inherited from the listener.
+// Sockets accepted by an endpoint's listener, on the event loops as pgtide accepts them, have
+// TCP_NODELAY and TCP keep-alive on, with Go's default timings, inherited from the listener.
 func TestClientKeepAlive(t *testing.T) {
 	ln, err := clientListenConfig.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
+	g, err := evloop.NewGroup(1)
+	if err != nil {
+		t.Skip(err)
+	}
+	defer g.Close()
+	got := make(chan *evloop.Conn, 1)
+	l, err := g.Listen(ln, func(c *evloop.Conn) { got <- c }, func(error) time.Duration { return time.Second })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	a, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
+	var a *evloop.Conn
+	select {
+	case a = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("not accepted")
 	}
 	defer a.Close()
-	raw, err := a.(*net.TCPConn).SyscallConn()
+	raw, err := a.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}

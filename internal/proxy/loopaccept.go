@@ -30,7 +30,8 @@ import (
 type loopAccept struct {
 	s       *Server
 	l       *listener
-	failing bool // in an episode of failures to accept
+	addr    net.Addr // the socket's
+	failing bool     // in an episode of failures to accept
 	backoff time.Duration
 }
 
@@ -43,7 +44,7 @@ func (s *Server) listenOnLoopsLocked(l *listener, sock net.Listener) bool {
 	if _, ok := sock.(*net.TCPListener); !ok {
 		return false
 	}
-	la := &loopAccept{s: s, l: l}
+	la := &loopAccept{s: s, l: l, addr: sock.Addr()}
 	ll, err := s.env.Loops.Listen(sock, la.accepted, la.failed)
 	if err != nil {
 		s.logger.Warn("accepting on a goroutine: the event loops cannot listen", "listen", sock.Addr().String(), "err", err)
@@ -57,19 +58,21 @@ func (s *Server) listenOnLoopsLocked(l *listener, sock net.Listener) bool {
 func (la *loopAccept) accepted(c *evloop.Conn) {
 	s := la.s
 	if la.failing {
-		s.logger.Info("accepting client connections again", "endpoint", la.l.ep.Load().Name(), "listen", c.LocalAddr().String())
+		s.logger.Info("accepting client connections again", "endpoint", la.l.ep.Load().Name(), "listen", la.addr.String())
 		la.failing, la.backoff = false, 0
 	}
 	s.conns.Add(1)
+	n := s.clients.Add(1) // counted from accept, as max_client_connections counts
 	if !s.trackLogin(c) {
 		c.Close()
+		s.clients.Add(-1)
 		s.conns.Done()
 		return
 	}
 	// client_login_timeout bounds the login from here: a client that sends nothing is closed.
 	c.SetDeadline(time.Now().Add(s.cfg.Load().Proxy.ClientLoginTimeout.Duration))
 	c.SetTry(true)
-	pl := &preLogin{s: s, c: c, ep: la.l.ep.Load(), br: session.NewClientReader(c)}
+	pl := &preLogin{s: s, c: c, ep: la.l.ep.Load(), br: session.NewClientReader(c), n: n}
 	pl.fn = pl.step
 	c.Post(pl.fn)
 }
@@ -81,7 +84,8 @@ func (la *loopAccept) failed(err error) time.Duration {
 	s.acceptErrors.Add(1)
 	if !la.failing {
 		la.failing = true
-		s.logger.Warn("cannot accept client connections; retrying", "endpoint", la.l.ep.Load().Name(), "err", err)
+		s.logger.Warn("cannot accept client connections; retrying", "endpoint", la.l.ep.Load().Name(),
+			"listen", la.addr.String(), "err", err)
 	}
 	la.backoff = min(max(2*la.backoff, acceptBackoffMin), acceptBackoffMax)
 	return la.backoff
@@ -94,6 +98,7 @@ type preLogin struct {
 	ep           *router.Endpoint
 	br           *wire.BufReader // reads c in try mode until handle
 	negotiations int             // encryption requests answered
+	n            int64           // see login
 	fn           func()          // step, made once
 }
 
@@ -149,15 +154,20 @@ func (pl *preLogin) step() {
 	if s.cfg.Load().Auth.Method != config.AuthTrust {
 		// An exchange of messages with the client, and hashing: on a login worker, which
 		// waits for the client's answers as a goroutine does, leaving the loop to the others.
-		s.startHandle(login{conn: pl.c, ep: pl.ep, br: br, negotiations: pl.negotiations})
+		s.startHandle(pl.login())
 		return
 	}
-	s.handle(pl.c, pl.ep, br, pl.negotiations)
+	s.handle(pl.login())
+}
+
+func (pl *preLogin) login() login {
+	return login{conn: pl.c, ep: pl.ep, br: pl.br, negotiations: pl.negotiations, n: pl.n}
 }
 
 // end closes a connection that never reached handle.
 func (pl *preLogin) end() {
 	pl.s.untrackLogin(pl.c)
 	pl.c.Close()
+	pl.s.clients.Add(-1)
 	pl.s.conns.Done()
 }

@@ -433,12 +433,14 @@ func (s *Server) accept(l *listener, sock net.Listener) {
 			failing, backoff = false, 0
 		}
 		s.conns.Add(1)
+		n := s.clients.Add(1)
 		if !s.trackLogin(conn) {
 			conn.Close()
+			s.clients.Add(-1)
 			s.conns.Done()
 			continue
 		}
-		s.startHandle(login{conn: conn, ep: l.ep.Load()})
+		s.startHandle(login{conn: conn, ep: l.ep.Load(), n: n})
 	}
 }
 
@@ -454,9 +456,11 @@ func (s *Server) accept(l *listener, sock net.Listener) {
 type login struct {
 	conn net.Conn
 	ep   *router.Endpoint
-	// What a loop read of the startup packets already (see preLogin); nil, 0: nothing.
+	// What a loop read of the startup packets already (see preLogin): a reader of conn holding
+	// the rest, and the encryption requests answered; nil, 0: nothing.
 	br           *wire.BufReader
 	negotiations int
+	n            int64 // the client connections, this one included, when it was accepted
 }
 
 // loginWorkerIdle is how long a login worker waits for another connection before it ends.
@@ -476,7 +480,7 @@ func (s *Server) startHandle(lg login) {
 func (s *Server) loginWorker(lg login) {
 	var idle *time.Timer
 	for {
-		s.handle(lg.conn, lg.ep, lg.br, lg.negotiations)
+		s.handle(lg)
 		lg = login{}
 		if idle == nil {
 			idle = time.NewTimer(loginWorkerIdle)
@@ -519,10 +523,10 @@ func (s *Server) ParkedClients() int {
 // handle admits one client connection to endpoint ep and serves it. The session may outlive
 // the goroutine (see session.Session.Serve): its end, whichever goroutine runs it, is what
 // gives back the client's count and s.conns.
-// handle logs conn in, through ep, and serves it. br is what reads conn, holding what was read of
-// its startup packets already, with negotiations encryption requests answered (see preLogin);
-// nil: nothing was read.
-func (s *Server) handle(conn net.Conn, ep *router.Endpoint, br *wire.BufReader, negotiations int) {
+// handle logs lg's connection in and serves it. It ends the connection's count in s.clients and
+// its place in s.conns, which the caller took.
+func (s *Server) handle(lg login) {
+	conn, ep, br := lg.conn, lg.ep, lg.br
 	accepted := conn // conn may become its TLS connection
 	loggingIn := true
 	defer func() {
@@ -530,7 +534,6 @@ func (s *Server) handle(conn net.Conn, ep *router.Endpoint, br *wire.BufReader, 
 			s.untrackLogin(accepted)
 		}
 	}()
-	n := s.clients.Add(1)
 	end := func() {
 		conn.Close() // the TLS connection, once encrypted
 		s.clients.Add(-1)
@@ -543,17 +546,17 @@ func (s *Server) handle(conn net.Conn, ep *router.Endpoint, br *wire.BufReader, 
 	}()
 	cfg := s.cfg.Load()
 	ct := s.clientTLS.Load() // this connection's, whatever reloads come
-	// client_login_timeout bounds the TLS handshake too.
-	conn.SetDeadline(time.Now().Add(cfg.Proxy.ClientLoginTimeout.Duration))
-
 	if br == nil {
+		// client_login_timeout bounds the TLS handshake too. (A loop that read the startup
+		// packets set it at accept.)
+		conn.SetDeadline(time.Now().Add(cfg.Proxy.ClientLoginTimeout.Duration))
 		br = session.NewClientReader(conn)
 	}
-	conn, br, st, err := s.readStartup(conn, br, ct, negotiations)
+	conn, br, st, err := s.readStartup(conn, br, ct, lg.negotiations)
 	if err != nil || st == nil {
 		return
 	}
-	if n > int64(cfg.Proxy.MaxClientConnections) {
+	if lg.n > int64(cfg.Proxy.MaxClientConnections) {
 		s.refuse(conn, st, wire.CodeTooManyConnections, "sorry, too many clients already")
 		return
 	}
