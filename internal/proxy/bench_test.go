@@ -1,8 +1,11 @@
 package proxy_test
 
 import (
+	"time"
+
 	"context"
 	"fmt"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"strconv"
 	"testing"
 
@@ -147,6 +150,62 @@ func BenchmarkConnect(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+		})
+	}
+}
+
+// BenchmarkPipelineStatements measures a pipeline of 100 requests in one write, each preparing
+// a named statement, running it and closing it (Parse, Bind, Execute, Close, Sync), as clients
+// that prepare per query pipeline them, through a transaction-mode pgtide and directly: per
+// request. A request waits for the one before only when it uses a statement that one changed
+// (see the session's settle.go); these do not.
+func BenchmarkPipelineStatements(b *testing.B) {
+	if cluster == nil {
+		b.Skip("no test cluster")
+	}
+	for _, target := range []string{"direct", "pgtide"} {
+		b.Run(target, func(b *testing.B) {
+			addr := cluster.Primary().Addr()
+			if target == "pgtide" {
+				addr = startProxyB(b, func(c *config.Config) {
+					c.Cluster.PoolSize = 2
+					c.Auth.Method = config.AuthTrust
+				}).Addr().String()
+			}
+			c, err := dialFuzzClient(addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.conn.Close()
+			const n = 100
+			var batch []byte
+			for i := range n {
+				name := "q" + strconv.Itoa(i)
+				for _, m := range []pgproto3.FrontendMessage{
+					&pgproto3.Parse{Name: name, Query: "SELECT " + strconv.Itoa(i)},
+					&pgproto3.Bind{PreparedStatement: name},
+					&pgproto3.Execute{},
+					&pgproto3.Close{ObjectType: 'S', Name: name},
+					&pgproto3.Sync{},
+				} {
+					if batch, err = m.Encode(batch); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ResetTimer()
+			for range b.N {
+				c.conn.SetDeadline(time.Now().Add(time.Minute))
+				if _, err := c.conn.Write(batch); err != nil {
+					b.Fatal(err)
+				}
+				for range n {
+					if err := c.readReady(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/request")
 		})
 	}
 }

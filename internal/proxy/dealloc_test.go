@@ -392,6 +392,30 @@ var skippedScripts = []struct {
 			dbind("", "a", "1"), dexec(""), dsync}},
 		dmsgs(dbind("", "a", "2"), dexec(""), dsync),
 	}},
+	{"a skipped Query, then a Parse, in one request", []deallocStep{
+		// The Query is skipped after the failed Execute: the Sync after the Parse ends the
+		// request, whose number the skipped Query no longer takes.
+		{readies: 2, msgs: []pgproto3.FrontendMessage{dexec(""), &pgproto3.Query{String: "SELECT 1"}, dparse("x", "SELECT 1"), dsync, dsync}},
+		dq("SELECT 42"),
+		{readies: 2, msgs: []pgproto3.FrontendMessage{dexec(""), &pgproto3.Query{String: "SELECT 1"}, &pgproto3.Close{ObjectType: 'S', Name: "c"}, dsync,
+			dbind("", "x"), dexec(""), dsync}},
+		dq("SELECT 43"),
+	}},
+	{"a skipped Query, then a Parse, in one request, pinned", []deallocStep{
+		dq("PREPARE s AS SELECT 2 AS two"), // pins the client: a relay goroutine reads its answers
+		{readies: 2, msgs: []pgproto3.FrontendMessage{dexec(""), &pgproto3.Query{String: "SELECT 1"}, dparse("x", "SELECT 1"), dsync, dsync}},
+		dq("SELECT 42"),
+		{readies: 2, msgs: []pgproto3.FrontendMessage{dexec(""), &pgproto3.Query{String: "SELECT 1"}, dparse("y", "SELECT 1"), dsync,
+			dbind("", "y"), dexec(""), dsync}},
+		dq("EXECUTE s"),
+	}},
+	{"a pipeline that prepares and closes a statement per request", []deallocStep{
+		{readies: 4, msgs: []pgproto3.FrontendMessage{
+			dparse("q1", "SELECT 1 AS one"), dbind("", "q1"), dexec(""), &pgproto3.Close{ObjectType: 'S', Name: "q1"}, dsync,
+			dparse("q2", "SELECT 2 AS two"), dbind("", "q2"), dexec(""), &pgproto3.Close{ObjectType: 'S', Name: "q2"}, dsync,
+			dparse("q1", "SELECT 3 AS three"), dbind("", "q1"), dexec(""), dsync,
+			dbind("", "q1"), dexec(""), dsync}},
+	}},
 	{"a skipped Close in an aborted transaction", []deallocStep{
 		prepareAB,
 		{readies: 3, msgs: []pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}, dparse("", "SELECT 1/0"), dbind("", ""), dexec(""),

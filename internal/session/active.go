@@ -94,10 +94,9 @@ type attachment struct {
 	answered int
 	// execNames are the latest names the client's SQL EXECUTEs used (see rewordNameLocked).
 	execNames []execName
-	// settleBatch is 1 + the number of the last request whose messages changed the client's
-	// statement names or the server's statements (0: none): until its ReadyForQuery, whether
-	// the server skipped them is not known (see awaitSettled).
-	settleBatch int
+	// settle is what the requests not yet answered changed of the client's statement names and
+	// the server's statements (see settle.go); nil until the first such change.
+	settle *settleState
 }
 
 // newActive returns an activeState whose reader reads br (nil: none yet), refusing messages

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"pgtide/internal/classify"
-	"pgtide/internal/evloop"
 	"pgtide/internal/pool"
 	"pgtide/internal/wire"
 )
@@ -74,54 +73,6 @@ func (s *Session) expectLocked(e expectation) {
 	e.seq = s.expectSeq
 	s.unsettleLocked(&e)
 	s.expect.push(e)
-}
-
-// Settling. The server skips the rest of a request after an error in it, and pgtide learns
-// which of its Parses, Closes and DEALLOCATEs were skipped only at the request's ReadyForQuery
-// (onReadyLocked undoes their bookkeeping then). A request pipelined after it is translated by
-// those records: it would name a statement the server never created, or miss one whose Close the
-// server skipped. So a request that follows one that changed the client's statement names or the
-// server's statements waits for that one's answers (awaitSettled), as PostgreSQL takes it up
-// only once the one before is done. Pipelines that change no names do not wait.
-
-// unsettleLocked records the request of e, a message about to be sent, as one to settle before
-// the next is translated, if skipping e would change what later names mean. Requires mu.
-func (s *Session) unsettleLocked(e *expectation) {
-	if e.name != "" || e.stmt != nil || e.tw != nil || e.saved != nil || e.all {
-		s.settleBatch = e.batch + 1
-	}
-}
-
-// mustSettle reports whether the client's next request, buffered after one just ended, must wait
-// for the answers to those before it (see "Settling").
-func (s *Session) mustSettle() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.txMode && !s.open && s.settleBatch > s.reqDone
-}
-
-// awaitSettled waits, when a relay goroutine reads the server, until it has read the answers
-// mustSettle waits for, or stopped. (Without one, the client loop reads them itself.)
-func (s *Session) awaitSettled() {
-	s.mu.Lock()
-	if !s.relayRunning || !s.txMode || s.open || s.settleBatch <= s.reqDone {
-		s.mu.Unlock()
-		return
-	}
-	ch := make(chan struct{})
-	s.settled = ch
-	s.mu.Unlock()
-	evloop.BeforeBlock()
-	<-ch
-}
-
-// settledLocked wakes awaitSettled once the answers it waits for are in, or with stop, when the
-// reader stops. Requires mu.
-func (s *Session) settledLocked(stop bool) {
-	if s.activeState != nil && s.settled != nil && (stop || s.settleBatch <= s.reqDone) {
-		close(s.settled)
-		s.settled = nil
-	}
 }
 
 // defineLocked gives the client the statement name again, unless it has been defined since.

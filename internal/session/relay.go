@@ -198,7 +198,8 @@ func (s *Session) sendAttached(srv *pool.Conn, typ byte) error {
 		s.heldLeft--
 		last = s.heldLeft == 0
 	}
-	if err != nil || s.r.Buffered() > 0 && !last && !s.mustSettle() {
+	settle := err == nil && s.r.Buffered() > 0 && !last && s.mustSettle()
+	if err != nil || s.r.Buffered() > 0 && !last && !settle {
 		// More from the client is waiting: it goes out with this message.
 		srv.WriteMu.Unlock()
 		return err
@@ -217,8 +218,8 @@ func (s *Session) sendAttached(srv *pool.Conn, typ byte) error {
 	}
 	err = srv.Writer.Flush()
 	srv.WriteMu.Unlock()
-	if err == nil && s.r.Buffered() > 0 {
-		s.awaitSettled() // (a relay reads the answers; see "Settling" in prepared.go)
+	if err == nil && settle {
+		s.awaitSettled() // a relay reads the answers (see settle.go)
 	}
 	return err
 }
@@ -510,7 +511,9 @@ func (s *Session) attachLocked(srv *pool.Conn, node *cluster.Node) {
 	clear(s.execNames)
 	s.execNames = s.execNames[:0]
 	s.fatalRelayed = false
-	s.settleBatch = 0
+	if s.settle != nil {
+		s.settle.reset()
+	}
 	s.skipping.Store(false)
 	s.copySeg, s.copySyncs, s.copyUnsure, s.copyIn = false, 0, false, 0
 	if preamble := s.paramSync(srv); len(preamble) > 0 {

@@ -283,4 +283,9 @@ func (s *Session) renumberLocked(first, n int) {
 	for i := range s.hidden {
 		renumber(&s.hidden[i].req)
 	}
+	if st := s.settle; st != nil && st.batch > 0 {
+		b := st.batch - 1
+		renumber(&b)
+		st.batch = b + 1
+	}
 }

@@ -246,7 +246,7 @@ func (s *Session) replicasUnsafe() bool {
 }
 
 // containsFold reports whether s contains the lower-case ASCII word w, in any case.
-func containsFold(s, w string) bool {
+func containsFold[T string | []byte](s T, w string) bool {
 	for i := 0; i+len(w) <= len(s); i++ {
 		j := 0
 		for j < len(w) && s[i+j]|0x20 == w[j] {

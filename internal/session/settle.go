@@ -1,0 +1,186 @@
+package session
+
+import (
+	"bytes"
+	"encoding/binary"
+
+	"pgtide/internal/evloop"
+)
+
+// Settling. The server skips the rest of a request after an error in it, and pgtide learns which
+// of its Parses, Closes and DEALLOCATEs were skipped only at the request's ReadyForQuery
+// (onReadyLocked undoes their bookkeeping then). A request pipelined after it is translated by
+// those records: it would name a statement the server never created, or miss one whose Close the
+// server skipped. So a request that uses a statement name an earlier request not yet answered
+// defined, closed or deallocated, or a statement pgtide created on the server for it, waits for
+// that request's answers (awaitSettled), as PostgreSQL takes a request up only once the one
+// before is done. Other requests of the pipeline, and pipelines that change no statements, go on
+// without waiting.
+
+// settleState is what the requests not yet answered changed of the client's statement names and
+// of the server's statements. Guarded by Session.mu, as the attachment it belongs to.
+type settleState struct {
+	batch int                 // 1 + the number of the last request that changed any; 0: none
+	names map[string]struct{} // client statement names defined, closed or deallocated
+	texts map[string]struct{} // texts of the server statements created (keys of clientStmt)
+	all   bool                // a DEALLOCATE ALL or DISCARD ALL among them
+}
+
+func (st *settleState) reset() {
+	st.batch, st.all = 0, false
+	clear(st.names)
+	clear(st.texts)
+}
+
+// unsettleLocked records what e, a message about to be sent, changes that a later request may
+// use, if the server may skip it. Requires mu.
+func (s *Session) unsettleLocked(e *expectation) {
+	if e.name == "" && e.stmt == nil && e.tw == nil && e.saved == nil && !e.all {
+		return
+	}
+	st := s.settle
+	if st == nil {
+		st = &settleState{names: make(map[string]struct{}), texts: make(map[string]struct{})}
+		s.settle = st
+	}
+	st.batch = e.batch + 1
+	if e.name != "" {
+		st.names[e.name] = struct{}{}
+	}
+	if e.stmt != nil {
+		st.texts[e.stmt.key.text] = struct{}{}
+	}
+	for name := range e.saved {
+		st.names[name] = struct{}{}
+	}
+	// A throwaway stands for a name the client deallocates, which e.name has; its own
+	// statement is pgtide's, whichever request uses it next: any SQL EXECUTE or DEALLOCATE
+	// waits (see nextUsesLocked).
+	st.all = st.all || e.all
+}
+
+// unsettledLocked reports whether requests not yet answered changed statements. Requires mu.
+func (s *Session) unsettledLocked() bool {
+	return s.settle != nil && s.settle.batch > s.reqDone
+}
+
+// mustSettle reports whether the client's next request, buffered after one just ended, must wait
+// for the answers to those before it: it uses what they changed (see "Settling").
+func (s *Session) mustSettle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.txMode || s.open || !s.unsettledLocked() {
+		return false
+	}
+	if s.replaying {
+		return true // read from the held copy: not looked at, so taken to use them
+	}
+	buf, _ := s.br.Peek(s.br.Buffered())
+	return s.nextUsesLocked(buf)
+}
+
+// nextUsesLocked reports whether the request at the start of buf uses a statement that requests
+// not yet answered changed: a Parse, Bind, Describe or Close of such a name (or of a name whose
+// text pgtide created a statement for), a portal of a statement with SQL in its text that names
+// statements, or a simple Query that may (EXECUTE, DEALLOCATE, DISCARD, PREPARE). A request not
+// all in buf is taken to. Requires mu.
+func (s *Session) nextUsesLocked(buf []byte) bool {
+	st := s.settle
+	uses := func(name []byte) bool {
+		if len(name) == 0 {
+			return false // the unnamed statement: the client's own, passed through
+		}
+		if st.all {
+			return true
+		}
+		if _, ok := st.names[string(name)]; ok {
+			return true
+		}
+		if def := s.stmts[string(name)]; def != nil {
+			_, ok := st.texts[def.key]
+			return ok
+		}
+		return false
+	}
+	for off := 0; ; {
+		if len(buf)-off < 5 {
+			return true // not all here
+		}
+		typ := buf[off]
+		n := int(binary.BigEndian.Uint32(buf[off+1:]))
+		if n < 4 || n > len(buf)-off-1 {
+			return true // malformed (the client loop says so), or not all here
+		}
+		body := buf[off+5 : off+1+n]
+		off += 1 + n
+		switch typ {
+		case 'P':
+			name := cstrBytes(body)
+			if uses(name) {
+				return true
+			}
+			if len(name) < len(body) { // a text naming statements (see keyOnLocked)
+				if text := body[len(name)+1:]; containsFold(text, "execute") || containsFold(text, "deallocate") {
+					return true
+				}
+			}
+		case 'B':
+			portal := cstrBytes(body)
+			if len(portal) < len(body) && uses(cstrBytes(body[len(portal)+1:])) {
+				return true
+			}
+		case 'D', 'C':
+			if len(body) > 0 && body[0] == 'S' && uses(cstrBytes(body[1:])) {
+				return true
+			}
+		case 'E':
+			if len(s.refPortals) > 0 {
+				return true
+			}
+		case 'Q':
+			return containsFold(body, "execute") || containsFold(body, "deallocate") ||
+				containsFold(body, "discard") || containsFold(body, "prepare")
+		case 'S':
+			return false
+		}
+	}
+}
+
+// cstrBytes returns b up to its first NUL (all of b if it has none).
+func cstrBytes(b []byte) []byte {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		return b[:i]
+	}
+	return b
+}
+
+// awaitSettled waits, when a relay goroutine reads the server, until it has read the answers
+// mustSettle waits for, or stopped. (Without one, the client loop reads them itself.)
+func (s *Session) awaitSettled() {
+	s.mu.Lock()
+	if !s.relayRunning || !s.txMode || s.open || !s.unsettledLocked() {
+		s.mu.Unlock()
+		return
+	}
+	ch := make(chan struct{})
+	s.settled = ch
+	s.mu.Unlock()
+	evloop.BeforeBlock()
+	<-ch
+}
+
+// settledLocked wakes awaitSettled once the answers it waits for are in, or with stop, when the
+// reader stops; and forgets what was changed once those answers are in. Requires mu.
+func (s *Session) settledLocked(stop bool) {
+	if s.activeState == nil {
+		return
+	}
+	settled := !s.unsettledLocked()
+	if settled && s.settle != nil && s.settle.batch > 0 {
+		s.settle.reset()
+	}
+	if s.settled != nil && (stop || settled) {
+		close(s.settled)
+		s.settled = nil
+	}
+}
