@@ -429,3 +429,44 @@ var skippedScripts = []struct {
 func TestSkippedStatementMessages(t *testing.T) {
 	compareScripts(t, skippedScripts)
 }
+
+// TestUnnamedStatementNotShared: a client's unnamed statement that the server kept because it
+// skipped the Query meant to replace it is not run by the next client of the server connection,
+// which has none: it gets PostgreSQL's 26000, as on a connection of its own.
+func TestUnnamedStatementNotShared(t *testing.T) {
+	p := trustProxy(t, "transaction", 1)
+	y, err := dialFuzzClient(p.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	y.fe.Send(&pgproto3.Parse{Query: "SELECT 'secret of y'"})
+	y.fe.Send(&pgproto3.Bind{PreparedStatement: "nosuch"})
+	y.fe.Send(&pgproto3.Execute{})
+	y.fe.Send(&pgproto3.Query{String: "SELECT 1"})
+	y.fe.Send(&pgproto3.Sync{})
+	if err := y.fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := y.readReady(); err != nil {
+		t.Fatal(err)
+	}
+	y.conn.Close()
+	x, err := dialFuzzClient(p.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.conn.Close()
+	x.fe.Send(&pgproto3.Bind{})
+	x.fe.Send(&pgproto3.Execute{})
+	x.fe.Send(&pgproto3.Sync{})
+	if err := x.fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.readReady(); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(x.got, "\n")
+	if strings.Contains(got, "secret") || !strings.Contains(got, "26000") {
+		t.Fatalf("another client's Bind of the unnamed statement got:\n%s", got)
+	}
+}

@@ -73,9 +73,16 @@ func (s *Session) forwardQuery(srv *pool.Conn) error {
 		return err
 	}
 	s.mu.Lock()
-	// A simple Query replaces the unnamed statement, on the server and for the client.
+	// A simple Query replaces the unnamed statement, on the server and for the client. After
+	// extended-protocol messages not ended by a Sync, the server skips it if one of them
+	// failed, and keeps the unnamed statement it had: which, pgtide does not know, and the next
+	// client of the connection must not run it (see unnamedLocked).
 	s.unnamed = clientStmt{}
-	stateOf(srv).setUnnamed(srv, "")
+	if s.open {
+		stateOf(srv).setUnnamed(srv, unnamedUnknown)
+	} else {
+		stateOf(srv).setUnnamed(srv, "")
+	}
 	s.mu.Unlock()
 	if s.pinErr != nil {
 		q := refusalQuery(s.pinErr)
