@@ -108,7 +108,7 @@ const (
 	// ReasonServerRole: pg_is_in_recovery(), and SHOW of transaction_read_only,
 	// default_transaction_read_only or in_hot_standby: how a client learns whether its session
 	// may write (libpq's, pgx's and JDBC's checks of target_session_attrs and targetServerType).
-	// The endpoint may write, so the writer answers.
+	// The endpoint may write, so the writer answers, even inside a READ ONLY block.
 	ReasonServerRole
 
 	// NumRouteReasons is the number of RouteReason values, for metrics that initialise one
@@ -574,7 +574,7 @@ func (r *router) showToken(t *token, idx int) {
 		w = r.src[t.body0:t.body1] // PostgreSQL looks parameter names up in any case, quoted too
 	}
 	if showsRole(w) {
-		r.st.verdict(ReasonServerRole, false)
+		r.st.verdict(ReasonServerRole, true)
 	}
 }
 

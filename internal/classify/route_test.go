@@ -134,6 +134,7 @@ var routeCases = []routeCase{
 	{"SHOW in_hot_standby quoted", `SHOW "in_hot_standby"`, writer(ReasonServerRole)},
 	{"SHOW another parameter", "SHOW transaction_isolation", read},
 	{"SHOW a role parameter after another statement", "SELECT 1; SHOW transaction_read_only", writer(ReasonServerRole)},
+	{"pg_is_in_recovery in a READ ONLY block", "BEGIN READ ONLY; SELECT pg_is_in_recovery()", inTx(writer(ReasonServerRole), true)},
 	{"format md5 uuid", "SELECT format('%s', 1), md5('x'), gen_random_uuid()", read},
 	{"window functions", "SELECT row_number() OVER (PARTITION BY a ORDER BY b), rank() OVER w FROM t WINDOW w AS (ORDER BY c)", read},
 	{"lag lead", "SELECT lag(x) OVER (ORDER BY y), lead(x, 2) OVER (ORDER BY y) FROM t", read},

@@ -347,7 +347,7 @@ var builtins = func() map[string]builtin {
 		"pg_xlogfile_name_offset")
 	writer(ReasonLargeObject, false, "loread", "lowrite")
 	writer(ReasonNotify, true, "pg_notify")
-	writer(ReasonServerRole, false, "pg_is_in_recovery")
+	writer(ReasonServerRole, true, "pg_is_in_recovery")
 
 	for _, n := range []string{
 		// Aggregates and window functions.

@@ -31,13 +31,14 @@ type listener struct {
 	ep    atomic.Pointer[router.Endpoint]
 	socks []net.Listener // immutable; the TCP socket first
 	// loopSocks are the sockets of socks the event loops accept on (see loopaccept.go), which
-	// took them over. Guarded by Server.mu.
+	// took them over. Written by startAcceptLocked under Server.mu, once; read by close.
 	loopSocks []*evloop.Listener
 	// closed: a reload no longer uses it; its accept loops end.
 	closed atomic.Bool
 }
 
-// close closes its sockets; their accept loops end. Requires Server.mu.
+// close closes its sockets; their accept loops end. It runs under Server.mu, or without it once
+// the listener is out of Server.listeners (no one starts it then).
 func (l *listener) close() {
 	l.closed.Store(true)
 	for _, s := range l.socks {
