@@ -520,11 +520,10 @@ func (s *Server) ParkedClients() int {
 	return n
 }
 
-// handle admits one client connection to endpoint ep and serves it. The session may outlive
-// the goroutine (see session.Session.Serve): its end, whichever goroutine runs it, is what
-// gives back the client's count and s.conns.
-// handle logs lg's connection in and serves it. It ends the connection's count in s.clients and
-// its place in s.conns, which the caller took.
+// handle logs lg's connection in, through its endpoint, and serves it. The caller took the
+// connection's count in s.clients and its place in s.conns; handle gives them back if the
+// connection does not become a session, else the session's end does, whichever goroutine runs it
+// (the session may outlive this one: see session.Session.Serve).
 func (s *Server) handle(lg login) {
 	conn, ep, br := lg.conn, lg.ep, lg.br
 	accepted := conn // conn may become its TLS connection
