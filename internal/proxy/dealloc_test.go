@@ -416,6 +416,20 @@ var skippedScripts = []struct {
 			dparse("q1", "SELECT 3 AS three"), dbind("", "q1"), dexec(""), dsync,
 			dbind("", "q1"), dexec(""), dsync}},
 	}},
+	{"a skipped unnamed Parse, then a skipped Close of it", []deallocStep{
+		dq("CREATE TEMP TABLE IF NOT EXISTS rv (x int)"),
+		{readies: 2, msgs: []pgproto3.FrontendMessage{&pgproto3.Describe{ObjectType: 'S', Name: "nosuch"}, dparse("", "SELECT 'never parsed'"), dsync,
+			dexec(""), &pgproto3.Close{ObjectType: 'S', Name: ""}, dsync}},
+		dmsgs(dbind("", ""), dexec(""), dsync),
+		{readies: 2, msgs: []pgproto3.FrontendMessage{&pgproto3.Describe{ObjectType: 'S', Name: "nosuch"}, dparse("", "SELECT 'never parsed'"), dsync,
+			dexec(""), &pgproto3.Describe{ObjectType: 'S', Name: ""}, &pgproto3.Close{ObjectType: 'S', Name: ""}, &pgproto3.Query{String: "SELECT 2"}, dsync}},
+		dmsgs(&pgproto3.Describe{ObjectType: 'S', Name: ""}, dsync),
+	}},
+	{"an unnamed statement, a skipped Parse of another, then a Query", []deallocStep{
+		{readies: 2, msgs: []pgproto3.FrontendMessage{dparse("", "SELECT 1 AS one"), dexec("nosuch"), dparse("", "SELECT 2 AS two"), dsync,
+			&pgproto3.Query{String: "SELECT 5"}}},
+		dmsgs(dbind("", ""), dexec(""), dsync),
+	}},
 	{"a skipped Close in an aborted transaction", []deallocStep{
 		prepareAB,
 		{readies: 3, msgs: []pgproto3.FrontendMessage{&pgproto3.Query{String: "BEGIN"}, dparse("", "SELECT 1/0"), dbind("", ""), dexec(""),

@@ -21,13 +21,17 @@ import (
 // of the server's statements. Guarded by Session.mu, as the attachment it belongs to.
 type settleState struct {
 	batch int                 // 1 + the number of the last request that changed any; 0: none
-	names map[string]struct{} // client statement names defined, closed or deallocated
-	texts map[string]struct{} // texts of the server statements created (keys of clientStmt)
+	names map[string]struct{} // client statement names defined, closed or deallocated; nil: none yet
+	texts map[string]struct{} // texts of the server statements created (keys of clientStmt); nil: none yet
 	all   bool                // a DEALLOCATE ALL or DISCARD ALL among them
+	// unnamed: the client's unnamed statement was parsed or closed. Its record is undone at
+	// the ReadyForQuery if the server skipped that: a Bind, Describe or Close of it (not after
+	// a Parse of its own), or a Query, which drops it, must come after.
+	unnamed bool
 }
 
 func (st *settleState) reset() {
-	st.batch, st.all = 0, false
+	st.batch, st.all, st.unnamed = 0, false, false
 	clear(st.names)
 	clear(st.texts)
 }
@@ -35,22 +39,33 @@ func (st *settleState) reset() {
 // unsettleLocked records what e, a message about to be sent, changes that a later request may
 // use, if the server may skip it. Requires mu.
 func (s *Session) unsettleLocked(e *expectation) {
-	if e.name == "" && e.stmt == nil && e.tw == nil && e.saved == nil && !e.all {
+	unnamed := e.unnamed && e.action == actForward // the client's own Parse or Close of it
+	if e.name == "" && e.stmt == nil && e.tw == nil && e.saved == nil && !e.all && !unnamed {
 		return
 	}
 	st := s.settle
 	if st == nil {
-		st = &settleState{names: make(map[string]struct{}), texts: make(map[string]struct{})}
+		st = &settleState{}
 		s.settle = st
 	}
 	st.batch = e.batch + 1
+	st.unnamed = st.unnamed || unnamed
 	if e.name != "" {
+		if st.names == nil {
+			st.names = make(map[string]struct{})
+		}
 		st.names[e.name] = struct{}{}
 	}
 	if e.stmt != nil {
+		if st.texts == nil {
+			st.texts = make(map[string]struct{})
+		}
 		st.texts[e.stmt.key.text] = struct{}{}
 	}
 	for name := range e.saved {
+		if st.names == nil {
+			st.names = make(map[string]struct{})
+		}
 		st.names[name] = struct{}{}
 	}
 	// A throwaway stands for a name the client deallocates, which e.name has; its own
@@ -81,14 +96,16 @@ func (s *Session) mustSettle() bool {
 
 // nextUsesLocked reports whether the request at the start of buf uses a statement that requests
 // not yet answered changed: a Parse, Bind, Describe or Close of such a name (or of a name whose
-// text pgtide created a statement for), a portal of a statement with SQL in its text that names
-// statements, or a simple Query that may (EXECUTE, DEALLOCATE, DISCARD, PREPARE). A request not
-// all in buf is taken to. Requires mu.
+// text pgtide created a statement for, or of the unnamed statement they parsed or closed), a
+// portal of a statement with SQL in its text that names statements, or a simple Query that may
+// (EXECUTE, DEALLOCATE, DISCARD, PREPARE; any, after a change of the unnamed statement, which
+// it drops). A request not all in buf is taken to. Requires mu.
 func (s *Session) nextUsesLocked(buf []byte) bool {
 	st := s.settle
+	parsedUnnamed := false // the request parsed its own unnamed statement already
 	uses := func(name []byte) bool {
 		if len(name) == 0 {
-			return false // the unnamed statement: the client's own, passed through
+			return st.unnamed && !parsedUnnamed
 		}
 		if st.all {
 			return true
@@ -116,7 +133,9 @@ func (s *Session) nextUsesLocked(buf []byte) bool {
 		switch typ {
 		case 'P':
 			name := cstrBytes(body)
-			if uses(name) {
+			if len(name) == 0 {
+				parsedUnnamed = true // replaces it, whatever it was
+			} else if uses(name) {
 				return true
 			}
 			if len(name) < len(body) { // a text naming statements (see keyOnLocked)
@@ -138,7 +157,7 @@ func (s *Session) nextUsesLocked(buf []byte) bool {
 				return true
 			}
 		case 'Q':
-			return containsFold(body, "execute") || containsFold(body, "deallocate") ||
+			return st.unnamed || containsFold(body, "execute") || containsFold(body, "deallocate") ||
 				containsFold(body, "discard") || containsFold(body, "prepare")
 		case 'S':
 			return false
