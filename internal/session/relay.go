@@ -198,8 +198,11 @@ func (s *Session) sendAttached(srv *pool.Conn, typ byte) error {
 		s.heldLeft--
 		last = s.heldLeft == 0
 	}
-	settle := err == nil && s.r.Buffered() > 0 && !last && s.mustSettle()
-	if err != nil || s.r.Buffered() > 0 && !last && !settle {
+	more := s.r.Buffered() > 0 && !last
+	// Only after a message that ends a request (Sync, Query, FunctionCall) may the next one have
+	// to wait (see settle.go): the other messages of a pipeline cost no look under mu.
+	settle := err == nil && more && (typ == 'S' || typ == 'Q' || typ == 'F') && s.mustSettle()
+	if err != nil || more && !settle {
 		// More from the client is waiting: it goes out with this message.
 		srv.WriteMu.Unlock()
 		return err
