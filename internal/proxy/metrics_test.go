@@ -96,9 +96,12 @@ func TestMetrics(t *testing.T) {
 	if code, body := httpGet(t, base+"/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
 		t.Fatalf("/healthz: %d %q", code, body)
 	}
-	if code, body := httpGet(t, base+"/readyz"); code != 200 {
-		t.Fatalf("/readyz: %d %q", code, body)
-	}
+	// Ready once Serve has started the endpoints, which the test's Serve goroutine may not
+	// have reached yet on a busy machine.
+	waitFor(t, 30*time.Second, "/readyz to answer 200", func() bool {
+		code, _ := httpGet(t, base+"/readyz")
+		return code == 200
+	})
 
 	writer := c.Primary().Addr()
 	waitFor(t, 30*time.Second, "the nodes' ceilings in /metrics", func() bool {
