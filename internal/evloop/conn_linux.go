@@ -253,6 +253,22 @@ func (c *Conn) Write(p []byte) (int, error) {
 // event can bring more (see OnReadable): never once the peer has hung up. For the reader.
 func (c *Conn) Drained() bool { return c.drained && !c.hup.Load() }
 
+// Quiet reports whether nothing can have come in on c since the last read took everything the
+// socket had: that read drained it (see Drained), and the loop has dispatched no edge, hang-up or
+// close since. An event the kernel has queued and the loop not dispatched yet is not seen, so
+// Quiet answers from memory, without a system call, for a question that may race anyway (a peer
+// may send the moment after any check). For the reader, or whoever holds c between readers (the
+// pool, an idle server connection).
+func (c *Conn) Quiet() bool {
+	if !c.Drained() {
+		return false
+	}
+	c.mu.Lock()
+	quiet := !c.closed && !c.r.ready
+	c.mu.Unlock()
+	return quiet
+}
+
 // OnReadable registers fn to run once c may have input, is closed, or its read deadline passed:
 // on the loop's thread when the loop's event caused it, else on a new goroutine. It returns false,
 // registering nothing, when that may be so already: the last read did not drain the socket (see

@@ -36,5 +36,6 @@ func (c *Conn) OnReadable(fn func()) bool                       { return false }
 func BeforeBlock()                                              {}
 func OnLoop() bool                                              { return false }
 func (c *Conn) Drained() bool                                   { return false }
+func (c *Conn) Quiet() bool                                     { return false }
 func (c *Conn) Post(fn func())                                  { go fn() }
 func Handoffs() int64                                           { return 0 }

@@ -675,3 +675,71 @@ func TestListenFailure(t *testing.T) {
 		t.Fatal("not accepted once descriptors were free")
 	}
 }
+
+// TestQuiet: an adopted socket is quiet after a read drained it, until the loop sees the peer
+// send or hang up, and never once closed or while input is left unread.
+func TestQuiet(t *testing.T) {
+	g := newGroup(t, 1)
+	c, peer := pair(t, g) // drained by pair's TryRead
+	if !c.Quiet() {
+		t.Fatal("a drained socket with nothing sent is not quiet")
+	}
+	quietWhile := func(want bool, never string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for c.Quiet() != want {
+			if time.Now().After(deadline) {
+				t.Fatal(never)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if _, err := peer.Write([]byte("E")); err != nil {
+		t.Fatal(err)
+	}
+	quietWhile(false, "still quiet after the peer sent a byte")
+	// The edge came before the read that took the byte: it stays until a read finds nothing
+	// (it may have been for later bytes), and then the socket is quiet again.
+	buf := make([]byte, 16)
+	if n, err := c.TryRead(buf); n != 1 || err != nil {
+		t.Fatalf("TryRead: %d, %v", n, err)
+	}
+	if c.Quiet() {
+		t.Fatal("quiet with an edge no read has answered")
+	}
+	if _, err := c.TryRead(buf); err != ErrWouldBlock {
+		t.Fatalf("TryRead of a drained socket: %v", err)
+	}
+	if !c.Quiet() {
+		t.Fatal("not quiet after a read found nothing")
+	}
+	// A read that fills its buffer may have left input behind: not quiet.
+	if _, err := peer.Write([]byte("ab")); err != nil {
+		t.Fatal(err)
+	}
+	waitInput(t, c, func() bool { return c.r.ready }, "no edge for the peer's bytes")
+	if n, err := c.TryRead(buf[:1]); n != 1 || err != nil {
+		t.Fatalf("TryRead: %d, %v", n, err)
+	}
+	if c.Quiet() {
+		t.Fatal("quiet with a byte left to read")
+	}
+	if n, err := c.TryRead(buf); n != 1 || err != nil {
+		t.Fatalf("TryRead: %d, %v", n, err)
+	}
+	if _, err := c.TryRead(buf); err != ErrWouldBlock {
+		t.Fatalf("TryRead of a drained socket: %v", err)
+	}
+	if !c.Quiet() {
+		t.Fatal("not quiet after the rest was read")
+	}
+	peer.Close()
+	quietWhile(false, "still quiet after the peer hung up")
+
+	c2, peer2 := pair(t, g)
+	c2.Close()
+	if c2.Quiet() {
+		t.Fatal("a closed Conn is quiet")
+	}
+	peer2.Close()
+}

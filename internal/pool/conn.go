@@ -126,8 +126,12 @@ func (c *Conn) close() {
 
 // alive reports whether the connection looks usable without a round trip: an idle server sends
 // nothing unless it is going away (a FATAL before closing, as after pg_terminate_backend or a
-// shutdown), so readable data or EOF on an idle connection means it is dead. It costs one
-// non-blocking recv and allocates nothing.
+// shutdown), so readable data or EOF on an idle connection means it is dead. A plain-text socket
+// on the event loops is watched while idle, as PgBouncer watches its idle servers: when the loop
+// has seen nothing arrive since the last answer was read (evloop.Conn.Quiet), that answers. Any
+// other socket, or one the loop saw something on, costs one non-blocking recv. Either way it
+// allocates nothing, and what arrives after the check is the retry's to handle (session's
+// retry.go), as it would be after a peek.
 //
 // Over TLS the socket may also be readable with records that carry no application data and
 // that the TLS layer takes for itself (a TLS 1.3 NewSessionTicket or KeyUpdate): those are read
@@ -140,6 +144,9 @@ func (c *Conn) alive() bool {
 	}
 	if c.raw == nil {
 		return true // not a socket (tests)
+	}
+	if lc := c.counted.loop; lc != nil && c.tls == nil && lc.Quiet() {
+		return true
 	}
 	switch c.peekSocket() {
 	case peekEmpty:

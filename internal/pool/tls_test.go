@@ -116,6 +116,22 @@ func dialTLS(t *testing.T, addr string, s *pgtls.ServerTLS) (*Conn, error) {
 	return c, err
 }
 
+// roundTrip sends the fake server a Query and reads its answer, waiting with FlushAndWait.
+func roundTrip(t *testing.T, c *Conn) {
+	t.Helper()
+	c.Writer.Write(wire.AppendMessage(nil, 'Q', []byte("select 1\x00")))
+	c.NetConn().SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := c.FlushAndWait(); err != nil {
+		t.Fatal(err)
+	}
+	if typ, _, err := c.Reader.Next(); err != nil || typ != 'Z' {
+		t.Fatalf("answer %q, %v", typ, err)
+	}
+	c.Reader.Skip()
+	c.MarkAnswered()
+	c.NetConn().SetReadDeadline(time.Time{})
+}
+
 // waitAlive polls c.alive until it says want.
 func waitAlive(t *testing.T, c *Conn, want bool, what string) {
 	t.Helper()
@@ -153,17 +169,7 @@ func TestDialTLS(t *testing.T) {
 			}
 			// A request and its answer, waited for on the socket under TLS.
 			for range 3 {
-				c.Writer.Write(wire.AppendMessage(nil, 'Q', []byte("select 1\x00")))
-				c.NetConn().SetReadDeadline(time.Now().Add(10 * time.Second))
-				if err := c.FlushAndWait(); err != nil {
-					t.Fatal(err)
-				}
-				if typ, _, err := c.Reader.Next(); err != nil || typ != 'Z' {
-					t.Fatalf("answer %q, %v", typ, err)
-				}
-				c.Reader.Skip()
-				c.MarkAnswered()
-				c.NetConn().SetReadDeadline(time.Time{})
+				roundTrip(t, c)
 			}
 			if !c.alive() {
 				t.Fatal("an idle connection looks dead")
