@@ -57,16 +57,23 @@ func (e *RouteCommandError) SQLState() string { return "22023" }
 //
 // It does not allocate unless it returns an error.
 func ParseRouteCommand(sql []byte) (kind RouteCommandKind, value Route, auto bool, err error) {
-	// The common case without the lexer: a statement that starts with a letter other than
-	// those of SET, RESET and SHOW (after blanks; a comment, a quote or anything else is read
-	// by the lexer).
+	// The common case without the lexer: a statement whose first word (after blanks; a
+	// comment, a quote or anything else is read by the lexer) is not SET, RESET or SHOW. The
+	// word is read as the fast path reads one (wordByte): an identifier the lexer reads may go
+	// on with bytes above ASCII, and is then none of the three either.
 	i := 0
 	for i < len(sql) && (sql[i] == ' ' || sql[i] == '\n' || sql[i] == '\t' || sql[i] == '\r') {
 		i++
 	}
 	if i < len(sql) {
-		if c := sql[i] | 0x20; 'a' <= c && c <= 'z' && c != 's' && c != 'r' {
-			return RouteCommandNone, RouteWriter, false, nil
+		if c := sql[i] | 0x20; 'a' <= c && c <= 'z' {
+			j := i + 1
+			for j < len(sql) && wordByte[sql[j]] {
+				j++
+			}
+			if w := sql[i:j]; !eqFold(w, "set") && !eqFold(w, "reset") && !eqFold(w, "show") {
+				return RouteCommandNone, RouteWriter, false, nil
+			}
 		}
 	}
 	l := lexer{src: sql}

@@ -87,11 +87,15 @@ type Manager struct {
 	// once it has unlocked it; guarded by mu.
 	fitNotes []func()
 
-	mu     sync.Mutex
-	nodes  map[string]*node // guarded by mu
-	pools  map[Key]*pool    // guarded by mu
-	closed bool             // guarded by mu
-	pauses pauses           // databases that lend nothing (see pause.go); guarded by mu
+	mu    sync.Mutex
+	nodes map[string]*node // guarded by mu
+	pools map[Key]*pool    // guarded by mu
+	// recent is the pool poolLocked returned last, looked at before the map: most requests of a
+	// proxy go to one pool, and a Key's three strings cost more to hash than to compare (their
+	// bytes are usually the same memory). Guarded by mu; nil once removed.
+	recent *pool
+	closed bool   // guarded by mu
+	pauses pauses // databases that lend nothing (see pause.go); guarded by mu
 }
 
 // node counts the connections open to one server across its pools. Guarded by Manager.mu.
@@ -203,6 +207,9 @@ func (m *Manager) nodeLocked(addr string) *node {
 // poolLocked returns k's pool, creating it (and checking whether the node's pools still fit its
 // cap: fitLocked). Requires mu.
 func (m *Manager) poolLocked(k Key) *pool {
+	if p := m.recent; p != nil && p.key == k {
+		return p
+	}
 	p := m.pools[k]
 	if p == nil {
 		n := m.nodeLocked(k.Node)
@@ -211,6 +218,7 @@ func (m *Manager) poolLocked(k Key) *pool {
 		m.pools[k] = p
 		m.fitLocked(k.Node, n, m.settings.Load())
 	}
+	m.recent = p
 	return p
 }
 
@@ -899,6 +907,9 @@ func (m *Manager) removeIfUnusedLocked(p *pool) bool {
 		return false
 	}
 	delete(m.pools, p.key)
+	if m.recent == p {
+		m.recent = nil
+	}
 	n := p.node
 	if i := slices.Index(n.pools, p); i >= 0 {
 		n.pools = slices.Delete(n.pools, i, i+1)
