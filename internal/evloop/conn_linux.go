@@ -315,6 +315,28 @@ func (c *Conn) countWait(d int64) {
 
 // readable wakes whoever waits for input, or records the edge. onLoop: called by the loop.
 func (c *Conn) readable(onLoop bool) {
+	if fn := c.wakeReader(); fn != nil {
+		if onLoop {
+			fn()
+		} else {
+			go fn()
+		}
+	}
+}
+
+// Wake makes c's reader look at c again, as an event on c would, from any goroutine: the
+// function registered with OnReadable runs on c's loop (posted, as Post runs one), a Read that
+// waits reads again, and with neither the reader's next OnReadable finds the edge. It is for a
+// reason to look that comes from elsewhere (another Conn's event): the read may find nothing.
+func (c *Conn) Wake() {
+	if fn := c.wakeReader(); fn != nil {
+		c.l.post(fn)
+	}
+}
+
+// wakeReader takes what waits for c's input: a blocked reader gets its token; a registered
+// function is returned, for the caller to run; with neither, the edge is recorded.
+func (c *Conn) wakeReader() func() {
 	c.mu.Lock()
 	if c.r.waiting {
 		c.r.waiting = false
@@ -322,22 +344,18 @@ func (c *Conn) readable(onLoop bool) {
 		ch := c.r.ch
 		c.mu.Unlock()
 		ch <- struct{}{}
-		return
+		return nil
 	}
 	if fn := c.rCont; fn != nil {
 		c.rCont = nil
 		c.drained = false // likewise, until fn runs
 		c.mu.Unlock()
 		c.countWait(-1)
-		if onLoop {
-			fn()
-		} else {
-			go fn()
-		}
-		return
+		return fn
 	}
 	c.r.ready = true
 	c.mu.Unlock()
+	return nil
 }
 
 // writable wakes whoever waits for room to write, or records the edge.

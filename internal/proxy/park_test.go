@@ -154,22 +154,19 @@ func TestParkedIdleTimeout(t *testing.T) {
 	}
 }
 
-// TestSessionModeNotParked: a session-mode client keeps its server connection, and its
-// goroutine.
-func TestSessionModeNotParked(t *testing.T) {
+// TestSessionModeIdle: a session-mode client idle on the event loops waits without a goroutine
+// (counted as parked) and keeps its server connection: after two janitor rounds the same
+// backend answers it.
+func TestSessionModeIdle(t *testing.T) {
 	p := startProxyPrepared(t, func(c *config.Config) { c.Proxy.PoolMode = config.PoolModeSession },
 		func(s *proxy.Server) { s.SetParkAfter(10 * time.Millisecond) })
 	c := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
-	if _, err := c.Exec(context.Background(), "SELECT 1"); err != nil {
-		t.Fatal(err)
-	}
-	// Two janitor rounds (a second each) pass without a park.
-	deadline := time.Now().Add(2500 * time.Millisecond)
-	for time.Now().Before(deadline) {
-		if p.ParkedClients() != 0 {
-			t.Fatal("a session-mode client was parked")
-		}
-		time.Sleep(50 * time.Millisecond)
+	pid := backendPID(t, c)
+	waitParked(t, p, 1)
+	time.Sleep(2500 * time.Millisecond) // two janitor rounds (a second each) pass
+	waitParked(t, p, 1)                 // (a janitor round takes it for a moment)
+	if got := backendPID(t, c); got != pid {
+		t.Fatalf("backend %d after the idle wait, want %d: the client lost its server connection", got, pid)
 	}
 }
 

@@ -13,30 +13,34 @@
 // and forward its messages to the client, watching ReadyForQuery to give the connection back (in
 // transaction mode as soon as the server is idle and the client has no request in flight):
 //
-//   - The client loop itself, inline, for the common transaction-mode case: the client sent
-//     complete requests (a Query, or extended messages up to Sync) and nothing more, and waits
-//     for the answers. No other goroutine takes part, and the wait for the answer costs no read
-//     that finds nothing (pool.Conn.FlushAndWait, or on the event loops TryFill).
-//   - A relay goroutine otherwise: session mode and pinned clients (the server may send
-//     notifications while the client is idle), extended messages without a Sync yet (the client
-//     may wait on a Flush), COPY from the client, a pipeline larger than the server
-//     connection's write buffer (readAlong), and whenever the client loop stops while it holds a
-//     server. Once started it reads the server until the connection goes back. Because
-//     the server side is then always being read, a client that pipelines far ahead (pgx batches,
-//     JDBC batches) cannot deadlock the proxy.
+//   - The client loop itself, inline, for the common case: the client sent complete requests (a
+//     Query, or extended messages up to Sync) and nothing more, and waits for the answers. No
+//     other goroutine takes part, and the wait for the answer costs no read that finds nothing
+//     (pool.Conn.FlushAndWait, or on the event loops TryFill). Off the event loops this is for
+//     transaction-mode clients that are not pinned only.
+//   - A relay goroutine otherwise: extended messages without a Sync yet (the client may wait on
+//     a Flush), COPY from the client, a pipeline larger than the server connection's write
+//     buffer (readAlong), whenever the client loop stops while it holds a server, and, off the
+//     event loops, session mode and pinned clients (the server may send notifications while the
+//     client is idle). Once started it reads the server until the connection goes back. Because
+//     the server side is then always being read, a client that pipelines far ahead (pgx
+//     batches, JDBC batches) cannot deadlock the proxy.
 //
-// See readInline for the rule. A transaction-mode client idle inside a transaction leaves its
-// server unread until its next request, as a direct connection would.
+// See readInline for the rule. On the event loops, a client idle while it holds a server (session
+// mode, pinned, or inside a transaction) has that server's socket watched (watchServer): what the
+// server sends unasked starts the relay, which forwards it at once. Off the loops, a
+// transaction-mode client idle inside a transaction leaves its server unread until its next
+// request.
 //
-// Where the client loop runs: with the proxy's event loops (package evloop, loop.go), a
-// transaction-mode session has no goroutine of its own. Its waits for the client and for the
-// inline answers are registrations with a loop, and the loop that sees the event runs the client
-// loop on from there; anything else that must wait hands the loop to a new goroutine first, and
-// the session goes back to a loop at its next wait. Without event loops (outside Linux), or for
-// a client over TLS, the client loop is a goroutine, and a client idle between transactions for
-// a second is parked (park.go): its goroutine ends, and the Parker runs the client loop again on
-// a new goroutine when the client sends something. A session-mode client that got its server
-// connection at login has it read from the start.
+// Where the client loop runs: with the proxy's event loops (package evloop, loop.go), a session
+// has no goroutine of its own. Its waits for the client and for the inline answers are
+// registrations with a loop, and the loop that sees the event runs the client loop on from
+// there; anything else that must wait hands the loop to a new goroutine first, and the session
+// goes back to a loop at its next wait. Without event loops (outside Linux), or for a client over
+// TLS, the client loop is a goroutine, and a transaction-mode client idle between transactions
+// for a second is parked (park.go): its goroutine ends, and the Parker runs the client loop again
+// on a new goroutine when the client sends something. There, a session-mode client that got its
+// server connection at login has it read by the relay from the start.
 //
 // pgtide sends requests of its own on a client's server connection (settings before the
 // client's first request, a Parse an SQL EXECUTE or DEALLOCATE needs, a restore after a reset):

@@ -9,12 +9,13 @@ import (
 )
 
 // Event loops (package evloop): when the proxy's Group adopted the client's socket and the pool's
-// adopted the server connection's, a transaction-mode session has no goroutine of its own. It is
-// run by whichever loop saw the event it waited for, from one of three places:
+// adopted the server connection's, a session has no goroutine of its own. It is run by whichever
+// loop saw the event it waited for, from one of three places:
 //
 //   - waiting for the client (waitIdle, when no relay goroutine runs): the client loop returns
 //     errYield instead of blocking in a read, and drive registers run with the client's socket
-//     (OnReadable); the loop that sees the client's next bytes runs the client loop again;
+//     (OnReadable); the loop that sees the client's next bytes runs the client loop again. A
+//     session that holds a server meanwhile has that server's socket watched (watchServer);
 //   - waiting for a server's answers (relayInline, once the request is sent): relaySteps returns
 //     errYieldServer when the next message is not whole in the server connection's buffer, and
 //     drive registers resumeServer with the server's socket; it relays from where it stopped
@@ -37,12 +38,12 @@ import (
 // (Cancel abandons the wait).
 
 // AdoptSocket serves the session on g's loops once the client has logged in, before Serve, when
-// it can be: transaction mode, plain text (a client over TLS keeps its goroutine and is parked
-// after a second idle), and nothing read ahead of the login. A client a loop accepted (see
-// proxy's loopaccept.go) has the loops' socket already; another's (a Unix-domain socket's) is
-// adopted by g. It reports whether the session is served on the loops.
+// it can be: plain text (a client over TLS keeps its goroutine, and in transaction mode is
+// parked after a second idle), and nothing read ahead of the login. A client a loop accepted
+// (see proxy's loopaccept.go) has the loops' socket already; another's (a Unix-domain socket's)
+// is adopted by g. It reports whether the session is served on the loops.
 func (s *Session) AdoptSocket(g *evloop.Group) bool {
-	if g == nil || !s.txMode || s.br != nil && s.br.Buffered() > 0 {
+	if g == nil || s.br != nil && s.br.Buffered() > 0 {
 		return false
 	}
 	if _, ok := s.conn.(*pgtls.Conn); ok {
@@ -72,7 +73,64 @@ func (s *Session) AdoptSocket(g *evloop.Group) bool {
 	s.srvFn = s.resumeServer
 	resume := s.resumeLease
 	s.leaseFn = func() { lc.Post(resume) }
+	s.wakeFn = lc.Wake
 	return true
+}
+
+// watchServer is the client loop's last step before it waits for the client on a loop while it
+// holds a server connection (session mode, a pinned client, a transaction left open): the server
+// may send something before the client does (a NotificationResponse, a ParameterStatus, a
+// NoticeResponse, or an ErrorResponse before it ends the session), which the client must get
+// then, as from a direct connection. So the server's socket is watched too: an event on it wakes
+// the client's registration (wakeFn, evloop's Wake), and the client loop, finding nothing from
+// the client, comes back here, finds the server's bytes and starts the relay, which reads and
+// forwards them, and whatever the server sends after, from then on (as it does for a client not
+// on the loops). A session that holds no server, or whose relay runs, watches nothing.
+func (s *Session) watchServer() {
+	s.mu.Lock()
+	srv := s.server
+	watch := srv != nil && !s.relayRunning
+	s.mu.Unlock()
+	if !watch {
+		return
+	}
+	if lc := srv.LoopConn(); lc != nil {
+		for range 2 {
+			// What is there already, buffered or (under TLS, or when the last read did not
+			// take everything) on the socket: nothing, the common case, leaves the socket
+			// drained, to be watched.
+			if srv.TryFill() || srv.Reader.Buffered() > 0 {
+				break // a message, whole or not, or a failed read: the relay takes it
+			}
+			if lc.OnReadable(s.wakeFn) {
+				s.watching = true
+				return
+			}
+			// An edge came since the last read: read again.
+		}
+	}
+	s.mu.Lock()
+	if s.server == srv && !s.relayRunning {
+		s.startRelayLocked()
+	}
+	s.mu.Unlock()
+}
+
+// unwatchServer takes back watchServer's registration when the client loop runs again. If the
+// watch fired already, its wake-up of the client is spent or still to come (a read that finds
+// nothing), and what the server sent is read with the answers to the client's next request, or
+// by the relay the next watchServer starts.
+func (s *Session) unwatchServer() {
+	if !s.watching {
+		return
+	}
+	s.watching = false
+	s.mu.Lock()
+	srv := s.server // the one watched: only its reader (this loop) changes it
+	s.mu.Unlock()
+	if srv != nil {
+		srv.LoopConn().Unregister()
+	}
 }
 
 // loopSignal is an error with which the client loop stops without ending the session: drive

@@ -27,10 +27,11 @@ func (s *Session) Serve(ended func(*Session)) {
 	s.ended = ended
 	s.runFn = s.run
 	s.mu.Lock()
-	if s.server != nil && !s.relayRunning {
+	if s.server != nil && !s.relayRunning && s.lc == nil {
 		// A session-mode client's own server connection, taken at login: read from now on, so
 		// that a server ending the session (pg_terminate_backend, a shutdown) ends the client's
-		// at once, as a direct connection would, even before its first request.
+		// at once, as a direct connection would, even before its first request. On the loops,
+		// watchServer does.
 		s.startRelayLocked()
 	}
 	s.mu.Unlock()
@@ -40,7 +41,10 @@ func (s *Session) Serve(ended func(*Session)) {
 // run runs the client loop on the calling goroutine until the session ends, is parked, or waits
 // on an event loop; after a park the Parker calls it again on a new goroutine, after a wait for
 // the client the loop does (see loop.go).
-func (s *Session) run() { s.drive(s.clientLoop(context.Background())) }
+func (s *Session) run() {
+	s.unwatchServer()
+	s.drive(s.clientLoop(context.Background()))
+}
 
 // drive takes the client loop's result: it hands the session to whatever it waits for, or ends
 // the session.
@@ -55,9 +59,11 @@ func (s *Session) drive(err error) {
 			err = s.clientLoop(context.Background())
 			continue
 		case errYield:
+			s.watchServer()
 			if s.lc.OnReadable(s.runFn) {
 				return // the session is the loop's now: touch nothing
 			}
+			s.unwatchServer()
 			err = s.clientLoop(context.Background())
 			continue
 		case errYieldServer:
@@ -230,18 +236,17 @@ func (s *Session) sendAttached(srv *pool.Conn, typ byte) error {
 // readInline decides who reads srv's answers once the client loop has sent srv everything the
 // client sent:
 //
-//   - the client loop itself (inline; readInline returns true), for the common case of a
-//     transaction-mode client that sent complete requests (Query, or extended messages up to
-//     Sync) and now waits for their answers: it relays them until nothing is outstanding, which
-//     saves a goroutine hand-off per transaction;
+//   - the client loop itself (inline; readInline returns true), for the common case of a client
+//     that sent complete requests (Query, or extended messages up to Sync) and now waits for
+//     their answers: it relays them until nothing is outstanding, which saves a goroutine
+//     hand-off per request;
 //   - the relay goroutine otherwise, started here if it is not running: extended messages
 //     without a Sync yet (the client may be waiting on a Flush, or still sending), COPY from the
-//     client, session mode and pinned clients (the server may send notifications while the
-//     client is idle).
+//     client, and off the event loops session mode and pinned clients (the server may send
+//     notifications while the client is idle; on the loops watchServer sees them).
 //
-// An idle transaction-mode client inside a transaction leaves srv unread until its next request:
-// the server sends nothing then that the client would read before making it (a server that ends
-// the session meanwhile is seen on that request, as on a direct connection).
+// Off the loops, an idle transaction-mode client inside a transaction leaves srv unread until its
+// next request (a server that ends the session meanwhile is seen on that request).
 func (s *Session) readInline(srv *pool.Conn) (inline bool) {
 	s.mu.Lock()
 	switch {
@@ -249,10 +254,11 @@ func (s *Session) readInline(srv *pool.Conn) (inline bool) {
 	case s.pending == 0 && !s.open:
 		// Nothing asked (COPY messages outside a COPY, which the server ignores): srv is read
 		// with the client's next request.
-	case s.open || !s.txMode || s.pinned:
+	case s.open || (!s.txMode || s.pinned) && !s.answersOnLoop(srv):
 		// Only the client loop holds answers back (see route.go, retry.go); armed and retryable
 		// are set only while no relay runs, so they are cleared before one starts, never beside
-		// one.
+		// one. (A server kept between requests is watched while the client is idle on the
+		// loops: see watchServer.)
 		s.armed, s.retryable = false, false
 		s.startRelayLocked()
 	default:
@@ -305,7 +311,7 @@ func (s *Session) relaySteps(srv *pool.Conn, phase *readPhase, onLoop bool) erro
 		case stepIdle, stepCopyIn:
 			// srv stays attached.
 			s.mu.Lock()
-			if res == stepCopyIn || s.pinned { // pinned by the statement that just ended
+			if res == stepCopyIn || s.pinned && !onLoop { // pinned by the statement that just ended (on the loops, watchServer reads it between requests)
 				s.startRelayLocked()
 			} else {
 				srv.MarkAnswered()

@@ -111,9 +111,12 @@ type Session struct {
 	open      bool // extended-protocol messages sent since the last Sync; guarded by mu
 	txStatus  byte // last ReadyForQuery status from the server; guarded by mu
 	closing   bool // shutting down: end the session at the next transaction boundary; guarded by mu
+	pinned    bool // keeps its server connection until it disconnects; guarded by mu
+	// watching: the client loop, waiting for the client on a loop, watches server too (see
+	// loop.go's watchServer). Owned by the client loop.
+	watching bool
 	// closeReason is why, when not pgtide's shutdown (see Drain); guarded by mu.
 	closeReason string
-	pinned      bool // keeps its server connection until it disconnects; guarded by mu
 	// For SHOW CLIENTS and the status page (see info.go): when the client connected (read-only
 	// after New), logged in, and last got a server connection (unix ns; attachedAt 0: never).
 	// Guarded by mu.
@@ -188,11 +191,12 @@ type Session struct {
 	runFn  func() // s.run as a func value, made once
 
 	// The event loops (see loop.go): lc is the client's socket when the loops serve it (set by
-	// AdoptSocket before Serve, read-only after). srvFn (s.resumeServer) and leaseFn (posting
-	// s.resumeLease) are func values made once, with lc. Owned by the client loop.
+	// AdoptSocket before Serve, read-only after). srvFn (s.resumeServer), leaseFn (posting
+	// s.resumeLease) and wakeFn are func values made once, with lc. Owned by the client loop.
 	lc      *evloop.Conn
 	srvFn   func()
 	leaseFn func()
+	wakeFn  func() // lc.Wake, made once: what watchServer registers with the server's socket
 	// ext is conn as goroutines other than the client loop's see it (closing it, logging its
 	// address): AdoptSocket replaces conn, under mu and wmu, and ext with it.
 	ext atomic.Pointer[connRef]
