@@ -85,14 +85,16 @@ func (s *Session) AdoptSocket(g *evloop.Group) bool {
 // the client's registration (wakeFn, evloop's Wake), and the client loop, finding nothing from
 // the client, comes back here, finds the server's bytes and starts the relay, which reads and
 // forwards them, and whatever the server sends after, from then on (as it does for a client not
-// on the loops). A session that holds no server, or whose relay runs, watches nothing.
-func (s *Session) watchServer() {
+// on the loops). A session that holds no server, or whose relay runs, watches nothing. It
+// reports whether it started the relay: the client loop then waits for the client as it does
+// beside a relay, on a goroutine (see mayYield).
+func (s *Session) watchServer() (relayed bool) {
 	s.mu.Lock()
 	srv := s.server
 	watch := srv != nil && !s.relayRunning
 	s.mu.Unlock()
 	if !watch {
-		return
+		return false
 	}
 	if lc := srv.LoopConn(); lc != nil {
 		for range 2 {
@@ -104,16 +106,15 @@ func (s *Session) watchServer() {
 			}
 			if lc.OnReadable(s.wakeFn) {
 				s.watching = true
-				return
+				return false
 			}
 			// An edge came since the last read: read again.
 		}
 	}
 	s.mu.Lock()
-	if s.server == srv && !s.relayRunning {
-		s.startRelayLocked()
-	}
+	s.startRelayLocked() // srv is still the session's: only its reader, this loop, changes it
 	s.mu.Unlock()
+	return true
 }
 
 // unwatchServer takes back watchServer's registration when the client loop runs again. If the

@@ -59,7 +59,10 @@ func (s *Session) drive(err error) {
 			err = s.clientLoop(context.Background())
 			continue
 		case errYield:
-			s.watchServer()
+			if s.watchServer() {
+				err = s.clientLoop(context.Background())
+				continue
+			}
 			if s.lc.OnReadable(s.runFn) {
 				return // the session is the loop's now: touch nothing
 			}
