@@ -743,3 +743,33 @@ func TestQuiet(t *testing.T) {
 	}
 	peer2.Close()
 }
+
+// TestWake: Wake runs the function OnReadable registered, on the Conn's loop, though nothing came
+// in; with none registered, the reader's next OnReadable finds the edge and registers nothing.
+func TestWake(t *testing.T) {
+	g := newGroup(t, 1)
+	c, _ := pair(t, g)
+	ran := make(chan bool, 1)
+	if !c.OnReadable(func() { ran <- OnLoop() }) {
+		t.Fatal("OnReadable of a drained socket registered nothing")
+	}
+	c.Wake()
+	select {
+	case onLoop := <-ran:
+		if !onLoop {
+			t.Error("the woken function did not run on the loop")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wake did not run the registered function")
+	}
+	if _, err := c.TryRead(make([]byte, 8)); err != ErrWouldBlock {
+		t.Fatalf("TryRead after a wake-up with nothing sent: %v", err)
+	}
+	c.Wake()
+	if c.OnReadable(func() { t.Error("ran") }) {
+		t.Fatal("OnReadable registered after a Wake with nothing registered")
+	}
+	if c.Unregister() {
+		t.Fatal("Unregister found a function")
+	}
+}

@@ -28,6 +28,7 @@ import (
 	"pgtide/internal/pgcluster"
 	"pgtide/internal/pgtls"
 	"pgtide/internal/pgtls/pgtlstest"
+	"pgtide/internal/proxy"
 	"pgtide/internal/wire"
 )
 
@@ -948,4 +949,52 @@ func TestChannelBinding(t *testing.T) {
 		t.Fatalf("pgx over TLS with channel_binding=require, verifier in the users file: %v", err)
 	}
 	mustExec(t, c, "SELECT 1")
+}
+
+// TestTLSClientOnLoops: a client over TLS (after an SSLRequest, or direct TLS) is served on the
+// event loops: idle, it waits without a goroutine at once (counted as parked, where the Parker
+// would take a second); requests that crypto/tls hands over in pieces (a large query, many
+// records) or several at a time (a batch in one record) are answered whole and in order. (After
+// those, which a relay goroutine reads the answers to, the client waits on a goroutine until its
+// next request: a plain query brings it back to the loops.)
+func TestTLSClientOnLoops(t *testing.T) {
+	tt := newTestTLS(t)
+	p := startProxyPrepared(t, func(c *config.Config) {
+		tt.configure(c, pgtls.Require, pgtls.Prefer)
+		c.TLS.CAFile = ""
+	}, func(s *proxy.Server) { s.SetParkAfter(time.Hour) })
+	plain := p.connString("app", "appdb")
+	ctx := context.Background()
+	for _, conn := range []string{tt.connString(plain), tt.connString(plain) + " sslnegotiation=direct"} {
+		c, err := tlsConnect(t, conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitParked(t, p, 1)
+		big := strings.Repeat("x", 100_000) // several TLS records
+		var n int
+		if err := c.QueryRow(ctx, "SELECT length($1::text)", big).Scan(&n); err != nil || n != len(big) {
+			t.Fatalf("large request over TLS: %d, %v", n, err)
+		}
+		mustExec(t, c, "SELECT 1")
+		waitParked(t, p, 1)
+		b := &pgx.Batch{}
+		for i := range 50 {
+			b.Queue("SELECT $1::int", i)
+		}
+		res := c.SendBatch(ctx, b)
+		for i := range 50 {
+			var got int
+			if err := res.QueryRow().Scan(&got); err != nil || got != i {
+				t.Fatalf("batch over TLS, query %d: %d, %v", i, got, err)
+			}
+		}
+		if err := res.Close(); err != nil {
+			t.Fatal(err)
+		}
+		mustExec(t, c, "SELECT 1")
+		waitParked(t, p, 1)
+		c.Close(ctx)
+		waitParked(t, p, 0)
+	}
 }

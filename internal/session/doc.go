@@ -36,11 +36,13 @@
 // has no goroutine of its own. Its waits for the client and for the inline answers are
 // registrations with a loop, and the loop that sees the event runs the client loop on from
 // there; anything else that must wait hands the loop to a new goroutine first, and the session
-// goes back to a loop at its next wait. Without event loops (outside Linux), or for a client over
-// TLS, the client loop is a goroutine, and a transaction-mode client idle between transactions
-// for a second is parked (park.go): its goroutine ends, and the Parker runs the client loop again
-// on a new goroutine when the client sends something. There, a session-mode client that got its
-// server connection at login has it read by the relay from the start.
+// goes back to a loop at its next wait; a client over TLS is read through crypto/tls, the loops
+// waiting on the socket under it. Without event loops (outside Linux), or for a socket they could
+// not take (a client over TLS on a socket they did not accept), the client loop is a goroutine,
+// and a transaction-mode client idle between transactions for a second is parked
+// (park.go): its goroutine ends, and the Parker runs the client loop again on a new goroutine
+// when the client sends something. There, a session-mode client that got its server connection
+// at login has it read by the relay from the start.
 //
 // pgtide sends requests of its own on a client's server connection (settings before the
 // client's first request, a Parse an SQL EXECUTE or DEALLOCATE needs, a restore after a reset):

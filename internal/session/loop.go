@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"net"
 	"strconv"
 
 	"pgtide/internal/evloop"
@@ -38,16 +39,27 @@ import (
 // (Cancel abandons the wait).
 
 // AdoptSocket serves the session on g's loops once the client has logged in, before Serve, when
-// it can be: plain text (a client over TLS keeps its goroutine, and in transaction mode is
-// parked after a second idle), and nothing read ahead of the login. A client a loop accepted
-// (see proxy's loopaccept.go) has the loops' socket already; another's (a Unix-domain socket's)
-// is adopted by g. It reports whether the session is served on the loops.
+// it can be: nothing read ahead of the login. A client a loop accepted (see proxy's
+// loopaccept.go) has the loops' socket already, under TLS or not; another's (a Unix-domain
+// socket's) is adopted by g. It reports whether the session is served on the loops.
 func (s *Session) AdoptSocket(g *evloop.Group) bool {
 	if g == nil || s.br != nil && s.br.Buffered() > 0 {
 		return false
 	}
-	if _, ok := s.conn.(*pgtls.Conn); ok {
-		return false
+	if tc, ok := s.conn.(*pgtls.Conn); ok {
+		// Over TLS the session reads and writes through crypto/tls as before; the loops wait
+		// on the socket under it (see tryClientTLS).
+		lc, ok := tc.Socket().(*evloop.Conn)
+		if !ok {
+			return false
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.closing {
+			return false
+		}
+		s.adoptedLocked(lc)
+		return true
 	}
 	s.wmu.Lock() // wmu then mu, the relay's order
 	s.mu.Lock()
@@ -65,16 +77,23 @@ func (s *Session) AdoptSocket(g *evloop.Group) bool {
 			return false
 		}
 	}
-	s.conn, s.src.conn, s.lc = lc, lc, lc
+	s.conn, s.src.conn = lc, lc
 	s.ext.Store(&connRef{lc})
 	if s.br != nil {
 		s.br.Reset(lc) // the login's reader, empty: it reads the adopted socket until dropped
 	}
+	s.adoptedLocked(lc)
+	return true
+}
+
+// adoptedLocked makes lc, the client's socket (under TLS, if any), the one the session waits on,
+// with the func values its waits register. Requires mu.
+func (s *Session) adoptedLocked(lc *evloop.Conn) {
+	s.lc = lc
 	s.srvFn = s.resumeServer
 	resume := s.resumeLease
 	s.leaseFn = func() { lc.Post(resume) }
 	s.wakeFn = lc.Wake
-	return true
 }
 
 // watchServer is the client loop's last step before it waits for the client on a loop while it
@@ -175,6 +194,9 @@ func (s *Session) mayYield() bool {
 
 // tryClient is waitIdle's read for a client served on the loops: what is there, or errYield.
 func (s *Session) tryClient() error {
+	if s.conn != net.Conn(s.lc) {
+		return s.tryClientTLS()
+	}
 	if s.lc.Drained() {
 		// The last read took everything there was: only the loop's next event can bring more
 		// (and if one came already, OnReadable says so, and the read comes next time).
@@ -184,6 +206,24 @@ func (s *Session) tryClient() error {
 	n, err := s.lc.TryRead(s.src.first[:])
 	if err == evloop.ErrWouldBlock {
 		return errYield
+	}
+	return s.resumeWith(n, err)
+}
+
+// tryClientTLS is tryClient for a client over TLS. The read goes through crypto/tls even when
+// the socket has nothing more: crypto/tls may hold a record it read and has not given out yet.
+// In try mode the socket's ErrWouldBlock comes through crypto/tls, which keeps the connection
+// usable after it (a temporary error), with any part of a record it read kept for the next read.
+func (s *Session) tryClientTLS() error {
+	s.acquireActive()
+	s.lc.SetTry(true)
+	n, err := s.conn.Read(s.src.first[:])
+	s.lc.SetTry(false)
+	if n == 0 && err == evloop.ErrWouldBlock {
+		return errYield
+	}
+	if err == evloop.ErrWouldBlock {
+		err = nil
 	}
 	return s.resumeWith(n, err)
 }
