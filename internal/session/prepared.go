@@ -66,9 +66,14 @@ type clientStmt struct {
 	parsed uint8
 }
 
-// expectLocked queues an expectation. Requires mu.
+// expectLocked queues an expectation of a message of the batch being sent. Requires mu.
 func (s *Session) expectLocked(e expectation) {
 	e.batch = s.reqSent
+	s.queueLocked(e)
+}
+
+// queueLocked queues an expectation, its batch set. Requires mu.
+func (s *Session) queueLocked(e expectation) {
 	s.expectSeq++
 	e.seq = s.expectSeq
 	s.unsettleLocked(&e)
@@ -825,6 +830,10 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 			}
 		case e.tw != nil:
 			s.undoThrowawayLocked(e)
+		case e.typ == 'Q':
+			if e.skipped {
+				s.unnamed = e.prev // a skipped Query dropped nothing
+			}
 		case e.stmt != nil:
 			if !e.stmt.ready {
 				stateOf(srv).forget(e.stmt)

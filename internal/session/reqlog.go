@@ -260,6 +260,11 @@ func (s *Session) dropRequestsLocked(first, n int) {
 		kept = append(kept, h)
 	}
 	s.hidden = kept
+	for i := 0; i < s.expect.len(); i++ {
+		if e := s.expect.at(i); e.typ == 'Q' && e.batch >= first && e.batch < first+n {
+			e.skipped = true
+		}
+	}
 	s.pending -= n
 	s.reqSent -= n
 	s.renumberLocked(first, n)
