@@ -24,9 +24,10 @@ type settleState struct {
 	names map[string]struct{} // client statement names defined, closed or deallocated; nil: none yet
 	texts map[string]struct{} // texts of the server statements created (keys of clientStmt); nil: none yet
 	all   bool                // a DEALLOCATE ALL or DISCARD ALL among them
-	// unnamed: the client's unnamed statement was parsed or closed. Its record is undone at
-	// the ReadyForQuery if the server skipped that: a Bind, Describe or Close of it (not after
-	// a Parse of its own), or a Query, which drops it, must come after.
+	// unnamed: the unnamed statement was parsed or closed, by the client or by pgtide for it
+	// (re-created, or another client's closed first: see unnamedLocked). Its record is undone
+	// at the ReadyForQuery if the server skipped that: a Bind, Describe or Close of it (not
+	// after a Parse of its own), or a Query, which drops it, must come after.
 	unnamed bool
 }
 
@@ -39,8 +40,7 @@ func (st *settleState) reset() {
 // unsettleLocked records what e, a message about to be sent, changes that a later request may
 // use, if the server may skip it. Requires mu.
 func (s *Session) unsettleLocked(e *expectation) {
-	unnamed := e.unnamed && e.action == actForward // the client's own Parse or Close of it
-	if e.name == "" && e.stmt == nil && e.tw == nil && e.saved == nil && !e.all && !unnamed {
+	if e.name == "" && e.stmt == nil && e.tw == nil && e.saved == nil && !e.all && !e.unnamed {
 		return
 	}
 	st := s.settle
@@ -49,7 +49,7 @@ func (s *Session) unsettleLocked(e *expectation) {
 		s.settle = st
 	}
 	st.batch = e.batch + 1
-	st.unnamed = st.unnamed || unnamed
+	st.unnamed = st.unnamed || e.unnamed
 	if e.name != "" {
 		if st.names == nil {
 			st.names = make(map[string]struct{})
