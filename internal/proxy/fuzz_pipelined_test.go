@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"flag"
 	"math/rand/v2"
 	"testing"
 )
@@ -31,23 +32,26 @@ func FuzzPipelinedStatements(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) { fx.run(t, data, true) })
 }
 
-// TestPipelinedStatements runs pipelinedRuns pseudo-random pipelines of a fixed seed through
-// FuzzPipelinedStatements's comparison, so that the tests cover it without fuzzing. A failure
-// names its input: add it to the target's seeds to run it alone (go test -run
-// 'FuzzPipelinedStatements/name').
+// TestPipelinedStatements runs -pipelines pseudo-random pipelines of the seed -pipelines.seed
+// through FuzzPipelinedStatements's comparison, so that the tests cover it without fuzzing (and
+// a longer run with another seed searches more widely). A failure names its input: add it to the
+// target's seeds to run it alone (go test -run 'FuzzPipelinedStatements/name').
 func TestPipelinedStatements(t *testing.T) {
 	if cluster == nil {
 		t.Skip("no test cluster (-short)")
 	}
 	fx := newFuzzProxy(t)
-	rng := rand.New(rand.NewPCG(20261201, 1))
-	for range pipelinedRuns {
+	rng := rand.New(rand.NewPCG(*pipelinesSeed, 1))
+	for range *pipelines {
 		data := randomPipeline(rng)
 		t.Run(string(data), func(t *testing.T) { fx.run(t, data, true) })
 	}
 }
 
-const pipelinedRuns = 200
+var (
+	pipelines     = flag.Int("pipelines", 200, "TestPipelinedStatements: how many pipelines")
+	pipelinesSeed = flag.Uint64("pipelines.seed", 20261201, "TestPipelinedStatements: the seed of its pipelines")
+)
 
 // pipelineOps weighs the ops of randomPipeline: mostly the messages of prepared statements,
 // fewer Syncs and Queries (batches of several requests), few write points, the other client

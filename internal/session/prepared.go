@@ -832,7 +832,7 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 			s.undoThrowawayLocked(e)
 		case e.typ == 'Q':
 			if e.skipped {
-				s.unnamed = e.prev // a skipped Query dropped nothing
+				s.unnamedWasLocked(n, e.prev) // a skipped Query dropped nothing
 			}
 		case e.stmt != nil:
 			if !e.stmt.ready {
@@ -848,9 +848,9 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 			case e.action == actSwallow:
 				// pgtide's own: the client's unnamed statement is what it was.
 			case e.failed && e.typ == '1':
-				s.unnamed = clientStmt{} // a failed Parse leaves none
+				s.unnamedWasLocked(n, clientStmt{}) // a failed Parse leaves none
 			default:
-				s.unnamed = e.prev
+				s.unnamedWasLocked(n, e.prev)
 			}
 		case e.closed != "":
 			stateOf(srv).orphans = append(stateOf(srv).orphans, e.closed)
@@ -875,6 +875,21 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 		}
 	}
 	s.settledLocked(false)
+}
+
+// unnamedWasLocked sets the client's unnamed statement to was, after a message of the client's
+// that would have changed it did not (the server skipped it, or its Parse failed), unless a later
+// message of the pipeline that changes it was sent already (an expectation from the after'th on,
+// which this ReadyForQuery does not undo): then that one changed was, and its own undo, if it
+// comes, gives was back. Requires mu.
+func (s *Session) unnamedWasLocked(after int, was clientStmt) {
+	for i := after; i < s.expect.len(); i++ {
+		if e := s.expect.at(i); e.unnamed && e.action == actForward {
+			e.prev = was
+			return
+		}
+	}
+	s.unnamed = was
 }
 
 // undoThrowawayLocked undoes what a skipped message e did to a throwaway; onReadyLocked then
