@@ -239,6 +239,7 @@ func (s *Session) skipAfterErrorLocked() {
 	l.remove(0, skipped)
 	if l.n == 0 {
 		s.skipping.Store(true)
+		s.settledLocked(true) // what waits after a Query in the batch is skipped with it
 	}
 	if queries > 0 {
 		s.dropRequestsLocked(s.reqDone, queries)

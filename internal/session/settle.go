@@ -79,12 +79,15 @@ func (s *Session) unsettledLocked() bool {
 	return s.settle != nil && s.settle.batch > s.reqDone
 }
 
-// mustSettle reports whether the client's next request, buffered after one just ended, must wait
-// for the answers to those before it: it uses what they changed (see "Settling").
-func (s *Session) mustSettle() bool {
+// mustSettle reports whether the client's next request, buffered after one just ended by a
+// message of type typ, must wait for the answers to those before it: it uses what they changed
+// (see "Settling"). A Query inside an extended-protocol batch (not ended by a Sync) ends a request
+// too: the server answers it in full before it reads on, unless an error before it makes the
+// server skip to the Sync, and the rest with it (the wait ends then: see skipAfterErrorLocked).
+func (s *Session) mustSettle(typ byte) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.txMode || s.open || !s.unsettledLocked() {
+	if !s.txMode || s.open && typ != 'Q' || !s.unsettledLocked() {
 		return false
 	}
 	if s.replaying {
@@ -177,7 +180,7 @@ func cstrBytes(b []byte) []byte {
 // mustSettle waits for, or stopped. (Without one, the client loop reads them itself.)
 func (s *Session) awaitSettled() {
 	s.mu.Lock()
-	if !s.relayRunning || !s.txMode || s.open || !s.unsettledLocked() {
+	if !s.relayRunning || !s.txMode || s.skipping.Load() || !s.unsettledLocked() {
 		s.mu.Unlock()
 		return
 	}
@@ -189,7 +192,7 @@ func (s *Session) awaitSettled() {
 }
 
 // settledLocked wakes awaitSettled once the answers it waits for are in, or with stop, when the
-// reader stops; and forgets what was changed once those answers are in. Requires mu.
+// reader stops or the server skips what waits (see mustSettle); and forgets what was changed once those answers are in. Requires mu.
 func (s *Session) settledLocked(stop bool) {
 	if s.activeState == nil {
 		return
