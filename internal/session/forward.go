@@ -132,6 +132,9 @@ func (s *Session) forwardQuery(srv *pool.Conn) error {
 	if restore != nil {
 		writeQuery(srv, restore)
 	}
+	if inBatch {
+		stateOf(srv).setUnnamed(srv, unnamedUnknown) // not writeQuery's "": the server may skip them
+	}
 	return nil
 }
 
