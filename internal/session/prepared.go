@@ -806,6 +806,7 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 	for m < s.deallocs.len() && s.deallocs.at(m).batch <= done {
 		m++
 	}
+	later := -1 // see unnamedWasLocked
 	// Both queues' skipped entries, last sent first.
 	for i, j := n-1, m-1; i >= 0 || j >= 0; {
 		var e *expectation
@@ -832,7 +833,7 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 			s.undoThrowawayLocked(e)
 		case e.typ == 'Q':
 			if e.skipped {
-				s.unnamedWasLocked(n, e.prev) // a skipped Query dropped nothing
+				later = s.unnamedWasLocked(n, later, e.prev) // a skipped Query dropped nothing
 			}
 		case e.stmt != nil:
 			if !e.stmt.ready {
@@ -848,9 +849,9 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 			case e.action == actSwallow:
 				// pgtide's own: the client's unnamed statement is what it was.
 			case e.failed && e.typ == '1':
-				s.unnamedWasLocked(n, clientStmt{}) // a failed Parse leaves none
+				later = s.unnamedWasLocked(n, later, clientStmt{}) // a failed Parse leaves none
 			default:
-				s.unnamedWasLocked(n, e.prev)
+				later = s.unnamedWasLocked(n, later, e.prev)
 			}
 		case e.closed != "":
 			stateOf(srv).orphans = append(stateOf(srv).orphans, e.closed)
@@ -881,15 +882,23 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 // that would have changed it did not (the server skipped it, or its Parse failed), unless a later
 // message of the pipeline that changes it was sent already (an expectation from the after'th on,
 // which this ReadyForQuery does not undo): then that one changed was, and its own undo, if it
-// comes, gives was back. Requires mu.
-func (s *Session) unnamedWasLocked(after int, was clientStmt) {
-	for i := after; i < s.expect.len(); i++ {
-		if e := s.expect.at(i); e.unnamed && e.action == actForward {
-			e.prev = was
-			return
+// comes, gives was back. later is that one's index, or -1 if not looked for yet; it returns it,
+// for the next call in the same ReadyForQuery (one look at most: the queue may be long). Requires
+// mu.
+func (s *Session) unnamedWasLocked(after, later int, was clientStmt) int {
+	if later < 0 {
+		for later = after; later < s.expect.len(); later++ {
+			if e := s.expect.at(later); e.unnamed && e.action == actForward {
+				break
+			}
 		}
 	}
-	s.unnamed = was
+	if later < s.expect.len() {
+		s.expect.at(later).prev = was
+	} else {
+		s.unnamed = was
+	}
+	return later
 }
 
 // undoThrowawayLocked undoes what a skipped message e did to a throwaway; onReadyLocked then
