@@ -164,6 +164,10 @@ func (s *Session) nextUsesLocked(buf []byte) bool {
 				containsFold(body, "discard") || containsFold(body, "prepare")
 		case 'S':
 			return false
+		case 'd', 'c', 'f':
+			// COPY data, for the Query just sent (see mustSettle): the server answers it only
+			// once it has the data, so nothing waits.
+			return false
 		}
 	}
 }
