@@ -15,7 +15,8 @@ import (
 // defined, closed or deallocated, or a statement pgtide created on the server for it, waits for
 // that request's answers (awaitSettled), as PostgreSQL takes a request up only once the one
 // before is done. Other requests of the pipeline, and pipelines that change no statements, go on
-// without waiting.
+// without waiting. A simple Query inside an extended-protocol batch ends a request too: what
+// follows it in the batch may wait for its answer (see mustSettle).
 
 // settleState is what the requests not yet answered changed of the client's statement names and
 // of the server's statements. Guarded by Session.mu, as the attachment it belongs to.
@@ -196,7 +197,8 @@ func (s *Session) awaitSettled() {
 }
 
 // settledLocked wakes awaitSettled once the answers it waits for are in, or with stop, when the
-// reader stops or the server skips what waits (see mustSettle); and forgets what was changed once those answers are in. Requires mu.
+// reader stops or the server skips what waits (see mustSettle); and forgets what was changed once
+// those answers are in. Requires mu.
 func (s *Session) settledLocked(stop bool) {
 	if s.activeState == nil {
 		return
