@@ -163,6 +163,14 @@ const (
 	// DEALLOCATE names a statement whose text another of the client's names was last parsed
 	// with is left out.
 	bugSharedDeallocate = false
+	// bugExecuteBoundEarly: an SQL EXECUTE in a protocol statement's text is resolved when a
+	// portal of the statement is bound, not when the portal runs, as on PostgreSQL: a statement
+	// of that name parsed or closed in between is not seen (P27 B120 P10 E10 S: Parse "b"
+	// "EXECUTE a", Bind "p" to b, Parse "a" "SELECT 1", Execute "p": 26000 where PostgreSQL runs
+	// a; P10 P27 B120 C1 P14 E10 S: the rows of the a closed before the Execute, not of the new
+	// one). Found by TestPipelinedStatements; not particular to pipelining. Avoided: a Bind of a
+	// statement that may have such a text is followed at once by an Execute of its portal.
+	bugExecuteBoundEarly = true
 )
 
 // fuzzDuplicateParseWarns reports whether every one of lines is bugDuplicateParseWarns.
@@ -347,6 +355,7 @@ type fuzzRun struct {
 	notes                 map[int][]string  // what the run did to each op to steer around bugs
 	sqlPrepared           map[string]bool   // names the main client sent a SQL PREPARE of
 	parsed                map[string]string // the text of each name the main client last parsed
+	executes              map[string]bool   // names (and "") the main client parsed an SQL EXECUTE as
 }
 
 // namesItself reports whether statement name, parsed as sql, would run or drop itself through
@@ -521,6 +530,12 @@ func (r *fuzzRun) do(op fuzzOp) {
 			return
 		}
 		r.batchParsedUnnamed = r.batchParsedUnnamed || name == ""
+		if strings.HasPrefix(t.sql, "EXECUTE ") {
+			if r.executes == nil {
+				r.executes = make(map[string]bool)
+			}
+			r.executes[name] = true // whether or not it succeeds, and for good
+		}
 		m.send(&pgproto3.Parse{Name: name, Query: t.sql, ParameterOIDs: t.oids})
 		if name == "" {
 			r.unnamedRefs = t.refs && bugUnnamedSQLRefs
@@ -538,6 +553,10 @@ func (r *fuzzRun) do(op fuzzOp) {
 			params = [][]byte{[]byte("41")}
 		}
 		m.send(&pgproto3.Bind{DestinationPortal: pick(fuzzPortals, a[0]), PreparedStatement: pick(fuzzNames, a[1]), Parameters: params})
+		if bugExecuteBoundEarly && r.executes[pick(fuzzNames, a[1])] {
+			m.send(&pgproto3.Execute{Portal: pick(fuzzPortals, a[0])})
+			r.note("then Execute (bugExecuteBoundEarly)")
+		}
 	case 'D':
 		if !r.unnamedOK(pick(fuzzNames, a[0])) {
 			return
