@@ -15,13 +15,10 @@ import (
 // that the server has not answered yet, and simple Queries run inside batches whose Sync has not
 // been sent (internal/session/settle.go).
 //
-// Inputs read as FuzzPreparedStatements's, but for what waits there:
-//
-//	S   Sync, not written yet
-//	F   Flush, and what the client has so far is written (without waiting): a write point
-//	Q   simple Query, not written yet
-//	O   the other client: the main client's pipeline ends first (and is read), so that what
-//	    the other client finds through pgtide does not depend on timing
+// Inputs read as FuzzPreparedStatements's, but nothing waits for answers: S (Sync) and Q (Query)
+// are only buffered; F (Flush) also writes what the client has so far, a write point; before O
+// (the other client) the main client's pipeline ends and is read, so that what the other client
+// finds through pgtide does not depend on timing.
 //
 // For example "P00QdB000E00S" is Parse "" as SELECT 1, the Query "SELECT 1 AS one" (which drops
 // the unnamed statement), Bind and Execute of "", Sync, all in one write.
