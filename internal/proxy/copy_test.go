@@ -108,6 +108,14 @@ var copyCases = []struct {
 		r.send(&pgproto3.Query{String: "copy copy_t from stdin"}, copyData("1\n2\n"), &pgproto3.CopyDone{})
 		r.next("CopyInResponse", "CommandComplete", "ReadyForQuery")
 	}, 2},
+	{"simple, inside an extended batch, pipelined with a Bind after", func(r *rawConn) {
+		// The Bind of the unnamed statement, which the batch parsed, waits for the Query's
+		// answer in transaction mode (see internal/session/settle.go), but not for the end of
+		// the COPY: that needs the data after the Query.
+		r.send(parse("select 1"), &pgproto3.Query{String: "copy copy_t from stdin"}, copyData("1\n"), &pgproto3.CopyDone{},
+			&pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{})
+		r.next("ParseComplete", "CopyInResponse", "CommandComplete", "ReadyForQuery", "Error:26000", "ReadyForQuery")
+	}, 1},
 	{"simple, with a Sync inside", func(r *rawConn) {
 		r.send(&pgproto3.Query{String: "copy copy_t from stdin"})
 		r.next("CopyInResponse")

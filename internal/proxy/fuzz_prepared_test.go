@@ -48,46 +48,65 @@ import (
 //     refuse it with 42P05 as PostgreSQL does: it pins the client).
 //   - SET of parameters other than search_path, which pin (pinning is covered by SQL PREPARE).
 //
-// The proxy runs with pin_policy "pin" (the default: nothing is refused), a pool of 4 server
-// connections and max_prepared_statements 3, so that statements are evicted and re-created.
+// The proxy is startFuzzProxy's.
 func FuzzPreparedStatements(f *testing.F) {
+	fx := startFuzzProxy(f)
+	f.Fuzz(func(t *testing.T, data []byte) { fx.run(t, data, false) })
+}
+
+// fuzzProxy is the pgtide the differential fuzz targets (and TestPipelinedStatements) compare
+// with PostgreSQL.
+type fuzzProxy struct {
+	p                     *testProxy
+	directAddr, proxyAddr string
+}
+
+// startFuzzProxy starts the proxy the differential targets run against: pin_policy "pin" (the
+// default: nothing is refused), a pool of 4 server connections and max_prepared_statements 3,
+// so that statements are evicted and re-created.
+func startFuzzProxy(f *testing.F) *fuzzProxy {
 	if cluster == nil {
 		f.Skip("no test cluster (-short)")
 	}
 	watchFuzzWorker(f)
-	p := startProxyTB(quietF{f}, func(c *config.Config) {
+	return newFuzzProxy(quietF{f})
+}
+
+func newFuzzProxy(tb testing.TB) *fuzzProxy {
+	p := startProxyTB(tb, func(c *config.Config) {
 		c.Proxy.LogLevel = "warn"
 		c.Proxy.PinPolicy = config.PinPolicyPin
 		c.Proxy.MaxPreparedStatements = 3
 		c.Cluster.PoolSize = 4
 	}, nil)
-	directAddr := cluster.Primary().Addr()
-	proxyAddr := p.Addr().String()
-	f.Fuzz(func(t *testing.T, data []byte) {
-		ops := decodeFuzzOps(data)
-		// Inputs are independent: every input runs on server connections of its own (those of
-		// earlier inputs close when their clients let them go), so a failure reproduces alone.
-		// What one client leaves on a server connection for the next is the other client's job.
-		p.Pools().Reconnect("")
-		logStart := p.logLines()
-		r := &fuzzRun{t: t, data: data, ops: ops, directAddr: directAddr, proxyAddr: proxyAddr}
-		defer r.close()
-		r.main = r.connect("main")
-		for i, op := range ops {
-			r.step = i
-			r.do(op)
-		}
-		if r.open {
-			r.step = len(ops)
-			r.sync()
-		}
-		r.compare()
-		// pgtide logs at warn or error what it did not expect (a response it cannot match, a
-		// statement the server lost): none of that may follow from a client's messages.
-		if lines := p.logLinesSince(logStart, "level=WARN", "level=ERROR"); len(lines) > 0 && !(bugDuplicateParseWarns && fuzzDuplicateParseWarns(lines)) {
-			r.fail("pgtide logged:\n\t%s", strings.Join(lines, "\n\t"))
-		}
-	})
+	return &fuzzProxy{p: p, directAddr: cluster.Primary().Addr(), proxyAddr: p.Addr().String()}
+}
+
+// run runs one input on both sides and fails t where the answers differ; pipelined: as
+// FuzzPipelinedStatements reads it.
+func (fx *fuzzProxy) run(t *testing.T, data []byte, pipelined bool) {
+	ops := decodeFuzzOps(data)
+	// Inputs are independent: every input runs on server connections of its own (those of
+	// earlier inputs close when their clients let them go), so a failure reproduces alone.
+	// What one client leaves on a server connection for the next is the other client's job.
+	p := fx.p
+	p.Pools().Reconnect("")
+	logStart := p.logLines()
+	r := &fuzzRun{t: t, data: data, ops: ops, directAddr: fx.directAddr, proxyAddr: fx.proxyAddr, pipelined: pipelined}
+	defer r.close()
+	r.main = r.connect("main")
+	for i, op := range ops {
+		r.step = i
+		r.do(op)
+	}
+	r.step = len(ops)
+	r.finish()
+	r.compare()
+	// pgtide logs at warn or error what it did not expect (a response it cannot match, a
+	// statement the server lost): none of that may follow from a client's messages.
+	if lines := p.logLinesSince(logStart, "level=WARN", "level=ERROR"); len(lines) > 0 && !(bugDuplicateParseWarns && fuzzDuplicateParseWarns(lines)) {
+		r.fail("pgtide logged:\n\t%s", strings.Join(lines, "\n\t"))
+	}
 }
 
 // Known pgtide bugs this target found, which it steers around until they are fixed (so that it
@@ -144,6 +163,14 @@ const (
 	// DEALLOCATE names a statement whose text another of the client's names was last parsed
 	// with is left out.
 	bugSharedDeallocate = false
+	// bugExecuteBoundEarly: an SQL EXECUTE in a protocol statement's text is resolved when a
+	// portal of the statement is bound, not when the portal runs, as on PostgreSQL: a statement
+	// of that name parsed or closed in between is not seen (P27 B120 P10 E10 S: Parse "b"
+	// "EXECUTE a", Bind "p" to b, Parse "a" "SELECT 1", Execute "p": 26000 where PostgreSQL runs
+	// a; P10 P27 B120 C1 P14 E10 S: the rows of the a closed before the Execute, not of the new
+	// one). Found by TestPipelinedStatements; not particular to pipelining. Avoided: a Bind of a
+	// statement that may have such a text is followed at once by an Execute of its portal.
+	bugExecuteBoundEarly = true
 )
 
 // fuzzDuplicateParseWarns reports whether every one of lines is bugDuplicateParseWarns.
@@ -318,6 +345,8 @@ type fuzzRun struct {
 	step                  int
 	directAddr, proxyAddr string
 	main, other           *fuzzPair
+	pipelined             bool              // FuzzPipelinedStatements: no waiting for answers
+	pending               bool              // pipelined: main has sent messages not yet answered
 	open                  bool              // main has sent extended messages since its last Sync
 	batchStart            int               // main's messages from PostgreSQL before this batch's answers
 	batchParsedUnnamed    bool              // this batch has a Parse of the unnamed statement
@@ -326,6 +355,7 @@ type fuzzRun struct {
 	notes                 map[int][]string  // what the run did to each op to steer around bugs
 	sqlPrepared           map[string]bool   // names the main client sent a SQL PREPARE of
 	parsed                map[string]string // the text of each name the main client last parsed
+	executes              map[string]bool   // names (and "") the main client parsed an SQL EXECUTE as
 }
 
 // namesItself reports whether statement name, parsed as sql, would run or drop itself through
@@ -443,15 +473,20 @@ func (pair *fuzzPair) send(msgs ...pgproto3.FrontendMessage) {
 	}
 }
 
-// round writes what pair has buffered to both connections and reads each one's answer with
-// read: PostgreSQL's first.
-func (r *fuzzRun) round(pair *fuzzPair, read func(*fuzzClient) error) {
+// write writes what pair has buffered to both connections.
+func (r *fuzzRun) write(pair *fuzzPair) {
 	if err := pair.direct.fe.Flush(); err != nil {
 		r.t.Fatalf("%s: writing to PostgreSQL: %v", pair.name, err)
 	}
 	if err := pair.proxied.fe.Flush(); err != nil {
 		r.fail("%s: writing to pgtide: %v", pair.name, err)
 	}
+}
+
+// round writes what pair has buffered to both connections and reads each one's answer with
+// read: PostgreSQL's first.
+func (r *fuzzRun) round(pair *fuzzPair, read func(*fuzzClient) error) {
+	r.write(pair)
 	if err := read(pair.direct); err != nil {
 		r.fail("%s: reading from PostgreSQL: %v", pair.name, err)
 	}
@@ -463,6 +498,7 @@ func (r *fuzzRun) round(pair *fuzzPair, read func(*fuzzClient) error) {
 func (r *fuzzRun) do(op fuzzOp) {
 	a := op.args
 	m := r.main
+	r.pending = r.pending || op.kind != 'O'
 	switch op.kind {
 	case 'P':
 		t := pick(fuzzTexts, a[1])
@@ -494,6 +530,12 @@ func (r *fuzzRun) do(op fuzzOp) {
 			return
 		}
 		r.batchParsedUnnamed = r.batchParsedUnnamed || name == ""
+		if strings.HasPrefix(t.sql, "EXECUTE ") {
+			if r.executes == nil {
+				r.executes = make(map[string]bool)
+			}
+			r.executes[name] = true // whether or not it succeeds, and for good
+		}
 		m.send(&pgproto3.Parse{Name: name, Query: t.sql, ParameterOIDs: t.oids})
 		if name == "" {
 			r.unnamedRefs = t.refs && bugUnnamedSQLRefs
@@ -511,6 +553,10 @@ func (r *fuzzRun) do(op fuzzOp) {
 			params = [][]byte{[]byte("41")}
 		}
 		m.send(&pgproto3.Bind{DestinationPortal: pick(fuzzPortals, a[0]), PreparedStatement: pick(fuzzNames, a[1]), Parameters: params})
+		if bugExecuteBoundEarly && r.executes[pick(fuzzNames, a[1])] {
+			m.send(&pgproto3.Execute{Portal: pick(fuzzPortals, a[0])})
+			r.note("then Execute (bugExecuteBoundEarly)")
+		}
 	case 'D':
 		if !r.unnamedOK(pick(fuzzNames, a[0])) {
 			return
@@ -532,7 +578,11 @@ func (r *fuzzRun) do(op fuzzOp) {
 		return
 	case 'F':
 		m.send(&pgproto3.Flush{})
-		r.flushRound()
+		if r.pipelined {
+			r.write(m) // a write point: the answers are read at the end
+		} else {
+			r.flushRound()
+		}
 		return
 	case 'Q':
 		q := &pgproto3.Query{String: pick(fuzzQueries, a[0])}
@@ -552,6 +602,11 @@ func (r *fuzzRun) do(op fuzzOp) {
 		// A Query drops the unnamed statement, on both sides (so does the empty Query that
 		// ends a Query inside a batch, below).
 		r.unnamedSuspect, r.unnamedRefs = false, false
+		if r.pipelined {
+			// Skipped if an error came before it since the last Sync; the pipeline's end tells.
+			m.send(q)
+			return
+		}
 		if !r.open {
 			m.send(q)
 			r.round(m, (*fuzzClient).readReady)
@@ -567,16 +622,48 @@ func (r *fuzzRun) do(op fuzzOp) {
 		r.open, r.batchParsedUnnamed, r.batchStart = false, false, len(m.direct.got)
 		return
 	case 'O':
+		if r.pipelined && r.pending {
+			// The other client acts while the main client waits for nothing, so that what it
+			// finds on the server connections (through pgtide) does not depend on timing.
+			r.note("the pipeline ends first")
+			r.endPipeline()
+		}
 		r.doOther(a[0], pick(fuzzTexts, a[1]))
 		return
 	}
 	r.open = true
 }
 
-// sync ends the main client's batch with a Sync and reads the answers.
+// finish ends the main client's input: a Sync where a batch is open; a pipeline's answers.
+func (r *fuzzRun) finish() {
+	switch {
+	case r.pipelined:
+		r.endPipeline()
+	case r.open:
+		r.sync()
+	}
+}
+
+// endPipeline ends what the main client pipelined with a Sync and an empty Query, writes it and
+// reads every answer. How many ReadyForQuery messages come is not known in advance (a Query after
+// an error before it in the same batch is skipped, without one), but the empty Query's
+// EmptyQueryResponse and ReadyForQuery come last, after everything else: nothing else sends it.
+func (r *fuzzRun) endPipeline() {
+	m := r.main
+	m.send(&pgproto3.Sync{}, &pgproto3.Query{})
+	r.round(m, (*fuzzClient).readEmptyReady)
+	r.open, r.batchParsedUnnamed, r.pending = false, false, false
+}
+
+// sync ends the main client's batch with a Sync and reads the answers (pipelined: the answers
+// are read at the pipeline's end).
 func (r *fuzzRun) sync() {
 	m := r.main
 	m.send(&pgproto3.Sync{})
+	if r.pipelined {
+		r.open, r.batchParsedUnnamed = false, false
+		return
+	}
 	r.round(m, (*fuzzClient).readReady)
 	if r.batchParsedUnnamed && bugUnnamedAfterError {
 		r.unnamedSuspect = false
@@ -628,12 +715,7 @@ func (r *fuzzRun) note(s string) {
 // gets its answers, or hangs).
 func (r *fuzzRun) flushRound() {
 	m := r.main
-	if err := m.direct.fe.Flush(); err != nil {
-		r.t.Fatalf("main: writing to PostgreSQL: %v", err)
-	}
-	if err := m.proxied.fe.Flush(); err != nil {
-		r.fail("main: writing to pgtide: %v", err)
-	}
+	r.write(m)
 	n := 0
 	for {
 		m.direct.conn.SetReadDeadline(time.Now().Add(fuzzQuiet))
@@ -655,12 +737,7 @@ func (r *fuzzRun) flushRound() {
 // doOther runs one of fuzzOtherActions on the other client, on both sides. The main client's
 // messages so far are written first (not a protocol Flush), so each side sees the same order.
 func (r *fuzzRun) doOther(action int, text fuzzText) {
-	if err := r.main.direct.fe.Flush(); err != nil {
-		r.t.Fatalf("main: writing to PostgreSQL: %v", err)
-	}
-	if err := r.main.proxied.fe.Flush(); err != nil {
-		r.fail("main: writing to pgtide: %v", err)
-	}
+	r.write(r.main)
 	if r.other == nil {
 		r.other = r.connect("other")
 	}

@@ -42,6 +42,9 @@ type expectation struct {
 	// failed: the server answered this message with the ErrorResponse (see
 	// skipAfterErrorLocked), rather than skipping it.
 	failed bool
+	// skipped: a Query ('Q') the server skips after an error before it (see
+	// dropRequestsLocked).
+	skipped bool
 }
 
 // expectRing is a FIFO of expectations. The zero value is empty and ready to use.

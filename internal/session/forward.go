@@ -77,11 +77,18 @@ func (s *Session) forwardQuery(srv *pool.Conn) error {
 	// extended-protocol messages not ended by a Sync, the server skips it if one of them
 	// failed, and keeps the unnamed statement it had: which, pgtide does not know, and the next
 	// client of the connection must not run it (see unnamedLocked).
-	s.unnamed = clientStmt{}
-	if s.open {
+	// The client's is given back if the server skips the Query (see expectSkippableLocked).
+	inBatch := s.open
+	var prev clientStmt
+	if inBatch {
+		prev = s.unnamed
 		stateOf(srv).setUnnamed(srv, unnamedUnknown)
 	} else {
 		stateOf(srv).setUnnamed(srv, "")
+	}
+	s.unnamed = clientStmt{}
+	if inBatch && (s.pinErr != nil || a == nil) {
+		s.expectSkippableLocked(prev) // nothing of pgtide's goes before it
 	}
 	s.mu.Unlock()
 	if s.pinErr != nil {
@@ -115,12 +122,29 @@ func (s *Session) forwardQuery(srv *pool.Conn) error {
 			return err
 		}
 	}
+	if inBatch {
+		s.mu.Lock()
+		s.expectSkippableLocked(prev) // after the statements pgtide parsed for it
+		s.mu.Unlock()
+	}
 	s.registerRestore(restore)
 	writeQuery(srv, query)
 	if restore != nil {
 		writeQuery(srv, restore)
 	}
+	if inBatch {
+		stateOf(srv).setUnnamed(srv, unnamedUnknown) // not writeQuery's "": the server may skip them
+	}
 	return nil
+}
+
+// expectSkippableLocked queues the expectation of the simple Query being sent inside an
+// extended-protocol batch (see expectation.typ): the server skips it if a message before it
+// since the last Sync fails, and the client keeps its unnamed statement prev then. Queued as the
+// Query goes out, after what pgtide sends ahead of it. Requires mu.
+func (s *Session) expectSkippableLocked(prev clientStmt) {
+	s.queueLocked(expectation{typ: 'Q', action: actForward, batch: s.reqSent - 1, // its own number (see attach)
+		unnamed: true, prev: prev})
 }
 
 // registerRestore registers the restore sql (if any) as the hidden request after the client's

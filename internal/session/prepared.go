@@ -66,9 +66,14 @@ type clientStmt struct {
 	parsed uint8
 }
 
-// expectLocked queues an expectation. Requires mu.
+// expectLocked queues an expectation of a message of the batch being sent. Requires mu.
 func (s *Session) expectLocked(e expectation) {
 	e.batch = s.reqSent
+	s.queueLocked(e)
+}
+
+// queueLocked queues an expectation, its batch set. Requires mu.
+func (s *Session) queueLocked(e expectation) {
 	s.expectSeq++
 	e.seq = s.expectSeq
 	s.unsettleLocked(&e)
@@ -801,6 +806,7 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 	for m < s.deallocs.len() && s.deallocs.at(m).batch <= done {
 		m++
 	}
+	later := -1 // see unnamedWasLocked
 	// Both queues' skipped entries, last sent first.
 	for i, j := n-1, m-1; i >= 0 || j >= 0; {
 		var e *expectation
@@ -825,6 +831,10 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 			}
 		case e.tw != nil:
 			s.undoThrowawayLocked(e)
+		case e.typ == 'Q':
+			if e.skipped {
+				later = s.unnamedWasLocked(n, later, e.prev) // a skipped Query dropped nothing
+			}
 		case e.stmt != nil:
 			if !e.stmt.ready {
 				stateOf(srv).forget(e.stmt)
@@ -839,9 +849,9 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 			case e.action == actSwallow:
 				// pgtide's own: the client's unnamed statement is what it was.
 			case e.failed && e.typ == '1':
-				s.unnamed = clientStmt{} // a failed Parse leaves none
+				later = s.unnamedWasLocked(n, later, clientStmt{}) // a failed Parse leaves none
 			default:
-				s.unnamed = e.prev
+				later = s.unnamedWasLocked(n, later, e.prev)
 			}
 		case e.closed != "":
 			stateOf(srv).orphans = append(stateOf(srv).orphans, e.closed)
@@ -866,6 +876,29 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 		}
 	}
 	s.settledLocked(false)
+}
+
+// unnamedWasLocked sets the client's unnamed statement to was, after a message of the client's
+// that would have changed it did not (the server skipped it, or its Parse failed), unless a later
+// message of the pipeline that changes it was sent already (an expectation from the after'th on,
+// which this ReadyForQuery does not undo): then that one changed was, and its own undo, if it
+// comes, gives was back. later is that one's index, or -1 if not looked for yet; it returns it,
+// for the next call in the same ReadyForQuery (one look at most: the queue may be long). Requires
+// mu.
+func (s *Session) unnamedWasLocked(after, later int, was clientStmt) int {
+	if later < 0 {
+		for later = after; later < s.expect.len(); later++ {
+			if e := s.expect.at(later); e.unnamed && e.action == actForward {
+				break
+			}
+		}
+	}
+	if later < s.expect.len() {
+		s.expect.at(later).prev = was
+	} else {
+		s.unnamed = was
+	}
+	return later
 }
 
 // undoThrowawayLocked undoes what a skipped message e did to a throwaway; onReadyLocked then

@@ -210,7 +210,7 @@ func (s *Session) sendAttached(srv *pool.Conn, typ byte) error {
 	more := s.r.Buffered() > 0 && !last
 	// Only after a message that ends a request (Sync, Query, FunctionCall) may the next one have
 	// to wait (see settle.go): the other messages of a pipeline cost no look under mu.
-	settle := err == nil && more && (typ == 'S' || typ == 'Q' || typ == 'F') && s.mustSettle()
+	settle := err == nil && more && (typ == 'S' || typ == 'Q' || typ == 'F') && s.mustSettle(typ)
 	if err != nil || more && !settle {
 		// More from the client is waiting: it goes out with this message.
 		srv.WriteMu.Unlock()

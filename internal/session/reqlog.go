@@ -239,6 +239,7 @@ func (s *Session) skipAfterErrorLocked() {
 	l.remove(0, skipped)
 	if l.n == 0 {
 		s.skipping.Store(true)
+		s.settledLocked(true) // what waits after a Query in the batch is skipped with it
 	}
 	if queries > 0 {
 		s.dropRequestsLocked(s.reqDone, queries)
@@ -260,6 +261,11 @@ func (s *Session) dropRequestsLocked(first, n int) {
 		kept = append(kept, h)
 	}
 	s.hidden = kept
+	for i := 0; i < s.expect.len(); i++ {
+		if e := s.expect.at(i); e.typ == 'Q' && e.batch >= first && e.batch < first+n {
+			e.skipped = true
+		}
+	}
 	s.pending -= n
 	s.reqSent -= n
 	s.renumberLocked(first, n)

@@ -15,7 +15,8 @@ import (
 // defined, closed or deallocated, or a statement pgtide created on the server for it, waits for
 // that request's answers (awaitSettled), as PostgreSQL takes a request up only once the one
 // before is done. Other requests of the pipeline, and pipelines that change no statements, go on
-// without waiting.
+// without waiting. A simple Query inside an extended-protocol batch ends a request too: what
+// follows it in the batch may wait for its answer (see mustSettle).
 
 // settleState is what the requests not yet answered changed of the client's statement names and
 // of the server's statements. Guarded by Session.mu, as the attachment it belongs to.
@@ -24,9 +25,10 @@ type settleState struct {
 	names map[string]struct{} // client statement names defined, closed or deallocated; nil: none yet
 	texts map[string]struct{} // texts of the server statements created (keys of clientStmt); nil: none yet
 	all   bool                // a DEALLOCATE ALL or DISCARD ALL among them
-	// unnamed: the client's unnamed statement was parsed or closed. Its record is undone at
-	// the ReadyForQuery if the server skipped that: a Bind, Describe or Close of it (not after
-	// a Parse of its own), or a Query, which drops it, must come after.
+	// unnamed: the unnamed statement was parsed or closed, by the client or by pgtide for it
+	// (re-created, or another client's closed first: see unnamedLocked). Its record is undone
+	// at the ReadyForQuery if the server skipped that: a Bind, Describe or Close of it (not
+	// after a Parse of its own), or a Query, which drops it, must come after.
 	unnamed bool
 }
 
@@ -39,8 +41,7 @@ func (st *settleState) reset() {
 // unsettleLocked records what e, a message about to be sent, changes that a later request may
 // use, if the server may skip it. Requires mu.
 func (s *Session) unsettleLocked(e *expectation) {
-	unnamed := e.unnamed && e.action == actForward // the client's own Parse or Close of it
-	if e.name == "" && e.stmt == nil && e.tw == nil && e.saved == nil && !e.all && !unnamed {
+	if e.name == "" && e.stmt == nil && e.tw == nil && e.saved == nil && !e.all && !e.unnamed {
 		return
 	}
 	st := s.settle
@@ -49,7 +50,7 @@ func (s *Session) unsettleLocked(e *expectation) {
 		s.settle = st
 	}
 	st.batch = e.batch + 1
-	st.unnamed = st.unnamed || unnamed
+	st.unnamed = st.unnamed || e.unnamed
 	if e.name != "" {
 		if st.names == nil {
 			st.names = make(map[string]struct{})
@@ -79,12 +80,15 @@ func (s *Session) unsettledLocked() bool {
 	return s.settle != nil && s.settle.batch > s.reqDone
 }
 
-// mustSettle reports whether the client's next request, buffered after one just ended, must wait
-// for the answers to those before it: it uses what they changed (see "Settling").
-func (s *Session) mustSettle() bool {
+// mustSettle reports whether the client's next request, buffered after one just ended by a
+// message of type typ, must wait for the answers to those before it: it uses what they changed
+// (see "Settling"). A Query inside an extended-protocol batch (not ended by a Sync) ends a request
+// too: the server answers it in full before it reads on, unless an error before it makes the
+// server skip to the Sync, and the rest with it (the wait ends then: see skipAfterErrorLocked).
+func (s *Session) mustSettle(typ byte) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.txMode || s.open || !s.unsettledLocked() {
+	if !s.txMode || s.open && typ != 'Q' || !s.unsettledLocked() {
 		return false
 	}
 	if s.replaying {
@@ -161,6 +165,10 @@ func (s *Session) nextUsesLocked(buf []byte) bool {
 				containsFold(body, "discard") || containsFold(body, "prepare")
 		case 'S':
 			return false
+		case 'd', 'c', 'f':
+			// COPY data, for the Query just sent (see mustSettle): the server answers it only
+			// once it has the data, so nothing waits.
+			return false
 		}
 	}
 }
@@ -177,7 +185,7 @@ func cstrBytes(b []byte) []byte {
 // mustSettle waits for, or stopped. (Without one, the client loop reads them itself.)
 func (s *Session) awaitSettled() {
 	s.mu.Lock()
-	if !s.relayRunning || !s.txMode || s.open || !s.unsettledLocked() {
+	if !s.relayRunning || !s.txMode || s.skipping.Load() || !s.unsettledLocked() {
 		s.mu.Unlock()
 		return
 	}
@@ -189,7 +197,8 @@ func (s *Session) awaitSettled() {
 }
 
 // settledLocked wakes awaitSettled once the answers it waits for are in, or with stop, when the
-// reader stops; and forgets what was changed once those answers are in. Requires mu.
+// reader stops or the server skips what waits (see mustSettle); and forgets what was changed once
+// those answers are in. Requires mu.
 func (s *Session) settledLocked(stop bool) {
 	if s.activeState == nil {
 		return
