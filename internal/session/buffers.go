@@ -160,7 +160,7 @@ func (s *Session) idleWriter() {
 
 // releaseBuffers gives back both buffers when the session ends.
 func (s *Session) releaseBuffers() {
-	s.wmu.Lock()
+	s.lockWriter()
 	if s.w != nil {
 		s.w.Reset(nil)
 		writerPool.Put(s.w)

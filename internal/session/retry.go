@@ -267,7 +267,7 @@ func (s *Session) rerunElsewhere(srv *pool.Conn, err error) {
 	srv.MarkBroken()
 	srv.NetConn().Close()
 	s.env.Router.Release(s.endpoint, srv, node, false)
-	s.wmu.Lock()
+	s.lockWriter()
 	if s.w != nil && s.heldMark == 0 {
 		s.w.Reset(&s.out) // what was held back: nothing of it reached the client
 	}

@@ -458,7 +458,7 @@ func (e exchange) Receive() (byte, []byte, error) {
 
 // send writes and flushes msg to the client.
 func (s *Session) send(msg []byte) error {
-	s.wmu.Lock()
+	s.lockWriter()
 	defer s.wmu.Unlock()
 	if s.w == nil {
 		// Nothing else is buffered: one write, no buffer needed.
@@ -510,4 +510,14 @@ func fatal(err error) *wire.Error {
 		return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeQueryCanceled, Message: "canceling authentication due to user request"}
 	}
 	return &wire.Error{Severity: wire.SeverityFatal, Code: wire.CodeUnableToConnect, Message: "pgtide could not connect to the server: " + wire.NetFailure(err)}
+}
+
+// lockWriter takes wmu for the client loop, which may run on an event loop: a relay goroutine
+// may hold wmu while it waits for the client to read, for as long as client_write_timeout, so
+// a wait for it hands the loop on first (evloop.BeforeBlock), as any other wait does.
+func (s *Session) lockWriter() {
+	if !s.wmu.TryLock() {
+		evloop.BeforeBlock()
+		s.wmu.Lock()
+	}
 }
