@@ -127,7 +127,10 @@ func (s *Session) park() bool {
 // waiting for the client on its loop (registered with OnReadable), which it takes over for the
 // while. lc is the session's s.lc. Called by the janitor (ParkIfIdle).
 func (s *Session) trimIdle(lc *evloop.Conn) {
-	if !lc.Unregister() {
+	s.mu.Lock()
+	held := s.server != nil // session mode, pinned, or a transaction left open: nothing to trim
+	s.mu.Unlock()
+	if held || !lc.Unregister() {
 		return // running, or waiting for a server or a queue: not idle after all
 	}
 	// The session is this goroutine's now, as it would be the loop's: the client loop registered
