@@ -1,7 +1,6 @@
 package session
 
 import (
-	"bytes"
 	"encoding/binary"
 
 	"pgtide/internal/evloop"
@@ -52,27 +51,27 @@ func (s *Session) unsettleLocked(e *expectation) {
 	st.batch = e.batch + 1
 	st.unnamed = st.unnamed || e.unnamed
 	if e.name != "" {
-		if st.names == nil {
-			st.names = make(map[string]struct{})
-		}
-		st.names[e.name] = struct{}{}
+		st.names = addKey(st.names, e.name)
 	}
 	if e.stmt != nil {
-		if st.texts == nil {
-			st.texts = make(map[string]struct{})
-		}
-		st.texts[e.stmt.key.text] = struct{}{}
+		st.texts = addKey(st.texts, e.stmt.key.text)
 	}
 	for name := range e.saved {
-		if st.names == nil {
-			st.names = make(map[string]struct{})
-		}
-		st.names[name] = struct{}{}
+		st.names = addKey(st.names, name)
 	}
 	// A throwaway stands for a name the client deallocates, which e.name has; its own
 	// statement is pgtide's, whichever request uses it next: any SQL EXECUTE or DEALLOCATE
 	// waits (see nextUsesLocked).
 	st.all = st.all || e.all
+}
+
+// addKey adds k to set, made at the first key, and returns set.
+func addKey(set map[string]struct{}, k string) map[string]struct{} {
+	if set == nil {
+		set = make(map[string]struct{})
+	}
+	set[k] = struct{}{}
+	return set
 }
 
 // unsettledLocked reports whether requests not yet answered changed statements. Requires mu.
@@ -175,8 +174,8 @@ func (s *Session) nextUsesLocked(buf []byte) bool {
 
 // cstrBytes returns b up to its first NUL (all of b if it has none).
 func cstrBytes(b []byte) []byte {
-	if i := bytes.IndexByte(b, 0); i >= 0 {
-		return b[:i]
+	if name, _, ok := cbytes(b); ok {
+		return name
 	}
 	return b
 }
