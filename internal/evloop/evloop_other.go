@@ -38,6 +38,7 @@ func OnLoop() bool                                              { return false }
 func (c *Conn) Drained() bool                                   { return false }
 func (c *Conn) Quiet() bool                                     { return false }
 func (c *Conn) Wake()                                           {}
+func (c *Conn) SetTry(on bool)                                  {}
 func (c *Conn) Unregister() bool                                { return false }
 func (c *Conn) Post(fn func())                                  { go fn() }
 func Handoffs() int64                                           { return 0 }
