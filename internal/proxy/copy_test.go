@@ -219,10 +219,12 @@ func TestCopyGivesServerBack(t *testing.T) {
 }
 
 // TestCopySessionMode: in session mode COPY is forwarded as it is; every kind works and leaves
-// the client's connection usable.
+// the client's connection usable, served on the event loops again (the relay goroutine the COPY
+// needed has ended).
 func TestCopySessionMode(t *testing.T) {
 	runCopyCases(t, config.PoolModeSession, func(t *testing.T, p *testProxy, a *rawConn, rows int) {
 		a.expectCount(rows)
-		a.c.Close() // the next case needs the one server connection
+		waitRelaying(t, p, 0) // the COPY's relay ended: the session is back on the loops
+		a.c.Close()           // the next case needs the one server connection
 	})
 }

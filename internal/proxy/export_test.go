@@ -17,3 +17,17 @@ func (s *Server) SetParkAfter(d time.Duration) { s.env.ParkAfter = d }
 
 // WatchChecks returns how many times s's config watcher has compared the files.
 func WatchChecks(s *Server) int64 { return s.watchChecks.Load() }
+
+// Relaying returns how many of s's sessions have a relay goroutine reading their server
+// connection now.
+func (s *Server) Relaying() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, sess := range s.sessions {
+		if sess.Relaying() {
+			n++
+		}
+	}
+	return n
+}

@@ -22,12 +22,18 @@ import (
 // waitParked polls until want clients are parked.
 func waitParked(t *testing.T, p *testProxy, want int) {
 	t.Helper()
+	waitCount(t, "parked clients", p.ParkedClients, want)
+}
+
+// waitCount waits until count returns want, for up to 30 seconds; what names the count.
+func waitCount(t *testing.T, what string, count func() int, want int) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for p.ParkedClients() != want {
+	for count() != want {
 		if time.Now().After(deadline) {
-			t.Fatalf("parked clients: %d, want %d", p.ParkedClients(), want)
+			t.Fatalf("%s: %d, want %d", what, count(), want)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

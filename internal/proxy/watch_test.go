@@ -17,7 +17,8 @@ import (
 // the server sends unasked at once, as from a direct connection, while it waits for its next
 // request on the event loops: notifications (outside a transaction, where the server sends
 // them), each after requests, then the server's FATAL when it ends the session. The proxy serves
-// others meanwhile.
+// others meanwhile. Each notification is forwarded by a relay goroutine, which ends once it has:
+// the client has no goroutine again.
 func TestIdleServerWatched(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -60,6 +61,9 @@ func TestIdleServerWatched(t *testing.T) {
 				}
 				notify(payload)
 				wait(payload)
+				// The relay that forwarded it ends: the client is back on the loops, its
+				// server watched, with no goroutine (and the next notification comes).
+				waitRelaying(t, p, 0)
 				var one int
 				if err := a.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
 					t.Fatalf("query after the notification %q: %v", payload, err)
@@ -84,4 +88,10 @@ func TestIdleServerWatched(t *testing.T) {
 			}
 		})
 	}
+}
+
+// waitRelaying waits until want of p's sessions have a relay goroutine reading their server.
+func waitRelaying(t *testing.T, p *testProxy, want int) {
+	t.Helper()
+	waitCount(t, "sessions with a relay goroutine", p.Relaying, want)
 }

@@ -76,7 +76,7 @@ func (s *Session) waitIdle() error {
 		}
 		s.dropHeld()
 	}
-	if s.lc != nil && s.mayYield() {
+	if s.lc != nil {
 		return s.tryClient()
 	}
 	parkable := s.canPark && !s.noPark

@@ -13,10 +13,12 @@ import (
 // adopted the server connection's, a session has no goroutine of its own. It is run by whichever
 // loop saw the event it waited for, from one of three places:
 //
-//   - waiting for the client (waitIdle, when no relay goroutine runs): the client loop returns
-//     errYield instead of blocking in a read, and drive registers run with the client's socket
-//     (OnReadable); the loop that sees the client's next bytes runs the client loop again. A
-//     session that holds a server meanwhile has that server's socket watched (watchServer);
+//   - waiting for the client (waitIdle): the client loop returns errYield instead of blocking
+//     in a read, and drive registers run with the client's socket (OnReadable); the loop that
+//     sees the client's next bytes runs the client loop again. A session that holds a server
+//     meanwhile has that server's socket watched (watchServer), unless a relay goroutine reads
+//     it, for the short while one is needed (COPY, extended messages without a Sync, what the
+//     server sent unasked: see relayEnds);
 //   - waiting for a server's answers (relayInline, once the request is sent): relaySteps returns
 //     errYieldServer when the next message is not whole in the server connection's buffer, and
 //     drive registers resumeServer with the server's socket; it relays from where it stopped
@@ -103,10 +105,10 @@ func (s *Session) adoptedLocked(lc *evloop.Conn) {
 // then, as from a direct connection. So the server's socket is watched too: an event on it wakes
 // the client's registration (wakeFn, evloop's Wake), and the client loop, finding nothing from
 // the client, comes back here, finds the server's bytes and starts the relay, which reads and
-// forwards them, and whatever the server sends after, from then on (as it does for a client not
-// on the loops). A session that holds no server, or whose relay runs, watches nothing. It
-// reports whether it started the relay: the client loop then waits for the client as it does
-// beside a relay, on a goroutine (see mayYield).
+// forwards them, and whatever the server sends after, until nothing is in flight (see
+// relayEnds; its wake-up of the client's registration brings the client loop back here). A
+// session that holds no server, or whose relay runs, watches nothing. It reports whether it
+// started the relay: the client loop then goes on, to wait for the client on its loop.
 func (s *Session) watchServer() (relayed bool) {
 	s.mu.Lock()
 	srv := s.server
@@ -180,16 +182,6 @@ func (e loopSignal) Error() string {
 		return "session: parked"
 	}
 	return "session: loop signal " + strconv.Itoa(int(e))
-}
-
-// mayYield reports whether the client loop may wait for the client on a loop: no relay
-// goroutine reads the server meanwhile (session mode and pinned clients keep theirs, and the
-// goroutine that blocks in a read beside it).
-func (s *Session) mayYield() bool {
-	s.mu.Lock()
-	ok := !s.relayRunning
-	s.mu.Unlock()
-	return ok
 }
 
 // tryClient is waitIdle's read for a client served on the loops: what is there, or errYield.
@@ -270,3 +262,7 @@ func (s *Session) continueAttach() error {
 	}
 	return s.clientLoop(context.Background())
 }
+
+// Relaying reports whether a relay goroutine reads the session's server connection now (see
+// readInline and relayEnds).
+func (s *Session) Relaying() bool { return s.relaysLive.Load() != 0 }

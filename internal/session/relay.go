@@ -590,7 +590,8 @@ func (s *Session) refuse(typ byte, err error) error {
 }
 
 // relay reads srv in its own goroutine (see readInline) until srv is given back, fails, or is
-// interrupted by detach.
+// interrupted by detach; or, for a session served on the event loops, until the client has
+// nothing in flight (see relayEnds).
 func (s *Session) relay() {
 	defer s.relays.Done()
 	defer s.relaysLive.Add(-1) // the relay touches nothing of the session's after this
@@ -607,7 +608,41 @@ func (s *Session) relay() {
 			s.relayStopped(srv, err)
 			return
 		}
+		if res != stepCopyIn && s.relayEnds(srv) {
+			return
+		}
 	}
+}
+
+// relayEnds ends the relay of a session served on the event loops (both sockets the loops')
+// when nothing is in flight: the last request answered (or only a message the server sent
+// unasked relayed), nothing of srv's buffered, no COPY, hidden request, skipping, settling wait
+// or interruption under way. The client loop reads srv from then on: inline with the client's
+// next request, and between requests through watchServer, which the relay's wake-up of the
+// client's registration (wakeFn) makes it run. So a session that needed a relay for a while (a
+// notification while idle, COPY, extended messages without a Sync) is served on the loops
+// again, with no goroutine, as before it. It reports whether the relay is to end.
+//
+// A ReadyForQuery that copyUnsure says may still come (see copy.go) does not keep the relay:
+// unasked, it is found by watchServer, whose relay forwards it; ahead of the answers to the
+// client's next request, it ends the client loop's inline reading early, and the rest comes the
+// same way. The client gets the server's messages in order either way, as before.
+func (s *Session) relayEnds(srv *pool.Conn) bool {
+	if s.lc == nil || srv.LoopConn() == nil || srv.Reader.Buffered() > 0 {
+		return false
+	}
+	s.mu.Lock()
+	end := s.relayRunning && s.server == srv && s.pending == 0 && !s.open && !s.closing &&
+		!s.interrupted && !s.copySeg && !s.skipping.Load() &&
+		s.hiddenN.Load() == 0 && (s.activeState == nil || s.settled == nil)
+	if end {
+		s.relayRunning = false
+	}
+	s.mu.Unlock()
+	if end {
+		s.wakeFn() // the client loop, idle on its loop, watches srv (see drive)
+	}
+	return end
 }
 
 // stepResult says what serverStep's message meant for whoever reads the server.
