@@ -209,6 +209,8 @@ func (s *Session) computeSettingsLocked() {
 		b = append(append(append(append(b, name...), 0), s.extra[name]...), 0)
 	}
 	s.stmtContext = unique.Make(string(b))
+	v, ok := s.extra["default_transaction_isolation"]
+	s.offReplicas = s.params["standard_conforming_strings"] == "off" || ok && containsFold(v, "serializable")
 	if v, ok := s.params["application_name"]; ok {
 		b = append(append(append(b, '1'), v...), 0)
 	}
@@ -323,6 +325,7 @@ func (s *Session) startupToTry(server map[string]string) map[string]string {
 		}
 		if took, ok := startupValues.m[s.startupKey(name, v, server)]; ok {
 			s.params[name] = took
+			s.settingsChangedLocked()
 			continue
 		}
 		if try == nil {
@@ -350,6 +353,7 @@ func (s *Session) tookStartup(c *pool.Conn, tried, server map[string]string) {
 		// connection is SET to before each of its transactions: a partial value would take the
 		// rest from the DateStyle the connection had, another client's.
 		s.params[name] = took
+		s.settingsChangedLocked()
 		if len(v) > maxStartupValueLen {
 			continue
 		}

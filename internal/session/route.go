@@ -235,14 +235,13 @@ func (s *Session) notePlanned() {
 // only with it on, so it could miss a statement) or serializable transactions by default (a hot
 // standby refuses them, and the safety net cannot re-run a transaction block). Settings made by
 // ALTER ROLE or ALTER DATABASE are not seen; for those the safety net catches single requests.
+// It is worked out with the settings' handle (computeSettingsLocked), once per change.
 func (s *Session) replicasUnsafe() bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.params["standard_conforming_strings"] == "off" {
-		return true
-	}
-	v, ok := s.extra["default_transaction_isolation"]
-	return ok && containsFold(v, "serializable")
+	s.settingsLocked()
+	off := s.offReplicas
+	s.mu.Unlock()
+	return off
 }
 
 // containsFold reports whether s contains the lower-case ASCII word w, in any case.
@@ -322,11 +321,12 @@ type requestPlan struct {
 // any of them needs it. Unknown messages take the writer. What it finds in the texts is kept in
 // s.planned for forwarding them.
 func (s *Session) classifyRequest(req *aheadRequest) requestPlan {
-	p := requestPlan{route: classify.RouteReader, reason: classify.ReasonReadOnly, replayable: req.sendableAgain(s)}
+	p := requestPlan{route: classify.RouteReader, reason: classify.ReasonReadOnly}
 	// Statements parsed by this request, for its Binds (a few: more are looked up as defined
 	// before, which a statement parsed here is not, so they take the writer).
 	var parses [4]parsedStmt
 	parsed := 0
+	sendable := req.sendable >= 0 // worked out in the same walk as sendableAgain's, if not yet
 	for typ, body, rest, ok := nextMessage(req.bytes); ok; typ, body, rest, ok = nextMessage(rest) {
 		switch typ {
 		case 'Q':
@@ -338,6 +338,9 @@ func (s *Session) classifyRequest(req *aheadRequest) requestPlan {
 				// Malformed: the client loop ends the session when it forwards it.
 				p.take(classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified})
 				continue
+			}
+			if sendable && len(name) > 0 && req.sendable == 0 && s.defined(name) {
+				sendable = false
 			}
 			// A Parse takes its statement's route even when nothing runs it yet: what a
 			// statement does to the session (a temporary table pins the client) starts at Parse.
@@ -363,12 +366,25 @@ func (s *Session) classifyRequest(req *aheadRequest) requestPlan {
 			p.take(info)
 		case 'E':
 			p.executes = true
-		case 'D', 'S', 'H', 'C':
+		case 'H':
+			sendable = false
+		case 'C':
+			if closesStatement(body) {
+				sendable = false
+			}
+		case 'D', 'S':
 		default: // FunctionCall and anything unexpected
 			p.executes = true
 			p.take(classify.RouteInfo{Route: classify.RouteWriter, Reason: classify.ReasonUnclassified})
 		}
 	}
+	if req.sendable == 0 {
+		req.sendable = -1
+		if sendable {
+			req.sendable = 1
+		}
+	}
+	p.replayable = req.sendable > 0
 	return p
 }
 
@@ -400,27 +416,34 @@ func (s *Session) planText(text []byte) classify.RouteInfo {
 // statement, parses no statement name the client had already defined (sent again, it would meet
 // its own definition; a new name is forgotten before, see replayHeld), and does not end with
 // Flush (the client reads answers before its Sync: they cannot be held back).
+// classifyRequest works the same out in its own walk of the request.
 func (s *Session) sendableAgain(req []byte) bool {
 	for typ, body, rest, ok := nextMessage(req); ok; typ, body, rest, ok = nextMessage(rest) {
 		switch typ {
 		case 'H':
 			return false
 		case 'C':
-			if len(body) > 2 && body[0] == 'S' {
+			if closesStatement(body) {
 				return false
 			}
 		case 'P':
-			if name, _, ok := cbytes(body); ok && len(name) > 0 {
-				s.mu.Lock()
-				defined := s.stmts[string(name)] != nil
-				s.mu.Unlock()
-				if defined {
-					return false
-				}
+			if name, _, ok := cbytes(body); ok && len(name) > 0 && s.defined(name) {
+				return false
 			}
 		}
 	}
 	return true
+}
+
+// closesStatement reports whether a Close message's body closes a named statement.
+func closesStatement(body []byte) bool { return len(body) > 2 && body[0] == 'S' }
+
+// defined reports whether the client has defined a statement named name.
+func (s *Session) defined(name []byte) bool {
+	s.mu.Lock()
+	defined := s.stmts[string(name)] != nil
+	s.mu.Unlock()
+	return defined
 }
 
 // nextMessage splits the first whole message off req (see peekRequest), ok false when none is left.

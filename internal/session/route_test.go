@@ -283,6 +283,23 @@ func TestReplicasUnsafe(t *testing.T) {
 			t.Errorf("params %v extra %q: to the writer %v, want %v", tc.params, tc.extra, got, tc.want)
 		}
 	}
+	// A change the server reports after the answer is worked out (it is kept with the settings'
+	// handle) counts from the next request.
+	in := frontend(t, &pgproto3.Query{String: "SELECT 1"}, &pgproto3.Query{String: "SELECT 1"})
+	s := routeSession(in)
+	s.params = map[string]string{"standard_conforming_strings": "on"}
+	for i, want := range []classify.Route{classify.RouteReader, classify.RouteWriter} {
+		typ, _, _ := s.r.Next()
+		req := s.readAhead(typ)
+		s.planRoute(&req)
+		if s.intent.Route != want {
+			t.Fatalf("request %d: route %v, want %v", i, s.intent.Route, want)
+		}
+		s.r.Skip()
+		s.mu.Lock()
+		s.recordParameterStatusLocked([]byte("standard_conforming_strings\x00off\x00"))
+		s.mu.Unlock()
+	}
 }
 
 // TestPlannedTexts: what planRoute found in a request's texts is handed to their forwarding in

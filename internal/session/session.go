@@ -158,6 +158,9 @@ type Session struct {
 	startupParams map[string]string
 	startupExtra  map[string]string
 	watchResets   bool
+	// offReplicas: params and extra keep the session's work off replicas (see replicasUnsafe);
+	// computed with settings. Guarded by mu.
+	offReplicas bool
 	// Statement tracking (see prepared.go). Guarded by mu.
 	stmts     map[string]*clientStmt
 	unnamed   clientStmt                // the unnamed statement; key "" when the client has none
