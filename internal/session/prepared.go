@@ -870,9 +870,11 @@ func (s *Session) onReadyLocked(srv *pool.Conn) {
 	}
 	clear(s.twUndone)
 	s.twUndone = s.twUndone[:0]
-	for marker, d := range s.duplicate {
-		if d.batch <= done {
-			delete(s.duplicate, marker) // its stand-in failed with the text's own error, or was skipped
+	if len(s.duplicate) > 0 { // rare: not worth starting a map iteration at every ReadyForQuery
+		for marker, d := range s.duplicate {
+			if d.batch <= done {
+				delete(s.duplicate, marker) // its stand-in failed with the text's own error, or was skipped
+			}
 		}
 	}
 	s.settledLocked(false)
