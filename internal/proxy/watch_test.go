@@ -86,6 +86,13 @@ func TestIdleServerWatched(t *testing.T) {
 			if err := other.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
 				t.Fatalf("another client after that: %v", err)
 			}
+			// The terminated backend's connection was closed with the client's session, not
+			// given back to the pool as a whole one (which its reset query would then find dead).
+			a.Close(ctx)
+			waitCount(t, "clients", p.ClientCount, 1)
+			if l := p.logged("server reset query failed"); len(l) > 0 {
+				t.Fatalf("the terminated backend's connection went back to the pool: %s", l[0])
+			}
 		})
 	}
 }

@@ -617,7 +617,7 @@ func (s *Session) relay() {
 // relayEnds ends the relay of a session served on the event loops (both sockets the loops')
 // when nothing is in flight: the last request answered (or only a message the server sent
 // unasked relayed), nothing of srv's buffered, no COPY, hidden request, skipping, settling wait
-// or interruption under way. The client loop reads srv from then on: inline with the client's
+// or interruption under way, and no FATAL relayed (the relay reads on to the server's end). The client loop reads srv from then on: inline with the client's
 // next request, and between requests through watchServer, which the relay's wake-up of the
 // client's registration (wakeFn) makes it run. So a session that needed a relay for a while (a
 // notification while idle, COPY, extended messages without a Sync) is served on the loops
@@ -633,8 +633,8 @@ func (s *Session) relayEnds(srv *pool.Conn) bool {
 	}
 	s.mu.Lock()
 	end := s.relayRunning && s.server == srv && s.pending == 0 && !s.open && !s.closing &&
-		!s.interrupted && !s.copySeg && !s.skipping.Load() &&
-		s.hiddenN.Load() == 0 && (s.activeState == nil || s.settled == nil)
+		!s.interrupted && !s.copySeg && !s.skipping.Load() && s.hiddenN.Load() == 0 &&
+		(s.activeState == nil || s.settled == nil && !s.fatalRelayed) // after a FATAL: its end
 	if end {
 		s.relayRunning = false
 	}
@@ -831,14 +831,16 @@ func (s *Session) serverStep(srv *pool.Conn, phase *readPhase, inline bool) (ste
 func (s *Session) relayStopped(srv *pool.Conn, err error) {
 	interrupted := errors.Is(err, os.ErrDeadlineExceeded)
 	s.mu.Lock()
-	clean := interrupted && s.pending == 0 && !s.open && s.txStatus == 'I' && srv.Reader.Buffered() == 0
+	told := s.activeState != nil && s.fatalRelayed
+	// Clean: detach interrupted a relay with nothing in flight, on a server that is still whole
+	// (one that sent a FATAL is ending: the client may have left before its end was read).
+	clean := interrupted && !told && s.pending == 0 && !s.open && s.txStatus == 'I' && srv.Reader.Buffered() == 0
 	node := s.node
 	s.server, s.node = nil, nil
 	s.relayRunning, s.interrupted = false, false
 	closing := s.closing
 	reset := !s.txMode || s.pinned
 	unsure := s.copyUnsure
-	told := s.activeState != nil && s.fatalRelayed
 	s.settledLocked(true)
 	s.mu.Unlock()
 	if clean && unsure {
