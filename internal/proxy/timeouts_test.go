@@ -3,11 +3,14 @@ package proxy_test
 import (
 	"context"
 	"encoding/binary"
+	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"pgtide/internal/config"
 )
@@ -109,6 +112,31 @@ func TestClientWriteTimeout(t *testing.T) {
 		return len(p.logged("client stopped reading its results")) == 1
 	})
 	// The pool's only server connection is free again: another client runs.
+	other := p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
+	mustExec(t, other, "SELECT 1")
+}
+
+// TestClientGoneMidResult: a client that goes away (a reset) while a large result is being written
+// to it ends its session, and its server connection, cut in the middle of the answer, is closed:
+// logged as the client's doing, not as a lost server connection. Others go on.
+func TestClientGoneMidResult(t *testing.T) {
+	p := startProxy(t, func(c *config.Config) { c.Cluster.PoolSize = 1 })
+	r := p.raw(t)
+	r.login("app", "appdb")
+	r.send(&pgproto3.Query{String: "SELECT repeat('x', 10000) FROM generate_series(1, 100000)"}) // about 1 GB
+	// The result is flowing: read a MiB of it, then stop.
+	if _, err := io.ReadFull(r.br, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	r.c.(*net.TCPConn).SetLinger(0) // close with a reset
+	r.c.Close()
+	waitFor(t, 60*time.Second, "the client's server connection to be closed", func() bool {
+		return len(p.logged("client connection failed while its results were relayed")) == 1
+	})
+	if l := p.logged("server connection lost"); len(l) > 0 {
+		t.Fatalf("logged as a lost server connection: %s", l[0])
+	}
+	// The pool's only server connection is free again (a new one): another client runs.
 	other := p.connect(t, "app", "appdb", pgx.QueryExecModeExec)
 	mustExec(t, other, "SELECT 1")
 }

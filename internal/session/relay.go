@@ -617,11 +617,12 @@ func (s *Session) relay() {
 // relayEnds ends the relay of a session served on the event loops (both sockets the loops')
 // when nothing is in flight: the last request answered (or only a message the server sent
 // unasked relayed), nothing of srv's buffered, no COPY, hidden request, skipping, settling wait
-// or interruption under way, and no FATAL relayed (the relay reads on to the server's end). The client loop reads srv from then on: inline with the client's
-// next request, and between requests through watchServer, which the relay's wake-up of the
-// client's registration (wakeFn) makes it run. So a session that needed a relay for a while (a
-// notification while idle, COPY, extended messages without a Sync) is served on the loops
-// again, with no goroutine, as before it. It reports whether the relay is to end.
+// or interruption under way, and no FATAL relayed (the relay reads on to the server's end). The
+// client loop reads srv from then on: inline with the client's next request, and between
+// requests through watchServer, which the relay's wake-up of the client's registration (wakeFn)
+// makes it run. So a session that needed a relay for a while (a notification while idle, COPY,
+// extended messages without a Sync) is served on the loops again, with no goroutine, as before
+// it. It reports whether the relay is to end.
 //
 // A ReadyForQuery that copyUnsure says may still come (see copy.go) does not keep the relay:
 // unasked, it is found by watchServer, whose relay forwards it; ahead of the answers to the
@@ -860,7 +861,14 @@ func (s *Session) relayStopped(srv *pool.Conn, err error) {
 	srv.WriteMu.Lock()
 	srv.WriteMu.Unlock()
 	s.env.Router.Release(s.endpoint, srv, node, false)
-	if !closing && !s.clientClosed.Load() {
+	switch {
+	case closing:
+	case s.clientClosed.Load():
+		// The client went away while its results were being written (or stopped reading them):
+		// the server connection, cut in the middle of an answer, cannot be lent again.
+		s.log().Info("client connection failed while its results were relayed; closing its server connection",
+			"server", srv.Key().Node, "err", err)
+	default:
 		// The server went away under the client (crash, restart, terminated backend): the
 		// client's session or transaction is lost, so end it, as a direct connection would.
 		// A server that said why with a FATAL the client got has told it already.

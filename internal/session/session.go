@@ -90,7 +90,8 @@ type Session struct {
 	// request answered, and since when a write to it has been blocked (0: none), on Env.Clock.
 	progressAt atomic.Int64
 	writeSince atomic.Int64
-	// clientClosed: pgtide closed the client's connection itself (client_write_timeout).
+	// clientClosed: pgtide closed the client's connection itself (client_write_timeout), or a
+	// write to it failed (the client went away, or a write deadline passed).
 	clientClosed atomic.Bool
 
 	routeState // routing on the auto endpoint (see route.go)

@@ -35,13 +35,17 @@ func (c *Clock) Now() int64 {
 func (s *Session) noteProgress() { s.progressAt.Store(s.env.Clock.Now()) }
 
 // clientOut is the client connection as the session's writes see it: it stamps how long a write
-// has been blocked (a client that stopped reading), for client_write_timeout.
+// has been blocked (a client that stopped reading), for client_write_timeout, and records that
+// one failed (clientClosed).
 type clientOut struct{ s *Session }
 
 func (o *clientOut) Write(p []byte) (int, error) {
 	o.s.writeSince.Store(max(o.s.env.Clock.Now(), 1))
 	n, err := o.s.conn.Write(p)
 	o.s.writeSince.Store(0)
+	if err != nil {
+		o.s.clientClosed.Store(true) // what fails next is the client's side, not the server
+	}
 	return n, err
 }
 
