@@ -22,9 +22,10 @@
 //     a Flush), COPY from the client, a pipeline larger than the server connection's write
 //     buffer (readAlong), whenever the client loop stops while it holds a server, and, off the
 //     event loops, session mode and pinned clients (the server may send notifications while the
-//     client is idle). Once started it reads the server until the connection goes back. Because
-//     the server side is then always being read, a client that pipelines far ahead (pgx
-//     batches, JDBC batches) cannot deadlock the proxy.
+//     client is idle). Once started it reads the server until the connection goes back, or, on
+//     the event loops, until nothing is in flight (relayEnds). Because the server side is read
+//     whenever answers are owed, a client that pipelines far ahead (pgx batches, JDBC batches)
+//     cannot deadlock the proxy.
 //
 // See readInline for the rule. On the event loops, a client idle while it holds a server (session
 // mode, pinned, or inside a transaction) has that server's socket watched (watchServer): what the
