@@ -18,6 +18,9 @@ func (s *Server) SetParkAfter(d time.Duration) { s.env.ParkAfter = d }
 // WatchChecks returns how many times s's config watcher has compared the files.
 func WatchChecks(s *Server) int64 { return s.watchChecks.Load() }
 
+// JanitorRuns returns how many rounds over the sessions s's janitor has finished.
+func JanitorRuns(s *Server) int64 { return s.janitorRuns.Load() }
+
 // Relaying returns how many of s's sessions have a relay goroutine reading their server
 // connection now.
 func (s *Server) Relaying() int {

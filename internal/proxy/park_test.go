@@ -169,8 +169,9 @@ func TestSessionModeIdle(t *testing.T) {
 	c := p.connect(t, "app", "appdb", pgx.QueryExecModeSimpleProtocol)
 	pid := backendPID(t, c)
 	waitParked(t, p, 1)
-	time.Sleep(2500 * time.Millisecond) // two janitor rounds (a second each) pass
-	waitParked(t, p, 1)                 // (a janitor round takes it for a moment)
+	runs := proxy.JanitorRuns(p.Server)
+	waitFor(t, 30*time.Second, "two janitor rounds", func() bool { return proxy.JanitorRuns(p.Server) >= runs+2 })
+	waitParked(t, p, 1) // (a janitor round takes it for a moment)
 	if got := backendPID(t, c); got != pid {
 		t.Fatalf("backend %d after the idle wait, want %d: the client lost its server connection", got, pid)
 	}

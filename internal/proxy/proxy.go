@@ -69,6 +69,7 @@ type Server struct {
 	reloadMu    sync.Mutex
 	cfgStamps   [2]fileStamp
 	watchChecks atomic.Int64 // checks WatchConfig made, for tests
+	janitorRuns atomic.Int64 // rounds the janitor finished over the sessions, for tests
 
 	// TLS in force (see tls.go): set by New, then by reloads and watchTLS. tlsStamps are the TLS
 	// files' stamps as last read, tlsServerCA the server_ca_file serverTLS was read from; both
@@ -968,6 +969,7 @@ func (s *Server) janitor(ctx context.Context) {
 				s.bg.Go(debug.FreeOSMemory)
 			}
 			parkedPrev = parked
+			s.janitorRuns.Add(1)
 		}
 	}
 }

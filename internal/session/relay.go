@@ -314,7 +314,9 @@ func (s *Session) relaySteps(srv *pool.Conn, phase *readPhase, onLoop bool) erro
 		case stepIdle, stepCopyIn:
 			// srv stays attached.
 			s.mu.Lock()
-			if res == stepCopyIn || s.pinned && !onLoop { // pinned by the statement that just ended (on the loops, watchServer reads it between requests)
+			// Pinned by the statement that just ended: off the loops the relay reads srv
+			// between requests (on them, watchServer does).
+			if res == stepCopyIn || s.pinned && !onLoop {
 				s.startRelayLocked()
 			} else {
 				srv.MarkAnswered()
